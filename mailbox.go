@@ -1,0 +1,504 @@
+package um
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// Mailbox is a handle on one voice mailbox, shared by call control and IMAP
+// sessions. Handles are cheap; any number may exist for one mailbox, and
+// all are safe for concurrent use.
+//
+// Methods that change the mailbox commit to the store, then publish the
+// change to subscribers and the MWI dispatcher before they return. Give them
+// a context made with WithSource to keep the change from echoing back to
+// your own Subscription.
+type Mailbox struct {
+	svc  *Service
+	name string
+}
+
+// Name returns the mailbox name, e.g. "1001".
+func (mb *Mailbox) Name() string { return mb.name }
+
+// CanonicalFolder returns the stored spelling of a folder name: INBOX in any
+// case is "INBOX".
+func CanonicalFolder(name string) string {
+	if strings.EqualFold(name, Inbox) {
+		return Inbox
+	}
+	return name
+}
+
+func isReserved(folder string) bool { return folder == Inbox || folder == Trash }
+
+// Folders lists the mailbox's folders, sorted by name.
+func (mb *Mailbox) Folders(ctx context.Context) ([]Folder, error) {
+	fs, err := mb.svc.store.Folders(ctx, mb.name)
+	if err != nil {
+		return nil, fmt.Errorf("um: folders of %q: %w", mb.name, err)
+	}
+	return fs, nil
+}
+
+// Folder returns one folder's UIDVALIDITY and UIDNEXT.
+func (mb *Mailbox) Folder(ctx context.Context, folder string) (Folder, error) {
+	folder = CanonicalFolder(folder)
+	fs, err := mb.Folders(ctx)
+	if err != nil {
+		return Folder{}, err
+	}
+	for _, f := range fs {
+		if f.Name == folder {
+			return f, nil
+		}
+	}
+	return Folder{}, fmt.Errorf("um: folder %q of %q: %w", folder, mb.name, ErrNotFound)
+}
+
+// CreateFolder creates a user folder.
+func (mb *Mailbox) CreateFolder(ctx context.Context, folder string) (Folder, error) {
+	folder = CanonicalFolder(folder)
+	if err := validFolder(folder); err != nil {
+		return Folder{}, err
+	}
+	if isReserved(folder) {
+		return Folder{}, fmt.Errorf("um: create folder %q: %w", folder, ErrExists)
+	}
+	defer mb.svc.lock(mb.name)()
+	f, err := mb.svc.store.CreateFolder(ctx, mb.name, folder)
+	if err != nil {
+		return Folder{}, fmt.Errorf("um: create folder %q in %q: %w", folder, mb.name, err)
+	}
+	mb.svc.commit(ctx, mb.name, []Event{{Kind: EventFolderCreated, Folder: folder}})
+	return f, nil
+}
+
+// RenameFolder renames a user folder.
+func (mb *Mailbox) RenameFolder(ctx context.Context, from, to string) error {
+	from, to = CanonicalFolder(from), CanonicalFolder(to)
+	if err := validFolder(to); err != nil {
+		return err
+	}
+	if isReserved(from) || isReserved(to) {
+		return fmt.Errorf("um: rename folder %q to %q: %w", from, to, ErrReserved)
+	}
+	defer mb.svc.lock(mb.name)()
+	if err := mb.svc.store.RenameFolder(ctx, mb.name, from, to); err != nil {
+		return fmt.Errorf("um: rename folder %q to %q in %q: %w", from, to, mb.name, err)
+	}
+	mb.svc.commit(ctx, mb.name, []Event{{Kind: EventFolderRenamed, Folder: from, NewName: to}})
+	return nil
+}
+
+// DeleteFolder deletes a user folder and the messages in it.
+func (mb *Mailbox) DeleteFolder(ctx context.Context, folder string) error {
+	folder = CanonicalFolder(folder)
+	if isReserved(folder) {
+		return fmt.Errorf("um: delete folder %q: %w", folder, ErrReserved)
+	}
+	defer mb.svc.lock(mb.name)()
+	if err := mb.svc.store.DeleteFolder(ctx, mb.name, folder); err != nil {
+		return fmt.Errorf("um: delete folder %q in %q: %w", folder, mb.name, err)
+	}
+	mb.svc.commit(ctx, mb.name, []Event{{Kind: EventFolderDeleted, Folder: folder}})
+	return nil
+}
+
+// List returns the messages of a folder in UID order.
+func (mb *Mailbox) List(ctx context.Context, folder string) ([]Message, error) {
+	msgs, err := mb.svc.store.List(ctx, mb.name, CanonicalFolder(folder))
+	if err != nil {
+		return nil, fmt.Errorf("um: list %q of %q: %w", folder, mb.name, err)
+	}
+	return msgs, nil
+}
+
+// Message returns one message by ID.
+func (mb *Mailbox) Message(ctx context.Context, id uuid.UUID) (Message, error) {
+	m, err := mb.svc.store.Get(ctx, mb.name, id)
+	if err != nil {
+		return Message{}, fmt.Errorf("um: message %s of %q: %w", id, mb.name, err)
+	}
+	return m, nil
+}
+
+// ByUID returns the message with uid in folder.
+func (mb *Mailbox) ByUID(ctx context.Context, folder string, uid UID) (Message, error) {
+	msgs, err := mb.List(ctx, folder)
+	if err != nil {
+		return Message{}, err
+	}
+	for _, m := range msgs {
+		if m.UID == uid {
+			return m, nil
+		}
+	}
+	return Message{}, fmt.Errorf("um: UID %d in %q of %q: %w", uid, folder, mb.name, ErrNotFound)
+}
+
+// OpenAudio opens the audio of a voicemail for playback (or the content of
+// an appended e-mail). It does not mark the message heard: call MarkHeard
+// when the caller has listened.
+func (mb *Mailbox) OpenAudio(ctx context.Context, id uuid.UUID) (io.ReadCloser, error) {
+	rc, err := mb.svc.store.Open(ctx, mb.name, id)
+	if err != nil {
+		return nil, fmt.Errorf("um: open %s of %q: %w", id, mb.name, err)
+	}
+	return rc, nil
+}
+
+// Deposit stores a finished recording as a new, unheard message in INBOX and
+// returns it. Urgent messages start out \Flagged. It fails with
+// ErrMailboxFull when the mailbox is at its limits, ErrInvalid or
+// ErrBadAudio for bad input; then nothing is stored.
+//
+// Deposit holds the mailbox's write lock while it reads d.Audio: hand it a
+// finished recording, not a live stream.
+func (mb *Mailbox) Deposit(ctx context.Context, d Deposit) (Message, error) {
+	if d.Audio == nil {
+		return Message{}, fmt.Errorf("%w: deposit without audio", ErrInvalid)
+	}
+	if d.Duration < 0 {
+		return Message{}, fmt.Errorf("%w: negative duration %v", ErrInvalid, d.Duration)
+	}
+	if d.AudioType == "" {
+		d.AudioType = "audio/wav"
+	}
+	audio, err := checkAudio(d.AudioType, d.Audio)
+	if err != nil {
+		return Message{}, err
+	}
+	now := mb.svc.opts.Now()
+	if d.Time.IsZero() {
+		d.Time = now
+	}
+	m := Message{
+		ID:           uuid.New(),
+		Folder:       Inbox,
+		Urgent:       d.Urgent,
+		CallerNumber: d.CallerNumber,
+		CallerName:   d.CallerName,
+		Time:         d.Time.UTC(),
+		Duration:     d.Duration,
+		AudioType:    d.AudioType,
+		Transcript:   d.Transcript,
+		Added:        now.UTC(),
+	}
+	if d.Urgent {
+		m.Flags = FlagFlagged
+	}
+	return mb.add(ctx, m, audio)
+}
+
+// Append stores an e-mail a mail client uploaded into a user folder (not
+// INBOX, which holds voicemail only: ErrNotVoice). Flags, Keywords and Added
+// are taken from tmpl.
+func (mb *Mailbox) Append(ctx context.Context, folder string, tmpl Message, r io.Reader) (Message, error) {
+	folder = CanonicalFolder(folder)
+	if r == nil {
+		return Message{}, fmt.Errorf("%w: append without content", ErrInvalid)
+	}
+	if folder == Inbox {
+		return Message{}, fmt.Errorf("um: append to INBOX of %q: %w: INBOX holds voicemail only", mb.name, ErrNotVoice)
+	}
+	m := Message{
+		ID:       uuid.New(),
+		Folder:   folder,
+		Flags:    tmpl.Flags,
+		Keywords: normalizeKeywords(append([]string(nil), tmpl.Keywords...)),
+		Added:    tmpl.Added,
+		Raw:      true,
+	}
+	if m.Added.IsZero() {
+		m.Added = mb.svc.opts.Now()
+	}
+	m.Added = m.Added.UTC()
+	return mb.add(ctx, m, r)
+}
+
+func (mb *Mailbox) add(ctx context.Context, m Message, r io.Reader) (Message, error) {
+	defer mb.svc.lock(mb.name)()
+	if err := mb.checkLimitsLocked(ctx, m); err != nil {
+		return Message{}, err
+	}
+	stored, err := mb.svc.store.Append(ctx, mb.name, m, r)
+	if err != nil {
+		return Message{}, fmt.Errorf("um: store message in %q of %q: %w", m.Folder, mb.name, err)
+	}
+	mb.svc.commit(ctx, mb.name, []Event{{Kind: EventAdded, Folder: stored.Folder, Message: stored.Clone()}})
+	return stored, nil
+}
+
+func (mb *Mailbox) checkLimitsLocked(ctx context.Context, m Message) error {
+	o := mb.svc.opts
+	if o.MaxMessages <= 0 && o.MaxRecordedTime <= 0 {
+		return nil
+	}
+	if m.Folder == Trash {
+		return nil
+	}
+	fs, err := mb.Folders(ctx)
+	if err != nil {
+		return err
+	}
+	count, total := 1, m.Duration
+	for _, f := range fs {
+		if f.Name == Trash {
+			continue
+		}
+		msgs, err := mb.svc.store.List(ctx, mb.name, f.Name)
+		if err != nil {
+			return fmt.Errorf("um: count messages of %q: %w", mb.name, err)
+		}
+		count += len(msgs)
+		for _, x := range msgs {
+			total += x.Duration
+		}
+	}
+	if o.MaxMessages > 0 && count > o.MaxMessages {
+		return fmt.Errorf("%w: %q holds %d messages, the limit", ErrMailboxFull, mb.name, count-1)
+	}
+	if o.MaxRecordedTime > 0 && total > o.MaxRecordedTime {
+		return fmt.Errorf("%w: %q would hold %v of recordings, over %v", ErrMailboxFull, mb.name, total, o.MaxRecordedTime)
+	}
+	return nil
+}
+
+// MarkHeard marks messages heard (\Seen), as when they were played.
+func (mb *Mailbox) MarkHeard(ctx context.Context, ids ...uuid.UUID) error {
+	_, err := mb.SetFlags(ctx, ids, FlagOp{Mode: FlagsAdd, Flags: FlagHeard})
+	return err
+}
+
+// MarkUnheard clears \Seen, so the messages count as new again.
+func (mb *Mailbox) MarkUnheard(ctx context.Context, ids ...uuid.UUID) error {
+	_, err := mb.SetFlags(ctx, ids, FlagOp{Mode: FlagsRemove, Flags: FlagHeard})
+	return err
+}
+
+// SetFlags applies op to messages and returns those that changed.
+func (mb *Mailbox) SetFlags(ctx context.Context, ids []uuid.UUID, op FlagOp) ([]Message, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	defer mb.svc.lock(mb.name)()
+	changed, err := mb.svc.store.SetFlags(ctx, mb.name, ids, op)
+	if err != nil {
+		return nil, fmt.Errorf("um: set flags in %q: %w", mb.name, err)
+	}
+	events := make([]Event, len(changed))
+	for i, m := range changed {
+		events[i] = Event{Kind: EventFlags, Folder: m.Folder, Message: m.Clone()}
+	}
+	mb.svc.commit(ctx, mb.name, events)
+	return changed, nil
+}
+
+// Delete deletes messages the way the phone does: they move to Trash, where
+// Undelete can bring them back. Messages in Trash already, and all messages
+// when Options.PurgeOnDelete is set, are removed for good.
+func (mb *Mailbox) Delete(ctx context.Context, ids ...uuid.UUID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var toTrash, purge []uuid.UUID
+	for _, id := range ids {
+		m, err := mb.Message(ctx, id)
+		if err != nil {
+			return err
+		}
+		if m.Folder == Trash || mb.svc.opts.PurgeOnDelete {
+			purge = append(purge, id)
+		} else {
+			toTrash = append(toTrash, id)
+		}
+	}
+	if len(toTrash) > 0 {
+		if _, err := mb.Move(ctx, toTrash, Trash); err != nil {
+			return err
+		}
+	}
+	if len(purge) > 0 {
+		return mb.purge(ctx, purge)
+	}
+	return nil
+}
+
+// Undelete brings a message back from Trash to INBOX, clearing \Deleted, and
+// returns it with its new INBOX UID.
+func (mb *Mailbox) Undelete(ctx context.Context, id uuid.UUID) (Message, error) {
+	m, err := mb.Message(ctx, id)
+	if err != nil {
+		return Message{}, err
+	}
+	if m.Folder != Trash {
+		return Message{}, fmt.Errorf("um: undelete %s: %w: it is in %q, not in Trash", id, ErrNotFound, m.Folder)
+	}
+	if m.Flags.Has(FlagDeleted) {
+		if _, err := mb.SetFlags(ctx, []uuid.UUID{id}, FlagOp{Mode: FlagsRemove, Flags: FlagDeleted}); err != nil {
+			return Message{}, err
+		}
+	}
+	moved, err := mb.Move(ctx, []uuid.UUID{id}, Inbox)
+	if err != nil {
+		return Message{}, err
+	}
+	return moved[0], nil
+}
+
+// Move moves messages to another folder and returns them as they are there.
+// Moving voicemail into INBOX is allowed; e-mail (Raw) is not: ErrNotVoice.
+func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]Message, error) {
+	folder = CanonicalFolder(folder)
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	defer mb.svc.lock(mb.name)()
+	before, err := mb.getAllLocked(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	if folder == Inbox {
+		for _, m := range before {
+			if m.Raw {
+				return nil, fmt.Errorf("um: move to INBOX of %q: %w: INBOX holds voicemail only", mb.name, ErrNotVoice)
+			}
+		}
+	}
+	moved, err := mb.svc.store.Move(ctx, mb.name, ids, folder, mb.svc.opts.Now().UTC())
+	if err != nil {
+		return nil, fmt.Errorf("um: move to %q in %q: %w", folder, mb.name, err)
+	}
+	events := make([]Event, 0, 2*len(moved))
+	for i, m := range moved {
+		events = append(events,
+			Event{Kind: EventRemoved, Folder: before[i].Folder, Message: Message{ID: m.ID, UID: before[i].UID, Folder: before[i].Folder}},
+			Event{Kind: EventAdded, Folder: m.Folder, Message: m.Clone()})
+	}
+	mb.svc.commit(ctx, mb.name, events)
+	return moved, nil
+}
+
+// Copy copies messages into a folder under new IDs and returns the copies.
+func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]Message, error) {
+	folder = CanonicalFolder(folder)
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	defer mb.svc.lock(mb.name)()
+	before, err := mb.getAllLocked(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range before {
+		if folder == Inbox && m.Raw {
+			return nil, fmt.Errorf("um: copy to INBOX of %q: %w: INBOX holds voicemail only", mb.name, ErrNotVoice)
+		}
+		if err := mb.checkLimitsLocked(ctx, Message{Folder: folder, Duration: m.Duration}); err != nil {
+			return nil, err
+		}
+	}
+	newIDs := make([]uuid.UUID, len(ids))
+	for i := range newIDs {
+		newIDs[i] = uuid.New()
+	}
+	copies, err := mb.svc.store.Copy(ctx, mb.name, ids, folder, newIDs, mb.svc.opts.Now().UTC())
+	if err != nil {
+		return nil, fmt.Errorf("um: copy to %q in %q: %w", folder, mb.name, err)
+	}
+	events := make([]Event, len(copies))
+	for i, m := range copies {
+		events[i] = Event{Kind: EventAdded, Folder: m.Folder, Message: m.Clone()}
+	}
+	mb.svc.commit(ctx, mb.name, events)
+	return copies, nil
+}
+
+// Purge removes messages for good, from whatever folder they are in.
+func (mb *Mailbox) Purge(ctx context.Context, ids ...uuid.UUID) error {
+	return mb.purge(ctx, ids)
+}
+
+func (mb *Mailbox) purge(ctx context.Context, ids []uuid.UUID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	defer mb.svc.lock(mb.name)()
+	before, err := mb.getAllLocked(ctx, ids)
+	if err != nil {
+		return err
+	}
+	if err := mb.svc.store.Remove(ctx, mb.name, ids); err != nil {
+		return fmt.Errorf("um: purge in %q: %w", mb.name, err)
+	}
+	events := make([]Event, len(before))
+	for i, m := range before {
+		events[i] = Event{Kind: EventRemoved, Folder: m.Folder, Message: Message{ID: m.ID, UID: m.UID, Folder: m.Folder}}
+	}
+	mb.svc.commit(ctx, mb.name, events)
+	return nil
+}
+
+func (mb *Mailbox) getAllLocked(ctx context.Context, ids []uuid.UUID) ([]Message, error) {
+	out := make([]Message, len(ids))
+	for i, id := range ids {
+		m, err := mb.Message(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+// MWI returns the mailbox's current message-waiting state, read from the
+// store.
+func (mb *Mailbox) MWI(ctx context.Context) (MWIState, error) {
+	return mb.svc.MWI(ctx, mb.name)
+}
+
+func ids(msgs []Message) []uuid.UUID {
+	out := make([]uuid.UUID, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.ID
+	}
+	return out
+}
+
+func validFolder(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: empty folder name", ErrInvalid)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: folder name %q has control characters", ErrInvalid, name)
+		}
+	}
+	return nil
+}
+
+// checkAudio refuses audio that is not what its type says, looking only at
+// the first bytes, and returns a reader that still yields every byte.
+func checkAudio(audioType string, r io.Reader) (io.Reader, error) {
+	t := strings.ToLower(audioType)
+	if t != "audio/wav" && t != "audio/x-wav" && t != "audio/wave" {
+		return r, nil
+	}
+	br := bufio.NewReaderSize(r, 64)
+	head, err := br.Peek(12)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("um: read audio: %w", err)
+	}
+	if len(head) < 12 || !bytes.Equal(head[0:4], []byte("RIFF")) || !bytes.Equal(head[8:12], []byte("WAVE")) {
+		return nil, fmt.Errorf("%w: %s without a RIFF/WAVE header", ErrBadAudio, audioType)
+	}
+	return br, nil
+}

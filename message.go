@@ -1,0 +1,69 @@
+package um
+
+import (
+	"io"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Time is time.Time; the alias keeps Store signatures short.
+type Time = time.Time
+
+// UID is an IMAP unique identifier of a message within one folder.
+type UID uint32
+
+// Message is a voice message (or, in user folders, an e-mail a mail client
+// appended) as um and its store know it. The audio is not part of it: open it
+// with Mailbox.OpenAudio.
+type Message struct {
+	ID     uuid.UUID // stable across folders and restarts
+	Folder string
+	UID    UID // in Folder; a move gives a new one
+
+	Flags    Flags
+	Keywords []string // sorted IMAP keywords, such as $Label1
+	Urgent   bool     // set at deposit by the caller's choice
+
+	CallerNumber string        // as the PBX received it, e.g. +4930123456
+	CallerName   string        // display name, may be empty
+	Time         time.Time     // when the message was recorded
+	Duration     time.Duration // length of the recording
+	AudioType    string        // MIME type of the audio, e.g. audio/wav
+	Transcript   string        // text of the message, where the host has one
+
+	// Size is the number of content bytes: the audio of a voicemail, the
+	// whole message of an e-mail (Raw).
+	Size int64
+	// Added is when the message arrived in its folder (IMAP INTERNALDATE for
+	// e-mail; Trash retention counts from it).
+	Added time.Time
+	// Raw is true for a message a mail client appended: its content is a
+	// whole RFC 5322 message and the voicemail fields are empty.
+	Raw bool
+}
+
+// Heard reports whether the message was played (IMAP \Seen).
+func (m *Message) Heard() bool { return m.Flags.Has(FlagHeard) }
+
+// Deposit is a finished recording the PBX hands to um.
+type Deposit struct {
+	// Audio is read to EOF; a read error fails the deposit and stores
+	// nothing. Required.
+	Audio        io.Reader
+	AudioType    string // MIME type; "audio/wav" when empty
+	CallerNumber string
+	CallerName   string
+	Time         time.Time     // when the call came in; now when zero
+	Duration     time.Duration // length of the recording; must not be negative
+	Urgent       bool
+	Transcript   string
+}
+
+// Clone returns a deep copy of m.
+func (m Message) Clone() Message {
+	if m.Keywords != nil {
+		m.Keywords = append([]string(nil), m.Keywords...)
+	}
+	return m
+}

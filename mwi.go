@@ -1,0 +1,186 @@
+package um
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// MWIState is what a message-waiting indicator shows for one mailbox. It
+// counts voicemail in INBOX without \Deleted: New are unheard, Old heard,
+// and the urgent ones among each are counted again apart.
+type MWIState struct {
+	Mailbox   string
+	New       int
+	Old       int
+	UrgentNew int
+	UrgentOld int
+}
+
+// Waiting reports whether the lamp is lit: unheard messages exist.
+func (s MWIState) Waiting() bool { return s.New > 0 }
+
+// String returns the counts as RFC 3842 writes them: "2/8 (1/0)".
+func (s MWIState) String() string {
+	return fmt.Sprintf("%d/%d (%d/%d)", s.New, s.Old, s.UrgentNew, s.UrgentOld)
+}
+
+// MessageSummary returns an RFC 3842 application/simple-message-summary
+// body for s, for the body of a SIP NOTIFY. account is the Message-Account
+// URI (for example "sip:1001@pbx.example.com"); it is left out when empty.
+func (s MWIState) MessageSummary(account string) []byte {
+	var b strings.Builder
+	if s.Waiting() {
+		b.WriteString("Messages-Waiting: yes\r\n")
+	} else {
+		b.WriteString("Messages-Waiting: no\r\n")
+	}
+	if account != "" {
+		fmt.Fprintf(&b, "Message-Account: %s\r\n", account)
+	}
+	fmt.Fprintf(&b, "Voice-Message: %s\r\n", s)
+	return []byte(b.String())
+}
+
+// MWIFunc is the host's hook for message-waiting changes, set in
+// Options.MWI. um calls it on one goroutine of its own, never under a lock,
+// after the change is committed. For one mailbox the calls come in commit
+// order; states in between may be merged, but the last call always carries
+// the state after the last change. It is called only when the state
+// differs from the one it was last given for the mailbox (from the store's
+// state at the first change after start). A hook that blocks delays the
+// next calls for every mailbox, never call control.
+type MWIFunc func(MWIState)
+
+// MWI returns the current state of a mailbox, computed from the store, for
+// example to answer a SUBSCRIBE or to refresh on a timer.
+func (s *Service) MWI(ctx context.Context, mailbox string) (MWIState, error) {
+	msgs, err := s.store.List(ctx, mailbox, Inbox)
+	if err != nil {
+		return MWIState{}, fmt.Errorf("um: mwi of %q: %w", mailbox, err)
+	}
+	st := MWIState{Mailbox: mailbox}
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Raw || m.Flags.Has(FlagDeleted) {
+			continue
+		}
+		switch {
+		case m.Heard() && m.Urgent:
+			st.Old++
+			st.UrgentOld++
+		case m.Heard():
+			st.Old++
+		case m.Urgent:
+			st.New++
+			st.UrgentNew++
+		default:
+			st.New++
+		}
+	}
+	return st, nil
+}
+
+func affectsMWI(events []Event) bool {
+	for _, e := range events {
+		if e.Folder == Inbox || e.Kind == EventResync {
+			return true
+		}
+	}
+	return false
+}
+
+// mwiDispatcher runs the MWI hook. Marks are merged per mailbox, and the
+// state is read from the store when the dispatcher gets to the mailbox, so a
+// burst of changes costs one read and the final state always goes out.
+type mwiDispatcher struct {
+	svc  *Service
+	wake chan struct{}
+
+	mu       sync.Mutex
+	dirty    map[string]bool // mailbox -> announce (a change made on this node)
+	order    []string        // dirty mailboxes in the order first marked
+	last     map[string]MWIState
+	busy     bool
+	idleCond *sync.Cond
+}
+
+func newMWIDispatcher(s *Service) *mwiDispatcher {
+	d := &mwiDispatcher{svc: s, wake: make(chan struct{}, 1), dirty: make(map[string]bool), last: make(map[string]MWIState)}
+	d.idleCond = sync.NewCond(&d.mu)
+	return d
+}
+
+func (d *mwiDispatcher) mark(mailbox string, announce bool) {
+	d.mu.Lock()
+	prev, ok := d.dirty[mailbox]
+	if !ok {
+		d.order = append(d.order, mailbox)
+	}
+	d.dirty[mailbox] = prev || announce
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *mwiDispatcher) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		}
+		d.drain(ctx)
+	}
+}
+
+func (d *mwiDispatcher) drain(ctx context.Context) {
+	for {
+		d.mu.Lock()
+		if len(d.order) == 0 {
+			d.busy = false
+			d.idleCond.Broadcast()
+			d.mu.Unlock()
+			return
+		}
+		d.busy = true
+		mailbox := d.order[0]
+		d.order = d.order[1:]
+		announce := d.dirty[mailbox]
+		delete(d.dirty, mailbox)
+		d.mu.Unlock()
+
+		st, err := d.svc.MWI(ctx, mailbox)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.svc.opts.Logf("%v", err)
+			}
+			continue
+		}
+		d.mu.Lock()
+		prev, seen := d.last[mailbox]
+		d.last[mailbox] = st
+		d.mu.Unlock()
+		if announce && (!seen || prev != st) && d.svc.opts.MWI != nil {
+			d.svc.opts.MWI(st)
+		}
+	}
+}
+
+// flush waits until the dispatcher has run the hook for every mark made so
+// far. Only the run goroutine calls the hook, which keeps calls for one
+// mailbox in order.
+func (d *mwiDispatcher) flush() {
+	d.mu.Lock()
+	for d.busy || len(d.order) > 0 {
+		d.idleCond.Wait()
+	}
+	d.mu.Unlock()
+}
+
+// FlushMWI waits until the MWI hook has been called for every change
+// committed before it was called. Tests and shutdown use it.
+func (s *Service) FlushMWI() { s.mwi.flush() }

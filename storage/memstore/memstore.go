@@ -1,0 +1,410 @@
+// Package memstore is an in-memory um.Store for tests and examples. It keeps
+// nothing across restarts; use the embedded default store or pgstore for
+// real mailboxes.
+package memstore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/google/uuid"
+)
+
+var _ um.Store = (*Store)(nil)
+
+// Store is an in-memory um.Store. The zero value is not usable; call New.
+type Store struct {
+	mu        sync.Mutex
+	mailboxes map[string]*mailbox
+	validity  uint32 // last UIDVALIDITY handed out, shared by all folders
+	closed    bool
+}
+
+type mailbox struct {
+	folders map[string]*folder
+	byID    map[uuid.UUID]*entry
+}
+
+type folder struct {
+	um.Folder
+	msgs []*entry // UID order
+}
+
+type entry struct {
+	m       um.Message
+	content []byte // shared by copies; never modified
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{mailboxes: make(map[string]*mailbox), validity: uint32(time.Now().Unix())}
+}
+
+func (s *Store) lock(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return um.ErrClosed
+	}
+	return nil
+}
+
+func (s *Store) mailboxLocked(name string) (*mailbox, error) {
+	mb := s.mailboxes[name]
+	if mb == nil {
+		return nil, fmt.Errorf("memstore: mailbox %q: %w", name, um.ErrNotFound)
+	}
+	return mb, nil
+}
+
+func (s *Store) folderLocked(name, f string) (*mailbox, *folder, error) {
+	mb, err := s.mailboxLocked(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	fo := mb.folders[f]
+	if fo == nil {
+		return nil, nil, fmt.Errorf("memstore: folder %q of %q: %w", f, name, um.ErrNotFound)
+	}
+	return mb, fo, nil
+}
+
+func (s *Store) newFolderLocked(name string) *folder {
+	s.validity++
+	return &folder{Folder: um.Folder{Name: name, UIDValidity: s.validity, UIDNext: 1}}
+}
+
+// CreateMailbox implements um.Store.
+func (s *Store) CreateMailbox(ctx context.Context, name string) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if s.mailboxes[name] != nil {
+		return fmt.Errorf("memstore: mailbox %q: %w", name, um.ErrExists)
+	}
+	s.mailboxes[name] = &mailbox{
+		folders: map[string]*folder{um.Inbox: s.newFolderLocked(um.Inbox), um.Trash: s.newFolderLocked(um.Trash)},
+		byID:    make(map[uuid.UUID]*entry),
+	}
+	return nil
+}
+
+// Mailboxes implements um.Store.
+func (s *Store) Mailboxes(ctx context.Context) ([]string, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.mailboxes))
+	for n := range s.mailboxes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Folders implements um.Store.
+func (s *Store) Folders(ctx context.Context, name string) ([]um.Folder, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	mb, err := s.mailboxLocked(name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]um.Folder, 0, len(mb.folders))
+	for _, f := range mb.folders {
+		out = append(out, f.Folder)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// CreateFolder implements um.Store.
+func (s *Store) CreateFolder(ctx context.Context, name, f string) (um.Folder, error) {
+	if err := s.lock(ctx); err != nil {
+		return um.Folder{}, err
+	}
+	defer s.mu.Unlock()
+	mb, err := s.mailboxLocked(name)
+	if err != nil {
+		return um.Folder{}, err
+	}
+	if mb.folders[f] != nil {
+		return um.Folder{}, fmt.Errorf("memstore: folder %q: %w", f, um.ErrExists)
+	}
+	fo := s.newFolderLocked(f)
+	mb.folders[f] = fo
+	return fo.Folder, nil
+}
+
+// RenameFolder implements um.Store.
+func (s *Store) RenameFolder(ctx context.Context, name, from, to string) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	mb, fo, err := s.folderLocked(name, from)
+	if err != nil {
+		return err
+	}
+	if from == um.Inbox || from == um.Trash || to == um.Inbox || to == um.Trash {
+		return fmt.Errorf("memstore: rename %q: %w", from, um.ErrReserved)
+	}
+	if mb.folders[to] != nil {
+		return fmt.Errorf("memstore: folder %q: %w", to, um.ErrExists)
+	}
+	delete(mb.folders, from)
+	fo.Name = to
+	mb.folders[to] = fo
+	for _, e := range fo.msgs {
+		e.m.Folder = to
+	}
+	return nil
+}
+
+// DeleteFolder implements um.Store.
+func (s *Store) DeleteFolder(ctx context.Context, name, f string) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	mb, fo, err := s.folderLocked(name, f)
+	if err != nil {
+		return err
+	}
+	if f == um.Inbox || f == um.Trash {
+		return fmt.Errorf("memstore: delete %q: %w", f, um.ErrReserved)
+	}
+	for _, e := range fo.msgs {
+		delete(mb.byID, e.m.ID)
+	}
+	delete(mb.folders, f)
+	return nil
+}
+
+// Append implements um.Store. The content is read before the lock is taken,
+// so a slow reader holds up no one.
+func (s *Store) Append(ctx context.Context, name string, m um.Message, r io.Reader) (um.Message, error) {
+	if r == nil {
+		return um.Message{}, fmt.Errorf("memstore: %w: nil reader", um.ErrInvalid)
+	}
+	content, err := io.ReadAll(r)
+	if err != nil {
+		return um.Message{}, fmt.Errorf("memstore: read content: %w", err)
+	}
+	if err := s.lock(ctx); err != nil {
+		return um.Message{}, err
+	}
+	defer s.mu.Unlock()
+	mb, fo, err := s.folderLocked(name, m.Folder)
+	if err != nil {
+		return um.Message{}, err
+	}
+	if mb.byID[m.ID] != nil {
+		return um.Message{}, fmt.Errorf("memstore: message %s: %w", m.ID, um.ErrExists)
+	}
+	m = m.Clone()
+	m.Size = int64(len(content))
+	s.addLocked(mb, fo, &entry{m: m, content: content})
+	return m.Clone(), nil
+}
+
+func (s *Store) addLocked(mb *mailbox, fo *folder, e *entry) {
+	e.m.Folder = fo.Name
+	e.m.UID = fo.UIDNext
+	fo.UIDNext++
+	fo.msgs = append(fo.msgs, e)
+	mb.byID[e.m.ID] = e
+}
+
+// List implements um.Store.
+func (s *Store) List(ctx context.Context, name, f string) ([]um.Message, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	_, fo, err := s.folderLocked(name, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]um.Message, len(fo.msgs))
+	for i, e := range fo.msgs {
+		out[i] = e.m.Clone()
+	}
+	return out, nil
+}
+
+func (s *Store) entryLocked(name string, id uuid.UUID) (*mailbox, *entry, error) {
+	mb, err := s.mailboxLocked(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	e := mb.byID[id]
+	if e == nil {
+		return nil, nil, fmt.Errorf("memstore: message %s of %q: %w", id, name, um.ErrNotFound)
+	}
+	return mb, e, nil
+}
+
+// Get implements um.Store.
+func (s *Store) Get(ctx context.Context, name string, id uuid.UUID) (um.Message, error) {
+	if err := s.lock(ctx); err != nil {
+		return um.Message{}, err
+	}
+	defer s.mu.Unlock()
+	_, e, err := s.entryLocked(name, id)
+	if err != nil {
+		return um.Message{}, err
+	}
+	return e.m.Clone(), nil
+}
+
+// Open implements um.Store.
+func (s *Store) Open(ctx context.Context, name string, id uuid.UUID) (io.ReadCloser, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	_, e, err := s.entryLocked(name, id)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(bytes.NewReader(e.content)), nil
+}
+
+func (s *Store) entriesLocked(name string, ids []uuid.UUID) (*mailbox, []*entry, error) {
+	mb, err := s.mailboxLocked(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	es := make([]*entry, len(ids))
+	for i, id := range ids {
+		if es[i] = mb.byID[id]; es[i] == nil {
+			return nil, nil, fmt.Errorf("memstore: message %s of %q: %w", id, name, um.ErrNotFound)
+		}
+	}
+	return mb, es, nil
+}
+
+// SetFlags implements um.Store.
+func (s *Store) SetFlags(ctx context.Context, name string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	_, es, err := s.entriesLocked(name, ids)
+	if err != nil {
+		return nil, err
+	}
+	var changed []um.Message
+	for _, e := range es {
+		f, kw := op.Apply(e.m.Flags, e.m.Keywords)
+		if f == e.m.Flags && um.SameKeywords(kw, e.m.Keywords) {
+			continue
+		}
+		e.m.Flags, e.m.Keywords = f, kw
+		changed = append(changed, e.m.Clone())
+	}
+	return changed, nil
+}
+
+func (fo *folder) removeLocked(e *entry) {
+	i := sort.Search(len(fo.msgs), func(i int) bool { return fo.msgs[i].m.UID >= e.m.UID })
+	if i < len(fo.msgs) && fo.msgs[i] == e {
+		fo.msgs = append(fo.msgs[:i], fo.msgs[i+1:]...)
+	}
+}
+
+// Move implements um.Store.
+func (s *Store) Move(ctx context.Context, name string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	mb, dst, err := s.folderLocked(name, to)
+	if err != nil {
+		return nil, err
+	}
+	_, es, err := s.entriesLocked(name, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]um.Message, len(es))
+	for i, e := range es {
+		mb.folders[e.m.Folder].removeLocked(e)
+		e.m.Added = now
+		s.addLocked(mb, dst, e)
+		out[i] = e.m.Clone()
+	}
+	return out, nil
+}
+
+// Copy implements um.Store.
+func (s *Store) Copy(ctx context.Context, name string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time) ([]um.Message, error) {
+	if len(newIDs) != len(ids) {
+		return nil, fmt.Errorf("memstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
+	}
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	mb, dst, err := s.folderLocked(name, to)
+	if err != nil {
+		return nil, err
+	}
+	_, es, err := s.entriesLocked(name, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range newIDs {
+		if mb.byID[id] != nil {
+			return nil, fmt.Errorf("memstore: message %s: %w", id, um.ErrExists)
+		}
+	}
+	out := make([]um.Message, len(es))
+	for i, e := range es {
+		c := &entry{m: e.m.Clone(), content: e.content}
+		c.m.ID = newIDs[i]
+		c.m.Added = now
+		s.addLocked(mb, dst, c)
+		out[i] = c.m.Clone()
+	}
+	return out, nil
+}
+
+// Remove implements um.Store.
+func (s *Store) Remove(ctx context.Context, name string, ids []uuid.UUID) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	mb, es, err := s.entriesLocked(name, ids)
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		mb.folders[e.m.Folder].removeLocked(e)
+		delete(mb.byID, e.m.ID)
+	}
+	return nil
+}
+
+// Close implements um.Store. Later calls fail with um.ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}

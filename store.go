@@ -1,0 +1,105 @@
+package um
+
+import (
+	"context"
+	"io"
+
+	"github.com/google/uuid"
+)
+
+// Folder describes one folder of a voice mailbox as the store keeps it.
+type Folder struct {
+	Name string
+	// UIDValidity is assigned when the folder is created and never changes
+	// while the folder exists, across restarts too. A folder created again
+	// under an old name gets a new, larger value.
+	UIDValidity uint32
+	// UIDNext is the UID the next message added to the folder will get.
+	UIDNext UID
+}
+
+// Store keeps voice mailboxes durably. um calls it from many goroutines at
+// once; every method must be safe for concurrent use.
+//
+// The contract, checked by storage/storetest:
+//   - Every method must return when ctx is done.
+//   - A mailbox, folder or message that does not exist gives an error for
+//     which errors.Is(err, ErrNotFound) is true; one that exists already,
+//     ErrExists. Never nil, nil.
+//   - Every mailbox has the folders INBOX and Trash from CreateMailbox on;
+//     they cannot be renamed or deleted (ErrReserved).
+//   - UIDs in a folder are assigned in strictly increasing order and never
+//     reused while the folder's UIDValidity stays the same; List returns
+//     messages in UID order.
+//   - Each method is atomic: on error nothing it was asked to do is visible,
+//     and content read from a failing reader is never stored.
+//   - Messages the store returns are copies the caller may keep and change.
+//
+// Message IDs are chosen by um (random UUIDs) and are unique per mailbox;
+// every operation on messages names them by ID, so a message keeps its
+// identity when it moves between folders.
+type Store interface {
+	// CreateMailbox creates a voice mailbox with its INBOX and Trash folders.
+	CreateMailbox(ctx context.Context, mailbox string) error
+	// Mailboxes lists the names of all mailboxes, sorted.
+	Mailboxes(ctx context.Context) ([]string, error)
+
+	// Folders lists the folders of a mailbox, sorted by name.
+	Folders(ctx context.Context, mailbox string) ([]Folder, error)
+	// CreateFolder creates a user folder.
+	CreateFolder(ctx context.Context, mailbox, folder string) (Folder, error)
+	// RenameFolder renames a user folder and its messages keep their UIDs.
+	RenameFolder(ctx context.Context, mailbox, from, to string) error
+	// DeleteFolder deletes a user folder and the messages in it.
+	DeleteFolder(ctx context.Context, mailbox, folder string) error
+
+	// Append stores m in m.Folder with the content read from r until EOF. The
+	// store assigns m.UID and sets m.Size to the number of bytes read; it
+	// keeps every other field as given. It returns the stored message.
+	Append(ctx context.Context, mailbox string, m Message, r io.Reader) (Message, error)
+	// List returns the messages of a folder in UID order, without content.
+	List(ctx context.Context, mailbox, folder string) ([]Message, error)
+	// Get returns one message by ID.
+	Get(ctx context.Context, mailbox string, id uuid.UUID) (Message, error)
+	// Open returns the content of a message: the audio of a voicemail, the
+	// whole RFC 5322 message of one appended by a mail client.
+	Open(ctx context.Context, mailbox string, id uuid.UUID) (io.ReadCloser, error)
+	// SetFlags applies op to each message atomically (two concurrent
+	// SetFlags on one message never lose either change) and returns the
+	// messages whose flags or keywords changed, in the order of ids.
+	SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op FlagOp) ([]Message, error)
+	// Move moves messages to another folder: each gets the destination's
+	// next UID and keeps its ID, flags and content. Added is set to now. It
+	// returns the moved messages as they are now, in the order of ids. All
+	// move or none does.
+	Move(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now Time) ([]Message, error)
+	// Copy copies messages into a folder under new IDs (newIDs[i] for
+	// ids[i]) and returns the copies, in order.
+	Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now Time) ([]Message, error)
+	// Remove deletes messages and their content for good.
+	Remove(ctx context.Context, mailbox string, ids []uuid.UUID) error
+
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Watcher is an optional Store interface for stores that several processes
+// share (a PBX cluster on one database). Watch calls deliver, on one
+// goroutine and in commit order per mailbox, for each change committed by
+// another node than node, until ctx is done. When the store cannot know what
+// changed (a lost notification connection), it delivers a change whose one
+// event has Kind EventResync, so subscribers reload the mailbox.
+//
+// Stores that do not implement Watcher serve one process; um's own fan-out
+// then sees every change.
+type Watcher interface {
+	Watch(ctx context.Context, node string, deliver func(Change)) error
+}
+
+// Publisher is an optional Store interface for stores shared by several
+// nodes: um calls Publish after each commit so other nodes' Watch deliver
+// the change. A store may instead publish within its transactions and not
+// implement Publisher.
+type Publisher interface {
+	Publish(ctx context.Context, c Change) error
+}
