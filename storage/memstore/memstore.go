@@ -217,8 +217,9 @@ func (s *Store) Append(ctx context.Context, name string, m um.Message, r io.Read
 	}
 	m = m.Clone()
 	m.Size = int64(len(content))
-	s.addLocked(mb, fo, &entry{m: m, content: content})
-	return m.Clone(), nil
+	e := &entry{m: m, content: content}
+	s.addLocked(mb, fo, e)
+	return e.m.Clone(), nil
 }
 
 func (s *Store) addLocked(mb *mailbox, fo *folder, e *entry) {
