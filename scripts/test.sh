@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test of um. The tests talk to real servers and clients that we
+# did not write (Dovecot, PostgreSQL, Python's imaplib, curl, mbsync); this
+# script installs the missing ones from Debian's packages first, without
+# letting their packages start system services. Each test starts its own
+# instance on 127.0.0.1 and stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+command -v mbsync >/dev/null 2>&1 || need+=(isync)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  # Keep the packages from starting system-wide daemons: tests run their own.
+  had_policy=0
+  [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  if [ "$had_policy" = 0 ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+  [ "$had_policy" = 1 ] || $sudo rm -f /usr/sbin/policy-rc.d
+fi
+
+unformatted=$(gofmt -l . | grep -v '^vendor/' || true)
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+go vet ./...
+go test -race -count=1 -timeout 12m ./... "$@"
