@@ -1,3 +1,100 @@
 // Package um gives a PBX written in Go voicemail that mail clients see over
 // IMAP: embedded unified messaging.
+//
+// A caller leaves a message; call control hands the finished recording to
+// um. From then on um is the single source of truth for that message, shared
+// in-process by the telephone user interface, by IMAP clients (Outlook,
+// Thunderbird, iOS Mail) through the embedded server in package imapserver,
+// by a sync engine that mirrors voice mailboxes into users' own mail servers
+// (package upstream), and by the message-waiting indicator (MWI) hook that
+// the host turns into SIP NOTIFYs.
+//
+// # Getting started
+//
+// A host creates one Service over a Store and keeps it for the life of the
+// process:
+//
+//	store, err := boltstore.Open("/var/lib/pbx/voicemail", nil) // or memstore.New() in tests
+//	svc, err := um.New(store, &um.Options{
+//		MWI: func(s um.MWIState) { sendNotify(s.Mailbox, s.MessageSummary("sip:"+s.Mailbox+"@pbx")) },
+//		MaxMessages: 100, MaxRecordedTime: 30 * time.Minute, TrashRetention: 30 * 24 * time.Hour,
+//	})
+//	mb, err := svc.EnsureMailbox(ctx, "1001")
+//	msg, err := mb.Deposit(ctx, um.Deposit{Audio: recording, CallerNumber: from, Duration: d})
+//
+// Call control then lists (Mailbox.List), plays (Mailbox.OpenAudio), marks
+// heard (Mailbox.MarkHeard), deletes (Mailbox.Delete, to Trash) and restores
+// (Mailbox.Undelete) messages; mail clients do the same over IMAP, and every
+// side sees every other's changes at once.
+//
+// # Words
+//
+// A mailbox is a user's voice mailbox, named like the extension ("1001"). A
+// folder is what IMAP calls a mailbox: INBOX, Trash and the user's own
+// folders. Every mailbox has INBOX, where deposits arrive, and Trash, where
+// deleted messages wait until purged.
+//
+// # The voice/IMAP mapping
+//
+//	phone / call control      IMAP                                   MWI
+//	deposit                   new message in INBOX, no \Seen         new+1
+//	play, MarkHeard           \Seen set                              new-1, old+1
+//	MarkUnheard               \Seen cleared                          new+1, old-1
+//	Delete                    moved to Trash (or purged, by option)  counts drop
+//	Undelete                  moved back to INBOX with a new UID     counts return
+//	-                         client sets \Deleted                   counts drop
+//	-                         client fetches BODY[] without PEEK     heard
+//
+// The lamp counts voicemail in INBOX without \Deleted: New unheard, Old
+// heard, and the urgent ones among both again apart, as RFC 3842 writes them
+// ("Voice-Message: 2/8 (1/0)"). Urgency is chosen at deposit; an urgent
+// message starts out \Flagged and renders with "Importance: high".
+//
+// Each message has a stable ID (a UUID) and, in its folder, an IMAP UID. The
+// store assigns UIDs in increasing order and keeps them and each folder's
+// UIDVALIDITY across restarts, so mail clients never download everything
+// again after the PBX restarts.
+//
+// # Changes and concurrency
+//
+// Service and Mailbox are safe for concurrent use. Changes to one mailbox
+// are committed one at a time, in order; after each commit um publishes a
+// Change to every Subscription of the mailbox. Each subscription has its own
+// queue, and publishing never waits for a subscriber: a subscriber that
+// falls MaxQueue changes behind loses its queue and is told so (ErrOverflow),
+// and reloads. A change made with a context from WithSource is not delivered
+// to the subscription with that Source, so an IMAP session does not see its
+// own STORE echoed.
+//
+// The MWI hook runs on a goroutine of its own, never under a lock, after the
+// commit. Calls for a mailbox come in commit order; a burst of changes may
+// be merged into one call, but the last call always carries the final state.
+// Service.MWI answers the current state at any time, read from the store.
+//
+// # Stores
+//
+// A Store keeps mailboxes durably. Three come with um: storage/memstore (in
+// memory, for tests), storage/boltstore (the embedded default: one directory,
+// no server) and storage/pgstore (PostgreSQL, for clusters of PBX nodes that
+// share mailboxes). A host may bring its own; storage/storetest is the
+// conformance suite that tells whether it keeps the contract.
+//
+// In a cluster every node runs its own Service with its own Options.Node
+// over one shared store. Changes made on one node reach the subscribers of
+// the others through the store's change feed (the Watcher interface). The
+// MWI hook runs only on the node where a change was made, so each lamp change
+// is announced once, not once per node.
+//
+// # Limits
+//
+// Options.MaxMessages and Options.MaxRecordedTime bound what a mailbox holds
+// outside Trash; a deposit past them fails with ErrMailboxFull and stores
+// nothing. Options.TrashRetention purges Trash after an age. A mailbox
+// delivers to mail clients either by IMAP sync or by e-mail forwarding, not
+// both: Service.ClaimDelivery enforces it with ErrModeConflict.
+//
+// # Standards
+//
+// IMAP4rev1 (RFC 3501) and IMAP4rev2 (RFC 9051); message context (RFC 3458);
+// Content-Duration (RFC 3803); message summary for SIP MWI (RFC 3842).
 package um
