@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/embeddedum/um"
+)
+
+// imapService is the running IMAP side of the PBX.
+type imapService struct {
+	plain, implicit net.Addr // nil when not listening
+	shutdown        func(context.Context) error
+}
+
+func (s *imapService) Shutdown(ctx context.Context) error { return s.shutdown(ctx) }
+
+// startIMAP listens on the configured addresses and serves the mailboxes.
+func startIMAP(svc *um.Service, cfg *config, users []user, cert tls.Certificate, logf func(string, ...any)) (*imapService, error) {
+	var lns []net.Listener
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	s := &imapService{}
+	for _, a := range []struct {
+		addr string
+		dst  *net.Addr
+	}{{cfg.imapAddr, &s.plain}, {cfg.imapsAddr, &s.implicit}} {
+		if a.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", a.addr)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		lns = append(lns, ln)
+		*a.dst = ln.Addr()
+	}
+	s.shutdown = func(context.Context) error { closeAll(); return nil }
+	return s, nil
+}
+
+func banner(w io.Writer, cfg *config, users []user, cert tls.Certificate, s *imapService) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "um demo PBX — data in %s\n\n", cfg.data)
+	fmt.Fprintf(&b, "IMAP server for your mail client:\n")
+	if s.plain != nil {
+		host, port, _ := net.SplitHostPort(s.plain.String())
+		fmt.Fprintf(&b, "  server %s, port %s, security STARTTLS\n", host, port)
+	}
+	if s.implicit != nil {
+		host, port, _ := net.SplitHostPort(s.implicit.String())
+		fmt.Fprintf(&b, "  server %s, port %s, security SSL/TLS\n", host, port)
+	}
+	if cfg.insecureAuth {
+		b.WriteString("  passwords are accepted without TLS too (-insecure-auth)\n")
+	}
+	fmt.Fprintf(&b, "  certificate SHA-256 fingerprint:\n    %s\n", fingerprint(cert.Certificate[0]))
+	if cfg.certFile == "" {
+		b.WriteString("  (self-signed: accept it in your mail client once)\n")
+	}
+	b.WriteString("\nMailboxes (user name / password):\n")
+	for _, u := range users {
+		fmt.Fprintf(&b, "  %s / %s\n", u.box, u.password)
+	}
+	b.WriteString("\nPhone commands, one a line (answers on standard output):\n")
+	b.WriteString("  deposit BOX CALLER [NAME...]    urgent BOX CALLER [NAME...]\n")
+	b.WriteString("  deposit-file BOX CALLER FILE.wav    list BOX [FOLDER]    mwi BOX\n")
+	b.WriteString("  heard|unheard|delete BOX UID    undelete BOX TRASH-UID\n\n")
+	io.WriteString(w, b.String())
+}

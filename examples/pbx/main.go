@@ -1,0 +1,529 @@
+// Command pbx is a demo PBX built on um: it serves voice mailboxes over
+// IMAP to ordinary mail clients, reads phone actions (deposit, play, delete)
+// on standard input and prints every message-waiting lamp change.
+//
+// Run it with
+//
+//	go run ./examples/pbx
+//
+// and point a mail client at 127.0.0.1 port 1143 (STARTTLS) or 1993 (TLS);
+// see README.md. Standard output carries only the command protocol (lines
+// starting "ok", "error:" or "MWI"); the startup banner goes to standard
+// error.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/embeddedum/um"
+)
+
+func main() {
+	// A background job that reads the terminal would be stopped by
+	// SIGTTIN; ignored, the read fails instead and the PBX keeps serving.
+	signal.Ignore(syscall.SIGTTIN)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "pbx:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// depositLength is the length of the tone a deposit command records.
+const depositLength = 3 * time.Second
+
+// user is a provisioned mailbox and its IMAP password.
+type user struct{ box, password string }
+
+type userFlag []user
+
+func (u *userFlag) String() string {
+	names := make([]string, len(*u))
+	for i, x := range *u {
+		names[i] = x.box
+	}
+	return strings.Join(names, ",")
+}
+
+func (u *userFlag) Set(v string) error {
+	box, pass, ok := strings.Cut(v, ":")
+	if !ok || box == "" || pass == "" {
+		return errors.New("want BOX:PASSWORD")
+	}
+	if strings.ContainsAny(box, " \t@") {
+		return fmt.Errorf("mailbox %q: no spaces or @ in mailbox names", box)
+	}
+	for _, x := range *u {
+		if x.box == box {
+			return fmt.Errorf("mailbox %q given twice", box)
+		}
+	}
+	*u = append(*u, user{box, pass})
+	return nil
+}
+
+type config struct {
+	data         string
+	imapAddr     string
+	imapsAddr    string
+	users        userFlag
+	insecureAuth bool
+	certFile     string
+	keyFile      string
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	var c config
+	fs := flag.NewFlagSet("pbx", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.data, "data", "./um-data", "store `directory`, reused across runs")
+	fs.StringVar(&c.imapAddr, "imap", "127.0.0.1:1143", "plain+STARTTLS IMAP listen `address` (empty: none)")
+	fs.StringVar(&c.imapsAddr, "imaps", "127.0.0.1:1993", "implicit-TLS IMAP listen `address` (empty: none)")
+	fs.Var(&c.users, "user", "provision mailbox `BOX:PASSWORD` (repeatable; default 1001 and 1002 with generated passwords)")
+	fs.BoolVar(&c.insecureAuth, "insecure-auth", false, "allow LOGIN without TLS (loopback experiments only)")
+	fs.StringVar(&c.certFile, "cert", "", "TLS certificate `file` (PEM); default a self-signed one in the data directory")
+	fs.StringVar(&c.keyFile, "key", "", "TLS private key `file` (PEM)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: pbx [flags]\n\nA demo PBX: voice mailboxes served over IMAP, phone commands on standard input.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.imapAddr == "" && c.imapsAddr == "" {
+		return nil, errors.New("-imap and -imaps are both empty: nothing to serve")
+	}
+	return &c, nil
+}
+
+// run is the whole program: it serves until ctx is done or stdin ends, then
+// shuts down and returns.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	users := cfg.users
+	if len(users) == 0 {
+		if users, err = defaultUsers(cfg.data); err != nil {
+			return err
+		}
+	}
+
+	out := &output{w: stdout}
+	store, err := openStore(filepath.Join(cfg.data, "store"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close store: %w", cerr)
+		}
+	}()
+	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "pbx: "+format+"\n", args...) }
+	svc, err := um.New(store, &um.Options{MWI: out.mwi, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	for _, u := range users {
+		if _, err := svc.EnsureMailbox(ctx, u.box); err != nil {
+			return err
+		}
+	}
+
+	cert, err := loadCert(cfg.data, cfg.certFile, cfg.keyFile)
+	if err != nil {
+		return err
+	}
+	srv, err := startIMAP(svc, cfg, users, cert, logf)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if serr := srv.Shutdown(sctx); serr != nil && err == nil {
+			err = fmt.Errorf("shut down IMAP: %w", serr)
+		}
+		// Changes the last sessions made still get their MWI line.
+		svc.FlushMWI()
+	}()
+	banner(stderr, cfg, users, cert, srv)
+
+	p := &phone{svc: svc, out: out}
+	lines := make(chan string)
+	readErr := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stdin)
+		sc.Buffer(make([]byte, 4096), 64*1024)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+		readErr <- sc.Err()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(stderr, "pbx: signal received, shutting down")
+			return nil
+		case err := <-readErr:
+			if err != nil {
+				// The input is gone but not ended (a background job's
+				// terminal): keep serving until a signal.
+				fmt.Fprintf(stderr, "pbx: standard input: %v; serving until SIGINT or SIGTERM\n", err)
+				readErr = nil
+				continue
+			}
+			fmt.Fprintln(stderr, "pbx: end of input, shutting down")
+			return nil
+		case line := <-lines:
+			p.handle(ctx, line)
+		}
+	}
+}
+
+// output serializes writes to standard output, so that an MWI line never
+// lands inside a command's answer.
+type output struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// write writes text, one or more whole lines, in one piece.
+func (o *output) write(text string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	io.WriteString(o.w, text)
+}
+
+func (o *output) mwi(st um.MWIState) {
+	lamp := "off"
+	if st.Waiting() {
+		lamp = "on"
+	}
+	o.write(fmt.Sprintf("MWI %s %s %s\n", st.Mailbox, lamp, st))
+}
+
+// phone runs the commands read from standard input.
+type phone struct {
+	svc *um.Service
+	out *output
+}
+
+// handle runs one command line and writes its answer. Empty lines and lines
+// starting with # are skipped without an answer, so scripts can carry
+// comments.
+func (p *phone) handle(ctx context.Context, line string) {
+	f := strings.Fields(line)
+	if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+		return
+	}
+	answer, err := p.exec(ctx, f)
+	// The MWI lines a command causes come before its answer: a script that
+	// has read "ok" has seen every lamp change it made.
+	p.svc.FlushMWI()
+	if err != nil {
+		p.out.write("error: " + oneLine(err.Error()) + "\n")
+		return
+	}
+	p.out.write(answer)
+}
+
+var usage = map[string]string{
+	"deposit":      "deposit BOX CALLER [NAME...]",
+	"urgent":       "urgent BOX CALLER [NAME...]",
+	"deposit-file": "deposit-file BOX CALLER FILE.wav",
+	"list":         "list BOX [FOLDER]",
+	"heard":        "heard BOX UID",
+	"unheard":      "unheard BOX UID",
+	"delete":       "delete BOX UID",
+	"undelete":     "undelete BOX UID",
+	"mwi":          "mwi BOX",
+	"help":         "help",
+}
+
+func (p *phone) exec(ctx context.Context, f []string) (string, error) {
+	cmd, args := f[0], f[1:]
+	use, ok := usage[cmd]
+	if !ok {
+		return "", fmt.Errorf("unknown command %q (try help)", cmd)
+	}
+	bad := fmt.Errorf("usage: %s", use)
+	switch cmd {
+	case "help":
+		names := make([]string, 0, len(usage))
+		for name := range usage {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		return "ok " + strings.Join(names, " ") + "\n", nil
+	case "deposit", "urgent":
+		if len(args) < 2 {
+			return "", bad
+		}
+		mb, err := p.mailbox(ctx, args[0])
+		if err != nil {
+			return "", err
+		}
+		m, err := mb.Deposit(ctx, um.Deposit{
+			Audio:        bytes.NewReader(toneWAV(depositLength)),
+			AudioType:    "audio/wav",
+			CallerNumber: args[1],
+			CallerName:   strings.Join(args[2:], " "),
+			Duration:     depositLength,
+			Urgent:       cmd == "urgent",
+		})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("ok %d\n", m.UID), nil
+	case "deposit-file":
+		if len(args) < 3 {
+			return "", bad
+		}
+		mb, err := p.mailbox(ctx, args[0])
+		if err != nil {
+			return "", err
+		}
+		name := strings.Join(args[2:], " ")
+		audio, err := readWAV(name)
+		if err != nil {
+			return "", err
+		}
+		d, err := wavDuration(audio)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", name, err)
+		}
+		m, err := mb.Deposit(ctx, um.Deposit{
+			Audio:        bytes.NewReader(audio),
+			AudioType:    "audio/wav",
+			CallerNumber: args[1],
+			Duration:     d,
+		})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("ok %d\n", m.UID), nil
+	case "list":
+		if len(args) < 1 {
+			return "", bad
+		}
+		mb, err := p.mailbox(ctx, args[0])
+		if err != nil {
+			return "", err
+		}
+		folder := um.Inbox
+		if len(args) > 1 {
+			folder = strings.Join(args[1:], " ")
+		}
+		if _, err := mb.Folder(ctx, folder); errors.Is(err, um.ErrNotFound) {
+			return "", fmt.Errorf("mailbox %s has no folder %q", mb.Name(), folder)
+		} else if err != nil {
+			return "", err
+		}
+		msgs, err := mb.List(ctx, folder)
+		if err != nil {
+			return "", err
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "ok %d\n", len(msgs))
+		for _, m := range msgs {
+			b.WriteString(listLine(m))
+		}
+		return b.String(), nil
+	case "heard", "unheard", "delete", "undelete":
+		if len(args) != 2 {
+			return "", bad
+		}
+		mb, err := p.mailbox(ctx, args[0])
+		if err != nil {
+			return "", err
+		}
+		folder := um.Inbox
+		if cmd == "undelete" {
+			folder = um.Trash
+		}
+		m, err := p.message(ctx, mb, folder, args[1])
+		if err != nil {
+			return "", err
+		}
+		switch cmd {
+		case "heard":
+			err = mb.MarkHeard(ctx, m.ID)
+		case "unheard":
+			err = mb.MarkUnheard(ctx, m.ID)
+		case "delete":
+			err = mb.Delete(ctx, m.ID)
+		case "undelete":
+			m, err = mb.Undelete(ctx, m.ID)
+			if err == nil {
+				return fmt.Sprintf("ok %d\n", m.UID), nil
+			}
+		}
+		if err != nil {
+			return "", err
+		}
+		return "ok\n", nil
+	case "mwi":
+		if len(args) != 1 {
+			return "", bad
+		}
+		mb, err := p.mailbox(ctx, args[0])
+		if err != nil {
+			return "", err
+		}
+		st, err := mb.MWI(ctx)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("ok %s\n", st), nil
+	}
+	return "", fmt.Errorf("command %q not implemented", cmd)
+}
+
+func (p *phone) mailbox(ctx context.Context, box string) (*um.Mailbox, error) {
+	mb, err := p.svc.Mailbox(ctx, box)
+	if errors.Is(err, um.ErrNotFound) {
+		return nil, fmt.Errorf("no mailbox %s", box)
+	}
+	return mb, err
+}
+
+func (p *phone) message(ctx context.Context, mb *um.Mailbox, folder, uidText string) (um.Message, error) {
+	uid, err := strconv.ParseUint(uidText, 10, 32)
+	if err != nil || uid == 0 {
+		return um.Message{}, fmt.Errorf("bad UID %q: want a positive number", uidText)
+	}
+	m, err := mb.ByUID(ctx, folder, um.UID(uid))
+	if errors.Is(err, um.ErrNotFound) {
+		return um.Message{}, fmt.Errorf("no message with UID %d in %s of %s", uid, folder, mb.Name())
+	}
+	return m, err
+}
+
+// listLine formats a message for the list command:
+// "<uid> new|heard [urgent] <caller> <seconds>s".
+func listLine(m um.Message) string {
+	state := "new"
+	if m.Heard() {
+		state = "heard"
+	}
+	if m.Urgent {
+		state += " urgent"
+	}
+	caller := m.CallerNumber
+	if caller == "" {
+		caller = "-" // an e-mail a client filed here, or an unknown caller
+	}
+	secs := int64((m.Duration + time.Second/2) / time.Second)
+	return fmt.Sprintf("%d %s %s %ds\n", m.UID, state, caller, secs)
+}
+
+// maxWAV bounds deposit-file: voicemail is minutes, not hours.
+const maxWAV = 64 << 20
+
+func readWAV(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxWAV+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxWAV {
+		return nil, fmt.Errorf("%s: larger than %d MB", name, maxWAV>>20)
+	}
+	return b, nil
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// defaultUsers returns mailboxes 1001 and 1002 with the passwords kept in
+// the data directory, generating them on the first run.
+func defaultUsers(dir string) ([]user, error) {
+	name := filepath.Join(dir, "passwords")
+	b, err := os.ReadFile(name)
+	if err == nil {
+		var users []user
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 2 {
+				users = append(users, user{f[0], f[1]})
+			}
+		}
+		if len(users) > 0 {
+			return users, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	users := []user{{"1001", newPassword()}, {"1002", newPassword()}}
+	var text strings.Builder
+	for _, u := range users {
+		fmt.Fprintf(&text, "%s %s\n", u.box, u.password)
+	}
+	if err := writeFileAtomic(name, []byte(text.String()), 0o600); err != nil {
+		return nil, fmt.Errorf("save passwords: %w", err)
+	}
+	return users, nil
+}
+
+// newPassword returns 12 random characters that are easy to read and type.
+func newPassword() string {
+	const alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+	b := make([]byte, 12)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// authenticator checks IMAP logins against the provisioned users. The login
+// name is the mailbox number, optionally with any @domain after it.
+func authenticator(users []user) func(ctx context.Context, username, password string) (string, error) {
+	return func(ctx context.Context, username, password string) (string, error) {
+		box, _, _ := strings.Cut(username, "@")
+		for _, u := range users {
+			if u.box == box && subtle.ConstantTimeCompare([]byte(u.password), []byte(password)) == 1 {
+				return u.box, nil
+			}
+		}
+		return "", errors.New("pbx: wrong user name or password")
+	}
+}
