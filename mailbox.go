@@ -245,24 +245,11 @@ func (mb *Mailbox) checkLimitsLocked(ctx context.Context, m Message) error {
 	if m.Folder == Trash {
 		return nil
 	}
-	fs, err := mb.Folders(ctx)
+	u, err := mb.svc.usage(ctx, mb.name)
 	if err != nil {
 		return err
 	}
-	count, total := 1, m.Duration
-	for _, f := range fs {
-		if f.Name == Trash {
-			continue
-		}
-		msgs, err := mb.svc.store.List(ctx, mb.name, f.Name)
-		if err != nil {
-			return fmt.Errorf("um: count messages of %q: %w", mb.name, err)
-		}
-		count += len(msgs)
-		for _, x := range msgs {
-			total += x.Duration
-		}
-	}
+	count, total := u.Messages+1, u.Recorded+m.Duration
 	if o.MaxMessages > 0 && count > o.MaxMessages {
 		return fmt.Errorf("%w: %q holds %d messages, the limit", ErrMailboxFull, mb.name, count-1)
 	}

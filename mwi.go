@@ -56,7 +56,22 @@ type MWIFunc func(MWIState)
 // MWI returns the current state of a mailbox, computed from the store, for
 // example to answer a SUBSCRIBE or to refresh on a timer.
 func (s *Service) MWI(ctx context.Context, mailbox string) (MWIState, error) {
-	msgs, err := s.store.List(ctx, mailbox, Inbox)
+	if c, ok := s.store.(Counter); ok {
+		st, err := c.CountMWI(ctx, mailbox)
+		if err != nil {
+			return MWIState{}, fmt.Errorf("um: mwi of %q: %w", mailbox, err)
+		}
+		st.Mailbox = mailbox
+		return st, nil
+	}
+	return CountMWI(ctx, s.store, mailbox)
+}
+
+// CountMWI computes the MWI state of a mailbox by listing its INBOX: the
+// fallback for stores without Counter, and the reference Counter
+// implementations are tested against.
+func CountMWI(ctx context.Context, store Store, mailbox string) (MWIState, error) {
+	msgs, err := store.List(ctx, mailbox, Inbox)
 	if err != nil {
 		return MWIState{}, fmt.Errorf("um: mwi of %q: %w", mailbox, err)
 	}

@@ -3,6 +3,7 @@ package um
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -102,4 +103,23 @@ type Watcher interface {
 // implement Publisher.
 type Publisher interface {
 	Publish(ctx context.Context, c Change) error
+}
+
+// Usage is what a mailbox holds outside Trash, for the limits in Options.
+type Usage struct {
+	Messages int
+	Recorded time.Duration // summed Message.Duration
+}
+
+// Counter is an optional Store interface for stores that can count without
+// listing: um calls CountMWI after every change to INBOX and Usage before
+// every deposit when limits are set. Without it, um lists the folders, which
+// costs time in proportion to the messages a mailbox holds.
+type Counter interface {
+	// CountMWI returns the MWI counts of a mailbox (Mailbox set), as
+	// MWIState documents them: voicemail (not Raw) in INBOX without
+	// FlagDeleted.
+	CountMWI(ctx context.Context, mailbox string) (MWIState, error)
+	// Usage returns the messages and recorded time outside Trash.
+	Usage(ctx context.Context, mailbox string) (Usage, error)
 }

@@ -328,3 +328,38 @@ func validName(name string) error {
 	}
 	return nil
 }
+
+func (s *Service) usage(ctx context.Context, mailbox string) (Usage, error) {
+	if c, ok := s.store.(Counter); ok {
+		u, err := c.Usage(ctx, mailbox)
+		if err != nil {
+			return Usage{}, fmt.Errorf("um: usage of %q: %w", mailbox, err)
+		}
+		return u, nil
+	}
+	return CountUsage(ctx, s.store, mailbox)
+}
+
+// CountUsage computes a mailbox's Usage by listing its folders: the fallback
+// for stores without Counter.
+func CountUsage(ctx context.Context, store Store, mailbox string) (Usage, error) {
+	fs, err := store.Folders(ctx, mailbox)
+	if err != nil {
+		return Usage{}, fmt.Errorf("um: usage of %q: %w", mailbox, err)
+	}
+	var u Usage
+	for _, f := range fs {
+		if f.Name == Trash {
+			continue
+		}
+		msgs, err := store.List(ctx, mailbox, f.Name)
+		if err != nil {
+			return Usage{}, fmt.Errorf("um: usage of %q: %w", mailbox, err)
+		}
+		u.Messages += len(msgs)
+		for _, m := range msgs {
+			u.Recorded += m.Duration
+		}
+	}
+	return u, nil
+}

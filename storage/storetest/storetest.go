@@ -61,6 +61,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"ContextCanceled", testContextCanceled},
 		{"ReturnsCopies", testReturnsCopies},
+		{"Counter", testCounter},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -625,5 +626,48 @@ func testReturnsCopies(t *testing.T, s um.Store) {
 	again, _ := s.Get(ctx, box, got.ID)
 	if len(again.Keywords) != 1 || again.Keywords[0] != "$A" {
 		t.Errorf("changing a returned message changed the store: %v", again.Keywords)
+	}
+}
+
+// testCounter checks the optional um.Counter against the counts um derives
+// by listing.
+func testCounter(t *testing.T, s um.Store) {
+	c, ok := s.(um.Counter)
+	if !ok {
+		return // optional; um falls back to listing
+	}
+	mustMailbox(t, s, box)
+	if _, err := s.CreateFolder(ctx, box, "Saved"); err != nil {
+		t.Fatal(err)
+	}
+	var ms []um.Message
+	for i := 0; i < 8; i++ {
+		m := voice(um.Inbox, i)
+		m.Urgent = i%3 == 0
+		ms = append(ms, mustAppend(t, s, m, content(10)))
+	}
+	mustAppend(t, s, um.Message{ID: uuid.New(), Folder: "Saved", Raw: true}, []byte("Subject: x\r\n\r\n"))
+	s.SetFlags(ctx, box, []uuid.UUID{ms[0].ID, ms[1].ID, ms[2].ID}, um.FlagOp{Flags: um.FlagHeard})
+	s.SetFlags(ctx, box, []uuid.UUID{ms[3].ID}, um.FlagOp{Flags: um.FlagDeleted})
+	s.Move(ctx, box, []uuid.UUID{ms[4].ID}, um.Trash, time.Now())
+	s.Move(ctx, box, []uuid.UUID{ms[5].ID}, "Saved", time.Now())
+	got, err := c.CountMWI(ctx, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := um.CountMWI(ctx, s, box)
+	got.Mailbox = want.Mailbox
+	if got != want {
+		t.Errorf("CountMWI() = %v, want %v (what listing INBOX gives)", got, want)
+	}
+	gu, err := c.Usage(ctx, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wu, _ := um.CountUsage(ctx, s, box); gu != wu {
+		t.Errorf("Usage() = %+v, want %+v (what listing gives)", gu, wu)
+	}
+	if _, err := c.CountMWI(ctx, "nobody"); !errors.Is(err, um.ErrNotFound) {
+		t.Errorf("CountMWI(unknown mailbox) = %v, want ErrNotFound", err)
 	}
 }
