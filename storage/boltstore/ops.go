@@ -1,0 +1,663 @@
+package boltstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+)
+
+// mbox is a mailbox's buckets within one transaction.
+type mbox struct {
+	name    string
+	folders *bolt.Bucket
+	ids     *bolt.Bucket
+	msgs    *bolt.Bucket
+}
+
+func getMailbox(tx *bolt.Tx, name string) (*mbox, error) {
+	b := tx.Bucket(bucketMailboxes).Bucket([]byte(name))
+	if b == nil {
+		return nil, fmt.Errorf("boltstore: mailbox %q: %w", name, um.ErrNotFound)
+	}
+	mb := &mbox{name: name, folders: b.Bucket(subFolders), ids: b.Bucket(subIDs), msgs: b.Bucket(subMsgs)}
+	if mb.folders == nil || mb.ids == nil || mb.msgs == nil {
+		return nil, fmt.Errorf("%w: mailbox %q lacks a bucket", ErrCorrupt, name)
+	}
+	return mb, nil
+}
+
+func (mb *mbox) folder(name string) (folderMeta, error) {
+	v := mb.folders.Get([]byte(name))
+	if v == nil {
+		return folderMeta{}, fmt.Errorf("boltstore: folder %q of %q: %w", name, mb.name, um.ErrNotFound)
+	}
+	return parseFolder(v)
+}
+
+// folderName finds the folder with the given UIDVALIDITY. A mailbox has a
+// handful of folders, so a scan beats keeping a second index.
+func (mb *mbox) folderName(validity uint32) (string, error) {
+	c := mb.folders.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(v) == 8 && binary.BigEndian.Uint32(v) == validity {
+			return string(k), nil
+		}
+	}
+	return "", fmt.Errorf("%w: no folder has UIDVALIDITY %d in %q", ErrCorrupt, validity, mb.name)
+}
+
+func (mb *mbox) msgBucket(validity uint32) (*bolt.Bucket, error) {
+	b := mb.msgs.Bucket(putU32(nil, validity))
+	if b == nil {
+		return nil, fmt.Errorf("%w: folder %d of %q has no messages bucket", ErrCorrupt, validity, mb.name)
+	}
+	return b, nil
+}
+
+// find returns the location and record of message id.
+func (mb *mbox) find(id uuid.UUID) (loc, *record, error) {
+	v := mb.ids.Get(id[:])
+	if v == nil {
+		return loc{}, nil, fmt.Errorf("boltstore: message %s of %q: %w", id, mb.name, um.ErrNotFound)
+	}
+	l, err := parseLoc(v)
+	if err != nil {
+		return loc{}, nil, err
+	}
+	b, err := mb.msgBucket(l.validity)
+	if err != nil {
+		return loc{}, nil, err
+	}
+	rv := b.Get(uidKey(l.uid))
+	if rv == nil {
+		return loc{}, nil, fmt.Errorf("%w: message %s of %q is indexed but missing", ErrCorrupt, id, mb.name)
+	}
+	r := new(record)
+	if err := decodeRecord(rv, r); err != nil {
+		return loc{}, nil, err
+	}
+	return l, r, nil
+}
+
+// message returns r as the caller sees it, with its folder and UID.
+func (mb *mbox) message(l loc, r *record) (um.Message, error) {
+	name, err := mb.folderName(l.validity)
+	if err != nil {
+		return um.Message{}, err
+	}
+	m := r.m
+	m.Folder, m.UID = name, l.uid
+	return m, nil
+}
+
+// add stores r in folder under the folder's next UID and returns it as
+// stored.
+func (mb *mbox) add(folder string, r *record) (um.Message, error) {
+	fm, err := mb.folder(folder)
+	if err != nil {
+		return um.Message{}, err
+	}
+	if mb.ids.Get(r.m.ID[:]) != nil {
+		return um.Message{}, fmt.Errorf("boltstore: message %s: %w", r.m.ID, um.ErrExists)
+	}
+	b, err := mb.msgBucket(fm.validity)
+	if err != nil {
+		return um.Message{}, err
+	}
+	l := loc{fm.validity, fm.uidNext}
+	if err := b.Put(uidKey(l.uid), encodeRecord(r)); err != nil {
+		return um.Message{}, err
+	}
+	if err := mb.ids.Put(r.m.ID[:], l.bytes()); err != nil {
+		return um.Message{}, err
+	}
+	fm.uidNext++
+	if err := mb.folders.Put([]byte(folder), fm.bytes()); err != nil {
+		return um.Message{}, err
+	}
+	m := r.m.Clone()
+	m.Folder, m.UID = folder, l.uid
+	return m, nil
+}
+
+// unlink deletes the message at l from its folder and the ID index.
+func (mb *mbox) unlink(id uuid.UUID, l loc) error {
+	b, err := mb.msgBucket(l.validity)
+	if err != nil {
+		return err
+	}
+	if err := b.Delete(uidKey(l.uid)); err != nil {
+		return err
+	}
+	return mb.ids.Delete(id[:])
+}
+
+// resolve checks that every id exists before anything changes, so a call
+// naming one missing message changes nothing.
+func (mb *mbox) resolve(ids []uuid.UUID) error {
+	for _, id := range ids {
+		if mb.ids.Get(id[:]) == nil {
+			return fmt.Errorf("boltstore: message %s of %q: %w", id, mb.name, um.ErrNotFound)
+		}
+	}
+	return nil
+}
+
+// refBlob changes the reference count of a content file by delta and
+// reports whether it dropped to zero.
+func refBlob(tx *bolt.Tx, k blobKey, delta int) (bool, error) {
+	b := tx.Bucket(bucketBlobs)
+	var n int64
+	if v := b.Get(k[:]); len(v) == 4 {
+		n = int64(binary.BigEndian.Uint32(v))
+	}
+	n += int64(delta)
+	if n <= 0 {
+		return true, b.Delete(k[:])
+	}
+	return false, b.Put(k[:], putU32(nil, uint32(n)))
+}
+
+func nextValidity(tx *bolt.Tx) (uint32, error) {
+	meta := tx.Bucket(bucketMeta)
+	v := meta.Get(keyValidity)
+	if len(v) != 4 {
+		return 0, fmt.Errorf("%w: UIDVALIDITY counter is %d bytes", ErrCorrupt, len(v))
+	}
+	n := binary.BigEndian.Uint32(v) + 1
+	if n == 0 {
+		n = 1
+	}
+	return n, meta.Put(keyValidity, putU32(nil, n))
+}
+
+func createFolder(tx *bolt.Tx, mb *mbox, name string) (um.Folder, error) {
+	if name == "" {
+		return um.Folder{}, fmt.Errorf("boltstore: %w: empty folder name", um.ErrInvalid)
+	}
+	if mb.folders.Get([]byte(name)) != nil {
+		return um.Folder{}, fmt.Errorf("boltstore: folder %q: %w", name, um.ErrExists)
+	}
+	v, err := nextValidity(tx)
+	if err != nil {
+		return um.Folder{}, err
+	}
+	fm := folderMeta{validity: v, uidNext: 1}
+	if _, err := mb.msgs.CreateBucket(putU32(nil, v)); err != nil {
+		return um.Folder{}, err
+	}
+	if err := mb.folders.Put([]byte(name), fm.bytes()); err != nil {
+		return um.Folder{}, err
+	}
+	return um.Folder{Name: name, UIDValidity: v, UIDNext: 1}, nil
+}
+
+// CreateMailbox implements um.Store.
+func (s *Store) CreateMailbox(ctx context.Context, name string) error {
+	if name == "" {
+		return fmt.Errorf("boltstore: %w: empty mailbox name", um.ErrInvalid)
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketMailboxes)
+		if root.Bucket([]byte(name)) != nil {
+			return fmt.Errorf("boltstore: mailbox %q: %w", name, um.ErrExists)
+		}
+		b, err := root.CreateBucket([]byte(name))
+		if err != nil {
+			return err
+		}
+		mb := &mbox{name: name}
+		for _, sub := range []struct {
+			dst  **bolt.Bucket
+			name []byte
+		}{{&mb.folders, subFolders}, {&mb.ids, subIDs}, {&mb.msgs, subMsgs}} {
+			if *sub.dst, err = b.CreateBucket(sub.name); err != nil {
+				return err
+			}
+		}
+		for _, f := range []string{um.Inbox, um.Trash} {
+			if _, err := createFolder(tx, mb, f); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Mailboxes implements um.Store.
+func (s *Store) Mailboxes(ctx context.Context) ([]string, error) {
+	var names []string
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMailboxes).ForEachBucket(func(k []byte) error {
+			names = append(names, string(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if names == nil {
+		names = []string{}
+	}
+	return names, nil
+}
+
+// Folders implements um.Store.
+func (s *Store) Folders(ctx context.Context, mailbox string) ([]um.Folder, error) {
+	var out []um.Folder
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		return mb.folders.ForEach(func(k, v []byte) error {
+			fm, err := parseFolder(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, um.Folder{Name: string(k), UIDValidity: fm.validity, UIDNext: fm.uidNext})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CreateFolder implements um.Store.
+func (s *Store) CreateFolder(ctx context.Context, mailbox, folder string) (um.Folder, error) {
+	var f um.Folder
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		f, err = createFolder(tx, mb, folder)
+		return err
+	})
+	if err != nil {
+		return um.Folder{}, err
+	}
+	return f, nil
+}
+
+func isReserved(folder string) bool { return folder == um.Inbox || folder == um.Trash }
+
+// RenameFolder implements um.Store. The messages stay where they are: they
+// are kept under the folder's UIDVALIDITY, which a rename does not change.
+func (s *Store) RenameFolder(ctx context.Context, mailbox, from, to string) error {
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		fm, err := mb.folder(from)
+		if err != nil {
+			return err
+		}
+		if isReserved(from) || isReserved(to) {
+			return fmt.Errorf("boltstore: rename %q: %w", from, um.ErrReserved)
+		}
+		if to == "" {
+			return fmt.Errorf("boltstore: %w: empty folder name", um.ErrInvalid)
+		}
+		if mb.folders.Get([]byte(to)) != nil {
+			return fmt.Errorf("boltstore: folder %q: %w", to, um.ErrExists)
+		}
+		if err := mb.folders.Delete([]byte(from)); err != nil {
+			return err
+		}
+		return mb.folders.Put([]byte(to), fm.bytes())
+	})
+}
+
+// DeleteFolder implements um.Store. The content files of its messages are
+// deleted after the commit.
+func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error {
+	var gone []blobKey
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		gone = gone[:0]
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		fm, err := mb.folder(folder)
+		if err != nil {
+			return err
+		}
+		if isReserved(folder) {
+			return fmt.Errorf("boltstore: delete %q: %w", folder, um.ErrReserved)
+		}
+		b, err := mb.msgBucket(fm.validity)
+		if err != nil {
+			return err
+		}
+		var r record
+		if err := b.ForEach(func(_, v []byte) error {
+			if err := decodeRecord(v, &r); err != nil {
+				return err
+			}
+			if err := mb.ids.Delete(r.m.ID[:]); err != nil {
+				return err
+			}
+			zero, err := refBlob(tx, r.blob, -1)
+			if zero {
+				gone = append(gone, r.blob)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		if err := mb.msgs.DeleteBucket(putU32(nil, fm.validity)); err != nil {
+			return err
+		}
+		return mb.folders.Delete([]byte(folder))
+	})
+	if err != nil {
+		return err
+	}
+	s.deleteBlobs(gone)
+	return nil
+}
+
+// Append implements um.Store. The content goes to its own file, written and
+// synced before the transaction that records the message commits; see the
+// package documentation.
+func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.Reader) (um.Message, error) {
+	if r == nil {
+		return um.Message{}, fmt.Errorf("boltstore: %w: nil reader", um.ErrInvalid)
+	}
+	if err := ctx.Err(); err != nil {
+		return um.Message{}, err
+	}
+	k, n, err := s.writeBlob(ctx, r)
+	if err != nil {
+		return um.Message{}, err
+	}
+	rec := &record{m: m.Clone(), blob: k}
+	rec.m.Size = n
+	rec.m.Folder, rec.m.UID = "", 0
+	var stored um.Message
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		if stored, err = mb.add(m.Folder, rec); err != nil {
+			return err
+		}
+		_, err = refBlob(tx, k, +1)
+		return err
+	})
+	var ce *commitError
+	if err != nil && !errors.As(err, &ce) {
+		// Not committed for sure: the file is ours to delete. After a
+		// failed commit it may be named by a transaction that reached the
+		// disk after all; the next sweep decides.
+		os.Remove(s.blobPath(k))
+	}
+	s.blobs.remove(k)
+	if err != nil {
+		return um.Message{}, err
+	}
+	return stored, nil
+}
+
+// List implements um.Store.
+func (s *Store) List(ctx context.Context, mailbox, folder string) ([]um.Message, error) {
+	var out []um.Message
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		fm, err := mb.folder(folder)
+		if err != nil {
+			return err
+		}
+		b, err := mb.msgBucket(fm.validity)
+		if err != nil {
+			return err
+		}
+		var r record
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			r = record{}
+			if err := decodeRecord(v, &r); err != nil {
+				return err
+			}
+			r.m.Folder, r.m.UID = folder, um.UID(binary.BigEndian.Uint32(k))
+			out = append(out, r.m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Get implements um.Store.
+func (s *Store) Get(ctx context.Context, mailbox string, id uuid.UUID) (um.Message, error) {
+	var m um.Message
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		l, r, err := mb.find(id)
+		if err != nil {
+			return err
+		}
+		m, err = mb.message(l, r)
+		return err
+	})
+	if err != nil {
+		return um.Message{}, err
+	}
+	return m, nil
+}
+
+// Open implements um.Store. It returns the content file itself, so reading
+// it streams from the disk and holds no transaction open.
+func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.ReadCloser, error) {
+	var k blobKey
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		_, r, err := mb.find(id)
+		if err != nil {
+			return err
+		}
+		k = r.blob
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(s.blobPath(k))
+	if isNotExist(err) {
+		// Removed since the lookup.
+		return nil, fmt.Errorf("boltstore: message %s of %q: %w", id, mailbox, um.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open content: %w", err)
+	}
+	return f, nil
+}
+
+// SetFlags implements um.Store.
+func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
+	var changed []um.Message
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		changed = nil
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		if err := mb.resolve(ids); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			l, r, err := mb.find(id)
+			if err != nil {
+				return err
+			}
+			f, kw := op.Apply(r.m.Flags, r.m.Keywords)
+			if f == r.m.Flags && um.SameKeywords(kw, r.m.Keywords) {
+				continue
+			}
+			r.m.Flags, r.m.Keywords = f, kw
+			b, err := mb.msgBucket(l.validity)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(uidKey(l.uid), encodeRecord(r)); err != nil {
+				return err
+			}
+			m, err := mb.message(l, r)
+			if err != nil {
+				return err
+			}
+			changed = append(changed, m.Clone())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return changed, nil
+}
+
+// Move implements um.Store.
+func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
+	var out []um.Message
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		out = make([]um.Message, 0, len(ids))
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		if _, err := mb.folder(to); err != nil {
+			return err
+		}
+		if err := mb.resolve(ids); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			l, r, err := mb.find(id)
+			if err != nil {
+				return err
+			}
+			if err := mb.unlink(id, l); err != nil {
+				return err
+			}
+			r.m.Added = now
+			m, err := mb.add(to, r)
+			if err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Copy implements um.Store. Copies share the content file, which is
+// reference-counted.
+func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time) ([]um.Message, error) {
+	if len(newIDs) != len(ids) {
+		return nil, fmt.Errorf("boltstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
+	}
+	var out []um.Message
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		out = make([]um.Message, 0, len(ids))
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		if _, err := mb.folder(to); err != nil {
+			return err
+		}
+		if err := mb.resolve(ids); err != nil {
+			return err
+		}
+		for i, id := range ids {
+			_, r, err := mb.find(id)
+			if err != nil {
+				return err
+			}
+			r.m.ID = newIDs[i]
+			r.m.Added = now
+			m, err := mb.add(to, r)
+			if err != nil {
+				return err
+			}
+			if _, err := refBlob(tx, r.blob, +1); err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Remove implements um.Store. Content files no other copy names are deleted
+// after the commit; a crash in between leaves them to the next sweep.
+func (s *Store) Remove(ctx context.Context, mailbox string, ids []uuid.UUID) error {
+	var gone []blobKey
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		gone = gone[:0]
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		if err := mb.resolve(ids); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if mb.ids.Get(id[:]) == nil {
+				continue // named twice
+			}
+			l, r, err := mb.find(id)
+			if err != nil {
+				return err
+			}
+			if err := mb.unlink(id, l); err != nil {
+				return err
+			}
+			zero, err := refBlob(tx, r.blob, -1)
+			if err != nil {
+				return err
+			}
+			if zero {
+				gone = append(gone, r.blob)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.deleteBlobs(gone)
+	return nil
+}

@@ -1,0 +1,102 @@
+package boltstore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The layout of um.db (schema version 1). Integers are big-endian so that
+// keys sort in numeric order.
+//
+//	meta                     bucket
+//	  "schema"               uint32: the schema version
+//	  "validity"             uint32: the last UIDVALIDITY handed out
+//	blobs                    bucket: content file key (16 bytes) -> uint32 reference count
+//	mailboxes                bucket: mailbox name -> mailbox bucket
+//	  <mailbox>
+//	    f                    bucket: folder name -> UIDVALIDITY uint32, UIDNEXT uint32
+//	    i                    bucket: message ID (16 bytes) -> UIDVALIDITY uint32, UID uint32
+//	    m                    bucket: UIDVALIDITY uint32 -> folder bucket
+//	      <UIDVALIDITY>      bucket: UID uint32 -> message record (record.go)
+//
+// A folder's messages live under its UIDVALIDITY, not its name, so a rename
+// touches one key whatever the folder holds.
+var (
+	bucketMeta      = []byte("meta")
+	bucketBlobs     = []byte("blobs")
+	bucketMailboxes = []byte("mailboxes")
+	keySchema       = []byte("schema")
+	keyValidity     = []byte("validity")
+	subFolders      = []byte("f")
+	subIDs          = []byte("i")
+	subMsgs         = []byte("m")
+)
+
+// migrations bring a database from version i to i+1 (migrations[i]), all in
+// one transaction with the version update. Append new ones; never edit one
+// that has shipped.
+var migrations = []func(tx *bolt.Tx) error{
+	// 0 -> 1: the initial layout; UIDVALIDITY starts from the clock so that
+	// a store created again in the same place does not repeat old values.
+	func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketBlobs); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketMailboxes); err != nil {
+			return err
+		}
+		return meta.Put(keyValidity, putU32(nil, uint32(time.Now().Unix())))
+	},
+}
+
+// SchemaVersion is the schema this package writes. Open migrates older
+// databases to it and refuses newer ones with ErrSchemaTooNew.
+var SchemaVersion = uint32(len(migrations))
+
+func schemaVersion(tx *bolt.Tx) (uint32, error) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 0, nil
+	}
+	v := meta.Get(keySchema)
+	if v == nil {
+		return 0, nil
+	}
+	if len(v) != 4 {
+		return 0, fmt.Errorf("%w: schema version is %d bytes", ErrCorrupt, len(v))
+	}
+	return binary.BigEndian.Uint32(v), nil
+}
+
+// migrate checks the schema version and runs the migrations it lacks. It
+// writes nothing to a database that is up to date.
+func migrate(db *bolt.DB) error {
+	var v uint32
+	if err := db.View(func(tx *bolt.Tx) (err error) {
+		v, err = schemaVersion(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	switch {
+	case v > SchemaVersion:
+		return fmt.Errorf("%w: file has schema %d, this program knows up to %d", ErrSchemaTooNew, v, SchemaVersion)
+	case v == SchemaVersion:
+		return nil
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		for i := v; i < SchemaVersion; i++ {
+			if err := migrations[i](tx); err != nil {
+				return fmt.Errorf("boltstore: migrate schema %d to %d: %w", i, i+1, err)
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, putU32(nil, SchemaVersion))
+	})
+}
