@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"mime/quotedprintable"
+	"net/mail"
 	"strconv"
 	"strings"
 	"time"
@@ -35,7 +36,8 @@ type RenderOptions struct {
 	// part) and of the Message-ID. Default DefaultDomain.
 	Domain string
 	// To is the To header's value, an RFC 5322 address list such as
-	// `"Bob" <bob@example.com>`, used as given. When empty and Mailbox is
+	// `"Bob" <bob@example.com>`; non-ASCII display names are encoded as
+	// RFC 2047 requires. When empty and Mailbox is
 	// set, To is <Mailbox@Domain>; when both are empty, the message is
 	// addressed to "undisclosed-recipients:;".
 	To string
@@ -126,12 +128,13 @@ func RenderEmail(m Message, opts RenderOptions) *Email {
 	boundary := "=_um_" + strings.ReplaceAll(e.id, "-", "")
 
 	var b bytes.Buffer
+	b.Grow(2048)
 	field := func(name, value string) { writeField(&b, name, value) }
 	field("Date", when.Format(time.RFC1123Z))
 	field("From", c.from(opts.Domain))
 	switch {
 	case opts.To != "":
-		field("To", oneLine(opts.To))
+		field("To", addressList(opts.To))
 	case opts.Mailbox != "":
 		field("To", "<"+localPart(opts.Mailbox, "mailbox")+"@"+opts.Domain+">")
 	default:
@@ -596,13 +599,36 @@ func unstructured(s string) string {
 	return mime.QEncoding.Encode("utf-8", s)
 }
 
+var quoteEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+
 // phrase returns s as the display name of an address. B encoding keeps the
 // encoded words free of the characters a phrase forbids.
 func phrase(s string) string {
 	if isASCII(s) {
-		return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+		return `"` + quoteEscaper.Replace(s) + `"`
 	}
 	return mime.BEncoding.Encode("utf-8", s)
+}
+
+// addressList returns the address list s on one line, with non-ASCII
+// display names encoded. A list that does not parse is kept as given.
+func addressList(s string) string {
+	s = oneLine(s)
+	if isASCII(s) {
+		return s
+	}
+	list, err := mail.ParseAddressList(s)
+	if err != nil {
+		return s
+	}
+	out := make([]string, len(list))
+	for i, a := range list {
+		out[i] = "<" + a.Address + ">"
+		if a.Name != "" {
+			out[i] = phrase(a.Name) + " " + out[i]
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // oneLine turns runs of white space and control characters into single
@@ -669,7 +695,7 @@ func audioType(t string) (string, map[string]string) {
 		return "audio/wav", map[string]string{}
 	}
 	mt, params, err := mime.ParseMediaType(t)
-	if err != nil || !strings.Contains(mt, "/") {
+	if err != nil || !strings.Contains(mt, "/") || mime.FormatMediaType(mt, params) == "" {
 		return "application/octet-stream", map[string]string{}
 	}
 	return mt, params

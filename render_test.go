@@ -372,6 +372,46 @@ func TestRenderHeaders(t *testing.T) {
 	}
 }
 
+func TestRenderDuration(t *testing.T) {
+	for _, tc := range []struct {
+		d      time.Duration
+		length string
+		secs   string
+	}{
+		{-time.Second, "0:00", "0"},
+		{0, "0:00", "0"},
+		{499 * time.Millisecond, "0:00", "0"},
+		{500 * time.Millisecond, "0:01", "1"},
+		{59600 * time.Millisecond, "1:00", "60"},
+		{3725 * time.Second, "1:02:05", "3725"},
+	} {
+		m := testMessage(0)
+		m.Duration = tc.d
+		r, err := mail.CreateReader(bytes.NewReader(render(t, um.RenderEmail(m, um.RenderOptions{}), nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		subj, _ := r.Header.Subject()
+		if !strings.HasSuffix(subj, ", "+tc.length) || r.Header.Get("Content-Duration") != tc.secs || r.Header.Get("X-VoiceMessageDuration") != tc.secs {
+			t.Errorf("duration %v: Subject = %q, Content-Duration = %q, X-VoiceMessageDuration = %q; want %s and %s seconds",
+				tc.d, subj, r.Header.Get("Content-Duration"), r.Header.Get("X-VoiceMessageDuration"), tc.length, tc.secs)
+		}
+	}
+}
+
+func TestRenderNonASCIITo(t *testing.T) {
+	msg := render(t, um.RenderEmail(testMessage(1), um.RenderOptions{To: "Jörg Groß <joerg@example.com>, bob@example.com"}), testAudio(1))
+	checkWellFormed(t, msg)
+	r, err := mail.CreateReader(bytes.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, err := r.Header.AddressList("To")
+	if err != nil || len(to) != 2 || to[0].Name != "Jörg Groß" || to[0].Address != "joerg@example.com" || to[1].Address != "bob@example.com" {
+		t.Errorf("To = %v, %v; want Jörg Groß <joerg@example.com>, bob@example.com", to, err)
+	}
+}
+
 func TestRenderHostileFields(t *testing.T) {
 	m := testMessage(5)
 	m.CallerName = "Mallory\r\nBcc: victim@example.com\x00"
