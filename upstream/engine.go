@@ -1,0 +1,199 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/embeddedum/um"
+)
+
+// Mode is the delivery mode the engine claims for each mailbox it syncs
+// (um.Service.ClaimDelivery).
+const Mode = "imap-sync"
+
+// Options tune an Engine. The zero value works.
+type Options struct {
+	// MinBackoff is the first wait before reconnecting after a failure;
+	// each further failure doubles it up to MaxBackoff, and every wait is
+	// drawn at random between half and all of it (jitter), so mailboxes
+	// cut off together do not reconnect together. Default 1s and 5m.
+	MinBackoff, MaxBackoff time.Duration
+	// PollInterval is how often a worker checks the server for changes
+	// when the server does not offer IDLE. Default 1m.
+	PollInterval time.Duration
+	// DialTimeout bounds connecting and the TLS handshake. Default 30s.
+	DialTimeout time.Duration
+	// Logf receives errors that have no caller to return to. Default:
+	// dropped. Status shows the last error of each mailbox too.
+	Logf func(format string, args ...any)
+}
+
+// Engine keeps voice mailboxes in sync with their users' accounts on a mail
+// server, one worker (and one IMAP connection) per mailbox. It is safe for
+// concurrent use.
+type Engine struct {
+	svc   *um.Service
+	state StateStore
+	opts  Options
+
+	// afterAppend, when set by tests, runs after each successful APPEND;
+	// returning true drops the connection as if the answer was lost.
+	afterAppend func() bool
+
+	mu      sync.Mutex
+	workers map[string]*worker
+	closed  bool
+}
+
+// New returns an engine that syncs mailboxes of svc, keeping its state in
+// state (a FileState, or the host's own StateStore).
+func New(svc *um.Service, state StateStore, opts *Options) (*Engine, error) {
+	if svc == nil || state == nil {
+		return nil, fmt.Errorf("upstream: New: %w: nil service or state store", um.ErrInvalid)
+	}
+	e := &Engine{svc: svc, state: state, workers: make(map[string]*worker)}
+	if opts != nil {
+		e.opts = *opts
+	}
+	if e.opts.MinBackoff <= 0 {
+		e.opts.MinBackoff = time.Second
+	}
+	if e.opts.MaxBackoff <= 0 {
+		e.opts.MaxBackoff = 5 * time.Minute
+	}
+	e.opts.MaxBackoff = max(e.opts.MaxBackoff, e.opts.MinBackoff)
+	if e.opts.PollInterval <= 0 {
+		e.opts.PollInterval = time.Minute
+	}
+	if e.opts.DialTimeout <= 0 {
+		e.opts.DialTimeout = 30 * time.Second
+	}
+	if e.opts.Logf == nil {
+		e.opts.Logf = func(string, ...any) {}
+	}
+	return e, nil
+}
+
+// Add starts syncing a mailbox. It claims the mailbox's delivery mode, so it
+// fails with an error wrapping um.ErrModeConflict when the mailbox is
+// forwarded by e-mail, and with um.ErrExists when the engine syncs it
+// already. It does not wait for the server: Status tells how the worker
+// fares. Messages the mailbox holds already are copied up at the first
+// sync, with their heard state.
+func (e *Engine) Add(ctx context.Context, cfg Config) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	mb, err := e.svc.Mailbox(ctx, cfg.Mailbox)
+	if err != nil {
+		return fmt.Errorf("upstream: add %q: %w", cfg.Mailbox, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return fmt.Errorf("upstream: add %q: %w", cfg.Mailbox, um.ErrClosed)
+	}
+	if _, ok := e.workers[cfg.Mailbox]; ok {
+		return fmt.Errorf("upstream: add %q: %w: synced already", cfg.Mailbox, um.ErrExists)
+	}
+	if err := e.svc.ClaimDelivery(cfg.Mailbox, Mode); err != nil {
+		return fmt.Errorf("upstream: add %q: %w", cfg.Mailbox, err)
+	}
+	w := newWorker(e, cfg, mb)
+	e.workers[cfg.Mailbox] = w
+	w.start()
+	return nil
+}
+
+// Remove stops syncing a mailbox and releases its delivery mode. The state
+// stays in the StateStore, so adding the mailbox again resumes where it
+// stopped. It fails with um.ErrNotFound when the mailbox is not synced.
+func (e *Engine) Remove(mailbox string) error {
+	e.mu.Lock()
+	w, ok := e.workers[mailbox]
+	delete(e.workers, mailbox)
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("upstream: remove %q: %w", mailbox, um.ErrNotFound)
+	}
+	w.stop()
+	e.svc.ReleaseDelivery(mailbox, Mode)
+	return nil
+}
+
+// Status is the state of one mailbox's sync, for the host to show.
+type Status struct {
+	Mailbox string
+	// Configured is false for a mailbox the engine does not sync; the other
+	// fields are then zero.
+	Configured bool
+	// Connected is true while the worker holds an authenticated connection
+	// with the folder selected.
+	Connected bool
+	// Idle and CondStore tell whether the server offers IDLE (changes
+	// arrive at once; otherwise the worker polls) and CONDSTORE.
+	Idle, CondStore bool
+	// LastSync is when both sides were last known to be the same.
+	LastSync time.Time
+	// Lag is how long the oldest change not yet carried over has waited
+	// (zero when in sync). It grows during an outage.
+	Lag time.Duration
+	// LastError is the last failure (nil after a successful sync).
+	LastError error
+	// Failures counts connection attempts and sessions that failed since
+	// the last successful sync.
+	Failures int
+	// Messages is the number of voicemails associated with an upstream copy.
+	Messages int
+}
+
+// Status returns the sync state of mailbox.
+func (e *Engine) Status(mailbox string) Status {
+	e.mu.Lock()
+	w := e.workers[mailbox]
+	e.mu.Unlock()
+	if w == nil {
+		return Status{Mailbox: mailbox}
+	}
+	return w.status()
+}
+
+// Sync asks the worker of mailbox for a full comparison of both sides and
+// waits until it has run. It fails when the worker is not connected (the
+// error of the last attempt is wrapped) or ctx is done first, and with
+// um.ErrNotFound for a mailbox the engine does not sync.
+func (e *Engine) Sync(ctx context.Context, mailbox string) error {
+	e.mu.Lock()
+	w := e.workers[mailbox]
+	e.mu.Unlock()
+	if w == nil {
+		return fmt.Errorf("upstream: sync %q: %w", mailbox, um.ErrNotFound)
+	}
+	return w.syncNow(ctx)
+}
+
+// Close stops every worker and releases their delivery modes. Changes not
+// yet carried over are picked up at the next start, from the saved state.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	ws := e.workers
+	e.workers = make(map[string]*worker)
+	e.mu.Unlock()
+	var wg sync.WaitGroup
+	for name, w := range ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.stop()
+			e.svc.ReleaseDelivery(name, Mode)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+var errNotConnected = errors.New("upstream: not connected")

@@ -1,0 +1,237 @@
+package upstream_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/storage/memstore"
+	"github.com/embeddedum/um/upstream"
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
+	"github.com/google/uuid"
+)
+
+// env is a um service with an MWI hook, a sync engine and a Dovecot.
+type env struct {
+	tb       testing.TB
+	d        *dovecot
+	svc      *um.Service
+	stateDir string
+	eng      *upstream.Engine
+
+	mu  sync.Mutex
+	mwi map[string]um.MWIState
+}
+
+func newEnv(tb testing.TB, d *dovecot) *env {
+	tb.Helper()
+	e := &env{tb: tb, d: d, stateDir: tb.TempDir(), mwi: make(map[string]um.MWIState)}
+	svc, err := um.New(memstore.New(), &um.Options{MWI: func(s um.MWIState) {
+		e.mu.Lock()
+		e.mwi[s.Mailbox] = s
+		e.mu.Unlock()
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { svc.Close() })
+	e.svc = svc
+	e.startEngine()
+	return e
+}
+
+// startEngine starts a new engine over the same service and state
+// directory, as a restarted PBX would.
+func (e *env) startEngine() *upstream.Engine {
+	e.tb.Helper()
+	st, err := upstream.NewFileState(e.stateDir)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	eng, err := upstream.New(e.svc, st, &upstream.Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, PollInterval: time.Second})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	e.eng = eng
+	e.tb.Cleanup(func() { eng.Close() })
+	return eng
+}
+
+func (e *env) lastMWI(mailbox string) (um.MWIState, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, ok := e.mwi[mailbox]
+	return s, ok
+}
+
+func (e *env) config(mailbox, folder string) upstream.Config {
+	return upstream.Config{
+		Mailbox:     mailbox,
+		Addr:        e.d.IMAPAddr,
+		Security:    upstream.StartTLS,
+		TLSConfig:   e.d.TLSConfig(),
+		Username:    mailbox,
+		Credentials: upstream.Password("pass" + mailbox),
+		Folder:      folder,
+	}
+}
+
+// sync adds mailbox to the engine and waits for its first complete sync.
+func (e *env) sync(mailbox, folder string) *um.Mailbox {
+	e.tb.Helper()
+	ctx := context.Background()
+	mb, err := e.svc.EnsureMailbox(ctx, mailbox)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	if err := e.eng.Add(ctx, e.config(mailbox, folder)); err != nil {
+		e.tb.Fatal(err)
+	}
+	e.waitSynced(mailbox)
+	return mb
+}
+
+// waitSynced waits until a full sync of mailbox succeeded.
+func (e *env) waitSynced(mailbox string) {
+	e.tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := e.eng.Sync(ctx, mailbox)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.tb.Fatalf("sync of %s: %v (status %+v)", mailbox, err, e.eng.Status(mailbox))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// eventually polls cond for up to 20 s.
+func eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// wav returns a short valid WAV file.
+func wav() []byte {
+	data := bytes.Repeat([]byte{0x7f, 0x80}, 400)
+	var b bytes.Buffer
+	b.WriteString("RIFF")
+	binary.Write(&b, binary.LittleEndian, uint32(36+len(data)))
+	b.WriteString("WAVEfmt ")
+	binary.Write(&b, binary.LittleEndian, []any{uint32(16), uint16(1), uint16(1), uint32(8000), uint32(16000), uint16(2), uint16(16)})
+	b.WriteString("data")
+	binary.Write(&b, binary.LittleEndian, uint32(len(data)))
+	b.Write(data)
+	return b.Bytes()
+}
+
+func deposit(tb testing.TB, mb *um.Mailbox, caller string) um.Message {
+	tb.Helper()
+	m, err := mb.Deposit(context.Background(), um.Deposit{Audio: bytes.NewReader(wav()), CallerNumber: caller, Duration: 3 * time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+// mailClient is the user's own mail client at the Dovecot.
+type mailClient struct {
+	tb testing.TB
+	c  *imapclient.Client
+}
+
+func newMailClient(tb testing.TB, d *dovecot, user string) *mailClient {
+	tb.Helper()
+	c, err := imapclient.DialTLS(d.TLSAddr, &imapclient.Options{TLSConfig: d.TLSConfig()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := c.Authenticate(sasl.NewPlainClient("", user, "pass"+user)); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return &mailClient{tb: tb, c: c}
+}
+
+func (mc *mailClient) sel(folder string) *imap.SelectData {
+	mc.tb.Helper()
+	d, err := mc.c.Select(folder, nil).Wait()
+	if err != nil {
+		mc.tb.Fatalf("select %s: %v", folder, err)
+	}
+	return d
+}
+
+// find returns the UIDs of the copies of id in folder.
+func (mc *mailClient) find(folder string, id uuid.UUID) []imap.UID {
+	mc.tb.Helper()
+	mc.sel(folder)
+	sd, err := mc.c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "X-Um-Message-Id", Value: id.String()}}}, nil).Wait()
+	if err != nil {
+		mc.tb.Fatal(err)
+	}
+	return sd.AllUIDs()
+}
+
+func (mc *mailClient) flags(folder string, uid imap.UID) []imap.Flag {
+	mc.tb.Helper()
+	mc.sel(folder)
+	bufs, err := mc.c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{Flags: true, UID: true}).Collect()
+	if err != nil || len(bufs) != 1 {
+		mc.tb.Fatalf("fetch flags of %d: %v (%d results)", uid, err, len(bufs))
+	}
+	return bufs[0].Flags
+}
+
+func (mc *mailClient) store(folder string, uid imap.UID, op imap.StoreFlagsOp, flags ...imap.Flag) {
+	mc.tb.Helper()
+	mc.sel(folder)
+	if err := mc.c.Store(imap.UIDSetNum(uid), &imap.StoreFlags{Op: op, Silent: true, Flags: flags}, nil).Close(); err != nil {
+		mc.tb.Fatal(err)
+	}
+}
+
+// appendMail puts one of the user's ordinary e-mails in folder.
+func (mc *mailClient) appendMail(folder, subject string, flags ...imap.Flag) {
+	mc.tb.Helper()
+	msg := "From: a@example.com\r\nTo: b@example.com\r\nSubject: " + subject + "\r\n\r\nHello.\r\n"
+	cmd := mc.c.Append(folder, int64(len(msg)), &imap.AppendOptions{Flags: flags})
+	cmd.Write([]byte(msg))
+	cmd.Close()
+	if _, err := cmd.Wait(); err != nil {
+		mc.tb.Fatal(err)
+	}
+}
+
+func (mc *mailClient) count(folder string) uint32 {
+	mc.tb.Helper()
+	return mc.sel(folder).NumMessages
+}
+
+func hasFlag(flags []imap.Flag, f imap.Flag) bool {
+	for _, x := range flags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+func isNotFound(err error) bool { return errors.Is(err, um.ErrNotFound) }
