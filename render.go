@@ -115,6 +115,12 @@ func RenderEmail(m Message, opts RenderOptions) *Email {
 		e.lines = -1
 		return e
 	}
+	opts.Domain = strings.Map(func(r rune) rune {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`<>()@,;:"\`, r) {
+			return -1 // keeps a misconfigured domain from breaking the addresses
+		}
+		return r
+	}, opts.Domain)
 	if opts.Domain == "" {
 		opts.Domain = DefaultDomain
 	}

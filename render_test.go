@@ -418,7 +418,7 @@ func TestRenderHostileFields(t *testing.T) {
 	m.CallerNumber = "123\r\nX-Evil: 1"
 	m.Transcript = "line\r\n--=_um_0b1c2d3e4f504617828394a5b6c7d8e9--\r\nafter"
 	m.AudioType = "not a type"
-	e := um.RenderEmail(m, um.RenderOptions{To: "a@example.com\r\nBcc: b@example.com"})
+	e := um.RenderEmail(m, um.RenderOptions{To: "a@example.com\r\nBcc: b@example.com", Domain: "x.example\r\nBcc: c@example.com"})
 	msg := render(t, e, testAudio(5))
 	for _, bad := range []string{"\r\nBcc:", "\r\nX-Evil:", "\x00"} {
 		if bytes.Contains(msg, []byte(bad)) {
