@@ -399,10 +399,10 @@ func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.R
 		return err
 	})
 	var ce *commitError
-	if err != nil && !errors.As(err, &ce) {
-		// Not committed for sure: the file is ours to delete. After a
-		// failed commit it may be named by a transaction that reached the
-		// disk after all; the next sweep decides.
+	if err != nil && (!errors.As(err, &ce) || !s.blobReferenced(k)) {
+		// Not committed: the file is ours to delete. A failed commit
+		// whose meta page reached the database counts as committed (a
+		// reader sees it), so its file stays.
 		os.Remove(s.blobPath(k))
 	}
 	s.blobs.remove(k)
@@ -660,4 +660,15 @@ func (s *Store) Remove(ctx context.Context, mailbox string, ids []uuid.UUID) err
 	}
 	s.deleteBlobs(gone)
 	return nil
+}
+
+// blobReferenced reports whether a committed message names content file k.
+// On error it says yes, which keeps the file: the sweep decides later.
+func (s *Store) blobReferenced(k blobKey) bool {
+	ref := true
+	s.view(context.Background(), func(tx *bolt.Tx) error {
+		ref = tx.Bucket(bucketBlobs).Get(k[:]) != nil
+		return nil
+	})
+	return ref
 }

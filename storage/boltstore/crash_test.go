@@ -1,0 +1,229 @@
+package boltstore
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/google/uuid"
+)
+
+// crashDirEnv, when set, makes the test binary a depositing child (see
+// TestMain) instead of running tests.
+const crashDirEnv = "BOLTSTORE_CRASH_CHILD_DIR"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashDirEnv); dir != "" {
+		crashChild(dir)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// crashChild deposits messages from three goroutines until it is killed.
+// After each Append returns it prints "ID SHA256 SIZE" on a line of its own.
+// Each message's CallerName is its content's hash, so the parent can check
+// messages that committed but were never acknowledged too.
+func crashChild(dir string) {
+	s, err := Open(dir, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child: open:", err)
+		os.Exit(2)
+	}
+	if err := s.CreateMailbox(ctx, "1001"); err != nil && !strings.Contains(err.Error(), "exists") {
+		fmt.Fprintln(os.Stderr, "child: create mailbox:", err)
+		os.Exit(2)
+	}
+	var mu sync.Mutex
+	out := os.Stdout // unbuffered: a line is written before the next deposit
+	for g := 0; g < 3; g++ {
+		go func() {
+			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(g)))
+			for {
+				size := rng.IntN(480000) + 1
+				if rng.IntN(4) == 0 {
+					size = 480000 // a 30-second WAV
+				}
+				audio := make([]byte, size)
+				for i := 0; i+8 <= len(audio); i += 8 {
+					v := rng.Uint64()
+					for j := 0; j < 8; j++ {
+						audio[i+j] = byte(v >> (8 * j))
+					}
+				}
+				sum := sha256.Sum256(audio)
+				h := hex.EncodeToString(sum[:])
+				m, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox, CallerName: h, AudioType: "audio/wav"},
+					strings.NewReader(string(audio)))
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "child: append:", err)
+					os.Exit(2)
+				}
+				mu.Lock()
+				fmt.Fprintf(out, "%s %s %d\n", m.ID, h, m.Size)
+				mu.Unlock()
+			}
+		}()
+	}
+	select {}
+}
+
+type acked struct {
+	hash string
+	size int64
+}
+
+// TestCrashDurability kills a depositing child process with SIGKILL at
+// random moments and checks, after each kill, that every acknowledged
+// deposit is there whole and that every message the store lists is whole.
+func TestCrashDurability(t *testing.T) {
+	const trials = 30
+	dir := t.TempDir()
+	var lastUID um.UID
+	total := 0
+	for trial := 0; trial < trials; trial++ {
+		got := runAndKill(t, dir, time.Duration(rand.IntN(150))*time.Millisecond)
+		total += len(got)
+
+		s, err := Open(dir, nil)
+		if err != nil {
+			t.Fatalf("trial %d: Open() after kill = %v", trial, err)
+		}
+		msgs, err := s.List(ctx, "1001", um.Inbox)
+		if err != nil {
+			t.Fatalf("trial %d: List() = %v", trial, err)
+		}
+		listed := make(map[uuid.UUID]bool, len(msgs))
+		ids := make([]uuid.UUID, 0, len(msgs))
+		for _, m := range msgs {
+			listed[m.ID] = true
+			ids = append(ids, m.ID)
+			if m.UID <= lastUID {
+				t.Errorf("trial %d: message %s has UID %d, not above %d of an earlier run", trial, m.ID, m.UID, lastUID)
+			}
+			// Whole: the content opens, has the recorded size, and hashes
+			// to what the child recorded, acknowledged or not.
+			h, n := hashContent(t, s, m.ID)
+			if n != m.Size || h != m.CallerName {
+				t.Errorf("trial %d: message %s: content %d bytes hash %.8s, want %d bytes hash %.8s", trial, m.ID, n, h, m.Size, m.CallerName)
+			}
+			if a, ok := got[m.ID]; ok && (a.hash != h || a.size != n) {
+				t.Errorf("trial %d: message %s differs from what was acknowledged", trial, m.ID)
+			}
+		}
+		for id := range got {
+			if !listed[id] {
+				t.Errorf("trial %d: acknowledged message %s is missing after kill", trial, id)
+			}
+		}
+		if len(msgs) > 0 {
+			lastUID = msgs[len(msgs)-1].UID
+		}
+		// Start the next trial empty, so checking stays cheap.
+		if len(ids) > 0 {
+			if err := s.Remove(ctx, "1001", ids); err != nil {
+				t.Fatalf("trial %d: Remove() = %v", trial, err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d trials, %d acknowledged deposits checked", trials, total)
+	if total == 0 {
+		t.Fatal("no deposit was acknowledged in any trial")
+	}
+	// Every file left by a kill mid-deposit is gone after a sweep.
+	s := openAt(t, dir)
+	<-s.sweepDone
+	if n := countFiles(t, s.audio); n != 0 {
+		t.Errorf("content files after sweep of an empty store = %d, want 0", n)
+	}
+}
+
+// runAndKill starts the child, lets it deposit for after past its first
+// acknowledgement, kills it with SIGKILL and returns what it acknowledged.
+func runAndKill(t *testing.T, dir string, after time.Duration) map[uuid.UUID]acked {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1024)
+	go func() {
+		defer close(lines)
+		r := bufio.NewReader(stdout)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return // a partial last line was never acknowledged
+			}
+			lines <- line
+		}
+	}()
+	got := map[uuid.UUID]acked{}
+	parse := func(line string) {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("child printed %q", line)
+		}
+		id, err := uuid.Parse(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.ParseInt(f[2], 10, 64)
+		got[id] = acked{f[1], n}
+	}
+	select {
+	case line, ok := <-lines:
+		if !ok {
+			cmd.Wait()
+			t.Fatal("child exited before its first deposit")
+		}
+		parse(line)
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("child acknowledged no deposit in 20 s")
+	}
+	time.Sleep(after)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for line := range lines {
+		parse(line)
+	}
+	cmd.Wait()
+	return got
+}
+
+func hashContent(t testing.TB, s *Store, id uuid.UUID) (string, int64) {
+	t.Helper()
+	rc, err := s.Open(ctx, "1001", id)
+	if err != nil {
+		t.Fatalf("Open(%s) = %v", id, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n
+}
