@@ -175,7 +175,7 @@ func TestCorruptFile(t *testing.T) {
 		return dir
 	}
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(t *testing.T, path string)
 	}{
 		{"garbage", func(t *testing.T, path string) {
