@@ -52,6 +52,9 @@ type Config struct {
 	// folder the server marks \Trash (SPECIAL-USE); when it has none,
 	// deleted messages get \Deleted and a UID EXPUNGE of their UIDs alone.
 	Trash string
+	// NoTrash deletes with \Deleted and a UID EXPUNGE of the voicemail's
+	// own UIDs even when the server has a Trash folder.
+	NoTrash bool
 }
 
 func (c *Config) validate() error {

@@ -174,6 +174,8 @@ func (w *worker) sleep(ctx context.Context, d time.Duration) {
 			return
 		case <-t.C:
 			return
+		case <-w.sub.C():
+			w.markDirty() // the next session's full pass carries it over
 		case r := <-w.syncReq:
 			w.mu.Lock()
 			err := w.stat.LastError
@@ -334,6 +336,10 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 
 func (w *worker) findTrash(c *imapclient.Client) error {
 	w.trash = w.cfg.Trash
+	if w.cfg.NoTrash {
+		w.trash = ""
+		return nil
+	}
 	if w.trash != "" || !w.caps.Has(imap.CapSpecialUse) {
 		return nil
 	}
