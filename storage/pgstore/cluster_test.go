@@ -1,0 +1,249 @@
+package pgstore_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/storage/pgstore"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// node is one cluster node: a Store with its own pool and a Service on it.
+type node struct {
+	name  string
+	store *pgstore.Store
+	svc   *um.Service
+
+	mu    sync.Mutex
+	lamps []um.MWIState // every MWI hook call, in order
+}
+
+func (n *node) hookCalls() []um.MWIState {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]um.MWIState(nil), n.lamps...)
+}
+
+// startNode opens a Store on dsn and a Service on it, both named name, and
+// waits until the node's change feed listens.
+func startNode(t testing.TB, dsn, name string) *node {
+	t.Helper()
+	n := &node{name: name, store: openStore(t, dsn, &pgstore.Options{Node: name})}
+	svc, err := um.New(n.store, &um.Options{Node: name, MWI: func(st um.MWIState) {
+		n.mu.Lock()
+		n.lamps = append(n.lamps, st)
+		n.mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.svc = svc
+	t.Cleanup(func() { svc.Close() })
+	waitListening(t, dsn, name)
+	return n
+}
+
+func wav(n int) []byte {
+	return append([]byte("RIFF\x00\x00\x00\x00WAVEfmt "), bytes.Repeat([]byte{0x7f}, n)...)
+}
+
+func mailbox(t testing.TB, n *node, name string) *um.Mailbox {
+	t.Helper()
+	mb, err := n.svc.EnsureMailbox(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mb
+}
+
+// waitFor returns the first change on sub that match accepts, failing the
+// test after 10s.
+func waitFor(t testing.TB, sub *um.Subscription, what string, match func(um.Change) bool) um.Change {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case <-sub.C():
+		case <-timeout:
+			t.Fatalf("no change on %q: %s within 10s", sub.Mailbox(), what)
+		}
+		cs, err := sub.Next()
+		if err != nil {
+			t.Fatalf("Next() = %v", err)
+		}
+		for _, c := range cs {
+			if match(c) {
+				return c
+			}
+		}
+	}
+}
+
+func hasEvent(kind um.EventKind, id uuid.UUID) func(um.Change) bool {
+	return func(c um.Change) bool {
+		for _, e := range c.Events {
+			if e.Kind == kind && (id == uuid.Nil || e.Message.ID == id) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// TestClusterDepositAndLampOnce: a deposit on node A reaches node B's
+// subscribers; B plays it, and the lamp goes off. Each change is announced
+// by the MWI hook of the node that made it and by no other.
+func TestClusterDepositAndLampOnce(t *testing.T) {
+	ctx := context.Background()
+	dsn := newDatabase(t)
+	a, b := startNode(t, dsn, "A"), startNode(t, dsn, "B")
+	mbA := mailbox(t, a, "1001")
+	mbB := mailbox(t, b, "1001")
+	subA := a.svc.Subscribe("1001", um.SubscribeOptions{})
+	defer subA.Close()
+	subB := b.svc.Subscribe("1001", um.SubscribeOptions{})
+	defer subB.Close()
+
+	m, err := mbA.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(100)), CallerNumber: "+4930123456", Duration: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := waitFor(t, subB, "A's deposit", hasEvent(um.EventAdded, m.ID))
+	if c.Node != "A" {
+		t.Errorf("deposit reached B with Node %q, want A", c.Node)
+	}
+	if c.Events[0].Message.CallerNumber != "+4930123456" || c.Events[0].Message.UID != m.UID {
+		t.Errorf("B got message %+v, want caller and UID of %+v", c.Events[0].Message, m)
+	}
+
+	// Let B's MWI dispatcher take in the deposit before B plays it. A change
+	// outside INBOX from A after the deposit: once B has it, B's feed has
+	// handed the deposit to B's dispatcher, and FlushMWI waits for that.
+	// (Without this the test would race um's dispatcher: a read for A's
+	// change that already sees B's heard records B's new state as known, and
+	// B's own announcement of it is then dropped. See the package report.)
+	if _, err := mbA.CreateFolder(ctx, "FromA"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, subB, "A's CreateFolder", func(c um.Change) bool { return c.Events[0].Kind == um.EventFolderCreated })
+	b.svc.FlushMWI()
+
+	if err := mbB.MarkHeard(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, subA, "B's MarkHeard", hasEvent(um.EventFlags, m.ID))
+	// The same for A: once A has B's next change, A's dispatcher has the
+	// MarkHeard, and FlushMWI below covers it.
+	if _, err := mbB.CreateFolder(ctx, "Saved"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, subA, "B's CreateFolder", func(c um.Change) bool { return c.Events[0].Kind == um.EventFolderCreated })
+	a.svc.FlushMWI()
+	b.svc.FlushMWI()
+
+	st, err := a.svc.MWI(ctx, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Waiting() || st.Old != 1 {
+		t.Errorf("A's MWI() after heard on B = %v, want 0/1 (lamp off)", st)
+	}
+	wantA := []um.MWIState{{Mailbox: "1001", New: 1}}
+	wantB := []um.MWIState{{Mailbox: "1001", Old: 1}}
+	if got := a.hookCalls(); fmt.Sprint(got) != fmt.Sprint(wantA) {
+		t.Errorf("A's MWI hook calls = %v, want %v: only the deposit, made on A", got, wantA)
+	}
+	if got := b.hookCalls(); fmt.Sprint(got) != fmt.Sprint(wantB) {
+		t.Errorf("B's MWI hook calls = %v, want %v: only the heard, made on B", got, wantB)
+	}
+}
+
+// TestClusterConcurrentFlags: node A adds \Flagged while node B adds \Seen
+// to the same message, many times; neither change is ever lost.
+func TestClusterConcurrentFlags(t *testing.T) {
+	ctx := context.Background()
+	dsn := newDatabase(t)
+	a, b := startNode(t, dsn, "A"), startNode(t, dsn, "B")
+	mbA, mbB := mailbox(t, a, "1001"), mailbox(t, b, "1001")
+	m, err := mbA.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(10))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []uuid.UUID{m.ID}
+	for round := range 50 {
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := mbA.SetFlags(ctx, ids, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagFlagged, Keywords: []string{"$A"}}); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := mbB.SetFlags(ctx, ids, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard, Keywords: []string{"$B"}}); err != nil {
+				t.Error(err)
+			}
+		}()
+		wg.Wait()
+		got, err := mbA.Message(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Flags != um.FlagFlagged|um.FlagHeard || fmt.Sprint(got.Keywords) != "[$A $B]" {
+			t.Fatalf("round %d: flags %v %v after concurrent adds on two nodes, want \\Seen \\Flagged [$A $B]", round, got.Flags, got.Keywords)
+		}
+		if _, err := mbB.SetFlags(ctx, ids, um.FlagOp{Mode: um.FlagsReplace}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestClusterLostNotificationConnection kills node B's listening backend,
+// makes a change on A, and checks B still learns of it: B reconnects and
+// announces a resync of the mailbox, after which the change is in B's view.
+func TestClusterLostNotificationConnection(t *testing.T) {
+	ctx := context.Background()
+	dsn := newDatabase(t)
+	a, b := startNode(t, dsn, "A"), startNode(t, dsn, "B")
+	mbA, mbB := mailbox(t, a, "1001"), mailbox(t, b, "1001")
+	subB := b.svc.Subscribe("1001", um.SubscribeOptions{})
+	defer subB.Close()
+
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var killed int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+		WHERE application_name = 'um-watch/B' AND datname = current_database()) AS t WHERE ok`).Scan(&killed)
+	if err != nil || killed != 1 {
+		t.Fatalf("terminated %d listening backends of B (%v), want 1", killed, err)
+	}
+	m, err := mbA.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(10))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, subB, "a resync after B's feed reconnects", hasEvent(um.EventResync, uuid.Nil))
+	list, err := mbB.List(ctx, um.Inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != m.ID {
+		t.Errorf("B's INBOX after resync = %v, want the deposit made while B was deaf", list)
+	}
+	// And the feed works again.
+	waitListening(t, dsn, "B")
+	m2, err := mbA.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(10))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, subB, "a deposit after reconnecting", hasEvent(um.EventAdded, m2.ID))
+}
