@@ -1,0 +1,106 @@
+// Package pgstore is a um.Store on PostgreSQL for PBX clusters: several
+// nodes, each with its own um.Service and IMAP server, share the voice
+// mailboxes in one database, and a change made on one node reaches the IMAP
+// sessions, sync workers and MWI dispatcher of the others.
+//
+//	store, err := pgstore.Open(ctx, "postgres://um@db.example.com/voicemail", &pgstore.Options{Node: "pbx-a"})
+//	...
+//	svc, err := um.New(store, &um.Options{Node: "pbx-a", MWI: sendNotify})
+//
+// Give every node its own Store (its own pool) and the same name in
+// pgstore.Options.Node and um.Options.Node. One database holds one cluster:
+// every Store on it shares the notification channel.
+//
+// # Schema
+//
+// Open creates the schema on an empty database and migrates an older one,
+// inside one transaction under an advisory lock, so nodes starting together
+// migrate once. Applied versions are rows of um_schema_version; a database
+// at a version newer than this package knows fails Open with
+// ErrSchemaTooNew rather than being misread. The tables:
+//
+//   - um_mailboxes (id, name): one row per voice mailbox. Mailboxes are never
+//     deleted, so each Store caches name -> id.
+//   - um_folders (id, mailbox_id, name, uidvalidity, uidnext): UIDVALIDITY
+//     comes from the sequence um_uidvalidity, which starts at the Unix time
+//     the schema was created, so a recreated folder, even in a rebuilt
+//     database, gets a larger value. uidnext is the UID counter.
+//   - um_messages: the metadata of each message, keyed by (mailbox_id, id)
+//     with (folder_id, uid) unique. flags is the um.Flags bitmask, keywords a
+//     text[] kept normalized by the SQL function um_keywords, times are Unix
+//     nanoseconds so messages read back exactly.
+//   - um_content (mailbox_id, message_id, seq, data bytea): the audio (or the
+//     appended e-mail) in 256 KiB chunks, apart from the metadata, so List
+//     and the MWI counts never read it. Open reads content up to 1 MiB in the
+//     query that finds the message and streams larger content a chunk per
+//     query; a message removed while it is read ends the stream with
+//     um.ErrNotFound, never with short content.
+//
+// Names compare byte for byte (COLLATE "C"), as Go sorts them.
+//
+// # Concurrency across nodes
+//
+// Every method is one transaction. UIDs come from
+// UPDATE um_folders SET uidnext = uidnext + n ... RETURNING in the
+// transaction that adds the messages: the folder row stays locked until
+// commit, so UIDs in a folder grow strictly, in commit order, when two nodes
+// append at once. Append writes the content chunks first and takes that
+// lock only for its last two statements, so a slow reader holds up no one.
+// Flag changes are a single UPDATE that computes the new flags and keywords
+// from the row as it is when locked (flags = flags | $add, for example), so
+// concurrent changes from two nodes never lose one. A deadlock or
+// serialization failure is retried.
+//
+// # The change feed
+//
+// The Store publishes each change itself, inside the transaction that makes
+// it: the last statement before COMMIT is SELECT pg_notify('um_changes',
+// payload), the payload being the change as JSON (mailbox, node, and the
+// events with the messages' metadata). PostgreSQL delivers a notification
+// when, and only when, its transaction commits, and delivers them in commit
+// order. So a node that crashes after committing still announces the
+// change, and a rolled-back change is never announced; publishing after
+// commit from um (um.Publisher) would leave a window in which a crash loses
+// the notification, and two nodes' publishes could arrive out of commit
+// order. That is why Store does not implement um.Publisher: it builds the
+// events itself (the same events um builds for its local subscribers).
+//
+// Watch (um.Watcher; um.New calls it) holds a connection of its own, named
+// "um-watch/<node>" in pg_stat_activity, LISTENs on the channel and delivers,
+// on one goroutine and in commit order, every change whose node is not its
+// own and which another Store made.
+//
+// # The resync rule
+//
+// Receivers get um.Event{Kind: um.EventResync} for a mailbox, and reload what
+// they hold of it, whenever pgstore cannot say exactly what changed:
+//
+//   - A change whose notification would exceed 7900 bytes (PostgreSQL's limit
+//     is 8000) is announced as a resync of its mailbox: a move of many
+//     messages, or a long transcript.
+//   - A lost notification connection: Watch notices it by the error of the
+//     wait, or by a ping that fails after Options.PingInterval without
+//     notifications (a dead peer says nothing). It reconnects with backoff,
+//     LISTENs again, and then delivers a resync for every mailbox. Anything
+//     committed after the new LISTEN arrives as usual; anything before is
+//     covered by the reload.
+//
+// # The lamp is announced once
+//
+// In a cluster, each change is announced to the MWI hook once, by the node
+// that made it, not once per node: um runs the hook only for changes its own
+// Service committed, and changes that arrive through Watch (including
+// resyncs) only refresh the node's view (see um.Options.Node). A deposit
+// taken on node A lights the lamp through A's hook; the message heard on
+// node B puts it out through B's hook, and A's Service.MWI then reports it
+// off without A's hook firing. The host must therefore let every node send
+// the NOTIFY for changes it makes (or forward them to the node holding the
+// phone's subscription).
+//
+// # Testing
+//
+// The package's tests start a throwaway PostgreSQL (initdb and postgres from
+// PATH or /usr/lib/postgresql/*/bin, as the postgres user when run as root)
+// with fsync off for speed; benchmarks start it with fsync on. Set UM_PG_DSN
+// to use an existing server instead (its user needs CREATEDB).
+package pgstore
