@@ -1,0 +1,491 @@
+package imapserver
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"mime/quotedprintable"
+	"strings"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/emersion/go-imap/v2"
+	goimapserver "github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-message/textproto"
+	"github.com/google/uuid"
+)
+
+// live returns the entries not removed meanwhile, and their IDs.
+func live(es []*entry, seqs []uint32) ([]*entry, []uint32, []uuid.UUID) {
+	var oe []*entry
+	var os []uint32
+	var ids []uuid.UUID
+	for i, e := range es {
+		if e.gone {
+			continue
+		}
+		oe = append(oe, e)
+		os = append(os, seqs[i])
+		ids = append(ids, e.msg.ID)
+	}
+	return oe, os, ids
+}
+
+// still returns the ids whose message is still UID uid... in folder, for a
+// retry after another session removed some of them.
+func (sess *session) still(folder string, es []*entry) []uuid.UUID {
+	var ids []uuid.UUID
+	for _, e := range es {
+		m, err := sess.mb.Message(sess.ctx, e.msg.ID)
+		if err == nil && m.Folder == folder && m.UID == e.msg.UID {
+			ids = append(ids, e.msg.ID)
+		} else {
+			e.gone = true
+		}
+	}
+	return ids
+}
+
+func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) (err error) {
+	defer sess.guard(&err)()
+	v, err := sess.selected()
+	if err != nil {
+		return err
+	}
+	if v.readOnly {
+		return errCannot("Folder is read-only (EXAMINE)")
+	}
+	sess.sync()
+	es, seqs := sess.resolve(numSet)
+	es, seqs, ids := live(es, seqs)
+	op := um.FlagOp{}
+	op.Flags, op.Keywords = flagsFromIMAP(flags.Flags)
+	switch flags.Op {
+	case imap.StoreFlagsAdd:
+		op.Mode = um.FlagsAdd
+	case imap.StoreFlagsDel:
+		op.Mode = um.FlagsRemove
+	default:
+		op.Mode = um.FlagsReplace
+	}
+	changed, err := sess.mb.SetFlags(sess.ctx, ids, op)
+	if errors.Is(err, um.ErrNotFound) {
+		changed, err = sess.mb.SetFlags(sess.ctx, sess.still(v.folder, es), op)
+	}
+	if err != nil {
+		return sess.srv.imapError(err, roleSource)
+	}
+	byID := make(map[uuid.UUID]*um.Message, len(changed))
+	for i := range changed {
+		byID[changed[i].ID] = &changed[i]
+	}
+	for _, e := range es {
+		if m := byID[e.msg.ID]; m != nil {
+			e.msg.Flags, e.msg.Keywords = m.Flags, m.Keywords
+			v.noteKeywords(m.Keywords)
+		}
+	}
+	if flags.Silent {
+		return nil
+	}
+	_, isUID := numSet.(imap.UIDSet)
+	for i, e := range es {
+		if e.gone {
+			continue
+		}
+		e.dirty = false
+		rw := w.CreateMessage(seqs[i])
+		if isUID {
+			rw.WriteUID(imap.UID(e.msg.UID))
+		}
+		rw.WriteFlags(flagsToIMAP(&e.msg))
+		if err := rw.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (sess *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) (err error) {
+	defer sess.guard(&err)()
+	v, err := sess.selected()
+	if err != nil {
+		return err
+	}
+	if v.readOnly {
+		return nil // CLOSE after EXAMINE expunges nothing
+	}
+	sess.sync()
+	var targets []*entry
+	var ids []uuid.UUID
+	for _, e := range v.msgs[:v.reported] {
+		if e.gone || !e.msg.Flags.Has(um.FlagDeleted) || (uids != nil && !uids.Contains(imap.UID(e.msg.UID))) {
+			continue
+		}
+		targets = append(targets, e)
+		ids = append(ids, e.msg.ID)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	err = sess.mb.Purge(sess.ctx, ids...)
+	if errors.Is(err, um.ErrNotFound) {
+		err = sess.mb.Purge(sess.ctx, sess.still(v.folder, targets)...)
+	}
+	if err != nil {
+		return sess.srv.imapError(err, roleSource)
+	}
+	for _, e := range targets {
+		e.gone = true
+	}
+	return sess.expungeGone(v, targets, w.WriteExpunge)
+}
+
+// expungeGone sends EXPUNGE for the entries given (all gone now), from the
+// highest sequence number down, and drops them from the view. Removals by
+// others stay pending for the next Poll.
+func (sess *session) expungeGone(v *view, targets []*entry, write func(uint32) error) error {
+	set := make(map[*entry]bool, len(targets))
+	for _, e := range targets {
+		set[e] = true
+	}
+	for i := v.reported - 1; i >= 0; i-- {
+		if !set[v.msgs[i]] {
+			continue
+		}
+		if err := write(uint32(i + 1)); err != nil {
+			return err
+		}
+		v.msgs = append(v.msgs[:i], v.msgs[i+1:]...)
+		v.reported--
+	}
+	return nil
+}
+
+// addOwn puts messages this session added to its selected folder (COPY or
+// MOVE into it) into the view: um does not echo a session's own changes.
+func (sess *session) addOwn(v *view, folder string, msgs []um.Message) {
+	if folder != v.folder {
+		return
+	}
+	sess.sync()
+	for _, m := range msgs {
+		v.insert(m)
+	}
+}
+
+func (sess *session) copyData(folder string, src []*entry, dst []um.Message) (*imap.CopyData, error) {
+	f, err := sess.mb.Folder(sess.ctx, folder)
+	if err != nil {
+		return nil, sess.srv.imapError(err, roleDest)
+	}
+	var from, to imap.UIDSet
+	for i := range dst {
+		from.AddNum(imap.UID(src[i].msg.UID))
+		to.AddNum(imap.UID(dst[i].UID))
+	}
+	return &imap.CopyData{UIDValidity: f.UIDValidity, SourceUIDs: from, DestUIDs: to}, nil
+}
+
+func (sess *session) Copy(numSet imap.NumSet, dest string) (data *imap.CopyData, err error) {
+	defer sess.guard(&err)()
+	v, err := sess.selected()
+	if err != nil {
+		return nil, err
+	}
+	sess.sync()
+	folder := folderName(dest)
+	es, seqs := sess.resolve(numSet)
+	es, _, ids := live(es, seqs)
+	if len(ids) == 0 {
+		if _, err := sess.mb.Folder(sess.ctx, folder); err != nil {
+			return nil, sess.srv.imapError(err, roleDest)
+		}
+		return nil, nil
+	}
+	copies, err := sess.mb.Copy(sess.ctx, ids, folder)
+	if err != nil {
+		return nil, sess.srv.imapError(err, roleDest)
+	}
+	data, err = sess.copyData(folder, es, copies)
+	sess.addOwn(v, folder, copies)
+	return data, err
+}
+
+func (sess *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest string) (err error) {
+	defer sess.guard(&err)()
+	v, err := sess.selected()
+	if err != nil {
+		return err
+	}
+	if v.readOnly {
+		return errCannot("Folder is read-only (EXAMINE)")
+	}
+	sess.sync()
+	folder := folderName(dest)
+	es, seqs := sess.resolve(numSet)
+	es, _, ids := live(es, seqs)
+	if len(ids) == 0 {
+		if _, err := sess.mb.Folder(sess.ctx, folder); err != nil {
+			return sess.srv.imapError(err, roleDest)
+		}
+		return nil
+	}
+	moved, err := sess.mb.Move(sess.ctx, ids, folder)
+	if err != nil {
+		return sess.srv.imapError(err, roleDest)
+	}
+	data, err := sess.copyData(folder, es, moved)
+	if err != nil {
+		return err
+	}
+	if err := w.WriteCopyData(data); err != nil {
+		return err
+	}
+	for _, e := range es {
+		e.gone = true
+	}
+	if err := sess.expungeGone(v, es, w.WriteExpunge); err != nil {
+		return err
+	}
+	sess.addOwn(v, folder, moved)
+	return nil
+}
+
+func (sess *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (data *imap.SearchData, err error) {
+	defer sess.guard(&err)()
+	v, err := sess.selected()
+	if err != nil {
+		return nil, err
+	}
+	sess.sync()
+	data = &imap.SearchData{}
+	var seqSet imap.SeqSet
+	var uidSet imap.UIDSet
+	for i, e := range v.msgs[:v.reported] {
+		seq := uint32(i + 1)
+		if e.gone || !sess.match(e, seq, criteria) {
+			continue
+		}
+		uidSet.AddNum(imap.UID(e.msg.UID))
+		num := seq
+		if kind == goimapserver.NumKindUID {
+			num = uint32(e.msg.UID)
+		} else {
+			seqSet.AddNum(seq)
+		}
+		if data.Min == 0 || num < data.Min {
+			data.Min = num
+		}
+		data.Max = max(data.Max, num)
+		data.Count++
+	}
+	if kind == goimapserver.NumKindUID {
+		data.All = uidSet
+	} else {
+		data.All = seqSet
+	}
+	if options.ReturnSave {
+		sess.searchRes = uidSet
+	}
+	return data, nil
+}
+
+func (sess *session) inSet(set imap.NumSet, seq uint32, uid um.UID) bool {
+	if imap.IsSearchRes(set) {
+		set = sess.searchRes
+	}
+	v := sess.sel
+	switch s := set.(type) {
+	case imap.SeqSet:
+		max := uint32(v.reported)
+		for _, r := range s {
+			a, b := r.Start, r.Stop
+			if a == 0 {
+				a = max
+			}
+			if b == 0 {
+				b = max
+			}
+			if a > b {
+				a, b = b, a
+			}
+			if seq >= a && seq <= b {
+				return true
+			}
+		}
+	case imap.UIDSet:
+		maxUID := imap.UID(v.maxUID())
+		for _, r := range s {
+			a, b := r.Start, r.Stop
+			if a == 0 {
+				a = maxUID
+			}
+			if b == 0 {
+				b = maxUID
+			}
+			if a > b {
+				a, b = b, a
+			}
+			if imap.UID(uid) >= a && imap.UID(uid) <= b {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func dayOf(t time.Time) time.Time {
+	y, m, d := t.Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}
+
+func hasFlag(m *um.Message, f imap.Flag) bool {
+	if sf, ok := um.ParseFlag(string(f)); ok {
+		return m.Flags.Has(sf)
+	}
+	if strings.EqualFold(string(f), `\Recent`) {
+		return false
+	}
+	return containsFold(m.Keywords, string(f))
+}
+
+// match evaluates criteria on one message. Only text criteria read
+// content, and for voicemail only the header and text part, never audio.
+func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
+	m := &e.msg
+	for _, s := range c.SeqNum {
+		if !sess.inSet(s, seq, m.UID) {
+			return false
+		}
+	}
+	for _, s := range c.UID {
+		if !sess.inSet(s, seq, m.UID) {
+			return false
+		}
+	}
+	added := dayOf(m.Added)
+	if !c.Since.IsZero() && added.Before(dayOf(c.Since)) {
+		return false
+	}
+	if !c.Before.IsZero() && !added.Before(dayOf(c.Before)) {
+		return false
+	}
+	for _, f := range c.Flag {
+		if !hasFlag(m, f) {
+			return false
+		}
+	}
+	for _, f := range c.NotFlag {
+		if hasFlag(m, f) {
+			return false
+		}
+	}
+	if c.Larger > 0 || c.Smaller > 0 {
+		size := sess.email(e).Size()
+		if c.Larger > 0 && size <= c.Larger {
+			return false
+		}
+		if c.Smaller > 0 && size >= c.Smaller {
+			return false
+		}
+	}
+	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() || len(c.Header) > 0 || len(c.Body) > 0 || len(c.Text) > 0 {
+		header, body, err := sess.searchText(e)
+		if err != nil {
+			return false
+		}
+		h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+		if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
+			env := goimapserver.ExtractEnvelope(h)
+			sent := dayOf(env.Date)
+			if !c.SentSince.IsZero() && sent.Before(dayOf(c.SentSince)) {
+				return false
+			}
+			if !c.SentBefore.IsZero() && !sent.Before(dayOf(c.SentBefore)) {
+				return false
+			}
+		}
+		for _, hf := range c.Header {
+			found := false
+			for _, val := range h.Values(hf.Key) {
+				if containsFoldSub(val, hf.Value) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				return false
+			}
+		}
+		for _, s := range c.Body {
+			if !containsFoldSub(string(body), s) {
+				return false
+			}
+		}
+		for _, s := range c.Text {
+			if !containsFoldSub(string(header), s) && !containsFoldSub(string(body), s) {
+				return false
+			}
+		}
+	}
+	for i := range c.Not {
+		if sess.match(e, seq, &c.Not[i]) {
+			return false
+		}
+	}
+	for _, or := range c.Or {
+		if !sess.match(e, seq, &or[0]) && !sess.match(e, seq, &or[1]) {
+			return false
+		}
+	}
+	return true
+}
+
+func containsFoldSub(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
+
+const maxSearchContent = 4 << 20
+
+// searchText returns the header and the searchable body of a message: for
+// voicemail the decoded text part, for an appended e-mail its body.
+func (sess *session) searchText(e *entry) (header, body []byte, err error) {
+	em := sess.email(e)
+	st := em.Structure()
+	if st == nil {
+		rc, err := sess.mb.OpenAudio(sess.ctx, e.msg.ID)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer rc.Close()
+		all, err := io.ReadAll(io.LimitReader(rc, maxSearchContent))
+		if err != nil {
+			return nil, nil, err
+		}
+		if i := bytes.Index(all, []byte("\r\n\r\n")); i >= 0 {
+			return all[:i+4], all[i+4:], nil
+		}
+		if i := bytes.Index(all, []byte("\n\n")); i >= 0 {
+			return all[:i+2], all[i+2:], nil
+		}
+		return all, nil, nil
+	}
+	header = em.Header()
+	for _, p := range st.Children {
+		if p.Type != "text" {
+			continue
+		}
+		var r io.Reader = em.Range(nil, p.BodyStart, p.End-p.BodyStart)
+		if p.Encoding == "quoted-printable" {
+			r = quotedprintable.NewReader(r)
+		}
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		body = append(body, b...)
+	}
+	return header, body, nil
+}

@@ -1,0 +1,114 @@
+// Package imapserver is the embedded IMAP server of um: it serves the voice
+// mailboxes of a *um.Service to mail clients, over go-imap v2's imapserver.
+//
+// # Use
+//
+//	srv, err := imapserver.New(svc, &imapserver.Options{
+//		Authenticate: func(ctx context.Context, user, pass string) (string, error) {
+//			return pbx.CheckVoicemailPIN(ctx, user, pass) // returns the mailbox, e.g. "1001"
+//		},
+//		TLSConfig: tlsConfig,
+//	})
+//	go srv.Serve(ln143)    // plain, STARTTLS offered
+//	go srv.ServeTLS(ln993) // implicit TLS
+//	...
+//	srv.Shutdown(ctx)      // BYE to every client once its command is done
+//
+// A session reaches only the voice mailbox Authenticate returned for it.
+//
+// # Mailboxes and folders
+//
+// um's words are kept apart from IMAP's: a mailbox is a user's voice
+// mailbox (extension 1001); a folder is what IMAP calls a mailbox. Each
+// voice mailbox has the folders INBOX and Trash (SPECIAL-USE \Trash), and
+// clients may CREATE, RENAME and DELETE others. The hierarchy delimiter is
+// "/". SUBSCRIBE state is kept in memory by the Server: every folder counts
+// as subscribed until a client unsubscribes it, and a restart subscribes
+// all again.
+//
+// INBOX holds voicemail only. APPEND into INBOX, and COPY or MOVE of an
+// appended e-mail into it, fail with NO [CANNOT]; APPEND into any other
+// folder stores the message as an e-mail (um.Mailbox.Append). RENAME of
+// INBOX fails with NO [CANNOT] too (RFC 3501 would move its messages away
+// from the phone).
+//
+// # Flags
+//
+// \Seen is "heard", \Deleted, \Flagged, \Answered and \Draft are um's
+// flags, and other flags are keywords (um.FlagOp.Keywords). A FETCH of a
+// body section without PEEK marks the message heard through um, so the
+// lamp (MWI) and the phone follow. \Recent is not kept: RECENT and STATUS
+// RECENT are always 0 (IMAP4rev2 dropped \Recent; rev1 allows 0).
+//
+// # Voicemail as e-mail
+//
+// Voicemail is rendered by um.RenderEmail. ENVELOPE, BODYSTRUCTURE,
+// RFC822.SIZE, BODY.PEEK[HEADER], BODY[1] (the text part), FLAGS,
+// INTERNALDATE and UID come from the rendering and never open the audio;
+// BODY[], BODY[TEXT] and BODY[2] stream it, with partial fetches reading
+// only the slice they need. E-mail appended by clients is served as stored.
+//
+// # Live sync
+//
+// Every selected session subscribes to its voice mailbox (um.Subscribe,
+// with itself as Source) and makes its own changes with um.WithSource, so
+// it is not sent its own changes back. It keeps its own view of the
+// selected folder: the UIDs in the order the client knows them, with their
+// flags. Changes from the phone, other clients or other cluster nodes are
+// applied to the view as they come and told to the client after each
+// command and during IDLE: EXISTS for new messages, FETCH FLAGS for flag
+// changes (a FLAGS response first when a new keyword appears), EXPUNGE for
+// removals. EXPUNGE waits until the client sends a command that allows it
+// (not FETCH, STORE or SEARCH), and each sequence number is computed from
+// that client's view, so sequence numbers stay right for every client
+// whatever the others expunge. A lost queue (um.ErrOverflow) or an
+// EventResync reloads the folder and diffs it against the view.
+//
+// go-imap's MailboxTracker and SessionTracker are not used.
+//
+// # Errors
+//
+// Errors from um become IMAP response codes in one place (errors.go):
+// ErrNotFound is NONEXISTENT (TRYCREATE for the destination of COPY, MOVE
+// or APPEND), ErrExists ALREADYEXISTS, ErrMailboxFull OVERQUOTA,
+// ErrReserved, ErrNotVoice and ErrInvalid CANNOT, ErrClosed UNAVAILABLE. A
+// panic in a session method is recovered and answered NO [SERVERBUG].
+// go-imap's own answer to arguments it cannot parse (a name that is not
+// valid modified UTF-7, for example) is changed from NO [SERVERBUG] to BAD
+// [CLIENTBUG].
+//
+// # Security and limits
+//
+//   - TLS 1.2 or newer. Before TLS the server announces LOGINDISABLED and
+//     refuses LOGIN and AUTHENTICATE, unless Options.InsecureAuth.
+//   - STARTTLS: bytes a client sent after STARTTLS and before the
+//     handshake go into the handshake, which then fails: no command
+//     pipelined behind STARTTLS is run.
+//   - Failed logins are counted (Stats) and delayed, doubling per failure
+//     from the same address; the third on a connection closes it.
+//   - Before login a connection has Options.LoginTimeout in all, however
+//     many commands it sends, and may send Options.MaxPreLoginBytes (128
+//     KiB by default) before it is closed, which bounds the memory it can
+//     make the server hold.
+//   - After login the idle timeout is Options.IdleTimeout (at least 30
+//     minutes, RFC 9051).
+//   - Connections are capped in all, per remote address and per voice
+//     mailbox. APPEND is capped at Options.AppendLimit (APPENDLIMIT).
+//   - An APPEND is stored only after the CRLF that ends the command has
+//     been read: go-imap v2.0.0-beta.8 would otherwise store a message
+//     whose command it then drops without an answer. Such a connection is
+//     closed with BYE.
+//   - go-imap's DebugWriter is never set: it would log passwords.
+//
+// # Concurrency
+//
+// A Server is safe for concurrent use. Each connection runs on its own
+// goroutine; IDLE adds one while it lasts. Options.Authenticate and
+// Options.Logf are called from connection goroutines, concurrently.
+//
+// # Extensions
+//
+// IMAP4rev1 and IMAP4rev2, with STARTTLS, LITERAL+, ENABLE, IDLE, UNSELECT,
+// NAMESPACE, UIDPLUS, MOVE, ESEARCH, SEARCHRES, SPECIAL-USE, LIST-EXTENDED,
+// LIST-STATUS, STATUS=SIZE, CHILDREN and APPENDLIMIT.
+package imapserver

@@ -1,0 +1,261 @@
+package imapserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/storage/memstore"
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/google/uuid"
+)
+
+// countingStore counts the content bytes read through Open: the proof that
+// a FETCH left the audio alone.
+type countingStore struct {
+	um.Store
+	opens atomic.Int64
+	read  atomic.Int64
+}
+
+func (s *countingStore) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.ReadCloser, error) {
+	rc, err := s.Store.Open(ctx, mailbox, id)
+	if err != nil {
+		return nil, err
+	}
+	s.opens.Add(1)
+	return &countingReader{rc: rc, n: &s.read}, nil
+}
+
+type countingReader struct {
+	rc io.ReadCloser
+	n  *atomic.Int64
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	n, err := r.rc.Read(p)
+	r.n.Add(int64(n))
+	return n, err
+}
+
+func (r *countingReader) Close() error { return r.rc.Close() }
+
+type mwiLog struct {
+	mu     sync.Mutex
+	states []um.MWIState
+}
+
+func (l *mwiLog) add(s um.MWIState) {
+	l.mu.Lock()
+	l.states = append(l.states, s)
+	l.mu.Unlock()
+}
+
+func (l *mwiLog) last(mailbox string) (um.MWIState, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.states) - 1; i >= 0; i-- {
+		if l.states[i].Mailbox == mailbox {
+			return l.states[i], true
+		}
+	}
+	return um.MWIState{}, false
+}
+
+type env struct {
+	t       testing.TB
+	store   *countingStore
+	svc     *um.Service
+	srv     *Server
+	mwi     *mwiLog
+	plain   string // address of the STARTTLS listener
+	tlsAddr string // address of the implicit TLS listener
+	clientTLS *tls.Config
+	authCalls atomic.Int64
+}
+
+var users = map[string]struct{ password, mailbox string }{
+	"alice": {"alice-pw", "1001"},
+	"bob":   {"bob-pw", "1002"},
+}
+
+// newEnv starts a service on a counting memstore with mailboxes 1001
+// (alice) and 1002 (bob), and a server on two loopback listeners.
+func newEnv(t testing.TB, tune func(*Options)) *env {
+	t.Helper()
+	e := &env{t: t, store: &countingStore{Store: memstore.New()}, mwi: &mwiLog{}}
+	svc, err := um.New(e.store, &um.Options{MWI: e.mwi.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.svc = svc
+	for _, u := range users {
+		if _, err := svc.CreateMailbox(context.Background(), u.mailbox); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, pool := selfSigned(t)
+	e.clientTLS = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	opts := &Options{
+		Authenticate: func(ctx context.Context, username, password string) (string, error) {
+			e.authCalls.Add(1)
+			u, ok := users[username]
+			if !ok || u.password != password {
+				return "", errors.New("bad credentials")
+			}
+			return u.mailbox, nil
+		},
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
+		LoginFailureDelay: -1,
+	}
+	if tune != nil {
+		tune(opts)
+	}
+	srv, err := New(svc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = srv
+	lp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.plain, e.tlsAddr = lp.Addr().String(), lt.Addr().String()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); srv.Serve(lp) }()
+	go func() { defer wg.Done(); srv.ServeTLS(lt) }()
+	t.Cleanup(func() {
+		srv.Close()
+		wg.Wait()
+		svc.Close()
+	})
+	return e
+}
+
+func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "um test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// dial connects over implicit TLS and logs in as user.
+func (e *env) dial(user string, h *imapclient.UnilateralDataHandler) *imapclient.Client {
+	e.t.Helper()
+	c, err := imapclient.DialTLS(e.tlsAddr, &imapclient.Options{TLSConfig: e.clientTLS, UnilateralDataHandler: h})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	if err := c.Login(user, users[user].password).Wait(); err != nil {
+		e.t.Fatalf("Login(%s) = %v", user, err)
+	}
+	return c
+}
+
+func (e *env) mailbox(name string) *um.Mailbox {
+	e.t.Helper()
+	mb, err := e.svc.Mailbox(context.Background(), name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return mb
+}
+
+// wav returns a valid WAV file with n bytes of silence.
+func wav(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString("RIFF")
+	binary.Write(&b, binary.LittleEndian, uint32(36+n))
+	b.WriteString("WAVEfmt ")
+	for _, v := range []any{uint32(16), uint16(1), uint16(1), uint32(8000), uint32(16000), uint16(2), uint16(16)} {
+		binary.Write(&b, binary.LittleEndian, v)
+	}
+	b.WriteString("data")
+	binary.Write(&b, binary.LittleEndian, uint32(n))
+	b.Write(make([]byte, n))
+	return b.Bytes()
+}
+
+func (e *env) deposit(mailbox, caller string, audioBytes int) um.Message {
+	e.t.Helper()
+	m, err := e.mailbox(mailbox).Deposit(context.Background(), um.Deposit{
+		Audio: bytes.NewReader(wav(audioBytes)), CallerNumber: caller, Duration: 5 * time.Second,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+func (e *env) list(mailbox, folder string) []um.Message {
+	e.t.Helper()
+	msgs, err := e.mailbox(mailbox).List(context.Background(), folder)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return msgs
+}
+
+// waitFor polls cond until it holds; it fails the test after 10 s. It is
+// for events that arrive asynchronously, not a timing assertion.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func codeOf(err error) imap.ResponseCode {
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		return ie.Code
+	}
+	return ""
+}

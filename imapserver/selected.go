@@ -1,0 +1,453 @@
+package imapserver
+
+import (
+	"errors"
+	"sort"
+	"strings"
+
+	"github.com/embeddedum/um"
+	"github.com/emersion/go-imap/v2"
+	goimapserver "github.com/emersion/go-imap/v2/imapserver"
+)
+
+// view is a session's own picture of its selected folder: the messages in
+// UID order as this client knows them, so sequence numbers stay right for
+// this client whatever others do. Changes from um are applied to it as they
+// arrive (sync) and told to the client when go-imap allows (flush):
+// removals wait for a command that may send EXPUNGE.
+type view struct {
+	folder      string
+	uidValidity uint32
+	readOnly    bool
+	sub         *um.Subscription
+
+	msgs     []*entry // UID order; seq = index+1 for index < reported
+	reported int      // how many of msgs the client was told of (EXISTS)
+	keywords map[string]bool
+	high     um.UID // highest UID ever in the view
+	newKW    bool // keywords appeared that the client was not sent in FLAGS
+	resync   bool // the folder must be reloaded from the store
+}
+
+type entry struct {
+	msg   um.Message
+	email *um.Email // rendered lazily; nil until needed
+	gone  bool      // removed from the store, EXPUNGE not yet sent
+	dirty bool      // flags changed, FETCH not yet sent
+}
+
+func (v *view) close() {
+	if v.sub != nil {
+		v.sub.Close()
+		v.sub = nil
+	}
+}
+
+// find returns the index of uid in msgs, or -1.
+func (v *view) find(uid um.UID) int {
+	i := sort.Search(len(v.msgs), func(i int) bool { return v.msgs[i].msg.UID >= uid })
+	if i < len(v.msgs) && v.msgs[i].msg.UID == uid {
+		return i
+	}
+	return -1
+}
+
+func (v *view) maxUID() um.UID {
+	if len(v.msgs) == 0 {
+		return 0
+	}
+	return v.msgs[len(v.msgs)-1].msg.UID
+}
+
+func (v *view) noteKeywords(kw []string) {
+	for _, k := range kw {
+		if !v.keywords[k] {
+			v.keywords[k] = true
+			v.newKW = true
+		}
+	}
+}
+
+// add applies an EventAdded. Events come in commit order, so UIDs grow;
+// one at or below the highest UID seen is a repeat (or of a message gone
+// since) and is ignored.
+func (v *view) add(m um.Message) {
+	if m.UID <= v.high {
+		return
+	}
+	v.high = m.UID
+	v.msgs = append(v.msgs, &entry{msg: m})
+	v.noteKeywords(m.Keywords)
+}
+
+// insert puts a message the view lacks in its UID place, for the session's
+// own COPY/MOVE into the folder and for a reload. It never shifts a
+// sequence number the client knows.
+func (v *view) insert(m um.Message) {
+	if v.find(m.UID) >= 0 {
+		return
+	}
+	pos := sort.Search(len(v.msgs), func(i int) bool { return v.msgs[i].msg.UID > m.UID })
+	if pos < v.reported {
+		return
+	}
+	v.msgs = append(v.msgs, nil)
+	copy(v.msgs[pos+1:], v.msgs[pos:])
+	v.msgs[pos] = &entry{msg: m}
+	v.high = max(v.high, m.UID)
+	v.noteKeywords(m.Keywords)
+}
+
+func (v *view) setFlags(m um.Message) {
+	i := v.find(m.UID)
+	if i < 0 || v.msgs[i].gone {
+		return
+	}
+	e := v.msgs[i]
+	if e.msg.Flags == m.Flags && um.SameKeywords(e.msg.Keywords, m.Keywords) {
+		return
+	}
+	e.msg.Flags, e.msg.Keywords = m.Flags, m.Keywords
+	e.dirty = true
+	v.noteKeywords(m.Keywords)
+}
+
+func (v *view) remove(uid um.UID) {
+	if i := v.find(uid); i >= 0 {
+		v.msgs[i].gone = true
+	}
+}
+
+// load diffs the folder as the store has it into the view.
+func (v *view) load(msgs []um.Message) {
+	present := make(map[um.UID]int, len(msgs))
+	for i := range msgs {
+		present[msgs[i].UID] = i
+	}
+	for _, e := range v.msgs {
+		if i, ok := present[e.msg.UID]; ok {
+			v.setFlags(msgs[i])
+		} else {
+			e.gone = true
+		}
+	}
+	for _, m := range msgs {
+		v.insert(m)
+	}
+}
+
+func (sess *session) Select(name string, options *imap.SelectOptions) (data *imap.SelectData, err error) {
+	defer sess.guard(&err)()
+	if sess.sel != nil {
+		sess.sel.close()
+		sess.sel = nil
+	}
+	folder := folderName(name)
+	// Subscribe before listing, so no change falls between the two; the
+	// ones listed already are ignored when their events come.
+	sub := sess.srv.svc.Subscribe(sess.mailbox, um.SubscribeOptions{Source: sess})
+	f, err := sess.mb.Folder(sess.ctx, folder)
+	var msgs []um.Message
+	if err == nil {
+		msgs, err = sess.mb.List(sess.ctx, folder)
+	}
+	if err != nil {
+		sub.Close()
+		return nil, sess.srv.imapError(err, roleSource)
+	}
+	v := &view{folder: f.Name, uidValidity: f.UIDValidity, readOnly: options.ReadOnly, sub: sub, keywords: make(map[string]bool)}
+	for _, m := range msgs {
+		v.add(m)
+	}
+	v.reported, v.newKW = len(v.msgs), false
+	sess.sel = v
+	var firstUnseen uint32
+	for i, e := range v.msgs {
+		if !e.msg.Flags.Has(um.FlagHeard) {
+			firstUnseen = uint32(i + 1)
+			break
+		}
+	}
+	flags := mailboxFlags(v.keywords)
+	perm := append(append([]imap.Flag(nil), flags...), imap.FlagWildcard)
+	if v.readOnly {
+		perm = nil
+	}
+	var list *imap.ListData
+	if su := specialUse(f.Name); su != nil {
+		list = &imap.ListData{Mailbox: f.Name, Delim: delim, Attrs: su}
+	}
+	uidNext := f.UIDNext
+	if m := v.maxUID(); m >= uidNext {
+		uidNext = m + 1
+	}
+	return &imap.SelectData{
+		Flags:             flags,
+		PermanentFlags:    perm,
+		NumMessages:       uint32(len(v.msgs)),
+		FirstUnseenSeqNum: firstUnseen,
+		UIDNext:           imap.UID(uidNext),
+		UIDValidity:       f.UIDValidity,
+		List:              list,
+	}, nil
+}
+
+func (sess *session) Unselect() (err error) {
+	defer sess.guard(&err)()
+	if sess.sel != nil {
+		sess.sel.close()
+		sess.sel = nil
+	}
+	return nil
+}
+
+// sync applies the queued changes of the voice mailbox to the view. It
+// writes nothing.
+func (sess *session) sync() {
+	v := sess.sel
+	if v == nil {
+		return
+	}
+	changes, err := v.sub.Next()
+	if errors.Is(err, um.ErrOverflow) {
+		v.resync = true
+	}
+	for _, c := range changes {
+		for _, ev := range c.Events {
+			sess.apply(ev)
+		}
+	}
+	if v.resync {
+		msgs, err := sess.mb.List(sess.ctx, v.folder)
+		switch {
+		case err == nil:
+			v.resync = false
+			v.load(msgs)
+		case errors.Is(err, um.ErrNotFound):
+			v.resync = false
+			v.load(nil)
+		}
+	}
+}
+
+func (sess *session) apply(ev um.Event) {
+	v := sess.sel
+	switch ev.Kind {
+	case um.EventResync:
+		v.resync = true
+		return
+	case um.EventFolderRenamed:
+		if ev.Folder == v.folder {
+			v.folder = ev.NewName
+		}
+		return
+	case um.EventFolderDeleted:
+		if ev.Folder == v.folder {
+			for _, e := range v.msgs {
+				e.gone = true
+			}
+		}
+		return
+	}
+	if ev.Folder != v.folder {
+		return
+	}
+	switch ev.Kind {
+	case um.EventAdded:
+		v.add(ev.Message.Clone())
+	case um.EventFlags:
+		v.setFlags(ev.Message.Clone())
+	case um.EventRemoved:
+		v.remove(ev.Message.UID)
+	}
+}
+
+// flush tells the client what sync applied: EXPUNGE (when allowed), then
+// FLAGS for new keywords, EXISTS, and FETCH FLAGS.
+func (sess *session) flush(w *goimapserver.UpdateWriter, allowExpunge bool) error {
+	v := sess.sel
+	if v == nil {
+		return nil
+	}
+	// Messages removed before the client heard of them go without a word.
+	kept := v.msgs[:v.reported]
+	for _, e := range v.msgs[v.reported:] {
+		if !e.gone {
+			kept = append(kept, e)
+		}
+	}
+	v.msgs = kept
+	if allowExpunge {
+		// From the highest sequence number down, so each number sent is
+		// right at the time the client reads it.
+		for i := v.reported - 1; i >= 0; i-- {
+			if !v.msgs[i].gone {
+				continue
+			}
+			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+				return err
+			}
+			v.msgs = append(v.msgs[:i], v.msgs[i+1:]...)
+			v.reported--
+		}
+	}
+	if v.newKW {
+		v.newKW = false
+		if err := w.WriteMailboxFlags(mailboxFlags(v.keywords)); err != nil {
+			return err
+		}
+	}
+	if len(v.msgs) != v.reported {
+		v.reported = len(v.msgs)
+		if err := w.WriteNumMessages(uint32(v.reported)); err != nil {
+			return err
+		}
+	}
+	for i, e := range v.msgs {
+		if !e.dirty || e.gone {
+			continue
+		}
+		e.dirty = false
+		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(e.msg.UID), flagsToIMAP(&e.msg)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (sess *session) Poll(w *goimapserver.UpdateWriter, allowExpunge bool) (err error) {
+	defer sess.guard(&err)()
+	if err := sess.finishAppend(); err != nil {
+		return err
+	}
+	sess.sync()
+	return sess.flush(w, allowExpunge)
+}
+
+func (sess *session) Idle(w *goimapserver.UpdateWriter, stop <-chan struct{}) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			sess.srv.logf("imapserver: panic in IDLE of %q: %v", sess.mailbox, v)
+			err = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal server error"}
+		}
+	}()
+	var wake <-chan struct{}
+	if sess.sel != nil {
+		wake = sess.sel.sub.C()
+	}
+	for {
+		sess.sync()
+		if err := sess.flush(w, true); err != nil {
+			return err
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-sess.srv.ctx.Done():
+			return nil
+		case <-wake:
+		}
+	}
+}
+
+// selected returns the view, or an error when none is selected.
+func (sess *session) selected() (*view, error) {
+	if sess.sel == nil {
+		return nil, errClientBug("No folder selected")
+	}
+	return sess.sel, nil
+}
+
+// resolve returns the entries of numSet among those the client knows, in
+// sequence order, with their sequence numbers. "*" is the last known one;
+// "$" the saved search result.
+func (sess *session) resolve(numSet imap.NumSet) ([]*entry, []uint32) {
+	v := sess.sel
+	if imap.IsSearchRes(numSet) {
+		numSet = sess.searchRes
+	}
+	var out []*entry
+	var seqs []uint32
+	switch set := numSet.(type) {
+	case imap.SeqSet:
+		max := uint32(v.reported)
+		if max == 0 {
+			return nil, nil
+		}
+		for _, r := range set {
+			start, stop := r.Start, r.Stop
+			if start == 0 {
+				start = max
+			}
+			if stop == 0 {
+				stop = max
+			}
+			if start > stop {
+				start, stop = stop, start
+			}
+			if start > max {
+				continue
+			}
+			stop = min(stop, max)
+			for seq := start; seq <= stop; seq++ {
+				out = append(out, v.msgs[seq-1])
+				seqs = append(seqs, seq)
+			}
+		}
+		return dedupe(out, seqs)
+	case imap.UIDSet:
+		if v.reported == 0 {
+			return nil, nil
+		}
+		maxUID := imap.UID(v.msgs[v.reported-1].msg.UID)
+		for _, r := range set {
+			start, stop := r.Start, r.Stop
+			if start == 0 {
+				start = maxUID
+			}
+			if stop == 0 {
+				stop = maxUID
+			}
+			if start > stop {
+				start, stop = stop, start
+			}
+			lo := sort.Search(v.reported, func(i int) bool { return imap.UID(v.msgs[i].msg.UID) >= start })
+			for i := lo; i < v.reported && imap.UID(v.msgs[i].msg.UID) <= stop; i++ {
+				out = append(out, v.msgs[i])
+				seqs = append(seqs, uint32(i+1))
+			}
+		}
+		return dedupe(out, seqs)
+	}
+	return nil, nil
+}
+
+func dedupe(es []*entry, seqs []uint32) ([]*entry, []uint32) {
+	if len(seqs) < 2 {
+		return es, seqs
+	}
+	idx := make([]int, len(seqs))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return seqs[idx[a]] < seqs[idx[b]] })
+	var oe []*entry
+	var os []uint32
+	for _, i := range idx {
+		if len(os) > 0 && os[len(os)-1] == seqs[i] {
+			continue
+		}
+		oe = append(oe, es[i])
+		os = append(os, seqs[i])
+	}
+	return oe, os
+}
+
+func containsFold(list []string, s string) bool {
+	for _, v := range list {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,481 @@
+package imapserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/emersion/go-imap/v2"
+	goimapserver "github.com/emersion/go-imap/v2/imapserver"
+)
+
+// ErrServerClosed is returned by Serve and ServeTLS after Shutdown or Close.
+var ErrServerClosed = errors.New("imapserver: server closed")
+
+// Defaults of Options.
+const (
+	DefaultMaxConns          = 10000
+	DefaultMaxConnsPerIP     = 100
+	DefaultMaxConnsPerUser   = 20
+	DefaultIdleTimeout       = 35 * time.Minute
+	MinIdleTimeout           = 30 * time.Minute
+	DefaultLoginTimeout      = 60 * time.Second
+	DefaultAppendLimit       = 32 << 20
+	DefaultMaxPreLoginBytes  = 128 << 10
+	DefaultLoginFailureDelay = time.Second
+	maxLoginFailuresPerConn  = 3
+	loginFailureWindow       = 15 * time.Minute
+)
+
+// Options configure a Server. Authenticate is required; every other field
+// has a working zero value, given in its comment.
+type Options struct {
+	// Authenticate checks a client's credentials and returns the name of the
+	// voice mailbox the session may use. It runs on the connection's
+	// goroutine, may block (a database or LDAP look-up), and must return
+	// when ctx is done. A failed login must return a non-nil error; the
+	// error text is logged, never sent to the client. Required.
+	Authenticate func(ctx context.Context, username, password string) (mailbox string, err error)
+	// TLSConfig serves STARTTLS on Serve's connections and implicit TLS on
+	// ServeTLS's. MinVersion is raised to TLS 1.2. Nil disables STARTTLS
+	// and ServeTLS.
+	TLSConfig *tls.Config
+	// InsecureAuth allows LOGIN and AUTHENTICATE before TLS (loopback
+	// experiments only: passwords then cross the network in clear). By
+	// default a connection without TLS gets LOGINDISABLED.
+	InsecureAuth bool
+	// Domain is the mail domain of rendered voicemail (From and Message-ID).
+	// Default um.DefaultDomain.
+	Domain string
+	// MaxConns caps open connections; MaxConnsPerIP those from one remote
+	// address; MaxConnsPerUser the logged-in sessions of one voice mailbox.
+	// Zero means the Default...; negative means no cap.
+	MaxConns, MaxConnsPerIP, MaxConnsPerUser int
+	// IdleTimeout ends a logged-in connection that sends nothing for this
+	// long (an IDLE command included: clients re-issue it). Default
+	// DefaultIdleTimeout; values under MinIdleTimeout (RFC 9051's 30
+	// minutes) are raised to it.
+	IdleTimeout time.Duration
+	// LoginTimeout is the time a connection has from accept to a successful
+	// login, whatever it sends meanwhile. Default DefaultLoginTimeout.
+	LoginTimeout time.Duration
+	// AppendLimit caps the size of a message a client may APPEND
+	// (advertised as APPENDLIMIT). Default DefaultAppendLimit.
+	AppendLimit uint32
+	// MaxPreLoginBytes caps the bytes read from a connection before it logs
+	// in, TLS handshake included; past it the connection is closed. It
+	// bounds the memory an unauthenticated client can make the server hold.
+	// Default DefaultMaxPreLoginBytes.
+	MaxPreLoginBytes int
+	// LoginFailureDelay is the delay before answering the first failed login
+	// from a remote address; it doubles with each further failure from that
+	// address within 15 minutes, up to 16 times its value. A connection is
+	// closed after 3 failures. Default DefaultLoginFailureDelay; negative
+	// means no delay.
+	LoginFailureDelay time.Duration
+	// Logf receives errors that have no client to go to. Default: dropped.
+	// It never receives passwords or message content.
+	Logf func(format string, args ...any)
+}
+
+// Stats are counters of a Server since New.
+type Stats struct {
+	Conns         int    // connections open now
+	Sessions      int    // logged-in sessions now
+	LoginFailures uint64 // failed logins
+	Rejected      uint64 // connections refused by MaxConns or MaxConnsPerIP
+	Overruns      uint64 // connections closed for passing MaxPreLoginBytes
+}
+
+// Server serves the voice mailboxes of a um.Service over IMAP. It is safe
+// for concurrent use.
+type Server struct {
+	svc     *um.Service
+	opts    Options
+	render  um.RenderOptions
+	imap    *goimapserver.Server
+	tlsConf *tls.Config
+	sleep   func(ctx context.Context, d time.Duration) // replaced in tests
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+
+	loginFailures atomic.Uint64
+	rejected      atomic.Uint64
+	overruns      atomic.Uint64
+
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	conns     map[*netConn]struct{}
+	perIP     map[string]int
+	perUser   map[string]int
+	fails     map[string]*failRecord // by remote IP
+	unsub     map[string]map[string]bool // voice mailbox -> folders unsubscribed
+	idle      chan struct{}              // closed when conns empties during shutdown
+}
+
+type failRecord struct {
+	n    int
+	last time.Time
+}
+
+// New returns a Server for svc. It does not listen: call Serve or ServeTLS.
+func New(svc *um.Service, opts *Options) (*Server, error) {
+	if svc == nil || opts == nil || opts.Authenticate == nil {
+		return nil, fmt.Errorf("imapserver: %w: a service and Options.Authenticate are required", um.ErrInvalid)
+	}
+	s := &Server{
+		svc:       svc,
+		opts:      *opts,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*netConn]struct{}),
+		perIP:     make(map[string]int),
+		perUser:   make(map[string]int),
+		fails:     make(map[string]*failRecord),
+		unsub:     make(map[string]map[string]bool),
+		sleep:     sleepCtx,
+	}
+	o := &s.opts
+	o.MaxConns = defaultInt(o.MaxConns, DefaultMaxConns)
+	o.MaxConnsPerIP = defaultInt(o.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	o.MaxConnsPerUser = defaultInt(o.MaxConnsPerUser, DefaultMaxConnsPerUser)
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	o.IdleTimeout = max(o.IdleTimeout, MinIdleTimeout)
+	if o.LoginTimeout <= 0 {
+		o.LoginTimeout = DefaultLoginTimeout
+	}
+	if o.AppendLimit == 0 {
+		o.AppendLimit = DefaultAppendLimit
+	}
+	if o.MaxPreLoginBytes <= 0 {
+		o.MaxPreLoginBytes = DefaultMaxPreLoginBytes
+	}
+	if o.LoginFailureDelay == 0 {
+		o.LoginFailureDelay = DefaultLoginFailureDelay
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	s.render = um.RenderOptions{Domain: o.Domain}
+	if o.TLSConfig != nil {
+		s.tlsConf = o.TLSConfig.Clone()
+		s.tlsConf.MinVersion = max(s.tlsConf.MinVersion, tls.VersionTLS12)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	patchFallbackResponse()
+	s.imap = goimapserver.New(&goimapserver.Options{
+		NewSession: s.newSession,
+		Caps: imap.CapSet{
+			imap.CapIMAP4rev1:    {},
+			imap.CapIMAP4rev2:    {},
+			imap.CapNamespace:    {},
+			imap.CapUIDPlus:      {},
+			imap.CapESearch:      {},
+			imap.CapSearchRes:    {},
+			imap.CapMove:         {},
+			imap.CapSpecialUse:   {},
+			imap.CapLiteralPlus:  {},
+			imap.CapListExtended: {},
+			imap.CapListStatus:   {},
+			imap.CapStatusSize:   {},
+			imap.CapChildren:     {},
+		},
+		Logger:       logger{s},
+		TLSConfig:    s.tlsConf,
+		InsecureAuth: o.InsecureAuth,
+		// DebugWriter stays nil: it would log passwords.
+	})
+	return s, nil
+}
+
+func defaultInt(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return int(^uint(0) >> 1)
+	}
+	return v
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+type logger struct{ s *Server }
+
+func (l logger) Printf(format string, args ...any) { l.s.logf("imapserver: "+format, args...) }
+
+func (s *Server) logf(format string, args ...any) { s.opts.Logf(format, args...) }
+
+// Serve accepts plain connections on ln and serves them, offering STARTTLS
+// when Options.TLSConfig is set. It returns ErrServerClosed after Shutdown
+// or Close, or the error that made Accept fail.
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeTLS accepts connections on ln and serves them over implicit TLS (port
+// 993). It needs Options.TLSConfig.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.tlsConf == nil {
+		return fmt.Errorf("imapserver: %w: ServeTLS needs Options.TLSConfig", um.ErrInvalid)
+	}
+	return s.serve(ln, true)
+}
+
+func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
+	l := &listener{Listener: ln, srv: s, tls: implicitTLS}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	err := s.imap.Serve(l)
+	s.mu.Lock()
+	delete(s.listeners, l)
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return ErrServerClosed
+	}
+	return err
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sessions := 0
+	for _, n := range s.perUser {
+		sessions += n
+	}
+	return Stats{
+		Conns:         len(s.conns),
+		Sessions:      sessions,
+		LoginFailures: s.loginFailures.Load(),
+		Rejected:      s.rejected.Load(),
+		Overruns:      s.overruns.Load(),
+	}
+}
+
+// Shutdown stops accepting connections, then ends each connection with
+// "* BYE" once its current command has finished (an IDLE ends at once), and
+// returns when all are closed. When ctx is done first, it closes the rest
+// as Close does and returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+		if len(s.conns) == 0 {
+			close(s.idle)
+		}
+	}
+	idle := s.idle
+	conns := make([]*netConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.startShutdown()
+	}
+	select {
+	case <-idle:
+		s.Close()
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every connection at once, and cancels
+// the work of their sessions. It does not close the um.Service.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	conns := make([]*netConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	s.cancel()
+	for _, c := range conns {
+		c.Close()
+	}
+	s.imap.Close()
+	return nil
+}
+
+// listener counts connections and refuses those over the caps before
+// go-imap sees them; for implicit TLS it puts TLS over the counting conn,
+// so go-imap sees a *tls.Conn and allows login.
+type listener struct {
+	net.Listener
+	srv  *Server
+	tls  bool
+	once sync.Once
+}
+
+func (l *listener) Close() error {
+	var err error
+	l.once.Do(func() { err = l.Listener.Close() })
+	return err
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		nc, ok := l.srv.admit(c)
+		if !ok {
+			if !l.tls {
+				c.SetWriteDeadline(time.Now().Add(time.Second))
+				c.Write([]byte("* BYE [UNAVAILABLE] Too many connections\r\n"))
+			}
+			c.Close()
+			continue
+		}
+		if l.tls {
+			return tls.Server(nc, l.srv.tlsConf), nil
+		}
+		return nc, nil
+	}
+}
+
+func remoteIP(c net.Conn) string {
+	addr := c.RemoteAddr()
+	if addr == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	return host
+}
+
+func (s *Server) admit(c net.Conn) (*netConn, bool) {
+	ip := remoteIP(c)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing || len(s.conns) >= s.opts.MaxConns || s.perIP[ip] >= s.opts.MaxConnsPerIP {
+		s.rejected.Add(1)
+		return nil, false
+	}
+	nc := newNetConn(c, s, ip)
+	s.conns[nc] = struct{}{}
+	s.perIP[ip]++
+	return nc, true
+}
+
+func (s *Server) release(nc *netConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[nc]; !ok {
+		return
+	}
+	delete(s.conns, nc)
+	if s.perIP[nc.ip]--; s.perIP[nc.ip] <= 0 {
+		delete(s.perIP, nc.ip)
+	}
+	if len(s.conns) == 0 && s.idle != nil {
+		select {
+		case <-s.idle:
+		default:
+			close(s.idle)
+		}
+	}
+}
+
+// claimUser counts a logged-in session of mailbox, or refuses it.
+func (s *Server) claimUser(mailbox string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUser[mailbox] >= s.opts.MaxConnsPerUser {
+		return false
+	}
+	s.perUser[mailbox]++
+	return true
+}
+
+func (s *Server) releaseUser(mailbox string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUser[mailbox]--; s.perUser[mailbox] <= 0 {
+		delete(s.perUser, mailbox)
+	}
+}
+
+// loginFailed counts a failure from ip and returns how long to wait before
+// answering it.
+func (s *Server) loginFailed(ip string) time.Duration {
+	s.loginFailures.Add(1)
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, r := range s.fails {
+		if now.Sub(r.last) > loginFailureWindow {
+			delete(s.fails, k)
+		}
+	}
+	r := s.fails[ip]
+	if r == nil {
+		r = &failRecord{}
+		s.fails[ip] = r
+	}
+	r.n++
+	r.last = now
+	if s.opts.LoginFailureDelay < 0 {
+		return 0
+	}
+	return s.opts.LoginFailureDelay << min(r.n-1, 4)
+}
+
+func (s *Server) subscribed(mailbox, folder string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.unsub[mailbox][folder]
+}
+
+func (s *Server) setSubscribed(mailbox, folder string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.unsub[mailbox]
+	if m == nil {
+		m = make(map[string]bool)
+		s.unsub[mailbox] = m
+	}
+	if on {
+		delete(m, folder)
+	} else {
+		m[folder] = true
+	}
+}

@@ -1,0 +1,473 @@
+package imapserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/emersion/go-imap/v2"
+	goimapserver "github.com/emersion/go-imap/v2/imapserver"
+)
+
+// delim is the hierarchy delimiter: um folder names are flat, and a name
+// with "/" shows as a child in clients.
+const delim = '/'
+
+// session is one IMAP connection. go-imap calls its methods one at a time
+// on the connection's goroutine, except Idle, which runs on its own
+// goroutine while the connection waits for DONE; no other method runs then.
+type session struct {
+	srv  *Server
+	nc   *netConn
+	conn *goimapserver.Conn
+
+	ctx      context.Context // the server's, carrying this session as um source
+	fails    int
+	mailbox  string // voice mailbox, "" until login
+	mb       *um.Mailbox
+	sel      *view // nil unless a folder is selected
+	appendOp *pendingAppend
+	appendAt uint64 // netConn.deadlineCalls when Append returned
+	searchRes imap.UIDSet // saved by SEARCH RETURN (SAVE), used as "$"
+}
+
+var (
+	_ goimapserver.SessionIMAP4rev2    = (*session)(nil)
+	_ goimapserver.SessionAppendLimit = (*session)(nil)
+)
+
+func (s *Server) newSession(c *goimapserver.Conn) (goimapserver.Session, *goimapserver.GreetingData, error) {
+	nc := findNetConn(c.NetConn())
+	if nc == nil {
+		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Internal server error"}
+	}
+	nc.setIMAPConn(c)
+	sess := &session{srv: s, nc: nc, conn: c}
+	sess.ctx = um.WithSource(s.ctx, sess)
+	return sess, nil, nil
+}
+
+func findNetConn(c any) *netConn {
+	for {
+		switch v := c.(type) {
+		case *netConn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+}
+
+// guard runs at the top of every session method: it marks the connection
+// busy (so Shutdown waits for the command) and turns a panic into NO
+// [SERVERBUG], so none reaches go-imap or the host.
+func (sess *session) guard(err *error) func() {
+	sess.nc.busy.Add(1)
+	return func() {
+		sess.nc.busy.Add(-1)
+		if v := recover(); v != nil {
+			sess.srv.logf("imapserver: panic in session of %q: %v\n%s", sess.mailbox, v, debug.Stack())
+			*err = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal server error"}
+		}
+	}
+}
+
+func (sess *session) Close() error {
+	if sess.sel != nil {
+		sess.sel.close()
+		sess.sel = nil
+	}
+	if sess.appendOp != nil {
+		sess.appendOp.discard()
+		sess.appendOp = nil
+	}
+	if sess.mb != nil {
+		sess.srv.releaseUser(sess.mailbox)
+		sess.mb = nil
+	}
+	return nil
+}
+
+func (sess *session) Login(username, password string) (err error) {
+	defer sess.guard(&err)()
+	ctx, cancel := context.WithTimeout(sess.srv.ctx, 30*time.Second)
+	defer cancel()
+	mailbox, aerr := sess.srv.opts.Authenticate(ctx, username, password)
+	var mb *um.Mailbox
+	if aerr == nil {
+		mb, aerr = sess.srv.svc.Mailbox(ctx, mailbox)
+		if aerr != nil {
+			aerr = fmt.Errorf("mailbox %q of user %q: %w", mailbox, username, aerr)
+		}
+	}
+	if aerr != nil {
+		sess.srv.logf("imapserver: login of %q from %s failed: %v", username, sess.nc.ip, aerr)
+		sess.fails++
+		sess.srv.sleep(sess.srv.ctx, sess.srv.loginFailed(sess.nc.ip))
+		if sess.fails >= maxLoginFailuresPerConn {
+			sess.nc.Close()
+		}
+		return goimapserver.ErrAuthFailed
+	}
+	if !sess.srv.claimUser(mailbox) {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit, Text: "Too many sessions for this mailbox"}
+	}
+	sess.mailbox, sess.mb = mailbox, mb
+	sess.nc.loggedIn()
+	return nil
+}
+
+// folderName turns a client's folder name into the stored one.
+func folderName(name string) string {
+	name = strings.TrimSuffix(name, string(delim))
+	return um.CanonicalFolder(name)
+}
+
+func (sess *session) folders() ([]um.Folder, error) {
+	fs, err := sess.mb.Folders(sess.ctx)
+	return fs, sess.srv.imapError(err, roleSource)
+}
+
+func (sess *session) Create(name string, options *imap.CreateOptions) (err error) {
+	defer sess.guard(&err)()
+	name = folderName(name)
+	if len(options.SpecialUse) > 0 {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCode("USEATTR"), Text: "Special-use folders are fixed"}
+	}
+	_, err = sess.mb.CreateFolder(sess.ctx, name)
+	return sess.srv.imapError(err, roleSource)
+}
+
+func (sess *session) Delete(name string) (err error) {
+	defer sess.guard(&err)()
+	name = folderName(name)
+	if sess.sel != nil && sess.sel.folder == name {
+		return errCannot("Folder is selected")
+	}
+	return sess.srv.imapError(sess.mb.DeleteFolder(sess.ctx, name), roleSource)
+}
+
+func (sess *session) Rename(from, to string, options *imap.RenameOptions) (err error) {
+	defer sess.guard(&err)()
+	from, to = folderName(from), folderName(to)
+	if from == um.Inbox {
+		// RFC 3501 makes RENAME INBOX move its messages; INBOX belongs to
+		// the phone here.
+		return errCannot("INBOX cannot be renamed")
+	}
+	err = sess.mb.RenameFolder(sess.ctx, from, to)
+	if err == nil && sess.sel != nil && sess.sel.folder == from {
+		sess.sel.folder = to
+	}
+	return sess.srv.imapError(err, roleSource)
+}
+
+func (sess *session) Subscribe(name string) (err error) {
+	defer sess.guard(&err)()
+	name = folderName(name)
+	if _, err := sess.mb.Folder(sess.ctx, name); err != nil {
+		return sess.srv.imapError(err, roleSource)
+	}
+	sess.srv.setSubscribed(sess.mailbox, name, true)
+	return nil
+}
+
+func (sess *session) Unsubscribe(name string) (err error) {
+	defer sess.guard(&err)()
+	sess.srv.setSubscribed(sess.mailbox, folderName(name), false)
+	return nil
+}
+
+func (sess *session) Namespace() (data *imap.NamespaceData, err error) {
+	defer sess.guard(&err)()
+	return &imap.NamespaceData{
+		Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: delim}},
+	}, nil
+}
+
+func (sess *session) AppendLimit() uint32 { return sess.srv.opts.AppendLimit }
+
+func specialUse(folder string) []imap.MailboxAttr {
+	if folder == um.Trash {
+		return []imap.MailboxAttr{imap.MailboxAttrTrash}
+	}
+	return nil
+}
+
+func (sess *session) List(w *goimapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) (err error) {
+	defer sess.guard(&err)()
+	if len(patterns) == 0 {
+		// LIST "" "": the hierarchy delimiter and root.
+		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: delim})
+	}
+	fs, err := sess.folders()
+	if err != nil {
+		return err
+	}
+	names := make(map[string]bool, len(fs))
+	for _, f := range fs {
+		names[f.Name] = true
+	}
+	for _, f := range fs {
+		match := false
+		for _, p := range patterns {
+			if goimapserver.MatchList(f.Name, delim, ref, p) || (f.Name == um.Inbox && goimapserver.MatchList("inbox", delim, strings.ToLower(ref), strings.ToLower(p))) {
+				match = true
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		sub := sess.srv.subscribed(sess.mailbox, f.Name)
+		if options.SelectSubscribed && !sub {
+			continue
+		}
+		su := specialUse(f.Name)
+		if options.SelectSpecialUse && len(su) == 0 {
+			continue
+		}
+		data := &imap.ListData{Mailbox: f.Name, Delim: delim}
+		hasChildren := false
+		for n := range names {
+			if strings.HasPrefix(n, f.Name+string(delim)) {
+				hasChildren = true
+				break
+			}
+		}
+		if hasChildren {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
+		} else {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
+		}
+		if sub && (options.SelectSubscribed || options.ReturnSubscribed) {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+		}
+		data.Attrs = append(data.Attrs, su...)
+		if options.ReturnStatus != nil {
+			st, err := sess.status(f.Name, options.ReturnStatus)
+			if err == nil {
+				data.Status = st
+			}
+		}
+		if err := w.WriteList(data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (sess *session) Status(name string, options *imap.StatusOptions) (data *imap.StatusData, err error) {
+	defer sess.guard(&err)()
+	return sess.status(folderName(name), options)
+}
+
+// status always fills every count go-imap may dereference.
+func (sess *session) status(folder string, options *imap.StatusOptions) (*imap.StatusData, error) {
+	f, err := sess.mb.Folder(sess.ctx, folder)
+	if err != nil {
+		return nil, sess.srv.imapError(err, roleSource)
+	}
+	var msgs []um.Message
+	if options.NumMessages || options.NumUnseen || options.NumDeleted || options.Size || options.DeletedStorage {
+		if msgs, err = sess.mb.List(sess.ctx, folder); err != nil {
+			return nil, sess.srv.imapError(err, roleSource)
+		}
+	}
+	var unseen, deleted, recent uint32
+	var size, deletedSize int64
+	for i := range msgs {
+		m := &msgs[i]
+		if !m.Flags.Has(um.FlagHeard) {
+			unseen++
+		}
+		if options.Size || options.DeletedStorage {
+			sz := um.RenderEmail(*m, sess.srv.render).Size()
+			size += sz
+			if m.Flags.Has(um.FlagDeleted) {
+				deletedSize += sz
+			}
+		}
+		if m.Flags.Has(um.FlagDeleted) {
+			deleted++
+		}
+	}
+	n := uint32(len(msgs))
+	limit := sess.srv.opts.AppendLimit
+	return &imap.StatusData{
+		Mailbox:        f.Name,
+		NumMessages:    &n,
+		UIDNext:        imap.UID(f.UIDNext),
+		UIDValidity:    f.UIDValidity,
+		NumUnseen:      &unseen,
+		NumDeleted:     &deleted,
+		Size:           &size,
+		AppendLimit:    &limit,
+		DeletedStorage: &deletedSize,
+		NumRecent:      &recent,
+	}, nil
+}
+
+// pendingAppend is a message a client APPENDed, held until go-imap has
+// read the CRLF that ends the command. go-imap v2.0.0-beta.8 calls
+// Session.Append before it checks that CRLF, and when the check fails it
+// sends no tagged response: storing at Append would keep a message the
+// client never saw confirmed. So Append only spools the literal; the
+// Poll that go-imap runs right after a good CRLF stores it and fills in
+// the APPENDUID through the returned pointer.
+type pendingAppend struct {
+	folder string
+	tmpl   um.Message
+	buf    []byte   // content when small
+	file   *os.File // content when large
+	data   *imap.AppendData
+}
+
+func (p *pendingAppend) content() (io.Reader, error) {
+	if p.file == nil {
+		return strings.NewReader(string(p.buf)), nil
+	}
+	if _, err := p.file.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return p.file, nil
+}
+
+func (p *pendingAppend) discard() {
+	if p.file != nil {
+		p.file.Close()
+		os.Remove(p.file.Name())
+		p.file = nil
+	}
+	p.buf = nil
+}
+
+const spoolInMemory = 1 << 20
+
+func (sess *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (data *imap.AppendData, err error) {
+	defer sess.guard(&err)()
+	defer func() { sess.appendAt = sess.nc.deadlineCalls.Load() }()
+	if sess.appendOp != nil {
+		sess.appendOp.discard()
+		sess.appendOp = nil
+	}
+	folder := folderName(name)
+	if folder == um.Inbox {
+		return nil, errCannot("INBOX holds voicemail only; append to another folder")
+	}
+	if _, err := sess.mb.Folder(sess.ctx, folder); err != nil {
+		return nil, sess.srv.imapError(err, roleDest)
+	}
+	tmpl := um.Message{Added: options.Time}
+	tmpl.Flags, tmpl.Keywords = flagsFromIMAP(options.Flags)
+	p := &pendingAppend{folder: folder, tmpl: tmpl, data: &imap.AppendData{}}
+	if r.Size() <= spoolInMemory {
+		p.buf = make([]byte, r.Size())
+		if _, err := io.ReadFull(r, p.buf); err != nil {
+			return nil, fmt.Errorf("imapserver: read APPEND literal: %w", err)
+		}
+	} else {
+		f, err := os.CreateTemp("", "um-imap-append-*")
+		if err != nil {
+			return nil, sess.srv.imapError(fmt.Errorf("imapserver: spool APPEND: %w", err), roleSource)
+		}
+		p.file = f
+		if _, err := io.Copy(f, r); err != nil {
+			p.discard()
+			return nil, fmt.Errorf("imapserver: read APPEND literal: %w", err)
+		}
+	}
+	sess.appendOp = p
+	return p.data, nil
+}
+
+// finishAppend stores the spooled APPEND when go-imap's Poll follows it
+// directly, which it does only after a good CRLF. Any other path in between
+// (the CRLF check failed and a later command runs) has set new read
+// deadlines on the connection, and the message is dropped.
+func (sess *session) finishAppend() error {
+	p := sess.appendOp
+	if p == nil {
+		return nil
+	}
+	sess.appendOp = nil
+	defer p.discard()
+	if sess.nc.deadlineCalls.Load() != sess.appendAt {
+		sess.srv.logf("imapserver: APPEND from %q not ended by CRLF; message dropped", sess.mailbox)
+		sess.conn.Bye("APPEND syntax error")
+		return errClientBug("APPEND syntax error")
+	}
+	r, err := p.content()
+	if err != nil {
+		return sess.srv.imapError(err, roleSource)
+	}
+	m, err := sess.mb.Append(sess.ctx, p.folder, p.tmpl, r)
+	if err != nil {
+		return sess.srv.imapError(err, roleDest)
+	}
+	f, err := sess.mb.Folder(sess.ctx, p.folder)
+	if err != nil {
+		return sess.srv.imapError(err, roleDest)
+	}
+	p.data.UID = imap.UID(m.UID)
+	p.data.UIDValidity = f.UIDValidity
+	return nil
+}
+
+// flagsFromIMAP splits IMAP flags into um system flags and keywords;
+// \Recent and other system flags um does not keep are dropped.
+func flagsFromIMAP(flags []imap.Flag) (um.Flags, []string) {
+	var f um.Flags
+	var kw []string
+	for _, fl := range flags {
+		if sf, ok := um.ParseFlag(string(fl)); ok {
+			f |= sf
+			continue
+		}
+		if strings.HasPrefix(string(fl), `\`) {
+			continue
+		}
+		kw = append(kw, string(fl))
+	}
+	return f, kw
+}
+
+// flagsToIMAP lists a message's flags and keywords.
+func flagsToIMAP(m *um.Message) []imap.Flag {
+	names := m.Flags.IMAPNames()
+	out := make([]imap.Flag, 0, len(names)+len(m.Keywords))
+	for _, n := range names {
+		out = append(out, imap.Flag(n))
+	}
+	for _, k := range m.Keywords {
+		out = append(out, imap.Flag(k))
+	}
+	return out
+}
+
+var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
+
+func mailboxFlags(keywords map[string]bool) []imap.Flag {
+	out := append([]imap.Flag(nil), systemFlags...)
+	kw := make([]string, 0, len(keywords))
+	for k := range keywords {
+		kw = append(kw, k)
+	}
+	sort.Strings(kw)
+	for _, k := range kw {
+		out = append(out, imap.Flag(k))
+	}
+	return out
+}
+
+var errNotSelected = errors.New("imapserver: no folder selected")
