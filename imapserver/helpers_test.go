@@ -79,13 +79,13 @@ func (l *mwiLog) last(mailbox string) (um.MWIState, bool) {
 }
 
 type env struct {
-	t       testing.TB
-	store   *countingStore
-	svc     *um.Service
-	srv     *Server
-	mwi     *mwiLog
-	plain   string // address of the STARTTLS listener
-	tlsAddr string // address of the implicit TLS listener
+	t         testing.TB
+	store     *countingStore
+	svc       *um.Service
+	srv       *Server
+	mwi       *mwiLog
+	plain     string // address of the STARTTLS listener
+	tlsAddr   string // address of the implicit TLS listener
 	clientTLS *tls.Config
 	authCalls atomic.Int64
 }

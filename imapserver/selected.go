@@ -25,8 +25,8 @@ type view struct {
 	reported int      // how many of msgs the client was told of (EXISTS)
 	keywords map[string]bool
 	high     um.UID // highest UID ever in the view
-	newKW    bool // keywords appeared that the client was not sent in FLAGS
-	resync   bool // the folder must be reloaded from the store
+	newKW    bool   // keywords appeared that the client was not sent in FLAGS
+	resync   bool   // the folder must be reloaded from the store
 }
 
 type entry struct {

@@ -116,7 +116,7 @@ type Server struct {
 	conns     map[*netConn]struct{}
 	perIP     map[string]int
 	perUser   map[string]int
-	fails     map[string]*failRecord // by remote IP
+	fails     map[string]*failRecord     // by remote IP
 	unsub     map[string]map[string]bool // voice mailbox -> folders unsubscribed
 	idle      chan struct{}              // closed when conns empties during shutdown
 }

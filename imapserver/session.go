@@ -29,18 +29,18 @@ type session struct {
 	nc   *netConn
 	conn *goimapserver.Conn
 
-	ctx      context.Context // the server's, carrying this session as um source
-	fails    int
-	mailbox  string // voice mailbox, "" until login
-	mb       *um.Mailbox
-	sel      *view // nil unless a folder is selected
-	appendOp *pendingAppend
-	appendAt uint64 // netConn.deadlineCalls when Append returned
+	ctx       context.Context // the server's, carrying this session as um source
+	fails     int
+	mailbox   string // voice mailbox, "" until login
+	mb        *um.Mailbox
+	sel       *view // nil unless a folder is selected
+	appendOp  *pendingAppend
+	appendAt  uint64      // netConn.deadlineCalls when Append returned
 	searchRes imap.UIDSet // saved by SEARCH RETURN (SAVE), used as "$"
 }
 
 var (
-	_ goimapserver.SessionIMAP4rev2    = (*session)(nil)
+	_ goimapserver.SessionIMAP4rev2   = (*session)(nil)
 	_ goimapserver.SessionAppendLimit = (*session)(nil)
 )
 
