@@ -1,0 +1,357 @@
+package forward_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/forward"
+	"github.com/embeddedum/um/storage/memstore"
+	"github.com/embeddedum/um/upstream"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// received is one message the test SMTP server accepted.
+type received struct {
+	from, to string
+	user     string // authenticated as
+	tls      bool
+	data     []byte
+}
+
+// smtpServer is go-smtp's server on a loopback port with STARTTLS and AUTH
+// PLAIN, recording what it accepts. failData makes the next DATA fail with
+// a temporary error that many times.
+type smtpServer struct {
+	addr    string
+	roots   *x509.CertPool
+	mu      sync.Mutex
+	got     []received
+	failing int
+}
+
+func startSMTP(tb testing.TB) *smtpServer {
+	tb.Helper()
+	cert, roots := selfSigned(tb)
+	s := &smtpServer{roots: roots}
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return &session{s: s, c: c}, nil
+	}))
+	srv.Domain = "localhost"
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.AllowInsecureAuth = false
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	go srv.Serve(ln)
+	tb.Cleanup(func() { srv.Close() })
+	return s
+}
+
+func (s *smtpServer) messages() []received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]received(nil), s.got...)
+}
+
+type session struct {
+	s    *smtpServer
+	c    *smtp.Conn
+	user string
+	r    received
+}
+
+func (ss *session) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(identity, username, password string) error {
+		if username != "pbx" || password != "secret" {
+			return errors.New("invalid credentials")
+		}
+		ss.user = username
+		return nil
+	}), nil
+}
+func (ss *session) Reset()        { ss.r = received{} }
+func (ss *session) Logout() error { return nil }
+func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	if ss.user == "" {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
+	}
+	_, isTLS := ss.c.TLSConnectionState()
+	ss.r = received{from: from, user: ss.user, tls: isTLS}
+	return nil
+}
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error { ss.r.to = to; return nil }
+func (ss *session) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
+	if ss.s.failing > 0 {
+		ss.s.failing--
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+	}
+	ss.r.data = b
+	ss.s.got = append(ss.s.got, ss.r)
+	return nil
+}
+
+func selfSigned(tb testing.TB) (tls.Certificate, *x509.CertPool) {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+}
+
+func wav() []byte {
+	b := []byte("RIFF\x00\x00\x00\x00WAVEfmt ")
+	return append(b, bytes.Repeat([]byte{1, 2}, 300)...)
+}
+
+type fixture struct {
+	svc  *um.Service
+	smtp *smtpServer
+	fw   *forward.Forwarder
+	mu   sync.Mutex
+	mwi  map[string]um.MWIState
+}
+
+func newFixture(tb testing.TB, mutate func(*forward.Options)) *fixture {
+	tb.Helper()
+	fx := &fixture{smtp: startSMTP(tb), mwi: make(map[string]um.MWIState)}
+	svc, err := um.New(memstore.New(), &um.Options{MWI: func(s um.MWIState) {
+		fx.mu.Lock()
+		fx.mwi[s.Mailbox] = s
+		fx.mu.Unlock()
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { svc.Close() })
+	fx.svc = svc
+	opts := forward.Options{
+		Addr: fx.smtp.addr, TLSConfig: &tls.Config{RootCAs: fx.smtp.roots},
+		Username: "pbx", Password: "secret", From: "voicemail@pbx.example.com",
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	fw, err := forward.New(svc, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { fw.Close() })
+	fx.fw = fw
+	return fx
+}
+
+func (fx *fixture) deposit(tb testing.TB, mb *um.Mailbox, caller string) um.Message {
+	tb.Helper()
+	m, err := mb.Deposit(context.Background(), um.Deposit{Audio: bytes.NewReader(wav()), CallerNumber: caller, Duration: 2 * time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+func eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestForward(t *testing.T) {
+	fx := newFixture(t, nil)
+	ctx := context.Background()
+	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
+	other, _ := fx.svc.CreateMailbox(ctx, "1002")
+	before := fx.deposit(t, mb, "before") // deposited before forwarding: not sent
+	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: `"Bob" <bob@example.com>`, MarkHeard: true}); err != nil {
+		t.Fatal(err)
+	}
+	m := fx.deposit(t, mb, "+4930123456")
+	fx.deposit(t, other, "not forwarded")
+	eventually(t, "forwarded", func() bool { return len(fx.smtp.messages()) == 1 && fx.fw.Status("1001").Sent == 1 })
+
+	got := fx.smtp.messages()[0]
+	if got.from != "voicemail@pbx.example.com" || got.to != "bob@example.com" || got.user != "pbx" || !got.tls {
+		t.Fatalf("envelope = from %q to %q user %q tls %v", got.from, got.to, got.user, got.tls)
+	}
+	want := um.RenderEmail(m, um.RenderOptions{To: `"Bob" <bob@example.com>`, Mailbox: "1001"})
+	var wantBytes bytes.Buffer
+	if _, err := want.WriteTo(&wantBytes, bytes.NewReader(wav())); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.data, wantBytes.Bytes()) {
+		t.Fatalf("forwarded bytes differ from the rendered voicemail (%d vs %d bytes)", len(got.data), wantBytes.Len())
+	}
+	if !strings.Contains(string(got.data), "X-Um-Message-Id: "+m.ID.String()) {
+		t.Fatalf("forwarded mail lacks X-Um-Message-Id")
+	}
+	eventually(t, "marked heard", func() bool {
+		g, err := mb.Message(ctx, m.ID)
+		return err == nil && g.Heard()
+	})
+	fx.svc.FlushMWI()
+	fx.mu.Lock()
+	st := fx.mwi["1001"]
+	fx.mu.Unlock()
+	if st.New != 1 || st.Old != 1 { // "before" is still new
+		t.Fatalf("MWI = %v, want 1 new (the message deposited before forwarding), 1 old", st)
+	}
+
+	// An undelete (a move back to INBOX) is not a new voicemail.
+	if err := mb.Delete(ctx, before.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mb.Undelete(ctx, before.ID); err != nil {
+		t.Fatal(err)
+	}
+	m3 := fx.deposit(t, mb, "third")
+	eventually(t, "third forwarded", func() bool { return len(fx.smtp.messages()) == 2 })
+	if !strings.Contains(string(fx.smtp.messages()[1].data), m3.ID.String()) {
+		t.Fatalf("second forwarded mail is not the third deposit (an undelete was forwarded?)")
+	}
+}
+
+func TestForwardRetry(t *testing.T) {
+	fx := newFixture(t, nil)
+	fx.smtp.mu.Lock()
+	fx.smtp.failing = 2
+	fx.smtp.mu.Unlock()
+	ctx := context.Background()
+	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
+	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	fx.deposit(t, mb, "x")
+	eventually(t, "sent after retries", func() bool { return fx.fw.Status("1001").Sent == 1 })
+	if n := len(fx.smtp.messages()); n != 1 {
+		t.Fatalf("accepted messages = %d, want 1", n)
+	}
+	if s := fx.fw.Status("1001"); s.Failed != 0 || s.LastError != nil || s.Pending {
+		t.Fatalf("Status() = %+v", s)
+	}
+}
+
+func TestForwardBadPassword(t *testing.T) {
+	fx := newFixture(t, func(o *forward.Options) { o.Password = "wrong"; o.MaxAttempts = 2 })
+	ctx := context.Background()
+	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
+	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com", MarkHeard: true}); err != nil {
+		t.Fatal(err)
+	}
+	m := fx.deposit(t, mb, "x")
+	eventually(t, "given up", func() bool { return fx.fw.Status("1001").Failed == 1 })
+	if s := fx.fw.Status("1001"); s.LastError == nil || s.Sent != 0 {
+		t.Fatalf("Status() = %+v, want the AUTH error", s)
+	}
+	if g, _ := mb.Message(ctx, m.ID); g.Heard() {
+		t.Fatalf("marked heard though not sent")
+	}
+}
+
+func TestForwardUntrustedCertificate(t *testing.T) {
+	fx := newFixture(t, func(o *forward.Options) { o.TLSConfig = nil; o.MaxAttempts = 1 })
+	ctx := context.Background()
+	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
+	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	fx.deposit(t, mb, "x")
+	eventually(t, "refused", func() bool { return fx.fw.Status("1001").Failed == 1 })
+	var uerr x509.UnknownAuthorityError
+	if err := fx.fw.Status("1001").LastError; !errors.As(err, &uerr) {
+		t.Fatalf("LastError = %v, want an unknown-authority certificate error", err)
+	}
+	if n := len(fx.smtp.messages()); n != 0 {
+		t.Fatalf("sent %d messages to an unverified server", n)
+	}
+}
+
+// TestModeConflict: a mailbox is forwarded or synced, not both, whichever
+// is configured first.
+func TestModeConflict(t *testing.T) {
+	fx := newFixture(t, nil)
+	ctx := context.Background()
+	fx.svc.CreateMailbox(ctx, "1001")
+	fx.svc.CreateMailbox(ctx, "1002")
+	eng, err := upstream.New(fx.svc, mustFileState(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	imapCfg := func(mb string) upstream.Config {
+		// Never reached: the claim is checked before any connection.
+		return upstream.Config{Mailbox: mb, Addr: "127.0.0.1:1", Username: mb, Credentials: upstream.Password("x")}
+	}
+
+	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: "a@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Add(ctx, imapCfg("1001")); !errors.Is(err, um.ErrModeConflict) || !strings.Contains(err.Error(), "email-forward") {
+		t.Fatalf("sync of a forwarded mailbox: Add() = %v, want ErrModeConflict naming email-forward", err)
+	}
+	if err := eng.Add(ctx, imapCfg("1002")); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1002", To: "a@example.com"}); !errors.Is(err, um.ErrModeConflict) || !strings.Contains(err.Error(), "imap-sync") {
+		t.Fatalf("forwarding a synced mailbox: Add() = %v, want ErrModeConflict naming imap-sync", err)
+	}
+	// Removing one mode frees the mailbox for the other.
+	if err := fx.fw.Remove("1001"); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Add(ctx, imapCfg("1001")); err != nil {
+		t.Fatalf("sync after forwarding was removed: %v", err)
+	}
+}
+
+func mustFileState(tb testing.TB) upstream.StateStore {
+	st, err := upstream.NewFileState(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
