@@ -1,0 +1,487 @@
+// Package dovecot starts a throwaway Dovecot IMAP server on 127.0.0.1 for
+// tests and benchmarks: its own configuration, users from a passwd-file and
+// Maildirs, all in one directory, on free ports.
+//
+// Dovecot is started from the binary on the machine (Debian package
+// dovecot-imapd) by a root process; its processes drop to the system users
+// dovecot and dovenull, so the directory must be reachable by them: Start
+// makes the directories it uses world-readable, and the directories above
+// Options.Dir up to os.TempDir too (t.TempDir makes them 0700).
+package dovecot
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNotInstalled is returned (wrapped) by Start when the dovecot binary or
+// its system users are missing.
+var ErrNotInstalled = errors.New("dovecot: not installed (Debian package dovecot-imapd)")
+
+// Options configure an instance. The zero value works but has no users.
+type Options struct {
+	// Dir holds the configuration, the logs, the certificate and the
+	// Maildirs (Dir/mail/<user>). Default: a new directory under
+	// os.TempDir, removed by Stop.
+	Dir string
+	// Users maps user names to their passwords.
+	Users map[string]string
+	// AllowPlaintext lets clients log in without TLS on the plain port.
+	// By default Dovecot requires STARTTLS first.
+	AllowPlaintext bool
+	// HighPerformance runs Dovecot as its documentation recommends for
+	// busy servers: long-lived imap-login processes (one per CPU) that each
+	// serve many connections, and imap processes reused for up to 100
+	// sessions. By default every connection gets a new imap-login and a new
+	// imap process (Dovecot's secure default).
+	HighPerformance bool
+	// StartTimeout bounds the wait for the IMAP port to answer. Default 20s.
+	StartTimeout time.Duration
+}
+
+// Server is a running Dovecot instance.
+type Server struct {
+	// Addr is the plain IMAP listener (STARTTLS), "127.0.0.1:port".
+	Addr string
+	// TLSAddr is the implicit-TLS listener (imaps).
+	TLSAddr string
+	// Dir is Options.Dir, or the temporary directory Start made.
+	Dir string
+	// CertFile is the PEM certificate Dovecot presents (self-signed, for
+	// localhost and 127.0.0.1); clients trust it as a CA.
+	CertFile string
+
+	rootCAs *x509.CertPool
+	runDir  string // base_dir: short, because it holds Unix sockets
+	ownDir  bool
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+// Start writes a configuration into the directory and starts Dovecot's
+// master process in the foreground, and returns once the IMAP port answers.
+// Call Stop when done.
+func Start(opts Options) (*Server, error) {
+	if _, err := exec.LookPath("dovecot"); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotInstalled, err)
+	}
+	du, err := user.Lookup("dovecot")
+	if err != nil {
+		return nil, fmt.Errorf("%w: system user dovecot: %v", ErrNotInstalled, err)
+	}
+	if _, err := user.Lookup("dovenull"); err != nil {
+		return nil, fmt.Errorf("%w: system user dovenull: %v", ErrNotInstalled, err)
+	}
+	s := &Server{Dir: opts.Dir}
+	if s.Dir == "" {
+		if s.Dir, err = os.MkdirTemp("", "dovecot-"); err != nil {
+			return nil, fmt.Errorf("dovecot: %w", err)
+		}
+		s.ownDir = true
+	}
+	// Unix socket paths are limited to 108 bytes; a test's temp dir can be
+	// longer than that leaves room for.
+	if s.runDir, err = os.MkdirTemp("", "dc"); err != nil {
+		s.cleanup()
+		return nil, fmt.Errorf("dovecot: %w", err)
+	}
+	if err := s.configure(opts, du); err != nil {
+		s.cleanup()
+		return nil, err
+	}
+	timeout := opts.StartTimeout
+	if timeout <= 0 {
+		timeout = 20 * time.Second
+	}
+	if err := s.start(timeout); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) configure(opts Options, du *user.User) error {
+	dir, err := filepath.Abs(s.Dir)
+	if err != nil {
+		return fmt.Errorf("dovecot: %w", err)
+	}
+	s.Dir = dir
+	tmp := filepath.Clean(os.TempDir())
+	for d := dir; d != "/" && d != tmp && strings.HasPrefix(d, tmp); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			return fmt.Errorf("dovecot: %w", err)
+		}
+	}
+	if err := os.Chmod(s.runDir, 0o755); err != nil {
+		return fmt.Errorf("dovecot: %w", err)
+	}
+	uid, _ := strconv.Atoi(du.Uid)
+	gid, _ := strconv.Atoi(du.Gid)
+	mail := filepath.Join(dir, "mail")
+	if err := os.MkdirAll(mail, 0o755); err != nil {
+		return fmt.Errorf("dovecot: %w", err)
+	}
+	if err := os.Chown(mail, uid, gid); err != nil {
+		return fmt.Errorf("dovecot: %w", err)
+	}
+
+	certPEM, keyPEM, pool, err := selfSigned()
+	if err != nil {
+		return err
+	}
+	s.rootCAs = pool
+	s.CertFile = filepath.Join(dir, "cert.pem")
+	var pw strings.Builder
+	names := make([]string, 0, len(opts.Users))
+	for u := range opts.Users {
+		names = append(names, u)
+	}
+	sort.Strings(names)
+	for _, u := range names {
+		p := opts.Users[u]
+		if strings.ContainsAny(u+p, ":\n\r") {
+			return fmt.Errorf("dovecot: user %q or its password has ':' or a line break", u)
+		}
+		fmt.Fprintf(&pw, "%s:{PLAIN}%s\n", u, p)
+	}
+	for name, data := range map[string][]byte{
+		"cert.pem": certPEM,
+		"key.pem":  keyPEM,
+		"passwd":   []byte(pw.String()),
+	} {
+		// The key is read by the master, which runs as root.
+		perm := os.FileMode(0o644)
+		if name == "key.pem" {
+			perm = 0o600
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, perm); err != nil {
+			return fmt.Errorf("dovecot: %w", err)
+		}
+	}
+
+	imapPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	tlsPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.Addr = net.JoinHostPort("127.0.0.1", imapPort)
+	s.TLSAddr = net.JoinHostPort("127.0.0.1", tlsPort)
+
+	ssl, plain := "required", "yes"
+	if opts.AllowPlaintext {
+		ssl, plain = "yes", "no"
+	}
+	login, imap := "", ""
+	if opts.HighPerformance {
+		n := runtime.NumCPU()
+		login = fmt.Sprintf("  service_count = 0\n  process_min_avail = %d\n  vsz_limit = 1G\n  client_limit = 4000\n", n)
+		imap = "  service_count = 100\n"
+	}
+	conf := `protocols = imap
+listen = 127.0.0.1
+base_dir = ` + s.runDir + `
+state_dir = ` + s.runDir + `/state
+instance_name = um-dovecot-` + imapPort + `
+log_path = ` + dir + `/dovecot.log
+info_log_path = ` + dir + `/dovecot.log
+ssl = ` + ssl + `
+disable_plaintext_auth = ` + plain + `
+ssl_cert = <` + dir + `/cert.pem
+ssl_key = <` + dir + `/key.pem
+ssl_min_protocol = TLSv1.2
+auth_mechanisms = plain login
+auth_failure_delay = 0
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+first_valid_uid = 1
+mail_location = maildir:` + mail + `/%u
+mail_uid = ` + du.Uid + `
+mail_gid = ` + du.Gid + `
+mail_max_userip_connections = 10000
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN ` + dir + `/passwd
+}
+userdb {
+  driver = static
+  args = home=` + mail + `/%u
+}
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Trash {
+    special_use = \Trash
+    auto = create
+  }
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ` + imapPort + `
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = ` + tlsPort + `
+    ssl = yes
+  }
+` + login + `}
+service imap {
+  process_limit = 4096
+` + imap + `}
+default_client_limit = 10000
+default_process_limit = 4096
+`
+	if err := os.WriteFile(filepath.Join(dir, "dovecot.conf"), []byte(conf), 0o644); err != nil {
+		return fmt.Errorf("dovecot: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) start(timeout time.Duration) error {
+	cmd := exec.Command("dovecot", "-F", "-c", filepath.Join(s.Dir, "dovecot.conf"))
+	// Its own process group, so Stop reaches every process it started.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := os.OpenFile(filepath.Join(s.Dir, "stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("dovecot: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("dovecot: start: %w", err)
+	}
+	s.cmd = cmd
+	s.done = make(chan struct{})
+	go func() { cmd.Wait(); out.Close(); close(s.done) }()
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+		if err == nil {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 64)
+			n, _ := c.Read(buf)
+			c.Close()
+			if bytes.HasPrefix(buf[:n], []byte("* OK")) {
+				return nil
+			}
+		}
+		select {
+		case <-s.done:
+			return fmt.Errorf("dovecot: exited at start:\n%s", s.Logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dovecot: no answer on %s after %v:\n%s", s.Addr, timeout, s.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// PID returns the process ID of Dovecot's master process, the root of its
+// process tree; 0 after Stop.
+func (s *Server) PID() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// TLSConfig returns a client configuration that trusts the instance's
+// certificate.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{RootCAs: s.rootCAs, ServerName: "localhost"}
+}
+
+// MailDir returns the Maildir of user.
+func (s *Server) MailDir(user string) string { return filepath.Join(s.Dir, "mail", user) }
+
+// Logs returns Dovecot's log and what it wrote to stderr, for error reports.
+func (s *Server) Logs() string {
+	a, _ := os.ReadFile(filepath.Join(s.Dir, "stderr.log"))
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "dovecot.log"))
+	return string(a) + string(b)
+}
+
+// Stop shuts Dovecot down (SIGTERM to its process group, SIGKILL after 10
+// seconds) and removes the directories Start made. It may be called more
+// than once.
+func (s *Server) Stop() {
+	if s.cmd != nil {
+		pgid := s.cmd.Process.Pid
+		syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-pgid, syscall.SIGKILL)
+			<-s.done
+		}
+		// Workers that outlive the master would keep their group.
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		s.cmd = nil
+	}
+	s.cleanup()
+}
+
+func (s *Server) cleanup() {
+	if s.runDir != "" {
+		os.RemoveAll(s.runDir)
+		s.runDir = ""
+	}
+	if s.ownDir {
+		os.RemoveAll(s.Dir)
+		s.ownDir = false
+	}
+}
+
+// TreeRSS returns the summed resident memory, in bytes, of the process pid
+// and all its descendants, read from /proc (Linux only). Shared pages count
+// once per process, as ps and top show them.
+func TreeRSS(pid int) (int64, error) {
+	children := make(map[int][]int)
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("dovecot: %w", err)
+	}
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pp, ok := parentPID(p); ok {
+			children[pp] = append(children[pp], p)
+		}
+	}
+	var total int64
+	seen := false
+	for stack := []int{pid}; len(stack) > 0; {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if rss, err := StatusField(p, "VmRSS"); err == nil {
+			total += rss
+			seen = true
+		}
+		stack = append(stack, children[p]...)
+	}
+	if !seen {
+		return 0, fmt.Errorf("dovecot: process %d: %w", pid, os.ErrNotExist)
+	}
+	return total, nil
+}
+
+func parentPID(pid int) (int, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The command name in parentheses may hold spaces; fields follow the
+	// last ')': state, ppid, ...
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, false
+	}
+	pp, err := strconv.Atoi(f[1])
+	return pp, err == nil
+}
+
+// StatusField returns a memory field of /proc/<pid>/status (such as VmRSS or
+// VmHWM) in bytes.
+func StatusField(pid int, field string) (int64, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("dovecot: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), ":")
+		if !ok || name != field {
+			continue
+		}
+		fs := strings.Fields(val)
+		if len(fs) < 1 {
+			break
+		}
+		kb, err := strconv.ParseInt(fs[0], 10, 64)
+		if err != nil {
+			break
+		}
+		return kb << 10, nil
+	}
+	return 0, fmt.Errorf("dovecot: %s of process %d: %w", field, pid, os.ErrNotExist)
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("dovecot: %w", err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port, nil
+}
+
+// selfSigned makes a certificate for localhost and 127.0.0.1 and a pool
+// that trusts it.
+func selfSigned() (certPEM, keyPEM []byte, pool *x509.CertPool, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("dovecot: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(7 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("dovecot: %w", err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("dovecot: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("dovecot: %w", err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), pool, nil
+}

@@ -1,0 +1,120 @@
+package dovecot_test
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um/internal/dovecot"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+func start(t testing.TB, opts dovecot.Options) *dovecot.Server {
+	t.Helper()
+	s, err := dovecot.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func TestStartLoginAppendStop(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts dovecot.Options
+	}{
+		{"default", dovecot.Options{}},
+		{"high performance, plaintext", dovecot.Options{HighPerformance: true, AllowPlaintext: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Dir = t.TempDir()
+			tc.opts.Users = map[string]string{"alice": "secret-a", "bob": "secret-b"}
+			s := start(t, tc.opts)
+
+			c, err := imapclient.DialTLS(s.TLSAddr, &imapclient.Options{TLSConfig: s.TLSConfig()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.Login("alice", "secret-a").Wait(); err != nil {
+				t.Fatalf("Login(alice) = %v\n%s", err, s.Logs())
+			}
+			msg := "From: a@example.com\r\nSubject: hi\r\n\r\nhello\r\n"
+			w := c.Append("INBOX", int64(len(msg)), nil)
+			w.Write([]byte(msg))
+			w.Close()
+			if _, err := w.Wait(); err != nil {
+				t.Fatalf("Append = %v", err)
+			}
+			c.Logout().Wait()
+
+			files, _ := filepath.Glob(filepath.Join(s.MailDir("alice"), "*", "*"))
+			found := false
+			for _, f := range files {
+				if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "Subject: hi") {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no file in %s holds the appended message (files %v)", s.MailDir("alice"), files)
+			}
+
+			plain, err := imapclient.DialInsecure(s.Addr, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = plain.Login("bob", "secret-b").Wait()
+			plain.Close()
+			if tc.opts.AllowPlaintext && err != nil {
+				t.Errorf("plaintext Login(bob) = %v, want nil with AllowPlaintext", err)
+			}
+			// Without AllowPlaintext Dovecot still takes a password from
+			// 127.0.0.1, which it counts as secure, so that case has no check.
+
+			// Last, since Dovecot delays the next logins from an address
+			// that failed one.
+			bad, err := imapclient.DialTLS(s.TLSAddr, &imapclient.Options{TLSConfig: s.TLSConfig()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = bad.Login("alice", "wrong").Wait()
+			bad.Close()
+			if err == nil {
+				t.Error("Login(alice, wrong) = nil error, want a failure")
+			}
+
+			pid := s.PID()
+			rss, err := dovecot.TreeRSS(pid)
+			if err != nil || rss < 1<<20 {
+				t.Errorf("TreeRSS(%d) = %d, %v; want at least 1 MiB", pid, rss, err)
+			}
+			s.Stop()
+			if s.PID() != 0 {
+				t.Errorf("PID() after Stop = %d, want 0", s.PID())
+			}
+			if err := syscall.Kill(pid, 0); err == nil {
+				t.Errorf("master process %d still runs after Stop", pid)
+			}
+			if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
+				c.Close()
+				t.Errorf("%s still accepts after Stop", s.Addr)
+			}
+		})
+	}
+}
+
+func TestStatusField(t *testing.T) {
+	hwm, err := dovecot.StatusField(os.Getpid(), "VmHWM")
+	if err != nil || hwm <= 0 {
+		t.Errorf("StatusField(self, VmHWM) = %d, %v; want > 0", hwm, err)
+	}
+	if _, err := dovecot.StatusField(os.Getpid(), "NoSuchField"); err == nil {
+		t.Error("StatusField(self, NoSuchField) = nil error")
+	}
+}
+
