@@ -117,4 +117,3 @@ func TestStatusField(t *testing.T) {
 		t.Error("StatusField(self, NoSuchField) = nil error")
 	}
 }
-
