@@ -1,0 +1,118 @@
+// Package upstream keeps voice mailboxes in sync with their users' accounts
+// on a mail server (Exchange, Dovecot, a hosted service): the "Exchange
+// mode". The PBX is an IMAP client of that server (go-imap v2 imapclient),
+// one connection per voice mailbox, and the um store stays authoritative.
+//
+// # Model
+//
+// An Engine runs a worker per mailbox added with Engine.Add. A worker
+// connects (implicit TLS or STARTTLS, certificates verified; SASL PLAIN
+// with a Password, OAUTHBEARER or XOAUTH2 with an OAuth2 token source),
+// selects the target folder (Config.Folder, INBOX by default, created when
+// missing) and makes both sides equal; then it waits for a change on
+// either side and makes them equal again:
+//
+//   - A voicemail in the voice mailbox's INBOX is APPENDed once, rendered
+//     by um.RenderEmail, with its flags. Its header X-Um-Message-Id (the
+//     um message ID) identifies the copy from then on.
+//   - Heard, unheard, \Flagged, \Answered and \Deleted go up with UID STORE
+//     and come down with Mailbox.SetFlags.
+//   - A voicemail deleted on the phone (moved to um's Trash, or purged) is
+//     moved to the server's Trash (SPECIAL-USE \Trash, or Config.Trash)
+//     with UID MOVE; without a Trash, or with Config.NoTrash, it gets
+//     \Deleted and a UID EXPUNGE of its own UID (UIDPLUS). The engine never
+//     sends a bare EXPUNGE: the folder may hold the user's other mail,
+//     some of it marked \Deleted.
+//   - A copy expunged or moved away on the server (to Trash, to another
+//     folder) deletes the voicemail on the phone (Mailbox.Delete: to um's
+//     Trash), so the lamp follows.
+//
+// Changes from the server arrive by IDLE where offered (otherwise by polling
+// every Options.PollInterval); the flags are then fetched only for the
+// engine's own copies, and with CONDSTORE only those changed since the
+// last sync (CHANGEDSINCE) unless something was expunged. The engine
+// changes um with um.WithSource, so its worker does not see its own echo;
+// the MWI hook runs as for any other change.
+//
+// The engine touches only messages that carry its header, and among those
+// only IDs this voice mailbox has: several mailboxes may share an account.
+//
+// # The state file and why there is no journal
+//
+// The worker keeps a small State per mailbox in a StateStore (FileState: a
+// JSON file per mailbox, replaced atomically with write, fsync, rename and
+// a directory fsync): the folder's UIDVALIDITY, its CONDSTORE
+// HIGHESTMODSEQ, and for each voicemail the UID of its copy and the flags
+// both sides had at the last sync.
+//
+// There is no queue of pending operations. At every (re)connect, and after
+// an overflow of its subscription, the worker compares three things: the
+// um store, the state, and the server (every copy found by UID SEARCH
+// HEADER X-Um-Message-Id and its flags). The difference is the work to
+// do, so changes made on either side while the server, the network or the
+// PBX was down are carried over in one pass when it returns, and a crash
+// at any point loses nothing: an operation that was done but not recorded
+// shows up as already done (both sides equal), one that was recorded but
+// not done is impossible (the state is written after the operation), and
+// one that was neither is still a difference. The only operation that is
+// not naturally idempotent, APPEND, is made so by the header: the state is
+// saved with Appending set before it, and every copy is searched for by
+// its header before anything is appended again, so a lost answer, a
+// timeout or a crash never leaves two copies (duplicates found anyway, for
+// instance made by a user's restore, are removed, keeping the oldest).
+//
+// Failures end the connection; the worker reconnects after a backoff that
+// doubles from Options.MinBackoff to Options.MaxBackoff, with jitter.
+//
+// # Conflict rules
+//
+// The merge is per flag and three-way, against the flags of the last
+// sync: a flag changed on one side takes that side's value. A flag has two
+// values, so both sides cannot change it in different directions. Beyond
+// that:
+//
+//   - Delete wins: a voicemail deleted on either side is deleted on both,
+//     whatever the other side did to its flags meanwhile. A copy of a
+//     message that is in um's Trash is moved to the server's Trash again
+//     (the phone's delete wins over a restore on the server; undelete on
+//     the phone, which appends it again).
+//   - Unheard re-lights the lamp: when there is no common base (a copy
+//     found again after a lost state file or a UIDVALIDITY change), the
+//     message is heard only if both sides say so; \Deleted, \Flagged and
+//     \Answered are set if either side has them.
+//   - The store is authoritative for existence: a voicemail whose copy is
+//     not found after a UIDVALIDITY change (the folder was deleted and
+//     recreated) is appended again, never deleted on the phone.
+//
+// # UIDVALIDITY
+//
+// When the folder's UIDVALIDITY differs from the state's, every UID in the
+// state is void. The worker keeps the flags as the merge base, finds the
+// copies by their header, and associates them again; copies not found are
+// appended.
+//
+// # Exclusivity
+//
+// Engine.Add claims the mailbox's delivery mode "imap-sync" with
+// um.Service.ClaimDelivery: a mailbox forwarded by e-mail (package
+// forward) cannot also sync, and Add fails with an error wrapping
+// um.ErrModeConflict.
+//
+// # Status
+//
+// Engine.Status tells the host, per mailbox, whether the worker is
+// connected, when both sides were last the same, how long the oldest change
+// not yet carried over has waited, and the last error. Engine.Sync runs a
+// full comparison at once and waits for it.
+//
+// # Caveats
+//
+//   - One IMAP connection per mailbox: the server must allow as many from
+//     the PBX's address (Dovecot: mail_max_userip_connections is per user
+//     and address; process and client limits of the imap service).
+//   - Only INBOX of the voice mailbox is synced; user folders of the voice
+//     mailbox and e-mail that IMAP clients of the embedded server append
+//     stay local.
+//   - An APPEND the server refuses (over quota) is retried with the
+//     reconnect backoff until it succeeds; Status shows the error.
+package upstream
