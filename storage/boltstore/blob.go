@@ -88,15 +88,16 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-// writeBlob writes r to a new content file, durably, and returns its key
-// and size. The caller must call s.blobs.remove(k) when the message is
-// committed or the file deleted; until then the sweep leaves it alone. On
-// error nothing is left behind.
+// writeBlob writes r to a content file, durably, and returns its key and
+// size. The caller must call s.blobs.remove(k) when the message is committed
+// or the file deleted; until then the sweep leaves it alone. On error
+// nothing is left behind.
 func (s *Store) writeBlob(ctx context.Context, r io.Reader) (k blobKey, n int64, err error) {
-	if _, err := rand.Read(k[:]); err != nil {
-		return k, 0, fmt.Errorf("boltstore: content key: %w", err)
+	var f *os.File
+	k, f, err = s.pool.take(s)
+	if err != nil {
+		return k, 0, err
 	}
-	s.blobs.add(k)
 	path := s.blobPath(k)
 	defer func() {
 		if err != nil {
@@ -104,13 +105,6 @@ func (s *Store) writeBlob(ctx context.Context, r io.Reader) (k blobKey, n int64,
 			s.blobs.remove(k)
 		}
 	}()
-	if err := s.ensureDir(filepath.Dir(path)); err != nil {
-		return k, 0, fmt.Errorf("boltstore: content directory: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return k, 0, fmt.Errorf("boltstore: create content file: %w", err)
-	}
 	defer f.Close()
 	buf := copyBufs.Get().(*[]byte)
 	n, err = io.CopyBuffer(onlyWriter{f}, ctxReader{ctx, r}, *buf)
@@ -128,10 +122,124 @@ func (s *Store) writeBlob(ctx context.Context, r io.Reader) (k blobKey, n int64,
 	if err := f.Close(); err != nil {
 		return k, 0, fmt.Errorf("boltstore: close content: %w", err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return k, 0, fmt.Errorf("boltstore: sync content directory: %w", err)
-	}
 	return k, n, nil
+}
+
+// newBlobFiles creates n empty content files in one subdirectory, with
+// their directory entries durable.
+func (s *Store) newBlobFiles(n int) ([]blobKey, error) {
+	var first [1]byte
+	if _, err := rand.Read(first[:]); err != nil {
+		return nil, fmt.Errorf("boltstore: content key: %w", err)
+	}
+	keys := make([]blobKey, 0, n)
+	for len(keys) < n {
+		var k blobKey
+		if _, err := rand.Read(k[:]); err != nil {
+			return nil, fmt.Errorf("boltstore: content key: %w", err)
+		}
+		k[0] = first[0] // one directory, so one directory fsync for all
+		if len(keys) == 0 {
+			if err := s.ensureDir(filepath.Dir(s.blobPath(k))); err != nil {
+				return nil, fmt.Errorf("boltstore: content directory: %w", err)
+			}
+		}
+		s.blobs.add(k)
+		f, err := os.OpenFile(s.blobPath(k), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			s.blobs.remove(k)
+			s.dropBlobs(keys)
+			return nil, fmt.Errorf("boltstore: create content file: %w", err)
+		}
+		f.Close()
+		keys = append(keys, k)
+	}
+	if err := syncDir(filepath.Dir(s.blobPath(keys[0]))); err != nil {
+		s.dropBlobs(keys)
+		return nil, fmt.Errorf("boltstore: sync content directory: %w", err)
+	}
+	return keys, nil
+}
+
+// dropBlobs deletes unused pool files.
+func (s *Store) dropBlobs(keys []blobKey) {
+	for _, k := range keys {
+		os.Remove(s.blobPath(k))
+		s.blobs.remove(k)
+	}
+}
+
+// blobPool holds empty content files made ahead of need, in batches that
+// share one directory fsync. A deposit then costs the fdatasync of its
+// content and the commit, and not the fsync of a directory as well.
+type blobPool struct {
+	mu      sync.Mutex
+	keys    []blobKey
+	filling bool
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+const poolBatch = 32
+
+// take returns an empty content file, from the pool or, when it is empty,
+// made on the spot; it starts a refill when the pool runs low.
+func (p *blobPool) take(s *Store) (blobKey, *os.File, error) {
+	p.mu.Lock()
+	var k blobKey
+	ok := len(p.keys) > 0
+	if ok {
+		k = p.keys[len(p.keys)-1]
+		p.keys = p.keys[:len(p.keys)-1]
+	}
+	if len(p.keys) < poolBatch/2 && !p.filling && !p.closed {
+		p.filling = true
+		p.wg.Add(1)
+		go p.fill(s)
+	}
+	p.mu.Unlock()
+	if !ok {
+		keys, err := s.newBlobFiles(1)
+		if err != nil {
+			return k, nil, err
+		}
+		k = keys[0]
+	}
+	f, err := os.OpenFile(s.blobPath(k), os.O_WRONLY, 0)
+	if err != nil {
+		os.Remove(s.blobPath(k))
+		s.blobs.remove(k)
+		return k, nil, fmt.Errorf("boltstore: open content file: %w", err)
+	}
+	return k, f, nil
+}
+
+func (p *blobPool) fill(s *Store) {
+	defer p.wg.Done()
+	keys, err := s.newBlobFiles(poolBatch)
+	if err != nil {
+		s.logf("boltstore: prepare content files: %v", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.filling = false
+	if p.closed {
+		s.dropBlobs(keys)
+		return
+	}
+	p.keys = append(p.keys, keys...)
+}
+
+// close deletes the files left in the pool.
+func (p *blobPool) close(s *Store) {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s.dropBlobs(p.keys)
+	p.keys = nil
 }
 
 // onlyWriter hides the file's ReadFrom, so that io.CopyBuffer uses our

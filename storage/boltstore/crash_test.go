@@ -147,7 +147,7 @@ func TestCrashDurability(t *testing.T) {
 	// Every file left by a kill mid-deposit is gone after a sweep.
 	s := openAt(t, dir)
 	<-s.sweepDone
-	if n := countFiles(t, s.audio); n != 0 {
+	if n := countFiles(t, s); n != 0 {
 		t.Errorf("content files after sweep of an empty store = %d, want 0", n)
 	}
 }

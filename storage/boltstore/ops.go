@@ -205,31 +205,33 @@ func (s *Store) CreateMailbox(ctx context.Context, name string) error {
 	if name == "" {
 		return fmt.Errorf("boltstore: %w: empty mailbox name", um.ErrInvalid)
 	}
-	return s.update(ctx, func(tx *bolt.Tx) error {
-		root := tx.Bucket(bucketMailboxes)
-		if root.Bucket([]byte(name)) != nil {
-			return fmt.Errorf("boltstore: mailbox %q: %w", name, um.ErrExists)
-		}
-		b, err := root.CreateBucket([]byte(name))
-		if err != nil {
+	return s.update(ctx, func(tx *bolt.Tx) error { return createMailbox(tx, name) })
+}
+
+func createMailbox(tx *bolt.Tx, name string) error {
+	root := tx.Bucket(bucketMailboxes)
+	if root.Bucket([]byte(name)) != nil {
+		return fmt.Errorf("boltstore: mailbox %q: %w", name, um.ErrExists)
+	}
+	b, err := root.CreateBucket([]byte(name))
+	if err != nil {
+		return err
+	}
+	mb := &mbox{name: name}
+	for _, sub := range []struct {
+		dst  **bolt.Bucket
+		name []byte
+	}{{&mb.folders, subFolders}, {&mb.ids, subIDs}, {&mb.msgs, subMsgs}} {
+		if *sub.dst, err = b.CreateBucket(sub.name); err != nil {
 			return err
 		}
-		mb := &mbox{name: name}
-		for _, sub := range []struct {
-			dst  **bolt.Bucket
-			name []byte
-		}{{&mb.folders, subFolders}, {&mb.ids, subIDs}, {&mb.msgs, subMsgs}} {
-			if *sub.dst, err = b.CreateBucket(sub.name); err != nil {
-				return err
-			}
+	}
+	for _, f := range []string{um.Inbox, um.Trash} {
+		if _, err := createFolder(tx, mb, f); err != nil {
+			return err
 		}
-		for _, f := range []string{um.Inbox, um.Trash} {
-			if _, err := createFolder(tx, mb, f); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // Mailboxes implements um.Store.

@@ -273,16 +273,7 @@ func TestRemoveDeletesContent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := func() int {
-		n := 0
-		filepath.WalkDir(s.audio, func(_ string, d os.DirEntry, _ error) error {
-			if d != nil && !d.IsDir() {
-				n++
-			}
-			return nil
-		})
-		return n
-	}
+	files := func() int { return countFiles(t, s) }
 	if n := files(); n != 1 {
 		t.Fatalf("content files after Copy = %d, want 1 (shared)", n)
 	}

@@ -145,7 +145,7 @@ func (d *decoder) time() time.Time {
 		return time.Time{}
 	}
 	sec := d.varint()
-	return time.Unix(sec, int64(d.uvarint()))
+	return time.Unix(sec, int64(d.uvarint())).UTC() // um keeps times in UTC
 }
 
 // decodeRecord decodes v, which may point into the database's memory map;

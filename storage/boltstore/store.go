@@ -58,7 +58,8 @@ type Store struct {
 	db    *bolt.DB
 	logf  func(string, ...any)
 	c     *committer
-	blobs blobSet // content files being written, which the sweep must leave alone
+	blobs blobSet  // content files being written or pooled, which the sweep must leave alone
+	pool  blobPool // empty content files ready for deposits
 
 	dirsMu sync.Mutex
 	dirs   map[string]bool // audio subdirectories known to exist durably
@@ -197,6 +198,7 @@ func (s *Store) Close() error {
 	s.sweepCancel()
 	<-s.sweepDone
 	s.c.close()
+	s.pool.close(s)
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.closed {

@@ -1,0 +1,179 @@
+package boltstore
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+)
+
+// wav30s is the size of a 30-second message: 8 kHz 16-bit mono PCM.
+const wav30s = 480000
+
+// BenchmarkDeposit compares a durable Append of a 30-second message with
+// the least a durable write of the same bytes costs: a new plain file,
+// written and fsynced ("file"), and the same plus the fsync of its
+// directory that makes the new name durable ("file+dir"). "seq" is one
+// depositor; "par" is 8, as when several calls end at once.
+func BenchmarkDeposit(b *testing.B) {
+	audio := wav(wav30s - 44)
+	for _, par := range []int{1, 8} {
+		name := "seq"
+		if par > 1 {
+			name = fmt.Sprintf("par%d", par)
+		}
+		b.Run("store/"+name, func(b *testing.B) {
+			s := openStore(b)
+			if err := s.CreateMailbox(ctx, "1001"); err != nil {
+				b.Fatal(err)
+			}
+			run(b, par, func(int64) {
+				if _, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox, AudioType: "audio/wav",
+					CallerNumber: "+4930123456", Duration: 30 * time.Second}, bytes.NewReader(audio)); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+		for _, dirSync := range []bool{false, true} {
+			label := "file/"
+			if dirSync {
+				label = "file+dir/"
+			}
+			b.Run(label+name, func(b *testing.B) {
+				dir := b.TempDir()
+				run(b, par, func(i int64) {
+					path := filepath.Join(dir, fmt.Sprint(i))
+					f, err := os.Create(path)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := f.Write(audio); err != nil {
+						b.Fatal(err)
+					}
+					if err := f.Sync(); err != nil {
+						b.Fatal(err)
+					}
+					f.Close()
+					if dirSync {
+						if err := syncDir(dir); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// run calls fn b.N times from par goroutines, with distinct arguments.
+func run(b *testing.B, par int, fn func(i int64)) {
+	b.SetBytes(wav30s)
+	b.ResetTimer()
+	start := time.Now()
+	if par == 1 {
+		for i := 0; i < b.N; i++ {
+			fn(int64(i))
+		}
+	} else {
+		var n atomic.Int64
+		b.SetParallelism((par + 1) / 2) // times GOMAXPROCS, 2 here
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				fn(n.Add(1))
+			}
+		})
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// seedMessages adds n messages to folder in one transaction, with no content
+// files: enough for List, which reads no content.
+func seedMessages(b testing.TB, s *Store, mailbox, folder string, n int) {
+	b.Helper()
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		mb, err := getMailbox(tx, mailbox)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < n; i++ {
+			r := &record{m: um.Message{ID: uuid.New(), CallerNumber: "+4930123456", CallerName: "Erika Mustermann",
+				Time: time.Now(), Added: time.Now(), Duration: 30 * time.Second, AudioType: "audio/wav", Size: wav30s,
+				Flags: um.FlagHeard, Keywords: []string{"$Label1"}}}
+			if _, err := mb.add(folder, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkList lists a folder of 10,000 messages.
+func BenchmarkList(b *testing.B) {
+	s := openStore(b)
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		b.Fatal(err)
+	}
+	seedMessages(b, s, "1001", um.Inbox, 10000)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		msgs, err := s.List(ctx, "1001", um.Inbox)
+		if err != nil || len(msgs) != 10000 {
+			b.Fatalf("List() = %d messages, %v", len(msgs), err)
+		}
+	}
+}
+
+// BenchmarkStartup opens a store of 100 and of 10,000 mailboxes and starts
+// a um.Service on it; the time must not grow with the mailboxes.
+func BenchmarkStartup(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("mailboxes=%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			s, err := Open(dir, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			const batch = 1000
+			for i := 0; i < n; i += batch {
+				err := s.update(ctx, func(tx *bolt.Tx) error {
+					for j := i; j < min(i+batch, n); j++ {
+						if err := createMailbox(tx, fmt.Sprintf("%05d", 10000+j)); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			seedMessages(b, s, "10000", um.Inbox, 10)
+			s.Close()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				s, err := Open(dir, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				svc, err := um.New(s, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				svc.Close()
+				s.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}
