@@ -114,6 +114,9 @@ func TestClusterDepositAndLampOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// um reads the state when its dispatcher gets to the mailbox; flush so
+	// A announces the state after the deposit, not a later one.
+	a.svc.FlushMWI()
 	c := waitFor(t, subB, "A's deposit", hasEvent(um.EventAdded, m.ID))
 	if c.Node != "A" {
 		t.Errorf("deposit reached B with Node %q, want A", c.Node)

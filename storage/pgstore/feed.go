@@ -164,7 +164,7 @@ func (s *Store) Watch(ctx context.Context, node string, deliver func(um.Change))
 	for {
 		conn, err := s.listen(ctx, node)
 		if err == nil && needResync {
-			if err = s.resyncAll(ctx, deliver); err != nil {
+			if err = s.resyncAll(ctx, conn, deliver); err != nil {
 				conn.Close(context.Background())
 			}
 		}
@@ -175,11 +175,13 @@ func (s *Store) Watch(ctx context.Context, node string, deliver func(um.Change))
 			closeCtx, stop := context.WithTimeout(context.Background(), time.Second)
 			conn.Close(closeCtx)
 			stop()
-			needResync = true
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		// Whatever failed, changes may have been committed while this node
+		// did not listen.
+		needResync = true
 		s.opts.Logf("pgstore: change feed: %v; reconnecting in %v", err, backoff)
 		select {
 		case <-ctx.Done():
@@ -195,19 +197,30 @@ func (s *Store) Watch(ctx context.Context, node string, deliver func(um.Change))
 func (s *Store) listen(ctx context.Context, node string) (*pgx.Conn, error) {
 	cfg := s.pool.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = "um-watch/" + node
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	cctx, cancel := context.WithTimeout(ctx, max(s.opts.PingInterval, 5*time.Second))
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: connect for notifications: %w", err)
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{Channel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(cctx, "LISTEN "+pgx.Identifier{Channel}.Sanitize()); err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("pgstore: listen: %w", err)
 	}
 	return conn, nil
 }
 
-func (s *Store) resyncAll(ctx context.Context, deliver func(um.Change)) error {
-	names, err := s.Mailboxes(ctx)
+// resyncAll delivers a resync for every mailbox. It lists them on the
+// notification connection, just opened and listening: the pool's
+// connections may have been lost with the old one and not know it yet.
+func (s *Store) resyncAll(ctx context.Context, conn *pgx.Conn, deliver func(um.Change)) error {
+	qctx, cancel := context.WithTimeout(ctx, s.opts.PingInterval)
+	defer cancel()
+	rows, err := conn.Query(qctx, "SELECT name FROM um_mailboxes ORDER BY name")
+	if err != nil {
+		return fmt.Errorf("pgstore: list mailboxes to resync: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return fmt.Errorf("pgstore: list mailboxes to resync: %w", err)
 	}

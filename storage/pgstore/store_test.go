@@ -194,7 +194,8 @@ func next(t testing.TB, ch <-chan um.Change) um.Change {
 	}
 }
 
-// waitListening waits until node's notification connection listens.
+// waitListening waits until node's notification connection listens: its
+// last statement was LISTEN, or the resync listing that follows it.
 func waitListening(t testing.TB, dsn, node string) {
 	t.Helper()
 	ctx := context.Background()
@@ -207,7 +208,8 @@ func waitListening(t testing.TB, dsn, node string) {
 	for {
 		var n int
 		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE application_name = $1 AND datname = current_database() AND query LIKE 'LISTEN%'`, "um-watch/"+node).Scan(&n)
+			WHERE application_name = $1 AND datname = current_database()
+			AND (query LIKE 'LISTEN%' OR query LIKE 'SELECT name FROM um_mailboxes%')`, "um-watch/"+node).Scan(&n)
 		if err != nil {
 			t.Fatal(err)
 		}
