@@ -137,7 +137,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 
 	out := &output{w: stdout}
-	store, err := openStore(filepath.Join(cfg.data, "store"))
+	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "pbx: "+format+"\n", args...) }
+	store, err := openStore(filepath.Join(cfg.data, "store"), logf)
 	if err != nil {
 		return err
 	}
@@ -146,7 +147,6 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
-	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "pbx: "+format+"\n", args...) }
 	svc, err := um.New(store, &um.Options{MWI: out.mwi, Logf: logf})
 	if err != nil {
 		return err
@@ -182,7 +182,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	readErr := make(chan error, 1)
 	go func() {
 		sc := bufio.NewScanner(stdin)
-		sc.Buffer(make([]byte, 4096), 64*1024)
+		sc.Buffer(make([]byte, 4096), 1<<20)
 		for sc.Scan() {
 			select {
 			case lines <- sc.Text():

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -385,4 +386,54 @@ func TestCancel(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("run() after cancel = %v, want nil", err)
 	}
+}
+
+// TestRestart checks that mailboxes, messages, UIDs and flags survive a
+// restart on the same data directory.
+func TestRestart(t *testing.T) {
+	dir := t.TempDir()
+	runScript(t, dir, "deposit 1001 5551234\nurgent 1001 5559999 Bob\nheard 1001 1\ndelete 1001 2\n", twoUsers...)
+	got, _ := runScript(t, dir, "list 1001\nlist 1001 Trash\nmwi 1001\ndeposit 1001 5550000\n", twoUsers...)
+	want := "ok 1\n1 heard 5551234 3s\nok 1\n1 new urgent 5559999 3s\nok 0/1 (0/0)\nMWI 1001 on 1/1 (0/0)\nok 3\n"
+	if got != want {
+		t.Errorf("after restart:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestDataInUse checks that a second PBX on the same data directory fails
+// instead of sharing the store.
+func TestDataInUse(t *testing.T) {
+	dir := t.TempDir()
+	stdinR, stdinW := io.Pipe()
+	defer stdinW.Close()
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		w := &signalWriter{w: &out, first: started}
+		done <- run(context.Background(), append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, twoUsers...), stdinR, w, io.Discard)
+	}()
+	io.WriteString(stdinW, "mwi 1001\n")
+	<-started
+	var errOut bytes.Buffer
+	err := run(context.Background(), append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, twoUsers...), strings.NewReader(""), io.Discard, &errOut)
+	if err == nil {
+		t.Errorf("second run on the same data directory = nil, want an error")
+	}
+	stdinW.Close()
+	if err := <-done; err != nil {
+		t.Errorf("first run = %v", err)
+	}
+}
+
+// signalWriter closes first at its first write.
+type signalWriter struct {
+	w     io.Writer
+	first chan struct{}
+	once  sync.Once
+}
+
+func (s *signalWriter) Write(p []byte) (int, error) {
+	s.once.Do(func() { close(s.first) })
+	return s.w.Write(p)
 }
