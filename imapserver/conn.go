@@ -37,6 +37,7 @@ type netConn struct {
 	loginDeadline time.Time
 	readDeadline  time.Time // the deadline last asked for, after clamping
 	shutdown      bool
+	hangUp        bool // close at the next read, after the response is out
 	imapConn      *goimapserver.Conn
 	closeOnce     sync.Once
 }
@@ -52,6 +53,11 @@ func newNetConn(c net.Conn, s *Server, ip string) *netConn {
 func (c *netConn) Read(p []byte) (int, error) {
 	for {
 		c.mu.Lock()
+		if c.hangUp {
+			c.mu.Unlock()
+			c.Close()
+			return 0, net.ErrClosed
+		}
 		if c.shutdown && c.busy.Load() == 0 {
 			c.mu.Unlock()
 			c.bye()
@@ -130,6 +136,14 @@ func (c *netConn) Close() error {
 func (c *netConn) loggedIn() {
 	c.mu.Lock()
 	c.authed = true
+	c.mu.Unlock()
+}
+
+// closeAfterResponse closes the connection when go-imap next reads, so the
+// answer to the current command still goes out.
+func (c *netConn) closeAfterResponse() {
+	c.mu.Lock()
+	c.hangUp = true
 	c.mu.Unlock()
 }
 

@@ -100,6 +100,9 @@ func (sess *session) Close() error {
 
 func (sess *session) Login(username, password string) (err error) {
 	defer sess.guard(&err)()
+	if sess.fails >= maxLoginFailuresPerConn {
+		return goimapserver.ErrAuthFailed
+	}
 	ctx, cancel := context.WithTimeout(sess.srv.ctx, 30*time.Second)
 	defer cancel()
 	mailbox, aerr := sess.srv.opts.Authenticate(ctx, username, password)
@@ -115,7 +118,7 @@ func (sess *session) Login(username, password string) (err error) {
 		sess.fails++
 		sess.srv.sleep(sess.srv.ctx, sess.srv.loginFailed(sess.nc.ip))
 		if sess.fails >= maxLoginFailuresPerConn {
-			sess.nc.Close()
+			sess.nc.closeAfterResponse()
 		}
 		return goimapserver.ErrAuthFailed
 	}
