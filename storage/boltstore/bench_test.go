@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -174,6 +175,72 @@ func BenchmarkStartup(b *testing.B) {
 				s.Close()
 				b.StartTimer()
 			}
+		})
+	}
+}
+
+// BenchmarkDepositRatio measures store and plain-file deposits of 30-second
+// messages in alternating rounds of 16, so that both see the same disk (on
+// a shared disk the speed drifts too much between separate benchmarks), and
+// reports ratio = store throughput / plain-file throughput. The plain files
+// are written and fsynced, as in BenchmarkDeposit's "file". One op is one
+// store deposit and one file deposit.
+func BenchmarkDepositRatio(b *testing.B) {
+	audio := wav(wav30s - 44)
+	for _, par := range []int{1, 8} {
+		b.Run(fmt.Sprintf("par%d", par), func(b *testing.B) {
+			s := openStore(b)
+			if err := s.CreateMailbox(ctx, "1001"); err != nil {
+				b.Fatal(err)
+			}
+			dir := b.TempDir()
+			store := func(int64) {
+				if _, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox, AudioType: "audio/wav"}, bytes.NewReader(audio)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			file := func(i int64) {
+				f, err := os.Create(filepath.Join(dir, fmt.Sprint(i)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := f.Write(audio); err != nil {
+					b.Fatal(err)
+				}
+				if err := f.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				f.Close()
+			}
+			var tStore, tFile time.Duration
+			var next atomic.Int64
+			round := func(fn func(int64), n int) time.Duration {
+				start := time.Now()
+				var wg sync.WaitGroup
+				var left atomic.Int64
+				left.Store(int64(n))
+				for g := 0; g < par; g++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for left.Add(-1) >= 0 {
+							fn(next.Add(1))
+						}
+					}()
+				}
+				wg.Wait()
+				return time.Since(start)
+			}
+			b.SetBytes(2 * wav30s)
+			b.ResetTimer()
+			for done := 0; done < b.N; done += 16 {
+				n := min(16, b.N-done)
+				tStore += round(store, n)
+				tFile += round(file, n)
+			}
+			b.ReportMetric(float64(b.N)/tStore.Seconds(), "store-msgs/s")
+			b.ReportMetric(float64(b.N)/tFile.Seconds(), "file-msgs/s")
+			b.ReportMetric(tFile.Seconds()/tStore.Seconds(), "ratio")
 		})
 	}
 }

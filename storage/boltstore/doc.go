@@ -1,0 +1,106 @@
+// Package boltstore is um's embedded default Store: one directory on the
+// PBX's own disk, no server, pure Go (no cgo). A deposit it acknowledges
+// survives kill -9 and power loss, and it opens in the same time whether it
+// holds ten mailboxes or ten thousand.
+//
+//	s, err := boltstore.Open("/var/lib/pbx/voicemail", nil)
+//	if err != nil {
+//		return err
+//	}
+//	defer s.Close()
+//	svc, err := um.New(s, &um.Options{MWI: notify})
+//
+// # Layout
+//
+// The directory holds:
+//
+//	um.db              a bbolt database: mailboxes, folders, message metadata
+//	audio/<xx>/<key>   one file per content (the audio of a voicemail, the
+//	                   whole message of an e-mail a client appended), named by
+//	                   a random 128-bit key, in 256 subdirectories by its first byte
+//
+// In um.db each mailbox is a bucket holding its folders (name -> UIDVALIDITY,
+// UIDNEXT), an index from message ID to (UIDVALIDITY, UID), and per folder a
+// bucket from UID to the message record. The records are a compact binary
+// encoding, so List reads one folder with one cursor pass in UID order and
+// no random lookups: 10,000 messages list in about 12 ms. A store-wide
+// bucket counts the references to each content file, which Copy shares.
+// schema.go documents the keys.
+//
+// UIDVALIDITY comes from a store-wide counter, started from the clock when
+// the database is created and increased for every folder created, so a
+// folder made again under an old name gets a new, larger value, and restarts
+// change nothing.
+//
+// # Durability
+//
+// Append reads the content into a content file, fdatasyncs it, and only then
+// commits the transaction that records the message. bbolt's commit writes
+// the changed pages, fdatasyncs, writes the meta page, and fdatasyncs again,
+// so when Append returns, both the content and the record are on disk, and
+// the record never reaches the disk before its content. A crash before the
+// commit leaves at most a content file no message names; after Open a
+// background sweep deletes such files. Remove and DeleteFolder delete
+// content files after their commit; a crash in between again leaves work
+// only for the sweep. A reader that fails, a canceled context or a full disk
+// store nothing, and a failed commit never deletes a file a reader of the
+// database could already see.
+//
+// The empty content files are made ahead of need, 32 at a time in one
+// subdirectory with one fsync of that directory, so that a deposit does not
+// pay for a directory fsync of its own. Unused ones are deleted by Close, or
+// by the sweep after a crash.
+//
+// Write transactions of concurrent callers are committed together: while one
+// commit is syncing, the next gathers every transaction that arrives, and a
+// transaction that fails is taken out and the rest run again. Deposits from
+// many calls at once thus share the commit's two fdatasyncs. Read-only calls
+// (List, Get, Folders, Open) never wait for writers.
+//
+// The tests check this by killing a depositing child process with SIGKILL
+// thirty times and checking that every acknowledged deposit is there byte
+// for byte and every listed message is whole; they fill a small tmpfs to
+// check a full disk, and corrupt and truncate um.db.
+//
+// # Why bbolt, and why content beside it
+//
+// bbolt (go.etcd.io/bbolt) is a single-file copy-on-write B+tree in pure Go,
+// kept by the etcd maintainers, which etcd and Kubernetes run on. Every
+// commit is ACID and fsynced; a reader sees a consistent snapshot and never
+// blocks the writer; after a crash the last committed state is there with no
+// recovery step, since the meta page alternates and is checksummed. It
+// needs no server, no cgo and no configuration, which is what an embedded
+// PBX wants. Its limit, one writer at a time, is what the group commit above
+// works with.
+//
+// The content lives in files rather than in bbolt because audio is most of
+// the bytes and bbolt is a poor home for them: every commit rewrites the
+// freelist, so a database of many gigabytes of freed and reused pages slows
+// every commit; the file never shrinks; and reading a value out of a memory
+// map means holding a transaction, which blocks the file from growing, or
+// copying it. Measured on the development machine, a 480 KB (30-second)
+// value committed to bbolt cost 1.6 times a plain written-and-fsynced file,
+// while the design above reaches about 0.8 of the plain file's throughput
+// with one depositor and 0.8 to 0.9 with eight (BenchmarkDepositRatio). Open
+// hands out the content file itself, so playing a message streams from disk.
+//
+// # Schema
+//
+// The meta bucket holds the schema version. Migrations are a table in
+// schema.go compiled into the program; Open runs the missing ones in one
+// transaction. A database written by a newer schema makes Open fail with
+// ErrSchemaTooNew and is left untouched.
+//
+// # Caveats
+//
+//   - One process at a time: Open takes a lock on um.db and fails with
+//     ErrLocked while another process holds it. For a cluster of PBX nodes
+//     use pgstore.
+//   - Open checks the header and that the file is as long as its last
+//     commit says, which catches garbage and truncated copies (ErrCorrupt),
+//     but does not read every page: damage in the middle of the file shows
+//     when the damaged page is read.
+//   - The directory must be on a local file system that honours fsync (not
+//     NFS). Directory fsync, which makes new file names durable, is what
+//     Linux and the BSDs provide; the store is built and tested on Linux.
+package boltstore
