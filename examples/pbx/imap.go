@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"github.com/embeddedum/um/imapserver"
 	"io"
 	"net"
 	"strings"
+	"sync"
 
 	"github.com/embeddedum/um"
 )
@@ -14,20 +17,24 @@ import (
 // imapService is the running IMAP side of the PBX.
 type imapService struct {
 	plain, implicit net.Addr // nil when not listening
-	shutdown        func(context.Context) error
+	srv             *imapserver.Server
+	wg              sync.WaitGroup // the Serve goroutines
 }
 
-func (s *imapService) Shutdown(ctx context.Context) error { return s.shutdown(ctx) }
-
-// startIMAP listens on the configured addresses and serves the mailboxes.
+// startIMAP listens on the configured addresses and serves the provisioned
+// mailboxes there.
 func startIMAP(svc *um.Service, cfg *config, users []user, cert tls.Certificate, logf func(string, ...any)) (*imapService, error) {
-	var lns []net.Listener
-	closeAll := func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
+	srv, err := imapserver.New(svc, &imapserver.Options{
+		Authenticate: authenticator(users),
+		TLSConfig:    &tls.Config{Certificates: []tls.Certificate{cert}},
+		InsecureAuth: cfg.insecureAuth,
+		Logf:         logf,
+	})
+	if err != nil {
+		return nil, err
 	}
-	s := &imapService{}
+	s := &imapService{srv: srv}
+	var lns []net.Listener
 	for _, a := range []struct {
 		addr string
 		dst  *net.Addr
@@ -37,14 +44,37 @@ func startIMAP(svc *um.Service, cfg *config, users []user, cert tls.Certificate,
 		}
 		ln, err := net.Listen("tcp", a.addr)
 		if err != nil {
-			closeAll()
+			for _, ln := range lns {
+				ln.Close()
+			}
+			srv.Close()
 			return nil, err
 		}
 		lns = append(lns, ln)
 		*a.dst = ln.Addr()
 	}
-	s.shutdown = func(context.Context) error { closeAll(); return nil }
+	for _, ln := range lns {
+		serve := srv.Serve
+		if ln.Addr() == s.implicit {
+			serve = srv.ServeTLS
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := serve(ln); err != nil && !errors.Is(err, imapserver.ErrServerClosed) {
+				logf("IMAP on %s: %v", ln.Addr(), err)
+			}
+		}()
+	}
 	return s, nil
+}
+
+// Shutdown says BYE to every client once its current command is done and
+// waits until the listeners are closed.
+func (s *imapService) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	s.wg.Wait()
+	return err
 }
 
 func banner(w io.Writer, cfg *config, users []user, cert tls.Certificate, s *imapService) {
