@@ -80,4 +80,22 @@ func BenchmarkCrossNode(b *testing.B) {
 		reportLatencies(b, "total", total)
 		reportLatencies(b, "feed", feed)
 	})
+
+	b.Run("DepositToIdleClient", func(b *testing.B) {
+		mb2 := mailbox(b, na, "1002")
+		mailbox(b, nb, "1002")
+		_, _, exists, _ := idleClient(b, serveIMAP(b, nb, "1002"))
+		var total []time.Duration
+		var n uint32
+		for b.Loop() {
+			start := time.Now()
+			if _, err := mb2.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(audio), Duration: time.Second}); err != nil {
+				b.Fatal(err)
+			}
+			n++
+			waitExists(b, exists, n)
+			total = append(total, time.Since(start))
+		}
+		reportLatencies(b, "total", total)
+	})
 }

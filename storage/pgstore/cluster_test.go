@@ -249,4 +249,9 @@ func TestClusterLostNotificationConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, subB, "a deposit after reconnecting", hasEvent(um.EventAdded, m2.ID))
+	// B made no change, so B's hook stays quiet through the resync too.
+	b.svc.FlushMWI()
+	if got := b.hookCalls(); len(got) != 0 {
+		t.Errorf("B's MWI hook calls = %v, want none: the changes and the resync came from A", got)
+	}
 }
