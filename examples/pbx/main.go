@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/upstream"
 )
 
 func main() {
@@ -48,6 +49,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// syncTimeout bounds the sync command.
+const syncTimeout = 30 * time.Second
 
 // depositLength is the length of the tone a deposit command records.
 const depositLength = 3 * time.Second
@@ -90,6 +94,8 @@ type config struct {
 	insecureAuth bool
 	certFile     string
 	keyFile      string
+	upstreams    upstreamFlag
+	upstreamCA   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -103,6 +109,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.insecureAuth, "insecure-auth", false, "allow LOGIN without TLS (loopback experiments only)")
 	fs.StringVar(&c.certFile, "cert", "", "TLS certificate `file` (PEM); default a self-signed one in the data directory")
 	fs.StringVar(&c.keyFile, "key", "", "TLS private key `file` (PEM)")
+	fs.Var(&c.upstreams, "upstream", "mirror mailbox BOX into a mail account: `BOX=imaps://USER:PASSWORD@HOST[:PORT][/FOLDER]` (imap:// for STARTTLS; repeatable)")
+	fs.StringVar(&c.upstreamCA, "upstream-ca", "", "PEM `file` of the CA that signed the -upstream servers' certificates (default: the system's)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pbx [flags]\n\nA demo PBX: voice mailboxes served over IMAP, phone commands on standard input.\n\n")
 		fs.PrintDefaults()
@@ -158,6 +166,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}
 
+	engine, err := startUpstream(ctx, svc, cfg, logf)
+	if err != nil {
+		return err
+	}
+	if engine != nil {
+		// Before svc.Close: changes not yet carried over are picked up at the
+		// next start from the engine's state.
+		defer engine.Close()
+	}
+
 	cert, err := loadCert(cfg.data, cfg.certFile, cfg.keyFile)
 	if err != nil {
 		return err
@@ -177,7 +195,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}()
 	banner(stderr, cfg, users, cert, srv)
 
-	p := &phone{svc: svc, out: out}
+	p := &phone{svc: svc, out: out, upstream: engine}
 	lines := make(chan string)
 	readErr := make(chan error, 1)
 	go func() {
@@ -237,8 +255,9 @@ func (o *output) mwi(st um.MWIState) {
 
 // phone runs the commands read from standard input.
 type phone struct {
-	svc *um.Service
-	out *output
+	svc      *um.Service
+	out      *output
+	upstream *upstream.Engine // nil without -upstream
 }
 
 // handle runs one command line and writes its answer. Empty lines and lines
@@ -270,6 +289,7 @@ var usage = map[string]string{
 	"delete":       "delete BOX UID",
 	"undelete":     "undelete BOX UID",
 	"mwi":          "mwi BOX",
+	"sync":         "sync BOX",
 	"help":         "help",
 }
 
@@ -408,6 +428,19 @@ func (p *phone) exec(ctx context.Context, f []string) (string, error) {
 			return "", err
 		}
 		return fmt.Sprintf("ok %s\n", st), nil
+	case "sync":
+		if len(args) != 1 {
+			return "", bad
+		}
+		if p.upstream == nil || !p.upstream.Status(args[0]).Configured {
+			return "", fmt.Errorf("mailbox %s is not mirrored (see -upstream)", args[0])
+		}
+		sctx, cancel := context.WithTimeout(ctx, syncTimeout)
+		defer cancel()
+		if err := p.upstream.Sync(sctx, args[0]); err != nil {
+			return "", err
+		}
+		return "ok\n", nil
 	}
 	return "", fmt.Errorf("command %q not implemented", cmd)
 }
