@@ -68,7 +68,9 @@
 // Watch (um.Watcher; um.New calls it) holds a connection of its own, named
 // "um-watch/<node>" in pg_stat_activity, LISTENs on the channel and delivers,
 // on one goroutine and in commit order, every change whose node is not its
-// own and which another Store made.
+// own and which another Store made. LISTEN needs a session of its own: point
+// the Store at PostgreSQL itself or at a pooler in session mode, not at one in
+// transaction mode (which also breaks the prepared statements pgx caches).
 //
 // # The resync rule
 //
