@@ -79,7 +79,14 @@ func (s *imapService) Shutdown(ctx context.Context) error {
 
 func banner(w io.Writer, cfg *config, users []user, cert tls.Certificate, s *imapService) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "um demo PBX — data in %s\n\n", cfg.data)
+	fmt.Fprintf(&b, "um demo PBX — data in %s\n", cfg.data)
+	if cfg.pg != "" {
+		fmt.Fprintf(&b, "mailboxes in PostgreSQL (-pg), cluster node %s\n", cfg.node)
+	}
+	for _, c := range cfg.upstreams {
+		fmt.Fprintf(&b, "mailbox %s mirrored into %s at %s\n", c.Mailbox, c.Username, c.Addr)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "IMAP server for your mail client:\n")
 	if s.plain != nil {
 		host, port, _ := net.SplitHostPort(s.plain.String())
@@ -103,6 +110,10 @@ func banner(w io.Writer, cfg *config, users []user, cert tls.Certificate, s *ima
 	b.WriteString("\nPhone commands, one a line (answers on standard output):\n")
 	b.WriteString("  deposit BOX CALLER [NAME...]    urgent BOX CALLER [NAME...]\n")
 	b.WriteString("  deposit-file BOX CALLER FILE.wav    list BOX [FOLDER]    mwi BOX\n")
-	b.WriteString("  heard|unheard|delete BOX UID    undelete BOX TRASH-UID\n\n")
+	b.WriteString("  heard|unheard|delete BOX UID    undelete BOX TRASH-UID\n")
+	if len(cfg.upstreams) > 0 {
+		b.WriteString("  sync BOX (wait until BOX and its mail account agree)\n")
+	}
+	b.WriteString("\n")
 	io.WriteString(w, b.String())
 }

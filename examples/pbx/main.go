@@ -96,6 +96,8 @@ type config struct {
 	keyFile      string
 	upstreams    upstreamFlag
 	upstreamCA   string
+	pg           string
+	node         string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -111,6 +113,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.keyFile, "key", "", "TLS private key `file` (PEM)")
 	fs.Var(&c.upstreams, "upstream", "mirror mailbox BOX into a mail account: `BOX=imaps://USER:PASSWORD@HOST[:PORT][/FOLDER]` (imap:// for STARTTLS; repeatable)")
 	fs.StringVar(&c.upstreamCA, "upstream-ca", "", "PEM `file` of the CA that signed the -upstream servers' certificates (default: the system's)")
+	fs.StringVar(&c.pg, "pg", "", "keep the mailboxes in PostgreSQL at `DSN` (postgres://...) instead of the data directory; PBX nodes on one database share them")
+	fs.StringVar(&c.node, "node", "", "this PBX's `name` in a cluster sharing -pg (default host-pid)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pbx [flags]\n\nA demo PBX: voice mailboxes served over IMAP, phone commands on standard input.\n\n")
 		fs.PrintDefaults()
@@ -120,6 +124,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.node != "" && c.pg == "" {
+		return nil, errors.New("-node goes with -pg")
+	}
+	if c.pg != "" && c.node == "" {
+		c.node = defaultNode()
 	}
 	if c.imapAddr == "" && c.imapsAddr == "" {
 		return nil, errors.New("-imap and -imaps are both empty: nothing to serve")
@@ -146,7 +156,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 	out := &output{w: stdout}
 	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "pbx: "+format+"\n", args...) }
-	store, err := openStore(filepath.Join(cfg.data, "store"), logf)
+	store, err := openStore(ctx, cfg, filepath.Join(cfg.data, "store"), logf)
 	if err != nil {
 		return err
 	}
@@ -155,7 +165,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
-	svc, err := um.New(store, &um.Options{MWI: out.mwi, Logf: logf})
+	svc, err := um.New(store, &um.Options{MWI: out.mwi, Logf: logf, Node: cfg.node})
 	if err != nil {
 		return err
 	}

@@ -338,6 +338,8 @@ func TestBadFlags(t *testing.T) {
 		{"-user", "1001:a", "-user", "1001:b"},
 		{"-cert", "only-cert.pem"},
 		{"-imap", "", "-imaps", ""},
+		{"-node", "a"},
+		{"-upstream", "1001=imaps://nobody@example.com"},
 		{"-nope"},
 		{"extra"},
 	} {
