@@ -42,8 +42,8 @@ var ErrNotInstalled = errors.New("dovecot: not installed (Debian package dovecot
 // Options configure an instance. The zero value works but has no users.
 type Options struct {
 	// Dir holds the configuration, the logs, the certificate and the
-	// Maildirs (Dir/mail/<user>). Default: a new directory under
-	// os.TempDir, removed by Stop.
+	// Maildirs (Dir/mail/<user>); Start creates it when missing. Default: a
+	// new directory under os.TempDir, removed by Stop.
 	Dir string
 	// Users maps user names to their passwords.
 	Users map[string]string
@@ -127,6 +127,9 @@ func (s *Server) configure(opts Options, du *user.User) error {
 		return fmt.Errorf("dovecot: %w", err)
 	}
 	s.Dir = dir
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("dovecot: %w", err)
+	}
 	tmp := filepath.Clean(os.TempDir())
 	for d := dir; d != "/" && d != tmp && strings.HasPrefix(d, tmp); d = filepath.Dir(d) {
 		if err := os.Chmod(d, 0o755); err != nil {

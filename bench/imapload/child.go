@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/imapserver"
+	"github.com/embeddedum/um/storage/boltstore"
+)
+
+// childEnv, when set, makes the program serve the um store in the directory
+// it names instead of running the load: um's server runs in a process of
+// its own, so that its memory can be measured apart from the clients'.
+const childEnv = "IMAPLOAD_UM_CHILD"
+
+// childPlainEnv, when set in the child, allows LOGIN without TLS.
+const childPlainEnv = "IMAPLOAD_UM_PLAIN"
+
+// child is um's server running in a child process.
+type child struct {
+	cmd                *exec.Cmd
+	stdin              io.WriteCloser
+	PlainAddr, TLSAddr string
+	pool               *x509.CertPool
+	waitErr            chan error
+}
+
+// startChild starts this program again as um's server over the store in
+// dir, and returns once it listens.
+func startChild(dir string, useTLS bool) (*child, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	certPEM, keyPEM, pool, err := selfSigned()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), childEnv+"="+dir, "IMAPLOAD_CERT="+string(certPEM), "IMAPLOAD_KEY="+string(keyPEM))
+	if !useTLS {
+		cmd.Env = append(cmd.Env, childPlainEnv+"=1")
+	}
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start um server: %w", err)
+	}
+	c := &child{cmd: cmd, stdin: stdin, pool: pool, waitErr: make(chan error, 1)}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stdin.Close()
+		cmd.Wait()
+		return nil, fmt.Errorf("um server did not start: %w", err)
+	}
+	go func() { c.waitErr <- cmd.Wait() }()
+	f := strings.Fields(line)
+	if len(f) != 2 {
+		c.Stop()
+		return nil, fmt.Errorf("um server said %q, want two addresses", line)
+	}
+	c.PlainAddr, c.TLSAddr = f[0], f[1]
+	return c, nil
+}
+
+// PID returns the child's process ID.
+func (c *child) PID() int { return c.cmd.Process.Pid }
+
+// TLSConfig returns a client configuration that trusts the child's
+// certificate.
+func (c *child) TLSConfig() *tls.Config {
+	return &tls.Config{RootCAs: c.pool, ServerName: "localhost"}
+}
+
+// Stop closes the child's standard input, which makes it shut down, and
+// waits for it to exit.
+func (c *child) Stop() error {
+	c.stdin.Close()
+	select {
+	case err := <-c.waitErr:
+		if err != nil {
+			return fmt.Errorf("um server: %w", err)
+		}
+		return nil
+	case <-time.After(15 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.waitErr
+		return errors.New("um server did not exit within 15s of its stdin closing")
+	}
+}
+
+// childMain serves the store named by childEnv until standard input is
+// closed, and returns the exit code.
+func childMain() int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "imapload (um server):", err)
+		return 1
+	}
+	store, err := boltstore.Open(os.Getenv(childEnv), nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer store.Close()
+	svc, err := um.New(store, nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer svc.Close()
+	cert, err := tls.X509KeyPair([]byte(os.Getenv("IMAPLOAD_CERT")), []byte(os.Getenv("IMAPLOAD_KEY")))
+	if err != nil {
+		return fail(err)
+	}
+	srv, err := imapserver.New(svc, &imapserver.Options{
+		Authenticate: func(ctx context.Context, user, pass string) (string, error) {
+			if pass != password(user) {
+				return "", errors.New("wrong password")
+			}
+			return user, nil
+		},
+		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
+		InsecureAuth:    os.Getenv(childPlainEnv) != "",
+		MaxConns:        -1,
+		MaxConnsPerIP:   -1,
+		MaxConnsPerUser: -1,
+		Logf: func(format string, args ...any) {
+			fmt.Fprintf(os.Stderr, "um server: "+format+"\n", args...)
+		},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	implicit, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); srv.Serve(plain) }()
+	go func() { defer wg.Done(); srv.ServeTLS(implicit) }()
+	fmt.Printf("%s %s\n", plain.Addr(), implicit.Addr())
+	io.Copy(io.Discard, os.Stdin)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(ctx)
+	wg.Wait()
+	if err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// selfSigned makes a certificate for localhost and a pool that trusts it.
+func selfSigned() (certPEM, keyPEM []byte, pool *x509.CertPool, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", kder), pool, nil
+}
