@@ -113,16 +113,28 @@ type mwiDispatcher struct {
 	svc  *Service
 	wake chan struct{}
 
-	mu       sync.Mutex
-	dirty    map[string]bool // mailbox -> announce (a change made on this node)
-	order    []string        // dirty mailboxes in the order first marked
-	last     map[string]MWIState
-	busy     bool
+	mu    sync.Mutex
+	dirty map[string]bool // mailbox -> announce (a change made on this node)
+	order []string        // dirty mailboxes in the order first marked
+	last  map[string]MWIState
+	busy  bool
+	// inflight counts this node's writes to a mailbox between taking its
+	// lock and releasing it. While one is in flight, a read for another
+	// node's change may already see this node's uncommitted-to-the-hook
+	// write; recording it as the last state would make this node's own
+	// announcement look like no change and drop it. Such reads are put off
+	// (skipped) until the write is done.
+	inflight map[string]int
+	skipped  map[string]bool
 	idleCond *sync.Cond
 }
 
 func newMWIDispatcher(s *Service) *mwiDispatcher {
-	d := &mwiDispatcher{svc: s, wake: make(chan struct{}, 1), dirty: make(map[string]bool), last: make(map[string]MWIState)}
+	d := &mwiDispatcher{
+		svc: s, wake: make(chan struct{}, 1),
+		dirty: make(map[string]bool), last: make(map[string]MWIState),
+		inflight: make(map[string]int), skipped: make(map[string]bool),
+	}
 	d.idleCond = sync.NewCond(&d.mu)
 	return d
 }
@@ -138,6 +150,27 @@ func (d *mwiDispatcher) mark(mailbox string, announce bool) {
 	select {
 	case d.wake <- struct{}{}:
 	default:
+	}
+}
+
+func (d *mwiDispatcher) begin(mailbox string) {
+	d.mu.Lock()
+	d.inflight[mailbox]++
+	d.mu.Unlock()
+}
+
+func (d *mwiDispatcher) end(mailbox string) {
+	d.mu.Lock()
+	d.inflight[mailbox]--
+	redo := false
+	if d.inflight[mailbox] == 0 {
+		delete(d.inflight, mailbox)
+		redo = d.skipped[mailbox]
+		delete(d.skipped, mailbox)
+	}
+	d.mu.Unlock()
+	if redo {
+		d.mark(mailbox, false)
 	}
 }
 
@@ -166,6 +199,11 @@ func (d *mwiDispatcher) drain(ctx context.Context) {
 		d.order = d.order[1:]
 		announce := d.dirty[mailbox]
 		delete(d.dirty, mailbox)
+		if !announce && d.inflight[mailbox] > 0 {
+			d.skipped[mailbox] = true
+			d.mu.Unlock()
+			continue
+		}
 		d.mu.Unlock()
 
 		st, err := d.svc.MWI(ctx, mailbox)

@@ -224,7 +224,11 @@ func (s *Service) lock(mailbox string) func() {
 	}
 	s.mu.Unlock()
 	l.Lock()
-	return l.Unlock
+	s.mwi.begin(mailbox)
+	return func() {
+		s.mwi.end(mailbox)
+		l.Unlock()
+	}
 }
 
 // commit publishes a committed change: to local subscribers, to other nodes

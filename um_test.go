@@ -548,3 +548,5 @@ func TestConcurrentDepositsAndFlags(t *testing.T) {
 		t.Errorf("final MWI = %v, want 0/160 (0/0)", st)
 	}
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

@@ -1,0 +1,69 @@
+package um_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/storage/memstore"
+	"github.com/google/uuid"
+)
+
+// feedStore is a memstore shared with another node: Watch hands the test a
+// way to deliver that node's changes, and afterWrite runs inside SetFlags,
+// after the write and before um announces it.
+type feedStore struct {
+	*memstore.Store
+	deliver    chan func(um.Change)
+	afterWrite func()
+}
+
+func (s *feedStore) Watch(ctx context.Context, node string, deliver func(um.Change)) error {
+	s.deliver <- deliver
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s *feedStore) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
+	changed, err := s.Store.SetFlags(ctx, mailbox, ids, op)
+	if s.afterWrite != nil {
+		s.afterWrite()
+	}
+	return changed, err
+}
+
+// A change from another node that arrives while this node is writing must not
+// swallow this node's own announcement: the lamp would stay lit.
+func TestMWIRemoteChangeDuringLocalWrite(t *testing.T) {
+	store := &feedStore{Store: memstore.New(), deliver: make(chan func(um.Change), 1)}
+	var log mwiLog
+	svc, err := um.New(store, &um.Options{Node: "b", MWI: log.hook})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	deliver := <-store.deliver
+	mb, _ := svc.CreateMailbox(ctx, "1001")
+	m, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(wav(10))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.FlushMWI()
+	if st := log.last(t); !st.Waiting() {
+		t.Fatalf("lamp after deposit = %v, want lit", st)
+	}
+	store.afterWrite = func() {
+		// Node a's change lands now; the read it causes already sees the
+		// heard flag this node wrote but has not announced yet.
+		deliver(um.Change{Mailbox: "1001", Node: "a", Events: []um.Event{{Kind: um.EventResync}}})
+		svc.FlushMWI()
+	}
+	if err := mb.MarkHeard(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	store.afterWrite = nil
+	svc.FlushMWI()
+	if st := log.last(t); st.Waiting() || st.Old != 1 {
+		t.Errorf("last announced lamp = %v, want off 0/1: this node's heard was not announced", st)
+	}
+}
