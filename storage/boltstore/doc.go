@@ -78,11 +78,16 @@
 // freelist, so a database of many gigabytes of freed and reused pages slows
 // every commit; the file never shrinks; and reading a value out of a memory
 // map means holding a transaction, which blocks the file from growing, or
-// copying it. Measured on the development machine, a 480 KB (30-second)
-// value committed to bbolt cost 1.6 times a plain written-and-fsynced file,
-// while the design above reaches about 0.8 of the plain file's throughput
-// with one depositor and 0.8 to 0.9 with eight (BenchmarkDepositRatio). Open
-// hands out the content file itself, so playing a message streams from disk.
+// copying it. Measured on the development machine (a shared virtual disk
+// where a cache flush costs about as much as writing 480 KB), a 480 KB
+// (30-second) value committed to bbolt took 1.6 to 1.7 times as long as a
+// plain file written and fsynced, while the design above reaches 0.66 to
+// 0.99 (median about 0.77) of the plain file's throughput with one depositor
+// and 0.54 to 0.85 with eight (BenchmarkDepositRatio, which alternates the
+// two so both see the same disk). The floor is set by flushes: a plain file
+// costs one journal commit, a deposit here that plus bbolt's two fdatasyncs,
+// which the group commit shares between concurrent deposits. Open hands out
+// the content file itself, so playing a message streams from disk.
 //
 // # Schema
 //
