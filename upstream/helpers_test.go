@@ -30,13 +30,19 @@ type env struct {
 	mwi map[string]um.MWIState
 }
 
-func newEnv(tb testing.TB, d *dovecot) *env {
+func newEnv(tb testing.TB, d *dovecot) *env { return newEnvHook(tb, d, nil) }
+
+// newEnvHook is newEnv with an extra MWI hook.
+func newEnvHook(tb testing.TB, d *dovecot, hook func(um.MWIState)) *env {
 	tb.Helper()
 	e := &env{tb: tb, d: d, stateDir: tb.TempDir(), mwi: make(map[string]um.MWIState)}
 	svc, err := um.New(memstore.New(), &um.Options{MWI: func(s um.MWIState) {
 		e.mu.Lock()
 		e.mwi[s.Mailbox] = s
 		e.mu.Unlock()
+		if hook != nil {
+			hook(s)
+		}
 	}})
 	if err != nil {
 		tb.Fatal(err)

@@ -1,0 +1,269 @@
+package upstream_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
+)
+
+func reportPercentiles(b *testing.B, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(ds[len(ds)/2]), "p50-ms")
+	b.ReportMetric(ms(ds[(len(ds)*99)/100]), "p99-ms")
+	b.ReportMetric(ms(ds[len(ds)-1]), "max-ms")
+}
+
+// idler is a second mail client idling on INBOX: it sees a deposit the
+// moment the server announces it.
+func idler(b *testing.B, d *dovecot, user string) chan struct{} {
+	exists := make(chan struct{}, 1)
+	c, err := imapclient.DialTLS(d.TLSAddr, &imapclient.Options{TLSConfig: d.TLSConfig(), UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+		Mailbox: func(m *imapclient.UnilateralDataMailbox) {
+			if m.NumMessages != nil {
+				select {
+				case exists <- struct{}{}:
+				default:
+				}
+			}
+		},
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Authenticate(sasl.NewPlainClient("", user, "pass"+user)); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		b.Fatal(err)
+	}
+	ic, err := c.Idle()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ic.Close(); c.Close() })
+	return exists
+}
+
+// BenchmarkDepositVisible measures from Mailbox.Deposit returning to the
+// copy being found on the server by another client (UID SEARCH HEADER in a
+// loop, about 1 ms a round).
+func BenchmarkDepositVisible(b *testing.B) {
+	d := startDovecot(b, "1001")
+	e := newEnv(b, d)
+	mb := e.sync("1001", "")
+	mc := newMailClient(b, d, "1001")
+	mc.sel("INBOX")
+	var ds []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		m := deposit(b, mb, "bench")
+		for {
+			sd, err := mc.c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "X-Um-Message-Id", Value: m.ID.String()}}}, nil).Wait()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(sd.AllUIDs()) > 0 {
+				break
+			}
+			if time.Since(t0) > 10*time.Second {
+				b.Fatal("deposit not visible after 10s")
+			}
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	b.StopTimer()
+	reportPercentiles(b, ds)
+}
+
+// BenchmarkDovecotIdleBaseline measures what the server alone costs: one
+// client stores \Seen, another one idling on the folder is told. The
+// difference to BenchmarkSeenToMWI is the engine's share.
+func BenchmarkDovecotIdleBaseline(b *testing.B) {
+	d := startDovecot(b, "1001")
+	mc := newMailClient(b, d, "1001")
+	for i := 0; i < b.N; i++ {
+		mc.appendMail("INBOX", "m")
+	}
+	seen := make(chan struct{}, 1)
+	c, err := imapclient.DialTLS(d.TLSAddr, &imapclient.Options{TLSConfig: d.TLSConfig(), UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+		Fetch: func(m *imapclient.FetchMessageData) {
+			m.Collect()
+			select {
+			case seen <- struct{}{}:
+			default:
+			}
+		},
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Authenticate(sasl.NewPlainClient("", "1001", "pass1001")); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		b.Fatal(err)
+	}
+	ic, err := c.Idle()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ic.Close()
+	mc.sel("INBOX")
+	var ds []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := mc.c.Store(imap.SeqSetNum(uint32(i+1)), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen}}, nil).Close(); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		select {
+		case <-seen:
+		case <-time.After(10 * time.Second):
+			b.Fatal("no FETCH after 10s")
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	b.StopTimer()
+	reportPercentiles(b, ds)
+}
+
+// BenchmarkSeenToMWI measures from another IMAP client's UID STORE +FLAGS
+// \Seen being acknowledged to the MWI hook being called with the lamp's new
+// state.
+func BenchmarkSeenToMWI(b *testing.B) {
+	d := startDovecot(b, "1001")
+	lamp := make(chan um.MWIState, 100)
+	e := newEnvHook(b, d, func(s um.MWIState) { lamp <- s })
+	mb := e.sync("1001", "")
+	mc := newMailClient(b, d, "1001")
+	ctx := context.Background()
+	var ds []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		m := deposit(b, mb, "bench")
+		var uids []imap.UID
+		for len(uids) == 0 {
+			uids = mc.find("INBOX", m.ID)
+		}
+		e.waitSynced("1001")
+		e.svc.FlushMWI()
+	drain:
+		for {
+			select {
+			case <-lamp:
+			default:
+				break drain
+			}
+		}
+		b.StartTimer()
+		if err := mc.c.Store(imap.UIDSetNum(uids[0]), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen}}, nil).Close(); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		for {
+			select {
+			case s := <-lamp:
+				if s.New == 0 {
+					goto done
+				}
+			case <-time.After(10 * time.Second):
+				b.Fatal("lamp not updated after 10s")
+			}
+		}
+	done:
+		ds = append(ds, time.Since(t0))
+		_ = ctx
+	}
+	b.StopTimer()
+	reportPercentiles(b, ds)
+}
+
+// BenchmarkManyMailboxes syncs many mailboxes to one Dovecot, then kills
+// it, deposits one voicemail per mailbox during the outage and restarts
+// it: time to the first sync of all, connections, memory, and catch-up.
+func BenchmarkManyMailboxes(b *testing.B) {
+	for _, n := range []int{100, 500} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				manyMailboxes(b, n)
+			}
+		})
+	}
+}
+
+func manyMailboxes(b *testing.B, n int) {
+	users := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprint(2000 + i)
+	}
+	d := startDovecot(b, users...)
+	e := newEnv(b, d)
+	ctx := context.Background()
+	runtime.GC()
+	var m0 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	g0 := runtime.NumGoroutine()
+	mbs := make([]*um.Mailbox, n)
+	t0 := time.Now()
+	for i, u := range users {
+		mb, err := e.svc.EnsureMailbox(ctx, u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mbs[i] = mb
+		if err := e.eng.Add(ctx, e.config(u, "")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitAll := func() {
+		for _, u := range users {
+			eventually(b, "synced "+u, func() bool {
+				s := e.eng.Status(u)
+				return s.Connected && s.Lag == 0
+			})
+		}
+	}
+	waitAll()
+	b.ReportMetric(time.Since(t0).Seconds(), "first-sync-s")
+	runtime.GC()
+	var m1 runtime.MemStats
+	runtime.ReadMemStats(&m1)
+	connected := 0
+	for _, u := range users {
+		if e.eng.Status(u).Connected {
+			connected++
+		}
+	}
+	b.ReportMetric(float64(connected), "connections")
+	b.ReportMetric(float64(int64(m1.HeapInuse)-int64(m0.HeapInuse))/float64(n)/1024, "heap-KiB/mailbox")
+	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/float64(n), "goroutines/mailbox")
+
+	d.Kill()
+	for _, u := range users {
+		eventually(b, "disconnect "+u, func() bool { return !e.eng.Status(u).Connected })
+	}
+	for _, mb := range mbs {
+		deposit(b, mb, "outage")
+	}
+	t1 := time.Now()
+	d.Start()
+	waitAll()
+	b.ReportMetric(time.Since(t1).Seconds(), "catch-up-s")
+	e.eng.Close()
+}
