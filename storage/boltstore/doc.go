@@ -25,6 +25,8 @@
 // encoding, so List reads one folder with one cursor pass in UID order and
 // no random lookups: 10,000 messages list in about 12 ms. A store-wide
 // bucket counts the references to each content file, which Copy shares.
+// The store implements um.Counter: the MWI counts and the usage for limits
+// read two bytes or two varints of each record and decode no strings.
 // schema.go documents the keys.
 //
 // UIDVALIDITY comes from a store-wide counter, started from the clock when
