@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,10 @@ const childEnv = "IMAPLOAD_UM_CHILD"
 
 // childPlainEnv, when set in the child, allows LOGIN without TLS.
 const childPlainEnv = "IMAPLOAD_UM_PLAIN"
+
+// cpuProfileEnv names a file for a CPU profile of um's server, for
+// finding where its time goes: IMAPLOAD_UM_CPUPROFILE=um.pprof.
+const cpuProfileEnv = "IMAPLOAD_UM_CPUPROFILE"
 
 // child is um's server running in a child process.
 type child struct {
@@ -119,6 +124,17 @@ func childMain() int {
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "imapload (um server):", err)
 		return 1
+	}
+	if path := os.Getenv(cpuProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fail(err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	store, err := boltstore.Open(os.Getenv(childEnv), nil)
 	if err != nil {

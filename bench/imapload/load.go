@@ -60,6 +60,10 @@ func load(ctx context.Context, cfg Config, t Target) (Result, error) {
 		}
 	}()
 
+	cpu0, err := dovecot.TreeCPU(t.PID)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", t.Name, err)
+	}
 	var c counters
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
@@ -82,6 +86,10 @@ func load(ctx context.Context, cfg Config, t Target) (Result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu1, err := dovecot.TreeCPU(t.PID)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", t.Name, err)
+	}
 	close(stopSampling)
 	<-sampled
 	if rss, err := dovecot.TreeRSS(t.PID); err == nil && rss > peak.Load() {
@@ -97,6 +105,7 @@ func load(ctx context.Context, cfg Config, t Target) (Result, error) {
 		FirstErr: c.firstErr,
 		IdleRSS:  idle,
 		PeakRSS:  peak.Load(),
+		CPU:      cpu1 - cpu0,
 	}
 	cfg.logf("%s: %d sessions, %.0f commands/s, %d errors, peak RSS %.1f MiB", t.Name, r.Sessions, r.CommandsPerSec(), r.Errors, mib(r.PeakRSS))
 	return r, nil

@@ -25,12 +25,12 @@ func Report(w io.Writer, cfg Config, res []Result) {
 	fmt.Fprintf(w, "%d clients for %v each, %s; %d mailboxes x %d voicemails of %d-%d KB + %d e-mails; Dovecot %s\n\n",
 		cfg.Clients, cfg.Duration, mode, cfg.Mailboxes, cfg.Messages, cfg.MinSize>>10, cfg.MaxSize>>10, cfg.Emails, dmode)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tsessions\tcommands\tcommands/s\tBODY[] MiB/s\terrors\tRSS before MiB\tpeak RSS MiB\t")
+	fmt.Fprintln(tw, "server\tsessions\tcommands\tcommands/s\tBODY[] MiB/s\terrors\tserver CPU s\tcommands/CPU s\tRSS before MiB\tpeak RSS MiB\t")
 	var u, d *Result
 	for i := range res {
 		r := &res[i]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.1f\t%d\t%.1f\t%.1f\t\n", r.Server, r.Sessions, r.Commands, r.CommandsPerSec(),
-			mib(r.Fetched)/r.Elapsed.Seconds(), r.Errors, mib(r.IdleRSS), mib(r.PeakRSS))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.1f\t%d\t%.1f\t%.0f\t%.1f\t%.1f\t\n", r.Server, r.Sessions, r.Commands, r.CommandsPerSec(),
+			mib(r.Fetched)/r.Elapsed.Seconds(), r.Errors, r.CPU.Seconds(), r.CommandsPerCPUSec(), mib(r.IdleRSS), mib(r.PeakRSS))
 		switch r.Server {
 		case "um":
 			u = r
@@ -48,6 +48,7 @@ func Report(w io.Writer, cfg Config, res []Result) {
 		fmt.Fprintf(w, "\num server process VmHWM (whole life, filling excluded): %.1f MiB\n", mib(u.HWM))
 	}
 	if u != nil && d != nil && d.Commands > 0 && d.PeakRSS > 0 {
-		fmt.Fprintf(w, "um/Dovecot: commands/s x%.2f, peak RSS x%.2f\n", u.CommandsPerSec()/d.CommandsPerSec(), float64(u.PeakRSS)/float64(d.PeakRSS))
+		fmt.Fprintf(w, "um/Dovecot: commands/s x%.2f, commands per server CPU second x%.2f, peak RSS x%.2f\n",
+			u.CommandsPerSec()/d.CommandsPerSec(), u.CommandsPerCPUSec()/d.CommandsPerCPUSec(), float64(u.PeakRSS)/float64(d.PeakRSS))
 	}
 }

@@ -49,7 +49,15 @@ type Result struct {
 	IdleRSS int64 // process tree RSS after filling, before the load
 	PeakRSS int64 // highest process tree RSS sampled during the load
 	HWM     int64 // um only: the child's VmHWM at the end
+	// CPU is the CPU time the server's process tree used during the load.
+	// The clients run on the same machine; the commands per CPU second
+	// of the server tell its cost apart from theirs.
+	CPU time.Duration
 }
+
+// CommandsPerCPUSec returns the successful commands per second of the
+// server's CPU time.
+func (r Result) CommandsPerCPUSec() float64 { return float64(r.Commands) / r.CPU.Seconds() }
 
 // CommandsPerSec returns the rate of successful commands.
 func (r Result) CommandsPerSec() float64 { return float64(r.Commands) / r.Elapsed.Seconds() }

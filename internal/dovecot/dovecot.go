@@ -365,30 +365,13 @@ func (s *Server) cleanup() {
 // and all its descendants, read from /proc (Linux only). Shared pages count
 // once per process, as ps and top show them.
 func TreeRSS(pid int) (int64, error) {
-	children := make(map[int][]int)
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, fmt.Errorf("dovecot: %w", err)
-	}
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if pp, ok := parentPID(p); ok {
-			children[pp] = append(children[pp], p)
-		}
-	}
 	var total int64
 	seen := false
-	for stack := []int{pid}; len(stack) > 0; {
-		p := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
+	for _, p := range tree(pid) {
 		if rss, err := StatusField(p, "VmRSS"); err == nil {
 			total += rss
 			seen = true
 		}
-		stack = append(stack, children[p]...)
 	}
 	if !seen {
 		return 0, fmt.Errorf("dovecot: process %d: %w", pid, os.ErrNotExist)
@@ -396,23 +379,72 @@ func TreeRSS(pid int) (int64, error) {
 	return total, nil
 }
 
-func parentPID(pid int) (int, bool) {
+// TreeCPU returns the CPU time (user and system) used so far by the process
+// pid and all its descendants, those that ended and were waited for
+// included, read from /proc (Linux only). The difference of two calls is
+// the CPU the tree used in between.
+func TreeCPU(pid int) (time.Duration, error) {
+	var ticks int64
+	seen := false
+	for _, p := range tree(pid) {
+		f, ok := statFields(p)
+		// utime, stime, cutime, cstime are fields 14-17 of stat; f starts
+		// at field 3.
+		if !ok || len(f) < 15 {
+			continue
+		}
+		for _, s := range f[11:15] {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			ticks += n
+		}
+		seen = true
+	}
+	if !seen {
+		return 0, fmt.Errorf("dovecot: process %d: %w", pid, os.ErrNotExist)
+	}
+	// Linux reports USER_HZ ticks, 100 a second on every architecture
+	// Go supports.
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// tree returns pid and its descendants.
+func tree(pid int) []int {
+	children := make(map[int][]int)
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f, ok := statFields(p); ok && len(f) >= 2 {
+			if pp, err := strconv.Atoi(f[1]); err == nil {
+				children[pp] = append(children[pp], p)
+			}
+		}
+	}
+	var out []int
+	for stack := []int{pid}; len(stack) > 0; {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		out = append(out, p)
+		stack = append(stack, children[p]...)
+	}
+	return out
+}
+
+// statFields returns the fields of /proc/<pid>/stat after the command
+// name: state, ppid, ...
+func statFields(pid int) ([]string, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
-	// The command name in parentheses may hold spaces; fields follow the
-	// last ')': state, ppid, ...
+	// The command name in parentheses may hold spaces.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, false
+		return nil, false
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0, false
-	}
-	pp, err := strconv.Atoi(f[1])
-	return pp, err == nil
+	return strings.Fields(string(b[i+1:])), true
 }
 
 // StatusField returns a memory field of /proc/<pid>/status (such as VmRSS or

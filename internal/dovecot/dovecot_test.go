@@ -117,3 +117,21 @@ func TestStatusField(t *testing.T) {
 		t.Error("StatusField(self, NoSuchField) = nil error")
 	}
 }
+
+func TestTreeCPU(t *testing.T) {
+	before, err := dovecot.TreeCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Burn some CPU until the kernel's 10 ms ticks show it.
+	x := 0
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		for i := range 1 << 20 {
+			x += i
+		}
+		if after, _ := dovecot.TreeCPU(os.Getpid()); after > before {
+			return
+		}
+	}
+	t.Errorf("TreeCPU(self) stayed %v after 5 s of work (%d)", before, x)
+}
