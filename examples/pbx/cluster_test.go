@@ -113,6 +113,8 @@ func TestCluster(t *testing.T) {
 	bDir := t.TempDir()
 	b := startPBX(t, bin, bDir, append(users, "-node", "b")...)
 
+	waitListening(t, dsn, "a", "b")
+
 	exists := make(chan uint32, 10)
 	c, err := imapclient.DialStartTLS(b.imap, &imapclient.Options{
 		TLSConfig: tlsConfig(t, bDir),
@@ -146,7 +148,7 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("EXISTS %d on node b, want 1", n)
 		}
 	case <-time.After(wait):
-		t.Fatalf("no EXISTS on node b within %v of the deposit on node a", wait)
+		t.Fatalf("no EXISTS on node b within %v of the deposit on node a; stderr of b:\n%s", wait, b.stderr)
 	}
 	idle.Close()
 	if err := idle.Wait(); err != nil {
@@ -167,5 +169,37 @@ func TestCluster(t *testing.T) {
 	for _, p := range []*pbxProc{a, b} {
 		p.stdin.Close()
 		p.waitExit()
+	}
+}
+
+// waitListening waits until the change feed of each node has its LISTEN in
+// place. um.New starts the feed in the background, so a change made on
+// another node in a PBX's first moments would otherwise reach only the
+// sessions that load the mailbox afterwards.
+func waitListening(t testing.TB, dsn string, nodes ...string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(wait)
+	for _, node := range nodes {
+		for {
+			var n int
+			err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+				WHERE application_name = $1 AND query ILIKE 'LISTEN%'`, "um-watch/"+node).Scan(&n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s not listening for changes within %v", node, wait)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
