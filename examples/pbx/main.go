@@ -140,6 +140,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 // run is the whole program: it serves until ctx is done or stdin ends, then
 // shuts down and returns.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+	// Log lines come from the IMAP server, the sync engine and um's own
+	// goroutines at once.
+	stderr = &lockedWriter{w: stderr}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
@@ -261,6 +264,18 @@ func (o *output) mwi(st um.MWIState) {
 		lamp = "on"
 	}
 	o.write(fmt.Sprintf("MWI %s %s %s\n", st.Mailbox, lamp, st))
+}
+
+// lockedWriter makes each Write whole with respect to the others.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // phone runs the commands read from standard input.
