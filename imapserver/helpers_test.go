@@ -99,8 +99,15 @@ var users = map[string]struct{ password, mailbox string }{
 // (alice) and 1002 (bob), and a server on two loopback listeners.
 func newEnv(t testing.TB, tune func(*Options)) *env {
 	t.Helper()
+	return newEnvWith(t, um.Options{}, tune)
+}
+
+// newEnvWith is newEnv with service options; MWI is set by the env.
+func newEnvWith(t testing.TB, uo um.Options, tune func(*Options)) *env {
+	t.Helper()
 	e := &env{t: t, store: &countingStore{Store: memstore.New()}, mwi: &mwiLog{}}
-	svc, err := um.New(e.store, &um.Options{MWI: e.mwi.add})
+	uo.MWI = e.mwi.add
+	svc, err := um.New(e.store, &uo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,3 +99,11 @@ func dialRawNoGreeting(t testing.TB, addr string) *raw {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	return &raw{t: t, c: c, br: bufio.NewReader(c)}
 }
+
+// until0 sends a full tagged command line and returns every line up to
+// the tagged response.
+func (r *raw) until0(line, tag string) []string {
+	r.t.Helper()
+	r.send(line + "\r\n")
+	return r.until(tag)
+}
