@@ -266,3 +266,5 @@ func codeOf(err error) imap.ResponseCode {
 	}
 	return ""
 }
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -325,6 +325,11 @@ func (sess *session) Poll(w *goimapserver.UpdateWriter, allowExpunge bool) (err 
 }
 
 func (sess *session) Idle(w *goimapserver.UpdateWriter, stop <-chan struct{}) (err error) {
+	sess.idleMu.Lock()
+	defer sess.idleMu.Unlock()
+	if sess.closed {
+		return nil
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			sess.srv.logf("imapserver: panic in IDLE of %q: %v", sess.mailbox, v)

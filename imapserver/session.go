@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/embeddedum/um"
@@ -37,6 +38,12 @@ type session struct {
 	appendOp  *pendingAppend
 	appendAt  uint64      // netConn.deadlineCalls when Append returned
 	searchRes imap.UIDSet // saved by SEARCH RETURN (SAVE), used as "$"
+
+	// idleMu is held by Idle while it runs. go-imap may call Close while
+	// an Idle goroutine is still finishing (when the read of DONE fails),
+	// so Close takes it too.
+	idleMu sync.Mutex
+	closed bool
 }
 
 var (
@@ -83,6 +90,9 @@ func (sess *session) guard(err *error) func() {
 }
 
 func (sess *session) Close() error {
+	sess.idleMu.Lock()
+	defer sess.idleMu.Unlock()
+	sess.closed = true
 	if sess.sel != nil {
 		sess.sel.close()
 		sess.sel = nil

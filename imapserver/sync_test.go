@@ -112,3 +112,39 @@ func TestPhoneActionsReachIdleClient(t *testing.T) {
 		t.Fatalf("FETCH 1 = %+v, want UID %d heard", got, m2.UID)
 	}
 }
+
+func TestClientStoreReachesOtherClientAndMWI(t *testing.T) {
+	e := newEnv(t, nil)
+	e.deposit("1001", "+111", 10)
+	u, h := newUpdates()
+	watcher := e.dial("alice", h)
+	if _, err := watcher.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := watcher.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	actor := e.dial("alice", nil)
+	if _, err := actor.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := actor.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagSeen}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, `FETCH 1 (FLAGS (\Seen)) at the other client`, func() bool { return hasIMAPFlag(u.flagsOf(1), imap.FlagSeen) })
+	e.svc.FlushMWI()
+	if st, ok := e.mwi.last("1001"); !ok || st.New != 0 || st.Old != 1 {
+		t.Fatalf("MWI = %+v, want 0 new 1 old", st)
+	}
+	// The client's MOVE to Trash reaches the watcher as EXPUNGE and the lamp.
+	if _, err := actor.Move(imap.SeqSetNum(1), "Trash").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "EXPUNGE 1 at the other client", func() bool { return len(u.expunged()) == 1 })
+	e.svc.FlushMWI()
+	if st, _ := e.mwi.last("1001"); st.Old != 0 || st.New != 0 {
+		t.Fatalf("MWI after MOVE = %+v, want empty", st)
+	}
+}
