@@ -78,6 +78,20 @@ func TestFolderLifecycle(t *testing.T) {
 	if _, err := c.Select("Work", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
+	// An APPEND into the selected folder shows as EXISTS to the session.
+	ap = c.Append("Work", int64(len(msg)), nil)
+	ap.Write([]byte(msg))
+	ap.Close()
+	if _, err := ap.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Mailbox().NumMessages; n != 2 {
+		t.Fatalf("after APPEND into the selected folder the client counts %d, want 2", n)
+	}
+	st, err = c.Status("Work", &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil || *st.NumMessages != 2 {
+		t.Fatalf("STATUS Work = %v, %v; want 2 messages", st, err)
+	}
 	bufs, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{Envelope: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
 	if err != nil {
 		t.Fatal(err)

@@ -59,12 +59,17 @@ func (r *countingReader) Close() error { return r.rc.Close() }
 type mwiLog struct {
 	mu     sync.Mutex
 	states []um.MWIState
+	notify chan time.Time // when set, gets the time of each call
 }
 
 func (l *mwiLog) add(s um.MWIState) {
 	l.mu.Lock()
 	l.states = append(l.states, s)
+	n := l.notify
 	l.mu.Unlock()
+	if n != nil {
+		n <- time.Now()
+	}
 }
 
 func (l *mwiLog) last(mailbox string) (um.MWIState, bool) {
@@ -268,3 +273,9 @@ func codeOf(err error) imap.ResponseCode {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+func (l *mwiLog) setNotify(c chan time.Time) {
+	l.mu.Lock()
+	l.notify = c
+	l.mu.Unlock()
+}

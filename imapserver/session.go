@@ -434,6 +434,9 @@ func (sess *session) finishAppend() error {
 	}
 	p.data.UID = imap.UID(m.UID)
 	p.data.UIDValidity = f.UIDValidity
+	if sess.sel != nil {
+		sess.addOwn(sess.sel, p.folder, []um.Message{m})
+	}
 	return nil
 }
 
