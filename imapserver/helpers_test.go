@@ -279,3 +279,7 @@ func (l *mwiLog) setNotify(c chan time.Time) {
 	l.notify = c
 	l.mu.Unlock()
 }
+
+func depositOf(audio []byte, caller string) um.Deposit {
+	return um.Deposit{Audio: bytes.NewReader(audio), CallerNumber: caller, Duration: 3 * time.Second}
+}

@@ -1,0 +1,113 @@
+package imapserver
+
+import (
+	"bytes"
+	"encoding/base64"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+func TestFetchSectionsMatchAudio(t *testing.T) {
+	e := newEnv(t, nil)
+	audio := wav(5000)
+	for i := range audio[44:] {
+		audio[44+i] = byte(i * 7)
+	}
+	if _, err := e.mailbox("1001").Deposit(t.Context(), depositOf(audio, "+4930555")); err != nil {
+		t.Fatal(err)
+	}
+	c := e.dial("alice", nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	text := &imap.FetchItemBodySection{Part: []int{1}, Peek: true}
+	mime := &imap.FetchItemBodySection{Part: []int{2}, Specifier: imap.PartSpecifierMIME, Peek: true}
+	msgs, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{text, mime}}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(msgs[0].FindBodySection(text)); !strings.Contains(got, "+4930555") {
+		t.Fatalf("BODY[1] = %q, want the caller's number", got)
+	}
+	if got := string(msgs[0].FindBodySection(mime)); !strings.Contains(got, "audio/wav") {
+		t.Fatalf("BODY[2.MIME] = %q, want audio/wav", got)
+	}
+	if n := e.store.read.Load(); n != 0 {
+		t.Fatalf("BODY[1] and BODY[2.MIME] read %d audio bytes, want 0", n)
+	}
+
+	part2 := &imap.FetchItemBodySection{Part: []int{2}, Peek: true}
+	bin := &imap.FetchItemBinarySection{Part: []int{2}, Peek: true}
+	binPart := &imap.FetchItemBinarySection{Part: []int{2}, Peek: true, Partial: &imap.SectionPartial{Offset: 100, Size: 50}}
+	msgs, err = c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{
+		BodySection:       []*imap.FetchItemBodySection{part2},
+		BinarySection:     []*imap.FetchItemBinarySection{bin},
+		BinarySectionSize: []*imap.FetchItemBinarySectionSize{{Part: []int{2}}},
+	}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := strings.NewReplacer("\r", "", "\n", "").Replace(string(msgs[0].FindBodySection(part2)))
+	dec, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || !bytes.Equal(dec, audio) {
+		t.Fatalf("BODY[2] decodes to %d bytes (err %v), want the %d deposited", len(dec), err, len(audio))
+	}
+	if got := msgs[0].FindBinarySection(bin); !bytes.Equal(got, audio) {
+		t.Fatalf("BINARY[2] = %d bytes, want the deposited audio", len(got))
+	}
+	if len(msgs[0].BinarySectionSize) != 1 || msgs[0].BinarySectionSize[0].Size != uint32(len(audio)) {
+		t.Fatalf("BINARY.SIZE[2] = %+v, want %d", msgs[0].BinarySectionSize, len(audio))
+	}
+	// go-imap writes a partial BINARY without its offset, so fetch it alone.
+	msgs, err = c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{BinarySection: []*imap.FetchItemBinarySection{binPart}}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := msgs[0].BinarySection[0].Bytes; !bytes.Equal(got, audio[100:150]) {
+		t.Fatalf("BINARY[2]<100.50> = %d bytes %.20x, want %.20x", len(got), got, audio[100:150])
+	}
+	// Peeks left the message unheard.
+	if e.list("1001", "INBOX")[0].Heard() {
+		t.Fatal("PEEK fetches marked the message heard")
+	}
+}
+
+func TestSearch(t *testing.T) {
+	e := newEnv(t, nil)
+	e.deposit("1001", "+111", 10)
+	m2 := e.deposit("1001", "+222", 10)
+	e.deposit("1001", "+333", 10)
+	if err := e.mailbox("1001").MarkHeard(t.Context(), m2.ID); err != nil {
+		t.Fatal(err)
+	}
+	c := e.dial("alice", nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Search(&imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen}}, nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.AllSeqNums(); len(got) != 2 || got[0] != 1 || got[1] != 3 {
+		t.Fatalf("SEARCH UNSEEN = %v, want [1 3]", got)
+	}
+	res, err = c.UIDSearch(&imap.SearchCriteria{Text: []string{"+222"}}, nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.AllUIDs(); len(got) != 1 || got[0] != imap.UID(m2.UID) {
+		t.Fatalf("UID SEARCH TEXT +222 = %v, want [%d]", got, m2.UID)
+	}
+	res, err = c.Search(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Message-Context", Value: "voice"}}}, &imap.SearchOptions{ReturnCount: true}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Count != 3 {
+		t.Fatalf("SEARCH RETURN (COUNT) HEADER Message-Context voice = %d, want 3", res.Count)
+	}
+	if n := e.store.read.Load(); n != 0 {
+		t.Fatalf("SEARCH read %d audio bytes, want 0", n)
+	}
+}
