@@ -166,9 +166,11 @@ func (c *netConn) startShutdown() {
 
 func (c *netConn) bye() {
 	c.mu.Lock()
-	ic := c.imapConn
+	ic, authed := c.imapConn, c.authed
 	c.mu.Unlock()
-	if ic != nil {
+	// Before login go-imap may be reading inside AUTHENTICATE with its
+	// writer locked, where a BYE would wait forever: just close.
+	if ic != nil && authed {
 		// Bye writes through go-imap's encoder (and TLS), so it never lands
 		// in the middle of a response; then it closes the connection.
 		ic.Bye("Server shutting down")
