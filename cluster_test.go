@@ -67,3 +67,37 @@ func TestMWIRemoteChangeDuringLocalWrite(t *testing.T) {
 		t.Errorf("last announced lamp = %v, want off 0/1: this node's heard was not announced", st)
 	}
 }
+
+// A resync for all mailbox (empty Mailbox) reaches every subscriber, and
+// announces nothing: the node that made the missed changes announced them.
+func TestResyncAllReachesEverySubscriber(t *testing.T) {
+	store := &feedStore{Store: memstore.New(), deliver: make(chan func(um.Change), 1)}
+	var log mwiLog
+	svc, err := um.New(store, &um.Options{Node: "b", MWI: log.hook})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	deliver := <-store.deliver
+	mb, _ := svc.CreateMailbox(ctx, "1001")
+	if _, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(wav(10))}); err != nil {
+		t.Fatal(err)
+	}
+	svc.FlushMWI()
+	calls := log.count()
+	one := svc.Subscribe("1001", um.SubscribeOptions{})
+	other := svc.Subscribe("1002", um.SubscribeOptions{})
+	defer one.Close()
+	defer other.Close()
+	deliver(um.Change{Node: "a", Events: []um.Event{{Kind: um.EventResync}}})
+	svc.FlushMWI()
+	for _, sub := range []*um.Subscription{one, other} {
+		changes, _ := sub.Next()
+		if len(changes) != 1 || changes[0].Events[0].Kind != um.EventResync {
+			t.Errorf("subscriber of %s got %+v, want one resync", sub.Mailbox(), changes)
+		}
+	}
+	if log.count() != calls {
+		t.Errorf("a resync with no change of state called the MWI hook")
+	}
+}

@@ -26,7 +26,8 @@ const (
 	EventFolderRenamed
 	// EventResync: what changed is not known (a change made by another node
 	// was announced without detail, or a notification was lost). A
-	// subscriber reloads whatever it holds of the mailbox.
+	// subscriber reloads whatever it holds of the mailbox. A resync with an
+	// empty Change.Mailbox concerns every mailbox.
 	EventResync
 )
 
@@ -176,6 +177,14 @@ func (f *fanout) remove(s *Subscription) {
 func (f *fanout) publish(c Change) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if c.Mailbox == "" {
+		for _, m := range f.subs {
+			for s := range m {
+				s.push(c)
+			}
+		}
+		return
+	}
 	for s := range f.subs[c.Mailbox] {
 		s.push(c)
 	}

@@ -410,6 +410,8 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 }
 
 // Purge removes messages for good, from whatever folder they are in.
+// Messages already gone are skipped, so two clients expunging the same
+// message both succeed.
 func (mb *Mailbox) Purge(ctx context.Context, ids ...uuid.UUID) error {
 	return mb.purge(ctx, ids)
 }
@@ -419,19 +421,37 @@ func (mb *Mailbox) purge(ctx context.Context, ids []uuid.UUID) error {
 		return nil
 	}
 	defer mb.svc.lock(mb.name)()
-	before, err := mb.getAllLocked(ctx, ids)
-	if err != nil {
-		return err
+	// Purging is idempotent: a message another session or node removed
+	// first is already where the caller wants it.
+	for attempt := 0; ; attempt++ {
+		var present []Message
+		for _, id := range ids {
+			m, err := mb.Message(ctx, id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			present = append(present, m)
+		}
+		if len(present) == 0 {
+			return nil
+		}
+		err := mb.svc.store.Remove(ctx, mb.name, messageIDs(present))
+		if errors.Is(err, ErrNotFound) && attempt < 3 {
+			continue // removed meanwhile by another node: look again
+		}
+		if err != nil {
+			return fmt.Errorf("um: purge in %q: %w", mb.name, err)
+		}
+		events := make([]Event, len(present))
+		for i, m := range present {
+			events[i] = Event{Kind: EventRemoved, Folder: m.Folder, Message: Message{ID: m.ID, UID: m.UID, Folder: m.Folder}}
+		}
+		mb.svc.commit(ctx, mb.name, events)
+		return nil
 	}
-	if err := mb.svc.store.Remove(ctx, mb.name, ids); err != nil {
-		return fmt.Errorf("um: purge in %q: %w", mb.name, err)
-	}
-	events := make([]Event, len(before))
-	for i, m := range before {
-		events[i] = Event{Kind: EventRemoved, Folder: m.Folder, Message: Message{ID: m.ID, UID: m.UID, Folder: m.Folder}}
-	}
-	mb.svc.commit(ctx, mb.name, events)
-	return nil
 }
 
 func (mb *Mailbox) getAllLocked(ctx context.Context, ids []uuid.UUID) ([]Message, error) {
@@ -452,7 +472,7 @@ func (mb *Mailbox) MWI(ctx context.Context) (MWIState, error) {
 	return mb.svc.MWI(ctx, mb.name)
 }
 
-func ids(msgs []Message) []uuid.UUID {
+func messageIDs(msgs []Message) []uuid.UUID {
 	out := make([]uuid.UUID, len(msgs))
 	for i, m := range msgs {
 		out[i] = m.ID

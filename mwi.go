@@ -113,11 +113,12 @@ type mwiDispatcher struct {
 	svc  *Service
 	wake chan struct{}
 
-	mu    sync.Mutex
-	dirty map[string]bool // mailbox -> announce (a change made on this node)
-	order []string        // dirty mailboxes in the order first marked
-	last  map[string]MWIState
-	busy  bool
+	mu      sync.Mutex
+	dirty   map[string]bool // mailbox -> announce (a change made on this node)
+	order   []string        // dirty mailboxes in the order first marked
+	last    map[string]MWIState
+	busy    bool
+	stopped bool // the run goroutine has returned
 	// inflight counts this node's writes to a mailbox between taking its
 	// lock and releasing it. While one is in flight, a read for another
 	// node's change may already see this node's uncommitted-to-the-hook
@@ -141,6 +142,10 @@ func newMWIDispatcher(s *Service) *mwiDispatcher {
 
 func (d *mwiDispatcher) mark(mailbox string, announce bool) {
 	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return
+	}
 	prev, ok := d.dirty[mailbox]
 	if !ok {
 		d.order = append(d.order, mailbox)
@@ -174,7 +179,32 @@ func (d *mwiDispatcher) end(mailbox string) {
 	}
 }
 
+// markKnown marks, without announcing, every mailbox whose state the
+// dispatcher holds: after a resync of all mailboxes those states may be
+// stale. Mailboxes it never saw need nothing: their first change is
+// announced anyway.
+func (d *mwiDispatcher) markKnown() {
+	d.mu.Lock()
+	names := make([]string, 0, len(d.last))
+	for name := range d.last {
+		names = append(names, name)
+	}
+	d.mu.Unlock()
+	for _, name := range names {
+		d.mark(name, false)
+	}
+}
+
 func (d *mwiDispatcher) run(ctx context.Context) {
+	defer func() {
+		// Nobody will drain marks made from now on: let flush return.
+		d.mu.Lock()
+		d.stopped = true
+		d.order = nil
+		clear(d.dirty)
+		d.idleCond.Broadcast()
+		d.mu.Unlock()
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -228,7 +258,7 @@ func (d *mwiDispatcher) drain(ctx context.Context) {
 // mailbox in order.
 func (d *mwiDispatcher) flush() {
 	d.mu.Lock()
-	for d.busy || len(d.order) > 0 {
+	for !d.stopped && (d.busy || len(d.order) > 0) {
 		d.idleCond.Wait()
 	}
 	d.mu.Unlock()

@@ -89,7 +89,9 @@ type Store interface {
 // goroutine and in commit order per mailbox, for each change committed by
 // another node than node, until ctx is done. When the store cannot know what
 // changed (a lost notification connection), it delivers a change whose one
-// event has Kind EventResync, so subscribers reload the mailbox.
+// event has Kind EventResync, so subscribers reload the mailbox; with an
+// empty Mailbox, every mailbox. A store delivers such a change once it starts
+// listening, since changes committed before that were missed.
 //
 // Stores that do not implement Watcher serve one process; um's own fan-out
 // then sees every change.

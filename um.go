@@ -87,6 +87,8 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	closeOnce sync.Once
+
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex // per mailbox: commit and publish in order
 	modes map[string]string      // per mailbox: delivery mode claimed
@@ -128,11 +130,15 @@ func New(store Store, opts *Options) (*Service, error) {
 }
 
 // Close stops the background work after the MWI hook has been given the final
-// state of every change already committed. It does not close the store.
+// state of every change already committed. It does not close the store, and
+// it is safe to call more than once. Changes committed after Close still
+// reach subscribers, but no longer the MWI hook.
 func (s *Service) Close() error {
-	s.mwi.flush()
-	s.cancel()
-	s.wg.Wait()
+	s.closeOnce.Do(func() {
+		s.mwi.flush()
+		s.cancel()
+		s.wg.Wait()
+	})
 	return nil
 }
 
@@ -257,7 +263,10 @@ func (s *Service) watch(ctx context.Context, w Watcher) {
 		err := w.Watch(ctx, s.opts.Node, func(c Change) {
 			c.Source = nil
 			s.subs.publish(c)
-			if affectsMWI(c.Events) {
+			switch {
+			case c.Mailbox == "":
+				s.mwi.markKnown()
+			case affectsMWI(c.Events):
 				s.mwi.mark(c.Mailbox, false)
 			}
 		})
@@ -313,7 +322,7 @@ func (s *Service) PurgeTrash(ctx context.Context, cutoff time.Time) (int, error)
 		if len(old) == 0 {
 			continue
 		}
-		if err := mb.purge(ctx, ids(old)); err != nil {
+		if err := mb.purge(ctx, messageIDs(old)); err != nil {
 			return n, err
 		}
 		n += len(old)

@@ -550,3 +550,27 @@ func TestConcurrentDepositsAndFlags(t *testing.T) {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+func TestCloseTwiceAndChangesAfterClose(t *testing.T) {
+	f := newFixture(t, um.Options{})
+	f.deposit(t, "100", false)
+	if err := f.svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	calls := f.mwi.count()
+	f.deposit(t, "101", false) // the store is still open
+	done := make(chan struct{})
+	go func() {
+		f.svc.FlushMWI()
+		f.svc.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("FlushMWI or Close after Close did not return")
+	}
+	if got := f.mwi.count(); got != calls {
+		t.Errorf("MWI hook called %d times after Close", got-calls)
+	}
+}

@@ -146,7 +146,8 @@ func (s *Store) decodeChange(payload, node string) (c um.Change, ok bool, err er
 // is lost (an error, or a ping unanswered after PingInterval without
 // notifications) it reconnects with backoff, and once it listens again it
 // delivers a change with one EventResync for every mailbox, because changes
-// may have been committed while nobody listened. It returns when ctx is done
+// may have been committed while nobody listened. For the same reason, when it
+// first listens it delivers one EventResync with an empty Mailbox (all). It returns when ctx is done
 // or the Store is closed.
 func (s *Store) Watch(ctx context.Context, node string, deliver func(um.Change)) error {
 	s.watchNode.Store(&node)
@@ -159,10 +160,16 @@ func (s *Store) Watch(ctx context.Context, node string, deliver func(um.Change))
 		case <-ctx.Done():
 		}
 	}()
-	needResync := false
+	first, needResync := true, false
 	backoff := 50 * time.Millisecond
 	for {
 		conn, err := s.listen(ctx, node)
+		if err == nil && first {
+			// Changes committed between um.New and this LISTEN were not
+			// heard: whoever loaded state meanwhile reloads it.
+			first = false
+			deliver(um.Change{Events: []um.Event{{Kind: um.EventResync}}})
+		}
 		if err == nil && needResync {
 			if err = s.resyncAll(ctx, conn, deliver); err != nil {
 				conn.Close(context.Background())

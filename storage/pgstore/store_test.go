@@ -157,6 +157,11 @@ func TestWatchSkipsOwnChanges(t *testing.T) {
 		}
 	}()
 	waitListening(t, dsn, "B")
+	// Changes made before Watch listened were missed: it starts with a
+	// resync of every mailbox.
+	if c := next(t, got); c.Mailbox != "" || len(c.Events) != 1 || c.Events[0].Kind != um.EventResync {
+		t.Fatalf("Watch() first delivered %+v, want one EventResync for all mailboxes", c)
+	}
 
 	if _, err := b.CreateFolder(ctx, "1001", "Own"); err != nil {
 		t.Fatal(err)
