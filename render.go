@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -17,11 +16,6 @@ import (
 	"unicode/utf8"
 )
 
-// ErrContentSize is returned (wrapped) when the content handed to an Email
-// is shorter or longer than Message.Size. The bytes already produced are
-// then wrong; the caller must discard them. A short content also matches
-// io.ErrUnexpectedEOF.
-var ErrContentSize = errors.New("um: content size differs from message size")
 
 // DefaultDomain is the mail domain RenderOptions uses when Domain is empty.
 // The .invalid top-level domain (RFC 2606) never resolves, so replies to a

@@ -37,6 +37,10 @@ var (
 	// ErrModeConflict: a mailbox cannot both sync to a mail server and be
 	// forwarded by e-mail.
 	ErrModeConflict = errors.New("um: delivery mode conflict")
+	// ErrContentSize: the content handed to an Email is shorter or longer
+	// than Message.Size. The bytes already produced are wrong and must be
+	// discarded. A short content also matches io.ErrUnexpectedEOF.
+	ErrContentSize = errors.New("um: content size differs from message size")
 )
 
 // Reserved folder names. INBOX is case-insensitive, as in IMAP.
