@@ -16,7 +16,6 @@ import (
 	"unicode/utf8"
 )
 
-
 // DefaultDomain is the mail domain RenderOptions uses when Domain is empty.
 // The .invalid top-level domain (RFC 2606) never resolves, so replies to a
 // caller's address bounce at once instead of reaching a stranger.
