@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
@@ -28,7 +29,7 @@ func reportPercentiles(b *testing.B, ds []time.Duration) {
 
 // idler is a second mail client idling on INBOX: it sees a deposit the
 // moment the server announces it.
-func idler(b *testing.B, d *dovecot, user string) chan struct{} {
+func idler(b *testing.B, d *dovecot.Server, user string) chan struct{} {
 	exists := make(chan struct{}, 1)
 	c, err := imapclient.DialTLS(d.TLSAddr, &imapclient.Options{TLSConfig: d.TLSConfig(), UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 		Mailbox: func(m *imapclient.UnilateralDataMailbox) {
@@ -262,7 +263,9 @@ func manyMailboxes(b *testing.B, n int) {
 		deposit(b, mb, "outage")
 	}
 	t1 := time.Now()
-	d.Start()
+	if err := d.Restart(); err != nil {
+		b.Fatal(err)
+	}
 	waitAll()
 	b.ReportMetric(time.Since(t1).Seconds(), "catch-up-s")
 	e.eng.Close()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/embeddedum/um/upstream"
 	"github.com/emersion/go-imap/v2"
@@ -18,10 +19,31 @@ import (
 	"github.com/google/uuid"
 )
 
+// startDovecot starts Dovecot with users, each with the password
+// pass<name>, offering OAUTHBEARER and XOAUTH2 besides PLAIN. A missing
+// dovecot binary fails the test: the sync engine's tests need it.
+func startDovecot(tb testing.TB, users ...string) *dovecot.Server {
+	tb.Helper()
+	pw := make(map[string]string, len(users))
+	for _, u := range users {
+		pw[u] = "pass" + u
+	}
+	d, err := dovecot.Start(dovecot.Options{
+		Dir:            tb.TempDir(),
+		Users:          pw,
+		AuthMechanisms: "plain login oauthbearer xoauth2",
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(d.Stop)
+	return d
+}
+
 // env is a um service with an MWI hook, a sync engine and a Dovecot.
 type env struct {
 	tb       testing.TB
-	d        *dovecot
+	d        *dovecot.Server
 	svc      *um.Service
 	stateDir string
 	eng      *upstream.Engine
@@ -30,10 +52,10 @@ type env struct {
 	mwi map[string]um.MWIState
 }
 
-func newEnv(tb testing.TB, d *dovecot) *env { return newEnvHook(tb, d, nil) }
+func newEnv(tb testing.TB, d *dovecot.Server) *env { return newEnvHook(tb, d, nil) }
 
 // newEnvHook is newEnv with an extra MWI hook.
-func newEnvHook(tb testing.TB, d *dovecot, hook func(um.MWIState)) *env {
+func newEnvHook(tb testing.TB, d *dovecot.Server, hook func(um.MWIState)) *env {
 	tb.Helper()
 	e := &env{tb: tb, d: d, stateDir: tb.TempDir(), mwi: make(map[string]um.MWIState)}
 	svc, err := um.New(memstore.New(), &um.Options{MWI: func(s um.MWIState) {
@@ -80,7 +102,7 @@ func (e *env) lastMWI(mailbox string) (um.MWIState, bool) {
 func (e *env) config(mailbox, folder string) upstream.Config {
 	return upstream.Config{
 		Mailbox:     mailbox,
-		Addr:        e.d.IMAPAddr,
+		Addr:        e.d.Addr,
 		Security:    upstream.StartTLS,
 		TLSConfig:   e.d.TLSConfig(),
 		Username:    mailbox,
@@ -163,7 +185,7 @@ type mailClient struct {
 	c  *imapclient.Client
 }
 
-func newMailClient(tb testing.TB, d *dovecot, user string) *mailClient {
+func newMailClient(tb testing.TB, d *dovecot.Server, user string) *mailClient {
 	tb.Helper()
 	c, err := imapclient.DialTLS(d.TLSAddr, &imapclient.Options{TLSConfig: d.TLSConfig()})
 	if err != nil {

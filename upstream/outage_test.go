@@ -140,7 +140,9 @@ func TestServerKilled(t *testing.T) {
 		t.Fatalf("Sync() during outage = nil, want an error")
 	}
 
-	d.Start()
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	// A change made upstream by the user right after the restart.
 	mc = newMailClient(t, d, "1001")
 	mc.store("INBOX", huUID, imap.StoreFlagsAdd, imap.FlagSeen)

@@ -56,6 +56,11 @@ type Options struct {
 	// sessions. By default every connection gets a new imap-login and a new
 	// imap process (Dovecot's secure default).
 	HighPerformance bool
+	// AuthMechanisms lists the SASL mechanisms Dovecot offers, separated by
+	// spaces. Default "plain login". With "oauthbearer xoauth2" added,
+	// Dovecot checks a bearer token against the passwd-file as if it were
+	// the user's password, which stands in for an OAuth2 provider in tests.
+	AuthMechanisms string
 	// StartTimeout bounds the wait for the IMAP port to answer. Default 20s.
 	StartTimeout time.Duration
 }
@@ -75,6 +80,7 @@ type Server struct {
 	rootCAs *x509.CertPool
 	runDir  string // base_dir: short, because it holds Unix sockets
 	ownDir  bool
+	timeout time.Duration
 	cmd     *exec.Cmd
 	done    chan struct{}
 }
@@ -110,11 +116,11 @@ func Start(opts Options) (*Server, error) {
 		s.cleanup()
 		return nil, err
 	}
-	timeout := opts.StartTimeout
-	if timeout <= 0 {
-		timeout = 20 * time.Second
+	s.timeout = opts.StartTimeout
+	if s.timeout <= 0 {
+		s.timeout = 20 * time.Second
 	}
-	if err := s.start(timeout); err != nil {
+	if err := s.start(); err != nil {
 		s.Stop()
 		return nil, err
 	}
@@ -198,6 +204,10 @@ func (s *Server) configure(opts Options, du *user.User) error {
 	if opts.AllowPlaintext {
 		ssl, plain = "yes", "no"
 	}
+	mechs := opts.AuthMechanisms
+	if mechs == "" {
+		mechs = "plain login"
+	}
 	login, imap := "", ""
 	if opts.HighPerformance {
 		n := runtime.NumCPU()
@@ -216,7 +226,7 @@ disable_plaintext_auth = ` + plain + `
 ssl_cert = <` + dir + `/cert.pem
 ssl_key = <` + dir + `/key.pem
 ssl_min_protocol = TLSv1.2
-auth_mechanisms = plain login
+auth_mechanisms = ` + mechs + `
 auth_failure_delay = 0
 default_internal_user = dovecot
 default_internal_group = dovecot
@@ -265,7 +275,7 @@ default_process_limit = 4096
 	return nil
 }
 
-func (s *Server) start(timeout time.Duration) error {
+func (s *Server) start() error {
 	cmd := exec.Command("dovecot", "-F", "-c", filepath.Join(s.Dir, "dovecot.conf"))
 	// Its own process group, so Stop reaches every process it started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -281,7 +291,7 @@ func (s *Server) start(timeout time.Duration) error {
 	s.cmd = cmd
 	s.done = make(chan struct{})
 	go func() { cmd.Wait(); out.Close(); close(s.done) }()
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(s.timeout)
 	for {
 		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
 		if err == nil {
@@ -299,7 +309,7 @@ func (s *Server) start(timeout time.Duration) error {
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("dovecot: no answer on %s after %v:\n%s", s.Addr, timeout, s.Logs())
+			return fmt.Errorf("dovecot: no answer on %s after %v:\n%s", s.Addr, s.timeout, s.Logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -348,6 +358,38 @@ func (s *Server) Stop() {
 		s.cmd = nil
 	}
 	s.cleanup()
+}
+
+// Kill ends Dovecot with SIGKILL to its whole process group, as a crash or a
+// power loss of the server would, and waits for the master to exit. The
+// configuration, ports and Maildirs stay for Restart. It does nothing when
+// Dovecot is not running.
+func (s *Server) Kill() {
+	if s.cmd == nil {
+		return
+	}
+	pgid := s.cmd.Process.Pid
+	syscall.Kill(-pgid, syscall.SIGKILL)
+	<-s.done
+	// The listeners close only when the last process of the group is gone,
+	// and the master goes first; a caller that tests the outage wants the
+	// ports closed.
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.cmd = nil
+}
+
+// Restart starts Dovecot again after Kill, with the same configuration,
+// ports and Maildirs, and returns once the IMAP port answers.
+func (s *Server) Restart() error {
+	if s.cmd != nil {
+		return errors.New("dovecot: Restart while running")
+	}
+	if s.runDir == "" {
+		return errors.New("dovecot: Restart after Stop")
+	}
+	return s.start()
 }
 
 func (s *Server) cleanup() {

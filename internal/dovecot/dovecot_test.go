@@ -135,3 +135,62 @@ func TestTreeCPU(t *testing.T) {
 	}
 	t.Errorf("TreeCPU(self) stayed %v after 5 s of work (%d)", before, x)
 }
+
+func TestKillRestart(t *testing.T) {
+	s := start(t, dovecot.Options{
+		Dir:            t.TempDir(),
+		Users:          map[string]string{"alice": "secret-a"},
+		AuthMechanisms: "plain login oauthbearer xoauth2",
+	})
+	login := func() *imapclient.Client {
+		t.Helper()
+		c, err := imapclient.DialTLS(s.TLSAddr, &imapclient.Options{TLSConfig: s.TLSConfig()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := c.Login("alice", "secret-a").Wait(); err != nil {
+			t.Fatalf("Login(alice) = %v\n%s", err, s.Logs())
+		}
+		return c
+	}
+	pre, err := imapclient.DialTLS(s.TLSAddr, &imapclient.Options{TLSConfig: s.TLSConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caps, err := pre.Capability().Wait()
+	pre.Close()
+	if err != nil || !caps.Has("AUTH=OAUTHBEARER") || !caps.Has("AUTH=XOAUTH2") {
+		t.Errorf("capabilities %v (%v) lack AUTH=OAUTHBEARER and AUTH=XOAUTH2", caps, err)
+	}
+	c := login()
+	if err := c.Create("Kept", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+
+	pid, addr := s.PID(), s.Addr
+	s.Kill()
+	if s.PID() != 0 {
+		t.Errorf("PID() after Kill = %d, want 0", s.PID())
+	}
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("master process %d still runs after Kill", pid)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("%s still accepts after Kill", addr)
+	}
+
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Addr != addr {
+		t.Errorf("Addr after Restart = %s, want %s", s.Addr, addr)
+	}
+	if _, err := login().Select("Kept", nil).Wait(); err != nil {
+		t.Errorf("folder made before Kill: Select = %v", err)
+	}
+	if err := s.Restart(); err == nil {
+		t.Error("Restart while running = nil error")
+	}
+}
