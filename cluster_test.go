@@ -101,3 +101,33 @@ func TestResyncAllReachesEverySubscriber(t *testing.T) {
 		t.Errorf("a resync with no change of state called the MWI hook")
 	}
 }
+
+// On a shared store another node may announce a state this node has not
+// heard of yet: a local change must be announced even when this node's
+// last state looks the same.
+func TestMWIAnnouncesEveryLocalChangeOnSharedStore(t *testing.T) {
+	store := &feedStore{Store: memstore.New(), deliver: make(chan func(um.Change), 1)}
+	var log mwiLog
+	svc, err := um.New(store, &um.Options{Node: "a", MWI: log.hook})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	<-store.deliver
+	mb, _ := svc.CreateMailbox(ctx, "1001")
+	m, _ := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(wav(10))})
+	svc.FlushMWI()
+	// Node b plays the message and announces 0/1; its notification has not
+	// reached this node when this node's user marks it unheard again.
+	if _, err := store.Store.SetFlags(ctx, "1001", []uuid.UUID{m.ID}, um.FlagOp{Flags: um.FlagHeard}); err != nil {
+		t.Fatal(err)
+	}
+	calls := log.count()
+	if err := mb.MarkUnheard(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	svc.FlushMWI()
+	if log.count() != calls+1 || !log.last(t).Waiting() {
+		t.Errorf("after unheard on this node: %d new hook calls, last %v; want 1, lit", log.count()-calls, log.last(t))
+	}
+}

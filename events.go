@@ -2,6 +2,7 @@ package um
 
 import (
 	"context"
+	"reflect"
 	"sync"
 )
 
@@ -54,13 +55,28 @@ type Change struct {
 type sourceKey struct{}
 
 // WithSource returns a context that marks the changes made with it as coming
-// from src (any comparable value, typically an IMAP session or sync worker),
+// from src (a comparable value, typically a pointer to an IMAP session or
+// sync worker; values that cannot be compared never match),
 // so that a Subscription with the same Source does not receive them.
 func WithSource(ctx context.Context, src any) context.Context {
 	return context.WithValue(ctx, sourceKey{}, src)
 }
 
 func sourceOf(ctx context.Context) any { return ctx.Value(sourceKey{}) }
+
+// sameSource compares two sources without panicking on values of types
+// that cannot be compared (a map or slice handed to WithSource): those
+// never match, so echo suppression is lost but call control never panics.
+func sameSource(a, b any) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	ta := reflect.TypeOf(a)
+	if ta != reflect.TypeOf(b) || !ta.Comparable() {
+		return false
+	}
+	return a == b
+}
 
 // SubscribeOptions tune a Subscription. The zero value receives every change
 // to the mailbox.
@@ -122,7 +138,7 @@ func (s *Subscription) Close() {
 }
 
 func (s *Subscription) push(c Change) {
-	if s.opts.Source != nil && c.Source == s.opts.Source {
+	if sameSource(c.Source, s.opts.Source) {
 		return
 	}
 	s.mu.Lock()

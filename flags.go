@@ -107,7 +107,15 @@ func normalizeKeywords(kw []string) []string {
 	if len(kw) == 0 {
 		return nil
 	}
-	sort.Strings(kw)
+	// Keywords compare case-insensitively, so they sort that way too:
+	// spellings of one keyword end up next to each other and merge.
+	sort.Slice(kw, func(i, j int) bool {
+		a, b := strings.ToLower(kw[i]), strings.ToLower(kw[j])
+		if a != b {
+			return a < b
+		}
+		return kw[i] < kw[j]
+	})
 	out := kw[:0]
 	for _, k := range kw {
 		if k == "" || (len(out) > 0 && strings.EqualFold(out[len(out)-1], k)) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -238,20 +239,28 @@ func (mb *Mailbox) add(ctx context.Context, m Message, r io.Reader) (Message, er
 }
 
 func (mb *Mailbox) checkLimitsLocked(ctx context.Context, m Message) error {
-	o := mb.svc.opts
-	if o.MaxMessages <= 0 && o.MaxRecordedTime <= 0 {
+	if m.Folder == Trash {
 		return nil
 	}
-	if m.Folder == Trash {
+	return mb.checkRoomLocked(ctx, 1, m.Duration)
+}
+
+// checkRoomLocked fails with ErrMailboxFull when n more messages of summed
+// duration d would pass the limits. The check and the write that follows
+// happen under the mailbox lock of this node; nodes of a cluster may pass a
+// limit together by a few messages.
+func (mb *Mailbox) checkRoomLocked(ctx context.Context, n int, d time.Duration) error {
+	o := mb.svc.opts
+	if o.MaxMessages <= 0 && o.MaxRecordedTime <= 0 {
 		return nil
 	}
 	u, err := mb.svc.usage(ctx, mb.name)
 	if err != nil {
 		return err
 	}
-	count, total := u.Messages+1, u.Recorded+m.Duration
+	count, total := u.Messages+n, u.Recorded+d
 	if o.MaxMessages > 0 && count > o.MaxMessages {
-		return fmt.Errorf("%w: %q holds %d messages, the limit", ErrMailboxFull, mb.name, count-1)
+		return fmt.Errorf("%w: %q holds %d messages, room for %d more", ErrMailboxFull, mb.name, u.Messages, max(o.MaxMessages-u.Messages, 0))
 	}
 	if o.MaxRecordedTime > 0 && total > o.MaxRecordedTime {
 		return fmt.Errorf("%w: %q would hold %v of recordings, over %v", ErrMailboxFull, mb.name, total, o.MaxRecordedTime)
@@ -360,6 +369,20 @@ func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]
 			}
 		}
 	}
+	if folder != Trash {
+		// Trash does not count against the limits: what leaves it does.
+		n, d := 0, time.Duration(0)
+		for _, m := range before {
+			if m.Folder == Trash {
+				n, d = n+1, d+m.Duration
+			}
+		}
+		if n > 0 {
+			if err := mb.checkRoomLocked(ctx, n, d); err != nil {
+				return nil, err
+			}
+		}
+	}
 	moved, err := mb.svc.store.Move(ctx, mb.name, ids, folder, mb.svc.opts.Now().UTC())
 	if err != nil {
 		return nil, fmt.Errorf("um: move to %q in %q: %w", folder, mb.name, err)
@@ -407,6 +430,45 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 	}
 	mb.svc.commit(ctx, mb.name, events)
 	return copies, nil
+}
+
+// Expunge removes for good the messages of folder that carry \Deleted, as
+// IMAP EXPUNGE does, and returns them. With uids, only those of them (UID
+// EXPUNGE). The flag and the folder are checked under the mailbox lock, so a
+// message undeleted or moved away meanwhile, by the phone or another client,
+// is kept.
+func (mb *Mailbox) Expunge(ctx context.Context, folder string, uids []UID) ([]Message, error) {
+	folder = CanonicalFolder(folder)
+	defer mb.svc.lock(mb.name)()
+	msgs, err := mb.List(ctx, folder)
+	if err != nil {
+		return nil, err
+	}
+	var want map[UID]bool
+	if uids != nil {
+		want = make(map[UID]bool, len(uids))
+		for _, u := range uids {
+			want[u] = true
+		}
+	}
+	var gone []Message
+	for _, m := range msgs {
+		if m.Flags.Has(FlagDeleted) && (want == nil || want[m.UID]) {
+			gone = append(gone, m)
+		}
+	}
+	if len(gone) == 0 {
+		return nil, nil
+	}
+	if err := mb.svc.store.Remove(ctx, mb.name, messageIDs(gone)); err != nil {
+		return nil, fmt.Errorf("um: expunge %q of %q: %w", folder, mb.name, err)
+	}
+	events := make([]Event, len(gone))
+	for i, m := range gone {
+		events[i] = Event{Kind: EventRemoved, Folder: m.Folder, Message: Message{ID: m.ID, UID: m.UID, Folder: m.Folder}}
+	}
+	mb.svc.commit(ctx, mb.name, events)
+	return gone, nil
 }
 
 // Purge removes messages for good, from whatever folder they are in.

@@ -2,9 +2,11 @@ package um
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 )
 
 // MWIState is what a message-waiting indicator shows for one mailbox. It
@@ -47,10 +49,17 @@ func (s MWIState) MessageSummary(account string) []byte {
 // Options.MWI. um calls it on one goroutine of its own, never under a lock,
 // after the change is committed. For one mailbox the calls come in commit
 // order; states in between may be merged, but the last call always carries
-// the state after the last change. It is called only when the state
-// differs from the one it was last given for the mailbox (from the store's
-// state at the first change after start). A hook that blocks delays the
-// next calls for every mailbox, never call control.
+// the state after the last change. On a store of its own, um calls it only
+// when the state differs from the one it last gave for the mailbox; on a
+// store shared by a cluster (a Watcher), after every change made on this
+// node that touches INBOX, since another node may have announced a state in
+// between. Changes made on other nodes are announced there, not here.
+//
+// When the store fails to answer, um reads the state again a second later,
+// so a lamp is never left stale by a passing error. A hook that blocks
+// delays the next calls for every mailbox, never call control. The hook may
+// call into um but must not call FlushMWI or Close, which wait for it. A
+// panic in the hook is recovered and logged with Options.Logf.
 type MWIFunc func(MWIState)
 
 // MWI returns the current state of a mailbox, computed from the store, for
@@ -110,8 +119,10 @@ func affectsMWI(events []Event) bool {
 // state is read from the store when the dispatcher gets to the mailbox, so a
 // burst of changes costs one read and the final state always goes out.
 type mwiDispatcher struct {
-	svc  *Service
-	wake chan struct{}
+	svc *Service
+	// shared is set when the store is shared by several nodes (a Watcher).
+	shared bool
+	wake   chan struct{}
 
 	mu      sync.Mutex
 	dirty   map[string]bool // mailbox -> announce (a change made on this node)
@@ -137,6 +148,7 @@ func newMWIDispatcher(s *Service) *mwiDispatcher {
 		inflight: make(map[string]int), skipped: make(map[string]bool),
 	}
 	d.idleCond = sync.NewCond(&d.mu)
+	_, d.shared = s.store.(Watcher)
 	return d
 }
 
@@ -238,8 +250,11 @@ func (d *mwiDispatcher) drain(ctx context.Context) {
 
 		st, err := d.svc.MWI(ctx, mailbox)
 		if err != nil {
-			if ctx.Err() == nil {
-				d.svc.opts.Logf("%v", err)
+			if ctx.Err() == nil && !errors.Is(err, ErrNotFound) {
+				// The lamp must not stay stale because one read failed
+				// (a database connection lost): read again later.
+				d.svc.opts.Logf("%v; retrying in %v", err, mwiRetry)
+				time.AfterFunc(mwiRetry, func() { d.mark(mailbox, announce) })
 			}
 			continue
 		}
@@ -247,10 +262,29 @@ func (d *mwiDispatcher) drain(ctx context.Context) {
 		prev, seen := d.last[mailbox]
 		d.last[mailbox] = st
 		d.mu.Unlock()
-		if announce && (!seen || prev != st) && d.svc.opts.MWI != nil {
-			d.svc.opts.MWI(st)
+		// On a shared store another node may have announced a state this
+		// node has not heard of yet, so an unchanged state here does not
+		// mean an unchanged lamp: every local change is announced.
+		if announce && (d.shared || !seen || prev != st) {
+			d.call(st)
 		}
 	}
+}
+
+// mwiRetry is how long the dispatcher waits to read a state again after the
+// store failed to answer.
+const mwiRetry = time.Second
+
+func (d *mwiDispatcher) call(st MWIState) {
+	if d.svc.opts.MWI == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			d.svc.opts.Logf("um: MWI hook panicked for %q: %v", st.Mailbox, r)
+		}
+	}()
+	d.svc.opts.MWI(st)
 }
 
 // flush waits until the dispatcher has run the hook for every mark made so

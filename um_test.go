@@ -574,3 +574,126 @@ func TestCloseTwiceAndChangesAfterClose(t *testing.T) {
 		t.Errorf("MWI hook called %d times after Close", got-calls)
 	}
 }
+
+func TestKeywordsMergeAcrossCase(t *testing.T) {
+	op := um.FlagOp{Mode: um.FlagsAdd, Keywords: []string{"$junk"}}
+	_, got := op.Apply(0, []string{"$Junk", "$NonJunk"})
+	if len(got) != 2 || !um.SameKeywords(got, []string{"$Junk", "$NonJunk"}) {
+		t.Errorf("Apply(+$junk) on [$Junk $NonJunk] = %v, want two keywords: they compare case-insensitively", got)
+	}
+}
+
+func TestUncomparableSourceDoesNotPanic(t *testing.T) {
+	f := newFixture(t, um.Options{})
+	sub := f.svc.Subscribe("1001", um.SubscribeOptions{Source: map[string]int{}})
+	defer sub.Close()
+	m := f.deposit(t, "100", false)
+	if err := f.mb.MarkHeard(um.WithSource(ctx, []int{1}), m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if changes, _ := sub.Next(); len(changes) != 2 {
+		t.Errorf("subscription with an uncomparable source got %d changes, want 2", len(changes))
+	}
+}
+
+func TestExpungeKeepsWhatWasUndeleted(t *testing.T) {
+	f := newFixture(t, um.Options{})
+	a := f.deposit(t, "100", false)
+	b := f.deposit(t, "101", false)
+	c := f.deposit(t, "102", false)
+	// A client marks a and b \Deleted; before its EXPUNGE, the phone
+	// restores b.
+	f.mb.SetFlags(ctx, []uuid.UUID{a.ID, b.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
+	f.mb.SetFlags(ctx, []uuid.UUID{b.ID}, um.FlagOp{Mode: um.FlagsRemove, Flags: um.FlagDeleted})
+	gone, err := f.mb.Expunge(ctx, um.Inbox, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gone) != 1 || gone[0].ID != a.ID {
+		t.Errorf("Expunge() removed %v, want only a", gone)
+	}
+	// UID EXPUNGE limits it to the UIDs named.
+	f.mb.SetFlags(ctx, []uuid.UUID{b.ID, c.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
+	gone, _ = f.mb.Expunge(ctx, um.Inbox, []um.UID{c.UID})
+	if len(gone) != 1 || gone[0].ID != c.ID {
+		t.Errorf("Expunge(UID %d) removed %v, want only c", c.UID, gone)
+	}
+	if _, err := f.mb.Message(ctx, b.ID); err != nil {
+		t.Errorf("b was expunged though not named: %v", err)
+	}
+}
+
+func TestUndeleteRespectsLimits(t *testing.T) {
+	f := newFixture(t, um.Options{MaxMessages: 1})
+	a := f.deposit(t, "100", false)
+	f.mb.Delete(ctx, a.ID)
+	f.deposit(t, "101", false)
+	if _, err := f.mb.Undelete(ctx, a.ID); !errors.Is(err, um.ErrMailboxFull) {
+		t.Errorf("Undelete() into a full mailbox = %v, want ErrMailboxFull", err)
+	}
+	if trash, _ := f.mb.List(ctx, um.Trash); len(trash) != 1 {
+		t.Errorf("a refused undelete moved the message out of Trash")
+	}
+}
+
+// flakyStore fails CountMWI a given number of times.
+type flakyStore struct {
+	*memstore.Store
+	mu    sync.Mutex
+	fails int
+}
+
+func (s *flakyStore) CountMWI(ctx context.Context, mailbox string) (um.MWIState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fails > 0 {
+		s.fails--
+		return um.MWIState{}, errors.New("connection reset")
+	}
+	return um.CountMWI(ctx, s.Store, mailbox)
+}
+
+func (s *flakyStore) Usage(ctx context.Context, mailbox string) (um.Usage, error) {
+	return um.CountUsage(ctx, s.Store, mailbox)
+}
+
+func TestMWIRetriesAfterStoreError(t *testing.T) {
+	store := &flakyStore{Store: memstore.New(), fails: 1}
+	called := make(chan um.MWIState, 10)
+	svc, _ := um.New(store, &um.Options{MWI: func(s um.MWIState) { called <- s }})
+	defer svc.Close()
+	mb, _ := svc.CreateMailbox(ctx, "1001")
+	if _, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(wav(10))}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case st := <-called:
+		if !st.Waiting() {
+			t.Errorf("MWI after a retried read = %v, want lit", st)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lamp was never announced after one failed read")
+	}
+}
+
+func TestMWIHookPanicIsContained(t *testing.T) {
+	var logged []string
+	var mu sync.Mutex
+	f := newFixture(t, um.Options{
+		MWI: func(um.MWIState) { panic("host bug") },
+		Logf: func(format string, args ...any) {
+			mu.Lock()
+			logged = append(logged, fmt.Sprintf(format, args...))
+			mu.Unlock()
+		},
+	})
+	f.deposit(t, "100", false)
+	f.svc.FlushMWI()
+	f.deposit(t, "101", false) // the dispatcher still runs
+	f.svc.FlushMWI()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(logged) != 2 || !strings.Contains(logged[0], "host bug") {
+		t.Errorf("logged %q, want the hook's two panics", logged)
+	}
+}

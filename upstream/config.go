@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-sasl"
 )
@@ -60,18 +61,18 @@ type Config struct {
 func (c *Config) validate() error {
 	switch {
 	case c.Mailbox == "":
-		return fmt.Errorf("upstream: config without Mailbox")
+		return fmt.Errorf("upstream: config without Mailbox: %w", um.ErrInvalid)
 	case c.Addr == "":
-		return fmt.Errorf("upstream: config of %q without Addr", c.Mailbox)
+		return fmt.Errorf("upstream: config of %q without Addr: %w", c.Mailbox, um.ErrInvalid)
 	case c.Username == "":
-		return fmt.Errorf("upstream: config of %q without Username", c.Mailbox)
+		return fmt.Errorf("upstream: config of %q without Username: %w", c.Mailbox, um.ErrInvalid)
 	case c.Credentials == nil:
-		return fmt.Errorf("upstream: config of %q without Credentials", c.Mailbox)
+		return fmt.Errorf("upstream: config of %q without Credentials: %w", c.Mailbox, um.ErrInvalid)
 	case c.Security != ImplicitTLS && c.Security != StartTLS:
-		return fmt.Errorf("upstream: config of %q: unknown Security %d", c.Mailbox, c.Security)
+		return fmt.Errorf("upstream: config of %q: unknown Security %d: %w", c.Mailbox, c.Security, um.ErrInvalid)
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("upstream: config of %q: Addr: %w", c.Mailbox, err)
+		return fmt.Errorf("upstream: config of %q: Addr: %w: %w", c.Mailbox, um.ErrInvalid, err)
 	}
 	if c.Folder == "" {
 		c.Folder = "INBOX"
