@@ -83,7 +83,11 @@
 // over one shared store. Changes made on one node reach the subscribers of
 // the others through the store's change feed (the Watcher interface). The
 // MWI hook runs only on the node where a change was made, so each lamp change
-// is announced once, not once per node.
+// is announced once, not once per node. Two caveats follow: a node that dies
+// between its commit and its hook call leaves that change unannounced until
+// the next change or the host's periodic refresh (Service.MWI), and the
+// limits of Options are checked per node, so nodes depositing into one
+// mailbox at once may pass a limit by a message or two.
 //
 // # Limits
 //

@@ -32,7 +32,8 @@ var (
 	// ErrOverflow: a Subscription's queue overflowed; changes were dropped
 	// and the subscriber must reload.
 	ErrOverflow = errors.New("um: subscription overflowed")
-	// ErrClosed: the Service or Store was closed.
+	// ErrClosed: the Store was closed. (A closed Service keeps serving
+	// calls on its store; only its background work stops.)
 	ErrClosed = errors.New("um: closed")
 	// ErrModeConflict: a mailbox cannot both sync to a mail server and be
 	// forwarded by e-mail.
@@ -146,7 +147,9 @@ func (s *Service) Close() error {
 	return nil
 }
 
-// Store returns the store the service was created with.
+// Store returns the store the service was created with. Writes made on it
+// directly bypass the service: no change is published and no lamp updated.
+// Use it to read, or for maintenance while no Service runs.
 func (s *Service) Store() Store { return s.store }
 
 // Node returns Options.Node.
