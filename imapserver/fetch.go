@@ -1,7 +1,6 @@
 package imapserver
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -10,20 +9,21 @@ import (
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-message/textproto"
 	"github.com/google/uuid"
 )
 
-// email returns the message as an e-mail, rendered once per view entry.
-// Rendering reads no content.
-func (sess *session) email(e *entry) *um.Email {
-	if e.email == nil {
-		opts := sess.srv.render
-		opts.Mailbox = sess.mailbox
-		e.email = um.RenderEmail(e.msg, opts)
+// rendered returns the message as IMAP shows it, from the server's cache
+// or rendered now, and keeps it in the view entry. Rendering reads no
+// content.
+func (sess *session) rendered(e *entry) *rendered {
+	if e.r == nil {
+		e.r = sess.srv.cache.get(&e.msg, sess.mailbox, sess.srv.render)
 	}
-	return e.email
+	return e.r
 }
+
+// email returns the message as an e-mail.
+func (sess *session) email(e *entry) *um.Email { return sess.rendered(e).email }
 
 // section is one body or binary section of one message, ready to write:
 // either bytes at hand or a range of the rendered message.
@@ -120,12 +120,12 @@ func (sess *session) fetchOne(w *goimapserver.FetchWriter, e *entry, seq uint32,
 	}()
 	var err error
 	if o.Envelope {
-		if env, err = sess.envelope(e, em); err != nil {
+		if env, err = sess.envelope(e); err != nil {
 			return sess.skip(err)
 		}
 	}
 	if o.BodyStructure != nil {
-		if bs, err = sess.bodyStructure(e, em); err != nil {
+		if bs, err = sess.bodyStructure(e); err != nil {
 			return sess.skip(err)
 		}
 	}
@@ -181,7 +181,7 @@ func (sess *session) fetchOne(w *goimapserver.FetchWriter, e *entry, seq uint32,
 		if err := writeSection(wc, s); err != nil {
 			// The literal is incomplete: the stream cannot be repaired.
 			sess.srv.logf("imapserver: fetch of %s in %q: %v", m.ID, sess.mailbox, err)
-			sess.nc.Close()
+			sess.nc.abort()
 			return err
 		}
 	}
@@ -231,35 +231,39 @@ func (sess *session) rawBytes(e *entry) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(rc, e.msg.Size+1))
 }
 
-func (sess *session) envelope(e *entry, em *um.Email) (*imap.Envelope, error) {
-	header := em.Header()
-	if header == nil {
+// envelope returns the message's ENVELOPE, parsed once per message and
+// server (while cached). The values are shared: never modify them.
+func (sess *session) envelope(e *entry) (*imap.Envelope, error) {
+	r := sess.rendered(e)
+	return sess.srv.cache.envelope(r, func() ([]byte, error) {
+		if header := r.email.Header(); header != nil {
+			return header, nil
+		}
 		rc, err := sess.content(e)
 		if err != nil {
 			return nil, err
 		}
-		header, err = em.ReadHeader(rc)
-		rc.Close()
-		if err != nil {
-			return nil, err
-		}
-	}
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
-	if err != nil && len(header) > 0 {
-		return &imap.Envelope{}, nil
-	}
-	return goimapserver.ExtractEnvelope(h), nil
+		defer rc.Close()
+		return r.email.ReadHeader(rc)
+	})
 }
 
-func (sess *session) bodyStructure(e *entry, em *um.Email) (imap.BodyStructure, error) {
-	if st := em.Structure(); st != nil {
-		return partStructure(st), nil
-	}
-	b, err := sess.rawBytes(e)
-	if err != nil {
-		return nil, err
-	}
-	return goimapserver.ExtractBodyStructure(bytes.NewReader(b)), nil
+// bodyStructure returns the message's BODYSTRUCTURE, built once per
+// message and server (while cached). The values are shared: never modify
+// them.
+func (sess *session) bodyStructure(e *entry) (imap.BodyStructure, error) {
+	r := sess.rendered(e)
+	return sess.srv.cache.bodyStructure(r, func() (imap.BodyStructure, int64, error) {
+		if st := r.email.Structure(); st != nil {
+			return partStructure(st), 0, nil // in itemOverhead
+		}
+		b, err := sess.rawBytes(e)
+		if err != nil {
+			return nil, 0, err
+		}
+		bs := goimapserver.ExtractBodyStructure(bytes.NewReader(b))
+		return bs, structureCost(bs), nil
+	})
 }
 
 func partStructure(p *um.MIMEPart) imap.BodyStructure {

@@ -31,7 +31,7 @@ type view struct {
 
 type entry struct {
 	msg   um.Message
-	email *um.Email // rendered lazily; nil until needed
+	r     *rendered // rendered lazily; nil until needed
 	gone  bool      // removed from the store, EXPUNGE not yet sent
 	dirty bool      // flags changed, FETCH not yet sent
 }
@@ -343,6 +343,11 @@ func (sess *session) Idle(w *goimapserver.UpdateWriter, stop <-chan struct{}) (e
 	for {
 		sess.sync()
 		if err := sess.flush(w, true); err != nil {
+			return err
+		}
+		// The updates, and what came before them, must not wait for the
+		// client's next command (see netConn.Write).
+		if err := sess.nc.flush(); err != nil {
 			return err
 		}
 		select {

@@ -79,6 +79,15 @@ type Options struct {
 	// closed after 3 failures. Default DefaultLoginFailureDelay; negative
 	// means no delay.
 	LoginFailureDelay time.Duration
+	// RenderCacheBytes bounds the memory of the server-wide cache of
+	// rendered messages (header bytes, parsed ENVELOPE and BODYSTRUCTURE,
+	// keyed by message ID and voice mailbox; least recently used first
+	// out), which saves every session from re-rendering and re-parsing the
+	// messages it fetches. Default DefaultRenderCacheBytes (4 MiB, about
+	// 1,000 voicemails); negative disables the cache. Sessions keep the
+	// renderings of their selected folder's messages they used
+	// regardless.
+	RenderCacheBytes int
 	// Logf receives errors that have no client to go to. Default: dropped.
 	// It never receives passwords or message content.
 	Logf func(format string, args ...any)
@@ -99,6 +108,7 @@ type Server struct {
 	svc     *um.Service
 	opts    Options
 	render  um.RenderOptions
+	cache   *renderCache
 	imap    *goimapserver.Server
 	tlsConf *tls.Config
 	sleep   func(ctx context.Context, d time.Duration) // replaced in tests
@@ -166,6 +176,10 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 		o.Logf = func(string, ...any) {}
 	}
 	s.render = um.RenderOptions{Domain: o.Domain}
+	if o.RenderCacheBytes == 0 {
+		o.RenderCacheBytes = DefaultRenderCacheBytes
+	}
+	s.cache = newRenderCache(int64(o.RenderCacheBytes))
 	if o.TLSConfig != nil {
 		s.tlsConf = o.TLSConfig.Clone()
 		s.tlsConf.MinVersion = max(s.tlsConf.MinVersion, tls.VersionTLS12)
@@ -326,7 +340,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	for _, c := range conns {
-		c.Close()
+		c.abort()
 	}
 	s.imap.Close()
 	return nil
