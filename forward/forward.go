@@ -268,7 +268,7 @@ func (f *Forwarder) run(ctx context.Context, b *box) {
 		}
 		queue = append(queue, f.newVoicemail(changes)...)
 		for len(queue) > 0 && ctx.Err() == nil {
-			f.deliver(ctx, b, queue[0])
+			f.guardedDeliver(ctx, b, queue[0])
 			queue = queue[1:]
 			more, _ := b.sub.Next()
 			queue = append(queue, f.newVoicemail(more)...)
@@ -279,6 +279,17 @@ func (f *Forwarder) run(ctx context.Context, b *box) {
 		case <-b.sub.C():
 		}
 	}
+}
+
+// guardedDeliver delivers one voicemail; a panic in it is logged and costs
+// that one forward, never the PBX.
+func (f *Forwarder) guardedDeliver(ctx context.Context, b *box, m um.Message) {
+	defer func() {
+		if r := recover(); r != nil {
+			f.opts.Logf("forward: %s: internal error forwarding %s: %v", b.cfg.Mailbox, m.ID, r)
+		}
+	}()
+	f.deliver(ctx, b, m)
 }
 
 // newVoicemail picks deposits out of changes: voicemail added to INBOX on

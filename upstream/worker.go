@@ -149,7 +149,7 @@ func (w *worker) run() {
 			}
 			w.st = st
 		}
-		synced, err := w.session(ctx)
+		synced, err := w.guardedSession(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -160,6 +160,23 @@ func (w *worker) run() {
 		w.sleep(ctx, backoff)
 		backoff = min(2*backoff, w.e.opts.MaxBackoff)
 	}
+}
+
+// guardedSession runs one session and turns a panic in it into an error,
+// so a bug met while talking to one user's mail server ends that session,
+// not the PBX: the worker reconnects after its backoff as after any error.
+func (w *worker) guardedSession(ctx context.Context) (synced bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("upstream: %s: internal error: %v", w.cfg.Mailbox, r)
+			w.mu.Lock()
+			if w.conn != nil {
+				w.conn.Close()
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w.session(ctx)
 }
 
 // sleep waits d with jitter (between d/2 and d), answering sync requests
