@@ -180,11 +180,13 @@ func BenchmarkStartup(b *testing.B) {
 }
 
 // BenchmarkDepositRatio measures store and plain-file deposits of 30-second
-// messages in alternating rounds of 16, so that both see the same disk (on
-// a shared disk the speed drifts too much between separate benchmarks), and
+// messages in alternating rounds of 16, so that all see the same disk (on a
+// shared disk the speed drifts too much between separate benchmarks), and
 // reports ratio = store throughput / plain-file throughput. The plain files
-// are written and fsynced, as in BenchmarkDeposit's "file". One op is one
-// store deposit and one file deposit.
+// are written and fsynced, as in BenchmarkDeposit's "file"; ratio-dir
+// compares with "file+dir", which also fsyncs the directory, as a new file
+// needs before its name survives a crash. The three kinds take turns at
+// going first. One op is one deposit of each kind.
 func BenchmarkDepositRatio(b *testing.B) {
 	audio := wav(wav30s - 44)
 	for _, par := range []int{1, 8} {
@@ -199,20 +201,26 @@ func BenchmarkDepositRatio(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			file := func(i int64) {
-				f, err := os.Create(filepath.Join(dir, fmt.Sprint(i)))
-				if err != nil {
-					b.Fatal(err)
+			plain := func(dirSync bool) func(int64) {
+				return func(i int64) {
+					f, err := os.Create(filepath.Join(dir, fmt.Sprint(i)))
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := f.Write(audio); err != nil {
+						b.Fatal(err)
+					}
+					if err := f.Sync(); err != nil {
+						b.Fatal(err)
+					}
+					f.Close()
+					if dirSync {
+						if err := syncDir(dir); err != nil {
+							b.Fatal(err)
+						}
+					}
 				}
-				if _, err := f.Write(audio); err != nil {
-					b.Fatal(err)
-				}
-				if err := f.Sync(); err != nil {
-					b.Fatal(err)
-				}
-				f.Close()
 			}
-			var tStore, tFile time.Duration
 			var next atomic.Int64
 			round := func(fn func(int64), n int) time.Duration {
 				start := time.Now()
@@ -231,21 +239,32 @@ func BenchmarkDepositRatio(b *testing.B) {
 				wg.Wait()
 				return time.Since(start)
 			}
-			b.SetBytes(2 * wav30s)
+			kinds := []struct {
+				fn func(int64)
+				t  time.Duration
+			}{{fn: store}, {fn: plain(false)}, {fn: plain(true)}}
+			b.SetBytes(3 * wav30s)
 			b.ResetTimer()
 			for done := 0; done < b.N; done += 16 {
 				n := min(16, b.N-done)
-				tStore += round(store, n)
-				// The pool's refill runs in the background; count it for the
-				// store, not during the file round.
-				start := time.Now()
-				s.pool.wg.Wait()
-				tStore += time.Since(start)
-				tFile += round(file, n)
+				for j := range kinds {
+					k := &kinds[(j+done/16)%len(kinds)]
+					k.t += round(k.fn, n)
+					if k == &kinds[0] {
+						// The pool's refill runs in the background; count it
+						// for the store, not during the next round.
+						start := time.Now()
+						s.pool.wg.Wait()
+						k.t += time.Since(start)
+					}
+				}
 			}
-			b.ReportMetric(float64(b.N)/tStore.Seconds(), "store-msgs/s")
-			b.ReportMetric(float64(b.N)/tFile.Seconds(), "file-msgs/s")
-			b.ReportMetric(tFile.Seconds()/tStore.Seconds(), "ratio")
+			tStore, tFile, tDir := kinds[0].t.Seconds(), kinds[1].t.Seconds(), kinds[2].t.Seconds()
+			b.ReportMetric(float64(b.N)/tStore, "store-msgs/s")
+			b.ReportMetric(float64(b.N)/tFile, "file-msgs/s")
+			b.ReportMetric(float64(b.N)/tDir, "filedir-msgs/s")
+			b.ReportMetric(tFile/tStore, "ratio")
+			b.ReportMetric(tDir/tStore, "ratio-dir")
 		})
 	}
 }
