@@ -269,6 +269,7 @@ func (c *netConn) Close() error {
 				c.writeLocked(c.wbuf)
 			}
 			c.releaseBufLocked()
+			c.werr = net.ErrClosed // nothing may be held any more
 			c.wmu.Unlock()
 		}
 		err = c.Conn.Close()

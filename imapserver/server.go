@@ -84,7 +84,7 @@ type Options struct {
 	// keyed by message ID and voice mailbox; least recently used first
 	// out), which saves every session from re-rendering and re-parsing the
 	// messages it fetches. Default DefaultRenderCacheBytes (4 MiB, about
-	// 1,000 voicemails); negative disables the cache. Sessions keep the
+	// 700 voicemails); negative disables the cache. Sessions keep the
 	// renderings of their selected folder's messages they used
 	// regardless.
 	RenderCacheBytes int

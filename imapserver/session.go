@@ -305,7 +305,7 @@ func (sess *session) status(folder string, options *imap.StatusOptions) (*imap.S
 			unseen++
 		}
 		if options.Size || options.DeletedStorage {
-			sz := um.RenderEmail(*m, sess.srv.render).Size()
+			sz := sess.srv.cache.size(m, sess.mailbox, sess.srv.render)
 			size += sz
 			if m.Flags.Has(um.FlagDeleted) {
 				deletedSize += sz
