@@ -3,15 +3,10 @@ package forward_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -20,6 +15,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/forward"
+	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/embeddedum/um/upstream"
 	"github.com/emersion/go-sasl"
@@ -47,13 +43,16 @@ type smtpServer struct {
 
 func startSMTP(tb testing.TB) *smtpServer {
 	tb.Helper()
-	cert, roots := selfSigned(tb)
-	s := &smtpServer{roots: roots}
+	cert, err := selfsigned.New(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &smtpServer{roots: cert.Pool()}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &session{s: s, c: c}, nil
 	}))
 	srv.Domain = "localhost"
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.TLSConfig = cert.ServerConfig()
 	srv.AllowInsecureAuth = false
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -113,29 +112,6 @@ func (ss *session) Data(r io.Reader) error {
 	ss.r.data = b
 	ss.s.got = append(ss.s.got, ss.r)
 	return nil
-}
-
-func selfSigned(tb testing.TB) (tls.Certificate, *x509.CertPool) {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
 }
 
 func wav() []byte {

@@ -3,16 +3,10 @@ package imapserver
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -20,6 +14,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -122,8 +117,11 @@ func newEnvWith(t testing.TB, uo um.Options, tune func(*Options)) *env {
 			t.Fatal(err)
 		}
 	}
-	cert, pool := selfSigned(t)
-	e.clientTLS = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	cert, err := selfsigned.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clientTLS = cert.ClientConfig("127.0.0.1")
 	opts := &Options{
 		Authenticate: func(ctx context.Context, username, password string) (string, error) {
 			e.authCalls.Add(1)
@@ -133,7 +131,7 @@ func newEnvWith(t testing.TB, uo um.Options, tune func(*Options)) *env {
 			}
 			return u.mailbox, nil
 		},
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
+		TLSConfig:         cert.ServerConfig(),
 		LoginFailureDelay: -1,
 	}
 	if tune != nil {
@@ -163,34 +161,6 @@ func newEnvWith(t testing.TB, uo um.Options, tune func(*Options)) *env {
 		svc.Close()
 	})
 	return e
-}
-
-func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "um test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
 // dial connects over implicit TLS and logs in as user.

@@ -3,16 +3,8 @@ package interop
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +15,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/imapserver"
+	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/storage/boltstore"
 )
 
@@ -93,13 +86,12 @@ func startEnv(tb testing.TB, n int) *env {
 		e.audio[m.UID] = audio
 	}
 
-	certPEM, keyPEM := selfSigned(tb)
-	e.CertFile = filepath.Join(e.dir, "cert.pem")
-	if err := os.WriteFile(e.CertFile, certPEM, 0o644); err != nil {
+	cert, err := selfsigned.New(nil)
+	if err != nil {
 		tb.Fatal(err)
 	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
+	e.CertFile = filepath.Join(e.dir, "cert.pem")
+	if err := os.WriteFile(e.CertFile, cert.CertPEM, 0o644); err != nil {
 		tb.Fatal(err)
 	}
 	srv, err := imapserver.New(svc, &imapserver.Options{
@@ -109,7 +101,7 @@ func startEnv(tb testing.TB, n int) *env {
 			}
 			return "", errors.New("interop: wrong password")
 		},
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+		TLSConfig: cert.ServerConfig(),
 		Logf:      tb.Logf,
 	})
 	if err != nil {
@@ -219,36 +211,4 @@ func wav(d time.Duration) []byte {
 	}
 	b.Write(pcm)
 	return b.Bytes()
-}
-
-// selfSigned makes a certificate for localhost and 127.0.0.1 that is its
-// own CA, so clients can be told to trust it with a CA file.
-func selfSigned(tb testing.TB) (certPEM, keyPEM []byte) {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }

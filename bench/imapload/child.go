@@ -3,16 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +18,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/imapserver"
+	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/storage/boltstore"
 )
 
@@ -54,12 +50,12 @@ func startChild(dir string, useTLS bool) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	certPEM, keyPEM, pool, err := selfSigned()
+	cert, err := selfsigned.New(nil)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childEnv+"="+dir, "IMAPLOAD_CERT="+string(certPEM), "IMAPLOAD_KEY="+string(keyPEM))
+	cmd.Env = append(os.Environ(), childEnv+"="+dir, "IMAPLOAD_CERT="+string(cert.CertPEM), "IMAPLOAD_KEY="+string(cert.KeyPEM))
 	if !useTLS {
 		cmd.Env = append(cmd.Env, childPlainEnv+"=1")
 	}
@@ -75,7 +71,7 @@ func startChild(dir string, useTLS bool) (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start um server: %w", err)
 	}
-	c := &child{cmd: cmd, stdin: stdin, pool: pool, waitErr: make(chan error, 1)}
+	c := &child{cmd: cmd, stdin: stdin, pool: cert.Pool(), waitErr: make(chan error, 1)}
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		stdin.Close()
@@ -191,39 +187,4 @@ func childMain() int {
 		return fail(err)
 	}
 	return 0
-}
-
-// selfSigned makes a certificate for localhost and a pool that trusts it.
-func selfSigned() (certPEM, keyPEM []byte, pool *x509.CertPool, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", kder), pool, nil
 }

@@ -1,15 +1,10 @@
 package main
 
 import (
-	"encoding/pem"
 	"fmt"
 	"io"
 	"text/tabwriter"
 )
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
-}
 
 // Report writes a table of the results and, when both servers ran, how um
 // compares.

@@ -1,23 +1,17 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/embeddedum/um/internal/selfsigned"
 )
 
 // loadCert returns the certificate to serve: the files given with -cert and
@@ -54,39 +48,17 @@ func loadCert(dir, certFile, keyFile string) (tls.Certificate, error) {
 }
 
 func writeSelfSigned(certFile, keyFile string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	// Not a CA: mail clients built on NSS refuse a CA certificate as the
+	// server's own.
+	c, err := selfsigned.New(&selfsigned.Options{Leaf: true, Organization: "um demo PBX", NotAfter: time.Now().AddDate(2, 0, 0)})
 	if err != nil {
-		return fmt.Errorf("generate key: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		return fmt.Errorf("generate serial: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"um demo PBX"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(2, 0, 0),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return fmt.Errorf("create certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return fmt.Errorf("marshal key: %w", err)
-	}
-	// The key first: a certificate without its key would be loaded and fail.
-	if err := writeFileAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return err
 	}
-	return writeFileAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	// The key first: a certificate without its key would be loaded and fail.
+	if err := writeFileAtomic(keyFile, c.KeyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(certFile, c.CertPEM, 0o644)
 }
 
 // fingerprint returns the SHA-256 fingerprint of a certificate as mail

@@ -12,16 +12,10 @@ package dovecot
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -33,6 +27,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/embeddedum/um/internal/selfsigned"
 )
 
 // ErrNotInstalled is returned (wrapped) by Start when the dovecot binary or
@@ -155,11 +151,11 @@ func (s *Server) configure(opts Options, du *user.User) error {
 		return fmt.Errorf("dovecot: %w", err)
 	}
 
-	certPEM, keyPEM, pool, err := selfSigned()
+	cert, err := selfsigned.New(nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("dovecot: %w", err)
 	}
-	s.rootCAs = pool
+	s.rootCAs = cert.Pool()
 	s.CertFile = filepath.Join(dir, "cert.pem")
 	var pw strings.Builder
 	names := make([]string, 0, len(opts.Users))
@@ -175,8 +171,8 @@ func (s *Server) configure(opts Options, du *user.User) error {
 		fmt.Fprintf(&pw, "%s:{PLAIN}%s\n", u, p)
 	}
 	for name, data := range map[string][]byte{
-		"cert.pem": certPEM,
-		"key.pem":  keyPEM,
+		"cert.pem": cert.CertPEM,
+		"key.pem":  cert.KeyPEM,
 		"passwd":   []byte(pw.String()),
 	} {
 		// The key is read by the master, which runs as root.
@@ -524,41 +520,4 @@ func freePort() (string, error) {
 	defer ln.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port, nil
-}
-
-// selfSigned makes a certificate for localhost and 127.0.0.1 and a pool
-// that trusts it.
-func selfSigned() (certPEM, keyPEM []byte, pool *x509.CertPool, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("dovecot: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(7 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("dovecot: %w", err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("dovecot: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("dovecot: %w", err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), pool, nil
 }
