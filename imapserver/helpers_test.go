@@ -7,13 +7,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/loopback"
 	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/emersion/go-imap/v2"
@@ -142,22 +142,14 @@ func newEnvWith(t testing.TB, uo um.Options, tune func(*Options)) *env {
 		t.Fatal(err)
 	}
 	e.srv = srv
-	lp, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := loopback.Serve(srv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lt, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.plain, e.tlsAddr = lp.Addr().String(), lt.Addr().String()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); srv.Serve(lp) }()
-	go func() { defer wg.Done(); srv.ServeTLS(lt) }()
+	e.plain, e.tlsAddr = l.PlainAddr, l.TLSAddr
 	t.Cleanup(func() {
 		srv.Close()
-		wg.Wait()
+		l.Wait()
 		svc.Close()
 	})
 	return e

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/imapserver"
+	"github.com/embeddedum/um/internal/loopback"
 	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/storage/boltstore"
 )
@@ -107,24 +107,16 @@ func startEnv(tb testing.TB, n int) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := loopback.Serve(srv)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	implicit, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	e.PlainAddr, e.TLSAddr = plain.Addr().String(), implicit.Addr().String()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); srv.Serve(plain) }()
-	go func() { defer wg.Done(); srv.ServeTLS(implicit) }()
+	e.PlainAddr, e.TLSAddr = l.PlainAddr, l.TLSAddr
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-		wg.Wait()
+		l.Wait()
 	})
 	return e
 }

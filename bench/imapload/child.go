@@ -8,16 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"runtime/pprof"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/imapserver"
+	"github.com/embeddedum/um/internal/loopback"
 	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/storage/boltstore"
 )
@@ -165,24 +164,16 @@ func childMain() int {
 	if err != nil {
 		return fail(err)
 	}
-	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := loopback.Serve(srv)
 	if err != nil {
 		return fail(err)
 	}
-	implicit, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fail(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); srv.Serve(plain) }()
-	go func() { defer wg.Done(); srv.ServeTLS(implicit) }()
-	fmt.Printf("%s %s\n", plain.Addr(), implicit.Addr())
+	fmt.Printf("%s %s\n", l.PlainAddr, l.TLSAddr)
 	io.Copy(io.Discard, os.Stdin)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = srv.Shutdown(ctx)
-	wg.Wait()
+	l.Wait()
 	if err != nil {
 		return fail(err)
 	}
