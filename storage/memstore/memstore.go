@@ -330,26 +330,7 @@ func (fo *folder) removeLocked(e *entry) {
 
 // Move implements um.Store.
 func (s *Store) Move(ctx context.Context, name string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
-	if err := s.lock(ctx); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	mb, dst, err := s.folderLocked(name, to)
-	if err != nil {
-		return nil, err
-	}
-	_, es, err := s.entriesLocked(name, ids)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]um.Message, len(es))
-	for i, e := range es {
-		mb.folders[e.m.Folder].removeLocked(e)
-		e.m.Added = now
-		s.addLocked(mb, dst, e)
-		out[i] = e.m.Clone()
-	}
-	return out, nil
+	return s.file(ctx, name, ids, to, nil, now)
 }
 
 // Copy implements um.Store.
@@ -357,6 +338,14 @@ func (s *Store) Copy(ctx context.Context, name string, ids []uuid.UUID, to strin
 	if len(newIDs) != len(ids) {
 		return nil, fmt.Errorf("memstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
 	}
+	return s.file(ctx, name, ids, to, newIDs, now)
+}
+
+// file puts the messages ids of mailbox name into folder to with new UIDs
+// and Added set to now: moves them when newIDs is nil, else adds copies
+// with the IDs newIDs that share the content. Nothing changes unless all
+// of them can go.
+func (s *Store) file(ctx context.Context, name string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time) ([]um.Message, error) {
 	if err := s.lock(ctx); err != nil {
 		return nil, err
 	}
@@ -376,11 +365,15 @@ func (s *Store) Copy(ctx context.Context, name string, ids []uuid.UUID, to strin
 	}
 	out := make([]um.Message, len(es))
 	for i, e := range es {
-		c := &entry{m: e.m.Clone(), content: e.content}
-		c.m.ID = newIDs[i]
-		c.m.Added = now
-		s.addLocked(mb, dst, c)
-		out[i] = c.m.Clone()
+		if newIDs == nil {
+			mb.folders[e.m.Folder].removeLocked(e)
+		} else {
+			e = &entry{m: e.m.Clone(), content: e.content}
+			e.m.ID = newIDs[i]
+		}
+		e.m.Added = now
+		s.addLocked(mb, dst, e)
+		out[i] = e.m.Clone()
 	}
 	return out, nil
 }
