@@ -187,15 +187,22 @@ type mailClient struct {
 
 func newMailClient(tb testing.TB, d *dovecot.Server, user string) *mailClient {
 	tb.Helper()
-	c, err := imapclient.DialTLS(d.TLSAddr, &imapclient.Options{TLSConfig: d.TLSConfig()})
+	return &mailClient{tb: tb, c: dialUser(tb, d, user, nil)}
+}
+
+// dialUser connects to the Dovecot over implicit TLS as user, with h (when
+// not nil) given the responses the server sends unasked.
+func dialUser(tb testing.TB, d *dovecot.Server, user string, h *imapclient.UnilateralDataHandler) *imapclient.Client {
+	tb.Helper()
+	c, err := imapclient.DialTLS(d.TLSAddr, &imapclient.Options{TLSConfig: d.TLSConfig(), UnilateralDataHandler: h})
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { c.Close() })
 	if err := c.Authenticate(sasl.NewPlainClient("", user, "pass"+user)); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { c.Close() })
-	return &mailClient{tb: tb, c: c}
+	return c
 }
 
 func (mc *mailClient) sel(folder string) *imap.SelectData {
