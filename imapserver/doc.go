@@ -47,6 +47,10 @@
 // INTERNALDATE and UID come from the rendering and never open the audio;
 // BODY[], BODY[TEXT] and BODY[2] stream it, with partial fetches reading
 // only the slice they need. E-mail appended by clients is served as stored.
+// A rendering depends only on the message's immutable fields and the voice
+// mailbox, so the server keeps the renderings, ENVELOPEs and BODYSTRUCTUREs
+// it made in one LRU cache shared by all sessions, bounded by
+// Options.RenderCacheBytes (4 MiB by default).
 //
 // # Live sync
 //
