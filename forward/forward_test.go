@@ -16,6 +16,7 @@ import (
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/forward"
 	"github.com/embeddedum/um/internal/selfsigned"
+	"github.com/embeddedum/um/internal/testwait"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/embeddedum/um/upstream"
 	"github.com/emersion/go-sasl"
@@ -168,13 +169,7 @@ func (fx *fixture) deposit(tb testing.TB, mb *um.Mailbox, caller string) um.Mess
 
 func eventually(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(tb, 10*time.Second, 5*time.Millisecond, what, cond)
 }
 
 func TestForward(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/internal/loopback"
 	"github.com/embeddedum/um/internal/selfsigned"
+	"github.com/embeddedum/um/internal/testwait"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -217,13 +218,7 @@ func (e *env) list(mailbox, folder string) []um.Message {
 // for events that arrive asynchronously, not a timing assertion.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 10*time.Second, 5*time.Millisecond, what, cond)
 }
 
 func codeOf(err error) imap.ResponseCode {

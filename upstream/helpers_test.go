@@ -11,6 +11,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/internal/dovecot"
+	"github.com/embeddedum/um/internal/testwait"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/embeddedum/um/upstream"
 	"github.com/emersion/go-imap/v2"
@@ -147,13 +148,7 @@ func (e *env) waitSynced(mailbox string) {
 // eventually polls cond for up to 20 s.
 func eventually(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Until(tb, 20*time.Second, 10*time.Millisecond, what, cond)
 }
 
 // wav returns a short valid WAV file.
