@@ -13,7 +13,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// DefaultRenderCacheBytes is the default of Options.RenderCacheBytes.
+// DefaultRenderCacheBytes is the default of Options.RenderCacheBytes: 4
+// MiB, about 700 voicemails with their ENVELOPE and BODYSTRUCTURE (each is
+// charged about 5.7 KB, more with a long transcript).
 const DefaultRenderCacheBytes = 4 << 20
 
 // itemOverhead is what a cached message costs beyond its rendered bytes
