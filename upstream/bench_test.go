@@ -167,7 +167,7 @@ func BenchmarkSeenToMWI(b *testing.B) {
 // it, deposits one voicemail per mailbox during the outage and restarts
 // it: time to the first sync of all, connections, memory, and catch-up.
 func BenchmarkManyMailboxes(b *testing.B) {
-	for _, n := range []int{100, 500} {
+	for _, n := range []int{100, 500, 1000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				manyMailboxes(b, n)
