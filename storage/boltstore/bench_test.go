@@ -22,7 +22,8 @@ const wav30s = 480000
 // the least a durable write of the same bytes costs: a new plain file,
 // written and fsynced ("file"), and the same plus the fsync of its
 // directory that makes the new name durable ("file+dir"). "seq" is one
-// depositor; "par" is 8, as when several calls end at once.
+// depositor; "par" is 8, as when several calls end at once. "email2k" is
+// an Append of a 2 KB e-mail, as an IMAP client's.
 func BenchmarkDeposit(b *testing.B) {
 	audio := wav(wav30s - 44)
 	for _, par := range []int{1, 8} {
@@ -41,6 +42,22 @@ func BenchmarkDeposit(b *testing.B) {
 					b.Fatal(err)
 				}
 			})
+		})
+		// An e-mail of 2 KB as a mail client appends it: small enough to be
+		// kept in the database (inlineMax).
+		b.Run("email2k/"+name, func(b *testing.B) {
+			s := openStore(b)
+			if err := s.CreateMailbox(ctx, "1001"); err != nil {
+				b.Fatal(err)
+			}
+			mail := bytes.Repeat([]byte("Subject: x\r\n\r\n0123456789abcdef\r\n"), 2048/32)
+			run(b, par, func(int64) {
+				if _, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox, Raw: true},
+					bytes.NewReader(mail)); err != nil {
+					b.Fatal(err)
+				}
+			})
+			b.SetBytes(int64(len(mail)))
 		})
 		for _, dirSync := range []bool{false, true} {
 			label := "file/"
@@ -254,7 +271,7 @@ func BenchmarkDepositRatio(b *testing.B) {
 						// The pool's refill runs in the background; count it
 						// for the store, not during the next round.
 						start := time.Now()
-						s.pool.wg.Wait()
+						s.pool.waitIdle()
 						k.t += time.Since(start)
 					}
 				}

@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -88,58 +89,120 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-// writeBlob writes r to a content file, durably, and returns its key and
-// size. The caller must call s.blobs.remove(k) when the message is committed
-// or the file deleted; until then the sweep leaves it alone. On error
-// nothing is left behind.
-func (s *Store) writeBlob(ctx context.Context, r io.Reader) (k blobKey, n int64, err error) {
-	var f *os.File
-	k, f, err = s.pool.take(s)
-	if err != nil {
-		return k, 0, err
+// inlineMax is the largest content kept in the database instead of a file
+// of its own. An e-mail a client appends is typically a few kilobytes: in
+// the database it costs no file creation, no directory entry and no
+// fdatasync of its own, only a few more pages in the commit that records
+// the message. Voicemail audio (16 KiB is half a second of 8 kHz PCM) still
+// goes to files.
+const inlineMax = 16 << 10
+
+// content is what writeContent stored: a content file, or, when data is
+// not nil, a small content to be put in the database by the transaction
+// that records its message.
+type content struct {
+	key  blobKey
+	size int64
+	data []byte // the whole content when it is kept in the database
+}
+
+func (c content) inline() bool { return c.data != nil }
+
+// writeContent reads r to its end. Up to inlineMax bytes stay in memory, to
+// go in the database; more go to a content file, written durably, and the
+// caller must call s.blobs.remove(c.key) when the message is committed or
+// the file deleted; until then the sweep leaves it alone. On error nothing
+// is left behind.
+func (s *Store) writeContent(ctx context.Context, r io.Reader) (c content, err error) {
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	buf := *bufp
+	cr := ctxReader{ctx, r}
+	n, err := io.ReadFull(cr, buf[:inlineMax+1])
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		if _, err := rand.Read(c.key[:]); err != nil {
+			return c, fmt.Errorf("boltstore: content key: %w", err)
+		}
+		c.size = int64(n)
+		c.data = append(make([]byte, 0, n), buf[:n]...) // not nil, also when empty
+		return c, nil
+	case err != nil:
+		return c, fmt.Errorf("boltstore: read content: %w", err)
 	}
-	path := s.blobPath(k)
+	var f *os.File
+	c.key, f, err = s.pool.take(s)
+	if err != nil {
+		return c, err
+	}
+	path := s.blobPath(c.key)
 	defer func() {
 		if err != nil {
 			os.Remove(path)
-			s.blobs.remove(k)
+			s.blobs.remove(c.key)
 		}
 	}()
 	defer f.Close()
-	buf := copyBufs.Get().(*[]byte)
-	n, err = io.CopyBuffer(onlyWriter{f}, ctxReader{ctx, r}, *buf)
-	copyBufs.Put(buf)
+	if _, err := f.Write(buf[:n]); err != nil {
+		return c, fmt.Errorf("boltstore: write content: %w", err)
+	}
+	rest, err := io.CopyBuffer(onlyWriter{f}, cr, buf)
 	if err != nil {
 		var werr writeError
 		if errors.As(err, &werr) {
-			return k, 0, fmt.Errorf("boltstore: write content: %w", werr.err)
+			return c, fmt.Errorf("boltstore: write content: %w", werr.err)
 		}
-		return k, 0, fmt.Errorf("boltstore: read content: %w", err)
+		return c, fmt.Errorf("boltstore: read content: %w", err)
 	}
 	if err := fdatasync(f); err != nil {
-		return k, 0, fmt.Errorf("boltstore: sync content: %w", err)
+		return c, fmt.Errorf("boltstore: sync content: %w", err)
 	}
 	if err := f.Close(); err != nil {
-		return k, 0, fmt.Errorf("boltstore: close content: %w", err)
+		return c, fmt.Errorf("boltstore: close content: %w", err)
 	}
-	return k, n, nil
+	c.size = int64(n) + rest
+	return c, nil
 }
 
+// memContent is a small content read out of the database. Like a file it
+// seeks, which rendering uses to serve part of a message.
+type memContent struct{ *bytes.Reader }
+
+func (memContent) Close() error { return nil }
+
+// pooledFile is an empty content file, open for writing, whose directory
+// entry is durable.
+type pooledFile struct {
+	k blobKey
+	f *os.File
+}
+
+// errStopped ends a refill that Close interrupted.
+var errStopped = errors.New("boltstore: store closing")
+
 // newBlobFiles creates n empty content files in one subdirectory, with
-// their directory entries durable.
-func (s *Store) newBlobFiles(n int) ([]blobKey, error) {
+// their directory entries durable, and returns them open for writing. It
+// gives up, deleting what it made, when stop is closed.
+func (s *Store) newBlobFiles(n int, stop <-chan struct{}) ([]pooledFile, error) {
 	var first [1]byte
 	if _, err := rand.Read(first[:]); err != nil {
 		return nil, fmt.Errorf("boltstore: content key: %w", err)
 	}
-	keys := make([]blobKey, 0, n)
-	for len(keys) < n {
+	files := make([]pooledFile, 0, n)
+	for len(files) < n {
+		select {
+		case <-stop:
+			s.dropFiles(files)
+			return nil, errStopped
+		default:
+		}
 		var k blobKey
 		if _, err := rand.Read(k[:]); err != nil {
+			s.dropFiles(files)
 			return nil, fmt.Errorf("boltstore: content key: %w", err)
 		}
 		k[0] = first[0] // one directory, so one directory fsync for all
-		if len(keys) == 0 {
+		if len(files) == 0 {
 			if err := s.ensureDir(filepath.Dir(s.blobPath(k))); err != nil {
 				return nil, fmt.Errorf("boltstore: content directory: %w", err)
 			}
@@ -148,98 +211,156 @@ func (s *Store) newBlobFiles(n int) ([]blobKey, error) {
 		f, err := os.OpenFile(s.blobPath(k), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			s.blobs.remove(k)
-			s.dropBlobs(keys)
+			s.dropFiles(files)
 			return nil, fmt.Errorf("boltstore: create content file: %w", err)
 		}
-		f.Close()
-		keys = append(keys, k)
+		files = append(files, pooledFile{k, f})
 	}
-	if err := syncDir(filepath.Dir(s.blobPath(keys[0]))); err != nil {
-		s.dropBlobs(keys)
+	if err := syncDir(filepath.Dir(s.blobPath(files[0].k))); err != nil {
+		s.dropFiles(files)
 		return nil, fmt.Errorf("boltstore: sync content directory: %w", err)
 	}
-	return keys, nil
+	return files, nil
 }
 
-// dropBlobs deletes unused pool files.
-func (s *Store) dropBlobs(keys []blobKey) {
-	for _, k := range keys {
-		os.Remove(s.blobPath(k))
-		s.blobs.remove(k)
+// dropFiles closes and deletes unused pool files.
+func (s *Store) dropFiles(files []pooledFile) {
+	for _, pf := range files {
+		pf.f.Close()
+		os.Remove(s.blobPath(pf.k))
+		s.blobs.remove(pf.k)
 	}
 }
 
-// blobPool holds empty content files made ahead of need, in batches that
-// share one directory fsync. A deposit then costs the fdatasync of its
-// content and the commit, and not the fsync of a directory as well.
+// blobPool holds empty content files made ahead of need. A goroutine
+// started by Open refills it in batches of poolBatch files in one
+// subdirectory, which share one directory fsync, whenever it falls below
+// poolLow, so a deposit costs the fdatasync of its content and the commit,
+// and neither a file creation nor a directory fsync. Only when deposits
+// outrun the refill and the pool is empty does a deposit create its file
+// itself, with a directory fsync of its own.
 type blobPool struct {
-	mu      sync.Mutex
-	keys    []blobKey
-	filling bool
-	closed  bool
-	wg      sync.WaitGroup
+	mu        sync.Mutex
+	files     []pooledFile
+	refilling bool       // a refill was asked for and has not finished
+	idle      *sync.Cond // broadcast when refilling turns false
+	closed    bool
+
+	wake chan struct{} // buffered 1
+	stop chan struct{} // closed by close
+	done chan struct{} // closed when run returns
 }
 
-const poolBatch = 32
+const (
+	poolBatch = 32
+	poolLow   = 16
+)
 
-// take returns an empty content file, from the pool or, when it is empty,
-// made on the spot; it starts a refill when the pool runs low.
+// start launches the refill goroutine and its first refill.
+func (p *blobPool) start(s *Store) {
+	p.idle = sync.NewCond(&p.mu)
+	p.wake = make(chan struct{}, 1)
+	p.stop = make(chan struct{})
+	p.done = make(chan struct{})
+	p.refilling = true
+	p.wake <- struct{}{}
+	go p.run(s)
+}
+
+func (p *blobPool) run(s *Store) {
+	defer close(p.done)
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.wake:
+		}
+		for {
+			p.mu.Lock()
+			if len(p.files) >= poolLow {
+				break
+			}
+			p.mu.Unlock()
+			files, err := s.newBlobFiles(poolBatch, p.stop)
+			p.mu.Lock()
+			if err != nil {
+				// Deposits make their own files meanwhile and report
+				// the error, if it lasts, to their callers; the next
+				// deposit asks for a refill again.
+				if err != errStopped {
+					s.logf("boltstore: prepare content files: %v", err)
+				}
+				break
+			}
+			if p.closed {
+				p.mu.Unlock()
+				s.dropFiles(files)
+				return
+			}
+			p.files = append(p.files, files...)
+			p.mu.Unlock()
+		}
+		p.refilling = false
+		p.idle.Broadcast()
+		p.mu.Unlock()
+	}
+}
+
+// take returns an empty content file, open for writing, from the pool or,
+// when it is empty, made on the spot; it asks for a refill when the pool
+// runs low.
 func (p *blobPool) take(s *Store) (blobKey, *os.File, error) {
 	p.mu.Lock()
-	var k blobKey
-	ok := len(p.keys) > 0
+	var pf pooledFile
+	ok := len(p.files) > 0
 	if ok {
-		k = p.keys[len(p.keys)-1]
-		p.keys = p.keys[:len(p.keys)-1]
+		pf = p.files[len(p.files)-1]
+		p.files = p.files[:len(p.files)-1]
 	}
-	if len(p.keys) < poolBatch/2 && !p.filling && !p.closed {
-		p.filling = true
-		p.wg.Add(1)
-		go p.fill(s)
+	if len(p.files) < poolLow && !p.refilling && !p.closed {
+		p.refilling = true
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
 	}
 	p.mu.Unlock()
-	if !ok {
-		keys, err := s.newBlobFiles(1)
-		if err != nil {
-			return k, nil, err
-		}
-		k = keys[0]
+	if ok {
+		return pf.k, pf.f, nil
 	}
-	f, err := os.OpenFile(s.blobPath(k), os.O_WRONLY, 0)
+	files, err := s.newBlobFiles(1, nil)
 	if err != nil {
-		os.Remove(s.blobPath(k))
-		s.blobs.remove(k)
-		return k, nil, fmt.Errorf("boltstore: open content file: %w", err)
+		return blobKey{}, nil, err
 	}
-	return k, f, nil
+	return files[0].k, files[0].f, nil
 }
 
-func (p *blobPool) fill(s *Store) {
-	defer p.wg.Done()
-	keys, err := s.newBlobFiles(poolBatch)
-	if err != nil {
-		s.logf("boltstore: prepare content files: %v", err)
-	}
+// waitIdle waits until no refill is asked for or running.
+func (p *blobPool) waitIdle() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.filling = false
-	if p.closed {
-		s.dropBlobs(keys)
-		return
+	for p.refilling && !p.closed {
+		p.idle.Wait()
 	}
-	p.keys = append(p.keys, keys...)
 }
 
-// close deletes the files left in the pool.
+// close stops the refill and deletes the files left in the pool.
 func (p *blobPool) close(s *Store) {
 	p.mu.Lock()
+	already := p.closed
 	p.closed = true
+	p.idle.Broadcast()
 	p.mu.Unlock()
-	p.wg.Wait()
+	if already {
+		return
+	}
+	close(p.stop)
+	<-p.done
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	s.dropBlobs(p.keys)
-	p.keys = nil
+	files := p.files
+	p.files = nil
+	p.mu.Unlock()
+	s.dropFiles(files)
 }
 
 // onlyWriter hides the file's ReadFrom, so that io.CopyBuffer uses our

@@ -31,7 +31,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// crashChild deposits messages from three goroutines until it is killed.
+// crashChild deposits messages from three goroutines until it is killed:
+// 30-second messages, random sizes up to that, and small ones, half of them
+// small enough to be kept in the database.
 // After each Append returns it prints "ID SHA256 SIZE" on a line of its own.
 // Each message's CallerName is its content's hash, so the parent can check
 // messages that committed but were never acknowledged too.
@@ -52,8 +54,11 @@ func crashChild(dir string) {
 			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(g)))
 			for {
 				size := rng.IntN(480000) + 1
-				if rng.IntN(4) == 0 {
+				switch rng.IntN(4) {
+				case 0:
 					size = 480000 // a 30-second WAV
+				case 1:
+					size = rng.IntN(2*inlineMax) + 1 // an e-mail, mostly kept in the database
 				}
 				audio := make([]byte, size)
 				for i := 0; i+8 <= len(audio); i += 8 {

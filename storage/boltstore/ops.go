@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -151,8 +152,8 @@ func (mb *mbox) resolve(ids []uuid.UUID) error {
 	return nil
 }
 
-// refBlob changes the reference count of a content file by delta and
-// reports whether it dropped to zero.
+// refBlob changes the reference count of a content by delta and reports
+// whether it dropped to zero.
 func refBlob(tx *bolt.Tx, k blobKey, delta int) (bool, error) {
 	b := tx.Bucket(bucketBlobs)
 	var n int64
@@ -164,6 +165,20 @@ func refBlob(tx *bolt.Tx, k blobKey, delta int) (bool, error) {
 		return true, b.Delete(k[:])
 	}
 	return false, b.Put(k[:], putU32(nil, uint32(n)))
+}
+
+// unrefContent drops r's reference to its content. When it was the last, a
+// content in the database is deleted with the transaction, and a content
+// file is reported to be deleted after the commit.
+func unrefContent(tx *bolt.Tx, r *record) (fileGone bool, err error) {
+	zero, err := refBlob(tx, r.blob, -1)
+	if err != nil || !zero {
+		return false, err
+	}
+	if r.inline {
+		return false, tx.Bucket(bucketContents).Delete(r.blob[:])
+	}
+	return true, nil
 }
 
 func nextValidity(tx *bolt.Tx) (uint32, error) {
@@ -351,8 +366,8 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 			if err := mb.ids.Delete(r.m.ID[:]); err != nil {
 				return err
 			}
-			zero, err := refBlob(tx, r.blob, -1)
-			if zero {
+			fileGone, err := unrefContent(tx, &r)
+			if fileGone {
 				gone = append(gone, r.blob)
 			}
 			return err
@@ -371,9 +386,10 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 	return nil
 }
 
-// Append implements um.Store. The content goes to its own file, written and
-// synced before the transaction that records the message commits; see the
-// package documentation.
+// Append implements um.Store. A content of up to inlineMax bytes goes into
+// the transaction that records the message; a larger one to its own file,
+// written and synced before that transaction commits. See the package
+// documentation.
 func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.Reader) (um.Message, error) {
 	if r == nil {
 		return um.Message{}, fmt.Errorf("boltstore: %w: nil reader", um.ErrInvalid)
@@ -381,12 +397,13 @@ func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.R
 	if err := ctx.Err(); err != nil {
 		return um.Message{}, err
 	}
-	k, n, err := s.writeBlob(ctx, r)
+	c, err := s.writeContent(ctx, r)
 	if err != nil {
 		return um.Message{}, err
 	}
-	rec := &record{m: m.Clone(), blob: k}
-	rec.m.Size = n
+	k := c.key
+	rec := &record{m: m.Clone(), blob: k, inline: c.inline()}
+	rec.m.Size = c.size
 	rec.m.Folder, rec.m.UID = "", 0
 	var stored um.Message
 	err = s.update(ctx, func(tx *bolt.Tx) error {
@@ -397,9 +414,20 @@ func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.R
 		if stored, err = mb.add(m.Folder, rec); err != nil {
 			return err
 		}
-		_, err = refBlob(tx, k, +1)
-		return err
+		if _, err := refBlob(tx, k, +1); err != nil {
+			return err
+		}
+		if c.inline() {
+			return tx.Bucket(bucketContents).Put(k[:], c.data)
+		}
+		return nil
 	})
+	if c.inline() {
+		if err != nil {
+			return um.Message{}, err
+		}
+		return stored, nil
+	}
 	var ce *commitError
 	if err != nil && (!errors.As(err, &ce) || !s.blobReferenced(k)) {
 		// Not committed: the file is ours to delete. A failed commit
@@ -469,10 +497,12 @@ func (s *Store) Get(ctx context.Context, mailbox string, id uuid.UUID) (um.Messa
 	return m, nil
 }
 
-// Open implements um.Store. It returns the content file itself, so reading
-// it streams from the disk and holds no transaction open.
+// Open implements um.Store. For a content file it returns the file itself,
+// so reading it streams from the disk and holds no transaction open; a
+// small content kept in the database is copied out of it. Both seek.
 func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.ReadCloser, error) {
 	var k blobKey
+	var data []byte
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
@@ -483,10 +513,20 @@ func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.Read
 			return err
 		}
 		k = r.blob
+		if r.inline {
+			v := tx.Bucket(bucketContents).Get(k[:])
+			if v == nil {
+				return fmt.Errorf("%w: content of message %s of %q is missing", ErrCorrupt, id, mailbox)
+			}
+			data = append(make([]byte, 0, len(v)), v...) // out of the memory map
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if data != nil {
+		return memContent{bytes.NewReader(data)}, nil
 	}
 	f, err := os.Open(s.blobPath(k))
 	if isNotExist(err) {
@@ -647,11 +687,11 @@ func (s *Store) Remove(ctx context.Context, mailbox string, ids []uuid.UUID) err
 			if err := mb.unlink(id, l); err != nil {
 				return err
 			}
-			zero, err := refBlob(tx, r.blob, -1)
+			fileGone, err := unrefContent(tx, r)
 			if err != nil {
 				return err
 			}
-			if zero {
+			if fileGone {
 				gone = append(gone, r.blob)
 			}
 		}

@@ -14,7 +14,7 @@ import (
 //
 //	version byte (1)
 //	ID [16], blob key [16]
-//	bits byte (1 urgent, 2 raw), flags byte
+//	bits byte (1 urgent, 2 raw, 4 content in the contents bucket), flags byte
 //	Size, Duration varint; Time, Added: byte (0 zero, 1 set), varint seconds, uvarint nanoseconds
 //	CallerNumber, CallerName, AudioType, Transcript: uvarint length, bytes
 //	keyword count uvarint, then each: uvarint length, bytes
@@ -25,15 +25,18 @@ const recordVersion = 1
 const (
 	bitUrgent = 1 << iota
 	bitRaw
+	bitInline
 )
 
-// blobKey names a content file.
+// blobKey names a content: a content file, or a value in the contents
+// bucket.
 type blobKey [16]byte
 
 // record is a message as stored.
 type record struct {
-	m    um.Message
-	blob blobKey
+	m      um.Message
+	blob   blobKey
+	inline bool // the content is in the contents bucket, not a file
 }
 
 func appendString(b []byte, s string) []byte {
@@ -62,6 +65,9 @@ func encodeRecord(r *record) []byte {
 	}
 	if m.Raw {
 		bits |= bitRaw
+	}
+	if r.inline {
+		bits |= bitInline
 	}
 	b = append(b, bits, byte(m.Flags))
 	b = binary.AppendVarint(b, m.Size)
@@ -161,6 +167,7 @@ func decodeRecord(v []byte, r *record) error {
 	bits := d.byte()
 	m.Urgent = bits&bitUrgent != 0
 	m.Raw = bits&bitRaw != 0
+	r.inline = bits&bitInline != 0
 	m.Flags = um.Flags(d.byte())
 	m.Size = d.varint()
 	m.Duration = time.Duration(d.varint())

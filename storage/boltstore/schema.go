@@ -8,13 +8,15 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// The layout of um.db (schema version 1). Integers are big-endian so that
+// The layout of um.db (schema version 2). Integers are big-endian so that
 // keys sort in numeric order.
 //
 //	meta                     bucket
 //	  "schema"               uint32: the schema version
 //	  "validity"             uint32: the last UIDVALIDITY handed out
-//	blobs                    bucket: content file key (16 bytes) -> uint32 reference count
+//	blobs                    bucket: content key (16 bytes) -> uint32 reference count
+//	contents                 bucket: content key -> the content, for those of at most
+//	                         inlineMax bytes (the record's bit 4 says which kind)
 //	mailboxes                bucket: mailbox name -> mailbox bucket
 //	  <mailbox>
 //	    f                    bucket: folder name -> UIDVALIDITY uint32, UIDNEXT uint32
@@ -27,6 +29,7 @@ import (
 var (
 	bucketMeta      = []byte("meta")
 	bucketBlobs     = []byte("blobs")
+	bucketContents  = []byte("contents")
 	bucketMailboxes = []byte("mailboxes")
 	keySchema       = []byte("schema")
 	keyValidity     = []byte("validity")
@@ -53,6 +56,13 @@ var migrations = []func(tx *bolt.Tx) error{
 			return err
 		}
 		return meta.Put(keyValidity, putU32(nil, uint32(time.Now().Unix())))
+	},
+	// 1 -> 2: small contents live in the database. A program that knows
+	// only version 1 would take their keys for missing files, so it must
+	// refuse this database (ErrSchemaTooNew), which the version ensures.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketContents)
+		return err
 	},
 }
 

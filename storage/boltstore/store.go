@@ -118,6 +118,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: open %s: %w", dir, err)
 	}
 	s.c = newCommitter(db)
+	s.pool.start(s)
 	var ctx context.Context
 	ctx, s.sweepCancel = context.WithCancel(context.Background())
 	go func() {

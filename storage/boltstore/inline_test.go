@@ -1,0 +1,259 @@
+package boltstore
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+)
+
+// inlineCount returns how many contents the database holds itself.
+func inlineCount(t testing.TB, s *Store) int {
+	t.Helper()
+	n := 0
+	if err := s.view(ctx, func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketContents).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rand.Uint32())
+	}
+	return b
+}
+
+// TestInlineContent checks where contents of the sizes around inlineMax go,
+// that both kinds read back whole, before and after a restart, and that
+// Copy, Remove and DeleteFolder count and delete both kinds.
+func TestInlineContent(t *testing.T) {
+	s := openStore(t)
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateFolder(ctx, "1001", "Saved"); err != nil {
+		t.Fatal(err)
+	}
+	sizes := []int{0, 1, 2048, inlineMax - 1, inlineMax, inlineMax + 1, 3*inlineMax + 7, 300 << 10}
+	want := map[uuid.UUID][]byte{}
+	var ids []uuid.UUID
+	files, inline := 0, 0
+	for _, n := range sizes {
+		content := randomBytes(n)
+		m := appendMsg(t, s, "1001", um.Inbox, content)
+		if m.Size != int64(n) {
+			t.Errorf("Append() of %d bytes: Size = %d", n, m.Size)
+		}
+		want[m.ID] = content
+		ids = append(ids, m.ID)
+		if n > inlineMax {
+			files++
+		} else {
+			inline++
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for id, content := range want {
+			if b := readAll(t, s, "1001", id); !bytes.Equal(b, content) {
+				t.Errorf("%s: content of %s is %d bytes and differs, want %d", when, id, len(b), len(content))
+			}
+		}
+		if n := countFiles(t, s); n != files {
+			t.Errorf("%s: content files = %d, want %d", when, n, files)
+		}
+		if n := inlineCount(t, s); n != inline {
+			t.Errorf("%s: contents in the database = %d, want %d", when, n, inline)
+		}
+	}
+	check("after Append")
+
+	// A small content seeks like a file: rendering serves slices of it.
+	rc, err := s.Open(ctx, "1001", ids[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, ok := rc.(io.ReadSeeker)
+	if !ok {
+		t.Fatalf("Open() of a small content = %T, want an io.Seeker", rc)
+	}
+	if _, err := sk.Seek(1000, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(sk); !bytes.Equal(b, want[ids[2]][1000:]) {
+		t.Errorf("content after Seek(1000) is %d bytes and differs, want %d", len(b), len(want[ids[2]])-1000)
+	}
+	rc.Close()
+
+	s = reopen(t, s)
+	check("after restart")
+
+	// Copies share either kind; the content goes with the last reference.
+	copies, err := s.Copy(ctx, "1001", ids, "Saved", newIDs(len(ids)), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range copies {
+		want[c.ID] = want[ids[i]]
+	}
+	check("after Copy")
+	if err := s.Remove(ctx, "1001", ids); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		delete(want, id)
+	}
+	check("after removing the originals")
+	if _, err := s.Open(ctx, "1001", ids[0]); err == nil {
+		t.Error("Open() of a removed message succeeded")
+	}
+	if err := s.DeleteFolder(ctx, "1001", "Saved"); err != nil {
+		t.Fatal(err)
+	}
+	want = map[uuid.UUID][]byte{}
+	files, inline = 0, 0
+	check("after DeleteFolder")
+}
+
+func newIDs(n int) []uuid.UUID {
+	ids := make([]uuid.UUID, n)
+	for i := range ids {
+		ids[i] = uuid.New()
+	}
+	return ids
+}
+
+// TestMigratesFromV1 opens a database of schema 1, which kept every
+// content in a file, and checks that its messages read back and that new
+// small contents go into the database.
+func TestMigratesFromV1(t *testing.T) {
+	s := openStore(t)
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		t.Fatal(err)
+	}
+	big := randomBytes(inlineMax + 100)
+	m1 := appendMsg(t, s, "1001", um.Inbox, big)
+	dir := s.dir
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, DBFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketContents); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, putU32(nil, 1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s = openAt(t, dir)
+	if b := readAll(t, s, "1001", m1.ID); !bytes.Equal(b, big) {
+		t.Errorf("content of a schema 1 message after migration is %d bytes and differs", len(b))
+	}
+	m2 := appendMsg(t, s, "1001", um.Inbox, []byte("Subject: hi\r\n\r\nhello\r\n"))
+	if b := readAll(t, s, "1001", m2.ID); string(b) != "Subject: hi\r\n\r\nhello\r\n" {
+		t.Errorf("small content after migration = %q", b)
+	}
+	if n := inlineCount(t, s); n != 1 {
+		t.Errorf("contents in the database after migration and one small Append = %d, want 1", n)
+	}
+}
+
+// poolFiles counts the files in the pool.
+func poolFiles(s *Store) int {
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	return len(s.pool.files)
+}
+
+// allFiles counts every file under audio/, pooled or not.
+func allFiles(t testing.TB, s *Store) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(s.audio, func(path string, d os.DirEntry, err error) error {
+		if d != nil && !d.IsDir() {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestPoolRefill checks that the pool is filled after Open and refilled
+// after deposits take files from it, by the background goroutine, and that
+// Close deletes what is left of it.
+func TestPoolRefill(t *testing.T) {
+	s := openStore(t)
+	s.pool.waitIdle()
+	if n := poolFiles(s); n < poolLow {
+		t.Fatalf("pool after Open holds %d files, want at least %d", n, poolLow)
+	}
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		t.Fatal(err)
+	}
+	audio := randomBytes(inlineMax + 1)
+	for i := 0; i < poolBatch+poolLow; i++ {
+		appendMsg(t, s, "1001", um.Inbox, audio)
+	}
+	s.pool.waitIdle()
+	if n := poolFiles(s); n < poolLow {
+		t.Errorf("pool after %d deposits holds %d files, want at least %d", poolBatch+poolLow, n, poolLow)
+	}
+	if n, all := countFiles(t, s), allFiles(t, s); n != poolBatch+poolLow || all != n+poolFiles(s) {
+		t.Errorf("files: %d of messages and %d in all, want %d and %d", n, all, poolBatch+poolLow, poolBatch+poolLow+poolFiles(s))
+	}
+	s = reopen(t, s)
+	// Close deleted the pool; the new store's pool is all that is extra.
+	s.pool.waitIdle()
+	if n, all := countFiles(t, s), allFiles(t, s); n != poolBatch+poolLow || all != n+poolFiles(s) {
+		t.Errorf("files after restart: %d of messages and %d in all, want %d and %d", n, all, poolBatch+poolLow, poolBatch+poolLow+poolFiles(s))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := allFiles(t, s); n != poolBatch+poolLow {
+		t.Errorf("files after Close = %d, want the %d of messages", n, poolBatch+poolLow)
+	}
+}
+
+// TestPoolEmpty checks the path of a deposit that finds the pool empty and
+// makes its own file: the deposit is durable and readable after a restart.
+func TestPoolEmpty(t *testing.T) {
+	s := openStore(t)
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		t.Fatal(err)
+	}
+	s.pool.close(s) // no pool, no refill
+	if n := poolFiles(s); n != 0 {
+		t.Fatalf("pool after close holds %d files", n)
+	}
+	audio := randomBytes(100 << 10)
+	m := appendMsg(t, s, "1001", um.Inbox, audio)
+	if n := allFiles(t, s); n != 1 {
+		t.Errorf("files after one deposit with no pool = %d, want 1", n)
+	}
+	s = reopen(t, s)
+	if b := readAll(t, s, "1001", m.ID); !bytes.Equal(b, audio) {
+		t.Errorf("content after restart is %d bytes and differs, want %d", len(b), len(audio))
+	}
+}
