@@ -32,8 +32,9 @@ func live(es []*entry, seqs []uint32) ([]*entry, []uint32, []uuid.UUID) {
 	return oe, os, ids
 }
 
-// still returns the ids whose message is still UID uid... in folder, for a
-// retry after another session removed some of them.
+// still returns the ids of the entries whose message is still in folder
+// under the same UID, and marks the others gone: for a retry of STORE after
+// another session removed some of them.
 func (sess *session) still(folder string, es []*entry) []uuid.UUID {
 	var ids []uuid.UUID
 	for _, e := range es {
@@ -107,6 +108,12 @@ func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flag
 	return nil
 }
 
+// Expunge serves EXPUNGE, UID EXPUNGE and the expunge of CLOSE. It names
+// the messages this client was told of (for UID EXPUNGE, those of them in
+// uids), and um removes those of them that still carry \Deleted in the
+// selected folder, checked under the mailbox lock: a message undeleted or
+// moved away meanwhile, by the phone, another client or another node,
+// stays. The client gets EXPUNGE for exactly what was removed.
 func (sess *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) (err error) {
 	defer sess.guard(&err)()
 	v, err := sess.selected()
@@ -117,27 +124,25 @@ func (sess *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) (
 		return nil // CLOSE after EXAMINE expunges nothing
 	}
 	sess.sync()
-	var targets []*entry
-	var ids []uuid.UUID
+	var want []um.UID
 	for _, e := range v.msgs[:v.reported] {
-		if e.gone || !e.msg.Flags.Has(um.FlagDeleted) || (uids != nil && !uids.Contains(imap.UID(e.msg.UID))) {
-			continue
+		if !e.gone && (uids == nil || uids.Contains(imap.UID(e.msg.UID))) {
+			want = append(want, e.msg.UID)
 		}
-		targets = append(targets, e)
-		ids = append(ids, e.msg.ID)
 	}
-	if len(ids) == 0 {
+	if len(want) == 0 {
 		return nil
 	}
-	err = sess.mb.Purge(sess.ctx, ids...)
-	if errors.Is(err, um.ErrNotFound) {
-		err = sess.mb.Purge(sess.ctx, sess.still(v.folder, targets)...)
-	}
+	removed, err := sess.mb.Expunge(sess.ctx, v.folder, want)
 	if err != nil {
 		return sess.srv.imapError(err, roleSource)
 	}
-	for _, e := range targets {
-		e.gone = true
+	targets := make([]*entry, 0, len(removed))
+	for _, m := range removed {
+		if i := v.find(m.UID); i >= 0 {
+			v.msgs[i].gone = true
+			targets = append(targets, v.msgs[i])
+		}
 	}
 	return sess.expungeGone(v, targets, w.WriteExpunge)
 }

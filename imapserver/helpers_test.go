@@ -106,9 +106,20 @@ func newEnv(t testing.TB, tune func(*Options)) *env {
 // newEnvWith is newEnv with service options; MWI is set by the env.
 func newEnvWith(t testing.TB, uo um.Options, tune func(*Options)) *env {
 	t.Helper()
+	return newEnvOn(t, nil, uo, tune)
+}
+
+// newEnvOn is newEnvWith with the service's store wrapped by wrap (nil:
+// the counting store itself).
+func newEnvOn(t testing.TB, wrap func(um.Store) um.Store, uo um.Options, tune func(*Options)) *env {
+	t.Helper()
 	e := &env{t: t, store: &countingStore{Store: memstore.New()}, mwi: &mwiLog{}}
 	uo.MWI = e.mwi.add
-	svc, err := um.New(e.store, &uo)
+	var store um.Store = e.store
+	if wrap != nil {
+		store = wrap(e.store)
+	}
+	svc, err := um.New(store, &uo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,3 +251,42 @@ func (l *mwiLog) setNotify(c chan time.Time) {
 func depositOf(audio []byte, caller string) um.Deposit {
 	return um.Deposit{Audio: bytes.NewReader(audio), CallerNumber: caller, Duration: 3 * time.Second}
 }
+
+// feedStore makes the service one node of a cluster: Watch hands the test
+// the function that delivers the other node's changes, and the test writes
+// that node's changes straight into the store (env.store.Store), so they
+// are committed but not yet announced here.
+type feedStore struct {
+	um.Store
+	deliver chan func(um.Change)
+}
+
+func (s *feedStore) Watch(ctx context.Context, node string, deliver func(um.Change)) error {
+	select {
+	case s.deliver <- deliver:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// newClusterEnv is newEnv on a feedStore. It returns the function that
+// delivers a change from the other node, "b", as the store's feed would.
+func newClusterEnv(t testing.TB) (*env, func(um.Change)) {
+	t.Helper()
+	fs := &feedStore{deliver: make(chan func(um.Change), 1)}
+	e := newEnvOn(t, func(s um.Store) um.Store { fs.Store = s; return fs }, um.Options{Node: "a"}, nil)
+	deliver := <-fs.deliver
+	return e, func(c um.Change) {
+		c.Node = "b"
+		if c.Mailbox == "" {
+			c.Mailbox = "1001"
+		}
+		deliver(c)
+	}
+}
+
+// remote is the underlying store, for writes of "another node" that this
+// node hears of only when the test delivers them.
+func (e *env) remote() um.Store { return e.store.Store }
