@@ -24,7 +24,7 @@ type view struct {
 	msgs     []*entry // UID order; seq = index+1 for index < reported
 	reported int      // how many of msgs the client was told of (EXISTS)
 	keywords map[string]bool
-	high     um.UID // highest UID ever in the view
+	next     um.UID // every UID below is in msgs or known to be gone
 	newKW    bool   // keywords appeared that the client was not sent in FLAGS
 	resync   bool   // the folder must be reloaded from the store
 }
@@ -68,34 +68,64 @@ func (v *view) noteKeywords(kw []string) {
 	}
 }
 
-// add applies an EventAdded. Events come in commit order, so UIDs grow;
-// one at or below the highest UID seen is a repeat (or of a message gone
-// since) and is ignored.
-func (v *view) add(m um.Message) {
-	if m.UID <= v.high {
+// event applies one event of the mailbox's change feed. Events of one node
+// come in commit order, and UIDs grow with it, so a new message normally
+// has UID next, and other events concern messages the view holds or that
+// are gone. An event the view cannot account for means the feeds of two
+// cluster nodes crossed (this node's own change is announced at once,
+// another node's a moment later, with a lower UID) or events were lost:
+// the view is then reloaded from the store rather than dropped or guessed
+// at, so the client is never kept from a message. A reload of a message
+// that only came and went costs one listing.
+func (v *view) event(ev um.Event) {
+	if ev.Folder != v.folder {
 		return
 	}
-	v.high = m.UID
+	uid := ev.Message.UID
+	if v.find(uid) < 0 {
+		switch {
+		case ev.Kind == um.EventAdded && uid == v.next:
+			v.add(ev.Message.Clone())
+		case ev.Kind != um.EventAdded && uid < v.next:
+			// A flag change or removal of a message gone already.
+		default:
+			v.resync = true
+		}
+		return
+	}
+	switch ev.Kind {
+	case um.EventFlags:
+		v.setFlags(ev.Message.Clone())
+	case um.EventRemoved:
+		v.remove(uid)
+	}
+}
+
+// add appends a message with a UID above every other in the view.
+func (v *view) add(m um.Message) {
 	v.msgs = append(v.msgs, &entry{msg: m})
+	v.next = max(v.next, m.UID+1)
 	v.noteKeywords(m.Keywords)
 }
 
 // insert puts a message the view lacks in its UID place, for the session's
 // own COPY/MOVE into the folder and for a reload. It never shifts a
-// sequence number the client knows.
-func (v *view) insert(m um.Message) {
+// sequence number the client knows: it reports false when the message
+// would have to go before one the client was told of.
+func (v *view) insert(m um.Message) bool {
 	if v.find(m.UID) >= 0 {
-		return
+		return true
 	}
 	pos := sort.Search(len(v.msgs), func(i int) bool { return v.msgs[i].msg.UID > m.UID })
 	if pos < v.reported {
-		return
+		return false
 	}
 	v.msgs = append(v.msgs, nil)
 	copy(v.msgs[pos+1:], v.msgs[pos:])
 	v.msgs[pos] = &entry{msg: m}
-	v.high = max(v.high, m.UID)
+	v.next = max(v.next, m.UID+1)
 	v.noteKeywords(m.Keywords)
+	return true
 }
 
 func (v *view) setFlags(m um.Message) {
@@ -118,8 +148,10 @@ func (v *view) remove(uid um.UID) {
 	}
 }
 
-// load diffs the folder as the store has it into the view.
-func (v *view) load(msgs []um.Message) {
+// load diffs the folder as the store has it (msgs, and its UIDNEXT) into
+// the view. It returns how many messages it could not place, having UIDs
+// below one the client was told of already.
+func (v *view) load(msgs []um.Message, uidNext um.UID) (hidden int) {
 	present := make(map[um.UID]int, len(msgs))
 	for i := range msgs {
 		present[msgs[i].UID] = i
@@ -132,8 +164,12 @@ func (v *view) load(msgs []um.Message) {
 		}
 	}
 	for _, m := range msgs {
-		v.insert(m)
+		if !v.insert(m) {
+			hidden++
+		}
 	}
+	v.next = max(v.next, uidNext)
+	return hidden
 }
 
 func (sess *session) Select(name string, options *imap.SelectOptions) (data *imap.SelectData, err error) {
@@ -155,7 +191,7 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (data *ima
 		sub.Close()
 		return nil, sess.srv.imapError(err, roleSource)
 	}
-	v := &view{folder: f.Name, uidValidity: f.UIDValidity, readOnly: options.ReadOnly, sub: sub, keywords: make(map[string]bool)}
+	v := &view{folder: f.Name, uidValidity: f.UIDValidity, readOnly: options.ReadOnly, sub: sub, keywords: make(map[string]bool), next: f.UIDNext}
 	for _, m := range msgs {
 		v.add(m)
 	}
@@ -177,16 +213,12 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (data *ima
 	if su := specialUse(f.Name); su != nil {
 		list = &imap.ListData{Mailbox: f.Name, Delim: delim, Attrs: su}
 	}
-	uidNext := f.UIDNext
-	if m := v.maxUID(); m >= uidNext {
-		uidNext = m + 1
-	}
 	return &imap.SelectData{
 		Flags:             flags,
 		PermanentFlags:    perm,
 		NumMessages:       uint32(len(v.msgs)),
 		FirstUnseenSeqNum: firstUnseen,
-		UIDNext:           imap.UID(uidNext),
+		UIDNext:           imap.UID(v.next),
 		UIDValidity:       f.UIDValidity,
 		List:              list,
 	}, nil
@@ -218,15 +250,30 @@ func (sess *session) sync() {
 		}
 	}
 	if v.resync {
-		msgs, err := sess.mb.List(sess.ctx, v.folder)
-		switch {
-		case err == nil:
-			v.resync = false
-			v.load(msgs)
-		case errors.Is(err, um.ErrNotFound):
-			v.resync = false
-			v.load(nil)
+		sess.reload(v)
+	}
+}
+
+// reload reads the folder from the store and diffs it into the view. On
+// an error other than a missing folder it leaves the view marked, for the
+// next sync to try again.
+func (sess *session) reload(v *view) {
+	f, err := sess.mb.Folder(sess.ctx, v.folder)
+	var msgs []um.Message
+	if err == nil {
+		msgs, err = sess.mb.List(sess.ctx, v.folder)
+	}
+	switch {
+	case err == nil:
+		v.resync = false
+		if n := v.load(msgs, f.UIDNext); n > 0 {
+			sess.srv.logf("imapserver: %d messages of %q in %q arrived under UIDs below those the client knows; it sees them after SELECT", n, v.folder, sess.mailbox)
 		}
+	case errors.Is(err, um.ErrNotFound):
+		v.resync = false
+		v.load(nil, 0)
+	default:
+		sess.srv.logf("imapserver: reload %q of %q: %v", v.folder, sess.mailbox, err)
 	}
 }
 
@@ -249,17 +296,7 @@ func (sess *session) apply(ev um.Event) {
 		}
 		return
 	}
-	if ev.Folder != v.folder {
-		return
-	}
-	switch ev.Kind {
-	case um.EventAdded:
-		v.add(ev.Message.Clone())
-	case um.EventFlags:
-		v.setFlags(ev.Message.Clone())
-	case um.EventRemoved:
-		v.remove(ev.Message.UID)
-	}
+	v.event(ev)
 }
 
 // flush tells the client what sync applied: EXPUNGE (when allowed), then
