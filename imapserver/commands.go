@@ -50,14 +50,13 @@ func (sess *session) still(folder string, es []*entry) []uuid.UUID {
 
 func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) (err error) {
 	defer sess.guard(&err)()
-	v, err := sess.selected()
+	v, err := sess.live()
 	if err != nil {
 		return err
 	}
 	if v.readOnly {
 		return errCannot("Folder is read-only (EXAMINE)")
 	}
-	sess.sync()
 	es, seqs := sess.resolve(numSet)
 	es, seqs, ids := live(es, seqs)
 	op := um.FlagOp{}
@@ -124,6 +123,9 @@ func (sess *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) (
 		return nil // CLOSE after EXAMINE expunges nothing
 	}
 	sess.sync()
+	if v.dead {
+		return nil // the messages are gone already; Poll says so
+	}
 	var want []um.UID
 	for _, e := range v.msgs[:v.reported] {
 		if !e.gone && (uids == nil || uids.Contains(imap.UID(e.msg.UID))) {
@@ -132,6 +134,17 @@ func (sess *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) (
 	}
 	if len(want) == 0 {
 		return nil
+	}
+	// UIDs name messages of one folder incarnation: a folder deleted and
+	// created again under the name, whose news is still on its way (from
+	// another node), must not lose messages to UIDs of the old one.
+	f, err := sess.mb.Folder(sess.ctx, v.folder)
+	if errors.Is(err, um.ErrNotFound) || (err == nil && f.UIDValidity != v.uidValidity) {
+		v.kill()
+		return nil
+	}
+	if err != nil {
+		return sess.srv.imapError(err, roleSource)
 	}
 	removed, err := sess.mb.Expunge(sess.ctx, v.folder, want)
 	if err != nil {
@@ -168,38 +181,42 @@ func (sess *session) expungeGone(v *view, targets []*entry, write func(uint32) e
 	return nil
 }
 
-// addOwn puts messages this session added to its selected folder (COPY or
-// MOVE into it) into the view: um does not echo a session's own changes.
-func (sess *session) addOwn(v *view, folder string, msgs []um.Message) {
-	if folder != v.folder {
+// addOwn puts messages this session added to its selected folder (COPY,
+// MOVE or APPEND into it) into the view: um does not echo a session's own
+// changes. f is the destination as it was read after the change.
+func (sess *session) addOwn(v *view, f um.Folder, msgs []um.Message) {
+	sess.sync()
+	if v.dead || f.Name != v.folder {
 		return
 	}
-	sess.sync()
+	if f.UIDValidity != v.uidValidity {
+		v.kill() // deleted and created again, and not yet heard of
+		return
+	}
 	for _, m := range msgs {
 		v.insert(m)
 	}
 }
 
-func (sess *session) copyData(folder string, src []*entry, dst []um.Message) (*imap.CopyData, error) {
+func (sess *session) copyData(folder string, src []*entry, dst []um.Message) (*imap.CopyData, um.Folder, error) {
 	f, err := sess.mb.Folder(sess.ctx, folder)
 	if err != nil {
-		return nil, sess.srv.imapError(err, roleDest)
+		return nil, f, sess.srv.imapError(err, roleDest)
 	}
 	var from, to imap.UIDSet
 	for i := range dst {
 		from.AddNum(imap.UID(src[i].msg.UID))
 		to.AddNum(imap.UID(dst[i].UID))
 	}
-	return &imap.CopyData{UIDValidity: f.UIDValidity, SourceUIDs: from, DestUIDs: to}, nil
+	return &imap.CopyData{UIDValidity: f.UIDValidity, SourceUIDs: from, DestUIDs: to}, f, nil
 }
 
 func (sess *session) Copy(numSet imap.NumSet, dest string) (data *imap.CopyData, err error) {
 	defer sess.guard(&err)()
-	v, err := sess.selected()
+	v, err := sess.live()
 	if err != nil {
 		return nil, err
 	}
-	sess.sync()
 	folder := folderName(dest)
 	es, seqs := sess.resolve(numSet)
 	es, _, ids := live(es, seqs)
@@ -213,21 +230,23 @@ func (sess *session) Copy(numSet imap.NumSet, dest string) (data *imap.CopyData,
 	if err != nil {
 		return nil, sess.srv.imapError(err, roleDest)
 	}
-	data, err = sess.copyData(folder, es, copies)
-	sess.addOwn(v, folder, copies)
-	return data, err
+	data, f, err := sess.copyData(folder, es, copies)
+	if err != nil {
+		return nil, err
+	}
+	sess.addOwn(v, f, copies)
+	return data, nil
 }
 
 func (sess *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest string) (err error) {
 	defer sess.guard(&err)()
-	v, err := sess.selected()
+	v, err := sess.live()
 	if err != nil {
 		return err
 	}
 	if v.readOnly {
 		return errCannot("Folder is read-only (EXAMINE)")
 	}
-	sess.sync()
 	folder := folderName(dest)
 	es, seqs := sess.resolve(numSet)
 	es, _, ids := live(es, seqs)
@@ -241,7 +260,7 @@ func (sess *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest s
 	if err != nil {
 		return sess.srv.imapError(err, roleDest)
 	}
-	data, err := sess.copyData(folder, es, moved)
+	data, f, err := sess.copyData(folder, es, moved)
 	if err != nil {
 		return err
 	}
@@ -254,17 +273,16 @@ func (sess *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest s
 	if err := sess.expungeGone(v, es, w.WriteExpunge); err != nil {
 		return err
 	}
-	sess.addOwn(v, folder, moved)
+	sess.addOwn(v, f, moved)
 	return nil
 }
 
 func (sess *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (data *imap.SearchData, err error) {
 	defer sess.guard(&err)()
-	v, err := sess.selected()
+	v, err := sess.live()
 	if err != nil {
 		return nil, err
 	}
-	sess.sync()
 	data = &imap.SearchData{}
 	var seqSet imap.SeqSet
 	var uidSet imap.UIDSet

@@ -65,8 +65,24 @@
 // removals. EXPUNGE waits until the client sends a command that allows it
 // (not FETCH, STORE or SEARCH), and each sequence number is computed from
 // that client's view, so sequence numbers stay right for every client
-// whatever the others expunge. A lost queue (um.ErrOverflow) or an
-// EventResync reloads the folder and diffs it against the view.
+// whatever the others expunge. A lost queue (um.ErrOverflow), an
+// EventResync, or an event the view cannot account for reloads the folder
+// and diffs it against the view. The last happens on a cluster, where a
+// node's own change is announced at once and another node's a moment later:
+// a deposit with a lower UID can be heard of after one with a higher UID,
+// and the reload makes sure the client is told of both, in UID order.
+//
+// EXPUNGE, UID EXPUNGE and CLOSE remove through um.Mailbox.Expunge, which
+// checks \Deleted under the mailbox lock: a message the phone undeleted or
+// moved meanwhile stays, and the client gets EXPUNGE only for what was
+// removed.
+//
+// When another session deletes the selected folder or renames it away, the
+// client is told that every message of it was expunged (RFC 9051 leaves the
+// choice to the server; this keeps the connection), and later FETCH, STORE,
+// SEARCH, COPY and MOVE get NO [NONEXISTENT] until it selects another
+// folder. A folder created again under the name is another folder, with a
+// new UIDVALIDITY, and never feeds the old selection.
 //
 // go-imap's MailboxTracker and SessionTracker are not used.
 //

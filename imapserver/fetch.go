@@ -42,11 +42,10 @@ func needsContent(o *imap.FetchOptions) bool {
 
 func (sess *session) Fetch(w *goimapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) (err error) {
 	defer sess.guard(&err)()
-	v, err := sess.selected()
+	v, err := sess.live()
 	if err != nil {
 		return err
 	}
-	sess.sync()
 	es, seqs := sess.resolve(numSet)
 	_, isUID := numSet.(imap.UIDSet)
 	seenNow := sess.markSeen(v, es, options)

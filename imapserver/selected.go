@@ -27,6 +27,11 @@ type view struct {
 	next     um.UID // every UID below is in msgs or known to be gone
 	newKW    bool   // keywords appeared that the client was not sent in FLAGS
 	resync   bool   // the folder must be reloaded from the store
+	// dead: the folder was deleted or renamed away by someone else. Every
+	// message is gone, no event applies any more (a folder created again
+	// under the name is another folder, with another UIDVALIDITY), and
+	// commands in it get NO [NONEXISTENT].
+	dead bool
 }
 
 type entry struct {
@@ -42,6 +47,18 @@ func (v *view) close() {
 		v.sub = nil
 	}
 }
+
+// kill marks the view dead and its messages gone, and stops its
+// subscription.
+func (v *view) kill() {
+	v.dead, v.resync = true, false
+	for _, e := range v.msgs {
+		e.gone = true
+	}
+	v.close()
+}
+
+var errFolderGone = errNonExistent("The selected folder was deleted or renamed; select another")
 
 // find returns the index of uid in msgs, or -1.
 func (v *view) find(uid um.UID) int {
@@ -237,7 +254,7 @@ func (sess *session) Unselect() (err error) {
 // writes nothing.
 func (sess *session) sync() {
 	v := sess.sel
-	if v == nil {
+	if v == nil || v.dead {
 		return
 	}
 	changes, err := v.sub.Next()
@@ -247,11 +264,28 @@ func (sess *session) sync() {
 	for _, c := range changes {
 		for _, ev := range c.Events {
 			sess.apply(ev)
+			if v.dead {
+				return
+			}
 		}
 	}
 	if v.resync {
 		sess.reload(v)
 	}
+}
+
+// live syncs the view and returns it, or NO [NONEXISTENT] when the folder
+// went away: for the commands that act on the selected folder's messages.
+func (sess *session) live() (*view, error) {
+	v, err := sess.selected()
+	if err != nil {
+		return nil, err
+	}
+	sess.sync()
+	if v.dead {
+		return nil, errFolderGone
+	}
+	return v, nil
 }
 
 // reload reads the folder from the store and diffs it into the view. On
@@ -264,14 +298,15 @@ func (sess *session) reload(v *view) {
 		msgs, err = sess.mb.List(sess.ctx, v.folder)
 	}
 	switch {
+	case err == nil && f.UIDValidity != v.uidValidity:
+		v.kill() // deleted and created again
 	case err == nil:
 		v.resync = false
 		if n := v.load(msgs, f.UIDNext); n > 0 {
 			sess.srv.logf("imapserver: %d messages of %q in %q arrived under UIDs below those the client knows; it sees them after SELECT", n, v.folder, sess.mailbox)
 		}
 	case errors.Is(err, um.ErrNotFound):
-		v.resync = false
-		v.load(nil, 0)
+		v.kill()
 	default:
 		sess.srv.logf("imapserver: reload %q of %q: %v", v.folder, sess.mailbox, err)
 	}
@@ -283,16 +318,11 @@ func (sess *session) apply(ev um.Event) {
 	case um.EventResync:
 		v.resync = true
 		return
-	case um.EventFolderRenamed:
+	case um.EventFolderRenamed, um.EventFolderDeleted:
+		// The session's own RENAME of the folder is not echoed: it
+		// follows it (see Rename).
 		if ev.Folder == v.folder {
-			v.folder = ev.NewName
-		}
-		return
-	case um.EventFolderDeleted:
-		if ev.Folder == v.folder {
-			for _, e := range v.msgs {
-				e.gone = true
-			}
+			v.kill()
 		}
 		return
 	}
@@ -374,7 +404,7 @@ func (sess *session) Idle(w *goimapserver.UpdateWriter, stop <-chan struct{}) (e
 		}
 	}()
 	var wake <-chan struct{}
-	if sess.sel != nil {
+	if sess.sel != nil && sess.sel.sub != nil {
 		wake = sess.sel.sub.C()
 	}
 	for {

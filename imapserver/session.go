@@ -164,7 +164,7 @@ func (sess *session) Create(name string, options *imap.CreateOptions) (err error
 func (sess *session) Delete(name string) (err error) {
 	defer sess.guard(&err)()
 	name = folderName(name)
-	if sess.sel != nil && sess.sel.folder == name {
+	if sess.sel != nil && !sess.sel.dead && sess.sel.folder == name {
 		return errCannot("Folder is selected")
 	}
 	return sess.srv.imapError(sess.mb.DeleteFolder(sess.ctx, name), roleSource)
@@ -179,7 +179,7 @@ func (sess *session) Rename(from, to string, options *imap.RenameOptions) (err e
 		return errCannot("INBOX cannot be renamed")
 	}
 	err = sess.mb.RenameFolder(sess.ctx, from, to)
-	if err == nil && sess.sel != nil && sess.sel.folder == from {
+	if err == nil && sess.sel != nil && !sess.sel.dead && sess.sel.folder == from {
 		sess.sel.folder = to
 	}
 	return sess.srv.imapError(err, roleSource)
@@ -435,7 +435,7 @@ func (sess *session) finishAppend() error {
 	p.data.UID = imap.UID(m.UID)
 	p.data.UIDValidity = f.UIDValidity
 	if sess.sel != nil {
-		sess.addOwn(sess.sel, p.folder, []um.Message{m})
+		sess.addOwn(sess.sel, f, []um.Message{m})
 	}
 	return nil
 }
