@@ -36,6 +36,12 @@ type section struct {
 	close  func()
 }
 
+// needsRendering reports whether a FETCH asks for anything taken from the
+// rendered message.
+func needsRendering(o *imap.FetchOptions) bool {
+	return o.RFC822Size || o.Envelope || o.BodyStructure != nil || needsContent(o)
+}
+
 func needsContent(o *imap.FetchOptions) bool {
 	return len(o.BodySection) > 0 || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0
 }
@@ -103,7 +109,12 @@ func (sess *session) markSeen(v *view, es []*entry, o *imap.FetchOptions) map[uu
 
 func (sess *session) fetchOne(w *goimapserver.FetchWriter, e *entry, seq uint32, o *imap.FetchOptions, isUID, seenNow bool) error {
 	m := &e.msg
-	em := sess.email(e)
+	// FLAGS, UID and INTERNALDATE come from the view: a client syncing its
+	// flags (FETCH 1:* (UID FLAGS)) needs no rendering of any message.
+	var em *um.Email
+	if needsRendering(o) {
+		em = sess.email(e)
+	}
 	// Everything that can fail is prepared before the response starts, so
 	// a message removed meanwhile is left out instead of breaking the
 	// response.

@@ -111,3 +111,31 @@ func TestSearch(t *testing.T) {
 		t.Fatalf("SEARCH read %d audio bytes, want 0", n)
 	}
 }
+
+// TestFetchFlagsRendersNothing: a client syncing flags (FETCH 1:* (UID
+// FLAGS INTERNALDATE)) gets its answer from the view; no message is
+// rendered. RFC822.SIZE then renders each message once.
+func TestFetchFlagsRendersNothing(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, n := range []string{"+1", "+2", "+3"} {
+		e.deposit("1001", n, 10)
+	}
+	c := e.dial("alice", nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	all := imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}
+	msgs, err := c.Fetch(all, &imap.FetchOptions{UID: true, Flags: true, InternalDate: true}).Collect()
+	if err != nil || len(msgs) != 3 || msgs[2].UID != 3 || msgs[2].InternalDate.IsZero() {
+		t.Fatalf("FETCH 1:* (UID FLAGS INTERNALDATE) = %d messages, %v", len(msgs), err)
+	}
+	if n, _ := e.srv.cache.stats(); n != 0 {
+		t.Fatalf("after a FLAGS fetch the render cache holds %d, want 0", n)
+	}
+	if _, err := c.Fetch(all, &imap.FetchOptions{RFC822Size: true}).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := e.srv.cache.stats(); n != 3 {
+		t.Fatalf("after an RFC822.SIZE fetch the render cache holds %d, want 3", n)
+	}
+}
