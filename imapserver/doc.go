@@ -22,9 +22,21 @@
 // mailbox (extension 1001); a folder is what IMAP calls a mailbox. Each
 // voice mailbox has the folders INBOX and Trash (SPECIAL-USE \Trash), and
 // clients may CREATE, RENAME and DELETE others. The hierarchy delimiter is
-// "/". SUBSCRIBE state is kept in memory by the Server: every folder counts
-// as subscribed until a client unsubscribes it, and a restart subscribes
-// all again.
+// "/".
+//
+// # Subscriptions
+//
+// Subscriptions are not kept: every existing folder counts as subscribed.
+// LSUB, LIST (SUBSCRIBED) and RETURN (SUBSCRIBED) list every folder with
+// \Subscribed; SUBSCRIBE of an existing folder and any UNSUBSCRIBE answer
+// OK and change nothing (SUBSCRIBE of a missing folder is NO [NONEXISTENT]).
+// Mail clients (Thunderbird, Outlook, Apple Mail) show only subscribed
+// folders, and a fresh client that found none would hide the voicemail
+// folders; state kept in memory would differ between cluster nodes and be
+// lost on restart, so the same client would see folders come and go. A
+// voice mailbox has few folders, all meant to be seen, so the one sound
+// answer is that all are subscribed. A client's UNSUBSCRIBE therefore does
+// not hide a folder (RFC 9051 expects it to; here it is a no-op).
 //
 // INBOX holds voicemail only. APPEND into INBOX, and COPY or MOVE of an
 // appended e-mail into it, fail with NO [CANNOT]; APPEND into any other

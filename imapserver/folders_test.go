@@ -145,12 +145,36 @@ func TestFolderLifecycle(t *testing.T) {
 	if err != nil || len(ns.Personal) != 1 {
 		t.Fatalf("NAMESPACE = %+v, %v", ns, err)
 	}
-	if err := c.Unsubscribe("Trash").Wait(); err != nil {
+}
+
+// TestEveryFolderSubscribed: subscriptions are not kept; every folder
+// lists as subscribed, and SUBSCRIBE and UNSUBSCRIBE succeed without
+// changing that, the same on every server.
+func TestEveryFolderSubscribed(t *testing.T) {
+	e := newEnv(t, nil)
+	if _, err := e.mailbox("1001").CreateFolder(context.Background(), "Work"); err != nil {
 		t.Fatal(err)
 	}
-	subs, err := c.List("", "*", &imap.ListOptions{SelectSubscribed: true}).Collect()
-	if err != nil || len(subs) != 1 || subs[0].Mailbox != "INBOX" {
-		t.Fatalf("LIST (SUBSCRIBED) = %+v, %v; want INBOX only", subs, err)
+	r := dialRaw(t, e.tlsAddr, e.clientTLS)
+	r.cmd("a", "LOGIN alice alice-pw")
+	for _, cmd := range []string{"UNSUBSCRIBE Trash", "UNSUBSCRIBE Nothing", "SUBSCRIBE Work"} {
+		if got := r.cmd("b", cmd); !strings.HasPrefix(got, "b OK") {
+			t.Fatalf("%s = %q, want OK", cmd, got)
+		}
+	}
+	if got := r.cmd("c", "SUBSCRIBE Nothing"); !strings.HasPrefix(got, "c NO [NONEXISTENT]") {
+		t.Fatalf("SUBSCRIBE of a missing folder = %q, want NO [NONEXISTENT]", got)
+	}
+	for _, cmd := range []string{`LSUB "" "*"`, `LIST (SUBSCRIBED) "" "*"`, `LIST "" "*" RETURN (SUBSCRIBED)`} {
+		got := strings.Join(r.until0("d "+cmd, "d"), "|")
+		for _, f := range []string{"INBOX", "Trash", "Work"} {
+			if !strings.Contains(got, `"/" `+f) && !strings.Contains(got, `"/" "`+f+`"`) {
+				t.Errorf("%s = %q, want %s listed", cmd, got, f)
+			}
+		}
+		if strings.HasPrefix(cmd, "LIST") && strings.Count(got, `\Subscribed`) != 3 {
+			t.Errorf("%s = %q, want three \\Subscribed", cmd, got)
+		}
 	}
 }
 

@@ -126,9 +126,8 @@ type Server struct {
 	conns     map[*netConn]struct{}
 	perIP     map[string]int
 	perUser   map[string]int
-	fails     map[string]*failRecord     // by remote IP
-	unsub     map[string]map[string]bool // voice mailbox -> folders unsubscribed
-	idle      chan struct{}              // closed when conns empties during shutdown
+	fails     map[string]*failRecord // by remote IP
+	idle      chan struct{}          // closed when conns empties during shutdown
 }
 
 type failRecord struct {
@@ -149,7 +148,6 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 		perIP:     make(map[string]int),
 		perUser:   make(map[string]int),
 		fails:     make(map[string]*failRecord),
-		unsub:     make(map[string]map[string]bool),
 		sleep:     sleepCtx,
 	}
 	o := &s.opts
@@ -471,25 +469,4 @@ func (s *Server) loginFailed(ip string) time.Duration {
 		return 0
 	}
 	return s.opts.LoginFailureDelay << min(r.n-1, 4)
-}
-
-func (s *Server) subscribed(mailbox, folder string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return !s.unsub[mailbox][folder]
-}
-
-func (s *Server) setSubscribed(mailbox, folder string, on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.unsub[mailbox]
-	if m == nil {
-		m = make(map[string]bool)
-		s.unsub[mailbox] = m
-	}
-	if on {
-		delete(m, folder)
-	} else {
-		m[folder] = true
-	}
 }

@@ -185,19 +185,19 @@ func (sess *session) Rename(from, to string, options *imap.RenameOptions) (err e
 	return sess.srv.imapError(err, roleSource)
 }
 
+// Subscribe checks that the folder exists and changes nothing: every
+// folder counts as subscribed (see the package doc, Subscriptions).
 func (sess *session) Subscribe(name string) (err error) {
 	defer sess.guard(&err)()
-	name = folderName(name)
-	if _, err := sess.mb.Folder(sess.ctx, name); err != nil {
+	if _, err := sess.mb.Folder(sess.ctx, folderName(name)); err != nil {
 		return sess.srv.imapError(err, roleSource)
 	}
-	sess.srv.setSubscribed(sess.mailbox, name, true)
 	return nil
 }
 
+// Unsubscribe succeeds and changes nothing (see Subscribe).
 func (sess *session) Unsubscribe(name string) (err error) {
 	defer sess.guard(&err)()
-	sess.srv.setSubscribed(sess.mailbox, folderName(name), false)
 	return nil
 }
 
@@ -242,10 +242,6 @@ func (sess *session) List(w *goimapserver.ListWriter, ref string, patterns []str
 		if !match {
 			continue
 		}
-		sub := sess.srv.subscribed(sess.mailbox, f.Name)
-		if options.SelectSubscribed && !sub {
-			continue
-		}
 		su := specialUse(f.Name)
 		if options.SelectSpecialUse && len(su) == 0 {
 			continue
@@ -263,7 +259,7 @@ func (sess *session) List(w *goimapserver.ListWriter, ref string, patterns []str
 		} else {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
 		}
-		if sub && (options.SelectSubscribed || options.ReturnSubscribed) {
+		if options.SelectSubscribed || options.ReturnSubscribed {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
 		}
 		data.Attrs = append(data.Attrs, su...)
