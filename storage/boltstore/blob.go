@@ -143,6 +143,13 @@ func (s *Store) writeContent(ctx context.Context, r io.Reader) (c content, err e
 		}
 	}()
 	defer f.Close()
+	// Fill the rest of the buffer first, so the file is written in the same
+	// whole buffers as without the look at the start.
+	m, err := io.ReadFull(cr, buf[n:])
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return c, fmt.Errorf("boltstore: read content: %w", err)
+	}
+	n += m
 	if _, err := f.Write(buf[:n]); err != nil {
 		return c, fmt.Errorf("boltstore: write content: %w", err)
 	}
