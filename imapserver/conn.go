@@ -29,6 +29,7 @@ type netConn struct {
 	ip  string
 
 	deadlineCalls atomic.Uint64 // SetReadDeadline calls; see session.Append
+	failed        atomic.Bool   // a read or write failed: the connection is done
 	busy          atomic.Int32  // >0 while a session method other than Idle runs
 
 	mu            sync.Mutex
@@ -120,6 +121,9 @@ func (c *netConn) Read(p []byte) (int, error) {
 			c.Conn.SetReadDeadline(dl)
 			continue
 		}
+		if err != nil {
+			c.failed.Store(true)
+		}
 		return n, err
 	}
 }
@@ -194,6 +198,7 @@ func (c *netConn) writeLocked(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if err != nil {
 		c.werr = err
+		c.failed.Store(true)
 	}
 	return n, err
 }
@@ -330,12 +335,33 @@ func (c *netConn) bye() {
 	c.Close()
 }
 
-// go-imap v2.0.0-beta.8 answers an error it cannot classify with this
-// response. In this server every error of a session method is mapped in
-// errors.go, so the only errors left for it are go-imap's own parse errors
-// (a folder name or LIST pattern that is not valid modified UTF-7, a
-// command over 50 KiB). Those are the client's: answer them as such rather
-// than blame the server. The variable is unexported; the version is pinned.
+// internalServerErrorResp is go-imap's answer to an error it cannot
+// classify: one that is neither an *imap.Error nor a syntax error of its
+// decoder. It is NO [SERVERBUG] "Internal server error".
+//
+// Why it is patched: go-imap's own parser returns such errors for input
+// that is the client's fault, before any session method runs: a folder
+// name or LIST pattern that is not valid modified UTF-7 (`LIST "" "&"`,
+// `SELECT "&"`) and a command over 50 KiB. Answering those with SERVERBUG
+// blames the server for a client's mistake, so patchFallbackResponse
+// turns the answer into BAD [CLIENTBUG]. go-imap offers no option for it
+// and runs TLS below its reader, so no wrapper of the connection can tell
+// these errors apart either; hence the go:linkname.
+//
+// What it affects: the variable is go-imap's, so the patch holds for every
+// go-imap server in the process, not only this package's; it is applied
+// by the first New. In this package no session error reaches the fallback:
+// every error a session method returns passes through sessionError
+// (errors.go) and is an *imap.Error, with unknown errors answered NO
+// [SERVERBUG] and logged through Options.Logf. So real server bugs still
+// say SERVERBUG. Other go-imap servers in the same process (a test's
+// imapmemserver, say) would see their own unclassified errors, including
+// real bugs, answered BAD [CLIENTBUG].
+//
+// It is tied to go-imap v2.0.0-beta.8, pinned in go.mod and checked by
+// TestGoIMAPVersion: if the variable were removed the link would fail; if
+// it were renamed or its use changed, patchFallbackResponse would do
+// nothing or the wrong thing. Re-check go-imap's conn.go at every upgrade.
 //
 //go:linkname internalServerErrorResp github.com/emersion/go-imap/v2/imapserver.internalServerErrorResp
 var internalServerErrorResp *imap.StatusResponse

@@ -103,11 +103,22 @@
 // Errors from um become IMAP response codes in one place (errors.go):
 // ErrNotFound is NONEXISTENT (TRYCREATE for the destination of COPY, MOVE
 // or APPEND), ErrExists ALREADYEXISTS, ErrMailboxFull OVERQUOTA,
-// ErrReserved, ErrNotVoice and ErrInvalid CANNOT, ErrClosed UNAVAILABLE. A
-// panic in a session method is recovered and answered NO [SERVERBUG].
-// go-imap's own answer to arguments it cannot parse (a name that is not
-// valid modified UTF-7, for example) is changed from NO [SERVERBUG] to BAD
-// [CLIENTBUG].
+// ErrReserved, ErrNotVoice and ErrInvalid CANNOT, ErrClosed UNAVAILABLE.
+// Every error a session method returns to go-imap is an IMAP response made
+// there: an error no mapping knows is answered NO [SERVERBUG] and given to
+// Options.Logf, and so is a panic in a session method, which is recovered.
+// A failed connection is answered NO [UNAVAILABLE] (which the client will
+// not read) and not logged.
+//
+// go-imap v2.0.0-beta.8 answers errors of its own parser that are not
+// syntax errors (a folder name or LIST pattern that is not valid modified
+// UTF-7, a command over 50 KiB) with NO [SERVERBUG], blaming the server.
+// New changes that answer to BAD [CLIENTBUG] by patching an unexported
+// go-imap variable (go:linkname; see conn.go). The patch is process-wide:
+// other go-imap servers in the same process get the same answer for their
+// unclassified errors. No error of this package's sessions reaches it, so
+// real server bugs here still answer SERVERBUG. The patch is tied to the
+// pinned go-imap version and must be re-checked at any upgrade.
 //
 // # Security and limits
 //

@@ -3,6 +3,7 @@ package imapserver
 import (
 	"context"
 	"errors"
+	"net"
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
@@ -64,6 +65,32 @@ func (s *Server) imapError(err error, r role) error {
 		return &imap.Error{Type: m.typ, Code: code, Text: text}
 	}
 	s.logf("imapserver: unexpected error: %v", err)
+	return errServerBug()
+}
+
+// sessionError is the last word on an error a session method returns to
+// go-imap (see session.guard): it is always nil or an *imap.Error. An
+// error on a connection that failed (a write to a client gone) is no
+// server bug; any other goes through imapError. So go-imap's fallback
+// response for errors it cannot classify, which conn.go patches, is never
+// reached from a session method.
+func (sess *session) sessionError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		return ie
+	}
+	if sess.nc.failed.Load() || errors.Is(err, net.ErrClosed) {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Connection failed"}
+	}
+	return sess.srv.imapError(err, roleSource)
+}
+
+// errServerBug answers an error no mapping knows, and a panic; the caller
+// has logged it.
+func errServerBug() error {
 	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal server error"}
 }
 

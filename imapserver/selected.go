@@ -400,8 +400,10 @@ func (sess *session) Idle(w *goimapserver.UpdateWriter, stop <-chan struct{}) (e
 	defer func() {
 		if v := recover(); v != nil {
 			sess.srv.logf("imapserver: panic in IDLE of %q: %v", sess.mailbox, v)
-			err = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal server error"}
+			err = errServerBug()
+			return
 		}
+		err = sess.sessionError(err)
 	}()
 	var wake <-chan struct{}
 	if sess.sel != nil && sess.sel.sub != nil {

@@ -75,17 +75,21 @@ func findNetConn(c any) *netConn {
 	}
 }
 
-// guard runs at the top of every session method: it marks the connection
-// busy (so Shutdown waits for the command) and turns a panic into NO
-// [SERVERBUG], so none reaches go-imap or the host.
+// guard runs at the top of every session method but Idle (which has its
+// own) and Close: it marks the connection busy (so Shutdown waits for the
+// command), turns a panic into NO [SERVERBUG], so none reaches go-imap or
+// the host, and passes the method's error through sessionError, so go-imap
+// gets an *imap.Error and never its own fallback response.
 func (sess *session) guard(err *error) func() {
 	sess.nc.busy.Add(1)
 	return func() {
 		sess.nc.busy.Add(-1)
 		if v := recover(); v != nil {
 			sess.srv.logf("imapserver: panic in session of %q: %v\n%s", sess.mailbox, v, debug.Stack())
-			*err = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal server error"}
+			*err = errServerBug()
+			return
 		}
+		*err = sess.sessionError(*err)
 	}
 }
 

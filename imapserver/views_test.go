@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/embeddedum/um"
@@ -171,5 +175,88 @@ func TestMailboxFullIsOverQuota(t *testing.T) {
 	}
 	if _, err := c.Copy(imap.SeqSetNum(1), "Keep").Wait(); codeOf(err) != imap.ResponseCodeOverQuota {
 		t.Fatalf("COPY over the limit = %v, want OVERQUOTA", err)
+	}
+}
+
+// TestSessionErrorsAreIMAPErrors: whatever error a session method ends
+// with reaches go-imap as an *imap.Error, so go-imap's own fallback answer
+// is never used for it: an unknown error is NO [SERVERBUG] and logged, a
+// failed connection is no server bug, a panic is recovered.
+func TestSessionErrorsAreIMAPErrors(t *testing.T) {
+	var mu sync.Mutex
+	var logged []string
+	e := newEnv(t, func(o *Options) {
+		o.Logf = func(format string, args ...any) {
+			mu.Lock()
+			logged = append(logged, fmt.Sprintf(format, args...))
+			mu.Unlock()
+		}
+	})
+	wasLogged := func(s string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, l := range logged {
+			if strings.Contains(l, s) {
+				return true
+			}
+		}
+		return false
+	}
+	run := func(nc *netConn, f func() error) (err error) {
+		sess := &session{srv: e.srv, nc: nc}
+		defer sess.guard(&err)()
+		return f()
+	}
+	tests := []struct {
+		name   string
+		failed bool // the connection had failed
+		f      func() error
+		code   imap.ResponseCode
+		logged string
+	}{
+		{"unknown", false, func() error { return errors.New("disk on fire") }, imap.ResponseCodeServerBug, "disk on fire"},
+		{"mapped", false, func() error { return fmt.Errorf("um: x: %w", um.ErrNotFound) }, imap.ResponseCodeNonExistent, ""},
+		{"imap error", false, func() error { return errCannot("no") }, imap.ResponseCodeCannot, ""},
+		{"panic", false, func() error { panic("boom") }, imap.ResponseCodeServerBug, "boom"},
+		{"write to a failed connection", true, func() error { return errors.New("write: broken pipe") }, imap.ResponseCodeUnavailable, ""},
+		{"closed connection", false, func() error { return fmt.Errorf("write: %w", net.ErrClosed) }, imap.ResponseCodeUnavailable, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nc := &netConn{srv: e.srv}
+			if tt.failed {
+				nc.failed.Store(true)
+			}
+			err := run(nc, tt.f)
+			var ie *imap.Error
+			if !errors.As(err, &ie) || ie.Code != tt.code || ie.Type != imap.StatusResponseTypeNo {
+				t.Fatalf("session method error = %#v, want an *imap.Error NO [%s]", err, tt.code)
+			}
+			if tt.logged != "" && !wasLogged(tt.logged) {
+				t.Fatalf("%q was not logged", tt.logged)
+			}
+		})
+	}
+	if wasLogged("broken pipe") {
+		t.Error("a failed connection was logged as a server error")
+	}
+}
+
+// TestGoIMAPVersion: conn.go patches an unexported variable of go-imap
+// v2.0.0-beta.8 (go:linkname). Another version must be checked by hand.
+func TestGoIMAPVersion(t *testing.T) {
+	mod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^\s*(require\s+)?github\.com/emersion/go-imap/v2 v2\.0\.0-beta\.8\b`).Match(mod) {
+		t.Fatal("go.mod no longer pins go-imap v2.0.0-beta.8: check internalServerErrorResp in conn.go against go-imap's imapserver/conn.go, then update this test")
+	}
+	if strings.Contains(string(mod), "replace github.com/emersion/go-imap/v2") {
+		t.Fatal("go.mod replaces go-imap: check internalServerErrorResp in conn.go against the replacement")
+	}
+	patchFallbackResponse() // as New does
+	if internalServerErrorResp == nil || internalServerErrorResp.Code != imap.ResponseCodeClientBug {
+		t.Fatalf("go-imap's fallback response = %+v after the patch, want the BAD [CLIENTBUG] patch", internalServerErrorResp)
 	}
 }
