@@ -54,9 +54,11 @@
 //
 // # Voicemail as e-mail
 //
-// Voicemail is rendered by um.RenderEmail. ENVELOPE, BODYSTRUCTURE,
-// RFC822.SIZE, BODY.PEEK[HEADER], BODY[1] (the text part), FLAGS,
-// INTERNALDATE and UID come from the rendering and never open the audio;
+// Voicemail is rendered by um.RenderEmail. FLAGS, INTERNALDATE and UID
+// come from the session's view and render nothing, so a client's flag
+// sync (FETCH 1:* (UID FLAGS)) is cheap. ENVELOPE, BODYSTRUCTURE,
+// RFC822.SIZE, BODY.PEEK[HEADER] and BODY[1] (the text part) come from the
+// rendering and never open the audio;
 // BODY[], BODY[TEXT] and BODY[2] stream it, with partial fetches reading
 // only the slice they need. E-mail appended by clients is served as stored.
 // A rendering depends only on the message's immutable fields and the voice
