@@ -6,6 +6,8 @@
 # instance on 127.0.0.1 and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Dovecot lives in /usr/sbin, which a non-login shell's PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 need=()
 command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
