@@ -2,104 +2,25 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	osuser "os/user"
-	"path/filepath"
-	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/embeddedum/um/internal/pgtest"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/jackc/pgx/v5"
 )
 
-// startPostgres runs a throwaway PostgreSQL (initdb and postgres from the
-// Debian package postgresql) in a temporary directory on a free port, as
-// the postgres user when the test runs as root, and returns its DSN.
+// startPostgres runs a throwaway PostgreSQL on 127.0.0.1 for one test and
+// returns its DSN.
 func startPostgres(t testing.TB) string {
 	t.Helper()
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	var bin string
-	for i := len(dirs) - 1; i >= 0 && bin == ""; i-- {
-		if _, err := os.Stat(filepath.Join(dirs[i], "initdb")); err == nil {
-			bin = dirs[i]
-		}
-	}
-	if bin == "" {
-		t.Fatal("no /usr/lib/postgresql/*/bin/initdb: install the Debian package postgresql")
-	}
-	dir, err := os.MkdirTemp("", "pbx-pg-")
+	c, err := pgtest.Start(pgtest.Options{NoFsync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := osuser.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root and no postgres user to run PostgreSQL as: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-	}
-	data := filepath.Join(dir, "data")
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-	initdb.Dir = dir
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
-	}
-	port := freeAddr(t)
-	_, portNum, _ := net.SplitHostPort(port)
-	pg := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-h", "127.0.0.1", "-p", portNum, "-k", dir,
-		"-c", "fsync=off", "-c", "synchronous_commit=off")
-	pg.Dir = dir
-	log := new(lockedBuffer)
-	pg.Stdout, pg.Stderr = log, log
-	pg.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
-	if err := pg.Start(); err != nil {
-		t.Fatalf("start postgres: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { pg.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		pg.Process.Signal(syscall.SIGINT) // fast shutdown
-		select {
-		case <-exited:
-		case <-time.After(wait):
-			pg.Process.Kill()
-			<-exited
-		}
-	})
-	dsn := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", port)
-	deadline := time.Now().Add(wait)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		conn, err := pgx.Connect(ctx, dsn)
-		cancel()
-		if err == nil {
-			conn.Close(context.Background())
-			return dsn
-		}
-		select {
-		case <-exited:
-			t.Fatalf("postgres exited:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("postgres did not accept connections within %v: %v\n%s", wait, err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	t.Cleanup(c.Stop)
+	return c.DSN
 }
 
 // TestCluster runs two PBX nodes on one PostgreSQL database: a deposit on

@@ -2,22 +2,15 @@ package pgstore_test
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/embeddedum/um/internal/pgtest"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -46,123 +39,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func findBin() (string, error) {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			p = real
-		}
-		dir := filepath.Dir(p)
-		if _, err := os.Stat(filepath.Join(dir, "postgres")); err == nil {
-			return dir, nil
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if _, err := os.Stat(filepath.Join(dirs[i], "initdb")); err == nil {
-			return dirs[i], nil
-		}
-	}
-	return "", errors.New("no initdb found")
-}
-
-// startCluster runs initdb and postgres in a temporary directory, on a free
-// loopback port. PostgreSQL refuses to run as root, so when the tests run as
-// root both run as the postgres user.
+// startCluster starts the package's throwaway cluster.
 func startCluster(noFsync bool) (stop func(), err error) {
-	bin, err := findBin()
+	c, err := pgtest.Start(pgtest.Options{NoFsync: noFsync})
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pgstore-test-")
-	if err != nil {
-		return nil, err
-	}
-	cleanup := func() { os.RemoveAll(dir) }
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			cleanup()
-			return nil, fmt.Errorf("running as root and no postgres user to run the server as: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			cleanup()
-			return nil, err
-		}
-	}
-	data := filepath.Join(dir, "data")
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	initdb.Dir = dir
-	if out, err := initdb.CombinedOutput(); err != nil {
-		cleanup()
-		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cleanup()
-		return nil, err
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	args := []string{"-D", data, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-k", dir,
-		"-c", "max_connections=200", "-c", "shared_buffers=32MB"}
-	if noFsync {
-		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
-	}
-	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
-	if err != nil {
-		cleanup()
-		return nil, err
-	}
-	pg := exec.Command(filepath.Join(bin, "postgres"), args...)
-	pg.Dir = dir
-	pg.Stdout, pg.Stderr = logf, logf
-	pg.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
-	if err := pg.Start(); err != nil {
-		cleanup()
-		return nil, fmt.Errorf("start postgres: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { pg.Wait(); close(exited) }()
-	stop = func() {
-		pg.Process.Signal(syscall.SIGINT) // fast shutdown
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			pg.Process.Kill()
-			<-exited
-		}
-		logf.Close()
-		cleanup()
-	}
-	adminDSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		conn, err := pgx.Connect(ctx, adminDSN)
-		cancel()
-		if err == nil {
-			conn.Close(context.Background())
-			return stop, nil
-		}
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			stop()
-			return nil, fmt.Errorf("postgres exited: %s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			stop()
-			return nil, fmt.Errorf("postgres did not accept connections within 30s: %v\n%s", err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	adminDSN = c.DSN
+	return c.Stop, nil
 }
 
 var dbCounter atomic.Int64
