@@ -84,7 +84,13 @@
 // and diffs it against the view. The last happens on a cluster, where a
 // node's own change is announced at once and another node's a moment later:
 // a deposit with a lower UID can be heard of after one with a higher UID,
-// and the reload makes sure the client is told of both, in UID order.
+// and the reload makes sure the client is told of both, in UID order. For
+// the same reason the flags an event from another node (Change.Node not
+// the local Service.Node) carries may be older than a local change already
+// applied: the view takes the message's flags from the store instead (one
+// read per such change: the message by ID, or the folder's list when the
+// change has several events), and a message no longer there is removed;
+// local events are applied as they come, being in commit order.
 //
 // EXPUNGE, UID EXPUNGE and CLOSE remove through um.Mailbox.Expunge, which
 // checks \Deleted under the mailbox lock: a message the phone undeleted or

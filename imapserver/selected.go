@@ -8,6 +8,7 @@ import (
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
+	"github.com/google/uuid"
 )
 
 // view is a session's own picture of its selected folder: the messages in
@@ -116,6 +117,21 @@ func (v *view) event(ev um.Event) {
 	case um.EventRemoved:
 		v.remove(uid)
 	}
+}
+
+// takesMessage reports whether applying ev may put its message's flags
+// into the view: a flag change of a message the view holds, or a message
+// added at or past the next UID (a flag change of one too, which an added
+// event of the same change may precede).
+func (v *view) takesMessage(ev um.Event) bool {
+	if ev.Folder != v.folder || (ev.Kind != um.EventAdded && ev.Kind != um.EventFlags) {
+		return false
+	}
+	if ev.Message.UID >= v.next {
+		return true
+	}
+	i := v.find(ev.Message.UID)
+	return ev.Kind == um.EventFlags && i >= 0 && !v.msgs[i].gone
 }
 
 // add appends a message with a UID above every other in the view.
@@ -261,8 +277,16 @@ func (sess *session) sync() {
 	if errors.Is(err, um.ErrOverflow) {
 		v.resync = true
 	}
+	node := sess.srv.svc.Node()
 	for _, c := range changes {
+		var fs *freshState
+		if c.Node != node {
+			fs = sess.fresh(v, c)
+		}
 		for _, ev := range c.Events {
+			if fs != nil && ev.Folder == v.folder {
+				ev = fs.event(ev)
+			}
 			sess.apply(ev)
 			if v.dead {
 				return
@@ -310,6 +334,84 @@ func (sess *session) reload(v *view) {
 	default:
 		sess.srv.logf("imapserver: reload %q of %q: %v", v.folder, sess.mailbox, err)
 	}
+}
+
+// freshState is what the store holds now of the messages a change from
+// another node reports added to or changed in the selected folder. Such a
+// change arrives through the store's feed, after this node announced its
+// own changes at commit: a change this node made later to the same message
+// may be applied already, and the flags the late event carries are older
+// than it. The store's state is applied instead.
+type freshState struct {
+	all  bool      // msgs is the whole folder
+	id   uuid.UUID // when not all: the one message read
+	msgs map[um.UID]um.Message
+}
+
+// fresh reads the store's state for the events of c, a change from
+// another node, that would set a message of the view from the event: with
+// one read, of the message by ID for one event, of the folder for more. It
+// returns nil, and marks the view for a reload, when the read fails; and
+// nil when no event needs it.
+func (sess *session) fresh(v *view, c um.Change) *freshState {
+	var first um.Event
+	n := 0
+	for _, ev := range c.Events {
+		if v.takesMessage(ev) {
+			if n == 0 {
+				first = ev
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if n == 1 {
+		fs := &freshState{id: first.Message.ID}
+		m, err := sess.mb.Message(sess.ctx, first.Message.ID)
+		switch {
+		case err == nil:
+			if m.Folder == v.folder {
+				fs.msgs = map[um.UID]um.Message{m.UID: m}
+			}
+		case errors.Is(err, um.ErrNotFound):
+			// Gone: fs.event makes the event a removal.
+		default:
+			v.resync = true
+			return nil
+		}
+		return fs
+	}
+	msgs, err := sess.mb.List(sess.ctx, v.folder)
+	if err != nil {
+		// The reload that follows fails the same way (and is retried) or
+		// finds the folder gone.
+		v.resync = true
+		return nil
+	}
+	fs := &freshState{all: true, msgs: make(map[um.UID]um.Message, len(msgs))}
+	for _, m := range msgs {
+		fs.msgs[m.UID] = m
+	}
+	return fs
+}
+
+// event returns ev, an event of the view's folder from another node, with
+// the message as the store has it now; a message no longer in the folder
+// under that UID becomes a removal, which the view applies as any other.
+func (fs *freshState) event(ev um.Event) um.Event {
+	if ev.Kind != um.EventAdded && ev.Kind != um.EventFlags {
+		return ev
+	}
+	if !fs.all && ev.Message.ID != fs.id {
+		return ev // not read: the view ignores the event or reloads
+	}
+	if m, ok := fs.msgs[ev.Message.UID]; ok && m.ID == ev.Message.ID {
+		ev.Message = m
+		return ev
+	}
+	return um.Event{Kind: um.EventRemoved, Folder: ev.Folder, Message: um.Message{ID: ev.Message.ID, UID: ev.Message.UID, Folder: ev.Folder}}
 }
 
 func (sess *session) apply(ev um.Event) {
