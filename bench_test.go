@@ -18,7 +18,7 @@ func BenchmarkMWILatency(b *testing.B) {
 	svc, _ := um.New(memstore.New(), &um.Options{MWI: func(um.MWIState) { got <- time.Now() }})
 	defer svc.Close()
 	mb, _ := svc.CreateMailbox(ctx, "1001")
-	audio := wav(800)
+	audio := recording(800)
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -50,7 +50,7 @@ func BenchmarkDepositMemstore(b *testing.B) {
 	sub := svc.Subscribe("", um.SubscribeOptions{MaxQueue: 1 << 30})
 	defer sub.Close()
 	mb, _ := svc.CreateMailbox(ctx, "1001")
-	audio := wav(120000)
+	audio := recording(120000)
 	b.SetBytes(int64(len(audio)))
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -44,7 +44,7 @@ func TestMWIRemoteChangeDuringLocalWrite(t *testing.T) {
 	defer svc.Close()
 	deliver := <-store.deliver
 	mb, _ := svc.CreateMailbox(ctx, "1001")
-	m, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(wav(10))})
+	m, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(recording(10))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestResyncAllReachesEverySubscriber(t *testing.T) {
 	defer svc.Close()
 	deliver := <-store.deliver
 	mb, _ := svc.CreateMailbox(ctx, "1001")
-	if _, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(wav(10))}); err != nil {
+	if _, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(recording(10))}); err != nil {
 		t.Fatal(err)
 	}
 	svc.FlushMWI()
@@ -115,7 +115,7 @@ func TestMWIAnnouncesEveryLocalChangeOnSharedStore(t *testing.T) {
 	defer svc.Close()
 	<-store.deliver
 	mb, _ := svc.CreateMailbox(ctx, "1001")
-	m, _ := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(wav(10))})
+	m, _ := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(recording(10))})
 	svc.FlushMWI()
 	// Node b plays the message and announces 0/1; its notification has not
 	// reached this node when this node's user marks it unheard again.

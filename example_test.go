@@ -9,6 +9,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/storage/memstore"
+	"github.com/embeddedum/um/wav"
 )
 
 // A PBX wires um once at start-up: a store, and a hook that turns lamp
@@ -25,7 +26,7 @@ func Example_depositThenMWI() {
 
 	mb, _ := svc.CreateMailbox(ctx, "1001")
 	_, err := mb.Deposit(ctx, um.Deposit{
-		Audio:        bytes.NewReader(wav(16000)),
+		Audio:        bytes.NewReader(wav.Silence(2 * time.Second)),
 		CallerNumber: "+4930123456",
 		CallerName:   "Alice",
 		Duration:     2 * time.Second,
@@ -46,7 +47,7 @@ func Example_heardClearsTheLamp() {
 	defer svc.Close()
 	ctx := context.Background()
 	mb, _ := svc.CreateMailbox(ctx, "1001")
-	m, _ := mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(800)), CallerNumber: "100", Urgent: true})
+	m, _ := mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav.Silence(100 * time.Millisecond)), CallerNumber: "100", Urgent: true})
 	svc.FlushMWI()
 
 	audio, _ := mb.OpenAudio(ctx, m.ID)
@@ -81,7 +82,7 @@ func ExampleService_Subscribe() {
 
 	sub := svc.Subscribe("1001", um.SubscribeOptions{})
 	defer sub.Close()
-	m, _ := mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(800)), CallerNumber: "100"})
+	m, _ := mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav.Silence(100 * time.Millisecond)), CallerNumber: "100"})
 	mb.Delete(ctx, m.ID)
 
 	<-sub.C()

@@ -3,7 +3,6 @@ package um_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,25 +14,15 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/storage/memstore"
+	"github.com/embeddedum/um/wav"
 	"github.com/google/uuid"
 )
 
 var ctx = context.Background()
 
-// wav returns a valid PCM WAV of n samples at 8 kHz, 16 bit, mono.
-func wav(n int) []byte {
-	var b bytes.Buffer
-	data := n * 2
-	b.WriteString("RIFF")
-	binary.Write(&b, binary.LittleEndian, uint32(36+data))
-	b.WriteString("WAVEfmt ")
-	binary.Write(&b, binary.LittleEndian, []any{uint32(16), uint16(1), uint16(1), uint32(8000), uint32(16000), uint16(2), uint16(16)})
-	b.WriteString("data")
-	binary.Write(&b, binary.LittleEndian, uint32(data))
-	for i := 0; i < n; i++ {
-		binary.Write(&b, binary.LittleEndian, int16((i%40)*800-16000))
-	}
-	return b.Bytes()
+// recording returns a WAV of n silent samples at 8 kHz.
+func recording(n int) []byte {
+	return wav.Silence(time.Duration(n) * time.Second / wav.Rate)
 }
 
 // mwiLog records the MWI hook's calls.
@@ -91,7 +80,7 @@ func newFixture(t testing.TB, opts um.Options) *fixture {
 
 func (f *fixture) deposit(t testing.TB, caller string, urgent bool) um.Message {
 	t.Helper()
-	m, err := f.mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(8000)), CallerNumber: caller, Duration: time.Second, Urgent: urgent})
+	m, err := f.mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(recording(8000)), CallerNumber: caller, Duration: time.Second, Urgent: urgent})
 	if err != nil {
 		t.Fatalf("Deposit() = %v", err)
 	}
@@ -100,7 +89,7 @@ func (f *fixture) deposit(t testing.TB, caller string, urgent bool) um.Message {
 
 func TestDepositIsNewInInbox(t *testing.T) {
 	f := newFixture(t, um.Options{})
-	audio := wav(8000)
+	audio := recording(8000)
 	m, err := f.mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(audio), CallerNumber: "+4930123", CallerName: "Alice", Duration: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -241,7 +230,7 @@ func TestLimits(t *testing.T) {
 				f.deposit(t, "100", false)
 			}
 			before, _ := f.mb.List(ctx, um.Inbox)
-			_, err := f.mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(100)), Duration: time.Second})
+			_, err := f.mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(recording(100)), Duration: time.Second})
 			if !errors.Is(err, um.ErrMailboxFull) {
 				t.Fatalf("Deposit() over the limit = %v, want ErrMailboxFull", err)
 			}
@@ -263,7 +252,7 @@ type brokenReader struct{ n int }
 func (r *brokenReader) Read(p []byte) (int, error) {
 	if r.n == 0 {
 		r.n++
-		return copy(p, wav(10)), nil
+		return copy(p, recording(10)), nil
 	}
 	return 0, errors.New("recording interrupted")
 }
@@ -280,7 +269,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unknown folder", func() error { _, err := f.mb.List(ctx, "Nope"); return err }, um.ErrNotFound},
 		{"nil reader", func() error { _, err := f.mb.Deposit(ctx, um.Deposit{}); return err }, um.ErrInvalid},
 		{"negative duration", func() error {
-			_, err := f.mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(10)), Duration: -time.Second})
+			_, err := f.mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(recording(10)), Duration: -time.Second})
 			return err
 		}, um.ErrInvalid},
 		{"not a WAV", func() error {
@@ -461,7 +450,7 @@ func TestMWIOnlyWhereTheChangeWasMade(t *testing.T) {
 	defer sa.Close()
 	defer sb.Close()
 	mb, _ := sa.CreateMailbox(ctx, "1001")
-	if _, err := mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(10))}); err != nil {
+	if _, err := mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(recording(10))}); err != nil {
 		t.Fatal(err)
 	}
 	sa.FlushMWI()
@@ -663,7 +652,7 @@ func TestMWIRetriesAfterStoreError(t *testing.T) {
 	svc, _ := um.New(store, &um.Options{MWI: func(s um.MWIState) { called <- s }})
 	defer svc.Close()
 	mb, _ := svc.CreateMailbox(ctx, "1001")
-	if _, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(wav(10))}); err != nil {
+	if _, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(recording(10))}); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -3,7 +3,6 @@ package imapserver_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log"
@@ -17,6 +16,7 @@ import (
 	"github.com/embeddedum/um/imapserver"
 	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/storage/memstore"
+	"github.com/embeddedum/um/wav"
 )
 
 // A PBX serves its voice mailboxes to mail clients. Here the server listens
@@ -34,7 +34,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	_, err = mb.Deposit(ctx, um.Deposit{
-		Audio:        bytes.NewReader(silentWAV(12 * time.Second)),
+		Audio:        bytes.NewReader(wav.Silence(12 * time.Second)),
 		CallerNumber: "+4930123456",
 		CallerName:   "Alice",
 		Duration:     12 * time.Second,
@@ -155,24 +155,4 @@ func ExampleServer_Shutdown() {
 	// Output:
 	// client disconnected
 	// true
-}
-
-// silentWAV returns d of silence as 8 kHz 16-bit mono WAV: the recording
-// call control would hand over.
-func silentWAV(d time.Duration) []byte {
-	n := int(d.Seconds()) * 8000 * 2
-	b := make([]byte, 44, 44+n)
-	copy(b[0:], "RIFF")
-	binary.LittleEndian.PutUint32(b[4:], uint32(36+n))
-	copy(b[8:], "WAVEfmt ")
-	binary.LittleEndian.PutUint32(b[16:], 16)
-	binary.LittleEndian.PutUint16(b[20:], 1)
-	binary.LittleEndian.PutUint16(b[22:], 1)
-	binary.LittleEndian.PutUint32(b[24:], 8000)
-	binary.LittleEndian.PutUint32(b[28:], 16000)
-	binary.LittleEndian.PutUint16(b[32:], 2)
-	binary.LittleEndian.PutUint16(b[34:], 16)
-	copy(b[36:], "data")
-	binary.LittleEndian.PutUint32(b[40:], uint32(n))
-	return append(b, make([]byte, n)...)
 }

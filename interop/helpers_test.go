@@ -3,7 +3,6 @@ package interop
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"github.com/embeddedum/um/internal/loopback"
 	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/storage/boltstore"
+	"github.com/embeddedum/um/wav"
 )
 
 const (
@@ -70,7 +70,7 @@ func startEnv(tb testing.TB, n int) *env {
 	}
 	for i := range n {
 		c := callers[i%len(callers)]
-		audio := wav(time.Duration(1+i) * time.Second)
+		audio := wav.Tone(time.Duration(1+i) * time.Second)
 		m, err := e.mb.Deposit(ctx, um.Deposit{
 			Audio:        bytes.NewReader(audio),
 			CallerNumber: c.num,
@@ -181,26 +181,4 @@ func run(tb testing.TB, dir string, name string, args ...string) []byte {
 		tb.Fatalf("%s %q: %v\nstdout:\n%s\nstderr:\n%s", name, args, err, stdout.Bytes(), stderr.Bytes())
 	}
 	return stdout.Bytes()
-}
-
-// wav returns a silent 8 kHz 16-bit mono PCM WAV file of length d.
-func wav(d time.Duration) []byte {
-	const rate = 8000
-	n := int(d.Seconds() * rate)
-	var b bytes.Buffer
-	b.WriteString("RIFF")
-	binary.Write(&b, binary.LittleEndian, uint32(36+2*n))
-	b.WriteString("WAVEfmt ")
-	for _, v := range []any{uint32(16), uint16(1), uint16(1), uint32(rate), uint32(2 * rate), uint16(2), uint16(16)} {
-		binary.Write(&b, binary.LittleEndian, v)
-	}
-	b.WriteString("data")
-	binary.Write(&b, binary.LittleEndian, uint32(2*n))
-	pcm := make([]byte, 2*n)
-	for i := range n {
-		// A faint ramp, so the audio is not all zero bytes.
-		binary.LittleEndian.PutUint16(pcm[2*i:], uint16(i%64))
-	}
-	b.Write(pcm)
-	return b.Bytes()
 }

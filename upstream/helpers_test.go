@@ -3,7 +3,6 @@ package upstream_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/embeddedum/um/internal/testwait"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/embeddedum/um/upstream"
+	"github.com/embeddedum/um/wav"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
@@ -151,23 +151,9 @@ func eventually(tb testing.TB, what string, cond func() bool) {
 	testwait.Until(tb, 20*time.Second, 10*time.Millisecond, what, cond)
 }
 
-// wav returns a short valid WAV file.
-func wav() []byte {
-	data := bytes.Repeat([]byte{0x7f, 0x80}, 400)
-	var b bytes.Buffer
-	b.WriteString("RIFF")
-	binary.Write(&b, binary.LittleEndian, uint32(36+len(data)))
-	b.WriteString("WAVEfmt ")
-	binary.Write(&b, binary.LittleEndian, []any{uint32(16), uint16(1), uint16(1), uint32(8000), uint32(16000), uint16(2), uint16(16)})
-	b.WriteString("data")
-	binary.Write(&b, binary.LittleEndian, uint32(len(data)))
-	b.Write(data)
-	return b.Bytes()
-}
-
 func deposit(tb testing.TB, mb *um.Mailbox, caller string) um.Message {
 	tb.Helper()
-	m, err := mb.Deposit(context.Background(), um.Deposit{Audio: bytes.NewReader(wav()), CallerNumber: caller, Duration: 3 * time.Second})
+	m, err := mb.Deposit(context.Background(), um.Deposit{Audio: bytes.NewReader(wav.Tone(50 * time.Millisecond)), CallerNumber: caller, Duration: 3 * time.Second})
 	if err != nil {
 		tb.Fatal(err)
 	}

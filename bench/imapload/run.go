@@ -17,6 +17,7 @@ import (
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/embeddedum/um/storage/boltstore"
+	"github.com/embeddedum/um/wav"
 	"github.com/emersion/go-imap/v2/imapclient"
 )
 
@@ -216,7 +217,7 @@ func fill(ctx context.Context, cfg Config, dir string, dc *dovecot.Server) error
 				break
 			}
 			size := cfg.MinSize + rng.IntN(cfg.MaxSize-cfg.MinSize+1)
-			audio := wav(audioBytes(size), rng)
+			audio := noiseWAV(audioBytes(size), rng)
 			m, err := mb.Deposit(ctx, um.Deposit{
 				Audio:        bytes.NewReader(audio),
 				CallerNumber: fmt.Sprintf("+49301234%04d", rng.IntN(10000)),
@@ -267,22 +268,11 @@ func appendTo(c *imapclient.Client, folder string, msg []byte) error {
 // take about 2 KB.
 func audioBytes(size int) int { return max(size-2048, 1024) * 57 / 78 }
 
-// wav returns a WAV file (8 kHz 16-bit mono PCM) of n bytes of noise.
-func wav(n int, rng *rand.Rand) []byte {
+// noiseWAV returns a WAV file (8 kHz 16-bit mono PCM) of n bytes of noise:
+// noise does not compress, like real audio.
+func noiseWAV(n int, rng *rand.Rand) []byte {
 	n = max(n, 44) &^ 1
-	b := make([]byte, n)
-	copy(b, "RIFF")
-	binary.LittleEndian.PutUint32(b[4:], uint32(n-8))
-	copy(b[8:], "WAVEfmt ")
-	binary.LittleEndian.PutUint32(b[16:], 16)
-	binary.LittleEndian.PutUint16(b[20:], 1)
-	binary.LittleEndian.PutUint16(b[22:], 1)
-	binary.LittleEndian.PutUint32(b[24:], 8000)
-	binary.LittleEndian.PutUint32(b[28:], 16000)
-	binary.LittleEndian.PutUint16(b[32:], 2)
-	binary.LittleEndian.PutUint16(b[34:], 16)
-	copy(b[36:], "data")
-	binary.LittleEndian.PutUint32(b[40:], uint32(n-44))
+	b := append(wav.Header(wav.Rate, n-44), make([]byte, n-44)...)
 	for i := 44; i+8 <= n; i += 8 {
 		binary.LittleEndian.PutUint64(b[i:], rng.Uint64()&0x0fff0fff0fff0fff)
 	}

@@ -34,6 +34,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/upstream"
+	"github.com/embeddedum/um/wav"
 )
 
 func main() {
@@ -342,7 +343,7 @@ func (p *phone) exec(ctx context.Context, f []string) (string, error) {
 			return "", err
 		}
 		m, err := mb.Deposit(ctx, um.Deposit{
-			Audio:        bytes.NewReader(toneWAV(depositLength)),
+			Audio:        bytes.NewReader(wav.Tone(depositLength)),
 			AudioType:    "audio/wav",
 			CallerNumber: args[1],
 			CallerName:   strings.Join(args[2:], " "),
@@ -366,7 +367,7 @@ func (p *phone) exec(ctx context.Context, f []string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		d, err := wavDuration(audio)
+		d, err := wav.Duration(audio)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", name, err)
 		}

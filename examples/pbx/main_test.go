@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/embeddedum/um/wav"
 )
 
 // runScript runs the PBX in-process on dir with script as standard input,
@@ -114,7 +116,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	noData := filepath.Join(dir, "nodata.wav")
-	if err := os.WriteFile(noData, toneWAV(time.Second)[:36], 0o644); err != nil {
+	if err := os.WriteFile(noData, wav.Tone(time.Second)[:36], 0o644); err != nil {
 		t.Fatal(err)
 	}
 	bad := []string{
@@ -225,33 +227,6 @@ func TestDepositFile(t *testing.T) {
 	want := "MWI 1002 on 1/0 (0/0)\nok 1\nok 1\n1 new +15551234 5s\n"
 	if got != want {
 		t.Errorf("output:\n%s\nwant:\n%s", got, want)
-	}
-}
-
-func TestWAVDuration(t *testing.T) {
-	tests := []struct {
-		name string
-		wav  []byte
-		want time.Duration
-	}{
-		{"tone", toneWAV(3 * time.Second), 3 * time.Second},
-		{"16kHz with LIST chunk", wavFile(16000, 2*time.Second), 2 * time.Second},
-		{"streamed size", func() []byte {
-			b := toneWAV(time.Second)
-			binary.LittleEndian.PutUint32(b[40:], 0xFFFFFFFF)
-			return b
-		}(), time.Second},
-	}
-	for _, tt := range tests {
-		got, err := wavDuration(tt.wav)
-		if err != nil || got != tt.want {
-			t.Errorf("%s: wavDuration() = %v, %v; want %v", tt.name, got, err, tt.want)
-		}
-	}
-	for _, b := range [][]byte{nil, []byte("RIFF0000WAVX"), toneWAV(time.Second)[:36]} {
-		if d, err := wavDuration(b); err == nil {
-			t.Errorf("wavDuration(%q...) = %v, nil; want an error", b[:min(len(b), 12)], d)
-		}
 	}
 }
 

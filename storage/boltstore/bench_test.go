@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/wav"
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 )
 
 // wav30s is the size of a 30-second message: 8 kHz 16-bit mono PCM.
-const wav30s = 480000
+const wav30s = 44 + 2*30*wav.Rate
 
 // BenchmarkDeposit compares a durable Append of a 30-second message with
 // the least a durable write of the same bytes costs: a new plain file,
@@ -25,7 +26,7 @@ const wav30s = 480000
 // depositor; "par" is 8, as when several calls end at once. "email2k" is
 // an Append of a 2 KB e-mail, as an IMAP client's.
 func BenchmarkDeposit(b *testing.B) {
-	audio := wav(wav30s - 44)
+	audio := wav.Tone(30 * time.Second)
 	for _, par := range []int{1, 8} {
 		name := "seq"
 		if par > 1 {
@@ -205,7 +206,7 @@ func BenchmarkStartup(b *testing.B) {
 // needs before its name survives a crash. The three kinds take turns at
 // going first. One op is one deposit of each kind.
 func BenchmarkDepositRatio(b *testing.B) {
-	audio := wav(wav30s - 44)
+	audio := wav.Tone(30 * time.Second)
 	for _, par := range []int{1, 8} {
 		b.Run(fmt.Sprintf("par%d", par), func(b *testing.B) {
 			s := openStore(b)

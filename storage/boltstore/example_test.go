@@ -3,7 +3,6 @@ package boltstore_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log"
 	"os"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/storage/boltstore"
+	"github.com/embeddedum/um/wav"
 )
 
 // A PBX opens its store at start-up and keeps it open while it runs. What
@@ -38,7 +38,7 @@ func ExampleOpen() {
 		log.Fatal(err)
 	}
 	_, err = mb.Deposit(ctx, um.Deposit{
-		Audio:        bytes.NewReader(silentWAV(3 * time.Second)),
+		Audio:        bytes.NewReader(wav.Silence(3 * time.Second)),
 		CallerNumber: "+4930123456",
 		Duration:     3 * time.Second,
 	})
@@ -85,24 +85,4 @@ func ExampleOpen() {
 	// Output:
 	// 1 +4930123456 3s
 	// same UIDVALIDITY: true
-}
-
-// silentWAV returns d of silence as 8 kHz 16-bit mono WAV: the recording
-// call control would hand over.
-func silentWAV(d time.Duration) []byte {
-	n := int(d.Seconds()) * 8000 * 2
-	b := make([]byte, 44, 44+n)
-	copy(b[0:], "RIFF")
-	binary.LittleEndian.PutUint32(b[4:], uint32(36+n))
-	copy(b[8:], "WAVEfmt ")
-	binary.LittleEndian.PutUint32(b[16:], 16)
-	binary.LittleEndian.PutUint16(b[20:], 1)
-	binary.LittleEndian.PutUint16(b[22:], 1)
-	binary.LittleEndian.PutUint32(b[24:], 8000)
-	binary.LittleEndian.PutUint32(b[28:], 16000)
-	binary.LittleEndian.PutUint16(b[32:], 2)
-	binary.LittleEndian.PutUint16(b[34:], 16)
-	copy(b[36:], "data")
-	binary.LittleEndian.PutUint32(b[40:], uint32(n))
-	return append(b, make([]byte, n)...)
 }

@@ -2,28 +2,13 @@ package boltstore
 
 import (
 	"bytes"
-	"encoding/binary"
 	"io"
 	"testing"
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/wav"
 )
-
-// wav returns a PCM WAV of n bytes of samples.
-func wav(n int) []byte {
-	var b bytes.Buffer
-	b.WriteString("RIFF")
-	binary.Write(&b, binary.LittleEndian, uint32(36+n))
-	b.WriteString("WAVEfmt ")
-	binary.Write(&b, binary.LittleEndian, []any{uint32(16), uint16(1), uint16(1), uint32(8000), uint32(16000), uint16(2), uint16(16)})
-	b.WriteString("data")
-	binary.Write(&b, binary.LittleEndian, uint32(n))
-	for i := 0; i < n; i++ {
-		b.WriteByte(byte(i * 7))
-	}
-	return b.Bytes()
-}
 
 // TestServiceOverRestart runs um's voicemail flow on the store, restarts
 // both, and checks that the mailbox, its lamp and its UIDs are as they were.
@@ -38,7 +23,7 @@ func TestServiceOverRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	audio := wav(16000)
+	audio := wav.Tone(time.Second)
 	var msgs []um.Message
 	for i := 0; i < 3; i++ {
 		m, err := mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(audio), CallerNumber: "+4930123456", Duration: time.Second, Urgent: i == 0})
