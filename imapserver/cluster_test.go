@@ -27,7 +27,7 @@ func TestOutOfOrderDepositsReachClient(t *testing.T) {
 	remote, err := e.remote().Append(ctx, "1001", um.Message{
 		ID: uuid.New(), Folder: um.Inbox, CallerNumber: "+2", Time: time.Now(), Duration: time.Second,
 		AudioType: "audio/wav", Added: time.Now(),
-	}, bytes.NewReader(wav(10)))
+	}, bytes.NewReader(silence(10)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 func TestFetchSectionsMatchAudio(t *testing.T) {
 	e := newEnv(t, nil)
-	audio := wav(5000)
+	audio := silence(5000)
 	for i := range audio[44:] {
 		audio[44+i] = byte(i * 7)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"io"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/internal/testwait"
 	"github.com/embeddedum/um/storage/memstore"
+	"github.com/embeddedum/um/wav"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/google/uuid"
@@ -190,25 +190,13 @@ func (e *env) mailbox(name string) *um.Mailbox {
 	return mb
 }
 
-// wav returns a valid WAV file with n bytes of silence.
-func wav(n int) []byte {
-	var b bytes.Buffer
-	b.WriteString("RIFF")
-	binary.Write(&b, binary.LittleEndian, uint32(36+n))
-	b.WriteString("WAVEfmt ")
-	for _, v := range []any{uint32(16), uint16(1), uint16(1), uint32(8000), uint32(16000), uint16(2), uint16(16)} {
-		binary.Write(&b, binary.LittleEndian, v)
-	}
-	b.WriteString("data")
-	binary.Write(&b, binary.LittleEndian, uint32(n))
-	b.Write(make([]byte, n))
-	return b.Bytes()
-}
+// silence returns a valid WAV file with n bytes of silence.
+func silence(n int) []byte { return append(wav.Header(wav.Rate, n), make([]byte, n)...) }
 
 func (e *env) deposit(mailbox, caller string, audioBytes int) um.Message {
 	e.t.Helper()
 	m, err := e.mailbox(mailbox).Deposit(context.Background(), um.Deposit{
-		Audio: bytes.NewReader(wav(audioBytes)), CallerNumber: caller, Duration: 5 * time.Second,
+		Audio: bytes.NewReader(silence(audioBytes)), CallerNumber: caller, Duration: 5 * time.Second,
 	})
 	if err != nil {
 		e.t.Fatal(err)
