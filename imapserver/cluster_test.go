@@ -91,3 +91,32 @@ func TestViewOutOfOrderEvents(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnCopyAfterUnannouncedDeposit: another node deposits (UID 2), and
+// before that is announced here the client copies a message into the
+// selected folder (UID 3). The client is told of both, in UID order.
+func TestOwnCopyAfterUnannouncedDeposit(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newClusterEnv(t)
+	e.deposit("1001", "+1", 10)
+	r := dialRaw(t, e.tlsAddr, e.clientTLS)
+	r.cmd("a", "LOGIN alice alice-pw")
+	r.cmd("b", "SELECT INBOX")
+	if _, err := e.remote().Append(ctx, "1001", um.Message{
+		ID: uuid.New(), Folder: um.Inbox, CallerNumber: "+2", Time: time.Now(), Duration: time.Second,
+		AudioType: "audio/wav", Added: time.Now(),
+	}, bytes.NewReader(silence(10))); err != nil {
+		t.Fatal(err)
+	}
+	lines := r.until0("c COPY 1 INBOX", "c")
+	if got := strings.Join(lines, "|"); !strings.Contains(got, "c OK") {
+		t.Fatalf("COPY = %q", got)
+	}
+	lines = r.until0("d UID FETCH 1:* (UID)", "d")
+	got := strings.Join(lines, "|")
+	for i, uid := range []string{"UID 1", "UID 2", "UID 3"} {
+		if !strings.Contains(got, "* "+string(rune('1'+i))+" FETCH ("+uid+")") {
+			t.Fatalf("after COPY, UID FETCH 1:* = %q, want UIDs 1-3 at sequence numbers 1-3", got)
+		}
+	}
+}

@@ -127,9 +127,20 @@ func (sess *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) (
 		return nil // the messages are gone already; Poll says so
 	}
 	var want []um.UID
-	for _, e := range v.msgs[:v.reported] {
-		if !e.gone && (uids == nil || uids.Contains(imap.UID(e.msg.UID))) {
-			want = append(want, e.msg.UID)
+	if uids == nil {
+		for _, e := range v.msgs[:v.reported] {
+			if !e.gone {
+				want = append(want, e.msg.UID)
+			}
+		}
+	} else {
+		// resolve reads "*" as the highest UID, as RFC 9051 wants;
+		// UIDSet.Contains would not.
+		named, _ := sess.resolve(*uids)
+		for _, e := range named {
+			if !e.gone {
+				want = append(want, e.msg.UID)
+			}
 		}
 	}
 	if len(want) == 0 {
@@ -194,6 +205,14 @@ func (sess *session) addOwn(v *view, f um.Folder, msgs []um.Message) {
 		return
 	}
 	for _, m := range msgs {
+		if m.UID > v.next {
+			// UIDs below it were committed by another node and are not
+			// announced here yet: inserting would push them below UIDs
+			// the client knows, where they could never be shown. The
+			// store has them all now.
+			sess.reload(v)
+			return
+		}
 		v.insert(m)
 	}
 }

@@ -118,3 +118,23 @@ func TestUIDExpungeOnlyNamedAndDeleted(t *testing.T) {
 		t.Fatalf("INBOX after CLOSE = %+v, want message 2 only", msgs)
 	}
 }
+
+// TestUIDExpungeStar: "*" in UID EXPUNGE names the highest UID (RFC 9051),
+// so n:* with n past it still names the last message.
+func TestUIDExpungeStar(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, n := range []string{"+1", "+2", "+3"} {
+		e.deposit("1001", n, 10)
+	}
+	r := dialRaw(t, e.tlsAddr, e.clientTLS)
+	r.cmd("a", "LOGIN alice alice-pw")
+	r.cmd("b", "SELECT INBOX")
+	r.cmd("c", `STORE 1:3 +FLAGS.SILENT (\Deleted)`)
+	lines := r.until0("d UID EXPUNGE 9:*", "d")
+	if got := strings.Join(lines, "|"); !strings.Contains(got, "* 3 EXPUNGE") || strings.Count(got, "EXPUNGE") != 2 {
+		t.Fatalf("UID EXPUNGE 9:* = %q, want * 3 EXPUNGE only", got)
+	}
+	if got := len(e.list("1001", um.Inbox)); got != 2 {
+		t.Fatalf("INBOX holds %d after UID EXPUNGE 9:*, want 2", got)
+	}
+}
