@@ -435,15 +435,13 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 // Expunge removes for good the messages of folder that carry \Deleted, as
 // IMAP EXPUNGE does, and returns them. With uids, only those of them (UID
 // EXPUNGE). The flag and the folder are checked under the mailbox lock, so a
-// message undeleted or moved away meanwhile, by the phone or another client,
-// is kept.
+// message undeleted or moved away meanwhile by the phone or another client
+// of this node is kept. On a cluster the check and the removal are two
+// store calls: a change another node makes between them is not seen, and
+// messages another node expunged first are skipped.
 func (mb *Mailbox) Expunge(ctx context.Context, folder string, uids []UID) ([]Message, error) {
 	folder = CanonicalFolder(folder)
 	defer mb.svc.lock(mb.name)()
-	msgs, err := mb.List(ctx, folder)
-	if err != nil {
-		return nil, err
-	}
 	var want map[UID]bool
 	if uids != nil {
 		want = make(map[UID]bool, len(uids))
@@ -451,24 +449,34 @@ func (mb *Mailbox) Expunge(ctx context.Context, folder string, uids []UID) ([]Me
 			want[u] = true
 		}
 	}
-	var gone []Message
-	for _, m := range msgs {
-		if m.Flags.Has(FlagDeleted) && (want == nil || want[m.UID]) {
-			gone = append(gone, m)
+	for attempt := 0; ; attempt++ {
+		msgs, err := mb.List(ctx, folder)
+		if err != nil {
+			return nil, err
 		}
+		var gone []Message
+		for _, m := range msgs {
+			if m.Flags.Has(FlagDeleted) && (want == nil || want[m.UID]) {
+				gone = append(gone, m)
+			}
+		}
+		if len(gone) == 0 {
+			return nil, nil
+		}
+		err = mb.svc.store.Remove(ctx, mb.name, messageIDs(gone))
+		if errors.Is(err, ErrNotFound) && attempt < 3 {
+			continue // another node expunged some of them meanwhile: look again
+		}
+		if err != nil {
+			return nil, fmt.Errorf("um: expunge %q of %q: %w", folder, mb.name, err)
+		}
+		events := make([]Event, len(gone))
+		for i, m := range gone {
+			events[i] = Event{Kind: EventRemoved, Folder: m.Folder, Message: Message{ID: m.ID, UID: m.UID, Folder: m.Folder}}
+		}
+		mb.svc.commit(ctx, mb.name, events)
+		return gone, nil
 	}
-	if len(gone) == 0 {
-		return nil, nil
-	}
-	if err := mb.svc.store.Remove(ctx, mb.name, messageIDs(gone)); err != nil {
-		return nil, fmt.Errorf("um: expunge %q of %q: %w", folder, mb.name, err)
-	}
-	events := make([]Event, len(gone))
-	for i, m := range gone {
-		events[i] = Event{Kind: EventRemoved, Folder: m.Folder, Message: Message{ID: m.ID, UID: m.UID, Folder: m.Folder}}
-	}
-	mb.svc.commit(ctx, mb.name, events)
-	return gone, nil
 }
 
 // Purge removes messages for good, from whatever folder they are in.

@@ -56,7 +56,8 @@ func (s MWIState) MessageSummary(account string) []byte {
 // between. Changes made on other nodes are announced there, not here.
 //
 // When the store fails to answer, um reads the state again a second later,
-// so a lamp is never left stale by a passing error. A hook that blocks
+// backing off to 30 seconds while it stays down, so a lamp is never left
+// stale by a passing error. A hook that blocks
 // delays the next calls for every mailbox, never call control. The hook may
 // call into um but must not call FlushMWI or Close, which wait for it. A
 // panic in the hook is recovered and logged with Options.Logf.
@@ -137,6 +138,7 @@ type mwiDispatcher struct {
 	// announcement look like no change and drop it. Such reads are put off
 	// (skipped) until the write is done.
 	inflight map[string]int
+	failures map[string]uint // failed reads in a row, for the retry's backoff
 	skipped  map[string]bool
 	idleCond *sync.Cond
 }
@@ -146,6 +148,7 @@ func newMWIDispatcher(s *Service) *mwiDispatcher {
 		svc: s, wake: make(chan struct{}, 1),
 		dirty: make(map[string]bool), last: make(map[string]MWIState),
 		inflight: make(map[string]int), skipped: make(map[string]bool),
+		failures: make(map[string]uint),
 	}
 	d.idleCond = sync.NewCond(&d.mu)
 	_, d.shared = s.store.(Watcher)
@@ -250,15 +253,24 @@ func (d *mwiDispatcher) drain(ctx context.Context) {
 
 		st, err := d.svc.MWI(ctx, mailbox)
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, ErrNotFound) {
-				// The lamp must not stay stale because one read failed
-				// (a database connection lost): read again later.
-				d.svc.opts.Logf("%v; retrying in %v", err, mwiRetry)
-				time.AfterFunc(mwiRetry, func() { d.mark(mailbox, announce) })
+			if ctx.Err() == nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
+				// The lamp must not stay stale because a read failed (a
+				// database connection lost): read again later, backing
+				// off while the store stays down.
+				d.mu.Lock()
+				wait := min(mwiRetry<<d.failures[mailbox], mwiMaxRetry)
+				d.failures[mailbox]++
+				first := d.failures[mailbox] == 1
+				d.mu.Unlock()
+				if first {
+					d.svc.opts.Logf("%v; retrying", err)
+				}
+				time.AfterFunc(wait, func() { d.mark(mailbox, announce) })
 			}
 			continue
 		}
 		d.mu.Lock()
+		delete(d.failures, mailbox)
 		prev, seen := d.last[mailbox]
 		d.last[mailbox] = st
 		d.mu.Unlock()
@@ -272,8 +284,11 @@ func (d *mwiDispatcher) drain(ctx context.Context) {
 }
 
 // mwiRetry is how long the dispatcher waits to read a state again after the
-// store failed to answer.
-const mwiRetry = time.Second
+// store failed to answer; it doubles with each failure up to mwiMaxRetry.
+const (
+	mwiRetry    = time.Second
+	mwiMaxRetry = 30 * time.Second
+)
 
 func (d *mwiDispatcher) call(st MWIState) {
 	if d.svc.opts.MWI == nil {
