@@ -258,7 +258,7 @@ func (d *mwiDispatcher) drain(ctx context.Context) {
 				// database connection lost): read again later, backing
 				// off while the store stays down.
 				d.mu.Lock()
-				wait := min(mwiRetry<<d.failures[mailbox], mwiMaxRetry)
+				wait := min(mwiRetry<<min(d.failures[mailbox], 5), mwiMaxRetry)
 				d.failures[mailbox]++
 				first := d.failures[mailbox] == 1
 				d.mu.Unlock()
