@@ -436,9 +436,9 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 // IMAP EXPUNGE does, and returns them. With uids, only those of them (UID
 // EXPUNGE). The flag and the folder are checked under the mailbox lock, so a
 // message undeleted or moved away meanwhile by the phone or another client
-// of this node is kept. On a cluster the check and the removal are two
-// store calls: a change another node makes between them is not seen, and
-// messages another node expunged first are skipped.
+// of this node is kept. On a store that implements Expunger (pgstore,
+// boltstore) the check and the removal are one atomic step, so that holds
+// across the nodes of a cluster too.
 func (mb *Mailbox) Expunge(ctx context.Context, folder string, uids []UID) ([]Message, error) {
 	folder = CanonicalFolder(folder)
 	defer mb.svc.lock(mb.name)()
@@ -448,6 +448,14 @@ func (mb *Mailbox) Expunge(ctx context.Context, folder string, uids []UID) ([]Me
 		for _, u := range uids {
 			want[u] = true
 		}
+	}
+	if x, ok := mb.svc.store.(Expunger); ok {
+		gone, err := x.Expunge(ctx, mb.name, folder, uids)
+		if err != nil {
+			return nil, fmt.Errorf("um: expunge %q of %q: %w", folder, mb.name, err)
+		}
+		mb.publishRemoved(ctx, gone)
+		return gone, nil
 	}
 	for attempt := 0; ; attempt++ {
 		msgs, err := mb.List(ctx, folder)
@@ -470,13 +478,17 @@ func (mb *Mailbox) Expunge(ctx context.Context, folder string, uids []UID) ([]Me
 		if err != nil {
 			return nil, fmt.Errorf("um: expunge %q of %q: %w", folder, mb.name, err)
 		}
-		events := make([]Event, len(gone))
-		for i, m := range gone {
-			events[i] = Event{Kind: EventRemoved, Folder: m.Folder, Message: Message{ID: m.ID, UID: m.UID, Folder: m.Folder}}
-		}
-		mb.svc.commit(ctx, mb.name, events)
+		mb.publishRemoved(ctx, gone)
 		return gone, nil
 	}
+}
+
+func (mb *Mailbox) publishRemoved(ctx context.Context, gone []Message) {
+	events := make([]Event, len(gone))
+	for i, m := range gone {
+		events[i] = Event{Kind: EventRemoved, Folder: m.Folder, Message: Message{ID: m.ID, UID: m.UID, Folder: m.Folder}}
+	}
+	mb.svc.commit(ctx, mb.name, events)
 }
 
 // Purge removes messages for good, from whatever folder they are in.

@@ -125,3 +125,15 @@ type Counter interface {
 	// Usage returns the messages and recorded time outside Trash.
 	Usage(ctx context.Context, mailbox string) (Usage, error)
 }
+
+// Expunger is an optional Store interface for a removal that checks and
+// removes in one atomic step, as IMAP EXPUNGE needs on a store shared by
+// several nodes. Without it, Mailbox.Expunge lists the folder and removes
+// what it found, and a flag cleared by another node in between is not seen.
+type Expunger interface {
+	// Expunge removes, atomically, the messages of folder that carry
+	// FlagDeleted (only those whose UID is in uids, when uids is not nil)
+	// and returns them in UID order. A folder that does not exist gives
+	// ErrNotFound; nothing to remove gives no messages and no error.
+	Expunge(ctx context.Context, mailbox, folder string, uids []UID) ([]Message, error)
+}

@@ -585,30 +585,52 @@ func TestUncomparableSourceDoesNotPanic(t *testing.T) {
 	}
 }
 
+// plainStore hides the optional interfaces of the store it wraps, so the
+// fallbacks um uses for a host's own store are tested too.
+type plainStore struct{ um.Store }
+
 func TestExpungeKeepsWhatWasUndeleted(t *testing.T) {
-	f := newFixture(t, um.Options{})
-	a := f.deposit(t, "100", false)
-	b := f.deposit(t, "101", false)
-	c := f.deposit(t, "102", false)
-	// A client marks a and b \Deleted; before its EXPUNGE, the phone
-	// restores b.
-	f.mb.SetFlags(ctx, []uuid.UUID{a.ID, b.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
-	f.mb.SetFlags(ctx, []uuid.UUID{b.ID}, um.FlagOp{Mode: um.FlagsRemove, Flags: um.FlagDeleted})
-	gone, err := f.mb.Expunge(ctx, um.Inbox, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(gone) != 1 || gone[0].ID != a.ID {
-		t.Errorf("Expunge() removed %v, want only a", gone)
-	}
-	// UID EXPUNGE limits it to the UIDs named.
-	f.mb.SetFlags(ctx, []uuid.UUID{b.ID, c.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
-	gone, _ = f.mb.Expunge(ctx, um.Inbox, []um.UID{c.UID})
-	if len(gone) != 1 || gone[0].ID != c.ID {
-		t.Errorf("Expunge(UID %d) removed %v, want only c", c.UID, gone)
-	}
-	if _, err := f.mb.Message(ctx, b.ID); err != nil {
-		t.Errorf("b was expunged though not named: %v", err)
+	for _, plain := range []bool{false, true} {
+		t.Run(fmt.Sprintf("plain store %v", plain), func(t *testing.T) {
+			var f *fixture
+			if plain {
+				f = &fixture{store: memstore.New(), mwi: &mwiLog{}}
+				svc, err := um.New(plainStore{f.store}, &um.Options{MWI: f.mwi.hook})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { svc.Close() })
+				f.svc = svc
+				if f.mb, err = svc.CreateMailbox(ctx, "1001"); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				f = newFixture(t, um.Options{})
+			}
+			a := f.deposit(t, "100", false)
+			b := f.deposit(t, "101", false)
+			c := f.deposit(t, "102", false)
+			// A client marks a and b \Deleted; before its EXPUNGE, the phone
+			// restores b.
+			f.mb.SetFlags(ctx, []uuid.UUID{a.ID, b.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
+			f.mb.SetFlags(ctx, []uuid.UUID{b.ID}, um.FlagOp{Mode: um.FlagsRemove, Flags: um.FlagDeleted})
+			gone, err := f.mb.Expunge(ctx, um.Inbox, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(gone) != 1 || gone[0].ID != a.ID {
+				t.Errorf("Expunge() removed %v, want only a", gone)
+			}
+			// UID EXPUNGE limits it to the UIDs named.
+			f.mb.SetFlags(ctx, []uuid.UUID{b.ID, c.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
+			gone, _ = f.mb.Expunge(ctx, um.Inbox, []um.UID{c.UID})
+			if len(gone) != 1 || gone[0].ID != c.ID {
+				t.Errorf("Expunge(UID %d) removed %v, want only c", c.UID, gone)
+			}
+			if _, err := f.mb.Message(ctx, b.ID); err != nil {
+				t.Errorf("b was expunged though not named: %v", err)
+			}
+		})
 	}
 }
 

@@ -16,7 +16,10 @@ import (
 	"github.com/google/uuid"
 )
 
-var _ um.Store = (*Store)(nil)
+var (
+	_ um.Store    = (*Store)(nil)
+	_ um.Expunger = (*Store)(nil)
+)
 
 // Store is an in-memory um.Store. The zero value is not usable; call New.
 type Store struct {
@@ -401,4 +404,33 @@ func (s *Store) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	return nil
+}
+
+// Expunge implements um.Expunger.
+func (s *Store) Expunge(ctx context.Context, name, f string, uids []um.UID) ([]um.Message, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	mb, fo, err := s.folderLocked(name, f)
+	if err != nil {
+		return nil, err
+	}
+	want := map[um.UID]bool{}
+	for _, u := range uids {
+		want[u] = true
+	}
+	var gone []um.Message
+	kept := fo.msgs[:0]
+	for _, e := range fo.msgs {
+		if e.m.Flags.Has(um.FlagDeleted) && (uids == nil || want[e.m.UID]) {
+			gone = append(gone, e.m.Clone())
+			delete(mb.byID, e.m.ID)
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(fo.msgs[len(kept):])
+	fo.msgs = kept
+	return gone, nil
 }

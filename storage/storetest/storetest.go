@@ -62,6 +62,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ContextCanceled", testContextCanceled},
 		{"ReturnsCopies", testReturnsCopies},
 		{"Counter", testCounter},
+		{"Expunger", testExpunger},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -669,5 +670,57 @@ func testCounter(t *testing.T, s um.Store) {
 	}
 	if _, err := c.CountMWI(ctx, "nobody"); !errors.Is(err, um.ErrNotFound) {
 		t.Errorf("CountMWI(unknown mailbox) = %v, want ErrNotFound", err)
+	}
+}
+
+// testExpunger checks the optional um.Expunger: only \Deleted messages of
+// the folder, only the UIDs named, atomically with the check.
+func testExpunger(t *testing.T, s um.Store) {
+	x, ok := s.(um.Expunger)
+	if !ok {
+		return // optional; um lists and removes instead
+	}
+	mustMailbox(t, s, box)
+	var ms []um.Message
+	for i := 0; i < 4; i++ {
+		ms = append(ms, mustAppend(t, s, voice(um.Inbox, i), content(10+i)))
+	}
+	trashed := mustAppend(t, s, voice(um.Trash, 9), content(5))
+	del := um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted}
+	if _, err := s.SetFlags(ctx, box, []uuid.UUID{ms[0].ID, ms[1].ID, ms[3].ID, trashed.ID}, del); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := x.Expunge(ctx, box, um.Inbox, []um.UID{ms[1].UID, ms[2].UID, ms[3].UID})
+	if err != nil {
+		t.Fatalf("Expunge(UIDs) = %v", err)
+	}
+	if len(gone) != 2 || gone[0].ID != ms[1].ID || gone[1].ID != ms[3].ID || gone[0].UID != ms[1].UID {
+		t.Fatalf("Expunge(UIDs 2:4) removed %+v, want messages 2 and 4 (3 is not \\Deleted)", gone)
+	}
+	if _, err := s.Get(ctx, box, ms[3].ID); !errors.Is(err, um.ErrNotFound) {
+		t.Errorf("expunged message still found: %v", err)
+	}
+	if _, err := s.Open(ctx, box, ms[1].ID); !errors.Is(err, um.ErrNotFound) {
+		t.Errorf("expunged message's content still opens: %v", err)
+	}
+	gone, err = x.Expunge(ctx, box, um.Inbox, nil)
+	if err != nil || len(gone) != 1 || gone[0].ID != ms[0].ID {
+		t.Fatalf("Expunge(all) = %+v, %v; want message 1", gone, err)
+	}
+	list, _ := s.List(ctx, box, um.Inbox)
+	if len(list) != 1 || list[0].ID != ms[2].ID {
+		t.Errorf("INBOX after expunges = %+v, want message 3 only", list)
+	}
+	if _, err := s.Get(ctx, box, trashed.ID); err != nil {
+		t.Errorf("a \\Deleted message of another folder was expunged: %v", err)
+	}
+	if gone, err := x.Expunge(ctx, box, um.Inbox, nil); err != nil || len(gone) != 0 {
+		t.Errorf("Expunge with nothing \\Deleted = %+v, %v; want none", gone, err)
+	}
+	if _, err := x.Expunge(ctx, box, "Nope", nil); !errors.Is(err, um.ErrNotFound) {
+		t.Errorf("Expunge(unknown folder) = %v, want ErrNotFound", err)
+	}
+	if f := folderOf(t, s, um.Inbox); f.UIDNext != 5 {
+		t.Errorf("UIDNext after expunges = %d, want 5: UIDs are never reused", f.UIDNext)
 	}
 }
