@@ -77,7 +77,11 @@
 // memory, for tests), storage/boltstore (the embedded default: one directory,
 // no server) and storage/pgstore (PostgreSQL, for clusters of PBX nodes that
 // share mailboxes). A host may bring its own; storage/storetest is the
-// conformance suite that tells whether it keeps the contract.
+// conformance suite that tells whether it keeps the contract. Beyond the
+// small Store interface, a store may offer optional ones, found by type
+// assertion, each with a fallback: Counter (lamp counts and usage without
+// listing), Expunger (IMAP EXPUNGE's check and removal in one atomic step),
+// Watcher (changes made by other nodes) and Publisher.
 //
 // In a cluster every node runs its own Service with its own Options.Node
 // over one shared store. Changes made on one node reach the subscribers of
