@@ -666,35 +666,68 @@ func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 // Remove implements um.Store. Content files no other copy names are deleted
 // after the commit; a crash in between leaves them to the next sweep.
 func (s *Store) Remove(ctx context.Context, mailbox string, ids []uuid.UUID) error {
+	return s.removeIn(ctx, mailbox, func(rl *releaser) error {
+		if err := rl.mb.resolve(ids); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if rl.mb.ids.Get(id[:]) == nil {
+				continue // named twice
+			}
+			l, r, err := rl.mb.find(id)
+			if err != nil {
+				return err
+			}
+			if err := rl.drop(l, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// releaser removes messages within one write transaction and collects the
+// content files that no message names once it commits.
+type releaser struct {
+	tx   *bolt.Tx
+	mb   *mbox
+	gone []blobKey
+}
+
+// drop deletes the message at l, whose record is r, and drops its reference
+// to its content: a content in the database goes with the transaction, a
+// content file is noted for deletion after the commit.
+func (rl *releaser) drop(l loc, r *record) error {
+	if err := rl.mb.unlink(r.m.ID, l); err != nil {
+		return err
+	}
+	fileGone, err := unrefContent(rl.tx, r)
+	if err != nil {
+		return err
+	}
+	if fileGone {
+		rl.gone = append(rl.gone, r.blob)
+	}
+	return nil
+}
+
+// removeIn runs fn in a write transaction with a releaser for mailbox and,
+// once it commits, deletes the content files fn released. The files go
+// only after the commit, so a crash never leaves a message without its
+// content; one between the two leaves the files to the next sweep.
+func (s *Store) removeIn(ctx context.Context, mailbox string, fn func(rl *releaser) error) error {
 	var gone []blobKey
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		gone = gone[:0]
+		gone = nil // the committer may run this again
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
 			return err
 		}
-		if err := mb.resolve(ids); err != nil {
+		rl := &releaser{tx: tx, mb: mb}
+		if err := fn(rl); err != nil {
 			return err
 		}
-		for _, id := range ids {
-			if mb.ids.Get(id[:]) == nil {
-				continue // named twice
-			}
-			l, r, err := mb.find(id)
-			if err != nil {
-				return err
-			}
-			if err := mb.unlink(id, l); err != nil {
-				return err
-			}
-			fileGone, err := unrefContent(tx, r)
-			if err != nil {
-				return err
-			}
-			if fileGone {
-				gone = append(gone, r.blob)
-			}
-		}
+		gone = rl.gone
 		return nil
 	})
 	if err != nil {
