@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -254,4 +255,130 @@ func TestClusterLostNotificationConnection(t *testing.T) {
 	if got := b.hookCalls(); len(got) != 0 {
 		t.Errorf("B's MWI hook calls = %v, want none: the changes and the resync came from A", got)
 	}
+}
+
+// TestClusterExpungeKeepsUndeleted: node A's client flags two messages
+// \Deleted, node B's client clears \Deleted on one of them, and A expunges
+// at once, before B's change has reached A's feed. A keeps the one B
+// undeleted, and B hears of the one A removed.
+func TestClusterExpungeKeepsUndeleted(t *testing.T) {
+	ctx := context.Background()
+	dsn := newDatabase(t)
+	a, b := startNode(t, dsn, "A"), startNode(t, dsn, "B")
+	mbA, mbB := mailbox(t, a, "1001"), mailbox(t, b, "1001")
+	subB := b.svc.Subscribe("1001", um.SubscribeOptions{})
+	defer subB.Close()
+	var ms []um.Message
+	for range 2 {
+		m, err := mbA.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(10))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	kept, gone := ms[0], ms[1]
+	del := um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted}
+	if _, err := mbA.SetFlags(ctx, []uuid.UUID{kept.ID, gone.ID}, del); err != nil {
+		t.Fatal(err)
+	}
+	undel := um.FlagOp{Mode: um.FlagsRemove, Flags: um.FlagDeleted}
+	if changed, err := mbB.SetFlags(ctx, []uuid.UUID{kept.ID}, undel); err != nil || len(changed) != 1 {
+		t.Fatalf("B's SetFlags(-\\Deleted) = %v, %v; want the message changed", changed, err)
+	}
+
+	expunged, err := mbA.Expunge(ctx, um.Inbox, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(expunged) != 1 || expunged[0].ID != gone.ID {
+		t.Fatalf("A's Expunge removed %v, want only %s: B cleared \\Deleted on %s", expunged, gone.ID, kept.ID)
+	}
+	m, err := mbA.Message(ctx, kept.ID)
+	if err != nil {
+		t.Fatalf("the message B undeleted is gone from A: %v", err)
+	}
+	if m.Flags.Has(um.FlagDeleted) {
+		t.Errorf("the message B undeleted has flags %v on A, want no \\Deleted", m.Flags)
+	}
+	list, err := mbB.List(ctx, um.Inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != kept.ID {
+		t.Errorf("B's INBOX after A's expunge = %v, want %s only", list, kept.ID)
+	}
+	c := waitFor(t, subB, "A's expunge", hasEvent(um.EventRemoved, gone.ID))
+	if c.Node != "A" {
+		t.Errorf("A's expunge reached B with Node %q, want A", c.Node)
+	}
+	for _, e := range c.Events {
+		if e.Kind == um.EventRemoved && (e.Message.UID != gone.UID || e.Folder != um.Inbox) {
+			t.Errorf("B got removal %+v, want UID %d in %s", e, gone.UID, um.Inbox)
+		}
+	}
+}
+
+// TestClusterExpungeRacesUndelete runs A's EXPUNGE and B's clearing of
+// \Deleted at the same time, many times. Whichever commits first wins, and
+// never both: a message B undeleted is never expunged, and one A expunged
+// is never reported changed by B.
+func TestClusterExpungeRacesUndelete(t *testing.T) {
+	ctx := context.Background()
+	dsn := newDatabase(t)
+	a, b := startNode(t, dsn, "A"), startNode(t, dsn, "B")
+	mbA, mbB := mailbox(t, a, "1001"), mailbox(t, b, "1001")
+	del := um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted}
+	undel := um.FlagOp{Mode: um.FlagsRemove, Flags: um.FlagDeleted}
+	var expungedRounds, keptRounds int
+	for round := range 40 {
+		m, err := mbA.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(wav(10))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mbA.SetFlags(ctx, []uuid.UUID{m.ID}, del); err != nil {
+			t.Fatal(err)
+		}
+		var (
+			wg             sync.WaitGroup
+			gone, changed  []um.Message
+			expErr, setErr error
+		)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			gone, expErr = mbA.Expunge(ctx, um.Inbox, []um.UID{m.UID})
+		}()
+		go func() {
+			defer wg.Done()
+			changed, setErr = mbB.SetFlags(ctx, []uuid.UUID{m.ID}, undel)
+		}()
+		wg.Wait()
+		if expErr != nil {
+			t.Fatalf("round %d: A's Expunge = %v", round, expErr)
+		}
+		if setErr != nil && !errors.Is(setErr, um.ErrNotFound) {
+			t.Fatalf("round %d: B's SetFlags = %v", round, setErr)
+		}
+		_, getErr := mbA.Message(ctx, m.ID)
+		exists := getErr == nil
+		if getErr != nil && !errors.Is(getErr, um.ErrNotFound) {
+			t.Fatal(getErr)
+		}
+		switch {
+		case len(changed) == 1 && !exists:
+			t.Fatalf("round %d: B cleared \\Deleted, yet A expunged the message (%v)", round, gone)
+		case len(gone) == 1 && exists:
+			t.Fatalf("round %d: A's Expunge returned the message, yet it still exists", round)
+		case len(gone) == 0 && !exists:
+			t.Fatalf("round %d: the message vanished without A's Expunge returning it", round)
+		case exists && len(changed) != 1:
+			t.Fatalf("round %d: the message was kept, but B's SetFlags = %v, %v", round, changed, setErr)
+		}
+		if exists {
+			keptRounds++
+		} else {
+			expungedRounds++
+		}
+	}
+	t.Logf("expunged in %d rounds, undeleted first in %d", expungedRounds, keptRounds)
 }

@@ -48,8 +48,11 @@
 // lock only for its last two statements, so a slow reader holds up no one.
 // Flag changes are a single UPDATE that computes the new flags and keywords
 // from the row as it is when locked (flags = flags | $add, for example), so
-// concurrent changes from two nodes never lose one. A deadlock or
-// serialization failure is retried.
+// concurrent changes from two nodes never lose one. IMAP EXPUNGE
+// (um.Expunger) is a single DELETE ... WHERE flags has \Deleted ...
+// RETURNING: a row another node is changing is checked again once that
+// change commits, so a \Deleted cleared on another node meanwhile keeps the
+// message. A deadlock or serialization failure is retried.
 //
 // # The change feed
 //

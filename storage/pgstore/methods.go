@@ -1,10 +1,12 @@
 package pgstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/embeddedum/um"
@@ -687,12 +689,61 @@ func (s *Store) Remove(ctx context.Context, mailbox string, ids []uuid.UUID) err
 		if _, err := tx.Exec(ctx, "DELETE FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2)", mid, ids); err != nil {
 			return fmt.Errorf("pgstore: remove from %q: %w", mailbox, err)
 		}
-		events := make([]um.Event, len(before))
-		for i, b := range before {
-			events[i] = um.Event{Kind: um.EventRemoved, Folder: b.Folder, Message: um.Message{ID: b.ID, UID: b.UID, Folder: b.Folder}}
-		}
-		return s.notify(ctx, tx, mailbox, events)
+		return s.notifyRemoved(ctx, tx, mailbox, before)
 	})
+}
+
+// notifyRemoved announces removed messages to the other nodes, in the
+// transaction that removes them. Their content rows go with them: the
+// foreign key of um_content cascades.
+func (s *Store) notifyRemoved(ctx context.Context, tx pgx.Tx, mailbox string, removed []um.Message) error {
+	events := make([]um.Event, len(removed))
+	for i, b := range removed {
+		events[i] = um.Event{Kind: um.EventRemoved, Folder: b.Folder, Message: um.Message{ID: b.ID, UID: b.UID, Folder: b.Folder}}
+	}
+	return s.notify(ctx, tx, mailbox, events)
+}
+
+// Expunge implements um.Expunger. The \Deleted check is part of the DELETE:
+// a row another node is changing meanwhile is checked again once that change
+// commits, so a \Deleted cleared, or a message moved away, by another node
+// is kept.
+func (s *Store) Expunge(ctx context.Context, mailbox, folder string, uids []um.UID) ([]um.Message, error) {
+	var only []int64 // nil (SQL NULL) for every \Deleted message
+	if uids != nil {
+		only = make([]int64, len(uids))
+		for i, u := range uids {
+			only[i] = int64(u)
+		}
+	}
+	var gone []um.Message
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		gone = nil
+		mid, err := s.mailboxID(ctx, tx, mailbox)
+		if err != nil {
+			return err
+		}
+		fid, err := folderID(ctx, tx, mid, mailbox, folder, false)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `DELETE FROM um_messages m
+			WHERE m.mailbox_id = $1 AND m.folder_id = $2 AND m.flags & $3 <> 0
+			AND ($4::bigint[] IS NULL OR m.uid = ANY($4::bigint[]))
+			RETURNING `+msgCols, mid, fid, int32(um.FlagDeleted), only)
+		if err != nil {
+			return fmt.Errorf("pgstore: expunge %q of %q: %w", folder, mailbox, err)
+		}
+		if gone, err = collectMessages(rows); err != nil {
+			return fmt.Errorf("pgstore: expunge %q of %q: %w", folder, mailbox, err)
+		}
+		return s.notifyRemoved(ctx, tx, mailbox, gone)
+	})
+	if err != nil || len(gone) == 0 {
+		return nil, err
+	}
+	slices.SortFunc(gone, func(a, b um.Message) int { return cmp.Compare(a.UID, b.UID) })
+	return gone, nil
 }
 
 // CountMWI implements um.Counter with one aggregate query.

@@ -22,9 +22,10 @@ import (
 )
 
 var (
-	_ um.Store   = (*Store)(nil)
-	_ um.Watcher = (*Store)(nil)
-	_ um.Counter = (*Store)(nil)
+	_ um.Store    = (*Store)(nil)
+	_ um.Watcher  = (*Store)(nil)
+	_ um.Counter  = (*Store)(nil)
+	_ um.Expunger = (*Store)(nil)
 )
 
 // ErrSchemaTooNew is returned by Open when the database was migrated by a
