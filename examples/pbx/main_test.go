@@ -7,7 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"io"
 	"os"
 	"path/filepath"
@@ -197,30 +196,10 @@ func TestErrorReasons(t *testing.T) {
 	}
 }
 
-// wavFile builds a WAV of d at rate Hz, 16-bit mono, with a LIST chunk of
-// odd size before the data, as some recorders write.
-func wavFile(rate int, d time.Duration) []byte {
-	n := int(d.Seconds()*float64(rate)) * 2
-	var b bytes.Buffer
-	b.WriteString("RIFF")
-	binary.Write(&b, binary.LittleEndian, uint32(4+24+8+6+8+n))
-	b.WriteString("WAVEfmt ")
-	for _, v := range []any{uint32(16), uint16(1), uint16(1), uint32(rate), uint32(2 * rate), uint16(2), uint16(16)} {
-		binary.Write(&b, binary.LittleEndian, v)
-	}
-	b.WriteString("LIST")
-	binary.Write(&b, binary.LittleEndian, uint32(5))
-	b.WriteString("INFOx\x00") // 5 bytes and the pad byte
-	b.WriteString("data")
-	binary.Write(&b, binary.LittleEndian, uint32(n))
-	b.Write(make([]byte, n))
-	return b.Bytes()
-}
-
 func TestDepositFile(t *testing.T) {
 	dir := t.TempDir()
 	name := filepath.Join(dir, "my message.wav")
-	if err := os.WriteFile(name, wavFile(16000, 5*time.Second), 0o644); err != nil {
+	if err := os.WriteFile(name, append(wav.Header(16000, 5*2*16000), make([]byte, 5*2*16000)...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := runScript(t, dir, "deposit-file 1002 +15551234 "+name+"\nlist 1002\n", twoUsers...)
