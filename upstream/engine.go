@@ -24,6 +24,16 @@ type Options struct {
 	// PollInterval is how often a worker checks the server for changes
 	// when the server does not offer IDLE. Default 1m.
 	PollInterval time.Duration
+	// ProbeInterval is how often the one worker probing a server address
+	// found unreachable retries it, instead of backing off; when it gets
+	// through, the other workers of that address are woken (see the
+	// package documentation, Reconnecting). Default MinBackoff.
+	ProbeInterval time.Duration
+	// MaxDials caps the logins in progress at once to one server address
+	// (connect, TLS, greeting, authentication), so that a thousand workers
+	// reconnecting together queue here rather than at the server's login
+	// processes. Default 32.
+	MaxDials int
 	// DialTimeout bounds connecting and the TLS handshake. Default 30s.
 	DialTimeout time.Duration
 	// Logf receives errors that have no caller to return to. Default:
@@ -43,9 +53,16 @@ type Engine struct {
 	// returning true drops the connection as if the answer was lost.
 	afterAppend func() bool
 
+	// solo, when set by benchmarks before the first Add, gives every
+	// worker its own backoff with nothing shared, for comparison.
+	solo bool
+
 	mu      sync.Mutex
 	workers map[string]*worker
 	closed  bool
+
+	hostMu sync.Mutex
+	hosts  map[string]*host // by lower-case Config.Addr
 }
 
 // New returns an engine that syncs mailboxes of svc, keeping its state in
@@ -54,7 +71,7 @@ func New(svc *um.Service, state StateStore, opts *Options) (*Engine, error) {
 	if svc == nil || state == nil {
 		return nil, fmt.Errorf("upstream: New: %w: nil service or state store", um.ErrInvalid)
 	}
-	e := &Engine{svc: svc, state: state, workers: make(map[string]*worker)}
+	e := &Engine{svc: svc, state: state, workers: make(map[string]*worker), hosts: make(map[string]*host)}
 	if opts != nil {
 		e.opts = *opts
 	}
@@ -67,6 +84,12 @@ func New(svc *um.Service, state StateStore, opts *Options) (*Engine, error) {
 	e.opts.MaxBackoff = max(e.opts.MaxBackoff, e.opts.MinBackoff)
 	if e.opts.PollInterval <= 0 {
 		e.opts.PollInterval = time.Minute
+	}
+	if e.opts.ProbeInterval <= 0 {
+		e.opts.ProbeInterval = e.opts.MinBackoff
+	}
+	if e.opts.MaxDials <= 0 {
+		e.opts.MaxDials = 32
 	}
 	if e.opts.DialTimeout <= 0 {
 		e.opts.DialTimeout = 30 * time.Second
@@ -120,6 +143,7 @@ func (e *Engine) Remove(mailbox string) error {
 		return fmt.Errorf("upstream: remove %q: %w", mailbox, um.ErrNotFound)
 	}
 	w.stop()
+	e.leaveHost(w)
 	e.svc.ReleaseDelivery(mailbox, Mode)
 	return nil
 }
@@ -189,6 +213,7 @@ func (e *Engine) Close() error {
 		go func() {
 			defer wg.Done()
 			w.stop()
+			e.leaveHost(w)
 			e.svc.ReleaseDelivery(name, Mode)
 		}()
 	}

@@ -4,3 +4,8 @@ package upstream
 // when it returns true the engine drops the connection as if the server's
 // answer had been lost.
 func SetAfterAppend(e *Engine, f func() bool) { e.afterAppend = f }
+
+// SetSolo makes every worker of e added from now on back off alone, as
+// before workers of one address shared what they learn: for benchmarks
+// that compare the two.
+func SetSolo(e *Engine) { e.solo = true }

@@ -49,16 +49,27 @@ type env struct {
 	stateDir string
 	eng      *upstream.Engine
 
+	opts upstream.Options
+
 	mu  sync.Mutex
 	mwi map[string]um.MWIState
 }
+
+// testOptions are the engine options of the tests: short backoffs, so a
+// reconnect comes soon.
+var testOptions = upstream.Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, PollInterval: time.Second}
 
 func newEnv(tb testing.TB, d *dovecot.Server) *env { return newEnvHook(tb, d, nil) }
 
 // newEnvHook is newEnv with an extra MWI hook.
 func newEnvHook(tb testing.TB, d *dovecot.Server, hook func(um.MWIState)) *env {
+	return newEnvOpts(tb, d, testOptions, hook)
+}
+
+// newEnvOpts is newEnvHook with the engine's options.
+func newEnvOpts(tb testing.TB, d *dovecot.Server, opts upstream.Options, hook func(um.MWIState)) *env {
 	tb.Helper()
-	e := &env{tb: tb, d: d, stateDir: tb.TempDir(), mwi: make(map[string]um.MWIState)}
+	e := &env{tb: tb, d: d, stateDir: tb.TempDir(), opts: opts, mwi: make(map[string]um.MWIState)}
 	svc, err := um.New(memstore.New(), &um.Options{MWI: func(s um.MWIState) {
 		e.mu.Lock()
 		e.mwi[s.Mailbox] = s
@@ -84,7 +95,8 @@ func (e *env) startEngine() *upstream.Engine {
 	if err != nil {
 		e.tb.Fatal(err)
 	}
-	eng, err := upstream.New(e.svc, st, &upstream.Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, PollInterval: time.Second})
+	opts := e.opts
+	eng, err := upstream.New(e.svc, st, &opts)
 	if err != nil {
 		e.tb.Fatal(err)
 	}

@@ -390,3 +390,61 @@ func TestOAuth2ImplicitTLS(t *testing.T) {
 		t.Fatalf("Status() with an untrusted certificate = %+v", s)
 	}
 }
+
+// TestSharedReconnect: workers of one server address back off for a
+// minute, far longer than the test waits, so they can only come back in
+// time because the one worker probing the address wakes them when it gets
+// through.
+func TestSharedReconnect(t *testing.T) {
+	users := []string{"1001", "1002", "1003", "1004", "1005", "1006"}
+	d := startDovecot(t, users...)
+	opts := testOptions
+	opts.MinBackoff, opts.MaxBackoff, opts.ProbeInterval = time.Minute, time.Minute, 100*time.Millisecond
+	e := newEnvOpts(t, d, opts, nil)
+	mbs := make([]*um.Mailbox, len(users))
+	for i, u := range users {
+		mbs[i] = e.sync(u, "")
+	}
+
+	d.Kill()
+	eventually(t, "every worker disconnected and failed, one probing", func() bool {
+		probing := false
+		for _, u := range users {
+			s := e.eng.Status(u)
+			if s.Connected || s.Failures < 1 || s.LastError == nil {
+				return false
+			}
+			probing = probing || s.Failures >= 2
+		}
+		return probing
+	})
+	waiting := 0
+	for _, u := range users {
+		if e.eng.Status(u).Failures == 1 {
+			waiting++
+		}
+	}
+	if waiting < len(users)-1 {
+		t.Fatalf("%d of %d workers wait in backoff, want all but the prober", waiting, len(users))
+	}
+	msgs := make([]um.Message, len(users))
+	for i, mb := range mbs {
+		msgs[i] = deposit(t, mb, "outage")
+	}
+
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		eventually(t, "caught up after the outage: "+u, func() bool {
+			s := e.eng.Status(u)
+			return s.Connected && s.Lag == 0 && s.LastError == nil
+		})
+	}
+	for i, u := range users {
+		mc := newMailClient(t, d, u)
+		if n := len(mc.find("INBOX", msgs[i].ID)); n != 1 {
+			t.Fatalf("copies of %s's outage deposit = %d, want 1", u, n)
+		}
+	}
+}

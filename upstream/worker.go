@@ -31,6 +31,7 @@ const syncMask = um.FlagHeard | um.FlagAnswered | um.FlagFlagged | um.FlagDelete
 
 type worker struct {
 	e    *Engine
+	h    *host
 	cfg  Config
 	mb   *um.Mailbox
 	sub  *um.Subscription
@@ -43,11 +44,13 @@ type worker struct {
 	upWake    chan struct{} // the server sent something while we idled
 	upExpunge atomic.Bool   // ... and it included an EXPUNGE
 	syncReq   chan chan error
+	handoffC  chan struct{} // the prober left: probe in its place
 
 	// Owned by the run goroutine.
-	st    *State
-	trash string
-	caps  imap.CapSet
+	transport bool // the last attempt failed for want of the server
+	st        *State
+	trash     string
+	caps      imap.CapSet
 
 	mu         sync.Mutex
 	stat       Status
@@ -57,7 +60,8 @@ type worker struct {
 
 func newWorker(e *Engine, cfg Config, mb *um.Mailbox) *worker {
 	w := &worker{e: e, cfg: cfg, mb: mb, done: make(chan struct{}),
-		upWake: make(chan struct{}, 1), syncReq: make(chan chan error)}
+		upWake: make(chan struct{}, 1), syncReq: make(chan chan error), handoffC: make(chan struct{}, 1)}
+	w.h = e.joinHost(w)
 	w.rend = um.RenderOptions{Mailbox: cfg.Mailbox}
 	w.stat = Status{Mailbox: cfg.Mailbox, Configured: true}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
@@ -113,6 +117,13 @@ func (w *worker) poke() {
 	}
 }
 
+func (w *worker) handoff() {
+	select {
+	case w.handoffC <- struct{}{}:
+	default:
+	}
+}
+
 func (w *worker) syncNow(ctx context.Context) error {
 	reply := make(chan error, 1)
 	select {
@@ -143,12 +154,14 @@ func (w *worker) run() {
 				st = &State{Messages: make(map[uuid.UUID]MessageState)}
 			case err != nil:
 				w.setErr(err)
-				w.sleep(ctx, backoff)
+				wake, _ := w.e.failed(w, false)
+				w.sleep(ctx, backoff, wake)
 				backoff = min(2*backoff, w.e.opts.MaxBackoff)
 				continue
 			}
 			w.st = st
 		}
+		w.transport = false
 		synced, err := w.guardedSession(ctx)
 		if ctx.Err() != nil {
 			return
@@ -157,7 +170,12 @@ func (w *worker) run() {
 			backoff = w.e.opts.MinBackoff
 		}
 		w.setErr(err)
-		w.sleep(ctx, backoff)
+		wake, probe := w.e.failed(w, w.transport)
+		d := backoff
+		if probe {
+			d = min(d, w.e.opts.ProbeInterval)
+		}
+		w.sleep(ctx, d, wake)
 		backoff = min(2*backoff, w.e.opts.MaxBackoff)
 	}
 }
@@ -180,8 +198,10 @@ func (w *worker) guardedSession(ctx context.Context) (synced bool, err error) {
 }
 
 // sleep waits d with jitter (between d/2 and d), answering sync requests
-// with the error of the last attempt meanwhile.
-func (w *worker) sleep(ctx context.Context, d time.Duration) {
+// with the error of the last attempt meanwhile. When wake is closed (another
+// worker reached the server again) it returns after a short random delay
+// instead; when the prober role is handed over to it, at once.
+func (w *worker) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) {
 	d = d/2 + rand.N(d/2+1)
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -190,6 +210,11 @@ func (w *worker) sleep(ctx context.Context, d time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			return
+		case <-wake:
+			wake = nil
+			t.Reset(rand.N(w.e.wakeSpread(w) + 1))
+		case <-w.handoffC:
 			return
 		case <-w.sub.C():
 			w.markDirty() // the next session's full pass carries it over
@@ -215,6 +240,13 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 			},
 		},
 	}
+	// Logins to one address queue here, not at the server.
+	select {
+	case w.h.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-w.h.sem }()
 	var c *imapclient.Client
 	var err error
 	if w.cfg.Security == StartTLS {
@@ -223,6 +255,7 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 		c, err = imapclient.DialTLS(w.cfg.Addr, opts)
 	}
 	if err != nil {
+		w.transport = transportError(err)
 		return nil, fmt.Errorf("upstream: connect to %s: %w", w.cfg.Addr, err)
 	}
 	w.mu.Lock()
@@ -233,6 +266,7 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 		return nil, ctx.Err()
 	}
 	if err := c.WaitGreeting(); err != nil {
+		w.transport = transportError(err)
 		c.Close()
 		return nil, fmt.Errorf("upstream: greeting of %s: %w", w.cfg.Addr, err)
 	}
@@ -242,9 +276,11 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 		return nil, err
 	}
 	if err := c.Authenticate(sc); err != nil {
+		w.transport = transportError(err)
 		c.Close()
 		return nil, fmt.Errorf("upstream: authenticate %q at %s: %w", w.cfg.Username, w.cfg.Addr, err)
 	}
+	w.e.reached(w)
 	return c, nil
 }
 
@@ -257,6 +293,7 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 		return false, err
 	}
 	defer func() {
+		w.transport = err != nil && ctx.Err() == nil && connLost(c, err)
 		c.Close()
 		w.mu.Lock()
 		w.conn = nil
@@ -348,6 +385,25 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 		} else if err := c.Noop().Wait(); err != nil {
 			return synced, fmt.Errorf("upstream: NOOP: %w", err)
 		}
+	}
+}
+
+// connLost tells whether a session failed with err because the connection
+// went away (the server died or the network failed) rather than because
+// the server refused a command or something local failed. A command cut
+// off by a lost connection fails just before the client sees the close.
+func connLost(c *imapclient.Client, err error) bool {
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		return false
+	}
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-c.Closed():
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
