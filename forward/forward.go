@@ -11,7 +11,8 @@
 // and submits it: STARTTLS or implicit TLS, then AUTH PLAIN, MAIL, RCPT,
 // DATA. Messages moved into INBOX (an undelete), e-mails mail clients
 // appended and changes made on other nodes of a cluster are not forwarded,
-// so each voicemail goes out once.
+// so each voicemail goes out once. Voicemail is forwarded in the order it
+// was deposited.
 //
 // With Config.MarkHeard the voicemail is marked heard once the server has
 // accepted it, so the lamp goes off: the e-mail is the user's copy.
@@ -21,8 +22,41 @@
 // A failed submission is retried with exponential backoff up to
 // Options.MaxAttempts times, in order; messages behind it wait. After the
 // last attempt the message is given up (it stays in the voice mailbox) and
-// Status reports it. The queue is in memory: voicemail deposited while the
-// process stops before forwarding is not forwarded after a restart.
+// Status reports it; it is not tried again, after a restart either.
+//
+// # Restarts
+//
+// With Options.StateDir set, a Forwarder keeps a small file per mailbox
+// there: INBOX's UIDVALIDITY, a watermark (the highest INBOX UID whose
+// message was handled: forwarded, given up, or not a deposit) and the IDs
+// of the last messages forwarded. The file is replaced atomically (write,
+// fsync, rename, directory fsync) after each forwarded message. Add then
+// lists INBOX and forwards, in order, the voicemail above the watermark
+// that was not forwarded yet: what was deposited but not sent when the
+// process stopped, and what was deposited while no Forwarder ran. The same
+// listing follows a subscription overflow (um.ErrOverflow), when the
+// changes that would have named the deposits were dropped.
+//
+// A message the SMTP server accepted is not sent again, with one
+// exception inherent to SMTP: a crash between the server's acceptance and
+// the state write sends that message once more after the restart. The
+// receiver sees the same Message-ID twice.
+//
+// A mailbox forwarded for the first time (no state file, or after Remove)
+// starts at the current watermark: its earlier voicemail is not mailed.
+// So does a mailbox whose INBOX UIDVALIDITY changed (a replaced store).
+//
+// A listing does not say how or where a message came into INBOX. So the
+// catch-up forwards every voicemail above the watermark except the
+// recently forwarded ones: a message deposited before forwarding began and
+// undeleted while no Forwarder ran is mailed, and in a cluster, voicemail
+// another node deposited while this Forwarder was stopped is mailed by
+// this one too.
+//
+// Without StateDir the queue is in memory: voicemail deposited but not yet
+// sent when the process stops is not forwarded after a restart. A
+// subscription overflow is caught up all the same, from the watermark in
+// memory.
 //
 // # Exclusivity
 //
@@ -40,6 +74,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/mail"
+	"os"
 	"sync"
 	"time"
 
@@ -92,6 +127,13 @@ type Options struct {
 	Timeout time.Duration
 	// Logf receives failed submissions. Default: dropped.
 	Logf func(format string, args ...any)
+	// StateDir, when set, is a directory (created if missing) where the
+	// Forwarder keeps one small file per mailbox, so that voicemail
+	// deposited but not forwarded before a restart is forwarded after it
+	// (see the package doc). Forwarders running at the same time must not
+	// share it; the next one after a restart must. Empty keeps
+	// the state in memory only.
+	StateDir string
 }
 
 // Config is the forwarding of one voice mailbox.
@@ -136,8 +178,20 @@ type box struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// Owned by the run goroutine once it started.
+	st     state  // what is (or is to be) saved
+	dirty  bool   // st changed since it was saved
+	queued um.UID // the highest INBOX UID queued or passed over
+
 	mu   sync.Mutex
 	stat Status
+}
+
+// entry is one INBOX arrival in the order of its UID; forward says whether
+// it is a deposit to forward, else it only moves the watermark.
+type entry struct {
+	m       um.Message
+	forward bool
 }
 
 // New returns a Forwarder that submits through the account in opts.
@@ -173,13 +227,21 @@ func New(svc *um.Service, opts Options) (*Forwarder, error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
+	if opts.StateDir != "" {
+		if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("forward: state directory: %w", err)
+		}
+	}
 	return &Forwarder{svc: svc, opts: opts, boxes: make(map[string]*box)}, nil
 }
 
 // Add starts forwarding the voicemail deposited in a mailbox from now on.
-// It fails with an error wrapping um.ErrModeConflict when the mailbox
-// syncs to a mail account, um.ErrExists when it is forwarded already,
-// um.ErrInvalid for a bad address and um.ErrNotFound for no such mailbox.
+// With Options.StateDir and a state saved by an earlier Forwarder, it
+// also forwards the voicemail deposited since that one last handled the
+// mailbox (see the package doc). It fails with an error wrapping
+// um.ErrModeConflict when the mailbox syncs to a mail account, um.ErrExists
+// when it is forwarded already, um.ErrInvalid for a bad address and
+// um.ErrNotFound for no such mailbox.
 func (f *Forwarder) Add(ctx context.Context, cfg Config) error {
 	to, err := mail.ParseAddress(cfg.To)
 	if err != nil {
@@ -201,7 +263,13 @@ func (f *Forwarder) Add(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("forward: add %q: %w", cfg.Mailbox, err)
 	}
 	b := &box{cfg: cfg, to: to, mb: mb, done: make(chan struct{}), stat: Status{Mailbox: cfg.Mailbox, Configured: true}}
-	b.sub = f.svc.Subscribe(cfg.Mailbox, um.SubscribeOptions{Source: b})
+	// Subscribed before the watermark is read, so no deposit falls between.
+	b.sub = f.svc.Subscribe(cfg.Mailbox, um.SubscribeOptions{Source: b, MaxQueue: maxQueue})
+	if err := f.initState(ctx, b); err != nil {
+		b.sub.Close()
+		f.svc.ReleaseDelivery(cfg.Mailbox, Mode)
+		return fmt.Errorf("forward: add %q: %w", cfg.Mailbox, err)
+	}
 	var bctx context.Context
 	bctx, b.cancel = context.WithCancel(context.Background())
 	f.boxes[cfg.Mailbox] = b
@@ -209,9 +277,36 @@ func (f *Forwarder) Add(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// maxQueue is the subscription's MaxQueue; zero is um's default. Tests
+// lower it to overflow the subscription.
+var maxQueue int
+
+// initState loads the saved state of b's mailbox or, for a mailbox
+// forwarded for the first time, starts at INBOX's current end and saves
+// that, so a deposit made right after Add is caught up after a crash.
+func (f *Forwarder) initState(ctx context.Context, b *box) error {
+	st, ok, err := f.loadState(b.cfg.Mailbox)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		inbox, err := b.mb.Folder(ctx, um.Inbox)
+		if err != nil {
+			return err
+		}
+		st = state{UIDValidity: inbox.UIDValidity, UID: inbox.UIDNext - 1}
+		if err := f.saveState(b.cfg.Mailbox, &st); err != nil {
+			return err
+		}
+	}
+	b.st, b.queued = st, st.UID
+	return nil
+}
+
 // Remove stops forwarding a mailbox and releases its delivery mode.
-// Messages not yet sent are dropped. It fails with um.ErrNotFound when the
-// mailbox is not forwarded.
+// Messages not yet sent are dropped, and so is the mailbox's state in
+// Options.StateDir: forwarding it again starts afresh. It fails with
+// um.ErrNotFound when the mailbox is not forwarded.
 func (f *Forwarder) Remove(mailbox string) error {
 	f.mu.Lock()
 	b, ok := f.boxes[mailbox]
@@ -222,7 +317,7 @@ func (f *Forwarder) Remove(mailbox string) error {
 	}
 	b.stop()
 	f.svc.ReleaseDelivery(mailbox, Mode)
-	return nil
+	return f.removeState(mailbox)
 }
 
 // Status returns the forwarding state of mailbox.
@@ -238,7 +333,8 @@ func (f *Forwarder) Status(mailbox string) Status {
 	return b.stat
 }
 
-// Close stops forwarding every mailbox.
+// Close stops forwarding every mailbox. With Options.StateDir, what was
+// not sent yet is forwarded by the next Forwarder's Add.
 func (f *Forwarder) Close() error {
 	f.mu.Lock()
 	f.closed = true
@@ -260,66 +356,169 @@ func (b *box) stop() {
 
 func (f *Forwarder) run(ctx context.Context, b *box) {
 	defer close(b.done)
-	var queue []um.Message
-	for {
+	defer f.save(b)
+	var queue []entry
+	// The first pass lists INBOX above the saved watermark: what an
+	// earlier Forwarder left unsent, what was deposited while none ran.
+	relist := true
+	var retry <-chan time.Time
+	backoff := f.opts.MinBackoff
+	for ctx.Err() == nil {
 		changes, err := b.sub.Next()
 		if err != nil {
-			f.opts.Logf("forward: %s: %v: voicemail deposited meanwhile may not be forwarded", b.cfg.Mailbox, err)
+			f.opts.Logf("forward: %s: %v: listing INBOX for the deposits it dropped", b.cfg.Mailbox, err)
+			relist = true
 		}
-		queue = append(queue, f.newVoicemail(changes)...)
-		for len(queue) > 0 && ctx.Err() == nil {
-			f.guardedDeliver(ctx, b, queue[0])
-			queue = queue[1:]
-			more, _ := b.sub.Next()
-			queue = append(queue, f.newVoicemail(more)...)
+		if relist {
+			// The listing covers the changes just taken, and names deposits
+			// the dropped changes would have named.
+			more, err := f.unsent(ctx, b)
+			if err != nil {
+				f.opts.Logf("forward: %s: list INBOX: %v", b.cfg.Mailbox, err)
+				retry = time.After(backoff)
+				backoff = min(2*backoff, f.opts.MaxBackoff)
+			} else {
+				relist, retry, backoff = false, nil, f.opts.MinBackoff
+				queue = append(queue, more...)
+			}
 		}
+		if !relist {
+			queue = append(queue, f.arrivals(b, changes)...)
+		}
+		if len(queue) > 0 {
+			if f.handle(ctx, b, queue[0]) {
+				queue = queue[1:]
+			}
+			continue
+		}
+		f.save(b)
 		select {
 		case <-ctx.Done():
-			return
 		case <-b.sub.C():
+		case <-retry:
 		}
 	}
 }
 
-// guardedDeliver delivers one voicemail; a panic in it is logged and costs
-// that one forward, never the PBX.
-func (f *Forwarder) guardedDeliver(ctx context.Context, b *box, m um.Message) {
-	defer func() {
-		if r := recover(); r != nil {
-			f.opts.Logf("forward: %s: internal error forwarding %s: %v", b.cfg.Mailbox, m.ID, r)
-		}
-	}()
-	f.deliver(ctx, b, m)
-}
-
-// newVoicemail picks deposits out of changes: voicemail added to INBOX on
-// this node, not moved there.
-func (f *Forwarder) newVoicemail(changes []um.Change) []um.Message {
-	var out []um.Message
+// arrivals picks INBOX arrivals above b.queued out of changes, marking as
+// deposits to forward the voicemail added to INBOX on this node, not moved
+// there.
+func (f *Forwarder) arrivals(b *box, changes []um.Change) []entry {
+	var out []entry
 	for _, c := range changes {
-		if c.Node != f.svc.Node() {
-			continue
-		}
 		for _, e := range c.Events {
-			if e.Kind != um.EventAdded || e.Folder != um.Inbox || e.Message.Raw {
+			if e.Kind != um.EventAdded || e.Folder != um.Inbox || e.Message.UID <= b.queued {
 				continue
 			}
+			b.queued = e.Message.UID
 			moved := false
 			for _, r := range c.Events {
 				if r.Kind == um.EventRemoved && r.Message.ID == e.Message.ID {
 					moved = true
 				}
 			}
-			if !moved {
-				out = append(out, e.Message)
-			}
+			out = append(out, entry{m: e.Message, forward: c.Node == f.svc.Node() && !e.Message.Raw && !moved})
 		}
 	}
 	return out
 }
 
+// unsent lists the voicemail of INBOX above b.queued that was not
+// forwarded. A listing cannot tell a deposit from an undelete, nor this
+// node's deposits from another's; the IDs recently sent keep at least
+// those from going out twice.
+func (f *Forwarder) unsent(ctx context.Context, b *box) ([]entry, error) {
+	inbox, err := b.mb.Folder(ctx, um.Inbox)
+	if err != nil {
+		return nil, err
+	}
+	if inbox.UIDValidity != b.st.UIDValidity {
+		f.opts.Logf("forward: %s: INBOX UIDVALIDITY is %d, was %d: forwarding from its current end", b.cfg.Mailbox, inbox.UIDValidity, b.st.UIDValidity)
+		b.st = state{UIDValidity: inbox.UIDValidity, UID: inbox.UIDNext - 1, Sent: b.st.Sent}
+		b.queued, b.dirty = b.st.UID, true
+		return nil, nil
+	}
+	msgs, err := b.mb.List(ctx, um.Inbox)
+	if err != nil {
+		return nil, err
+	}
+	var out []entry
+	for _, m := range msgs {
+		if m.UID <= b.queued {
+			continue
+		}
+		b.queued = m.UID
+		out = append(out, entry{m: m, forward: !m.Raw && !b.st.sent(m.ID)})
+	}
+	return out, nil
+}
+
+// handle forwards e if it is a deposit and moves the watermark past it. It
+// returns false when ctx ended first: e is then still to be handled.
+func (f *Forwarder) handle(ctx context.Context, b *box, e entry) bool {
+	res := gone
+	if e.forward {
+		res = f.guardedDeliver(ctx, b, e.m)
+		if res == canceled {
+			return false
+		}
+		if res == sent {
+			b.st.addSent(e.m.ID)
+		}
+	}
+	b.st.UID = max(b.st.UID, e.m.UID)
+	b.dirty = true
+	if !e.forward {
+		return true
+	}
+	// Saved before anything else, to narrow the window in which a crash
+	// sends the message again.
+	f.save(b)
+	if res == sent && b.cfg.MarkHeard {
+		if err := b.mb.MarkHeard(um.WithSource(ctx, b), e.m.ID); err != nil && !errors.Is(err, um.ErrNotFound) {
+			f.opts.Logf("forward: %s: mark %s heard: %v", b.cfg.Mailbox, e.m.ID, err)
+		}
+	}
+	return true
+}
+
+// save writes b's state if it changed; a failure is logged and retried
+// with the next save.
+func (f *Forwarder) save(b *box) {
+	if !b.dirty {
+		return
+	}
+	if err := f.saveState(b.cfg.Mailbox, &b.st); err != nil {
+		f.opts.Logf("forward: %s: %v", b.cfg.Mailbox, err)
+		return
+	}
+	b.dirty = false
+}
+
+// outcome is how the delivery of one message ended.
+type outcome int
+
+const (
+	sent     outcome = iota // the server accepted it
+	gone                    // deleted before it could be sent
+	givenUp                 // failed Options.MaxAttempts times
+	canceled                // the Forwarder stopped first
+)
+
+// guardedDeliver delivers one voicemail; a panic in it is logged and costs
+// that one forward, never the PBX.
+func (f *Forwarder) guardedDeliver(ctx context.Context, b *box, m um.Message) (res outcome) {
+	defer func() {
+		if r := recover(); r != nil {
+			f.opts.Logf("forward: %s: internal error forwarding %s: %v", b.cfg.Mailbox, m.ID, r)
+			res = givenUp
+		}
+	}()
+	return f.deliver(ctx, b, m)
+}
+
 // deliver submits one message, retrying with backoff.
-func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) {
+func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) outcome {
 	b.mu.Lock()
 	b.stat.Pending = true
 	b.mu.Unlock()
@@ -328,6 +527,10 @@ func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) {
 	for attempt := 1; attempt <= f.opts.MaxAttempts; attempt++ {
 		if err = f.send(ctx, b, m); err == nil || errors.Is(err, um.ErrNotFound) {
 			break
+		}
+		if ctx.Err() != nil {
+			// Stopped mid-submission: the next Forwarder tries again.
+			return canceled
 		}
 		f.opts.Logf("forward: %s: message %s, attempt %d: %v", b.cfg.Mailbox, m.ID, attempt, err)
 		b.mu.Lock()
@@ -340,27 +543,24 @@ func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return canceled
 		case <-t.C:
 		}
 		backoff = min(2*backoff, f.opts.MaxBackoff)
 	}
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.stat.Pending = false
 	switch {
 	case err == nil:
 		b.stat.Sent++
 		b.stat.LastError = nil
+		return sent
 	case errors.Is(err, um.ErrNotFound):
-		// Deleted before it could be sent: nothing to forward.
+		return gone
 	default:
 		b.stat.Failed++
-	}
-	b.mu.Unlock()
-	if err == nil && b.cfg.MarkHeard {
-		if err := b.mb.MarkHeard(um.WithSource(ctx, b), m.ID); err != nil && !errors.Is(err, um.ErrNotFound) {
-			f.opts.Logf("forward: %s: mark %s heard: %v", b.cfg.Mailbox, m.ID, err)
-		}
+		return givenUp
 	}
 }
 

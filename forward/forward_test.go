@@ -326,3 +326,193 @@ func mustFileState(tb testing.TB) upstream.StateStore {
 	}
 	return st
 }
+
+// refuse makes the SMTP server answer every DATA with 451 (refuse true)
+// or accept again.
+func (s *smtpServer) refuse(refuse bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failing = 0
+	if refuse {
+		s.failing = 1 << 30
+	}
+}
+
+// ids returns the X-Um-Message-Id of every accepted message, in order.
+func (s *smtpServer) ids(tb testing.TB) []string {
+	tb.Helper()
+	var out []string
+	for _, r := range s.messages() {
+		_, rest, ok := strings.Cut(string(r.data), "X-Um-Message-Id: ")
+		if !ok {
+			tb.Fatalf("accepted message without X-Um-Message-Id")
+		}
+		id, _, _ := strings.Cut(rest, "\r\n")
+		out = append(out, id)
+	}
+	return out
+}
+
+// newForwarder starts another Forwarder on fx's service and SMTP server,
+// as a restarted process would.
+func (fx *fixture) newForwarder(tb testing.TB, stateDir string) *forward.Forwarder {
+	tb.Helper()
+	fw, err := forward.New(fx.svc, forward.Options{
+		Addr: fx.smtp.addr, TLSConfig: &tls.Config{RootCAs: fx.smtp.roots},
+		Username: "pbx", Password: "secret", From: "voicemail@pbx.example.com",
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		MaxAttempts: 1 << 20, StateDir: stateDir,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { fw.Close() })
+	return fw
+}
+
+// waitFor deposits a sentinel and waits until it was accepted: voicemail
+// goes out in deposit order, so whatever was queued before has gone out
+// too, and the accepted list is final.
+func (fx *fixture) waitFor(tb testing.TB, mb *um.Mailbox) um.Message {
+	tb.Helper()
+	m := fx.deposit(tb, mb, "sentinel")
+	eventually(tb, "sentinel "+m.ID.String()+" forwarded", func() bool {
+		ids := fx.smtp.ids(tb)
+		return len(ids) > 0 && ids[len(ids)-1] == m.ID.String()
+	})
+	return m
+}
+
+func wantIDs(tb testing.TB, got []string, want ...um.Message) {
+	tb.Helper()
+	var w []string
+	for _, m := range want {
+		w = append(w, m.ID.String())
+	}
+	if strings.Join(got, " ") != strings.Join(w, " ") {
+		tb.Fatalf("forwarded IDs =\n%v\nwant\n%v", got, w)
+	}
+}
+
+// TestForwardRestart: voicemail deposited but not sent before a restart,
+// and deposited while no Forwarder ran, is forwarded by the next
+// Forwarder with the same StateDir, once; what was sent is not sent again.
+func TestForwardRestart(t *testing.T) {
+	dir := t.TempDir()
+	fx := newFixture(t, func(o *forward.Options) { o.StateDir = dir; o.MaxAttempts = 1 << 20 })
+	ctx := context.Background()
+	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
+	fx.deposit(t, mb, "history") // before forwarding began: never sent
+	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	m1 := fx.deposit(t, mb, "sent before the restart")
+	eventually(t, "m1 forwarded", func() bool { return fx.fw.Status("1001").Sent == 1 })
+
+	fx.smtp.refuse(true)
+	m2 := fx.deposit(t, mb, "queued at the restart")
+	eventually(t, "m2 refused", func() bool { s := fx.fw.Status("1001"); return s.Pending && s.LastError != nil })
+	if err := fx.fw.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// While no Forwarder runs: a deposit, and the sent m1 deleted and
+	// undeleted (back in INBOX under a new UID).
+	m3 := fx.deposit(t, mb, "deposited while stopped")
+	if err := mb.Delete(ctx, m1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mb.Undelete(ctx, m1.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	fw2 := fx.newForwarder(t, dir)
+	if err := fw2.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	fx.smtp.refuse(false)
+	m4 := fx.waitFor(t, mb)
+	wantIDs(t, fx.smtp.ids(t), m1, m2, m3, m4)
+	// The server records a message before the client has its answer.
+	eventually(t, "Status().Sent after the restart = 3", func() bool { return fw2.Status("1001").Sent == 3 })
+
+	// Another restart with nothing pending sends nothing again.
+	if err := fw2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fw3 := fx.newForwarder(t, dir)
+	if err := fw3.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	m5 := fx.waitFor(t, mb)
+	wantIDs(t, fx.smtp.ids(t), m1, m2, m3, m4, m5)
+
+	// Remove forgets the mailbox: forwarding it again starts afresh, and
+	// what was deposited meanwhile is history.
+	if err := fw3.Remove("1001"); err != nil {
+		t.Fatal(err)
+	}
+	fx.deposit(t, mb, "deposited while not forwarded")
+	if err := fw3.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	m6 := fx.waitFor(t, mb)
+	wantIDs(t, fx.smtp.ids(t), m1, m2, m3, m4, m5, m6)
+}
+
+// TestForwardOverflow: deposits whose changes a subscription overflow
+// dropped are still forwarded, each once, in order.
+func TestForwardOverflow(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		stateDir bool
+	}{{"memory", false}, {"statedir", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Cleanup(forward.SetMaxQueue(2))
+			dir := ""
+			if tc.stateDir {
+				dir = t.TempDir()
+			}
+			var mu sync.Mutex
+			overflowed := false
+			fx := newFixture(t, func(o *forward.Options) {
+				o.StateDir, o.MaxAttempts = dir, 1<<20
+				o.Logf = func(format string, args ...any) {
+					for _, a := range args {
+						if err, ok := a.(error); ok && errors.Is(err, um.ErrOverflow) {
+							mu.Lock()
+							overflowed = true
+							mu.Unlock()
+						}
+					}
+				}
+			})
+			ctx := context.Background()
+			mb, _ := fx.svc.CreateMailbox(ctx, "1001")
+			if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com", MarkHeard: true}); err != nil {
+				t.Fatal(err)
+			}
+			fx.smtp.refuse(true)
+			var want []um.Message
+			want = append(want, fx.deposit(t, mb, "first"))
+			// The forwarder is busy retrying the first while more come in
+			// than its subscription holds.
+			eventually(t, "first refused", func() bool { return fx.fw.Status("1001").LastError != nil })
+			for range 8 {
+				want = append(want, fx.deposit(t, mb, "burst"))
+			}
+			fx.smtp.refuse(false)
+			want = append(want, fx.waitFor(t, mb))
+			mu.Lock()
+			if !overflowed {
+				t.Errorf("the subscription did not overflow; the test proves nothing")
+			}
+			mu.Unlock()
+			wantIDs(t, fx.smtp.ids(t), want...)
+			eventually(t, "all marked heard", func() bool {
+				st, err := mb.MWI(ctx)
+				return err == nil && st.New == 0 && st.Old == len(want)
+			})
+		})
+	}
+}

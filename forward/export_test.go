@@ -1,0 +1,9 @@
+package forward
+
+// SetMaxQueue sets the MaxQueue of the subscriptions Add makes from now on
+// and returns a function that restores the default.
+func SetMaxQueue(n int) (restore func()) {
+	old := maxQueue
+	maxQueue = n
+	return func() { maxQueue = old }
+}
