@@ -19,10 +19,14 @@
 //
 // # Failures
 //
-// A failed submission is retried with exponential backoff up to
-// Options.MaxAttempts times, in order; messages behind it wait. After the
-// last attempt the message is given up (it stays in the voice mailbox) and
-// Status reports it; it is not tried again, after a restart either.
+// A failed submission is retried with exponential backoff, in order;
+// messages behind it wait. While the mail server or the network is down
+// (connection errors, 4xx answers) it is retried however long that lasts.
+// A message refused permanently (a 5xx answer such as a bad recipient or
+// failed authentication, or a server certificate that does not verify)
+// Options.MaxAttempts times is given up (it stays in
+// the voice mailbox) and Status reports it; it is not tried again, after a
+// restart either.
 //
 // # Restarts
 //
@@ -69,6 +73,7 @@ package forward
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -118,7 +123,9 @@ type Options struct {
 	Render um.RenderOptions
 	// LocalName is the PBX's host name for EHLO. Default "localhost".
 	LocalName string
-	// MaxAttempts bounds the submissions of one message. Default 5.
+	// MaxAttempts bounds the submissions of one message the server refuses
+	// permanently (5xx). Transient failures are retried without bound.
+	// Default 5.
 	MaxAttempts int
 	// MinBackoff and MaxBackoff bound the wait between attempts, doubled
 	// each time and drawn at random from its upper half. Default 1s, 5m.
@@ -501,7 +508,7 @@ type outcome int
 const (
 	sent     outcome = iota // the server accepted it
 	gone                    // deleted before it could be sent
-	givenUp                 // failed Options.MaxAttempts times
+	givenUp                 // refused permanently Options.MaxAttempts times
 	canceled                // the Forwarder stopped first
 )
 
@@ -524,7 +531,7 @@ func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) outcome {
 	b.mu.Unlock()
 	backoff := f.opts.MinBackoff
 	var err error
-	for attempt := 1; attempt <= f.opts.MaxAttempts; attempt++ {
+	for refused := 0; ; {
 		if err = f.send(ctx, b, m); err == nil || errors.Is(err, um.ErrNotFound) {
 			break
 		}
@@ -532,12 +539,16 @@ func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) outcome {
 			// Stopped mid-submission: the next Forwarder tries again.
 			return canceled
 		}
-		f.opts.Logf("forward: %s: message %s, attempt %d: %v", b.cfg.Mailbox, m.ID, attempt, err)
+		f.opts.Logf("forward: %s: message %s: %v", b.cfg.Mailbox, m.ID, err)
 		b.mu.Lock()
 		b.stat.LastError = err
 		b.mu.Unlock()
-		if attempt == f.opts.MaxAttempts {
-			break
+		// Only a permanent refusal counts against MaxAttempts; an outage
+		// of the mail server or the network is waited out, however long.
+		if permanent(err) {
+			if refused++; refused >= f.opts.MaxAttempts {
+				break
+			}
 		}
 		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
 		select {
@@ -562,6 +573,18 @@ func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) outcome {
 		b.stat.Failed++
 		return givenUp
 	}
+}
+
+// permanent reports whether retrying err cannot help until someone changes
+// something: a 5xx answer (a bad recipient, failed authentication) or a
+// server certificate that does not verify.
+func permanent(err error) bool {
+	var se *smtp.SMTPError
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var host x509.HostnameError
+	return (errors.As(err, &se) && se.Code >= 500) ||
+		errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &host)
 }
 
 func (f *Forwarder) tlsConfig() *tls.Config {

@@ -82,7 +82,7 @@ func (ss *session) AuthMechanisms() []string { return []string{sasl.Plain} }
 func (ss *session) Auth(mech string) (sasl.Server, error) {
 	return sasl.NewPlainServer(func(identity, username, password string) error {
 		if username != "pbx" || password != "secret" {
-			return errors.New("invalid credentials")
+			return smtp.ErrAuthFailed // 535, as real submission servers answer
 		}
 		ss.user = username
 		return nil
@@ -226,10 +226,12 @@ func TestForward(t *testing.T) {
 	}
 }
 
+// TestForwardRetry: temporary refusals (451) are waited out however many
+// there are; MaxAttempts counts only permanent ones.
 func TestForwardRetry(t *testing.T) {
-	fx := newFixture(t, nil)
+	fx := newFixture(t, func(o *forward.Options) { o.MaxAttempts = 2 })
 	fx.smtp.mu.Lock()
-	fx.smtp.failing = 2
+	fx.smtp.failing = 4
 	fx.smtp.mu.Unlock()
 	ctx := context.Background()
 	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
