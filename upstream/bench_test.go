@@ -2,6 +2,7 @@ package upstream_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"runtime"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/internal/dovecot"
+	"github.com/embeddedum/um/upstream"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 )
@@ -236,5 +238,103 @@ func manyMailboxes(b *testing.B, n int) {
 	}
 	waitAll()
 	b.ReportMetric(time.Since(t1).Seconds(), "catch-up-s")
+	e.eng.Close()
+}
+
+// outageFlag is how long BenchmarkOutageCatchUp keeps Dovecot down.
+var outageFlag = flag.Duration("outage", 10*time.Second, "how long BenchmarkOutageCatchUp keeps the server down")
+
+// BenchmarkOutageCatchUp syncs 1,000 mailboxes to one Dovecot with the
+// engine's default backoffs (1 s doubling to 5 min), kills Dovecot for
+// 10 s (-outage), deposits one voicemail per mailbox meanwhile, restarts it and
+// measures from the restart until each mailbox is connected with nothing
+// left to carry over. "shared" is the engine as it is (one prober per
+// address wakes the others); "solo" gives each worker its own backoff
+// only, as before.
+func BenchmarkOutageCatchUp(b *testing.B) {
+	for _, mode := range []string{"shared", "solo"} {
+		b.Run(mode, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				outageCatchUp(b, 1000, *outageFlag, mode == "solo")
+			}
+		})
+	}
+}
+
+func outageCatchUp(b *testing.B, n int, outage time.Duration, solo bool) {
+	users := make([]string, n)
+	pw := make(map[string]string, n)
+	for i := range users {
+		users[i] = fmt.Sprint(3000 + i)
+		pw[users[i]] = "pass" + users[i]
+	}
+	d, err := dovecot.Start(dovecot.Options{Dir: b.TempDir(), Users: pw, HighPerformance: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(d.Stop)
+	e := newEnvOpts(b, d, upstream.Options{}, nil)
+	if solo {
+		upstream.SetSolo(e.eng)
+	}
+	ctx := context.Background()
+	mbs := make([]*um.Mailbox, n)
+	for i, u := range users {
+		mb, err := e.svc.EnsureMailbox(ctx, u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mbs[i] = mb
+		if err := e.eng.Add(ctx, e.config(u, "")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// caughtUp polls every mailbox until each is connected and in sync,
+	// returning how long each took from t0.
+	caughtUp := func(t0 time.Time, limit time.Duration) []time.Duration {
+		done := make([]time.Duration, n)
+		left := n
+		for left > 0 {
+			for i, u := range users {
+				if done[i] != 0 {
+					continue
+				}
+				if s := e.eng.Status(u); s.Connected && s.Lag == 0 {
+					done[i] = time.Since(t0)
+					left--
+				}
+			}
+			if time.Since(t0) > limit {
+				b.Fatalf("%d of %d mailboxes not in sync after %v", left, n, limit)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return done
+	}
+	caughtUp(time.Now(), 5*time.Minute)
+
+	t0 := time.Now()
+	d.Kill()
+	for _, u := range users {
+		eventually(b, "disconnect "+u, func() bool { return !e.eng.Status(u).Connected })
+	}
+	for _, mb := range mbs {
+		deposit(b, mb, "outage")
+	}
+	time.Sleep(time.Until(t0.Add(outage)))
+	attempts := 0
+	for _, u := range users {
+		attempts += e.eng.Status(u).Failures
+	}
+	b.ReportMetric(float64(attempts)/float64(n), "failures/mailbox")
+	t1 := time.Now()
+	if err := d.Restart(); err != nil {
+		b.Fatal(err)
+	}
+	ds := caughtUp(t1, 10*time.Minute)
+	slices.Sort(ds)
+	b.ReportMetric(ds[len(ds)/2].Seconds(), "catch-up-p50-s")
+	b.ReportMetric(ds[len(ds)*99/100].Seconds(), "catch-up-p99-s")
+	b.ReportMetric(ds[len(ds)-1].Seconds(), "catch-up-all-s")
 	e.eng.Close()
 }

@@ -62,7 +62,39 @@
 // instance made by a user's restore, are removed, keeping the oldest).
 //
 // Failures end the connection; the worker reconnects after a backoff that
-// doubles from Options.MinBackoff to Options.MaxBackoff, with jitter.
+// doubles from Options.MinBackoff to Options.MaxBackoff, with jitter (see
+// Reconnecting).
+//
+// # Reconnecting
+//
+// Workers whose Config.Addr is the same (compared without case) share what
+// they learn about that server, so an outage ends for all of them when it
+// ends for one, not when each one's backoff runs out:
+//
+//   - A transport failure (connection refused, reset or timed out, no
+//     greeting, or an established connection lost) marks the address down.
+//     The first worker to see it becomes the address's prober and retries
+//     every Options.ProbeInterval (default MinBackoff) instead of backing
+//     off; the others back off as before. Failures where the server
+//     answered (a refused login, a NO, a certificate that does not verify)
+//     say nothing about the address and make no prober, so a wrong password
+//     is never retried faster than the backoff.
+//   - When any worker of a down address logs in again, the address is up:
+//     every worker of it sleeping in backoff is woken and reconnects after
+//     a random delay of up to 2 ms per worker of the address (at most 2 s),
+//     so a thousand mailboxes do not dial in the same millisecond. A worker
+//     whose attempt then fails backs off (or probes) as before, and is woken
+//     again by the next worker that gets in.
+//   - A prober removed while the address is down hands the role to another
+//     worker of the address, which retries at once.
+//   - At most Options.MaxDials logins (connect, TLS, greeting,
+//     authentication; default 32) are in progress to one address at a
+//     time; the rest wait their turn in the engine, not in the server's
+//     login processes.
+//
+// After a one-minute outage of a server with a thousand voice mailboxes,
+// catch-up therefore takes about one ProbeInterval, two seconds of spread
+// and the server's login rate, not up to a further minute of backoff.
 //
 // # Conflict rules
 //
