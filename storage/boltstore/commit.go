@@ -30,6 +30,11 @@ type txOp struct {
 	err chan error // buffered 1
 }
 
+// beforeCommit, when a test sets it, runs in every write transaction whose
+// operations all succeeded, right before bbolt commits it, so the test can
+// tell what was synced before the commit.
+var beforeCommit func(tx *bolt.Tx)
+
 // errRedo aborts a batch whose transaction one fn failed.
 var errRedo = errors.New("boltstore: redo batch")
 
@@ -102,6 +107,9 @@ func (c *committer) commit(ops []*txOp) {
 					failed, ferr = i, err
 					return errRedo
 				}
+			}
+			if beforeCommit != nil {
+				beforeCommit(tx)
 			}
 			return nil
 		})

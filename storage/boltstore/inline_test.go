@@ -2,6 +2,9 @@ package boltstore
 
 import (
 	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -136,8 +139,10 @@ func newIDs(n int) []uuid.UUID {
 }
 
 // TestMigratesFromV1 opens a database of schema 1, which kept every
-// content in a file, and checks that its messages read back and that new
-// small contents go into the database.
+// content in a file, and checks that its messages read back, large and
+// small ones (a schema 1 record of at most inlineMax bytes names a file,
+// with the inline bit clear), that Remove deletes such a small message's
+// file, and that new small contents go into the database.
 func TestMigratesFromV1(t *testing.T) {
 	s := openStore(t)
 	if err := s.CreateMailbox(ctx, "1001"); err != nil {
@@ -145,6 +150,8 @@ func TestMigratesFromV1(t *testing.T) {
 	}
 	big := randomBytes(inlineMax + 100)
 	m1 := appendMsg(t, s, "1001", um.Inbox, big)
+	small := randomBytes(inlineMax)
+	m0 := appendMsg(t, s, "1001", um.Inbox, small)
 	dir := s.dir
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -153,7 +160,36 @@ func TestMigratesFromV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var smallPath string
 	if err := db.Update(func(tx *bolt.Tx) error {
+		// Turn the small message into what schema 1 wrote: its content
+		// in a file of its own, its record without the inline bit.
+		mb, err := getMailbox(tx, "1001")
+		if err != nil {
+			return err
+		}
+		l, r, err := mb.find(m0.ID)
+		if err != nil {
+			return err
+		}
+		if !r.inline {
+			return fmt.Errorf("content of %d bytes was not kept in the database", len(small))
+		}
+		smallPath = filepath.Join(dir, audioDir, hex.EncodeToString(r.blob[:1]), hex.EncodeToString(r.blob[:]))
+		if err := os.MkdirAll(filepath.Dir(smallPath), 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(smallPath, tx.Bucket(bucketContents).Get(r.blob[:]), 0o600); err != nil {
+			return err
+		}
+		r.inline = false
+		b, err := mb.msgBucket(l.validity)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(uidKey(l.uid), encodeRecord(r)); err != nil {
+			return err
+		}
 		if err := tx.DeleteBucket(bucketContents); err != nil {
 			return err
 		}
@@ -166,6 +202,21 @@ func TestMigratesFromV1(t *testing.T) {
 	s = openAt(t, dir)
 	if b := readAll(t, s, "1001", m1.ID); !bytes.Equal(b, big) {
 		t.Errorf("content of a schema 1 message after migration is %d bytes and differs", len(b))
+	}
+	if b := readAll(t, s, "1001", m0.ID); !bytes.Equal(b, small) {
+		t.Errorf("content of a small schema 1 message in a file after migration is %d bytes and differs, want %d", len(b), len(small))
+	}
+	if _, inline := contentKey(t, s, "1001", m0.ID); inline {
+		t.Error("small schema 1 message is marked as kept in the database after migration")
+	}
+	if err := s.Remove(ctx, "1001", []uuid.UUID{m0.ID}); err != nil {
+		t.Fatalf("Remove(small schema 1 message) = %v", err)
+	}
+	if _, err := os.Stat(smallPath); !os.IsNotExist(err) {
+		t.Errorf("content file of a removed small schema 1 message: Stat = %v, want it deleted", err)
+	}
+	if _, err := s.Open(ctx, "1001", m0.ID); !errors.Is(err, um.ErrNotFound) {
+		t.Errorf("Open(removed message) = %v, want um.ErrNotFound", err)
 	}
 	m2 := appendMsg(t, s, "1001", um.Inbox, []byte("Subject: hi\r\n\r\nhello\r\n"))
 	if b := readAll(t, s, "1001", m2.ID); string(b) != "Subject: hi\r\n\r\nhello\r\n" {

@@ -6,8 +6,9 @@ import (
 )
 
 // fdatasync flushes f's data and the metadata needed to read it back (its
-// size), but not its times: cheaper than fsync, and what bbolt uses too.
-func fdatasync(f *os.File) error {
+// size), but not its times: cheaper than fsync, and what bbolt uses too. It
+// is a variable so that a test can record the order of the syncs.
+var fdatasync = func(f *os.File) error {
 	for {
 		err := syscall.Fdatasync(int(f.Fd()))
 		if err != syscall.EINTR {

@@ -4,4 +4,5 @@ package boltstore
 
 import "os"
 
-func fdatasync(f *os.File) error { return f.Sync() }
+// fdatasync is a variable so that a test can record the order of the syncs.
+var fdatasync = func(f *os.File) error { return f.Sync() }
