@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/atomicfile"
 	"github.com/google/uuid"
 )
 
@@ -79,31 +80,7 @@ func (f *Forwarder) saveState(mailbox string, st *state) error {
 	if err != nil {
 		return fmt.Errorf("forward: save state of %q: %w", mailbox, err)
 	}
-	tmp, err := os.CreateTemp(f.opts.StateDir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("forward: save state of %q: %w", mailbox, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("forward: save state of %q: %w", mailbox, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("forward: save state of %q: %w", mailbox, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("forward: save state of %q: %w", mailbox, err)
-	}
-	if err := os.Rename(tmp.Name(), f.statePath(mailbox)); err != nil {
-		return fmt.Errorf("forward: save state of %q: %w", mailbox, err)
-	}
-	d, err := os.Open(f.opts.StateDir)
-	if err != nil {
-		return fmt.Errorf("forward: save state of %q: %w", mailbox, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := atomicfile.Write(f.statePath(mailbox), b); err != nil {
 		return fmt.Errorf("forward: save state of %q: %w", mailbox, err)
 	}
 	return nil

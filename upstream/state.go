@@ -8,9 +8,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/atomicfile"
 	"github.com/google/uuid"
 )
 
@@ -68,7 +68,6 @@ type StateStore interface {
 // old or the new file.
 type FileState struct {
 	dir string
-	mu  sync.Mutex // serializes directory fsyncs; files are per mailbox
 }
 
 var _ StateStore = (*FileState)(nil)
@@ -114,34 +113,7 @@ func (f *FileState) Save(ctx context.Context, mailbox string, st *State) error {
 	if err != nil {
 		return fmt.Errorf("upstream: state of %q: %w", mailbox, err)
 	}
-	dst := f.path(mailbox)
-	tmp, err := os.CreateTemp(f.dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("upstream: save state of %q: %w", mailbox, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("upstream: save state of %q: %w", mailbox, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("upstream: save state of %q: %w", mailbox, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("upstream: save state of %q: %w", mailbox, err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("upstream: save state of %q: %w", mailbox, err)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	d, err := os.Open(f.dir)
-	if err != nil {
-		return fmt.Errorf("upstream: save state of %q: %w", mailbox, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := atomicfile.Write(f.path(mailbox), b); err != nil {
 		return fmt.Errorf("upstream: save state of %q: %w", mailbox, err)
 	}
 	return nil
