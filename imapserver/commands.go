@@ -341,36 +341,14 @@ func (sess *session) inSet(set imap.NumSet, seq uint32, uid um.UID) bool {
 	v := sess.sel
 	switch s := set.(type) {
 	case imap.SeqSet:
-		max := uint32(v.reported)
 		for _, r := range s {
-			a, b := r.Start, r.Stop
-			if a == 0 {
-				a = max
-			}
-			if b == 0 {
-				b = max
-			}
-			if a > b {
-				a, b = b, a
-			}
-			if seq >= a && seq <= b {
+			if a, b := span(r.Start, r.Stop, uint32(v.reported)); seq >= a && seq <= b {
 				return true
 			}
 		}
 	case imap.UIDSet:
-		maxUID := imap.UID(v.maxUID())
 		for _, r := range s {
-			a, b := r.Start, r.Stop
-			if a == 0 {
-				a = maxUID
-			}
-			if b == 0 {
-				b = maxUID
-			}
-			if a > b {
-				a, b = b, a
-			}
-			if imap.UID(uid) >= a && imap.UID(uid) <= b {
+			if a, b := span(r.Start, r.Stop, imap.UID(v.maxUID())); imap.UID(uid) >= a && imap.UID(uid) <= b {
 				return true
 			}
 		}

@@ -556,16 +556,7 @@ func (sess *session) resolve(numSet imap.NumSet) ([]*entry, []uint32) {
 			return nil, nil
 		}
 		for _, r := range set {
-			start, stop := r.Start, r.Stop
-			if start == 0 {
-				start = max
-			}
-			if stop == 0 {
-				stop = max
-			}
-			if start > stop {
-				start, stop = stop, start
-			}
+			start, stop := span(r.Start, r.Stop, max)
 			if start > max {
 				continue
 			}
@@ -582,16 +573,7 @@ func (sess *session) resolve(numSet imap.NumSet) ([]*entry, []uint32) {
 		}
 		maxUID := imap.UID(v.msgs[v.reported-1].msg.UID)
 		for _, r := range set {
-			start, stop := r.Start, r.Stop
-			if start == 0 {
-				start = maxUID
-			}
-			if stop == 0 {
-				stop = maxUID
-			}
-			if start > stop {
-				start, stop = stop, start
-			}
+			start, stop := span(r.Start, r.Stop, maxUID)
 			lo := sort.Search(v.reported, func(i int) bool { return imap.UID(v.msgs[i].msg.UID) >= start })
 			for i := lo; i < v.reported && imap.UID(v.msgs[i].msg.UID) <= stop; i++ {
 				out = append(out, v.msgs[i])
@@ -631,4 +613,19 @@ func containsFold(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// span reads one range of a sequence or UID set: 0 stands for "*", the
+// highest number in use, and the ends may come in either order.
+func span[T ~uint32](start, stop, max T) (T, T) {
+	if start == 0 {
+		start = max
+	}
+	if stop == 0 {
+		stop = max
+	}
+	if start > stop {
+		start, stop = stop, start
+	}
+	return start, stop
 }
