@@ -584,40 +584,10 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 
 // Move implements um.Store.
 func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
-	var out []um.Message
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		out = make([]um.Message, 0, len(ids))
-		mb, err := getMailbox(tx, mailbox)
-		if err != nil {
-			return err
-		}
-		if _, err := mb.folder(to); err != nil {
-			return err
-		}
-		if err := mb.resolve(ids); err != nil {
-			return err
-		}
-		for _, id := range ids {
-			l, r, err := mb.find(id)
-			if err != nil {
-				return err
-			}
-			if err := mb.unlink(id, l); err != nil {
-				return err
-			}
-			r.m.Added = now
-			m, err := mb.add(to, r)
-			if err != nil {
-				return err
-			}
-			out = append(out, m)
-		}
-		return nil
+	return s.place(ctx, mailbox, ids, to, func(_ *bolt.Tx, mb *mbox, _ int, id uuid.UUID, l loc, r *record) error {
+		r.m.Added = now
+		return mb.unlink(id, l)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // Copy implements um.Store. Copies share the content file, which is
@@ -626,6 +596,18 @@ func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 	if len(newIDs) != len(ids) {
 		return nil, fmt.Errorf("boltstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
 	}
+	return s.place(ctx, mailbox, ids, to, func(tx *bolt.Tx, _ *mbox, i int, _ uuid.UUID, _ loc, r *record) error {
+		r.m.ID = newIDs[i]
+		r.m.Added = now
+		_, err := refBlob(tx, r.blob, +1)
+		return err
+	})
+}
+
+// place adds the messages ids to folder to in one transaction, in order,
+// after prepare has changed each record (and unlinked it, for a move), and
+// returns them as added.
+func (s *Store) place(ctx context.Context, mailbox string, ids []uuid.UUID, to string, prepare func(tx *bolt.Tx, mb *mbox, i int, id uuid.UUID, l loc, r *record) error) ([]um.Message, error) {
 	var out []um.Message
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		out = make([]um.Message, 0, len(ids))
@@ -640,17 +622,15 @@ func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 			return err
 		}
 		for i, id := range ids {
-			_, r, err := mb.find(id)
+			l, r, err := mb.find(id)
 			if err != nil {
 				return err
 			}
-			r.m.ID = newIDs[i]
-			r.m.Added = now
+			if err := prepare(tx, mb, i, id, l, r); err != nil {
+				return err
+			}
 			m, err := mb.add(to, r)
 			if err != nil {
-				return err
-			}
-			if _, err := refBlob(tx, r.blob, +1); err != nil {
 				return err
 			}
 			out = append(out, m)
