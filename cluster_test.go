@@ -32,17 +32,24 @@ func (s *feedStore) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUI
 	return changed, err
 }
 
-// A change from another node that arrives while this node is writing must not
-// swallow this node's own announcement: the lamp would stay lit.
-func TestMWIRemoteChangeDuringLocalWrite(t *testing.T) {
+// newFeedNode starts a service named node over a feedStore and returns the
+// store, the service, its MWI log and the store's deliver function.
+func newFeedNode(t *testing.T, node string) (*feedStore, *um.Service, *mwiLog, func(um.Change)) {
+	t.Helper()
 	store := &feedStore{Store: memstore.New(), deliver: make(chan func(um.Change), 1)}
-	var log mwiLog
-	svc, err := um.New(store, &um.Options{Node: "b", MWI: log.hook})
+	log := &mwiLog{}
+	svc, err := um.New(store, &um.Options{Node: node, MWI: log.hook})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer svc.Close()
-	deliver := <-store.deliver
+	t.Cleanup(func() { svc.Close() })
+	return store, svc, log, <-store.deliver
+}
+
+// A change from another node that arrives while this node is writing must not
+// swallow this node's own announcement: the lamp would stay lit.
+func TestMWIRemoteChangeDuringLocalWrite(t *testing.T) {
+	store, svc, log, deliver := newFeedNode(t, "b")
 	mb, _ := svc.CreateMailbox(ctx, "1001")
 	m, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(recording(10))})
 	if err != nil {
@@ -71,14 +78,7 @@ func TestMWIRemoteChangeDuringLocalWrite(t *testing.T) {
 // A resync for all mailbox (empty Mailbox) reaches every subscriber, and
 // announces nothing: the node that made the missed changes announced them.
 func TestResyncAllReachesEverySubscriber(t *testing.T) {
-	store := &feedStore{Store: memstore.New(), deliver: make(chan func(um.Change), 1)}
-	var log mwiLog
-	svc, err := um.New(store, &um.Options{Node: "b", MWI: log.hook})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	deliver := <-store.deliver
+	_, svc, log, deliver := newFeedNode(t, "b")
 	mb, _ := svc.CreateMailbox(ctx, "1001")
 	if _, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(recording(10))}); err != nil {
 		t.Fatal(err)
@@ -106,14 +106,7 @@ func TestResyncAllReachesEverySubscriber(t *testing.T) {
 // heard of yet: a local change must be announced even when this node's
 // last state looks the same.
 func TestMWIAnnouncesEveryLocalChangeOnSharedStore(t *testing.T) {
-	store := &feedStore{Store: memstore.New(), deliver: make(chan func(um.Change), 1)}
-	var log mwiLog
-	svc, err := um.New(store, &um.Options{Node: "a", MWI: log.hook})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	<-store.deliver
+	store, svc, log, _ := newFeedNode(t, "a")
 	mb, _ := svc.CreateMailbox(ctx, "1001")
 	m, _ := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(recording(10))})
 	svc.FlushMWI()
