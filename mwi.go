@@ -125,21 +125,13 @@ type mwiDispatcher struct {
 	shared bool
 	wake   chan struct{}
 
-	mu      sync.Mutex
-	dirty   map[string]bool // mailbox -> announce (a change made on this node)
-	order   []string        // dirty mailboxes in the order first marked
-	last    map[string]MWIState
-	busy    bool
-	stopped bool // the run goroutine has returned
-	// inflight counts this node's writes to a mailbox between taking its
-	// lock and releasing it. While one is in flight, a read for another
-	// node's change may already see this node's uncommitted-to-the-hook
-	// write; recording it as the last state would make this node's own
-	// announcement look like no change and drop it. Such reads are put off
-	// (skipped) until the write is done.
-	inflight map[string]int
+	mu       sync.Mutex
+	dirty    map[string]bool // mailbox -> announce (a change made on this node)
+	order    []string        // dirty mailboxes in the order first marked
+	last     map[string]MWIState
+	busy     bool
+	stopped  bool            // the run goroutine has returned
 	failures map[string]uint // failed reads in a row, for the retry's backoff
-	skipped  map[string]bool
 	idleCond *sync.Cond
 }
 
@@ -147,7 +139,6 @@ func newMWIDispatcher(s *Service) *mwiDispatcher {
 	d := &mwiDispatcher{
 		svc: s, wake: make(chan struct{}, 1),
 		dirty: make(map[string]bool), last: make(map[string]MWIState),
-		inflight: make(map[string]int), skipped: make(map[string]bool),
 		failures: make(map[string]uint),
 	}
 	d.idleCond = sync.NewCond(&d.mu)
@@ -170,27 +161,6 @@ func (d *mwiDispatcher) mark(mailbox string, announce bool) {
 	select {
 	case d.wake <- struct{}{}:
 	default:
-	}
-}
-
-func (d *mwiDispatcher) begin(mailbox string) {
-	d.mu.Lock()
-	d.inflight[mailbox]++
-	d.mu.Unlock()
-}
-
-func (d *mwiDispatcher) end(mailbox string) {
-	d.mu.Lock()
-	d.inflight[mailbox]--
-	redo := false
-	if d.inflight[mailbox] == 0 {
-		delete(d.inflight, mailbox)
-		redo = d.skipped[mailbox]
-		delete(d.skipped, mailbox)
-	}
-	d.mu.Unlock()
-	if redo {
-		d.mark(mailbox, false)
 	}
 }
 
@@ -244,11 +214,6 @@ func (d *mwiDispatcher) drain(ctx context.Context) {
 		d.order = d.order[1:]
 		announce := d.dirty[mailbox]
 		delete(d.dirty, mailbox)
-		if !announce && d.inflight[mailbox] > 0 {
-			d.skipped[mailbox] = true
-			d.mu.Unlock()
-			continue
-		}
 		d.mu.Unlock()
 
 		st, err := d.svc.MWI(ctx, mailbox)

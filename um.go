@@ -237,11 +237,7 @@ func (s *Service) lock(mailbox string) func() {
 	}
 	s.mu.Unlock()
 	l.Lock()
-	s.mwi.begin(mailbox)
-	return func() {
-		s.mwi.end(mailbox)
-		l.Unlock()
-	}
+	return l.Unlock
 }
 
 // commit publishes a committed change: to local subscribers, to other nodes
