@@ -41,6 +41,9 @@ type Message struct {
 	// Raw is true for a message a mail client appended: its content is a
 	// whole RFC 5322 message and the voicemail fields are empty.
 	Raw bool
+	// ModSeq is the modification sequence of the message's last change in
+	// its folder, kept by stores that implement ModSeqer; zero otherwise.
+	ModSeq uint64
 }
 
 // Heard reports whether the message was played (IMAP \Seen).

@@ -17,6 +17,10 @@ type Folder struct {
 	UIDValidity uint32
 	// UIDNext is the UID the next message added to the folder will get.
 	UIDNext UID
+	// HighestModSeq is the largest ModSeq of any change in the folder (a
+	// message added, its flags changed, a message removed), for CONDSTORE
+	// (RFC 7162). Zero when the store does not implement ModSeqer.
+	HighestModSeq uint64
 }
 
 // Store keeps voice mailboxes durably. um calls it from many goroutines at
@@ -111,6 +115,7 @@ type Publisher interface {
 type Usage struct {
 	Messages int
 	Recorded time.Duration // summed Message.Duration
+	Size     int64         // summed Message.Size, for the IMAP QUOTA STORAGE resource
 }
 
 // Counter is an optional Store interface for stores that can count without
@@ -136,4 +141,41 @@ type Expunger interface {
 	// and returns them in UID order. A folder that does not exist gives
 	// ErrNotFound; nothing to remove gives no messages and no error.
 	Expunge(ctx context.Context, mailbox, folder string, uids []UID) ([]Message, error)
+}
+
+// ModSeqer is an optional Store interface for IMAP CONDSTORE and QRESYNC
+// (RFC 7162). A store that implements it keeps a modification sequence: a
+// number that grows with every change. Each folder's changes get strictly
+// increasing values (a store may share one counter among all folders of a
+// mailbox). The store sets Message.ModSeq on every message it returns to the
+// value of the message's last change in its folder (Append, a SetFlags that
+// changed it, Move or Copy into the folder), and Folder.HighestModSeq to the
+// largest value of any change in the folder, removals included. The values
+// survive restarts and never go down while the folder's UIDValidity stays.
+//
+// Without it, imapserver does not offer CONDSTORE or QRESYNC.
+type ModSeqer interface {
+	// Vanished returns, in ascending order, the UIDs of messages removed from
+	// folder (Remove, Expunge, Move away, DeleteFolder of a folder's old
+	// name does not count) by a change whose ModSeq is greater than since. A
+	// store may forget old removals: it then returns, with the UIDs it knows,
+	// the smallest since it can answer exactly for (0 when it forgot
+	// nothing), and the caller treats every UID it cannot account for as
+	// possibly vanished.
+	Vanished(ctx context.Context, mailbox, folder string, since uint64) (uids []UID, exactSince uint64, err error)
+}
+
+// FolderSubscriber is an optional Store interface that keeps IMAP folder
+// subscriptions (SUBSCRIBE, LSUB, LIST (SUBSCRIBED)). A subscription names a
+// folder, which need not exist (RFC 3501 6.3.6); INBOX and Trash are
+// subscribed from CreateMailbox on. Without it, imapserver reports every
+// existing folder as subscribed and SUBSCRIBE changes nothing.
+type FolderSubscriber interface {
+	// SubscribeFolder subscribes a folder name; subscribing twice is no error.
+	SubscribeFolder(ctx context.Context, mailbox, folder string) error
+	// UnsubscribeFolder removes a subscription; one that does not exist
+	// gives ErrNotFound.
+	UnsubscribeFolder(ctx context.Context, mailbox, folder string) error
+	// SubscribedFolders lists the subscribed folder names, sorted.
+	SubscribedFolders(ctx context.Context, mailbox string) ([]string, error)
 }
