@@ -781,9 +781,9 @@ func (s *Store) Usage(ctx context.Context, mailbox string) (um.Usage, error) {
 	}
 	var u um.Usage
 	var ns int64
-	err = s.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(m.duration_ns), 0)
+	err = s.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(m.duration_ns), 0), coalesce(sum(m.size), 0)
 		FROM um_messages m JOIN um_folders f ON f.id = m.folder_id
-		WHERE f.mailbox_id = $1 AND f.name <> $2`, mid, um.Trash).Scan(&u.Messages, &ns)
+		WHERE f.mailbox_id = $1 AND f.name <> $2`, mid, um.Trash).Scan(&u.Messages, &ns, &u.Size)
 	if err != nil {
 		return um.Usage{}, s.mapErr(fmt.Errorf("pgstore: usage of %q: %w", mailbox, err))
 	}
