@@ -127,7 +127,8 @@ type Counter interface {
 	// MWIState documents them: voicemail (not Raw) in INBOX without
 	// FlagDeleted.
 	CountMWI(ctx context.Context, mailbox string) (MWIState, error)
-	// Usage returns the messages and recorded time outside Trash.
+	// Usage returns the messages, recorded time and content size outside
+	// Trash.
 	Usage(ctx context.Context, mailbox string) (Usage, error)
 }
 
@@ -147,11 +148,15 @@ type Expunger interface {
 // (RFC 7162). A store that implements it keeps a modification sequence: a
 // number that grows with every change. Each folder's changes get strictly
 // increasing values (a store may share one counter among all folders of a
-// mailbox). The store sets Message.ModSeq on every message it returns to the
-// value of the message's last change in its folder (Append, a SetFlags that
-// changed it, Move or Copy into the folder), and Folder.HighestModSeq to the
-// largest value of any change in the folder, removals included. The values
-// survive restarts and never go down while the folder's UIDValidity stays.
+// mailbox); the messages one call changes may share a value. The store sets
+// Message.ModSeq on every message it returns to the value of the message's
+// last change in its folder (Append, a SetFlags that changed it, Move or Copy
+// into the folder), and Folder.HighestModSeq to the largest value of any
+// change in the folder, removals included, and to at least 1 from the
+// folder's creation on (IMAP reads 0 as "no ModSeq"). A call that changes
+// nothing (SetFlags setting flags a message has) leaves both as they were;
+// RenameFolder keeps them, as it keeps UIDValidity. The values survive
+// restarts and never go down while the folder's UIDValidity stays.
 //
 // Without it, imapserver does not offer CONDSTORE or QRESYNC.
 type ModSeqer interface {
@@ -168,8 +173,10 @@ type ModSeqer interface {
 // FolderSubscriber is an optional Store interface that keeps IMAP folder
 // subscriptions (SUBSCRIBE, LSUB, LIST (SUBSCRIBED)). A subscription names a
 // folder, which need not exist (RFC 3501 6.3.6); INBOX and Trash are
-// subscribed from CreateMailbox on. Without it, imapserver reports every
-// existing folder as subscribed and SUBSCRIBE changes nothing.
+// subscribed from CreateMailbox on. Subscriptions are kept by name:
+// RenameFolder and DeleteFolder do not change them. A mailbox that does not
+// exist gives ErrNotFound. Without it, imapserver reports every existing
+// folder as subscribed and SUBSCRIBE changes nothing.
 type FolderSubscriber interface {
 	// SubscribeFolder subscribes a folder name; subscribing twice is no error.
 	SubscribeFolder(ctx context.Context, mailbox, folder string) error

@@ -375,6 +375,7 @@ func CountUsage(ctx context.Context, store Store, mailbox string) (Usage, error)
 		u.Messages += len(msgs)
 		for _, m := range msgs {
 			u.Recorded += m.Duration
+			u.Size += m.Size
 		}
 	}
 	return u, nil

@@ -58,8 +58,8 @@ func (s *Store) CountMWI(ctx context.Context, mailbox string) (um.MWIState, erro
 	return st, nil
 }
 
-// Usage implements um.Counter, reading the duration of each message outside
-// Trash and nothing else.
+// Usage implements um.Counter, reading the size and duration of each message
+// outside Trash and nothing else.
 func (s *Store) Usage(ctx context.Context, mailbox string) (um.Usage, error) {
 	var u um.Usage
 	err := s.view(ctx, func(tx *bolt.Tx) error {
@@ -84,7 +84,7 @@ func (s *Store) Usage(ctx context.Context, mailbox string) (um.Usage, error) {
 				if len(v) <= offSize {
 					return fmt.Errorf("%w: message record of %d bytes", ErrCorrupt, len(v))
 				}
-				_, n := binary.Varint(v[offSize:]) // Size
+				size, n := binary.Varint(v[offSize:])
 				if n <= 0 {
 					return fmt.Errorf("%w: message record size", ErrCorrupt)
 				}
@@ -94,6 +94,7 @@ func (s *Store) Usage(ctx context.Context, mailbox string) (um.Usage, error) {
 				}
 				u.Messages++
 				u.Recorded += time.Duration(d)
+				u.Size += size
 				return nil
 			})
 		})

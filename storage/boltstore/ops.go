@@ -17,10 +17,16 @@ import (
 
 // mbox is a mailbox's buckets within one transaction.
 type mbox struct {
-	name    string
-	folders *bolt.Bucket
-	ids     *bolt.Bucket
-	msgs    *bolt.Bucket
+	name     string
+	b        *bolt.Bucket // the mailbox's own: keyModSeq
+	folders  *bolt.Bucket
+	ids      *bolt.Bucket
+	msgs     *bolt.Bucket
+	highest  *bolt.Bucket // UIDVALIDITY -> HighestModSeq
+	vanished *bolt.Bucket // UIDVALIDITY, ModSeq, UID -> nothing
+	subs     *bolt.Bucket // subscribed folder name -> nothing
+
+	seq uint64 // this operation's ModSeq once taken (modseq.go)
 }
 
 func getMailbox(tx *bolt.Tx, name string) (*mbox, error) {
@@ -28,8 +34,9 @@ func getMailbox(tx *bolt.Tx, name string) (*mbox, error) {
 	if b == nil {
 		return nil, fmt.Errorf("boltstore: mailbox %q: %w", name, um.ErrNotFound)
 	}
-	mb := &mbox{name: name, folders: b.Bucket(subFolders), ids: b.Bucket(subIDs), msgs: b.Bucket(subMsgs)}
-	if mb.folders == nil || mb.ids == nil || mb.msgs == nil {
+	mb := &mbox{name: name, b: b, folders: b.Bucket(subFolders), ids: b.Bucket(subIDs), msgs: b.Bucket(subMsgs),
+		highest: b.Bucket(subHighest), vanished: b.Bucket(subVanished), subs: b.Bucket(subSubs)}
+	if mb.folders == nil || mb.ids == nil || mb.msgs == nil || mb.highest == nil || mb.vanished == nil || mb.subs == nil {
 		return nil, fmt.Errorf("%w: mailbox %q lacks a bucket", ErrCorrupt, name)
 	}
 	return mb, nil
@@ -113,6 +120,9 @@ func (mb *mbox) add(folder string, r *record) (um.Message, error) {
 	if err != nil {
 		return um.Message{}, err
 	}
+	if r.m.ModSeq, err = mb.touch(fm.validity); err != nil {
+		return um.Message{}, err
+	}
 	l := loc{fm.validity, fm.uidNext}
 	if err := b.Put(uidKey(l.uid), encodeRecord(r)); err != nil {
 		return um.Message{}, err
@@ -136,6 +146,9 @@ func (mb *mbox) unlink(id uuid.UUID, l loc) error {
 		return err
 	}
 	if err := b.Delete(uidKey(l.uid)); err != nil {
+		return err
+	}
+	if err := mb.vanish(l); err != nil {
 		return err
 	}
 	return mb.ids.Delete(id[:])
@@ -212,7 +225,11 @@ func createFolder(tx *bolt.Tx, mb *mbox, name string) (um.Folder, error) {
 	if err := mb.folders.Put([]byte(name), fm.bytes()); err != nil {
 		return um.Folder{}, err
 	}
-	return um.Folder{Name: name, UIDValidity: v, UIDNext: 1}, nil
+	h, err := mb.touch(v)
+	if err != nil {
+		return um.Folder{}, err
+	}
+	return um.Folder{Name: name, UIDValidity: v, UIDNext: 1, HighestModSeq: h}, nil
 }
 
 // CreateMailbox implements um.Store.
@@ -232,17 +249,20 @@ func createMailbox(tx *bolt.Tx, name string) error {
 	if err != nil {
 		return err
 	}
-	mb := &mbox{name: name}
+	mb := &mbox{name: name, b: b}
 	for _, sub := range []struct {
 		dst  **bolt.Bucket
 		name []byte
-	}{{&mb.folders, subFolders}, {&mb.ids, subIDs}, {&mb.msgs, subMsgs}} {
+	}{{&mb.folders, subFolders}, {&mb.ids, subIDs}, {&mb.msgs, subMsgs}, {&mb.highest, subHighest}, {&mb.vanished, subVanished}, {&mb.subs, subSubs}} {
 		if *sub.dst, err = b.CreateBucket(sub.name); err != nil {
 			return err
 		}
 	}
 	for _, f := range []string{um.Inbox, um.Trash} {
 		if _, err := createFolder(tx, mb, f); err != nil {
+			return err
+		}
+		if err := mb.subs.Put([]byte(f), nil); err != nil {
 			return err
 		}
 	}
@@ -280,8 +300,9 @@ func (s *Store) Folders(ctx context.Context, mailbox string) ([]um.Folder, error
 			if err != nil {
 				return err
 			}
-			out = append(out, um.Folder{Name: string(k), UIDValidity: fm.validity, UIDNext: fm.uidNext})
-			return nil
+			h, err := mb.highestModSeq(fm.validity)
+			out = append(out, um.Folder{Name: string(k), UIDValidity: fm.validity, UIDNext: fm.uidNext, HighestModSeq: h})
+			return err
 		})
 	})
 	if err != nil {
@@ -375,6 +396,9 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 			return err
 		}
 		if err := mb.msgs.DeleteBucket(putU32(nil, fm.validity)); err != nil {
+			return err
+		}
+		if err := mb.forget(fm.validity); err != nil {
 			return err
 		}
 		return mb.folders.Delete([]byte(folder))
@@ -561,6 +585,9 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 				continue
 			}
 			r.m.Flags, r.m.Keywords = f, kw
+			if r.m.ModSeq, err = mb.touch(l.validity); err != nil {
+				return err
+			}
 			b, err := mb.msgBucket(l.validity)
 			if err != nil {
 				return err
