@@ -17,8 +17,8 @@
 //	go run ./bench/imapstress -rounds 3 -secs 30   # alternate the servers three times
 //	go run ./bench/imapstress -servers um -profile noop=50,idle=50
 //
-// imaptest is built from ../shared/tools/imaptest (beside the repository)
-// unless -imaptest names a binary.
+// imaptest is the binary -imaptest or $IMAPTEST names; without either it is
+// built from ../shared/tools/imaptest (beside the repository).
 package main
 
 import (

@@ -82,6 +82,10 @@ func Run(cfg Config) ([]Result, error) {
 	}
 	bin := cfg.Imaptest
 	if bin == "" {
+		// scripts/test.sh builds it once for every test that needs it.
+		bin = os.Getenv("IMAPTEST")
+	}
+	if bin == "" {
 		var err error
 		if bin, err = buildImaptest(); err != nil {
 			return nil, err
