@@ -33,10 +33,11 @@ type Store struct {
 }
 
 type mailbox struct {
-	folders map[string]*folder
-	byID    map[uuid.UUID]*entry
-	modSeq  uint64          // last ModSeq handed out, shared by the folders
-	subs    map[string]bool // subscribed folder names
+	folders  map[string]*folder
+	byID     map[uuid.UUID]*entry
+	modSeq   uint64          // last ModSeq handed out, shared by the folders
+	subs     map[string]bool // subscribed folder names
+	delivery claim
 }
 
 type folder struct {
@@ -222,6 +223,12 @@ func (s *Store) DeleteFolder(ctx context.Context, name, f string) error {
 // Append implements um.Store. The content is read before the lock is taken,
 // so a slow reader holds up no one.
 func (s *Store) Append(ctx context.Context, name string, m um.Message, r io.Reader) (um.Message, error) {
+	return s.appendChecked(ctx, name, m, r, nil)
+}
+
+// appendChecked is Append that, when check is not nil, calls it under the
+// lock before anything changes and fails with its error.
+func (s *Store) appendChecked(ctx context.Context, name string, m um.Message, r io.Reader, check func() error) (um.Message, error) {
 	if r == nil {
 		return um.Message{}, fmt.Errorf("memstore: %w: nil reader", um.ErrInvalid)
 	}
@@ -239,6 +246,11 @@ func (s *Store) Append(ctx context.Context, name string, m um.Message, r io.Read
 	}
 	if mb.byID[m.ID] != nil {
 		return um.Message{}, fmt.Errorf("memstore: message %s: %w", m.ID, um.ErrExists)
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return um.Message{}, err
+		}
 	}
 	m = m.Clone()
 	m.Size = int64(len(content))
@@ -368,7 +380,7 @@ func (fo *folder) vanishLocked(uid um.UID, modSeq uint64) {
 
 // Move implements um.Store.
 func (s *Store) Move(ctx context.Context, name string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
-	return s.file(ctx, name, ids, to, nil, now)
+	return s.fileChecked(ctx, name, ids, to, nil, now, nil)
 }
 
 // Copy implements um.Store.
@@ -376,14 +388,14 @@ func (s *Store) Copy(ctx context.Context, name string, ids []uuid.UUID, to strin
 	if len(newIDs) != len(ids) {
 		return nil, fmt.Errorf("memstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
 	}
-	return s.file(ctx, name, ids, to, newIDs, now)
+	return s.fileChecked(ctx, name, ids, to, newIDs, now, nil)
 }
 
-// file puts the messages ids of mailbox name into folder to with new UIDs
-// and Added set to now: moves them when newIDs is nil, else adds copies
+// fileChecked puts the messages ids of mailbox name into folder to with new
+// UIDs and Added set to now: moves them when newIDs is nil, else adds copies
 // with the IDs newIDs that share the content. Nothing changes unless all
-// of them can go.
-func (s *Store) file(ctx context.Context, name string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time) ([]um.Message, error) {
+// of them can go, and check, when not nil, admits them under the lock.
+func (s *Store) fileChecked(ctx context.Context, name string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time, check func([]*entry) error) ([]um.Message, error) {
 	if err := s.lock(ctx); err != nil {
 		return nil, err
 	}
@@ -399,6 +411,11 @@ func (s *Store) file(ctx context.Context, name string, ids []uuid.UUID, to strin
 	for _, id := range newIDs {
 		if mb.byID[id] != nil {
 			return nil, fmt.Errorf("memstore: message %s: %w", id, um.ErrExists)
+		}
+	}
+	if check != nil {
+		if err := check(es); err != nil {
+			return nil, err
 		}
 	}
 	out := make([]um.Message, len(es))

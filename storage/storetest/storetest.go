@@ -94,6 +94,10 @@ func (su Suite) Run(t *testing.T) {
 		{"ModSeqerReopen", su.testModSeqReopen},
 		{"FolderSubscriber", testFolderSubscriber},
 		{"FolderSubscriberReopen", su.testSubscriberReopen},
+		{"Limiter", testLimiter},
+		{"LimiterConcurrent", su.testLimiterConcurrent},
+		{"DeliveryModes", su.testDeliveryModes},
+		{"DeliveryModesShared", su.testDeliveryModesShared},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
