@@ -234,6 +234,12 @@ func keywordsParam(kw []string) []string {
 // by chunk as it is read; the folder's row (the UID counter) is locked only
 // after the last chunk, so a slow reader holds up no other append.
 func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.Reader) (um.Message, error) {
+	return s.appendWithin(ctx, mailbox, m, r, um.Limits{})
+}
+
+// appendWithin is Append that, unless lim is zero, admits the message by
+// lim in its transaction (limits.go).
+func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, r io.Reader, lim um.Limits) (um.Message, error) {
 	if r == nil {
 		return um.Message{}, fmt.Errorf("pgstore: %w: nil reader", um.ErrInvalid)
 	}
@@ -275,6 +281,11 @@ func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.R
 		ms, err := nextModSeq(ctx, tx, mid)
 		if err != nil {
 			return err
+		}
+		if m.Folder != um.Trash {
+			if err := admit(ctx, tx, mid, mailbox, lim, 1, m.Duration); err != nil {
+				return err
+			}
 		}
 		m.UID, m.Size, m.ModSeq = um.UID(uid), size, uint64(ms)
 		_, err = tx.Exec(ctx, `INSERT INTO um_messages (mailbox_id, id, folder_id, uid, flags, keywords, urgent,
@@ -594,6 +605,12 @@ func allocUIDs(ctx context.Context, tx pgx.Tx, fid int64, n int) (int64, error) 
 
 // Move implements um.Store.
 func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
+	return s.moveWithin(ctx, mailbox, ids, to, now, um.Limits{})
+}
+
+// moveWithin is Move that, unless lim is zero, admits by lim the messages
+// it takes out of Trash into another folder.
+func (s *Store) moveWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time, lim um.Limits) ([]um.Message, error) {
 	var out []um.Message
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		mid, err := s.mailboxID(ctx, tx, mailbox)
@@ -619,6 +636,17 @@ func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 		ms, err := vanish(ctx, tx, mid, ids)
 		if err != nil {
 			return err
+		}
+		if to != um.Trash {
+			n, d := 0, time.Duration(0)
+			for _, m := range before {
+				if m.Folder == um.Trash {
+					n, d = n+1, d+m.Duration
+				}
+			}
+			if err := admit(ctx, tx, mid, mailbox, lim, n, d); err != nil {
+				return err
+			}
 		}
 		rows, err := tx.Query(ctx, `UPDATE um_messages m SET folder_id = $3, uid = v.uid, added_ns = $5, modseq = $6
 			FROM unnest($2::uuid[], $4::bigint[]) AS v(id, uid)
@@ -650,6 +678,12 @@ func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 
 // Copy implements um.Store. The content is copied inside the database.
 func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time) ([]um.Message, error) {
+	return s.copyWithin(ctx, mailbox, ids, to, newIDs, now, um.Limits{})
+}
+
+// copyWithin is Copy that, unless lim is zero, admits by lim every copy it
+// adds outside Trash, together.
+func (s *Store) copyWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time, lim um.Limits) ([]um.Message, error) {
 	if len(newIDs) != len(ids) {
 		return nil, fmt.Errorf("pgstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
 	}
@@ -663,7 +697,8 @@ func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 		if err != nil {
 			return err
 		}
-		if _, err := lockMessages(ctx, tx, mid, mailbox, ids, true); err != nil {
+		originals, err := lockMessages(ctx, tx, mid, mailbox, ids, true)
+		if err != nil {
 			return err
 		}
 		first, err := allocUIDs(ctx, tx, fid, len(ids))
@@ -677,6 +712,15 @@ func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 		ms, err := nextModSeq(ctx, tx, mid)
 		if err != nil {
 			return err
+		}
+		if to != um.Trash {
+			var d time.Duration
+			for _, m := range originals {
+				d += m.Duration
+			}
+			if err := admit(ctx, tx, mid, mailbox, lim, len(originals), d); err != nil {
+				return err
+			}
 		}
 		rows, err := tx.Query(ctx, `INSERT INTO um_messages AS m (mailbox_id, id, folder_id, uid, flags, keywords, urgent,
 				caller_number, caller_name, recorded_ns, duration_ns, audio_type, transcript, size, added_ns, raw, modseq)
@@ -834,14 +878,21 @@ func (s *Store) Usage(ctx context.Context, mailbox string) (um.Usage, error) {
 	if err != nil {
 		return um.Usage{}, s.mapErr(err)
 	}
-	var u um.Usage
-	var ns int64
-	err = s.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(m.duration_ns), 0), coalesce(sum(m.size), 0)
-		FROM um_messages m JOIN um_folders f ON f.id = m.folder_id
-		WHERE f.mailbox_id = $1 AND f.name <> $2`, mid, um.Trash).Scan(&u.Messages, &ns, &u.Size)
+	u, err := usage(ctx, s.pool, mid)
 	if err != nil {
 		return um.Usage{}, s.mapErr(fmt.Errorf("pgstore: usage of %q: %w", mailbox, err))
 	}
-	u.Recorded = time.Duration(ns)
 	return u, nil
+}
+
+// usage counts what mailbox mid holds outside Trash, in one aggregate
+// query.
+func usage(ctx context.Context, q queryer, mid int64) (um.Usage, error) {
+	var u um.Usage
+	var ns int64
+	err := q.QueryRow(ctx, `SELECT count(*), coalesce(sum(m.duration_ns), 0), coalesce(sum(m.size), 0)
+		FROM um_messages m JOIN um_folders f ON f.id = m.folder_id
+		WHERE f.mailbox_id = $1 AND f.name <> $2`, mid, um.Trash).Scan(&u.Messages, &ns, &u.Size)
+	u.Recorded = time.Duration(ns)
+	return u, err
 }
