@@ -1,9 +1,11 @@
 package storetest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -294,5 +296,46 @@ func (su Suite) testSubscriberReopen(t *testing.T, s um.Store) {
 	s = su.Reopen(t, s)
 	if got, err := s.(um.FolderSubscriber).SubscribedFolders(ctx, box); err != nil || fmt.Sprint(got) != "[INBOX Kept]" {
 		t.Errorf("SubscribedFolders() after reopen = %v, %v; want [INBOX Kept]", got, err)
+	}
+}
+
+// testModSeqPeers checks that appends through several Store values on the
+// same data at once (the nodes of a cluster) get ModSeqs in the order of
+// their UIDs: a client that saw a folder's HighestModSeq never later finds
+// a message added below it.
+func (su Suite) testModSeqPeers(t *testing.T, s um.Store) {
+	if _, ok := s.(um.ModSeqer); !ok {
+		notImplemented(t, "um.ModSeqer")
+	}
+	if su.Peer == nil {
+		t.Skip("Suite.Peer not set: the store serves one process")
+	}
+	mustMailbox(t, s, box)
+	stores := []um.Store{s, su.Peer(t, s), su.Peer(t, s)}
+	var wg sync.WaitGroup
+	for i, st := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 10 {
+				if _, err := st.Append(ctx, box, voice(um.Inbox, 10*i+j), bytes.NewReader(content(10))); err != nil {
+					t.Errorf("Append() through Store value %d = %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	list, err := s.List(ctx, box, um.Inbox)
+	if err != nil || len(list) != 30 {
+		t.Fatalf("List() = %d messages, %v; want 30", len(list), err)
+	}
+	for i := 1; i < len(list); i++ {
+		if list[i].ModSeq <= list[i-1].ModSeq {
+			t.Errorf("UID %d has ModSeq %d, UID %d has %d: ModSeqs must grow with UIDs", list[i-1].UID, list[i-1].ModSeq, list[i].UID, list[i].ModSeq)
+		}
+	}
+	if h := highest(t, s, um.Inbox); h != list[len(list)-1].ModSeq {
+		t.Errorf("HighestModSeq = %d, want the last message's %d", h, list[len(list)-1].ModSeq)
 	}
 }
