@@ -2,6 +2,7 @@ package um
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -312,3 +313,69 @@ func (e *ModeConflictError) Error() string {
 
 // Unwrap returns ErrModeConflict.
 func (e *ModeConflictError) Unwrap() error { return ErrModeConflict }
+
+// ErrLeaseHeld is returned when the lease a call needs is held by another
+// node, or is no longer held by the one the call names (it expired, or
+// another node took it over): the caller must stop the outward work it did
+// under that lease.
+var ErrLeaseHeld = errors.New("um: lease held by another node")
+
+// MaxOutwardState is the largest state blob OutwardState must keep.
+const MaxOutwardState = 1 << 20
+
+// Lease is one node's hold on a mailbox's outward work of one purpose
+// ("upstream", "forward"), until Expires.
+type Lease struct {
+	Mailbox string
+	Purpose string
+	Holder  string // the node that holds it
+	// Epoch grows each time the lease passes to a holder that did not hold
+	// it unexpired, so a write under an old lease can be told apart (a
+	// fencing token).
+	Epoch   uint64
+	Expires time.Time // by the store's clock (the database's, for pgstore)
+}
+
+// Leaser is an optional Store interface that gives each mailbox's outward
+// work (syncing upstream, forwarding by e-mail) one owner at a time among
+// the nodes that share the store. The owner renews its lease well within
+// its time to live; when it dies, the lease expires and another node's
+// AcquireLease takes it over, with a larger Epoch.
+//
+// Without it, every node that is configured for a mailbox's outward work
+// does it.
+type Leaser interface {
+	// AcquireLease makes node the holder of the lease of mailbox and
+	// purpose for ttl from now, when no other node holds it unexpired, or
+	// renews node's own lease (same Epoch). When another node holds it, it
+	// returns that lease and an error wrapping ErrLeaseHeld. A mailbox that
+	// does not exist gives ErrNotFound.
+	AcquireLease(ctx context.Context, mailbox, purpose, node string, ttl time.Duration) (Lease, error)
+	// ReleaseLease ends l, when its holder still holds it with its Epoch,
+	// so that another node can take the work over at once; otherwise it
+	// changes nothing and is no error.
+	ReleaseLease(ctx context.Context, l Lease) error
+	// CurrentLease returns the unexpired lease of mailbox and purpose, or
+	// ErrNotFound when nobody holds it.
+	CurrentLease(ctx context.Context, mailbox, purpose string) (Lease, error)
+}
+
+// OutwardState is an optional Store interface that keeps the state of a
+// mailbox's outward work (what the sync engine or the forwarder has done and
+// still owes) in the store, so that the node that takes a lease over
+// continues from where the last owner stopped. Writes are fenced by the
+// lease: a node that lost its lease cannot overwrite its successor's state.
+type OutwardState interface {
+	// GetState returns the state blob of mailbox and purpose, or ErrNotFound
+	// when none was put.
+	GetState(ctx context.Context, mailbox, purpose string) ([]byte, error)
+	// PutState replaces the state of l's mailbox and purpose with data (at
+	// most MaxOutwardState bytes, else ErrInvalid), atomically with a check
+	// that l is still the current lease (same holder and Epoch, unexpired);
+	// otherwise it fails with an error wrapping ErrLeaseHeld and keeps the
+	// state as it was.
+	PutState(ctx context.Context, l Lease, data []byte) error
+	// DeleteState removes the state, fenced as PutState is. Deleting state
+	// that does not exist is no error.
+	DeleteState(ctx context.Context, l Lease) error
+}

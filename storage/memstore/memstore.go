@@ -38,6 +38,7 @@ type mailbox struct {
 	modSeq   uint64          // last ModSeq handed out, shared by the folders
 	subs     map[string]bool // subscribed folder names
 	delivery claim
+	out      *outward // leases and outward state; nil until used
 }
 
 type folder struct {

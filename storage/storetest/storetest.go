@@ -19,7 +19,8 @@
 // after Close.
 //
 // It also checks each optional interface the store implements (Counter,
-// Expunger, ModSeqer, FolderSubscriber, Limiter, DeliveryModes, Watcher).
+// Expunger, ModSeqer, FolderSubscriber, Limiter, DeliveryModes, Leaser,
+// OutwardState, Watcher).
 // One the store does not implement shows as a skipped subtest whose message
 // names it ("um.Watcher not implemented"): missing, not passed. A durable
 // store passes a Suite with Reopen, so that what must survive a restart
@@ -114,6 +115,9 @@ func (su Suite) Run(t *testing.T) {
 		{"LimiterConcurrent", su.testLimiterConcurrent},
 		{"DeliveryModes", su.testDeliveryModes},
 		{"DeliveryModesShared", su.testDeliveryModesShared},
+		{"Leaser", testLeaser},
+		{"LeaserShared", su.testLeaserShared},
+		{"OutwardState", su.testOutwardState},
 		{"Watcher", su.testWatcher},
 		{"WatcherLostFeed", su.testWatcherLostFeed},
 		{"Closed", testClosed},
