@@ -30,6 +30,7 @@ import (
 //	    s                    bucket: subscribed folder name -> empty
 //	    "d"                  the delivery mode and the nodes that hold it (cluster.go);
 //	                         absent when the mailbox has none
+//	    o                    bucket: purpose -> outward state blob (lease.go); made on first use
 //
 // A folder's messages live under its UIDVALIDITY, not its name, so a rename
 // touches one key whatever the folder holds.
@@ -45,6 +46,7 @@ var (
 	subMsgs         = []byte("m")
 	keyModSeq       = []byte("n")
 	keyDelivery     = []byte("d")
+	subOutward      = []byte("o")
 	subHighest      = []byte("h")
 	subVanished     = []byte("v")
 	subSubs         = []byte("s")
