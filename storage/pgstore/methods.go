@@ -278,21 +278,32 @@ func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, 
 		if err != nil {
 			return err
 		}
-		ms, err := nextModSeq(ctx, tx, mid)
-		if err != nil {
-			return err
-		}
-		if m.Folder != um.Trash {
+		// The ModSeq comes from a counter the INSERT itself bumps, which
+		// saves a round trip, unless limits must be counted under the
+		// mailbox's row before the message is stored.
+		var ms *int64
+		if m.Folder != um.Trash && !lim.IsZero() {
+			n, err := nextModSeq(ctx, tx, mid)
+			if err != nil {
+				return err
+			}
 			if err := admit(ctx, tx, mid, mailbox, lim, 1, m.Duration); err != nil {
 				return err
 			}
+			ms = &n
 		}
-		m.UID, m.Size, m.ModSeq = um.UID(uid), size, uint64(ms)
-		_, err = tx.Exec(ctx, `INSERT INTO um_messages (mailbox_id, id, folder_id, uid, flags, keywords, urgent,
-			caller_number, caller_name, recorded_ns, duration_ns, audio_type, transcript, size, added_ns, raw, modseq)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+		m.UID, m.Size = um.UID(uid), size
+		var stored int64
+		err = tx.QueryRow(ctx, `WITH ms AS (
+				UPDATE um_mailboxes SET modseq = modseq + 1 WHERE id = $1 AND $17::bigint IS NULL RETURNING modseq)
+			INSERT INTO um_messages (mailbox_id, id, folder_id, uid, flags, keywords, urgent,
+				caller_number, caller_name, recorded_ns, duration_ns, audio_type, transcript, size, added_ns, raw, modseq)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+				coalesce($17::bigint, (SELECT modseq FROM ms)))
+			RETURNING modseq`,
 			mid, m.ID, fid, uid, int32(m.Flags), keywordsParam(m.Keywords), m.Urgent,
-			m.CallerNumber, m.CallerName, toNS(m.Time), int64(m.Duration), m.AudioType, m.Transcript, size, toNS(m.Added), m.Raw, ms)
+			m.CallerNumber, m.CallerName, toNS(m.Time), int64(m.Duration), m.AudioType, m.Transcript, size, toNS(m.Added), m.Raw, ms).Scan(&stored)
+		m.ModSeq = uint64(stored)
 		if err != nil {
 			return fmt.Errorf("pgstore: store message %s: %w", m.ID, s.mapErr(err))
 		}
@@ -491,8 +502,9 @@ func inOrder(msgs []um.Message, ids []uuid.UUID, mailbox string) ([]um.Message, 
 // setFlagsSQL applies a FlagOp in one statement per mode: the new flags and
 // keywords are computed from the row as it is when the update locks it, so
 // two nodes changing one message at once never lose either change. Only
-// rows that change are updated and returned. $3 is the flags of the op, $4
-// its keywords.
+// rows that change are updated and returned, marked with ModSeq -1 until
+// SetFlags gives them theirs in the same transaction. $3 is the flags of
+// the op, $4 its keywords.
 var setFlagsSQL = map[um.FlagMode]string{
 	um.FlagsAdd:     setFlagsStmt("m.flags | $3::integer", "um_keywords(m.keywords || $4::text[])"),
 	um.FlagsRemove:  setFlagsStmt("m.flags & ~$3::integer", "um_keywords_without(m.keywords, $4::text[])"),
@@ -500,7 +512,7 @@ var setFlagsSQL = map[um.FlagMode]string{
 }
 
 func setFlagsStmt(flags, keywords string) string {
-	return "UPDATE um_messages m SET flags = " + flags + ", keywords = " + keywords + `
+	return "UPDATE um_messages m SET flags = " + flags + ", keywords = " + keywords + `, modseq = -1
 		WHERE m.mailbox_id = $1 AND m.id = ANY($2)
 		AND (m.flags <> (` + flags + `) OR lower(m.keywords::text) <> lower((` + keywords + `)::text))
 		RETURNING ` + msgCols
@@ -529,29 +541,31 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 			}
 			return fmt.Errorf("pgstore: set flags in %q: %w: a message vanished", mailbox, um.ErrNotFound)
 		}
-		rows, err := tx.Query(ctx, q, mid, ids, int32(op.Flags), keywordsParam(op.Keywords))
-		if err != nil {
+		// One round trip: the flag update marks the rows it changed with
+		// ModSeq -1, and the next statement takes the mailbox's next
+		// ModSeq (after the rows' locks, as every writer takes it: last),
+		// when there are any, and gives it to them.
+		var got []um.Message
+		var ms int64
+		var b pgx.Batch
+		b.Queue(q, mid, ids, int32(op.Flags), keywordsParam(op.Keywords)).Query(func(rows pgx.Rows) error {
+			var err error
+			got, err = collectMessages(rows)
+			return err
+		})
+		b.Queue(`WITH ms AS (
+				UPDATE um_mailboxes SET modseq = modseq + 1 WHERE id = $1
+				AND EXISTS (SELECT 1 FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2) AND modseq = -1)
+				RETURNING modseq),
+			marked AS (
+				UPDATE um_messages m SET modseq = ms.modseq FROM ms
+				WHERE m.mailbox_id = $1 AND m.id = ANY($2) AND m.modseq = -1)
+			SELECT coalesce((SELECT modseq FROM ms), 0)`, mid, ids).QueryRow(func(r pgx.Row) error { return r.Scan(&ms) })
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return fmt.Errorf("pgstore: set flags in %q: %w", mailbox, err)
 		}
-		got, err := collectMessages(rows)
-		if err != nil {
-			return fmt.Errorf("pgstore: set flags in %q: %w", mailbox, err)
-		}
-		if len(got) > 0 {
-			// The ModSeq is taken after the rows are locked, as every
-			// other writer takes it: last.
-			ms, err := nextModSeq(ctx, tx, mid)
-			if err != nil {
-				return err
-			}
-			changedIDs := make([]uuid.UUID, len(got))
-			for i := range got {
-				got[i].ModSeq = uint64(ms)
-				changedIDs[i] = got[i].ID
-			}
-			if _, err := tx.Exec(ctx, "UPDATE um_messages SET modseq = $3 WHERE mailbox_id = $1 AND id = ANY($2)", mid, changedIDs, ms); err != nil {
-				return fmt.Errorf("pgstore: set flags in %q: %w", mailbox, err)
-			}
+		for i := range got {
+			got[i].ModSeq = uint64(ms)
 		}
 		pos := make(map[uuid.UUID]int, len(ids))
 		for i := len(ids) - 1; i >= 0; i-- {
