@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,8 +55,12 @@ type Options struct {
 	// pings its connection, so that a connection lost without a word (a
 	// dead peer, a dropped NAT entry) is noticed. Default 10s.
 	PingInterval time.Duration
-	// Logf receives errors that have no caller to return to (a lost
-	// notification connection, a malformed notification). Default: dropped.
+	// Logger receives what has no caller to return to: a lost notification
+	// connection and a malformed notification (Warn), schema migrations
+	// (Info). Nil means Logf when that is set, else nothing is logged.
+	Logger *slog.Logger
+	// Logf is superseded by Logger; when Logger is nil, each record goes to
+	// it as one line.
 	Logf func(format string, args ...any)
 }
 
@@ -66,6 +71,7 @@ type Store struct {
 	pool     *pgxpool.Pool
 	opts     Options
 	instance string // random, tells this Store's notifications from others'
+	log      *slog.Logger
 
 	done   chan struct{} // closed by Close; stops Watch
 	closed atomic.Bool
@@ -95,9 +101,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*Store, error)
 	if s.opts.PingInterval <= 0 {
 		s.opts.PingInterval = 10 * time.Second
 	}
-	if s.opts.Logf == nil {
-		s.opts.Logf = func(string, ...any) {}
-	}
+	s.log = s.opts.logger()
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	s.instance = hex.EncodeToString(b[:])
@@ -199,6 +203,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			if _, err := tx.Exec(ctx, "INSERT INTO um_schema_version (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
 				return err
 			}
+			s.log.Info("pgstore: migrating schema", "from", cur, "to", m.version, "migration", m.name)
 		}
 		return nil
 	})
