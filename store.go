@@ -164,12 +164,13 @@ type Expunger interface {
 // Without it, imapserver does not offer CONDSTORE or QRESYNC.
 type ModSeqer interface {
 	// Vanished returns, in ascending order, the UIDs of messages removed from
-	// folder (Remove, Expunge, Move away, DeleteFolder of a folder's old
-	// name does not count) by a change whose ModSeq is greater than since. A
-	// store may forget old removals: it then returns, with the UIDs it knows,
-	// the smallest since it can answer exactly for (0 when it forgot
-	// nothing), and the caller treats every UID it cannot account for as
-	// possibly vanished.
+	// folder by Remove, Expunge or a Move away, in a change whose ModSeq is
+	// greater than since. A folder deleted and created again under its name
+	// starts with none (it has a new UIDValidity). A store may forget old
+	// removals: it then returns, with the UIDs it knows, the smallest since
+	// it can answer exactly for (0 when it forgot nothing), and the caller
+	// treats every UID it cannot account for as possibly vanished. A folder
+	// that does not exist gives ErrNotFound.
 	Vanished(ctx context.Context, mailbox, folder string, since uint64) (uids []UID, exactSince uint64, err error)
 }
 
