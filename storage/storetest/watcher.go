@@ -113,12 +113,15 @@ func (su Suite) testWatcher(t *testing.T, s um.Store) {
 		if e.Kind != um.EventAdded || e.Message.ID != sent[i].ID || e.Message.UID != sent[i].UID {
 			t.Errorf("event %d = %v of %s UID %d; want EventAdded of %s UID %d: commit order", i+1, e.Kind, e.Message.ID, e.Message.UID, sent[i].ID, sent[i].UID)
 		}
+		if _, ok := s.(um.ModSeqer); ok && e.Message.ModSeq != sent[i].ModSeq {
+			t.Errorf("event %d carries ModSeq %d, want %d as stored: another node's IMAP sessions need it for CONDSTORE", i+1, e.Message.ModSeq, sent[i].ModSeq)
+		}
 		if e.Message.ID == own.ID {
 			t.Errorf("Watch() delivered the watching Store's own Append")
 		}
 	}
-	if e := events[len(sent)]; e.Kind != um.EventFlags || e.Message.ID != sent[0].ID || !e.Message.Flags.Has(um.FlagHeard) {
-		t.Errorf("last event = %v of %s flags %v; want EventFlags of %s with \\Seen", e.Kind, e.Message.ID, e.Message.Flags, sent[0].ID)
+	if e := events[len(sent)]; e.Kind != um.EventFlags || e.Message.ID != sent[0].ID || !e.Message.Flags.Has(um.FlagHeard) || e.Message.ModSeq != changed[0].ModSeq {
+		t.Errorf("last event = %v of %s flags %v ModSeq %d; want EventFlags of %s with \\Seen and ModSeq %d", e.Kind, e.Message.ID, e.Message.Flags, e.Message.ModSeq, sent[0].ID, changed[0].ModSeq)
 	}
 	if len(events) > len(sent)+1 {
 		t.Errorf("Watch() delivered %d events, want %d: %+v", len(events), len(sent)+1, events)
