@@ -45,6 +45,7 @@ type folder struct {
 	um.Folder
 	msgs     []*entry  // UID order
 	vanished []removal // ModSeq order
+	forgot   uint64    // the largest ModSeq of a removal forgotten, for Vanished
 }
 
 // removal is a message removed from a folder, for ModSeqer.Vanished.
@@ -374,9 +375,18 @@ func (fo *folder) removeLocked(e *entry, modSeq uint64) {
 	fo.vanishLocked(e.m.UID, modSeq)
 }
 
+// vanishedKept is how many removals a folder remembers for Vanished; older
+// ones are forgotten, so a client that appends and expunges in a loop
+// cannot grow the store without bound.
+var vanishedKept = 10000
+
 func (fo *folder) vanishLocked(uid um.UID, modSeq uint64) {
 	fo.vanished = append(fo.vanished, removal{uid: uid, modSeq: modSeq})
 	fo.HighestModSeq = modSeq
+	if drop := len(fo.vanished) - vanishedKept; drop > 0 {
+		fo.forgot = fo.vanished[drop-1].modSeq
+		fo.vanished = slices.Clone(fo.vanished[drop:])
+	}
 }
 
 // Move implements um.Store.
@@ -495,7 +505,8 @@ func (s *Store) Expunge(ctx context.Context, name, f string, uids []um.UID) ([]u
 	return gone, nil
 }
 
-// Vanished implements um.ModSeqer. The store forgets no removal.
+// Vanished implements um.ModSeqer. A folder remembers its last 10,000
+// removals.
 func (s *Store) Vanished(ctx context.Context, name, f string, since uint64) ([]um.UID, uint64, error) {
 	if err := s.lock(ctx); err != nil {
 		return nil, 0, err
@@ -512,7 +523,7 @@ func (s *Store) Vanished(ctx context.Context, name, f string, since uint64) ([]u
 		}
 	}
 	slices.Sort(uids)
-	return uids, 0, nil
+	return uids, fo.forgot, nil
 }
 
 // SubscribeFolder implements um.FolderSubscriber.

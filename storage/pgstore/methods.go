@@ -647,7 +647,7 @@ func (s *Store) moveWithin(ctx context.Context, mailbox string, ids []uuid.UUID,
 		for i := range uids {
 			uids[i] = first + int64(i)
 		}
-		ms, err := vanish(ctx, tx, mid, ids)
+		ms, err := s.vanish(ctx, tx, mid, ids)
 		if err != nil {
 			return err
 		}
@@ -782,7 +782,7 @@ func (s *Store) Remove(ctx context.Context, mailbox string, ids []uuid.UUID) err
 		if err != nil {
 			return err
 		}
-		if _, err := vanish(ctx, tx, mid, ids); err != nil {
+		if _, err := s.vanish(ctx, tx, mid, ids); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2)", mid, ids); err != nil {
@@ -849,6 +849,11 @@ func (s *Store) Expunge(ctx context.Context, mailbox, folder string, uids []um.U
 		}
 		if _, err := tx.Exec(ctx, "INSERT INTO um_vanished (folder_id, modseq, uid) SELECT $1, $2, unnest($3::bigint[])", fid, ms, gu); err != nil {
 			return fmt.Errorf("pgstore: expunge %q of %q: %w", folder, mailbox, err)
+		}
+		for _, u := range gu {
+			if err := s.pruneAt(ctx, tx, fid, u); err != nil {
+				return err
+			}
 		}
 		return s.notifyRemoved(ctx, tx, mailbox, gone)
 	})

@@ -55,6 +55,11 @@ type Options struct {
 	// pings its connection, so that a connection lost without a word (a
 	// dead peer, a dropped NAT entry) is noticed. Default 10s.
 	PingInterval time.Duration
+	// VanishedKept is how many removals each folder remembers for
+	// um.ModSeqer.Vanished (IMAP QRESYNC); a client that resynchronizes from
+	// before the older ones forgotten is told which UIDs still exist
+	// instead. Default 10,000.
+	VanishedKept int
 	// Logger receives what has no caller to return to: a lost notification
 	// connection and a malformed notification (Warn), schema migrations
 	// (Info). Nil means Logf when that is set, else nothing is logged.
@@ -102,6 +107,9 @@ func Open(ctx context.Context, connString string, opts *Options) (*Store, error)
 		s.opts.PingInterval = 10 * time.Second
 	}
 	s.log = s.opts.logger()
+	if s.opts.VanishedKept <= 0 {
+		s.opts.VanishedKept = 10000
+	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	s.instance = hex.EncodeToString(b[:])

@@ -339,3 +339,53 @@ func (su Suite) testModSeqPeers(t *testing.T, s um.Store) {
 		t.Errorf("HighestModSeq = %d, want the last message's %d", h, list[len(list)-1].ModSeq)
 	}
 }
+
+// VanishedForgets checks a store that remembers only the last kept
+// removals of each folder, where kept is what the store was set to keep (a
+// small number, for speed) and which forgets at least every 64 removed
+// UIDs: after 3*kept+128 removals, Vanished says it forgot some (an
+// exactSince past the first), and from exactSince on its answer is exact,
+// every removal after it and nothing else.
+func VanishedForgets(t *testing.T, s um.Store, kept int) {
+	t.Helper()
+	ms, ok := s.(um.ModSeqer)
+	if !ok {
+		t.Fatal("the store does not implement um.ModSeqer")
+	}
+	mustMailbox(t, s, box)
+	start := highest(t, s, um.Inbox)
+	removedAt := map[um.UID]uint64{} // UID -> ModSeq of its removal
+	for i := range 3*kept + 128 {
+		m := mustAppend(t, s, voice(um.Inbox, i), content(5))
+		if err := s.Remove(ctx, box, []uuid.UUID{m.ID}); err != nil {
+			t.Fatal(err)
+		}
+		removedAt[m.UID] = highest(t, s, um.Inbox)
+	}
+	uids, exact, err := ms.Vanished(ctx, box, um.Inbox, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exact <= start {
+		t.Fatalf("Vanished() after %d removals with %d kept: exact since %d, want more than %d: the store says it forgot nothing", len(removedAt), kept, exact, start)
+	}
+	if len(uids) < kept {
+		t.Errorf("Vanished() = %d UIDs, want at least the %d kept", len(uids), kept)
+	}
+	for _, since := range []uint64{exact, exact + 1, exact + uint64(kept)/2} {
+		uids, _, err := ms.Vanished(ctx, box, um.Inbox, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []um.UID
+		for uid, at := range removedAt {
+			if at > since {
+				want = append(want, uid)
+			}
+		}
+		slices.Sort(want)
+		if fmt.Sprint(uids) != fmt.Sprint(want) {
+			t.Errorf("Vanished(since %d, at or after exactSince %d) = %v, want exactly %v", since, exact, uids, want)
+		}
+	}
+}
