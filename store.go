@@ -245,7 +245,9 @@ type Limiter interface {
 // holds across restarts and across the nodes of a cluster. A claim names
 // the node that holds it; a mailbox keeps its mode while any node holds
 // it, including a node that stopped without releasing (a crash): the claim
-// outlives the process by design, and is ended by ReleaseDelivery.
+// outlives the process by design, and is ended by ReleaseDelivery (a host
+// ends the claim of a node gone for good by releasing it under that node's
+// name, on the store itself).
 //
 // Without it, Service.ClaimDelivery keeps the modes in the memory of one
 // Service: they hold in that process until it exits.
