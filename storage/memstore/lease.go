@@ -38,14 +38,11 @@ func (s *Store) AcquireLease(ctx context.Context, name, purpose, node string, tt
 	if ttl <= 0 {
 		return um.Lease{}, fmt.Errorf("memstore: %w: lease time to live %v", um.ErrInvalid, ttl)
 	}
-	if err := s.lock(ctx); err != nil {
-		return um.Lease{}, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return um.Lease{}, err
 	}
+	defer s.mu.Unlock()
 	o, now := mb.outwardLocked(), time.Now()
 	cur, held := o.currentLocked(purpose, now)
 	switch {
@@ -61,14 +58,11 @@ func (s *Store) AcquireLease(ctx context.Context, name, purpose, node string, tt
 
 // ReleaseLease implements um.Leaser.
 func (s *Store) ReleaseLease(ctx context.Context, l um.Lease) error {
-	if err := s.lock(ctx); err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(l.Mailbox)
+	mb, err := s.lockMailbox(ctx, l.Mailbox)
 	if err != nil {
 		return err
 	}
+	defer s.mu.Unlock()
 	o := mb.outwardLocked()
 	if cur, ok := o.leases[l.Purpose]; ok && cur.Holder == l.Holder && cur.Epoch == l.Epoch {
 		cur.Expires = time.Time{}
@@ -79,14 +73,11 @@ func (s *Store) ReleaseLease(ctx context.Context, l um.Lease) error {
 
 // CurrentLease implements um.Leaser.
 func (s *Store) CurrentLease(ctx context.Context, name, purpose string) (um.Lease, error) {
-	if err := s.lock(ctx); err != nil {
-		return um.Lease{}, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return um.Lease{}, err
 	}
+	defer s.mu.Unlock()
 	if l, ok := mb.outwardLocked().currentLocked(purpose, time.Now()); ok {
 		return l, nil
 	}
@@ -95,14 +86,11 @@ func (s *Store) CurrentLease(ctx context.Context, name, purpose string) (um.Leas
 
 // GetState implements um.OutwardState.
 func (s *Store) GetState(ctx context.Context, name, purpose string) ([]byte, error) {
-	if err := s.lock(ctx); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	defer s.mu.Unlock()
 	data, ok := mb.outwardLocked().state[purpose]
 	if !ok {
 		return nil, fmt.Errorf("memstore: %s state of %q: %w", purpose, name, um.ErrNotFound)
@@ -126,14 +114,11 @@ func (s *Store) DeleteState(ctx context.Context, l um.Lease) error {
 // fenced runs fn under the lock when l is the current lease of its mailbox
 // and purpose.
 func (s *Store) fenced(ctx context.Context, l um.Lease, fn func(o *outward)) error {
-	if err := s.lock(ctx); err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(l.Mailbox)
+	mb, err := s.lockMailbox(ctx, l.Mailbox)
 	if err != nil {
 		return err
 	}
+	defer s.mu.Unlock()
 	o := mb.outwardLocked()
 	cur, ok := o.currentLocked(l.Purpose, time.Now())
 	if !ok || cur.Holder != l.Holder || cur.Epoch != l.Epoch {

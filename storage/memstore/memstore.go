@@ -82,6 +82,20 @@ func (s *Store) lock(ctx context.Context) error {
 	return nil
 }
 
+// lockMailbox takes the lock and returns mailbox name; on error the lock
+// is not held.
+func (s *Store) lockMailbox(ctx context.Context, name string) (*mailbox, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	mb, err := s.mailboxLocked(name)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	return mb, nil
+}
+
 func (s *Store) mailboxLocked(name string) (*mailbox, error) {
 	mb := s.mailboxes[name]
 	if mb == nil {
@@ -143,14 +157,11 @@ func (s *Store) Mailboxes(ctx context.Context) ([]string, error) {
 
 // Folders implements um.Store.
 func (s *Store) Folders(ctx context.Context, name string) ([]um.Folder, error) {
-	if err := s.lock(ctx); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	defer s.mu.Unlock()
 	out := make([]um.Folder, 0, len(mb.folders))
 	for _, f := range mb.folders {
 		out = append(out, f.Folder)
@@ -161,14 +172,11 @@ func (s *Store) Folders(ctx context.Context, name string) ([]um.Folder, error) {
 
 // CreateFolder implements um.Store.
 func (s *Store) CreateFolder(ctx context.Context, name, f string) (um.Folder, error) {
-	if err := s.lock(ctx); err != nil {
-		return um.Folder{}, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return um.Folder{}, err
 	}
+	defer s.mu.Unlock()
 	if mb.folders[f] != nil {
 		return um.Folder{}, fmt.Errorf("memstore: folder %q: %w", f, um.ErrExists)
 	}
@@ -528,28 +536,22 @@ func (s *Store) Vanished(ctx context.Context, name, f string, since uint64) ([]u
 
 // SubscribeFolder implements um.FolderSubscriber.
 func (s *Store) SubscribeFolder(ctx context.Context, name, f string) error {
-	if err := s.lock(ctx); err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return err
 	}
+	defer s.mu.Unlock()
 	mb.subs[f] = true
 	return nil
 }
 
 // UnsubscribeFolder implements um.FolderSubscriber.
 func (s *Store) UnsubscribeFolder(ctx context.Context, name, f string) error {
-	if err := s.lock(ctx); err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return err
 	}
+	defer s.mu.Unlock()
 	if !mb.subs[f] {
 		return fmt.Errorf("memstore: subscription %q of %q: %w", f, name, um.ErrNotFound)
 	}
@@ -559,14 +561,11 @@ func (s *Store) UnsubscribeFolder(ctx context.Context, name, f string) error {
 
 // SubscribedFolders implements um.FolderSubscriber.
 func (s *Store) SubscribedFolders(ctx context.Context, name string) ([]string, error) {
-	if err := s.lock(ctx); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	defer s.mu.Unlock()
 	names := make([]string, 0, len(mb.subs))
 	for n := range mb.subs {
 		names = append(names, n)
