@@ -182,7 +182,9 @@ type ModSeqer interface {
 // exist gives ErrNotFound. Without it, imapserver reports every existing
 // folder as subscribed and SUBSCRIBE changes nothing.
 type FolderSubscriber interface {
-	// SubscribeFolder subscribes a folder name; subscribing twice is no error.
+	// SubscribeFolder subscribes a folder name; subscribing twice is no
+	// error. A mailbox holds at most MaxSubscriptions: one more fails with
+	// ErrInvalid, so a client cannot grow the store without bound.
 	SubscribeFolder(ctx context.Context, mailbox, folder string) error
 	// UnsubscribeFolder removes a subscription; one that does not exist
 	// gives ErrNotFound.
@@ -322,6 +324,10 @@ func (e *ModeConflictError) Unwrap() error { return ErrModeConflict }
 // another node took it over): the caller must stop the outward work it did
 // under that lease.
 var ErrLeaseHeld = errors.New("um: lease held by another node")
+
+// MaxSubscriptions is how many folder names FolderSubscriber keeps per
+// mailbox at most.
+const MaxSubscriptions = 1000
 
 // MaxOutwardState is the largest state blob OutwardState must keep.
 const MaxOutwardState = 1 << 20

@@ -176,6 +176,12 @@ func (s *Store) SubscribeFolder(ctx context.Context, mailbox, folder string) err
 		if folder == "" {
 			return fmt.Errorf("boltstore: %w: empty folder name", um.ErrInvalid)
 		}
+		if mb.subs.Get([]byte(folder)) != nil {
+			return nil
+		}
+		if n := mb.subs.Stats().KeyN; n >= um.MaxSubscriptions {
+			return fmt.Errorf("boltstore: subscribe %q: %w: %d subscriptions already", folder, um.ErrInvalid, n)
+		}
 		return mb.subs.Put([]byte(folder), nil)
 	})
 }

@@ -541,6 +541,9 @@ func (s *Store) SubscribeFolder(ctx context.Context, name, f string) error {
 		return err
 	}
 	defer s.mu.Unlock()
+	if !mb.subs[f] && len(mb.subs) >= um.MaxSubscriptions {
+		return fmt.Errorf("memstore: subscribe %q: %w: %d subscriptions already", f, um.ErrInvalid, len(mb.subs))
+	}
 	mb.subs[f] = true
 	return nil
 }

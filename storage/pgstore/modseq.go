@@ -129,8 +129,19 @@ func (s *Store) SubscribeFolder(ctx context.Context, mailbox, folder string) err
 	if err != nil {
 		return s.mapErr(err)
 	}
-	if _, err := s.pool.Exec(ctx, "INSERT INTO um_subscriptions (mailbox_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", mid, folder); err != nil {
+	// Nodes subscribing at once may pass the cap by a name or two.
+	var n int
+	err = s.pool.QueryRow(ctx, `WITH ins AS (
+			INSERT INTO um_subscriptions (mailbox_id, name)
+			SELECT $1, $2 WHERE (SELECT count(*) FROM um_subscriptions WHERE mailbox_id = $1) < $3
+			ON CONFLICT DO NOTHING RETURNING 1)
+		SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM um_subscriptions WHERE mailbox_id = $1 AND name = $2)`,
+		mid, folder, um.MaxSubscriptions).Scan(&n)
+	if err != nil {
 		return s.mapErr(fmt.Errorf("pgstore: subscribe %q in %q: %w", folder, mailbox, err))
+	}
+	if n == 0 {
+		return fmt.Errorf("pgstore: subscribe %q in %q: %w: %d subscriptions already", folder, mailbox, um.ErrInvalid, um.MaxSubscriptions)
 	}
 	return nil
 }

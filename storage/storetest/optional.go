@@ -266,6 +266,21 @@ func testFolderSubscriber(t *testing.T, s um.Store) {
 	if got, _ := fs.SubscribedFolders(ctx, "1002"); fmt.Sprint(got) != "[INBOX Trash]" {
 		t.Errorf("another mailbox's subscriptions = %v, want [INBOX Trash]", got)
 	}
+	for i := 0; ; i++ {
+		err := fs.SubscribeFolder(ctx, "1002", fmt.Sprintf("f%d", i))
+		if errors.Is(err, um.ErrInvalid) {
+			if i+2 != um.MaxSubscriptions { // INBOX and Trash count
+				t.Errorf("SubscribeFolder() refused subscription %d, want %d (MaxSubscriptions) kept", i+3, um.MaxSubscriptions)
+			}
+			break
+		}
+		if err != nil || i > um.MaxSubscriptions {
+			t.Fatalf("SubscribeFolder(#%d) = %v, want ErrInvalid past MaxSubscriptions", i+3, err)
+		}
+	}
+	if err := fs.SubscribeFolder(ctx, "1002", "f0"); err != nil {
+		t.Errorf("SubscribeFolder(subscribed already) at the cap = %v, want no error", err)
+	}
 	if err := fs.SubscribeFolder(ctx, "nobody", "x"); !errors.Is(err, um.ErrNotFound) {
 		t.Errorf("SubscribeFolder(unknown mailbox) = %v, want ErrNotFound", err)
 	}
