@@ -45,6 +45,8 @@ func describeCaps(s Store) string {
 		{"FolderSubscriber", has[FolderSubscriber](s)},
 		{"Limiter", has[Limiter](s)},
 		{"DeliveryModes", has[DeliveryModes](s)},
+		{"Leaser", has[Leaser](s)},
+		{"OutwardState", has[OutwardState](s)},
 	} {
 		if c.ok {
 			found = append(found, c.name)

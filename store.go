@@ -236,8 +236,11 @@ func (l Limits) Admit(mailbox string, u Usage, n int, d time.Duration) error {
 // Without it, um checks the limits before the store call under a lock of
 // its own process; the nodes of a cluster may then pass a limit together.
 type Limiter interface {
+	// AppendLimited is Append within lim.
 	AppendLimited(ctx context.Context, mailbox string, m Message, r io.Reader, lim Limits) (Message, error)
+	// MoveLimited is Move within lim.
 	MoveLimited(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now Time, lim Limits) ([]Message, error)
+	// CopyLimited is Copy within lim.
 	CopyLimited(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now Time, lim Limits) ([]Message, error)
 }
 
@@ -272,8 +275,8 @@ type DeliveryModes interface {
 
 // Unwrapper is implemented by a Store that wraps another (for metrics or
 // tracing). um looks for the optional interfaces (Watcher, Publisher,
-// Counter, Expunger, ModSeqer, FolderSubscriber, Limiter, DeliveryModes)
-// on the wrapper first and then along the chain of Unwrap calls, as
+// Counter, Expunger, ModSeqer, FolderSubscriber, Limiter, DeliveryModes,
+// Leaser, OutwardState) on the wrapper first and then along the chain of Unwrap calls, as
 // errors.As follows errors.Unwrap, so wrapping a store never silently turns
 // off a capability that correctness depends on. Calls made through an
 // interface found that way bypass the wrapper; a wrapper that must see them
@@ -308,6 +311,8 @@ type ModeConflictError struct {
 	Nodes   []string // the nodes that hold Held, where the store knows them
 }
 
+// Error names the mailbox, the mode that holds and its nodes, and the mode
+// refused.
 func (e *ModeConflictError) Error() string {
 	held := e.Held
 	if len(e.Nodes) > 0 {
@@ -374,6 +379,9 @@ type Leaser interface {
 // still owes) in the store, so that the node that takes a lease over
 // continues from where the last owner stopped. Writes are fenced by the
 // lease: a node that lost its lease cannot overwrite its successor's state.
+//
+// Without it, the sync engine and the forwarder keep their state where
+// their own options say (files on one node's disk).
 type OutwardState interface {
 	// GetState returns the state blob of mailbox and purpose, or ErrNotFound
 	// when none was put.
