@@ -220,8 +220,8 @@ const deliveryTimeout = 30 * time.Second
 //
 // On a store that implements DeliveryModes (memstore, boltstore, pgstore)
 // the claim is kept by the store: it holds across the nodes of a cluster
-// and across restarts, until ReleaseDelivery. Otherwise it is kept in this
-// Service's memory.
+// and across restarts, until ReleaseDelivery, and a mailbox that does not
+// exist gives ErrNotFound. Otherwise it is kept in this Service's memory.
 func (s *Service) ClaimDelivery(mailbox, mode string) error {
 	if m := s.caps.modes; m != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
