@@ -275,8 +275,8 @@ type DeliveryModes interface {
 
 // Unwrapper is implemented by a Store that wraps another (for metrics or
 // tracing). um looks for the optional interfaces (Watcher, Publisher,
-// Counter, Expunger, ModSeqer, FolderSubscriber, Limiter, DeliveryModes,
-// Leaser, OutwardState) on the wrapper first and then along the chain of Unwrap calls, as
+// Counter, Expunger, ModSeqer, FolderSubscriber, ConditionalFlagger,
+// Limiter, DeliveryModes, Leaser, OutwardState) on the wrapper first and then along the chain of Unwrap calls, as
 // errors.As follows errors.Unwrap, so wrapping a store never silently turns
 // off a capability that correctness depends on. Calls made through an
 // interface found that way bypass the wrapper; a wrapper that must see them
@@ -395,4 +395,18 @@ type OutwardState interface {
 	// DeleteState removes the state, fenced as PutState is. Deleting state
 	// that does not exist is no error.
 	DeleteState(ctx context.Context, l Lease) error
+}
+
+// ConditionalFlagger is an optional Store interface for IMAP STORE
+// UNCHANGEDSINCE (RFC 7162 3.1.3), on stores that implement ModSeqer.
+// Without it, Mailbox.SetFlagsIfUnchanged checks and stores under a lock of
+// its own process, which other nodes do not take.
+type ConditionalFlagger interface {
+	// SetFlagsIfUnchanged is SetFlags for the messages of ids whose ModSeq
+	// is at most since; each of the others is left alone and named in
+	// modified, in the order of ids. The check and the change are one
+	// atomic step per message: a change committed by another node in
+	// between is seen. A message that does not exist fails the call with
+	// ErrNotFound and changes nothing.
+	SetFlagsIfUnchanged(ctx context.Context, mailbox string, ids []uuid.UUID, op FlagOp, since uint64) (changed []Message, modified []uuid.UUID, err error)
 }

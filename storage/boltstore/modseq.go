@@ -12,8 +12,9 @@ import (
 )
 
 var (
-	_ um.ModSeqer         = (*Store)(nil)
-	_ um.FolderSubscriber = (*Store)(nil)
+	_ um.ModSeqer           = (*Store)(nil)
+	_ um.FolderSubscriber   = (*Store)(nil)
+	_ um.ConditionalFlagger = (*Store)(nil)
 )
 
 // modSeq returns the ModSeq of the operation under way in mb, taking the

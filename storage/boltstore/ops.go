@@ -576,9 +576,14 @@ func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.Read
 
 // SetFlags implements um.Store.
 func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
-	var changed []um.Message
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		changed = nil
+	changed, _, err := s.SetFlagsIfUnchanged(ctx, mailbox, ids, op, ^uint64(0))
+	return changed, err
+}
+
+// SetFlagsIfUnchanged implements um.ConditionalFlagger.
+func (s *Store) SetFlagsIfUnchanged(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp, since uint64) (changed []um.Message, modified []uuid.UUID, err error) {
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		changed, modified = nil, nil
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
 			return err
@@ -590,6 +595,10 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 			l, r, err := mb.find(id)
 			if err != nil {
 				return err
+			}
+			if r.m.ModSeq > since {
+				modified = append(modified, id)
+				continue
 			}
 			f, kw := op.Apply(r.m.Flags, r.m.Keywords)
 			if f == r.m.Flags && um.SameKeywords(kw, r.m.Keywords) {
@@ -615,9 +624,9 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return changed, nil
+	return changed, modified, nil
 }
 
 // Move implements um.Store.

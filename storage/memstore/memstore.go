@@ -18,10 +18,11 @@ import (
 )
 
 var (
-	_ um.Store            = (*Store)(nil)
-	_ um.Expunger         = (*Store)(nil)
-	_ um.ModSeqer         = (*Store)(nil)
-	_ um.FolderSubscriber = (*Store)(nil)
+	_ um.Store              = (*Store)(nil)
+	_ um.Expunger           = (*Store)(nil)
+	_ um.ModSeqer           = (*Store)(nil)
+	_ um.FolderSubscriber   = (*Store)(nil)
+	_ um.ConditionalFlagger = (*Store)(nil)
 )
 
 // Store is an in-memory um.Store. The zero value is not usable; call New.
@@ -350,17 +351,26 @@ func (s *Store) entriesLocked(name string, ids []uuid.UUID) (*mailbox, []*entry,
 
 // SetFlags implements um.Store.
 func (s *Store) SetFlags(ctx context.Context, name string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
+	changed, _, err := s.SetFlagsIfUnchanged(ctx, name, ids, op, ^uint64(0))
+	return changed, err
+}
+
+// SetFlagsIfUnchanged implements um.ConditionalFlagger.
+func (s *Store) SetFlagsIfUnchanged(ctx context.Context, name string, ids []uuid.UUID, op um.FlagOp, since uint64) (changed []um.Message, modified []uuid.UUID, err error) {
 	if err := s.lock(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer s.mu.Unlock()
 	mb, es, err := s.entriesLocked(name, ids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var changed []um.Message
 	var modSeq uint64
 	for _, e := range es {
+		if e.m.ModSeq > since {
+			modified = append(modified, e.m.ID)
+			continue
+		}
 		f, kw := op.Apply(e.m.Flags, e.m.Keywords)
 		if f == e.m.Flags && um.SameKeywords(kw, e.m.Keywords) {
 			continue
@@ -372,7 +382,7 @@ func (s *Store) SetFlags(ctx context.Context, name string, ids []uuid.UUID, op u
 		mb.folders[e.m.Folder].HighestModSeq = modSeq
 		changed = append(changed, e.m.Clone())
 	}
-	return changed, nil
+	return changed, modified, nil
 }
 
 func (fo *folder) removeLocked(e *entry, modSeq uint64) {

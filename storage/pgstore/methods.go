@@ -520,16 +520,52 @@ func setFlagsStmt(flags, keywords string) string {
 
 // SetFlags implements um.Store.
 func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
+	changed, _, err := s.setFlags(ctx, mailbox, ids, op, nil)
+	return changed, err
+}
+
+// SetFlagsIfUnchanged implements um.ConditionalFlagger. It locks the rows
+// first, so the ModSeqs it checks are those it changes.
+func (s *Store) SetFlagsIfUnchanged(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp, since uint64) ([]um.Message, []uuid.UUID, error) {
+	return s.setFlags(ctx, mailbox, ids, op, &since)
+}
+
+func (s *Store) setFlags(ctx context.Context, mailbox string, all []uuid.UUID, op um.FlagOp, since *uint64) ([]um.Message, []uuid.UUID, error) {
 	q, ok := setFlagsSQL[op.Mode]
 	if !ok {
-		return nil, fmt.Errorf("pgstore: %w: flag mode %d", um.ErrInvalid, op.Mode)
+		return nil, nil, fmt.Errorf("pgstore: %w: flag mode %d", um.ErrInvalid, op.Mode)
 	}
 	var changed []um.Message
+	var modified []uuid.UUID
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		changed = nil
+		changed, modified = nil, nil
+		ids := all
 		mid, err := s.mailboxID(ctx, tx, mailbox)
 		if err != nil {
 			return err
+		}
+		if since != nil {
+			locked, err := lockMessages(ctx, tx, mid, mailbox, uniq(ids), false)
+			if err != nil {
+				return err
+			}
+			after := make(map[uuid.UUID]bool)
+			for _, m := range locked {
+				if m.ModSeq > *since {
+					after[m.ID] = true
+				}
+			}
+			ids = nil
+			for _, id := range all {
+				if after[id] {
+					modified = append(modified, id)
+				} else {
+					ids = append(ids, id)
+				}
+			}
+			if len(ids) == 0 {
+				return nil
+			}
 		}
 		var n int
 		if err := tx.QueryRow(ctx, "SELECT count(*) FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2)", mid, ids).Scan(&n); err != nil {
@@ -585,9 +621,9 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 		return s.notify(ctx, tx, mailbox, events)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return changed, nil
+	return changed, modified, nil
 }
 
 func uniq(ids []uuid.UUID) []uuid.UUID {

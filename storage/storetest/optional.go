@@ -404,3 +404,45 @@ func VanishedForgets(t *testing.T, s um.Store, kept int) {
 		}
 	}
 }
+
+// testConditionalFlagger checks the optional um.ConditionalFlagger: a
+// message changed after since is left alone and reported, the others are
+// changed.
+func testConditionalFlagger(t *testing.T, s um.Store) {
+	cf, ok := s.(um.ConditionalFlagger)
+	if !ok {
+		notImplemented(t, "um.ConditionalFlagger")
+	}
+	mustMailbox(t, s, box)
+	a := mustAppend(t, s, voice(um.Inbox, 1), content(10))
+	b := mustAppend(t, s, voice(um.Inbox, 2), content(10))
+	since := b.ModSeq
+	if _, err := s.SetFlags(ctx, box, []uuid.UUID{a.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard}); err != nil {
+		t.Fatal(err)
+	}
+	flag := um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagFlagged}
+	changed, modified, err := cf.SetFlagsIfUnchanged(ctx, box, []uuid.UUID{a.ID, b.ID}, flag, since)
+	if err != nil {
+		t.Fatalf("SetFlagsIfUnchanged() = %v", err)
+	}
+	if len(modified) != 1 || modified[0] != a.ID || len(changed) != 1 || changed[0].ID != b.ID || !changed[0].Flags.Has(um.FlagFlagged) {
+		t.Errorf("SetFlagsIfUnchanged(since %d) = changed %v, modified %v; want b changed and a (changed since) left alone", since, changed, modified)
+	}
+	if got, _ := s.Get(ctx, box, a.ID); got.Flags.Has(um.FlagFlagged) {
+		t.Errorf("a message changed after since was flagged")
+	}
+	if changed[0].ModSeq <= since {
+		t.Errorf("changed message's ModSeq = %d, want more than %d", changed[0].ModSeq, since)
+	}
+	h := highest(t, s, um.Inbox)
+	changed, modified, err = cf.SetFlagsIfUnchanged(ctx, box, []uuid.UUID{a.ID, b.ID}, um.FlagOp{Mode: um.FlagsRemove, Flags: um.FlagFlagged}, h)
+	if err != nil || len(modified) != 0 || len(changed) != 1 || changed[0].ID != b.ID {
+		t.Errorf("SetFlagsIfUnchanged(since HighestModSeq) = %v, %v, %v; want b changed, none modified", changed, modified, err)
+	}
+	if _, _, err := cf.SetFlagsIfUnchanged(ctx, box, []uuid.UUID{a.ID, uuid.New()}, flag, h+10); !errors.Is(err, um.ErrNotFound) {
+		t.Errorf("SetFlagsIfUnchanged(unknown message) = %v, want ErrNotFound", err)
+	}
+	if got, _ := s.Get(ctx, box, a.ID); got.Flags.Has(um.FlagFlagged) {
+		t.Errorf("a failed SetFlagsIfUnchanged changed a message")
+	}
+}

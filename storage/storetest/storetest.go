@@ -19,10 +19,9 @@
 // after Close.
 //
 // It also checks each optional interface the store implements (Counter,
-// Expunger, ModSeqer, FolderSubscriber, Limiter, DeliveryModes, Leaser,
-// OutwardState, Watcher).
-// One the store does not implement shows as a skipped subtest whose message
-// names it ("um.Watcher not implemented"): missing, not passed. A durable
+// Expunger, ModSeqer, ConditionalFlagger, FolderSubscriber, Limiter,
+// DeliveryModes, Leaser, OutwardState, Watcher). One the store does not
+// implement shows as a skipped subtest whose message names it ("um.Watcher not implemented"): missing, not passed. A durable
 // store passes a Suite with Reopen, so that what must survive a restart
 // (ModSeqs, subscriptions, delivery modes) is checked; a store shared by
 // several nodes passes Peer (and CutFeed for its Watcher), so that limits,
@@ -109,6 +108,7 @@ func (su Suite) Run(t *testing.T) {
 		{"ModSeqer", testModSeqer},
 		{"ModSeqerReopen", su.testModSeqReopen},
 		{"ModSeqerPeers", su.testModSeqPeers},
+		{"ConditionalFlagger", testConditionalFlagger},
 		{"FolderSubscriber", testFolderSubscriber},
 		{"FolderSubscriberReopen", su.testSubscriberReopen},
 		{"Limiter", testLimiter},
