@@ -20,6 +20,21 @@ var (
 // returns nothing when another node holds it unexpired. Expiry is judged
 // by the database's clock.
 func (s *Store) AcquireLease(ctx context.Context, mailbox, purpose, node string, ttl time.Duration) (um.Lease, error) {
+	for attempt := 0; ; attempt++ {
+		l, err := s.acquireLease(ctx, mailbox, purpose, node, ttl)
+		// Not taken, and no holder found: it expired between the two
+		// statements. Try again, a few times.
+		if !errors.Is(err, errLeaseExpired) || attempt == 3 {
+			return l, err
+		}
+	}
+}
+
+// errLeaseExpired: the lease another node held expired between the
+// statements of an acquire.
+var errLeaseExpired = errors.New("pgstore: lease expired meanwhile")
+
+func (s *Store) acquireLease(ctx context.Context, mailbox, purpose, node string, ttl time.Duration) (um.Lease, error) {
 	if ttl <= 0 {
 		return um.Lease{}, fmt.Errorf("pgstore: %w: lease time to live %v", um.ErrInvalid, ttl)
 	}
@@ -49,8 +64,7 @@ func (s *Store) AcquireLease(ctx context.Context, mailbox, purpose, node string,
 	}
 	cur, err := s.CurrentLease(ctx, mailbox, purpose)
 	if errors.Is(err, um.ErrNotFound) {
-		// It expired between the two statements: try once more.
-		return s.AcquireLease(ctx, mailbox, purpose, node, ttl)
+		return um.Lease{}, errLeaseExpired
 	}
 	if err != nil {
 		return um.Lease{}, err
