@@ -32,7 +32,7 @@ func (s *Store) AcquireLease(ctx context.Context, mailbox, purpose, node string,
 
 // errLeaseExpired: the lease another node held expired between the
 // statements of an acquire.
-var errLeaseExpired = errors.New("pgstore: lease expired meanwhile")
+var errLeaseExpired = fmt.Errorf("pgstore: %w: it changed hands meanwhile", um.ErrLeaseHeld)
 
 func (s *Store) acquireLease(ctx context.Context, mailbox, purpose, node string, ttl time.Duration) (um.Lease, error) {
 	if ttl <= 0 {
