@@ -76,6 +76,19 @@
 // change commits, so a \Deleted cleared on another node meanwhile keeps the
 // message. A deadlock or serialization failure is retried.
 //
+// # Delivery modes, leases and outward state
+//
+// A delivery mode claim (um.DeliveryModes) is a row per claiming node; a
+// claim locks the mailbox's row, so two nodes claiming two modes at once end
+// with one, and the rows outlive every node's restart until released. The
+// lease of a mailbox's outward work (um.Leaser) is one row per purpose,
+// taken, renewed or taken over by one INSERT ... ON CONFLICT DO UPDATE ...
+// WHERE statement whose expiry is judged by the database's clock, so the
+// nodes' clocks need not agree. A takeover increments the lease's epoch, and
+// a state write (um.OutwardState) locks the lease row and checks holder,
+// epoch and expiry in its own transaction: a node that stalled past its
+// lease cannot overwrite the state its successor keeps.
+//
 // # The change feed
 //
 // The Store publishes each change itself, inside the transaction that makes
