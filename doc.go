@@ -81,7 +81,13 @@
 // small Store interface, a store may offer optional ones, found by type
 // assertion, each with a fallback: Counter (lamp counts and usage without
 // listing), Expunger (IMAP EXPUNGE's check and removal in one atomic step),
-// Watcher (changes made by other nodes) and Publisher.
+// Watcher (changes made by other nodes) and Publisher, ModSeqer and
+// FolderSubscriber (IMAP CONDSTORE, QRESYNC and subscriptions), Limiter
+// (limits checked inside the store's transaction), DeliveryModes (the
+// delivery mode of each mailbox, kept across nodes and restarts), Leaser and
+// OutwardState (one owner at a time for a mailbox's outward work, and its
+// state). A host that wraps its store keeps them by giving the wrapper an
+// Unwrap method (Unwrapper); New logs which it found.
 //
 // In a cluster every node runs its own Service with its own Options.Node
 // over one shared store. Changes made on one node reach the subscribers of
@@ -89,17 +95,20 @@
 // MWI hook runs only on the node where a change was made, so each lamp change
 // is announced once, not once per node. Two caveats follow: a node that dies
 // between its commit and its hook call leaves that change unannounced until
-// the next change or the host's periodic refresh (Service.MWI), and the
-// limits of Options are checked per node, so nodes depositing into one
-// mailbox at once may pass a limit by a message or two.
+// the next change or the host's periodic refresh (Service.MWI), and on a
+// store without Limiter the limits of Options are checked per node, so nodes
+// depositing into one mailbox at once may pass a limit by a message or two
+// (pgstore implements Limiter: they never do).
 //
 // # Limits
 //
 // Options.MaxMessages and Options.MaxRecordedTime bound what a mailbox holds
-// outside Trash; a deposit past them fails with ErrMailboxFull and stores
-// nothing. Options.TrashRetention purges Trash after an age. A mailbox
+// outside Trash; a deposit, append, copy or undelete past them fails with
+// ErrMailboxFull and stores nothing (a copy counts all the copies it adds).
+// Options.TrashRetention purges Trash after an age. A mailbox
 // delivers to mail clients either by IMAP sync or by e-mail forwarding, not
-// both: Service.ClaimDelivery enforces it with ErrModeConflict.
+// both: Service.ClaimDelivery enforces it with ErrModeConflict, through the
+// store when it implements DeliveryModes.
 //
 // # Standards
 //

@@ -33,6 +33,15 @@
 // read two bytes or two varints of each record and decode no strings.
 // schema.go documents the keys.
 //
+// It also implements um.ModSeqer (a ModSeq counter per mailbox, each
+// folder's HighestModSeq, and a log of removals keyed by UIDVALIDITY and
+// ModSeq, so Vanished is one cursor range), um.FolderSubscriber,
+// um.Limiter (limits checked inside the write transaction), um.DeliveryModes
+// (kept in the database, so a claim holds across restarts), um.OutwardState
+// (in the database) and um.Leaser. Its leases live in memory: Open locks
+// the directory, so one process serves the store, and a lease orders only
+// the Services of that process; a restart ends them with the process.
+//
 // UIDVALIDITY comes from a store-wide counter, started from the clock when
 // the database is created and increased for every folder created, so a
 // folder made again under an old name gets a new, larger value, and restarts

@@ -415,6 +415,12 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 // written and synced before that transaction commits. See the package
 // documentation.
 func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.Reader) (um.Message, error) {
+	return s.appendWithin(ctx, mailbox, m, r, um.Limits{})
+}
+
+// appendWithin is Append that, unless lim is zero, admits the message by
+// lim in the transaction that stores it.
+func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, r io.Reader, lim um.Limits) (um.Message, error) {
 	if r == nil {
 		return um.Message{}, fmt.Errorf("boltstore: %w: nil reader", um.ErrInvalid)
 	}
@@ -434,6 +440,11 @@ func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.R
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
 			return err
+		}
+		if !lim.IsZero() && m.Folder != um.Trash {
+			if err := mb.admit(lim, 1, m.Duration); err != nil {
+				return err
+			}
 		}
 		if stored, err = mb.add(m.Folder, rec); err != nil {
 			return err
@@ -565,9 +576,14 @@ func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.Read
 
 // SetFlags implements um.Store.
 func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
-	var changed []um.Message
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		changed = nil
+	changed, _, err := s.SetFlagsIfUnchanged(ctx, mailbox, ids, op, ^uint64(0))
+	return changed, err
+}
+
+// SetFlagsIfUnchanged implements um.ConditionalFlagger.
+func (s *Store) SetFlagsIfUnchanged(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp, since uint64) (changed []um.Message, modified []uuid.UUID, err error) {
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		changed, modified = nil, nil
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
 			return err
@@ -579,6 +595,10 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 			l, r, err := mb.find(id)
 			if err != nil {
 				return err
+			}
+			if r.m.ModSeq > since {
+				modified = append(modified, id)
+				continue
 			}
 			f, kw := op.Apply(r.m.Flags, r.m.Keywords)
 			if f == r.m.Flags && um.SameKeywords(kw, r.m.Keywords) {
@@ -604,14 +624,18 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return changed, nil
+	return changed, modified, nil
 }
 
 // Move implements um.Store.
 func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
-	return s.place(ctx, mailbox, ids, to, func(_ *bolt.Tx, mb *mbox, _ int, id uuid.UUID, l loc, r *record) error {
+	return s.moveWithin(ctx, mailbox, ids, to, now, um.Limits{})
+}
+
+func (s *Store) moveWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time, lim um.Limits) ([]um.Message, error) {
+	return s.place(ctx, mailbox, ids, to, lim, false, func(_ *bolt.Tx, mb *mbox, _ int, id uuid.UUID, l loc, r *record) error {
 		r.m.Added = now
 		return mb.unlink(id, l)
 	})
@@ -620,10 +644,14 @@ func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 // Copy implements um.Store. Copies share the content file, which is
 // reference-counted.
 func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time) ([]um.Message, error) {
+	return s.copyWithin(ctx, mailbox, ids, to, newIDs, now, um.Limits{})
+}
+
+func (s *Store) copyWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time, lim um.Limits) ([]um.Message, error) {
 	if len(newIDs) != len(ids) {
 		return nil, fmt.Errorf("boltstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
 	}
-	return s.place(ctx, mailbox, ids, to, func(tx *bolt.Tx, _ *mbox, i int, _ uuid.UUID, _ loc, r *record) error {
+	return s.place(ctx, mailbox, ids, to, lim, true, func(tx *bolt.Tx, _ *mbox, i int, _ uuid.UUID, _ loc, r *record) error {
 		r.m.ID = newIDs[i]
 		r.m.Added = now
 		_, err := refBlob(tx, r.blob, +1)
@@ -633,8 +661,10 @@ func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 
 // place adds the messages ids to folder to in one transaction, in order,
 // after prepare has changed each record (and unlinked it, for a move), and
-// returns them as added.
-func (s *Store) place(ctx context.Context, mailbox string, ids []uuid.UUID, to string, prepare func(tx *bolt.Tx, mb *mbox, i int, id uuid.UUID, l loc, r *record) error) ([]um.Message, error) {
+// returns them as added. Unless lim is zero, it first admits by lim what
+// the call adds outside Trash: every message when copying, else those that
+// leave Trash.
+func (s *Store) place(ctx context.Context, mailbox string, ids []uuid.UUID, to string, lim um.Limits, copying bool, prepare func(tx *bolt.Tx, mb *mbox, i int, id uuid.UUID, l loc, r *record) error) ([]um.Message, error) {
 	var out []um.Message
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		out = make([]um.Message, 0, len(ids))
@@ -647,6 +677,11 @@ func (s *Store) place(ctx context.Context, mailbox string, ids []uuid.UUID, to s
 		}
 		if err := mb.resolve(ids); err != nil {
 			return err
+		}
+		if !lim.IsZero() && to != um.Trash {
+			if err := mb.admitPlaced(lim, ids, copying); err != nil {
+				return err
+			}
 		}
 		for i, id := range ids {
 			l, r, err := mb.find(id)

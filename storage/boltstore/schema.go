@@ -28,6 +28,9 @@ import (
 //	    v                    bucket: UIDVALIDITY uint32, ModSeq uint64, UID uint32 -> empty:
 //	                         messages removed from the folder, for ModSeqer.Vanished
 //	    s                    bucket: subscribed folder name -> empty
+//	    "d"                  the delivery mode and the nodes that hold it (cluster.go);
+//	                         absent when the mailbox has none
+//	    o                    bucket: purpose -> outward state blob (lease.go); made on first use
 //
 // A folder's messages live under its UIDVALIDITY, not its name, so a rename
 // touches one key whatever the folder holds.
@@ -42,6 +45,8 @@ var (
 	subIDs          = []byte("i")
 	subMsgs         = []byte("m")
 	keyModSeq       = []byte("n")
+	keyDelivery     = []byte("d")
+	subOutward      = []byte("o")
 	subHighest      = []byte("h")
 	subVanished     = []byte("v")
 	subSubs         = []byte("s")

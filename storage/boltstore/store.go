@@ -61,6 +61,8 @@ type Store struct {
 	blobs blobSet  // content files being written or pooled, which the sweep must leave alone
 	pool  blobPool // empty content files ready for deposits
 
+	leases leases // in memory: see lease.go
+
 	dirsMu sync.Mutex
 	dirs   map[string]bool // audio subdirectories known to exist durably
 
