@@ -11,7 +11,6 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-message/textproto"
 	"github.com/google/uuid"
 )
@@ -48,7 +47,7 @@ func (sess *session) still(folder string, es []*entry) []uuid.UUID {
 	return ids
 }
 
-func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) (err error) {
+func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) (err error) {
 	defer sess.guard(&err)()
 	v, err := sess.live()
 	if err != nil {
@@ -113,7 +112,7 @@ func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flag
 // selected folder, checked under the mailbox lock: a message undeleted or
 // moved away meanwhile, by the phone, another client or another node,
 // stays. The client gets EXPUNGE for exactly what was removed.
-func (sess *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) (err error) {
+func (sess *session) Expunge(w *respWriter, uids *imap.UIDSet) (err error) {
 	defer sess.guard(&err)()
 	v, err := sess.selected()
 	if err != nil {
@@ -257,7 +256,7 @@ func (sess *session) Copy(numSet imap.NumSet, dest string) (data *imap.CopyData,
 	return data, nil
 }
 
-func (sess *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest string) (err error) {
+func (sess *session) Move(w *respWriter, numSet imap.NumSet, dest string) (err error) {
 	defer sess.guard(&err)()
 	v, err := sess.live()
 	if err != nil {
@@ -296,7 +295,7 @@ func (sess *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest s
 	return nil
 }
 
-func (sess *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (data *imap.SearchData, err error) {
+func (sess *session) Search(kind numKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (data *imap.SearchData, err error) {
 	defer sess.guard(&err)()
 	v, err := sess.live()
 	if err != nil {
@@ -312,7 +311,7 @@ func (sess *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCrit
 		}
 		uidSet.AddNum(imap.UID(e.msg.UID))
 		num := seq
-		if kind == goimapserver.NumKindUID {
+		if kind == numKindUID {
 			num = uint32(e.msg.UID)
 		} else {
 			seqSet.AddNum(seq)
@@ -323,7 +322,7 @@ func (sess *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCrit
 		data.Max = max(data.Max, num)
 		data.Count++
 	}
-	if kind == goimapserver.NumKindUID {
+	if kind == numKindUID {
 		data.All = uidSet
 	} else {
 		data.All = seqSet
@@ -418,7 +417,7 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 		}
 		h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
 		if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
-			env := goimapserver.ExtractEnvelope(h)
+			env := extractEnvelope(h)
 			sent := dayOf(env.Date)
 			if !c.SentSince.IsZero() && sent.Before(dayOf(c.SentSince)) {
 				return false

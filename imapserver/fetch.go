@@ -8,7 +8,6 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 	"github.com/google/uuid"
 )
 
@@ -46,7 +45,7 @@ func needsContent(o *imap.FetchOptions) bool {
 	return len(o.BodySection) > 0 || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0
 }
 
-func (sess *session) Fetch(w *goimapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) (err error) {
+func (sess *session) Fetch(w *respWriter, numSet imap.NumSet, options *imap.FetchOptions) (err error) {
 	defer sess.guard(&err)()
 	v, err := sess.live()
 	if err != nil {
@@ -107,7 +106,7 @@ func (sess *session) markSeen(v *view, es []*entry, o *imap.FetchOptions) map[uu
 	return out
 }
 
-func (sess *session) fetchOne(w *goimapserver.FetchWriter, e *entry, seq uint32, o *imap.FetchOptions, isUID, seenNow bool) error {
+func (sess *session) fetchOne(w *respWriter, e *entry, seq uint32, o *imap.FetchOptions, isUID, seenNow bool) error {
 	m := &e.msg
 	// FLAGS, UID and INTERNALDATE come from the view: a client syncing its
 	// flags (FETCH 1:* (UID FLAGS)) needs no rendering of any message.
@@ -179,7 +178,7 @@ func (sess *session) fetchOne(w *goimapserver.FetchWriter, e *entry, seq uint32,
 		rw.WriteEnvelope(env)
 	}
 	if o.BodyStructure != nil {
-		rw.WriteBodyStructure(bs)
+		rw.WriteBodyStructure(bs, o.BodyStructure.Extended)
 	}
 	for _, s := range secs {
 		var wc io.WriteCloser
@@ -271,7 +270,7 @@ func (sess *session) bodyStructure(e *entry) (imap.BodyStructure, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		bs := goimapserver.ExtractBodyStructure(bytes.NewReader(b))
+		bs := extractBodyStructure(bytes.NewReader(b))
 		return bs, structureCost(bs), nil
 	})
 }
@@ -346,7 +345,7 @@ func (sess *session) bodySection(e *entry, em *um.Email, item *imap.FetchItemBod
 		if err != nil {
 			return s, err
 		}
-		s.data = goimapserver.ExtractBodySection(bytes.NewReader(b), item)
+		s.data = extractBodySection(bytes.NewReader(b), item)
 		if s.data == nil {
 			s.data = []byte{}
 		}
@@ -356,7 +355,7 @@ func (sess *session) bodySection(e *entry, em *um.Email, item *imap.FetchItemBod
 	var off, n int64
 	switch {
 	case len(item.Part) == 0 && item.Specifier == imap.PartSpecifierHeader && (len(item.HeaderFields) > 0 || len(item.HeaderFieldsNot) > 0):
-		s.data = goimapserver.ExtractBodySection(bytes.NewReader(em.Header()), item)
+		s.data = extractBodySection(bytes.NewReader(em.Header()), item)
 		if s.data == nil {
 			s.data = []byte{}
 		}
@@ -410,7 +409,7 @@ func (sess *session) binarySection(e *entry, em *um.Email, item *imap.FetchItemB
 		if err != nil {
 			return s, err
 		}
-		s.data = goimapserver.ExtractBinarySection(bytes.NewReader(b), item)
+		s.data = extractBinarySection(bytes.NewReader(b), item)
 		if s.data == nil {
 			s.data = []byte{}
 		}
@@ -455,7 +454,7 @@ func (sess *session) binarySize(e *entry, em *um.Email, path []int) (int64, erro
 		if err != nil {
 			return 0, err
 		}
-		return int64(goimapserver.ExtractBinarySectionSize(bytes.NewReader(b), &imap.FetchItemBinarySectionSize{Part: path})), nil
+		return int64(extractBinarySectionSize(bytes.NewReader(b), &imap.FetchItemBinarySectionSize{Part: path})), nil
 	}
 	p := part(st, path)
 	switch {

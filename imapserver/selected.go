@@ -7,7 +7,6 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 	"github.com/google/uuid"
 )
 
@@ -433,7 +432,7 @@ func (sess *session) apply(ev um.Event) {
 
 // flush tells the client what sync applied: EXPUNGE (when allowed), then
 // FLAGS for new keywords, EXISTS, and FETCH FLAGS.
-func (sess *session) flush(w *goimapserver.UpdateWriter, allowExpunge bool) error {
+func (sess *session) flush(w *respWriter, allowExpunge bool) error {
 	v := sess.sel
 	if v == nil {
 		return nil
@@ -484,51 +483,10 @@ func (sess *session) flush(w *goimapserver.UpdateWriter, allowExpunge bool) erro
 	return nil
 }
 
-func (sess *session) Poll(w *goimapserver.UpdateWriter, allowExpunge bool) (err error) {
+func (sess *session) Poll(w *respWriter, allowExpunge bool) (err error) {
 	defer sess.guard(&err)()
-	if err := sess.finishAppend(); err != nil {
-		return err
-	}
 	sess.sync()
 	return sess.flush(w, allowExpunge)
-}
-
-func (sess *session) Idle(w *goimapserver.UpdateWriter, stop <-chan struct{}) (err error) {
-	sess.idleMu.Lock()
-	defer sess.idleMu.Unlock()
-	if sess.closed {
-		return nil
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			sess.srv.logf("imapserver: panic in IDLE of %q: %v", sess.mailbox, v)
-			err = errServerBug()
-			return
-		}
-		err = sess.sessionError(err)
-	}()
-	var wake <-chan struct{}
-	if sess.sel != nil && sess.sel.sub != nil {
-		wake = sess.sel.sub.C()
-	}
-	for {
-		sess.sync()
-		if err := sess.flush(w, true); err != nil {
-			return err
-		}
-		// The updates, and what came before them, must not wait for the
-		// client's next command (see netConn.Write).
-		if err := sess.nc.flush(); err != nil {
-			return err
-		}
-		select {
-		case <-stop:
-			return nil
-		case <-sess.srv.ctx.Done():
-			return nil
-		case <-wake:
-		}
-	}
 }
 
 // selected returns the view, or an error when none is selected.

@@ -5,14 +5,16 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 )
 
 // ErrServerClosed is returned by Serve and ServeTLS after Shutdown or Close.
@@ -88,8 +90,15 @@ type Options struct {
 	// renderings of their selected folder's messages they used
 	// regardless.
 	RenderCacheBytes int
-	// Logf receives errors that have no client to go to. Default: dropped.
-	// It never receives passwords or message content.
+	// Logger receives the server's log records: client faults (a reset
+	// connection, a bad TLS record, a refused command) at Debug, server
+	// faults at Warn and Error, with the attributes mailbox, folder and
+	// remote. It never receives passwords or message content. Nil means
+	// slog.Default(), unless Logf is set.
+	Logger *slog.Logger
+	// Logf is superseded by Logger and kept so that hosts written for it
+	// still build: when Logger is nil and Logf is set, records at Warn and
+	// above go to Logf as text. Default: nil.
 	Logf func(format string, args ...any)
 }
 
@@ -100,6 +109,15 @@ type Stats struct {
 	LoginFailures uint64 // failed logins
 	Rejected      uint64 // connections refused by MaxConns or MaxConnsPerIP
 	Overruns      uint64 // connections closed for passing MaxPreLoginBytes
+	// Commands counts the commands run since New by name ("FETCH", "UID
+	// FETCH") and result ("OK", "NO", "BAD").
+	Commands map[CommandResult]uint64
+}
+
+// CommandResult is a key of Stats.Commands.
+type CommandResult struct {
+	Name   string // upper case, "UID FETCH" for UID commands
+	Result string // OK, NO or BAD
 }
 
 // Server serves the voice mailboxes of a um.Service over IMAP. It is safe
@@ -109,8 +127,8 @@ type Server struct {
 	opts    Options
 	render  um.RenderOptions
 	cache   *renderCache
-	imap    *goimapserver.Server
 	tlsConf *tls.Config
+	log     *slog.Logger
 	sleep   func(ctx context.Context, d time.Duration) // replaced in tests
 
 	ctx    context.Context // canceled by Close
@@ -127,7 +145,9 @@ type Server struct {
 	perIP     map[string]int
 	perUser   map[string]int
 	fails     map[string]*failRecord // by remote IP
+	userFails map[string]*failRecord // by user name
 	idle      chan struct{}          // closed when conns empties during shutdown
+	commands  map[CommandResult]uint64
 }
 
 type failRecord struct {
@@ -148,6 +168,8 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 		perIP:     make(map[string]int),
 		perUser:   make(map[string]int),
 		fails:     make(map[string]*failRecord),
+		userFails: make(map[string]*failRecord),
+		commands:  make(map[CommandResult]uint64),
 		sleep:     sleepCtx,
 	}
 	o := &s.opts
@@ -170,8 +192,13 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 	if o.LoginFailureDelay == 0 {
 		o.LoginFailureDelay = DefaultLoginFailureDelay
 	}
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
+	switch {
+	case o.Logger != nil:
+		s.log = o.Logger
+	case o.Logf != nil:
+		s.log = slog.New(logfHandler{o.Logf, nil})
+	default:
+		s.log = slog.Default()
 	}
 	s.render = um.RenderOptions{Domain: o.Domain}
 	if o.RenderCacheBytes == 0 {
@@ -183,29 +210,6 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 		s.tlsConf.MinVersion = max(s.tlsConf.MinVersion, tls.VersionTLS12)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	patchFallbackResponse()
-	s.imap = goimapserver.New(&goimapserver.Options{
-		NewSession: s.newSession,
-		Caps: imap.CapSet{
-			imap.CapIMAP4rev1:    {},
-			imap.CapIMAP4rev2:    {},
-			imap.CapNamespace:    {},
-			imap.CapUIDPlus:      {},
-			imap.CapESearch:      {},
-			imap.CapSearchRes:    {},
-			imap.CapMove:         {},
-			imap.CapSpecialUse:   {},
-			imap.CapLiteralPlus:  {},
-			imap.CapListExtended: {},
-			imap.CapListStatus:   {},
-			imap.CapStatusSize:   {},
-			imap.CapChildren:     {},
-		},
-		Logger:       logger{s},
-		TLSConfig:    s.tlsConf,
-		InsecureAuth: o.InsecureAuth,
-		// DebugWriter stays nil: it would log passwords.
-	})
 	return s, nil
 }
 
@@ -231,11 +235,10 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-type logger struct{ s *Server }
+func (s *Server) logger() *slog.Logger { return s.log }
 
-func (l logger) Printf(format string, args ...any) { l.s.logf("imapserver: "+format, args...) }
-
-func (s *Server) logf(format string, args ...any) { s.opts.Logf(format, args...) }
+// logf logs a server fault.
+func (s *Server) logf(format string, args ...any) { s.log.Warn(fmt.Sprintf(format, args...)) }
 
 // Serve accepts plain connections on ln and serves them, offering STARTTLS
 // when Options.TLSConfig is set. It returns ErrServerClosed after Shutdown
@@ -260,7 +263,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	}
 	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
-	err := s.imap.Serve(l)
+	err := s.acceptLoop(l)
 	s.mu.Lock()
 	delete(s.listeners, l)
 	closing := s.closing
@@ -285,6 +288,7 @@ func (s *Server) Stats() Stats {
 		LoginFailures: s.loginFailures.Load(),
 		Rejected:      s.rejected.Load(),
 		Overruns:      s.overruns.Load(),
+		Commands:      maps.Clone(s.commands),
 	}
 }
 
@@ -340,13 +344,11 @@ func (s *Server) Close() error {
 	for _, c := range conns {
 		c.abort()
 	}
-	s.imap.Close()
 	return nil
 }
 
 // listener counts connections and refuses those over the caps before
-// go-imap sees them; for implicit TLS it puts TLS over the counting conn,
-// so go-imap sees a *tls.Conn and allows login.
+// the engine sees them.
 type listener struct {
 	net.Listener
 	srv  *Server
@@ -374,9 +376,6 @@ func (l *listener) Accept() (net.Conn, error) {
 			}
 			c.Close()
 			continue
-		}
-		if l.tls {
-			return tls.Server(nc, l.srv.tlsConf), nil
 		}
 		return nc, nil
 	}
@@ -470,3 +469,74 @@ func (s *Server) loginFailed(ip string) time.Duration {
 	}
 	return s.opts.LoginFailureDelay << min(r.n-1, 4)
 }
+
+// acceptLoop serves each connection l accepts on a goroutine of its own.
+func (s *Server) acceptLoop(l *listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go s.serveConn(c.(*netConn), l.tls)
+	}
+}
+
+// countCommand counts a command for Stats.
+func (s *Server) countCommand(name string, err error) {
+	if name == "" {
+		return
+	}
+	res := "OK"
+	var pe *protoError
+	var ie *imap.Error
+	switch {
+	case errors.As(err, &pe):
+		res = string(pe.typ)
+	case errors.As(err, &ie):
+		res = string(ie.Type)
+	case err != nil && !errors.Is(err, errLogout):
+		res = "BAD"
+	}
+	if len(name) > 20 || !knownCommands[name] {
+		name = "OTHER"
+	}
+	s.mu.Lock()
+	s.commands[CommandResult{name, res}]++
+	s.mu.Unlock()
+}
+
+var knownCommands = map[string]bool{}
+
+func init() {
+	for _, n := range strings.Fields("CAPABILITY NOOP LOGOUT ID STARTTLS LOGIN AUTHENTICATE ENABLE SELECT EXAMINE CREATE DELETE RENAME SUBSCRIBE UNSUBSCRIBE LIST LSUB NAMESPACE STATUS APPEND IDLE CHECK CLOSE UNSELECT EXPUNGE SEARCH FETCH STORE COPY MOVE GETQUOTA GETQUOTAROOT") {
+		knownCommands[n] = true
+		knownCommands["UID "+n] = true
+	}
+}
+
+var errAuthFailed = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthenticationFailed, Text: "Authentication failed"}
+
+// logfHandler sends records at Warn and above to a printf-style function.
+type logfHandler struct {
+	logf  func(string, ...any)
+	attrs []slog.Attr
+}
+
+func (h logfHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (h logfHandler) Handle(_ context.Context, r slog.Record) error {
+	var sb strings.Builder
+	sb.WriteString(r.Message)
+	for _, a := range h.attrs {
+		sb.WriteString(" " + a.String())
+	}
+	r.Attrs(func(a slog.Attr) bool { sb.WriteString(" " + a.String()); return true })
+	h.logf("%s", sb.String())
+	return nil
+}
+
+func (h logfHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return logfHandler{h.logf, append(append([]slog.Attr(nil), h.attrs...), as...)}
+}
+
+func (h logfHandler) WithGroup(string) slog.Handler { return h }
