@@ -88,6 +88,7 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	if flags.Silent {
 		return nil
 	}
+	sess.announceKeywords(v, w)
 	_, isUID := numSet.(imap.UIDSet)
 	for i, e := range es {
 		if e.gone {

@@ -833,7 +833,7 @@ func (c *conn) cmdList(tag string, lsub bool) error {
 	if len(patterns) == 1 && patterns[0] == "" {
 		patterns = nil
 	}
-	w := &respWriter{c: c, lsub: lsub}
+	w := &respWriter{c: c, lsub: lsub, status: opts.ReturnStatus}
 	if err := c.sess.List(w, ref, patterns, opts); err != nil {
 		return err
 	}

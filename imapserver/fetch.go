@@ -54,6 +54,7 @@ func (sess *session) Fetch(w *respWriter, numSet imap.NumSet, options *imap.Fetc
 	es, seqs := sess.resolve(numSet)
 	_, isUID := numSet.(imap.UIDSet)
 	seenNow := sess.markSeen(v, es, options)
+	sess.announceKeywords(v, w)
 	for i, e := range es {
 		if err := sess.fetchOne(w, e, seqs[i], options, isUID, seenNow[e.msg.ID]); err != nil {
 			return err

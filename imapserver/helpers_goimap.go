@@ -8,9 +8,6 @@ import (
 	"github.com/emersion/go-message/textproto"
 )
 
-func matchList(name string, delim rune, ref, pattern string) bool {
-	return goimapserver.MatchList(name, delim, ref, pattern)
-}
 func extractEnvelope(h textproto.Header) *imap.Envelope { return goimapserver.ExtractEnvelope(h) }
 func extractBodyStructure(r io.Reader) imap.BodyStructure {
 	return goimapserver.ExtractBodyStructure(r)

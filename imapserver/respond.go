@@ -18,6 +18,7 @@ type respWriter struct {
 	c      *conn
 	silent bool // CLOSE: expunges are not told
 	lsub   bool
+	status *imap.StatusOptions // LIST RETURN (STATUS ...)
 	// names maps a body section to the item name the client asked for
 	// (RFC822, RFC822.HEADER, RFC822.TEXT), when it is not BODY[...].
 	names map[*imap.FetchItemBodySection]string
@@ -62,13 +63,13 @@ func (w *respWriter) WriteCopyData(d *imap.CopyData) error {
 
 // WriteList writes one LIST (or LSUB) entry, and its STATUS when asked.
 func (w *respWriter) WriteList(d *imap.ListData) error {
-	w.c.writeListAs(d, w.lsub)
+	w.c.writeListAs(d, w.lsub, w.status)
 	return nil
 }
 
-func (c *conn) writeList(d *imap.ListData) { c.writeListAs(d, false) }
+func (c *conn) writeList(d *imap.ListData) { c.writeListAs(d, false, nil) }
 
-func (c *conn) writeListAs(d *imap.ListData, lsub bool) {
+func (c *conn) writeListAs(d *imap.ListData, lsub bool, status *imap.StatusOptions) {
 	e := &c.enc
 	if lsub {
 		e.raw("* LSUB (")
@@ -93,11 +94,8 @@ func (c *conn) writeListAs(d *imap.ListData, lsub bool) {
 		e.raw(` ("CHILDINFO" ("SUBSCRIBED"))`)
 	}
 	e.crlf()
-	if d.Status != nil {
-		c.writeStatus(d.Status, &imap.StatusOptions{
-			NumMessages: d.Status.NumMessages != nil, UIDNext: d.Status.UIDNext != 0, UIDValidity: d.Status.UIDValidity != 0,
-			NumUnseen: d.Status.NumUnseen != nil, NumDeleted: d.Status.NumDeleted != nil, Size: d.Status.Size != nil,
-		})
+	if d.Status != nil && status != nil {
+		c.writeStatus(d.Status, status)
 	}
 }
 

@@ -483,6 +483,16 @@ func (sess *session) flush(w *respWriter, allowExpunge bool) error {
 	return nil
 }
 
+// announceKeywords sends FLAGS when the view holds keywords the client
+// was not told of, before any FETCH that shows them (RFC 3501 7.2.6: a
+// client may reject a flag that FLAGS did not list).
+func (sess *session) announceKeywords(v *view, w *respWriter) {
+	if v.newKW {
+		v.newKW = false
+		w.WriteMailboxFlags(mailboxFlags(v.keywords))
+	}
+}
+
 func (sess *session) Poll(w *respWriter, allowExpunge bool) (err error) {
 	defer sess.guard(&err)()
 	sess.sync()

@@ -143,26 +143,45 @@ func (sess *session) Rename(from, to string, options *imap.RenameOptions) (err e
 		// the phone here.
 		return errCannot("INBOX cannot be renamed")
 	}
-	err = sess.mb.RenameFolder(sess.ctx, from, to)
-	if err == nil && sess.sel != nil && !sess.sel.dead && sess.sel.folder == from {
-		sess.sel.folder = to
-	}
-	return sess.srv.imapError(err, roleSource)
-}
-
-// Subscribe checks that the folder exists and changes nothing: every
-// folder counts as subscribed (see the package doc, Subscriptions).
-func (sess *session) Subscribe(name string) (err error) {
-	defer sess.guard(&err)()
-	if _, err := sess.mb.Folder(sess.ctx, folderName(name)); err != nil {
+	// RFC 3501 6.3.5: the folder's children move with it. um renames one
+	// folder at a time, so they follow, each under its new name.
+	fs, err := sess.mb.Folders(sess.ctx)
+	if err != nil {
 		return sess.srv.imapError(err, roleSource)
 	}
-	return nil
-}
-
-// Unsubscribe succeeds and changes nothing (see Subscribe).
-func (sess *session) Unsubscribe(name string) (err error) {
-	defer sess.guard(&err)()
+	var children []string
+	found := false
+	for _, f := range fs {
+		switch {
+		case f.Name == from:
+			found = true
+		case strings.HasPrefix(f.Name, from+string(delim)):
+			children = append(children, f.Name)
+		case f.Name == to || strings.HasPrefix(f.Name, to+string(delim)):
+			return sess.srv.imapError(um.ErrExists, roleSource)
+		}
+	}
+	if strings.HasPrefix(to, from+string(delim)) {
+		return errCannot("A folder cannot move below itself")
+	}
+	if !found && len(children) == 0 {
+		return sess.srv.imapError(um.ErrNotFound, roleSource)
+	}
+	moves := [][2]string{}
+	if found {
+		moves = append(moves, [2]string{from, to})
+	}
+	for _, c := range children {
+		moves = append(moves, [2]string{c, to + strings.TrimPrefix(c, from)})
+	}
+	for _, mv := range moves {
+		if err := sess.mb.RenameFolder(sess.ctx, mv[0], mv[1]); err != nil {
+			return sess.srv.imapError(err, roleSource)
+		}
+		if sess.sel != nil && !sess.sel.dead && sess.sel.folder == mv[0] {
+			sess.sel.folder = mv[1]
+		}
+	}
 	return nil
 }
 
@@ -178,65 +197,6 @@ func (sess *session) AppendLimit() uint32 { return sess.srv.opts.AppendLimit }
 func specialUse(folder string) []imap.MailboxAttr {
 	if folder == um.Trash {
 		return []imap.MailboxAttr{imap.MailboxAttrTrash}
-	}
-	return nil
-}
-
-func (sess *session) List(w *respWriter, ref string, patterns []string, options *imap.ListOptions) (err error) {
-	defer sess.guard(&err)()
-	if len(patterns) == 0 {
-		// LIST "" "": the hierarchy delimiter and root.
-		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: delim})
-	}
-	fs, err := sess.folders()
-	if err != nil {
-		return err
-	}
-	names := make(map[string]bool, len(fs))
-	for _, f := range fs {
-		names[f.Name] = true
-	}
-	for _, f := range fs {
-		match := false
-		for _, p := range patterns {
-			if matchList(f.Name, delim, ref, p) || (f.Name == um.Inbox && matchList("inbox", delim, strings.ToLower(ref), strings.ToLower(p))) {
-				match = true
-				break
-			}
-		}
-		if !match {
-			continue
-		}
-		su := specialUse(f.Name)
-		if options.SelectSpecialUse && len(su) == 0 {
-			continue
-		}
-		data := &imap.ListData{Mailbox: f.Name, Delim: delim}
-		hasChildren := false
-		for n := range names {
-			if strings.HasPrefix(n, f.Name+string(delim)) {
-				hasChildren = true
-				break
-			}
-		}
-		if hasChildren {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
-		} else {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
-		}
-		if options.SelectSubscribed || options.ReturnSubscribed {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
-		}
-		data.Attrs = append(data.Attrs, su...)
-		if options.ReturnStatus != nil {
-			st, err := sess.status(f.Name, options.ReturnStatus)
-			if err == nil {
-				data.Status = st
-			}
-		}
-		if err := w.WriteList(data); err != nil {
-			return err
-		}
 	}
 	return nil
 }
