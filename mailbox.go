@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 )
@@ -227,45 +226,12 @@ func (mb *Mailbox) Append(ctx context.Context, folder string, tmpl Message, r io
 
 func (mb *Mailbox) add(ctx context.Context, m Message, r io.Reader) (Message, error) {
 	defer mb.svc.lock(mb.name)()
-	if err := mb.checkLimitsLocked(ctx, m); err != nil {
-		return Message{}, err
-	}
-	stored, err := mb.svc.store.Append(ctx, mb.name, m, r)
+	stored, err := mb.appendLocked(ctx, m, r)
 	if err != nil {
 		return Message{}, fmt.Errorf("um: store message in %q of %q: %w", m.Folder, mb.name, err)
 	}
 	mb.svc.commit(ctx, mb.name, []Event{{Kind: EventAdded, Folder: stored.Folder, Message: stored.Clone()}})
 	return stored, nil
-}
-
-func (mb *Mailbox) checkLimitsLocked(ctx context.Context, m Message) error {
-	if m.Folder == Trash {
-		return nil
-	}
-	return mb.checkRoomLocked(ctx, 1, m.Duration)
-}
-
-// checkRoomLocked fails with ErrMailboxFull when n more messages of summed
-// duration d would pass the limits. The check and the write that follows
-// happen under the mailbox lock of this node; nodes of a cluster may pass a
-// limit together by a few messages.
-func (mb *Mailbox) checkRoomLocked(ctx context.Context, n int, d time.Duration) error {
-	o := mb.svc.opts
-	if o.MaxMessages <= 0 && o.MaxRecordedTime <= 0 {
-		return nil
-	}
-	u, err := mb.svc.usage(ctx, mb.name)
-	if err != nil {
-		return err
-	}
-	count, total := u.Messages+n, u.Recorded+d
-	if o.MaxMessages > 0 && count > o.MaxMessages {
-		return fmt.Errorf("%w: %q holds %d messages, room for %d more", ErrMailboxFull, mb.name, u.Messages, max(o.MaxMessages-u.Messages, 0))
-	}
-	if o.MaxRecordedTime > 0 && total > o.MaxRecordedTime {
-		return fmt.Errorf("%w: %q would hold %v of recordings, over %v", ErrMailboxFull, mb.name, total, o.MaxRecordedTime)
-	}
-	return nil
 }
 
 // MarkHeard marks messages heard (\Seen), as when they were played.
@@ -369,21 +335,7 @@ func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]
 			}
 		}
 	}
-	if folder != Trash {
-		// Trash does not count against the limits: what leaves it does.
-		n, d := 0, time.Duration(0)
-		for _, m := range before {
-			if m.Folder == Trash {
-				n, d = n+1, d+m.Duration
-			}
-		}
-		if n > 0 {
-			if err := mb.checkRoomLocked(ctx, n, d); err != nil {
-				return nil, err
-			}
-		}
-	}
-	moved, err := mb.svc.store.Move(ctx, mb.name, ids, folder, mb.svc.opts.Now().UTC())
+	moved, err := mb.moveLocked(ctx, before, ids, folder)
 	if err != nil {
 		return nil, fmt.Errorf("um: move to %q in %q: %w", folder, mb.name, err)
 	}
@@ -412,15 +364,8 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 		if folder == Inbox && m.Raw {
 			return nil, fmt.Errorf("um: copy to INBOX of %q: %w: INBOX holds voicemail only", mb.name, ErrNotVoice)
 		}
-		if err := mb.checkLimitsLocked(ctx, Message{Folder: folder, Duration: m.Duration}); err != nil {
-			return nil, err
-		}
 	}
-	newIDs := make([]uuid.UUID, len(ids))
-	for i := range newIDs {
-		newIDs[i] = uuid.New()
-	}
-	copies, err := mb.svc.store.Copy(ctx, mb.name, ids, folder, newIDs, mb.svc.opts.Now().UTC())
+	copies, err := mb.copyLocked(ctx, before, ids, folder)
 	if err != nil {
 		return nil, fmt.Errorf("um: copy to %q in %q: %w", folder, mb.name, err)
 	}
@@ -449,7 +394,7 @@ func (mb *Mailbox) Expunge(ctx context.Context, folder string, uids []UID) ([]Me
 			want[u] = true
 		}
 	}
-	if x, ok := mb.svc.store.(Expunger); ok {
+	if x := mb.svc.caps.expunger; x != nil {
 		gone, err := x.Expunge(ctx, mb.name, folder, uids)
 		if err != nil {
 			return nil, fmt.Errorf("um: expunge %q of %q: %w", folder, mb.name, err)

@@ -66,7 +66,7 @@ type MWIFunc func(MWIState)
 // MWI returns the current state of a mailbox, computed from the store, for
 // example to answer a SUBSCRIBE or to refresh on a timer.
 func (s *Service) MWI(ctx context.Context, mailbox string) (MWIState, error) {
-	if c, ok := s.store.(Counter); ok {
+	if c := s.caps.counter; c != nil {
 		st, err := c.CountMWI(ctx, mailbox)
 		if err != nil {
 			return MWIState{}, fmt.Errorf("um: mwi of %q: %w", mailbox, err)
@@ -142,7 +142,7 @@ func newMWIDispatcher(s *Service) *mwiDispatcher {
 		failures: make(map[string]uint),
 	}
 	d.idleCond = sync.NewCond(&d.mu)
-	_, d.shared = s.store.(Watcher)
+	d.shared = s.caps.watcher != nil
 	return d
 }
 

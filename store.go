@@ -2,7 +2,9 @@ package um
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -127,7 +129,8 @@ type Counter interface {
 	// MWIState documents them: voicemail (not Raw) in INBOX without
 	// FlagDeleted.
 	CountMWI(ctx context.Context, mailbox string) (MWIState, error)
-	// Usage returns the messages and recorded time outside Trash.
+	// Usage returns the messages, recorded time and content size outside
+	// Trash.
 	Usage(ctx context.Context, mailbox string) (Usage, error)
 }
 
@@ -147,11 +150,15 @@ type Expunger interface {
 // (RFC 7162). A store that implements it keeps a modification sequence: a
 // number that grows with every change. Each folder's changes get strictly
 // increasing values (a store may share one counter among all folders of a
-// mailbox). The store sets Message.ModSeq on every message it returns to the
-// value of the message's last change in its folder (Append, a SetFlags that
-// changed it, Move or Copy into the folder), and Folder.HighestModSeq to the
-// largest value of any change in the folder, removals included. The values
-// survive restarts and never go down while the folder's UIDValidity stays.
+// mailbox); the messages one call changes may share a value. The store sets
+// Message.ModSeq on every message it returns to the value of the message's
+// last change in its folder (Append, a SetFlags that changed it, Move or Copy
+// into the folder), and Folder.HighestModSeq to the largest value of any
+// change in the folder, removals included, and to at least 1 from the
+// folder's creation on (IMAP reads 0 as "no ModSeq"). A call that changes
+// nothing (SetFlags setting flags a message has) leaves both as they were;
+// RenameFolder keeps them, as it keeps UIDValidity. The values survive
+// restarts and never go down while the folder's UIDValidity stays.
 //
 // Without it, imapserver does not offer CONDSTORE or QRESYNC.
 type ModSeqer interface {
@@ -168,8 +175,10 @@ type ModSeqer interface {
 // FolderSubscriber is an optional Store interface that keeps IMAP folder
 // subscriptions (SUBSCRIBE, LSUB, LIST (SUBSCRIBED)). A subscription names a
 // folder, which need not exist (RFC 3501 6.3.6); INBOX and Trash are
-// subscribed from CreateMailbox on. Without it, imapserver reports every
-// existing folder as subscribed and SUBSCRIBE changes nothing.
+// subscribed from CreateMailbox on. Subscriptions are kept by name:
+// RenameFolder and DeleteFolder do not change them. A mailbox that does not
+// exist gives ErrNotFound. Without it, imapserver reports every existing
+// folder as subscribed and SUBSCRIBE changes nothing.
 type FolderSubscriber interface {
 	// SubscribeFolder subscribes a folder name; subscribing twice is no error.
 	SubscribeFolder(ctx context.Context, mailbox, folder string) error
@@ -179,3 +188,127 @@ type FolderSubscriber interface {
 	// SubscribedFolders lists the subscribed folder names, sorted.
 	SubscribedFolders(ctx context.Context, mailbox string) ([]string, error)
 }
+
+// Limits bound what a mailbox holds outside Trash, as Options.MaxMessages
+// and Options.MaxRecordedTime set them. A zero field sets no bound.
+type Limits struct {
+	MaxMessages     int
+	MaxRecordedTime time.Duration
+}
+
+// IsZero reports whether l bounds nothing.
+func (l Limits) IsZero() bool { return l.MaxMessages <= 0 && l.MaxRecordedTime <= 0 }
+
+// Admit returns nil when a mailbox that holds u may take n more messages of
+// summed duration d outside Trash, and otherwise an error wrapping
+// ErrMailboxFull that says which bound it would pass. Stores that implement
+// Limiter call it inside their transactions, so that every store words the
+// refusal alike. Adding nothing (n 0) is always admitted, even to a mailbox
+// over a bound lowered since it filled.
+func (l Limits) Admit(mailbox string, u Usage, n int, d time.Duration) error {
+	if n <= 0 {
+		return nil
+	}
+	if l.MaxMessages > 0 && u.Messages+n > l.MaxMessages {
+		return fmt.Errorf("%w: %q holds %d messages, room for %d more, not %d", ErrMailboxFull, mailbox, u.Messages, max(l.MaxMessages-u.Messages, 0), n)
+	}
+	if l.MaxRecordedTime > 0 && u.Recorded+d > l.MaxRecordedTime {
+		return fmt.Errorf("%w: %q would hold %v of recordings, over %v", ErrMailboxFull, mailbox, u.Recorded+d, l.MaxRecordedTime)
+	}
+	return nil
+}
+
+// Limiter is an optional Store interface for limits checked inside the
+// store's transaction, so that the nodes of a cluster depositing into one
+// mailbox at once can never pass them together. Each method is its Store
+// counterpart that first counts what the mailbox holds outside Trash, as
+// Counter.Usage does, within the same transaction, and fails with the error
+// of lim.Admit (nothing changed) unless lim admits what the call adds
+// outside Trash: the message of an Append to a folder other than Trash, the
+// messages a Move takes out of Trash into another folder, every copy a Copy
+// puts into a folder other than Trash. Concurrent calls on one mailbox,
+// from any Store value on the same data, are checked one after another.
+//
+// Without it, um checks the limits before the store call under a lock of
+// its own process; the nodes of a cluster may then pass a limit together.
+type Limiter interface {
+	AppendLimited(ctx context.Context, mailbox string, m Message, r io.Reader, lim Limits) (Message, error)
+	MoveLimited(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now Time, lim Limits) ([]Message, error)
+	CopyLimited(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now Time, lim Limits) ([]Message, error)
+}
+
+// DeliveryModes is an optional Store interface that keeps how each mailbox
+// delivers its voicemail beyond the embedded IMAP server (a mode such as
+// "imap-sync" or "email-forward"), so that the rule "one mode per mailbox"
+// holds across restarts and across the nodes of a cluster. A claim names
+// the node that holds it; a mailbox keeps its mode while any node holds
+// it, including a node that stopped without releasing (a crash): the claim
+// outlives the process by design, and is ended by ReleaseDelivery.
+//
+// Without it, Service.ClaimDelivery keeps the modes in the memory of one
+// Service: they hold in that process until it exits.
+type DeliveryModes interface {
+	// ClaimDelivery records that node delivers mailbox's voicemail in
+	// mode. Claiming the mode the mailbox has already (by this node or
+	// another) succeeds; a claim of any other mode fails with an error
+	// wrapping ErrModeConflict whose text names the mode that holds and
+	// its nodes. The check and the record are one atomic step. A mailbox
+	// that does not exist gives ErrNotFound.
+	ClaimDelivery(ctx context.Context, mailbox, mode, node string) error
+	// ReleaseDelivery ends node's claim of mode; once no node holds it,
+	// the mailbox has no mode. Releasing a claim that is not held changes
+	// nothing and is no error.
+	ReleaseDelivery(ctx context.Context, mailbox, mode, node string) error
+	// DeliveryMode returns the mailbox's mode and the nodes that hold it,
+	// sorted; "" and no nodes when it has none.
+	DeliveryMode(ctx context.Context, mailbox string) (mode string, nodes []string, err error)
+}
+
+// Unwrapper is implemented by a Store that wraps another (for metrics or
+// tracing). um looks for the optional interfaces (Watcher, Publisher,
+// Counter, Expunger, ModSeqer, FolderSubscriber, Limiter, DeliveryModes)
+// on the wrapper first and then along the chain of Unwrap calls, as
+// errors.As follows errors.Unwrap, so wrapping a store never silently turns
+// off a capability that correctness depends on. Calls made through an
+// interface found that way bypass the wrapper; a wrapper that must see them
+// implements the interface itself.
+type Unwrapper interface {
+	Unwrap() Store
+}
+
+// StoreAs finds the first store in the chain that starts at s and follows
+// Unwrapper that implements T, and reports whether there was one.
+func StoreAs[T any](s Store) (T, bool) {
+	for depth := 0; s != nil && depth < 100; depth++ {
+		if t, ok := s.(T); ok {
+			return t, true
+		}
+		u, ok := s.(Unwrapper)
+		if !ok {
+			break
+		}
+		s = u.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
+
+// ModeConflictError is the error of a delivery mode claim refused because
+// the mailbox has another mode. It wraps ErrModeConflict.
+type ModeConflictError struct {
+	Mailbox string
+	Mode    string   // the mode claimed
+	Held    string   // the mode the mailbox has
+	Nodes   []string // the nodes that hold Held, where the store knows them
+}
+
+func (e *ModeConflictError) Error() string {
+	held := e.Held
+	if len(e.Nodes) > 0 {
+		held += " (held by node " + strings.Join(e.Nodes, ", ") + ")"
+	}
+	return fmt.Sprintf("%v: mailbox %q already uses %s, cannot also use %s", ErrModeConflict, e.Mailbox, held, e.Mode)
+}
+
+// Unwrap returns ErrModeConflict.
+func (e *ModeConflictError) Unwrap() error { return ErrModeConflict }

@@ -84,6 +84,7 @@ type Options struct {
 // safe for concurrent use.
 type Service struct {
 	store Store
+	caps  storeCaps // immutable after New
 	opts  Options
 	subs  fanout
 	mwi   *mwiDispatcher
@@ -119,6 +120,8 @@ func New(store Store, opts *Options) (*Service, error) {
 	if s.opts.Logf == nil {
 		s.opts.Logf = func(string, ...any) {}
 	}
+	s.caps = findCaps(store)
+	s.opts.Logf("um: %s", describeCaps(store))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mwi = newMWIDispatcher(s)
 	s.wg.Add(1)
@@ -127,7 +130,7 @@ func New(store Store, opts *Options) (*Service, error) {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.retain(s.ctx) }()
 	}
-	if w, ok := store.(Watcher); ok {
+	if w := s.caps.watcher; w != nil {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.watch(s.ctx, w) }()
 	}
@@ -205,27 +208,74 @@ func (s *Service) Subscribe(mailbox string, opts SubscribeOptions) *Subscription
 
 func (s *Service) unsubscribe(sub *Subscription) { s.subs.remove(sub) }
 
+// deliveryTimeout bounds the store calls of ClaimDelivery and
+// ReleaseDelivery, which take no context.
+const deliveryTimeout = 30 * time.Second
+
 // ClaimDelivery records that mailbox delivers its voicemail to mail clients
-// in mode (for example "imap-sync" or "email-forward"). A mailbox has one
-// mode: claiming a second fails with ErrModeConflict. Claiming the same mode
-// again is a no-op.
+// in mode (for example "imap-sync" or "email-forward"), claimed by this
+// node (Options.Node). A mailbox has one mode: claiming a second fails with
+// an error wrapping ErrModeConflict (a *ModeConflictError naming the mode
+// that holds). Claiming the mode the mailbox has is no error.
+//
+// On a store that implements DeliveryModes (memstore, boltstore, pgstore)
+// the claim is kept by the store: it holds across the nodes of a cluster
+// and across restarts, until ReleaseDelivery. Otherwise it is kept in this
+// Service's memory.
 func (s *Service) ClaimDelivery(mailbox, mode string) error {
+	if m := s.caps.modes; m != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
+		defer cancel()
+		if err := m.ClaimDelivery(ctx, mailbox, mode, s.opts.Node); err != nil {
+			return fmt.Errorf("um: claim delivery mode %s for %q: %w", mode, mailbox, err)
+		}
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur, ok := s.modes[mailbox]; ok && cur != mode {
-		return fmt.Errorf("%w: mailbox %q already uses %s, cannot also use %s", ErrModeConflict, mailbox, cur, mode)
+		return &ModeConflictError{Mailbox: mailbox, Mode: mode, Held: cur, Nodes: []string{s.opts.Node}}
 	}
 	s.modes[mailbox] = mode
 	return nil
 }
 
-// ReleaseDelivery undoes ClaimDelivery for mode.
+// ReleaseDelivery ends this node's claim of mode on mailbox. Call it when
+// the mailbox stops using mode (its configuration changed), not merely
+// because the process stops: a claim the store keeps is meant to outlive
+// the process. A store error is logged (Options.Logf).
 func (s *Service) ReleaseDelivery(mailbox, mode string) {
+	if m := s.caps.modes; m != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
+		defer cancel()
+		if err := m.ReleaseDelivery(ctx, mailbox, mode, s.opts.Node); err != nil {
+			s.opts.Logf("um: release delivery mode %s of %q: %v", mode, mailbox, err)
+		}
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.modes[mailbox] == mode {
 		delete(s.modes, mailbox)
 	}
+}
+
+// DeliveryMode returns the delivery mode mailbox has and the nodes that
+// hold it ("" when it has none).
+func (s *Service) DeliveryMode(ctx context.Context, mailbox string) (mode string, nodes []string, err error) {
+	if m := s.caps.modes; m != nil {
+		mode, nodes, err = m.DeliveryMode(ctx, mailbox)
+		if err != nil {
+			return "", nil, fmt.Errorf("um: delivery mode of %q: %w", mailbox, err)
+		}
+		return mode, nodes, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.modes[mailbox]; ok {
+		return cur, []string{s.opts.Node}, nil
+	}
+	return "", nil, nil
 }
 
 func (s *Service) lock(mailbox string) func() {
@@ -249,7 +299,7 @@ func (s *Service) commit(ctx context.Context, mailbox string, events []Event) {
 	}
 	c := Change{Mailbox: mailbox, Node: s.opts.Node, Source: sourceOf(ctx), Events: events}
 	s.subs.publish(c)
-	if p, ok := s.store.(Publisher); ok {
+	if p := s.caps.publisher; p != nil {
 		pc := c
 		pc.Source = nil
 		if err := p.Publish(context.WithoutCancel(ctx), pc); err != nil {
@@ -346,7 +396,7 @@ func validName(name string) error {
 }
 
 func (s *Service) usage(ctx context.Context, mailbox string) (Usage, error) {
-	if c, ok := s.store.(Counter); ok {
+	if c := s.caps.counter; c != nil {
 		u, err := c.Usage(ctx, mailbox)
 		if err != nil {
 			return Usage{}, fmt.Errorf("um: usage of %q: %w", mailbox, err)
@@ -375,6 +425,7 @@ func CountUsage(ctx context.Context, store Store, mailbox string) (Usage, error)
 		u.Messages += len(msgs)
 		for _, m := range msgs {
 			u.Recorded += m.Duration
+			u.Size += m.Size
 		}
 	}
 	return u, nil

@@ -22,10 +22,12 @@ import (
 )
 
 var (
-	_ um.Store    = (*Store)(nil)
-	_ um.Watcher  = (*Store)(nil)
-	_ um.Counter  = (*Store)(nil)
-	_ um.Expunger = (*Store)(nil)
+	_ um.Store            = (*Store)(nil)
+	_ um.Watcher          = (*Store)(nil)
+	_ um.Counter          = (*Store)(nil)
+	_ um.Expunger         = (*Store)(nil)
+	_ um.ModSeqer         = (*Store)(nil)
+	_ um.FolderSubscriber = (*Store)(nil)
 )
 
 // ErrSchemaTooNew is returned by Open when the database was migrated by a

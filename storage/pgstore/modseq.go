@@ -1,0 +1,135 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/embeddedum/um"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// highestModSeq computes a folder's HighestModSeq, for a folders table
+// aliased f, from two index lookups; nothing is written to the folder's row
+// on a change, so writers lock no more than they did before ModSeqs.
+const highestModSeq = `GREATEST(f.modseq,
+	(SELECT max(m.modseq) FROM um_messages m WHERE m.folder_id = f.id),
+	(SELECT max(v.modseq) FROM um_vanished v WHERE v.folder_id = f.id))`
+
+// nextModSeq takes the mailbox's next ModSeq. The mailbox's row stays
+// locked until the transaction ends, so the ModSeqs of one mailbox become
+// visible in the order they were handed out, on every node. Writers take it
+// after every other lock they need, so it never closes a cycle of waits.
+func nextModSeq(ctx context.Context, tx pgx.Tx, mid int64) (int64, error) {
+	var ms int64
+	if err := tx.QueryRow(ctx, "UPDATE um_mailboxes SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq", mid).Scan(&ms); err != nil {
+		return 0, fmt.Errorf("pgstore: next modseq: %w", err)
+	}
+	return ms, nil
+}
+
+// vanish takes the next ModSeq and records, under it, the removal of the
+// messages ids from the folders they are in now. The caller holds their
+// rows locked.
+func vanish(ctx context.Context, tx pgx.Tx, mid int64, ids []uuid.UUID) (int64, error) {
+	ms, err := nextModSeq(ctx, tx, mid)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO um_vanished (folder_id, modseq, uid)
+		SELECT folder_id, $3, uid FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2)`, mid, ids, ms); err != nil {
+		return 0, fmt.Errorf("pgstore: record removals: %w", err)
+	}
+	return ms, nil
+}
+
+// Vanished implements um.ModSeqer. The store keeps every removal while its
+// folder exists, so it always answers exactly.
+func (s *Store) Vanished(ctx context.Context, mailbox, folder string, since uint64) ([]um.UID, uint64, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, 0, err
+	}
+	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	if err != nil {
+		return nil, 0, s.mapErr(err)
+	}
+	var fid int64
+	err = s.pool.QueryRow(ctx, "SELECT id FROM um_folders WHERE mailbox_id = $1 AND name = $2", mid, folder).Scan(&fid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, fmt.Errorf("pgstore: folder %q of %q: %w", folder, mailbox, um.ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, s.mapErr(fmt.Errorf("pgstore: folder %q of %q: %w", folder, mailbox, err))
+	}
+	rows, err := s.pool.Query(ctx, "SELECT uid FROM um_vanished WHERE folder_id = $1 AND modseq > $2 ORDER BY uid", fid, int64(since))
+	if err != nil {
+		return nil, 0, s.mapErr(fmt.Errorf("pgstore: vanished of %q of %q: %w", folder, mailbox, err))
+	}
+	uids, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (um.UID, error) {
+		var u int64
+		err := r.Scan(&u)
+		return um.UID(u), err
+	})
+	if err != nil {
+		return nil, 0, s.mapErr(fmt.Errorf("pgstore: vanished of %q of %q: %w", folder, mailbox, err))
+	}
+	return uids, 0, nil
+}
+
+// SubscribeFolder implements um.FolderSubscriber.
+func (s *Store) SubscribeFolder(ctx context.Context, mailbox, folder string) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	if err != nil {
+		return s.mapErr(err)
+	}
+	if _, err := s.pool.Exec(ctx, "INSERT INTO um_subscriptions (mailbox_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", mid, folder); err != nil {
+		return s.mapErr(fmt.Errorf("pgstore: subscribe %q in %q: %w", folder, mailbox, err))
+	}
+	return nil
+}
+
+// UnsubscribeFolder implements um.FolderSubscriber.
+func (s *Store) UnsubscribeFolder(ctx context.Context, mailbox, folder string) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	if err != nil {
+		return s.mapErr(err)
+	}
+	tag, err := s.pool.Exec(ctx, "DELETE FROM um_subscriptions WHERE mailbox_id = $1 AND name = $2", mid, folder)
+	if err != nil {
+		return s.mapErr(fmt.Errorf("pgstore: unsubscribe %q in %q: %w", folder, mailbox, err))
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("pgstore: subscription %q of %q: %w", folder, mailbox, um.ErrNotFound)
+	}
+	return nil
+}
+
+// SubscribedFolders implements um.FolderSubscriber.
+func (s *Store) SubscribedFolders(ctx context.Context, mailbox string) ([]string, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	rows, err := s.pool.Query(ctx, "SELECT name FROM um_subscriptions WHERE mailbox_id = $1 ORDER BY name", mid)
+	if err != nil {
+		return nil, s.mapErr(fmt.Errorf("pgstore: subscriptions of %q: %w", mailbox, err))
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, s.mapErr(fmt.Errorf("pgstore: subscriptions of %q: %w", mailbox, err))
+	}
+	if names == nil {
+		names = []string{}
+	}
+	return names, nil
+}
