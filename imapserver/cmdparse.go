@@ -511,7 +511,11 @@ func (c *conn) cmdSearch(tag string, uid bool) error {
 	if uid {
 		kind = numKindUID
 	}
-	data, err := c.sess.Search(kind, crit, opts)
+	var data *imap.SearchData
+	err = c.watchHangup(func() (err error) {
+		data, err = c.sess.Search(kind, crit, opts)
+		return err
+	})
 	if err != nil {
 		return err
 	}

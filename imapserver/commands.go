@@ -305,7 +305,14 @@ func (sess *session) Search(kind numKind, criteria *imap.SearchCriteria, options
 	data = &imap.SearchData{}
 	var seqSet imap.SeqSet
 	var uidSet imap.UIDSet
+	// Each message's text is read at most once per command, however many
+	// keys ask for it.
+	sess.texts = make(map[*entry]*searchDoc)
+	defer func() { sess.texts = nil }()
 	for i, e := range v.msgs[:v.reported] {
+		if err := sess.ctx.Err(); err != nil {
+			return nil, sess.srv.imapError(err, roleSource)
+		}
 		seq := uint32(i + 1)
 		if e.gone || !sess.match(e, seq, criteria) {
 			continue
@@ -412,14 +419,13 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 		}
 	}
 	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() || len(c.Header) > 0 || len(c.Body) > 0 || len(c.Text) > 0 {
-		header, body, err := sess.searchText(e)
-		if err != nil {
+		doc := sess.searchDoc(e)
+		if doc.err != nil {
 			return false
 		}
-		h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+		header, body, h := doc.header, doc.body, doc.h
 		if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
-			env := extractEnvelope(h)
-			sent := dayOf(env.Date)
+			sent := dayOf(doc.envelope().Date)
 			if !c.SentSince.IsZero() && sent.Before(dayOf(c.SentSince)) {
 				return false
 			}
@@ -430,7 +436,7 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 		for _, hf := range c.Header {
 			found := false
 			for _, val := range h.Values(hf.Key) {
-				if containsFoldSub(val, hf.Value) {
+				if containsFoldSub(strings.ToLower(val), hf.Value) {
 					found = true
 					break
 				}
@@ -440,12 +446,12 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 			}
 		}
 		for _, s := range c.Body {
-			if !containsFoldSub(string(body), s) {
+			if !containsFoldSub(body, s) {
 				return false
 			}
 		}
 		for _, s := range c.Text {
-			if !containsFoldSub(string(header), s) && !containsFoldSub(string(body), s) {
+			if !containsFoldSub(header, s) && !containsFoldSub(body, s) {
 				return false
 			}
 		}
@@ -463,11 +469,50 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 	return true
 }
 
-func containsFoldSub(s, sub string) bool {
-	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+// containsFoldSub reports whether lower, which is lower case already,
+// contains sub in any case.
+func containsFoldSub(lower, sub string) bool {
+	return strings.Contains(lower, strings.ToLower(sub))
 }
 
 const maxSearchContent = 4 << 20
+
+// searchDoc is a message's searchable text, read once per SEARCH: the
+// header and body lower-cased for substring matching, and the parsed
+// header.
+type searchDoc struct {
+	header, body string // lower case
+	h            textproto.Header
+	env          *imap.Envelope
+	err          error
+}
+
+func (d *searchDoc) envelope() *imap.Envelope {
+	if d.env == nil {
+		d.env = extractEnvelope(d.h)
+	}
+	return d.env
+}
+
+// searchDoc returns the searchable text of e, read at the first key of
+// this SEARCH that needs it.
+func (sess *session) searchDoc(e *entry) *searchDoc {
+	if d := sess.texts[e]; d != nil {
+		return d
+	}
+	d := &searchDoc{}
+	header, body, err := sess.searchText(e)
+	if err != nil {
+		d.err = err
+	} else {
+		d.h, _ = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+		d.header, d.body = strings.ToLower(string(header)), strings.ToLower(string(body))
+	}
+	if sess.texts != nil {
+		sess.texts[e] = d
+	}
+	return d
+}
 
 // searchText returns the header and the searchable body of a message: for
 // voicemail the decoded text part, for an appended e-mail its body.

@@ -1085,3 +1085,29 @@ func (c *conn) cmdIdle(tag string) error {
 		}
 	}
 }
+
+// watchHangup runs a command that may take long (SEARCH over message
+// text) while a goroutine watches the connection: when the client goes
+// away meanwhile, the connection's context is cancelled, and with it the
+// command's work. Input that arrives (a pipelined command) ends the watch
+// and waits in the reader.
+func (c *conn) watchHangup(run func() error) error {
+	if c.br.Buffered() > 0 {
+		return run()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := c.br.Peek(1); err != nil {
+			var ne net.Error
+			if !(errors.As(err, &ne) && ne.Timeout()) {
+				c.cancel()
+			}
+		}
+	}()
+	err := run()
+	c.nc.Conn.SetReadDeadline(time.Now()) // ends the Peek
+	<-done
+	c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.IdleTimeout))
+	return err
+}

@@ -33,6 +33,7 @@ type session struct {
 	sel       *view // nil unless a folder is selected
 	appendOp  *pendingAppend
 	searchRes imap.UIDSet // saved by SEARCH RETURN (SAVE), used as "$"
+	texts     map[*entry]*searchDoc // during SEARCH: the texts read
 	closed    bool
 }
 

@@ -25,8 +25,8 @@ const (
 	maxStringLiteral   = 64 << 10
 	maxPreLoginLiteral = 1 << 10
 	maxListDepth       = 8
-	maxSearchDepth     = 32
-	maxSearchKeys      = 256
+	maxSearchDepth     = 100
+	maxSearchKeys      = 500
 	// maxDiscardLiteral is the largest refused non-synchronizing literal
 	// whose bytes are read and dropped; a larger one closes the connection,
 	// since reading it would cost more than the client deserves.
