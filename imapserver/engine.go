@@ -50,15 +50,56 @@ type conn struct {
 	qresync   bool
 }
 
-const bufSize = 4096
+const (
+	bufSize = 4096
+	// tlsSniffWait is how long a plain connection's greeting waits for a
+	// client that speaks first, which only a TLS client does: one sends its
+	// ClientHello right after connecting.
+	tlsSniffWait = 50 * time.Millisecond
+	// tlsHandshakeRecord is the first byte of a TLS ClientHello.
+	tlsHandshakeRecord = 0x16
+)
+
+// prefixConn is a netConn with bytes read ahead of the engine put back
+// in front.
+type prefixConn struct {
+	*netConn
+	pre []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.netConn.Read(b)
+}
 
 func (s *Server) serveConn(nc *netConn, implicitTLS bool) {
 	c := &conn{srv: s, nc: nc, c: nc}
 	c.ctx, c.cancel = context.WithCancel(s.ctx)
 	defer c.cancel()
 	defer nc.Close()
+	if !implicitTLS && s.tlsConf != nil {
+		// A client that starts with a TLS ClientHello on the STARTTLS port
+		// (Thunderbird fetching the certificate for a security exception)
+		// is served implicit TLS.
+		var first [1]byte
+		nc.Conn.SetReadDeadline(time.Now().Add(tlsSniffWait))
+		n, err := nc.Conn.Read(first[:])
+		nc.SetReadDeadline(time.Time{}) // back to the login deadline
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			return
+		}
+		if n == 1 {
+			c.c = &prefixConn{netConn: nc, pre: first[:]}
+			implicitTLS = first[0] == tlsHandshakeRecord
+		}
+	}
 	if implicitTLS {
-		c.c, c.isTLS = tls.Server(nc, s.tlsConf), true
+		c.c, c.isTLS = tls.Server(c.c, s.tlsConf), true
 	}
 	c.br = bufio.NewReaderSize(c.c, bufSize)
 	c.bw = bufio.NewWriterSize(c.c, bufSize)

@@ -1,9 +1,12 @@
 package imapserver
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -342,5 +345,112 @@ func TestSearchStopsWhenClientLeaves(t *testing.T) {
 	case <-bs.cancelled:
 	case <-time.After(10 * time.Second):
 		t.Fatal("SEARCH went on after its client left")
+	}
+}
+
+// dialRawFrom is dialRaw over implicit TLS from a local address of
+// 127.0.0.0/8, so a test can speak from several remote addresses.
+func dialRawFrom(t testing.TB, e *env, local string) *raw {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	c, err := tls.DialWithDialer(d, "tcp", e.tlsAddr, e.clientTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := &raw{t: t, c: c, br: bufio.NewReader(c)}
+	if g := r.line(); !strings.HasPrefix(g, "* OK") {
+		t.Fatalf("greeting = %q", g)
+	}
+	return r
+}
+
+// TestLoginPenaltyPerAccount: failed logins of one account are slowed
+// whatever address they come from, and checked one at a time.
+func TestLoginPenaltyPerAccount(t *testing.T) {
+	var mu sync.Mutex
+	var delays []time.Duration
+	e := newEnv(t, func(o *Options) { o.LoginFailureDelay = time.Second })
+	e.srv.sleep = func(_ context.Context, d time.Duration) { mu.Lock(); delays = append(delays, d); mu.Unlock() }
+	for i, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"} {
+		r := dialRawFrom(t, e, ip)
+		if got := r.cmd("a", "LOGIN alice wrong"+itoa(i)); !strings.Contains(got, "AUTHENTICATIONFAILED") {
+			t.Fatalf("bad LOGIN from %s = %q", ip, got)
+		}
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
+	if fmt.Sprint(delays) != fmt.Sprint(want) {
+		t.Fatalf("delays of failures from 4 addresses = %v, want %v", delays, want)
+	}
+	// Another account from a fresh address starts at the base delay.
+	r := dialRawFrom(t, e, "127.0.0.6")
+	r.cmd("b", "LOGIN bob wrong")
+	if got := delays[len(delays)-1]; got != time.Second {
+		t.Fatalf("bob's first failure delay = %v, want 1s", got)
+	}
+
+	// While a failure's penalty is served, the account's next login waits.
+	release := make(chan struct{})
+	served := make(chan struct{}, 1)
+	e.srv.sleep = func(context.Context, time.Duration) { served <- struct{}{}; <-release }
+	r1 := dialRawFrom(t, e, "127.0.0.7")
+	r2 := dialRawFrom(t, e, "127.0.0.8")
+	r1.send("c LOGIN alice wrong-again\r\n")
+	<-served
+	calls := e.authCalls.Load()
+	r2.send("d LOGIN alice alice-pw\r\n")
+	time.Sleep(100 * time.Millisecond) // room for a wrong early check
+	if n := e.authCalls.Load(); n != calls {
+		t.Fatalf("a second login of alice was checked during the first one's penalty (%d checks, want %d)", n, calls)
+	}
+	close(release)
+	if got := r1.until("c"); !strings.Contains(got[len(got)-1], "AUTHENTICATIONFAILED") {
+		t.Fatalf("first login = %q", got)
+	}
+	if got := r2.until("d"); !strings.HasPrefix(got[len(got)-1], "d OK") {
+		t.Fatalf("second login = %q, want OK once the penalty is served", got)
+	}
+}
+
+// TestTLS12OnlyAEAD: TLS 1.2 is offered with AEAD suites only; a client
+// that offers nothing but CBC-SHA1 suites is refused.
+func TestTLS12OnlyAEAD(t *testing.T) {
+	e := newEnv(t, nil)
+	cbc := e.clientTLS.Clone()
+	cbc.MaxVersion = tls.VersionTLS12
+	cbc.CipherSuites = []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA,
+	}
+	if c, err := tls.Dial("tcp", e.tlsAddr, cbc); err == nil {
+		c.Close()
+		t.Fatal("TLS 1.2 handshake with CBC-SHA1 suites only succeeded, want failure")
+	}
+	gcm := e.clientTLS.Clone()
+	gcm.MaxVersion = tls.VersionTLS12
+	c, err := tls.Dial("tcp", e.tlsAddr, gcm)
+	if err != nil {
+		t.Fatalf("TLS 1.2 handshake with default suites: %v", err)
+	}
+	defer c.Close()
+	if cs := tls.CipherSuiteName(c.ConnectionState().CipherSuite); !strings.Contains(cs, "GCM") && !strings.Contains(cs, "CHACHA20") {
+		t.Fatalf("TLS 1.2 suite = %s, want an AEAD one", cs)
+	}
+}
+
+// TestClientHelloOnStartTLSPort: a client that opens the STARTTLS port
+// with a TLS ClientHello gets implicit TLS there (Thunderbird's security
+// exception dialog fetches the certificate so), and can log in.
+func TestClientHelloOnStartTLSPort(t *testing.T) {
+	e := newEnv(t, nil)
+	r := dialRaw(t, e.plain, e.clientTLS)
+	if got := r.cmd("a", "LOGIN alice alice-pw"); !strings.HasPrefix(got, "a OK") {
+		t.Fatalf("LOGIN over TLS on the STARTTLS port = %q", got)
+	}
+	// A plain client there still gets the plain greeting and STARTTLS.
+	p := dialRaw(t, e.plain, nil)
+	if got := strings.Join(p.until0("b CAPABILITY", "b"), " "); !strings.Contains(got, "STARTTLS") {
+		t.Fatalf("plain CAPABILITY = %q, want STARTTLS", got)
 	}
 }

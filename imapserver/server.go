@@ -45,8 +45,11 @@ type Options struct {
 	// error text is logged, never sent to the client. Required.
 	Authenticate func(ctx context.Context, username, password string) (mailbox string, err error)
 	// TLSConfig serves STARTTLS on Serve's connections and implicit TLS on
-	// ServeTLS's. MinVersion is raised to TLS 1.2. Nil disables STARTTLS
-	// and ServeTLS.
+	// ServeTLS's; a client that opens a Serve connection with a TLS
+	// ClientHello gets implicit TLS there too. MinVersion is raised to TLS
+	// 1.2, and TLS 1.2 is offered with AEAD cipher suites only (AES-GCM,
+	// ChaCha20-Poly1305: of CipherSuites when set, else of Go's defaults).
+	// Nil disables STARTTLS and ServeTLS.
 	TLSConfig *tls.Config
 	// InsecureAuth allows LOGIN and AUTHENTICATE before TLS (loopback
 	// experiments only: passwords then cross the network in clear). By
@@ -75,11 +78,19 @@ type Options struct {
 	// bounds the memory an unauthenticated client can make the server hold.
 	// Default DefaultMaxPreLoginBytes.
 	MaxPreLoginBytes int
-	// LoginFailureDelay is the delay before answering the first failed login
-	// from a remote address; it doubles with each further failure from that
-	// address within 15 minutes, up to 16 times its value. A connection is
-	// closed after 3 failures. Default DefaultLoginFailureDelay; negative
-	// means no delay.
+	// LoginFailureDelay is the penalty of a failed login, in the manner of
+	// Dovecot's auth penalty, counted both per remote address and per
+	// account (user name): the first failure is answered after this delay,
+	// and it doubles with each further failure of that address or that
+	// account within 15 minutes (the larger count counts), up to 16 times
+	// its value. The logins of one account are checked one at a time, and
+	// the penalty of a failure is served before the next check of that
+	// account, so guesses spread over many addresses and connections are
+	// slowed as much as guesses from one: with the default, a 4-digit PIN
+	// takes more than 40 hours to try. While an account is under attack its
+	// own logins wait their turn too (each within LoginTimeout). A
+	// connection is closed after 3 failures. Default
+	// DefaultLoginFailureDelay; negative means no delay.
 	LoginFailureDelay time.Duration
 	// RenderCacheBytes bounds the memory of the server-wide cache of
 	// rendered messages (header bytes, parsed ENVELOPE and BODYSTRUCTURE,
@@ -145,7 +156,8 @@ type Server struct {
 	perIP     map[string]int
 	perUser   map[string]int
 	fails     map[string]*failRecord // by remote IP
-	userFails map[string]*failRecord // by user name
+	userFails map[string]*failRecord // by user name, lower case
+	gates     map[string]*accountGate // by user name, lower case
 	idle      chan struct{}          // closed when conns empties during shutdown
 	commands  map[CommandResult]uint64
 }
@@ -169,6 +181,7 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 		perUser:   make(map[string]int),
 		fails:     make(map[string]*failRecord),
 		userFails: make(map[string]*failRecord),
+		gates:     make(map[string]*accountGate),
 		commands:  make(map[CommandResult]uint64),
 		sleep:     sleepCtx,
 	}
@@ -208,6 +221,7 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 	if o.TLSConfig != nil {
 		s.tlsConf = o.TLSConfig.Clone()
 		s.tlsConf.MinVersion = max(s.tlsConf.MinVersion, tls.VersionTLS12)
+		s.tlsConf.CipherSuites = aeadSuites(s.tlsConf.CipherSuites)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -445,29 +459,70 @@ func (s *Server) releaseUser(mailbox string) {
 	}
 }
 
-// loginFailed counts a failure from ip and returns how long to wait before
-// answering it.
-func (s *Server) loginFailed(ip string) time.Duration {
+// loginFailed counts a failure from ip for user and returns how long to
+// wait before answering it.
+func (s *Server) loginFailed(ip, user string) time.Duration {
 	s.loginFailures.Add(1)
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, r := range s.fails {
-		if now.Sub(r.last) > loginFailureWindow {
-			delete(s.fails, k)
-		}
-	}
-	r := s.fails[ip]
-	if r == nil {
-		r = &failRecord{}
-		s.fails[ip] = r
-	}
-	r.n++
-	r.last = now
+	n := max(countFailure(s.fails, ip, now), countFailure(s.userFails, strings.ToLower(user), now))
 	if s.opts.LoginFailureDelay < 0 {
 		return 0
 	}
-	return s.opts.LoginFailureDelay << min(r.n-1, 4)
+	return s.opts.LoginFailureDelay << min(n-1, 4)
+}
+
+// countFailure counts a failure of key in fails, forgetting those older
+// than the window, and returns the count.
+func countFailure(fails map[string]*failRecord, key string, now time.Time) int {
+	for k, r := range fails {
+		if now.Sub(r.last) > loginFailureWindow {
+			delete(fails, k)
+		}
+	}
+	r := fails[key]
+	if r == nil {
+		r = &failRecord{}
+		fails[key] = r
+	}
+	r.n++
+	r.last = now
+	return r.n
+}
+
+// accountGate lets one login of an account be checked at a time.
+type accountGate struct {
+	ch    chan struct{}
+	users int // waiting or holding; the gate is dropped at 0
+}
+
+// lockAccount waits for the turn of user's login, or for ctx. The returned
+// function ends the turn.
+func (s *Server) lockAccount(ctx context.Context, user string) (func(), error) {
+	key := strings.ToLower(user)
+	s.mu.Lock()
+	g := s.gates[key]
+	if g == nil {
+		g = &accountGate{ch: make(chan struct{}, 1)}
+		s.gates[key] = g
+	}
+	g.users++
+	s.mu.Unlock()
+	release := func() {
+		s.mu.Lock()
+		if g.users--; g.users == 0 {
+			delete(s.gates, key)
+		}
+		s.mu.Unlock()
+	}
+	select {
+	case g.ch <- struct{}{}:
+		return func() { <-g.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
 }
 
 // acceptLoop serves each connection l accepts on a goroutine of its own.
@@ -540,3 +595,21 @@ func (h logfHandler) WithAttrs(as []slog.Attr) slog.Handler {
 }
 
 func (h logfHandler) WithGroup(string) slog.Handler { return h }
+
+// aeadSuites keeps the AEAD suites of TLS 1.2 among suites (Go's secure
+// defaults when empty): CBC modes with SHA-1 MACs are out.
+func aeadSuites(suites []uint16) []uint16 {
+	if len(suites) == 0 {
+		for _, cs := range tls.CipherSuites() {
+			suites = append(suites, cs.ID)
+		}
+	}
+	var out []uint16
+	for _, id := range suites {
+		name := tls.CipherSuiteName(id)
+		if strings.Contains(name, "_GCM_") || strings.Contains(name, "CHACHA20_POLY1305") {
+			out = append(out, id)
+		}
+	}
+	return out
+}

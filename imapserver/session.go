@@ -32,7 +32,7 @@ type session struct {
 	mb        *um.Mailbox
 	sel       *view // nil unless a folder is selected
 	appendOp  *pendingAppend
-	searchRes imap.UIDSet // saved by SEARCH RETURN (SAVE), used as "$"
+	searchRes imap.UIDSet           // saved by SEARCH RETURN (SAVE), used as "$"
 	texts     map[*entry]*searchDoc // during SEARCH: the texts read
 	closed    bool
 }
@@ -79,8 +79,13 @@ func (sess *session) Login(username, password string) (err error) {
 	if sess.fails >= maxLoginFailuresPerConn {
 		return errAuthFailed
 	}
-	ctx, cancel := context.WithTimeout(sess.srv.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(sess.ctx, 30*time.Second)
 	defer cancel()
+	unlock, err := sess.srv.lockAccount(ctx, username)
+	if err != nil {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Login attempts for this account are queued; try again later"}
+	}
+	defer unlock()
 	mailbox, aerr := sess.srv.opts.Authenticate(ctx, username, password)
 	var mb *um.Mailbox
 	if aerr == nil {
@@ -90,9 +95,9 @@ func (sess *session) Login(username, password string) (err error) {
 		}
 	}
 	if aerr != nil {
-		sess.srv.logf("imapserver: login of %q from %s failed: %v", username, sess.nc.ip, aerr)
+		sess.srv.logger().Debug("imapserver: login failed", "user", username, "remote", sess.nc.ip, "err", aerr)
 		sess.fails++
-		sess.srv.sleep(sess.srv.ctx, sess.srv.loginFailed(sess.nc.ip))
+		sess.srv.sleep(sess.ctx, sess.srv.loginFailed(sess.nc.ip, username))
 		if sess.fails >= maxLoginFailuresPerConn {
 			sess.nc.closeAfterResponse()
 		}
