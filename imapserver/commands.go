@@ -436,7 +436,7 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 		for _, hf := range c.Header {
 			found := false
 			for _, val := range h.Values(hf.Key) {
-				if containsFoldSub(strings.ToLower(val), hf.Value) {
+				if containsFoldSub(strings.ToLower(val), hf.Value) || addressMatch(hf.Key, val, hf.Value) {
 					found = true
 					break
 				}
@@ -467,6 +467,25 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 		}
 	}
 	return true
+}
+
+// addressMatch reports whether an address header's addresses, written
+// plainly ("Name <user@host>", comments dropped), contain sub: so FROM
+// user@host finds "<user (comment)@ host>" as Dovecot does.
+func addressMatch(key, val, sub string) bool {
+	switch strings.ToLower(key) {
+	case "from", "to", "cc", "bcc", "sender", "reply-to":
+	default:
+		return false
+	}
+	for _, a := range parseAddressList(val) {
+		name, _ := addressName(a)
+		plain := strings.ToLower(name + " <" + a.Mailbox + "@" + a.Host + ">")
+		if containsFoldSub(plain, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // containsFoldSub reports whether lower, which is lower case already,

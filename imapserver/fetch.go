@@ -1,7 +1,6 @@
 package imapserver
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"mime/quotedprintable"
@@ -271,7 +270,7 @@ func (sess *session) bodyStructure(e *entry) (imap.BodyStructure, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		bs := extractBodyStructure(bytes.NewReader(b))
+		bs := extractBodyStructure(b)
 		return bs, structureCost(bs), nil
 	})
 }
@@ -346,7 +345,7 @@ func (sess *session) bodySection(e *entry, em *um.Email, item *imap.FetchItemBod
 		if err != nil {
 			return s, err
 		}
-		s.data = extractBodySection(bytes.NewReader(b), item)
+		s.data = extractBodySection(b, item)
 		if s.data == nil {
 			s.data = []byte{}
 		}
@@ -356,7 +355,7 @@ func (sess *session) bodySection(e *entry, em *um.Email, item *imap.FetchItemBod
 	var off, n int64
 	switch {
 	case len(item.Part) == 0 && item.Specifier == imap.PartSpecifierHeader && (len(item.HeaderFields) > 0 || len(item.HeaderFieldsNot) > 0):
-		s.data = extractBodySection(bytes.NewReader(em.Header()), item)
+		s.data = extractBodySection(em.Header(), item)
 		if s.data == nil {
 			s.data = []byte{}
 		}
@@ -410,7 +409,7 @@ func (sess *session) binarySection(e *entry, em *um.Email, item *imap.FetchItemB
 		if err != nil {
 			return s, err
 		}
-		s.data = extractBinarySection(bytes.NewReader(b), item)
+		s.data = extractBinarySection(b, item)
 		if s.data == nil {
 			s.data = []byte{}
 		}
@@ -455,7 +454,7 @@ func (sess *session) binarySize(e *entry, em *um.Email, path []int) (int64, erro
 		if err != nil {
 			return 0, err
 		}
-		return int64(extractBinarySectionSize(bytes.NewReader(b), &imap.FetchItemBinarySectionSize{Part: path})), nil
+		return int64(extractBinarySectionSize(b, &imap.FetchItemBinarySectionSize{Part: path})), nil
 	}
 	p := part(st, path)
 	switch {

@@ -281,9 +281,12 @@ func writeAddresses(e *encoder, l []imap.Address) {
 	}
 	e.byte('(')
 	for _, a := range l {
+		name, route := addressName(a)
 		e.byte('(')
-		e.nstring(mime.QEncoding.Encode("utf-8", a.Name))
-		e.raw(" NIL ")
+		e.nstring(mime.QEncoding.Encode("utf-8", name))
+		e.sp()
+		e.nstring(route)
+		e.sp()
 		e.nstring(a.Mailbox)
 		e.sp()
 		e.nstring(a.Host)

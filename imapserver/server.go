@@ -155,10 +155,10 @@ type Server struct {
 	conns     map[*netConn]struct{}
 	perIP     map[string]int
 	perUser   map[string]int
-	fails     map[string]*failRecord // by remote IP
-	userFails map[string]*failRecord // by user name, lower case
+	fails     map[string]*failRecord  // by remote IP
+	userFails map[string]*failRecord  // by user name, lower case
 	gates     map[string]*accountGate // by user name, lower case
-	idle      chan struct{}          // closed when conns empties during shutdown
+	idle      chan struct{}           // closed when conns empties during shutdown
 	commands  map[CommandResult]uint64
 }
 
