@@ -359,6 +359,10 @@ func (c *conn) dispatch(tag, name string) error {
 		return c.cmdAppend(tag)
 	case "IDLE":
 		return c.cmdIdle(tag)
+	case "GETQUOTAROOT", "GETQUOTA":
+		return c.cmdQuota(tag, name == "GETQUOTAROOT")
+	case "SETQUOTA":
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNoPerm, Text: "Quotas are set by the PBX"}
 	}
 	if c.state != stateSelected {
 		switch name {
@@ -436,7 +440,7 @@ func (c *conn) capabilities() string {
 		return strings.Join(caps, " ")
 	}
 	caps = append(caps, "NAMESPACE", "UIDPLUS", "ESEARCH", "SEARCHRES", "MOVE", "SPECIAL-USE", "UNSELECT",
-		"LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "CHILDREN", "BINARY",
+		"LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "CHILDREN", "BINARY", "QUOTA", "QUOTA=RES-MESSAGE", "QUOTA=RES-STORAGE",
 		fmt.Sprintf("APPENDLIMIT=%d", c.srv.opts.AppendLimit))
 	return strings.Join(caps, " ")
 }

@@ -454,3 +454,29 @@ func TestClientHelloOnStartTLSPort(t *testing.T) {
 		t.Fatalf("plain CAPABILITY = %q, want STARTTLS", got)
 	}
 }
+
+// TestQuota: GETQUOTAROOT shows MESSAGE against MaxMessages and STORAGE
+// in KiB; an APPEND past the limit answers NO [OVERQUOTA].
+func TestQuota(t *testing.T) {
+	e := newEnvWith(t, um.Options{MaxMessages: 2}, func(o *Options) { o.AppendLimit = 1 << 20 })
+	e.deposit("1001", "+1", 2000)
+	r := e.loggedIn("alice")
+	if caps := strings.Join(r.until0("b CAPABILITY", "b"), " "); !strings.Contains(caps, "QUOTA=RES-MESSAGE") || !strings.Contains(caps, "QUOTA=RES-STORAGE") {
+		t.Fatalf("CAPABILITY = %q, want QUOTA=RES-MESSAGE and QUOTA=RES-STORAGE", caps)
+	}
+	lines := r.until0("c GETQUOTAROOT INBOX", "c")
+	got := strings.Join(lines, "|")
+	if !strings.Contains(got, `* QUOTAROOT INBOX ""`) || !strings.Contains(got, `* QUOTA "" (STORAGE 2 2048 MESSAGE 1 2)`) {
+		t.Fatalf("GETQUOTAROOT INBOX = %q, want root \"\" with STORAGE 2 2048 MESSAGE 1 2", got)
+	}
+	r.cmd("d", "CREATE Saved")
+	msg := "Subject: x\r\n\r\nhello\r\n"
+	r.send(fmt.Sprintf("e APPEND Saved {%d+}\r\n%s\r\n", len(msg), msg))
+	if l := r.until("e"); !strings.HasPrefix(l[len(l)-1], "e OK") {
+		t.Fatalf("APPEND within the quota = %q", l)
+	}
+	r.send(fmt.Sprintf("f APPEND Saved {%d+}\r\n%s\r\n", len(msg), msg))
+	if l := r.until("f"); !strings.HasPrefix(l[len(l)-1], "f NO [OVERQUOTA]") {
+		t.Fatalf("APPEND over the quota = %q, want NO [OVERQUOTA]", l)
+	}
+}
