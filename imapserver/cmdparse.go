@@ -27,6 +27,7 @@ func (c *conn) cmdFetch(tag string, uid bool) error {
 		err = c.dec.sp()
 	}
 	o := &imap.FetchOptions{UID: uid}
+	vanished := false
 	w := &respWriter{c: c, names: map[*imap.FetchItemBodySection]string{}}
 	if err == nil {
 		if c.dec.accept('(') {
@@ -51,6 +52,9 @@ func (c *conn) cmdFetch(tag string, uid bool) error {
 				o.ChangedSince, err = c.dec.number64()
 				o.ModSeq = true
 				return err
+			case "VANISHED":
+				vanished = true
+				return nil
 			}
 			return badSyntax("Unknown FETCH modifier")
 		})
@@ -60,6 +64,20 @@ func (c *conn) cmdFetch(tag string, uid bool) error {
 	}
 	if err != nil {
 		return err
+	}
+	if o.ModSeq {
+		if c.srv.modSeqs == nil {
+			return badSyntax("CONDSTORE is not supported")
+		}
+		c.enableCondstore()
+	}
+	if vanished {
+		if !uid || !c.qresync || o.ChangedSince == 0 {
+			return badSyntax("VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE")
+		}
+		if err := c.sess.fetchVanished(&respWriter{c: c}, set, o.ChangedSince); err != nil {
+			return err
+		}
 	}
 	if err := c.sess.Fetch(w, set, o); err != nil {
 		return err
@@ -357,12 +375,22 @@ func (c *conn) cmdStore(tag string, uid bool) error {
 	if err != nil {
 		return err
 	}
+	if opts.UnchangedSince > 0 {
+		if c.srv.modSeqs == nil {
+			return badSyntax("CONDSTORE is not supported")
+		}
+		c.enableCondstore()
+	}
+	c.sess.modified = nil
 	w := &respWriter{c: c}
 	if err := c.sess.Store(w, set, flags, opts); err != nil {
 		return err
 	}
 	if err := c.poll(uid); err != nil {
 		return err
+	}
+	if c.sess.modified != nil {
+		return c.ok(tag, "MODIFIED "+c.sess.modified.String(), "Conditional STORE failed for some messages")
 	}
 	return c.ok(tag, "", "STORE completed")
 }
@@ -511,6 +539,13 @@ func (c *conn) cmdSearch(tag string, uid bool) error {
 	if uid {
 		kind = numKindUID
 	}
+	withModSeq := hasModSeq(crit)
+	if withModSeq {
+		if c.srv.modSeqs == nil {
+			return badSyntax("CONDSTORE is not supported")
+		}
+		c.enableCondstore()
+	}
 	var data *imap.SearchData
 	err = c.watchHangup(func() (err error) {
 		data, err = c.sess.Search(kind, crit, opts)
@@ -537,6 +572,20 @@ func (c *conn) cmdSearch(tag string, uid bool) error {
 		if opts.ReturnCount {
 			e.raw(" COUNT " + strconv.FormatUint(uint64(data.Count), 10))
 		}
+		if withModSeq && data.Count > 0 {
+			m := c.sess.searchMod
+			ms := m.all
+			if !opts.ReturnAll && !opts.ReturnCount {
+				ms = 0
+				if opts.ReturnMin {
+					ms = max(ms, m.min)
+				}
+				if opts.ReturnMax {
+					ms = max(ms, m.max)
+				}
+			}
+			e.raw(" MODSEQ " + strconv.FormatUint(ms, 10))
+		}
 		e.crlf()
 	} else {
 		e.raw("* SEARCH")
@@ -551,6 +600,9 @@ func (c *conn) cmdSearch(tag string, uid bool) error {
 			for _, n := range nums {
 				e.raw(" " + strconv.FormatUint(uint64(n), 10))
 			}
+		}
+		if withModSeq && data.Count > 0 {
+			e.raw(" (MODSEQ " + strconv.FormatUint(c.sess.searchMod.all, 10) + ")")
 		}
 		e.crlf()
 	}
@@ -812,4 +864,22 @@ func later(cur, t time.Time, since bool) time.Time {
 		return t
 	}
 	return cur
+}
+
+// hasModSeq reports whether criteria use MODSEQ anywhere.
+func hasModSeq(c *imap.SearchCriteria) bool {
+	if c.ModSeq != nil {
+		return true
+	}
+	for i := range c.Not {
+		if hasModSeq(&c.Not[i]) {
+			return true
+		}
+	}
+	for i := range c.Or {
+		if hasModSeq(&c.Or[i][0]) || hasModSeq(&c.Or[i][1]) {
+			return true
+		}
+	}
+	return false
 }

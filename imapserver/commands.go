@@ -58,6 +58,9 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	}
 	es, seqs := sess.resolve(numSet)
 	es, seqs, ids := live(es, seqs)
+	if options.UnchangedSince > 0 {
+		es, seqs, ids = sess.unchangedSince(v, es, seqs, options.UnchangedSince, numSet)
+	}
 	op := um.FlagOp{}
 	op.Flags, op.Keywords = flagsFromIMAP(flags.Flags)
 	switch flags.Op {
@@ -82,10 +85,11 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	for _, e := range es {
 		if m := byID[e.msg.ID]; m != nil {
 			e.msg.Flags, e.msg.Keywords = m.Flags, m.Keywords
+			v.noteModSeq(&e.msg, m.ModSeq)
 			v.noteKeywords(m.Keywords)
 		}
 	}
-	if flags.Silent {
+	if flags.Silent && !w.c.condstore {
 		return nil
 	}
 	sess.announceKeywords(v, w)
@@ -99,7 +103,12 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 		if isUID {
 			rw.WriteUID(imap.UID(e.msg.UID))
 		}
-		rw.WriteFlags(flagsToIMAP(&e.msg))
+		if !flags.Silent {
+			rw.WriteFlags(flagsToIMAP(&e.msg))
+		}
+		if w.c.condstore {
+			rw.WriteModSeq(e.msg.ModSeq)
+		}
 		if err := rw.Close(); err != nil {
 			return err
 		}
@@ -174,7 +183,7 @@ func (sess *session) Expunge(w *respWriter, uids *imap.UIDSet) (err error) {
 // expungeGone sends EXPUNGE for the entries given (all gone now), from the
 // highest sequence number down, and drops them from the view. Removals by
 // others stay pending for the next Poll.
-func (sess *session) expungeGone(v *view, targets []*entry, write func(uint32) error) error {
+func (sess *session) expungeGone(v *view, targets []*entry, write func(uint32, um.UID) error) error {
 	set := make(map[*entry]bool, len(targets))
 	for _, e := range targets {
 		set[e] = true
@@ -183,7 +192,7 @@ func (sess *session) expungeGone(v *view, targets []*entry, write func(uint32) e
 		if !set[v.msgs[i]] {
 			continue
 		}
-		if err := write(uint32(i + 1)); err != nil {
+		if err := write(uint32(i+1), v.msgs[i].msg.UID); err != nil {
 			return err
 		}
 		v.msgs = append(v.msgs[:i], v.msgs[i+1:]...)
@@ -309,6 +318,7 @@ func (sess *session) Search(kind numKind, criteria *imap.SearchCriteria, options
 	// keys ask for it.
 	sess.texts = make(map[*entry]*searchDoc)
 	defer func() { sess.texts = nil }()
+	sess.searchMod = searchModSeqs{}
 	for i, e := range v.msgs[:v.reported] {
 		if err := sess.ctx.Err(); err != nil {
 			return nil, sess.srv.imapError(err, roleSource)
@@ -318,6 +328,11 @@ func (sess *session) Search(kind numKind, criteria *imap.SearchCriteria, options
 			continue
 		}
 		uidSet.AddNum(imap.UID(e.msg.UID))
+		if data.Count == 0 {
+			sess.searchMod.min = e.msg.ModSeq
+		}
+		sess.searchMod.max = e.msg.ModSeq
+		sess.searchMod.all = max(sess.searchMod.all, e.msg.ModSeq)
 		num := seq
 		if kind == numKindUID {
 			num = uint32(e.msg.UID)
@@ -391,6 +406,9 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 		if !sess.inSet(s, seq, m.UID) {
 			return false
 		}
+	}
+	if c.ModSeq != nil && m.ModSeq < c.ModSeq.ModSeq {
+		return false
 	}
 	added := dayOf(m.Added)
 	if !c.Since.IsZero() && added.Before(dayOf(c.Since)) {

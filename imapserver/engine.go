@@ -439,6 +439,9 @@ func (c *conn) capabilities() string {
 		}
 		return strings.Join(caps, " ")
 	}
+	if c.srv.modSeqs != nil {
+		caps = append(caps, "CONDSTORE", "QRESYNC")
+	}
 	caps = append(caps, "NAMESPACE", "UIDPLUS", "ESEARCH", "SEARCHRES", "MOVE", "SPECIAL-USE", "UNSELECT",
 		"LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "CHILDREN", "BINARY", "QUOTA", "QUOTA=RES-MESSAGE", "QUOTA=RES-STORAGE",
 		fmt.Sprintf("APPENDLIMIT=%d", c.srv.opts.AppendLimit))
@@ -623,6 +626,19 @@ func (c *conn) cmdEnable(tag string) error {
 				c.rev2 = true
 				enabled = append(enabled, "IMAP4rev2")
 			}
+		case "CONDSTORE":
+			if c.srv.modSeqs != nil && !c.condstore {
+				c.enableCondstore()
+				enabled = append(enabled, "CONDSTORE")
+			}
+		case "QRESYNC":
+			if c.srv.modSeqs != nil && !c.qresync {
+				if !c.condstore {
+					c.enableCondstore()
+				}
+				c.qresync = true
+				enabled = append(enabled, "QRESYNC")
+			}
 		}
 	}
 	if err := c.end(); err != nil {
@@ -642,9 +658,27 @@ func (c *conn) cmdSelect(tag string, readOnly bool) error {
 	if err == nil {
 		name, err = c.dec.mailbox()
 	}
+	var qr *qresyncParams
+	condstore := false
 	if err == nil && c.dec.accept(' ') {
-		// Select parameters (CONDSTORE and the like): read and ignored.
-		err = c.dec.list(func() error { _, err := c.dec.atom(); return err })
+		err = c.dec.list(func() error {
+			a, err := c.dec.atom()
+			if err != nil {
+				return err
+			}
+			switch strings.ToUpper(a) {
+			case "CONDSTORE":
+				condstore = true
+				return nil
+			case "QRESYNC":
+				qr = &qresyncParams{}
+				if err := c.dec.sp(); err != nil {
+					return err
+				}
+				return c.qresyncParams(qr)
+			}
+			return badSyntax("Unknown SELECT parameter")
+		})
 	}
 	if err == nil {
 		err = c.end()
@@ -657,9 +691,18 @@ func (c *conn) cmdSelect(tag string, readOnly bool) error {
 		c.sess.Unselect()
 		c.enc.raw("* OK [CLOSED] Previous folder closed\r\n")
 	}
+	if qr != nil && !c.qresync {
+		return badSyntax("QRESYNC is not enabled")
+	}
+	if condstore && c.srv.modSeqs == nil {
+		return badSyntax("CONDSTORE is not supported")
+	}
 	data, err := c.sess.Select(name, &imap.SelectOptions{ReadOnly: readOnly})
 	if err != nil {
 		return err
+	}
+	if condstore {
+		c.condstore = true
 	}
 	c.state = stateSelected
 	e := &c.enc
@@ -682,6 +725,14 @@ func (c *conn) cmdSelect(tag string, readOnly bool) error {
 	}
 	e.raw(fmt.Sprintf("* OK [UIDVALIDITY %d] UIDs valid\r\n", data.UIDValidity))
 	e.raw(fmt.Sprintf("* OK [UIDNEXT %d] Predicted next UID\r\n", data.UIDNext))
+	if c.srv.modSeqs != nil {
+		e.raw(fmt.Sprintf("* OK [HIGHESTMODSEQ %d] Highest\r\n", c.sess.sel.highestModSeq))
+	}
+	if qr != nil {
+		if err := c.qresyncSelect(qr); err != nil {
+			return err
+		}
+	}
 	if data.List != nil && c.rev2 {
 		c.writeList(data.List)
 	}
@@ -916,7 +967,11 @@ func (c *conn) statusItems() (*imap.StatusOptions, error) {
 		case "DELETED-STORAGE":
 			o.DeletedStorage = true
 		case "HIGHESTMODSEQ":
+			if c.srv.modSeqs == nil {
+				return badSyntax("CONDSTORE is not supported")
+			}
 			o.HighestModSeq = true
+			c.enableCondstore()
 		default:
 			return badSyntax("Unknown STATUS item")
 		}

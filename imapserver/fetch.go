@@ -52,6 +52,9 @@ func (sess *session) Fetch(w *respWriter, numSet imap.NumSet, options *imap.Fetc
 	}
 	es, seqs := sess.resolve(numSet)
 	_, isUID := numSet.(imap.UIDSet)
+	if options.ChangedSince > 0 {
+		es, seqs = changedSince(es, seqs, options.ChangedSince)
+	}
 	seenNow := sess.markSeen(v, es, options)
 	sess.announceKeywords(v, w)
 	for i, e := range es {
@@ -99,6 +102,7 @@ func (sess *session) markSeen(v *view, es []*entry, o *imap.FetchOptions) map[uu
 		for _, e := range es {
 			if e.msg.ID == m.ID {
 				e.msg.Flags, e.msg.Keywords = m.Flags, m.Keywords
+				v.noteModSeq(&e.msg, m.ModSeq)
 				e.dirty = false
 			}
 		}
@@ -167,6 +171,9 @@ func (sess *session) fetchOne(w *respWriter, e *entry, seq uint32, o *imap.Fetch
 	}
 	if o.Flags || seenNow {
 		rw.WriteFlags(flagsToIMAP(m))
+	}
+	if o.ModSeq || (w.c.condstore && (o.Flags || seenNow)) {
+		rw.WriteModSeq(m.ModSeq)
 	}
 	if o.InternalDate {
 		rw.WriteInternalDate(m.Added)

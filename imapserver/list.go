@@ -182,21 +182,25 @@ func (sess *session) subscribed(existing []string) ([]string, error) {
 	return names, sess.srv.imapError(err, roleSource)
 }
 
-// Subscribe keeps a subscription (RFC 3501 6.3.6). Without a store that
-// keeps them, it checks that the folder exists and changes nothing.
+// Subscribe keeps a subscription (RFC 3501 6.3.6) of an existing folder.
+// Without a store that keeps them, it changes nothing.
 func (sess *session) Subscribe(name string) (err error) {
 	defer sess.guard(&err)()
 	folder := folderName(name)
+	// Only existing folders: so the list stays as small as the mailbox,
+	// whatever names a client sends.
+	if _, err := sess.mb.Folder(sess.ctx, folder); err != nil {
+		return sess.srv.imapError(err, roleSource)
+	}
 	fs := sess.srv.subscriber()
 	if fs == nil {
-		_, err := sess.mb.Folder(sess.ctx, folder)
-		return sess.srv.imapError(err, roleSource)
+		return nil
 	}
 	return sess.srv.imapError(fs.SubscribeFolder(sess.ctx, sess.mailbox, folder), roleSource)
 }
 
-// Unsubscribe removes a subscription; without a store that keeps them it
-// changes nothing.
+// Unsubscribe removes a subscription, if there is one; without a store
+// that keeps them it changes nothing.
 func (sess *session) Unsubscribe(name string) (err error) {
 	defer sess.guard(&err)()
 	fs := sess.srv.subscriber()
@@ -205,7 +209,7 @@ func (sess *session) Unsubscribe(name string) (err error) {
 	}
 	err = fs.UnsubscribeFolder(sess.ctx, sess.mailbox, folderName(name))
 	if errors.Is(err, um.ErrNotFound) {
-		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "Not subscribed"}
+		return nil // not subscribed: what the client asked for holds
 	}
 	return sess.srv.imapError(err, roleSource)
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
 )
 
@@ -26,12 +27,16 @@ type respWriter struct {
 
 func (w *respWriter) enc() *encoder { return &w.c.enc }
 
-// WriteExpunge tells of a removed message (VANISHED under QRESYNC).
-func (w *respWriter) WriteExpunge(seq uint32) error {
-	if w.silent {
-		return nil
+// WriteExpunge tells of a removed message: EXPUNGE by sequence number,
+// or VANISHED by UID once QRESYNC is enabled.
+func (w *respWriter) WriteExpunge(seq uint32, uid um.UID) error {
+	switch {
+	case w.silent:
+	case w.c.qresync:
+		w.enc().raw("* VANISHED " + strconv.FormatUint(uint64(uid), 10) + "\r\n")
+	default:
+		w.enc().raw("* " + strconv.FormatUint(uint64(seq), 10) + " EXPUNGE\r\n")
 	}
-	w.enc().raw("* " + strconv.FormatUint(uint64(seq), 10) + " EXPUNGE\r\n")
 	return nil
 }
 
@@ -48,10 +53,13 @@ func (w *respWriter) WriteNumMessages(n uint32) error {
 	return nil
 }
 
-func (w *respWriter) WriteMessageFlags(seq uint32, uid imap.UID, flags []imap.Flag) error {
+func (w *respWriter) WriteMessageFlags(seq uint32, m *um.Message) error {
 	e := w.enc()
-	e.raw(fmt.Sprintf("* %d FETCH (UID %d FLAGS ", seq, uid))
-	e.flags(flags)
+	e.raw(fmt.Sprintf("* %d FETCH (UID %d FLAGS ", seq, m.UID))
+	e.flags(flagsToIMAP(m))
+	if w.c.condstore {
+		e.raw(" MODSEQ (" + strconv.FormatUint(m.ModSeq, 10) + ")")
+	}
 	e.raw(")\r\n")
 	return nil
 }

@@ -26,7 +26,10 @@ type view struct {
 	keywords map[string]bool
 	next     um.UID // every UID below is in msgs or known to be gone
 	newKW    bool   // keywords appeared that the client was not sent in FLAGS
-	resync   bool   // the folder must be reloaded from the store
+	// highestModSeq is the highest ModSeq of a message the view holds or
+	// the folder's HIGHESTMODSEQ when selected: what a client is told.
+	highestModSeq uint64
+	resync        bool // the folder must be reloaded from the store
 	// dead: the folder was deleted or renamed away by someone else. Every
 	// message is gone, no event applies any more (a folder created again
 	// under the name is another folder, with another UIDVALIDITY), and
@@ -135,6 +138,7 @@ func (v *view) takesMessage(ev um.Event) bool {
 
 // add appends a message with a UID above every other in the view.
 func (v *view) add(m um.Message) {
+	v.highestModSeq = max(v.highestModSeq, m.ModSeq)
 	v.msgs = append(v.msgs, &entry{msg: m})
 	v.next = max(v.next, m.UID+1)
 	v.noteKeywords(m.Keywords)
@@ -167,9 +171,11 @@ func (v *view) setFlags(m um.Message) {
 	}
 	e := v.msgs[i]
 	if e.msg.Flags == m.Flags && um.SameKeywords(e.msg.Keywords, m.Keywords) {
+		v.noteModSeq(&e.msg, m.ModSeq)
 		return
 	}
 	e.msg.Flags, e.msg.Keywords = m.Flags, m.Keywords
+	v.noteModSeq(&e.msg, m.ModSeq)
 	e.dirty = true
 	v.noteKeywords(m.Keywords)
 }
@@ -223,7 +229,7 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (data *ima
 		sub.Close()
 		return nil, sess.srv.imapError(err, roleSource)
 	}
-	v := &view{folder: f.Name, uidValidity: f.UIDValidity, readOnly: options.ReadOnly, sub: sub, keywords: make(map[string]bool), next: f.UIDNext}
+	v := &view{folder: f.Name, uidValidity: f.UIDValidity, readOnly: options.ReadOnly, sub: sub, keywords: make(map[string]bool), next: f.UIDNext, highestModSeq: f.HighestModSeq}
 	for _, m := range msgs {
 		v.add(m)
 	}
@@ -452,7 +458,7 @@ func (sess *session) flush(w *respWriter, allowExpunge bool) error {
 			if !v.msgs[i].gone {
 				continue
 			}
-			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+			if err := w.WriteExpunge(uint32(i+1), v.msgs[i].msg.UID); err != nil {
 				return err
 			}
 			v.msgs = append(v.msgs[:i], v.msgs[i+1:]...)
@@ -476,7 +482,7 @@ func (sess *session) flush(w *respWriter, allowExpunge bool) error {
 			continue
 		}
 		e.dirty = false
-		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(e.msg.UID), flagsToIMAP(&e.msg)); err != nil {
+		if err := w.WriteMessageFlags(uint32(i+1), &e.msg); err != nil {
 			return err
 		}
 	}

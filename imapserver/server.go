@@ -140,6 +140,7 @@ type Server struct {
 	cache   *renderCache
 	tlsConf *tls.Config
 	log     *slog.Logger
+	modSeqs um.ModSeqer                                // nil: no CONDSTORE or QRESYNC
 	sleep   func(ctx context.Context, d time.Duration) // replaced in tests
 
 	ctx    context.Context // canceled by Close
@@ -223,6 +224,7 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 		s.tlsConf.MinVersion = max(s.tlsConf.MinVersion, tls.VersionTLS12)
 		s.tlsConf.CipherSuites = aeadSuites(s.tlsConf.CipherSuites)
 	}
+	s.modSeqs = s.modSeqer()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }

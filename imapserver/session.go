@@ -34,6 +34,8 @@ type session struct {
 	appendOp  *pendingAppend
 	searchRes imap.UIDSet           // saved by SEARCH RETURN (SAVE), used as "$"
 	texts     map[*entry]*searchDoc // during SEARCH: the texts read
+	modified  imap.NumSet           // STORE UNCHANGEDSINCE: the messages left alone
+	searchMod searchModSeqs         // SEARCH MODSEQ: the ModSeqs to answer with
 	closed    bool
 }
 
@@ -255,6 +257,7 @@ func (sess *session) status(folder string, options *imap.StatusOptions) (*imap.S
 		AppendLimit:    &limit,
 		DeletedStorage: &deletedSize,
 		NumRecent:      &recent,
+		HighestModSeq:  f.HighestModSeq,
 	}, nil
 }
 
