@@ -72,7 +72,9 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 		op.Mode = um.FlagsReplace
 	}
 	changed, err := sess.mb.SetFlags(sess.ctx, ids, op)
-	if errors.Is(err, um.ErrNotFound) {
+	// Messages another session or node removed meanwhile are left out, and
+	// the rest stored (as Dovecot does); each retry drops what went.
+	for attempt := 0; errors.Is(err, um.ErrNotFound) && attempt < 3; attempt++ {
 		changed, err = sess.mb.SetFlags(sess.ctx, sess.still(v.folder, es), op)
 	}
 	if err != nil {

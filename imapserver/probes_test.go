@@ -480,3 +480,40 @@ func TestQuota(t *testing.T) {
 		t.Fatalf("APPEND over the quota = %q, want NO [OVERQUOTA]", l)
 	}
 }
+
+// TestStoreWhileOthersExpunge: STOREs of whole ranges while another
+// session expunges and the phone deposits all succeed (imaptest's stress
+// mode, made small).
+func TestStoreWhileOthersExpunge(t *testing.T) {
+	e := newEnv(t, nil)
+	for i := 0; i < 20; i++ {
+		e.deposit("1001", "+1", 10)
+	}
+	a := e.loggedIn("alice")
+	a.cmd("b", "SELECT INBOX")
+	b := e.loggedIn("alice")
+	b.cmd("b", "SELECT INBOX")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 100; i++ {
+			b.send("s STORE 1:2 +FLAGS.SILENT (\\Deleted)\r\nx EXPUNGE\r\n")
+			b.until("s")
+			b.until("x")
+			e.deposit("1001", "+2", 10)
+		}
+	}()
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		lines := a.until0(fmt.Sprintf("t%d STORE 1:* +FLAGS (\\Flagged)", i), fmt.Sprintf("t%d", i))
+		if last := lines[len(lines)-1]; !strings.Contains(last, " OK ") {
+			<-done
+			t.Fatalf("STORE 1:* while another session expunges = %q, want OK", last)
+		}
+		a.until0(fmt.Sprintf("n%d NOOP", i), fmt.Sprintf("n%d", i))
+	}
+}
