@@ -396,22 +396,10 @@ func (c *conn) cmdStore(tag string, uid bool) error {
 }
 
 func (c *conn) cmdCopy(tag string, uid, move bool) error {
-	var set imap.NumSet
-	var dest string
-	err := c.dec.sp()
-	if err == nil {
-		set, err = c.dec.numSet(uid)
-	}
-	if err == nil {
-		err = c.dec.sp()
-	}
-	if err == nil {
-		dest, err = c.dec.mailbox()
-	}
-	if err == nil {
-		err = c.end()
-	}
-	if err != nil {
+	a := c.args()
+	set := a.sp().numSet(uid)
+	dest := a.sp().mailbox()
+	if err := a.end(); err != nil {
 		return err
 	}
 	if move {

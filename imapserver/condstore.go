@@ -13,19 +13,27 @@ import (
 // modification sequences (um.ModSeqer, found through Unwrap). ModSeq
 // values come from the store: Message.ModSeq and Folder.HighestModSeq.
 
-// modSeqer returns the store's ModSeqer, following Unwrap, or nil.
-func (s *Server) modSeqer() um.ModSeqer {
-	for st := s.svc.Store(); st != nil; {
-		if m, ok := st.(um.ModSeqer); ok {
-			return m
+// findStore returns the store's implementation of the optional interface
+// T, following Unwrap the way errors.As does.
+func findStore[T any](st um.Store) (T, bool) {
+	for st != nil {
+		if t, ok := st.(T); ok {
+			return t, true
 		}
 		u, ok := st.(interface{ Unwrap() um.Store })
 		if !ok {
-			return nil
+			break
 		}
 		st = u.Unwrap()
 	}
-	return nil
+	var zero T
+	return zero, false
+}
+
+// modSeqer returns the store's ModSeqer, or nil.
+func (s *Server) modSeqer() um.ModSeqer {
+	m, _ := findStore[um.ModSeqer](s.svc.Store())
+	return m
 }
 
 // noteModSeq records a message's new ModSeq in the view.

@@ -524,21 +524,10 @@ func (c *conn) cmdStartTLS(tag string) error {
 }
 
 func (c *conn) cmdLogin(tag string) error {
-	var user, pass string
-	err := c.dec.sp()
-	if err == nil {
-		user, err = c.dec.astring()
-	}
-	if err == nil {
-		err = c.dec.sp()
-	}
-	if err == nil {
-		pass, err = c.dec.astring()
-	}
-	if err == nil {
-		err = c.end()
-	}
-	if err != nil {
+	a := c.args()
+	user := a.sp().astring()
+	pass := a.sp().astring()
+	if err := a.end(); err != nil {
 		return err
 	}
 	return c.login(tag, user, pass)
@@ -783,15 +772,9 @@ func (c *conn) cmdCreate(tag string) error {
 }
 
 func (c *conn) cmdFolder(tag, name string, run func(string) error) error {
-	var folder string
-	err := c.dec.sp()
-	if err == nil {
-		folder, err = c.dec.mailbox()
-	}
-	if err == nil {
-		err = c.end()
-	}
-	if err != nil {
+	a := c.args()
+	folder := a.sp().mailbox()
+	if err := a.end(); err != nil {
 		return err
 	}
 	if err := run(folder); err != nil {
@@ -801,21 +784,10 @@ func (c *conn) cmdFolder(tag, name string, run func(string) error) error {
 }
 
 func (c *conn) cmdRename(tag string) error {
-	var from, to string
-	err := c.dec.sp()
-	if err == nil {
-		from, err = c.dec.mailbox()
-	}
-	if err == nil {
-		err = c.dec.sp()
-	}
-	if err == nil {
-		to, err = c.dec.mailbox()
-	}
-	if err == nil {
-		err = c.end()
-	}
-	if err != nil {
+	a := c.args()
+	from := a.sp().mailbox()
+	to := a.sp().mailbox()
+	if err := a.end(); err != nil {
 		return err
 	}
 	if err := c.sess.Rename(from, to, nil); err != nil {

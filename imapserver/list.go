@@ -154,22 +154,8 @@ func matchList(name string, delim byte, ref, pattern string) bool {
 	return prev[len(pattern)]
 }
 
-// subscriber returns the store's FolderSubscriber, following Unwrap, or
-// nil.
-func (s *Server) subscriber() um.FolderSubscriber {
-	st := s.svc.Store()
-	for st != nil {
-		if fs, ok := st.(um.FolderSubscriber); ok {
-			return fs
-		}
-		u, ok := st.(interface{ Unwrap() um.Store })
-		if !ok {
-			return nil
-		}
-		st = u.Unwrap()
-	}
-	return nil
-}
+// subscriber returns the store's FolderSubscriber, or nil.
+func (s *Server) subscriber() um.FolderSubscriber { return s.subs }
 
 // subscribed lists the subscribed folder names: the store's, or every
 // existing folder when the store keeps no subscriptions.

@@ -14,19 +14,14 @@ import (
 // root has no resources.
 
 func (c *conn) cmdQuota(tag string, root bool) error {
+	a := c.args().sp()
 	var name string
-	err := c.dec.sp()
-	if err == nil {
-		if root {
-			name, err = c.dec.mailbox()
-		} else {
-			name, err = c.dec.astring()
-		}
+	if root {
+		name = a.mailbox()
+	} else {
+		name = a.astring()
 	}
-	if err == nil {
-		err = c.end()
-	}
-	if err != nil {
+	if err := a.end(); err != nil {
 		return err
 	}
 	if root {

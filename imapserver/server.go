@@ -141,6 +141,7 @@ type Server struct {
 	tlsConf *tls.Config
 	log     *slog.Logger
 	modSeqs um.ModSeqer                                // nil: no CONDSTORE or QRESYNC
+	subs    um.FolderSubscriber                        // nil: every folder counts as subscribed
 	sleep   func(ctx context.Context, d time.Duration) // replaced in tests
 
 	ctx    context.Context // canceled by Close
@@ -225,6 +226,7 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 		s.tlsConf.CipherSuites = aeadSuites(s.tlsConf.CipherSuites)
 	}
 	s.modSeqs = s.modSeqer()
+	s.subs, _ = findStore[um.FolderSubscriber](svc.Store())
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }

@@ -700,3 +700,54 @@ func utf7Decode(s string) (string, error) {
 	}
 	return sb.String(), nil
 }
+
+// args reads a command's arguments in sequence: after the first error
+// every step does nothing, and end returns that error.
+type args struct {
+	c   *conn
+	err error
+}
+
+func (c *conn) args() *args { return &args{c: c} }
+
+func (a *args) sp() *args {
+	if a.err == nil {
+		a.err = a.c.dec.sp()
+	}
+	return a
+}
+
+func (a *args) astring() string {
+	if a.err != nil {
+		return ""
+	}
+	s, err := a.c.dec.astring()
+	a.err = err
+	return s
+}
+
+func (a *args) mailbox() string {
+	if a.err != nil {
+		return ""
+	}
+	s, err := a.c.dec.mailbox()
+	a.err = err
+	return s
+}
+
+func (a *args) numSet(uid bool) imap.NumSet {
+	if a.err != nil {
+		return nil
+	}
+	s, err := a.c.dec.numSet(uid)
+	a.err = err
+	return s
+}
+
+// end reads the end of the command, unless a step failed.
+func (a *args) end() error {
+	if a.err == nil {
+		a.err = a.c.end()
+	}
+	return a.err
+}
