@@ -198,7 +198,9 @@
 // syncing, so a change committed between that sync and the STORE is not
 // seen as a conflict.
 //
-// Known gaps: COPY gives the copy a new INTERNALDATE and, for voicemail,
-// a rendering under its new ID (um's Store.Copy sets Added to now); the
-// BODY[] of a part APPENDed as binary is sent as stored.
+// A part APPENDed as a binary literal (RFC 3516) with NUL bytes in it is
+// stored in base64, so BODY[] never sends a NUL; BINARY[] decodes it.
+//
+// Known gap: COPY gives the copy a new INTERNALDATE and, for voicemail, a
+// rendering under its new ID (um's Store.Copy sets Added to now).
 package imapserver

@@ -217,7 +217,6 @@ func TestImaptestScripted(t *testing.T) {
 // not fixed yet, and why.
 var imaptestKnown = map[string]string{
 	"copy":          "COPY gives the copy a new INTERNALDATE: um's Store.Copy sets Added to now",
-	"append-binary": "BODY[] of a part APPENDed as binary is sent as it is, NUL bytes included, not converted",
 }
 
 // imaptestStress runs imaptest's random stress mode for secs seconds with

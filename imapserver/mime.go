@@ -614,3 +614,56 @@ func addressName(a imap.Address) (name, route string) {
 	route, name, _ = strings.Cut(strings.TrimPrefix(a.Name, routeMarker), "\x00")
 	return name, route
 }
+
+// toSevenBit rewrites the parts of a message that hold NUL bytes (APPENDed
+// as a binary literal, RFC 3516) in base64, so that BODY[] never sends a
+// NUL, which IMAP literals may not hold; BINARY[] decodes them back. A
+// message without NUL comes back as it is.
+func toSevenBit(msg []byte) []byte {
+	if bytes.IndexByte(msg, 0) < 0 {
+		return msg
+	}
+	msg = msg[:len(msg):len(msg)]
+	type edit struct {
+		off, end int
+		with     []byte
+	}
+	var edits []edit
+	offset := func(b []byte) int { return cap(msg) - cap(b) }
+	var walk func(e *entity)
+	walk = func(e *entity) {
+		switch {
+		case e.children != nil:
+			for _, c := range e.children {
+				walk(c)
+			}
+		case e.msg != nil:
+			walk(e.msg)
+		case bytes.IndexByte(e.body, 0) >= 0 && len(e.header) > 0:
+			h := headerFields(e.header, []string{"Content-Transfer-Encoding"}, true)
+			h = append(h[:len(h)-2:len(h)-2], "Content-Transfer-Encoding: base64\r\n\r\n"...)
+			var body bytes.Buffer
+			enc := base64.StdEncoding.EncodeToString(e.body)
+			for len(enc) > 76 {
+				body.WriteString(enc[:76] + "\r\n")
+				enc = enc[76:]
+			}
+			body.WriteString(enc + "\r\n")
+			start := offset(e.header)
+			edits = append(edits, edit{start, start + len(e.header) + len(e.body), append(h, body.Bytes()...)})
+		}
+	}
+	walk(parseEntity(msg, 0, "text/plain"))
+	var out bytes.Buffer
+	last := 0
+	for _, ed := range edits {
+		if ed.off < last || ed.end > len(msg) {
+			return msg // overlapping parts: leave the message alone
+		}
+		out.Write(msg[last:ed.off])
+		out.Write(ed.with)
+		last = ed.end
+	}
+	out.Write(msg[last:])
+	return out.Bytes()
+}

@@ -2,11 +2,13 @@ package imapserver
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -516,4 +518,39 @@ func TestStoreWhileOthersExpunge(t *testing.T) {
 		}
 		a.until0(fmt.Sprintf("n%d NOOP", i), fmt.Sprintf("n%d", i))
 	}
+}
+
+// TestBinaryAppendNeverSendsNUL: a part APPENDed as a binary literal with
+// NUL bytes is served by BODY[] in base64 and by BINARY[] as it was sent.
+func TestBinaryAppendNeverSendsNUL(t *testing.T) {
+	e := newEnv(t, nil)
+	r := e.loggedIn("alice")
+	r.cmd("b", "CREATE Mail")
+	content := " \x00-\xff\x00\r\n"
+	msg := "From: a@b.org\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n" + content
+	r.send(fmt.Sprintf("c APPEND Mail ~{%d+}\r\n%s\r\n", len(msg), msg))
+	if l := r.until("c"); !strings.HasPrefix(l[len(l)-1], "c OK") {
+		t.Fatalf("binary APPEND = %q", l)
+	}
+	r.cmd("d", "SELECT Mail")
+	r.send("e FETCH 1 (BODY.PEEK[])\r\n")
+	head := r.line()
+	n, _ := strconv.Atoi(head[strings.LastIndexByte(head, '{')+1 : len(head)-1])
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r.br, body); err != nil {
+		t.Fatal(err)
+	}
+	r.until("e")
+	if bytes.IndexByte(body, 0) >= 0 || !bytes.Contains(body, []byte("base64")) {
+		t.Fatalf("BODY[] = %q, want base64 and no NUL", body)
+	}
+	r.send("f FETCH 1 (BINARY.PEEK[1])\r\n")
+	if l := r.line(); !strings.HasSuffix(l, fmt.Sprintf("~{%d}", len(content))) {
+		t.Fatalf("BINARY[1] = %q, want ~{%d}", l, len(content))
+	}
+	got := make([]byte, len(content))
+	if _, err := io.ReadFull(r.br, got); err != nil || string(got) != content {
+		t.Fatalf("BINARY[1] = %q (%v), want %q", got, err, content)
+	}
+	r.until("f")
 }

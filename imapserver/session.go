@@ -321,6 +321,7 @@ func (sess *session) Append(name string, r io.Reader, size int64, options *imap.
 		if _, err := io.ReadFull(r, p.buf); err != nil {
 			return fmt.Errorf("imapserver: read APPEND literal: %w", err)
 		}
+		p.buf = toSevenBit(p.buf)
 	} else {
 		f, err := os.CreateTemp("", "um-imap-append-*")
 		if err != nil {
