@@ -114,7 +114,8 @@ func (c *netConn) Read(p []byte) (int, error) {
 			c.Conn.SetReadDeadline(dl)
 			continue
 		}
-		if err != nil {
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			// A timeout is no failure: the engine ends waits with one.
 			c.failed.Store(true)
 		}
 		return n, err

@@ -216,7 +216,7 @@ func TestImaptestScripted(t *testing.T) {
 // imaptestKnown are the groups with failures other than \Recent that are
 // not fixed yet, and why.
 var imaptestKnown = map[string]string{
-	"copy":          "COPY gives the copy a new INTERNALDATE: um's Store.Copy sets Added to now",
+	"copy": "COPY gives the copy a new INTERNALDATE: um's Store.Copy sets Added to now",
 }
 
 // imaptestStress runs imaptest's random stress mode for secs seconds with
