@@ -32,6 +32,17 @@ if ((${#need[@]})); then
   [ "$had_policy" = 1 ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi
 
+# Dovecot's imaptest (scripted compliance groups and a short stress run,
+# imapserver's TestImaptest*): built from the source kept beside the
+# project; its build script installs the C toolchain it needs.
+imaptest_build=../shared/tools/imaptest/build.sh
+if [ ! -x "$imaptest_build" ]; then
+  echo "missing $imaptest_build (Dovecot's imaptest): the IMAP compliance tests cannot run" >&2
+  exit 1
+fi
+IMAPTEST=$("$imaptest_build" | tail -n 1)
+export IMAPTEST
+
 unformatted=$(gofmt -l . | grep -v '^vendor/' || true)
 if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
