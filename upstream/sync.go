@@ -413,8 +413,8 @@ func (w *worker) hasTrash() bool {
 	return w.trash != "" && !strings.EqualFold(w.trash, w.cfg.Folder)
 }
 
-func (w *worker) canMove() bool   { return w.caps.Has(imap.CapMove) || w.caps.Has(imap.CapIMAP4rev2) }
-func (w *worker) uidPlus() bool   { return w.caps.Has(imap.CapUIDPlus) || w.caps.Has(imap.CapIMAP4rev2) }
+func (w *worker) canMove() bool { return w.caps.Has(imap.CapMove) || w.caps.Has(imap.CapIMAP4rev2) }
+func (w *worker) uidPlus() bool { return w.caps.Has(imap.CapUIDPlus) || w.caps.Has(imap.CapIMAP4rev2) }
 func (w *worker) reselect(c *imapclient.Client) error {
 	return w.selectFolder(w.ctx, c, w.condstore, true)
 }
