@@ -213,9 +213,12 @@ func (e *Engine) Status(mailbox string) Status {
 }
 
 // Sync asks the worker of mailbox for a full comparison of both sides and
-// waits until it has run. It fails when the worker is not connected (the
-// error of the last attempt is wrapped) or ctx is done first, and with
-// um.ErrNotFound for a mailbox the engine does not sync.
+// waits until it has run. A worker waiting to reconnect makes its attempt
+// now if MinBackoff has passed since the last one, and Sync waits for it;
+// otherwise, and when that attempt fails, Sync fails with an error
+// wrapping ErrNotConnected and the attempt's error. It fails too when ctx
+// is done first, and with um.ErrNotFound for a mailbox the engine does not
+// sync.
 func (e *Engine) Sync(ctx context.Context, mailbox string) error {
 	e.mu.Lock()
 	w := e.workers[mailbox]
@@ -248,7 +251,10 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-var errNotConnected = errors.New("upstream: not connected")
+// ErrNotConnected is wrapped by the error of Sync when the worker has no
+// connection to the server (it is waiting to reconnect); the error of the
+// last attempt is wrapped too.
+var ErrNotConnected = errors.New("upstream: not connected")
 
 func (e *Engine) logError(cfg Config, err error) {
 	e.opts.Logger.Warn("upstream: session failed", "mailbox", cfg.Mailbox, "remote", cfg.Addr, "err", err)

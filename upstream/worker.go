@@ -58,6 +58,7 @@ type worker struct {
 	backoff   time.Duration           // the current backoff period
 	appended  map[uuid.UUID]time.Time // when each voicemail was last APPENDed
 	validity  time.Time               // when the folder's UIDVALIDITY last changed
+	pending   []chan error            // sync requests that cut a backoff short
 
 	known atomic.Pointer[map[imap.UID]bool] // UIDs of our copies, for the unsolicited-data handler
 
@@ -155,6 +156,8 @@ func (w *worker) syncNow(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-w.done:
+		return fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, um.ErrClosed)
 	}
 }
 
@@ -188,6 +191,10 @@ func (w *worker) run() {
 			backoff = w.e.opts.MinBackoff
 		}
 		w.setErr(err)
+		for _, r := range w.pending {
+			r <- fmt.Errorf("upstream: sync %q: %w: %w", w.cfg.Mailbox, ErrNotConnected, err)
+		}
+		w.pending = nil
 		wake, probe := w.e.failed(w, w.transport)
 		d := backoff
 		if probe {
@@ -215,11 +222,15 @@ func (w *worker) guardedSession(ctx context.Context) (synced bool, err error) {
 	return w.session(ctx)
 }
 
-// sleep waits d with jitter (between d/2 and d), answering sync requests
-// with the error of the last attempt meanwhile. When wake is closed (another
-// worker reached the server again) it returns after a short random delay
-// instead; when the prober role is handed over to it, at once.
+// sleep waits d with jitter (between d/2 and d). A sync request ends the
+// wait once MinBackoff has passed (the attempt it makes answers it), and is
+// answered with the error of the last attempt before that, so hosts that
+// ask often cannot make the worker reconnect faster than MinBackoff. When
+// wake is closed (another worker reached the server again) it returns after
+// a short random delay instead; when the prober role is handed over to it,
+// at once.
 func (w *worker) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) {
+	start := time.Now()
 	d = d/2 + rand.N(d/2+1)
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -237,10 +248,14 @@ func (w *worker) sleep(ctx context.Context, d time.Duration, wake <-chan struct{
 		case <-w.sub.C():
 			w.markDirty() // the next session's full pass carries it over
 		case r := <-w.syncReq:
+			if time.Since(start) >= w.e.opts.MinBackoff {
+				w.pending = append(w.pending, r)
+				return
+			}
 			w.mu.Lock()
 			err := w.stat.LastError
 			w.mu.Unlock()
-			r <- fmt.Errorf("upstream: sync %q: %w: %w", w.cfg.Mailbox, errNotConnected, err)
+			r <- fmt.Errorf("upstream: sync %q: %w: %w", w.cfg.Mailbox, ErrNotConnected, err)
 		}
 	}
 }
@@ -373,7 +388,8 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 	}
 
 	full := true
-	var waiting []chan error
+	waiting := w.pending
+	w.pending = nil
 	defer func() {
 		for _, r := range waiting {
 			r <- fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, err)
