@@ -75,7 +75,9 @@ type action struct {
 //     phone undeletes it, its copy is restored from the server's Trash (or,
 //     when there is none, uploaded once).
 //   - A voicemail deleted on the phone has all its copies deleted upstream,
-//     also copies the user restored on the server: delete wins.
+//     also copies the user restored on the server: delete wins. A copy
+//     marked \Deleted already is on its way out (a server without UID
+//     EXPUNGE keeps it until a client expunges) and is left alone.
 //   - Flags merge three-way against the state's, or without a base when
 //     there is none (unheard wins, so the lamp lights).
 //   - Of several copies of one voicemail, the one the state names (else the
@@ -154,7 +156,9 @@ func decide(local map[uuid.UUID]localMsg, st map[uuid.UUID]MessageState, ob obse
 			}
 		case elsewhere:
 			for _, u := range ups {
-				acts = append(acts, action{kind: actDeleteUp, id: id, uid: u.uid})
+				if u.flags&um.FlagDeleted == 0 {
+					acts = append(acts, action{kind: actDeleteUp, id: id, uid: u.uid})
+				}
 			}
 			switch {
 			case len(ups) > 0 || has && (!associated || ob.gone[imap.UID(e.UID)] || ob.complete):
@@ -168,7 +172,7 @@ func decide(local map[uuid.UUID]localMsg, st map[uuid.UUID]MessageState, ob obse
 			}
 		default: // absent
 			for _, u := range ups {
-				if has {
+				if has && u.flags&um.FlagDeleted == 0 {
 					acts = append(acts, action{kind: actDeleteUp, id: id, uid: u.uid})
 				}
 			}

@@ -63,6 +63,7 @@ func TestDecide(t *testing.T) {
 		{"deleted on the phone: copy to Trash, remember", deleted, assoc(5, heard), copies(false, upMsg{5, heard}),
 			[]action{{kind: actDeleteUp, id: id, uid: 5}}, map[uuid.UUID]MessageState{id: {Flags: heard, Removed: true}}},
 		{"deleted on both sides", deleted, assoc(5, 0), gone(5), nil, removed},
+		{"deleted on the phone, copy marked \\Deleted already: left alone", deleted, removed, copies(true, upMsg{5, um.FlagDeleted}), nil, removed},
 		{"purged on the phone: copy deleted, entry dropped", purged, assoc(5, 0), copies(false, upMsg{5, 0}),
 			[]action{{kind: actDeleteUp, id: id, uid: 5}}, none},
 		{"purged after removal: entry dropped", purged, removed, copies(true), nil, none},
