@@ -15,6 +15,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/imapserver"
+	"github.com/embeddedum/um/internal/cyrus"
 	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/embeddedum/um/internal/wanproxy"
 	"github.com/embeddedum/um/upstream"
@@ -56,6 +57,19 @@ type profile struct {
 	cutMean time.Duration // mean time between random cuts of the engine's connection
 }
 
+type cyrusServer struct{ *cyrus.Server }
+
+func (c cyrusServer) TLSAddr() string { return c.Server.TLSAddr }
+
+func startCyrus(t *testing.T) server {
+	s, err := cyrus.Start(cyrus.Options{Dir: t.TempDir(), Users: []string{"1001"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return cyrusServer{s}
+}
+
 func dovecotProfile(opts dovecot.Options) func(t *testing.T) server {
 	return func(t *testing.T) server {
 		opts.Dir, opts.Users = t.TempDir(), map[string]string{"1001": "pass1001"}
@@ -72,6 +86,7 @@ var profiles = []profile{
 	{name: "dovecot", start: dovecotProfile(dovecot.Options{})},
 	{name: "exchange-online", start: dovecotProfile(dovecot.ExchangeOnline()), trash: "Deleted Items"},
 	{name: "no-move-no-uidplus", start: dovecotProfile(dovecot.OldServer())},
+	{name: "cyrus", start: startCyrus},
 	{name: "wan", start: dovecotProfile(dovecot.Options{}), latency: 100 * time.Millisecond, cutMean: 20 * time.Second},
 }
 
@@ -304,8 +319,12 @@ var steps = []step{
 		return nil
 	}},
 	{2, "phone: delete", func(m *model) error {
+		// As Delete does to a voicemail in INBOX; Delete itself would purge
+		// one the engine moved to Trash since pick, which the model does
+		// not follow.
 		if x, ok := m.pick(um.Inbox); ok {
-			return m.mb.Delete(context.Background(), x.ID)
+			_, err := m.mb.Move(context.Background(), []uuid.UUID{x.ID}, um.Trash)
+			return err
 		}
 		return nil
 	}},

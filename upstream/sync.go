@@ -282,6 +282,12 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 			appends = append(appends, a.id)
 		}
 	}
+	// Only what is still in INBOX: Delete purges a voicemail the phone
+	// moved to Trash meanwhile.
+	umDelete = slices.DeleteFunc(umDelete, func(id uuid.UUID) bool {
+		m, err := w.mb.Message(ctx, id)
+		return err != nil || m.Folder != um.Inbox
+	})
 	if len(umDelete) > 0 {
 		if err := w.mb.Delete(wctx, umDelete...); err != nil && !errors.Is(err, um.ErrNotFound) {
 			return err

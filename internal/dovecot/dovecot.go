@@ -440,7 +440,10 @@ func (s *Server) Kill() {
 }
 
 // Restart starts Dovecot again after Kill, with the same configuration,
-// ports and Maildirs, and returns once the IMAP port answers.
+// ports and Maildirs, and returns once the IMAP port answers. The lock
+// files the killed processes left in the Maildirs are removed first, as a
+// restart script would: Dovecot itself would wait minutes before it takes
+// them for stale, and every command touching such a folder would hang.
 func (s *Server) Restart() error {
 	if s.cmd != nil {
 		return errors.New("dovecot: Restart while running")
@@ -448,6 +451,12 @@ func (s *Server) Restart() error {
 	if s.runDir == "" {
 		return errors.New("dovecot: Restart after Stop")
 	}
+	filepath.WalkDir(filepath.Join(s.Dir, "mail"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(d.Name(), ".lock") {
+			os.Remove(path)
+		}
+		return nil
+	})
 	return s.start()
 }
 
