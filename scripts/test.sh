@@ -16,6 +16,11 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
+# Cyrus IMAP, the sync engine's second real server: its master and tools
+# (cyrus-common) are installed; imapd (cyrus-imapd) conflicts with
+# dovecot-imapd, so it is unpacked into /var/tmp/um-cyrus instead, where
+# internal/cyrus looks for it.
+[ -x /usr/lib/cyrus/bin/master ] || need+=(cyrus-common)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""
@@ -30,6 +35,16 @@ if ((${#need[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
   [ "$had_policy" = 1 ] || $sudo rm -f /usr/sbin/policy-rc.d
+fi
+if [ ! -x /usr/lib/cyrus/bin/imapd ] && [ ! -x /var/tmp/um-cyrus/usr/lib/cyrus/bin/imapd ]; then
+  echo "unpacking cyrus-imapd into /var/tmp/um-cyrus"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  tmp=$(mktemp -d)
+  chmod 777 "$tmp"
+  (cd "$tmp" && { $sudo apt-get download -qq cyrus-imapd || { $sudo apt-get update -qq && $sudo apt-get download -qq cyrus-imapd; }; })
+  $sudo dpkg-deb -x "$tmp"/cyrus-imapd_*.deb /var/tmp/um-cyrus
+  rm -rf "$tmp"
 fi
 
 # Dovecot's imaptest (scripted compliance groups and a short stress run,

@@ -96,6 +96,8 @@ type config struct {
 	certFile     string
 	keyFile      string
 	upstreams    upstreamFlag
+	upstreamFile string
+	argvSecrets  []string // mailboxes whose -upstream password is in argv
 	upstreamCA   string
 	pg           string
 	node         string
@@ -113,6 +115,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.certFile, "cert", "", "TLS certificate `file` (PEM); default a self-signed one in the data directory")
 	fs.StringVar(&c.keyFile, "key", "", "TLS private key `file` (PEM)")
 	fs.Var(&c.upstreams, "upstream", "mirror mailbox BOX into a mail account: `BOX=imaps://USER:PASSWORD@HOST[:PORT][/FOLDER]` (imap:// for STARTTLS; repeatable)")
+	fs.StringVar(&c.upstreamFile, "upstream-file", "", "read the -upstream accounts from `FILE`, one \"BOX URL\" a line (keeps passwords out of the command line; must not be readable by others)")
 	fs.StringVar(&c.upstreamCA, "upstream-ca", "", "PEM `file` of the CA that signed the -upstream servers' certificates (default: the system's)")
 	fs.StringVar(&c.pg, "pg", "", "keep the mailboxes in PostgreSQL at `DSN` (postgres://...) instead of the data directory; PBX nodes on one database share them")
 	fs.StringVar(&c.node, "node", "", "this PBX's `name` in a cluster sharing -pg (default host-pid)")
@@ -125,6 +128,14 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	for _, u := range c.upstreams {
+		c.argvSecrets = append(c.argvSecrets, u.Mailbox)
+	}
+	if c.upstreamFile != "" {
+		if err := loadUpstreamFile(c.upstreamFile, &c.upstreams); err != nil {
+			return nil, err
+		}
 	}
 	if c.node != "" && c.pg == "" {
 		return nil, errors.New("-node goes with -pg")
@@ -463,7 +474,7 @@ func (p *phone) exec(ctx context.Context, f []string) (string, error) {
 		}
 		sctx, cancel := context.WithTimeout(ctx, syncTimeout)
 		defer cancel()
-		if err := p.upstream.Sync(sctx, args[0]); err != nil {
+		if err := syncWait(sctx, p.upstream, args[0]); err != nil {
 			return "", err
 		}
 		return "ok\n", nil
