@@ -162,6 +162,9 @@ func refBlob(tx *bolt.Tx, k blobKey, delta int) (bool, error) {
 	}
 	n += int64(delta)
 	if n <= 0 {
+		if err := deleteSum(tx, k); err != nil {
+			return false, err
+		}
 		return true, b.Delete(k[:])
 	}
 	return false, b.Put(k[:], putU32(nil, uint32(n)))
@@ -415,6 +418,9 @@ func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.R
 			return err
 		}
 		if _, err := refBlob(tx, k, +1); err != nil {
+			return err
+		}
+		if err := putSum(tx, k, c.sum); err != nil {
 			return err
 		}
 		if c.inline() {

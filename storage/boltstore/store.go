@@ -58,8 +58,9 @@ type Store struct {
 	db    *bolt.DB
 	logf  func(string, ...any)
 	c     *committer
-	blobs blobSet  // content files being written or pooled, which the sweep must leave alone
-	pool  blobPool // empty content files ready for deposits
+	blobs blobSet    // content files being written or pooled, which the sweep must leave alone
+	pool  blobPool   // empty content files ready for deposits
+	pins  deletePins // content files a backup or check still reads
 
 	dirsMu sync.Mutex
 	dirs   map[string]bool // audio subdirectories known to exist durably
@@ -172,6 +173,10 @@ func openDB(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
 		return nil, err
 	}
 	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	if err := ensureSums(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
