@@ -23,8 +23,10 @@ var (
 	// ErrInvalid: an argument is malformed (an empty name, a nil reader, a
 	// negative duration). Nothing was changed.
 	ErrInvalid = errors.New("um: invalid argument")
-	// ErrBadAudio: the audio is not of the type it claims (for example a
-	// WAV without a RIFF/WAVE header). Nothing was stored.
+	// ErrBadAudio: the audio's type is not an audio media type, or the
+	// audio is not of the type it claims (Ogg bytes labelled audio/wav, a
+	// WAV without a RIFF/WAVE header or shorter than its header says).
+	// Nothing was stored.
 	ErrBadAudio = errors.New("um: bad audio")
 	// ErrNotVoice: an operation for voicemail was asked of an e-mail a mail
 	// client appended, or an e-mail was offered where only voicemail goes.
