@@ -74,6 +74,15 @@ type Options struct {
 	// Store. Changes carry it, and the MWI hook runs only on the node where
 	// a change was made, so a lamp is announced once. Default "local".
 	Node string
+	// Render is how voicemail looks as e-mail wherever it is rendered
+	// through Service.RenderEmail (the IMAP server, the sync engine,
+	// forwarding): the time zone, the wording, the mail domain. Fields the
+	// caller of RenderEmail sets win. Keep it fixed: IMAP clients cache
+	// what a message looked like.
+	Render RenderOptions
+	// TextsFor, when set, picks the wording for a mailbox (its user's
+	// language); a nil result falls back to Render.Texts, then English.
+	TextsFor func(mailbox string) *Texts
 	// Now returns the current time; time.Now when nil. For tests.
 	Now func() time.Time
 	// Logf receives errors that have no caller to return to (a failed

@@ -827,7 +827,7 @@ func (w *worker) appendMessage(ctx context.Context, c *imapclient.Client, m um.M
 		return err
 	}
 	defer audio.Close()
-	email := um.RenderEmail(m, w.rend)
+	email := w.e.svc.RenderEmail(m, w.rend)
 	cmd := c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(flags), Time: m.Time})
 	_, werr := email.WriteTo(cmd, audio)
 	cerr := cmd.Close()
