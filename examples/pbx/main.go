@@ -99,6 +99,7 @@ type config struct {
 	upstreamCA   string
 	pg           string
 	node         string
+	limits       limits
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -116,6 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.upstreamCA, "upstream-ca", "", "PEM `file` of the CA that signed the -upstream servers' certificates (default: the system's)")
 	fs.StringVar(&c.pg, "pg", "", "keep the mailboxes in PostgreSQL at `DSN` (postgres://...) instead of the data directory; PBX nodes on one database share them")
 	fs.StringVar(&c.node, "node", "", "this PBX's `name` in a cluster sharing -pg (default host-pid)")
+	c.limits.flags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pbx [flags]\n\nA demo PBX: voice mailboxes served over IMAP, phone commands on standard input.\n\n")
 		fs.PrintDefaults()
@@ -125,6 +127,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := c.limits.check(); err != nil {
+		return nil, err
 	}
 	if c.node != "" && c.pg == "" {
 		return nil, errors.New("-node goes with -pg")
@@ -169,7 +174,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
-	svc, err := um.New(store, &um.Options{MWI: out.mwi, Logf: logf, Node: cfg.node})
+	svc, err := um.New(store, cfg.limits.apply(&um.Options{MWI: out.mwi, Logf: logf, Node: cfg.node}))
 	if err != nil {
 		return err
 	}
@@ -209,7 +214,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}()
 	banner(stderr, cfg, users, cert, srv)
 
-	p := &phone{svc: svc, out: out, upstream: engine}
+	p := &phone{svc: svc, out: out, upstream: engine, store: store}
 	lines := make(chan string)
 	readErr := make(chan error, 1)
 	go func() {
@@ -284,6 +289,7 @@ type phone struct {
 	svc      *um.Service
 	out      *output
 	upstream *upstream.Engine // nil without -upstream
+	store    um.Store
 }
 
 // handle runs one command line and writes its answer. Empty lines and lines
@@ -316,6 +322,8 @@ var usage = map[string]string{
 	"undelete":     "undelete BOX UID",
 	"mwi":          "mwi BOX",
 	"sync":         "sync BOX",
+	"backup":       "backup DIR",
+	"check":        "check",
 	"help":         "help",
 }
 
@@ -467,6 +475,8 @@ func (p *phone) exec(ctx context.Context, f []string) (string, error) {
 			return "", err
 		}
 		return "ok\n", nil
+	case "backup", "check":
+		return p.storeCommand(ctx, cmd, args, bad)
 	}
 	return "", fmt.Errorf("command %q not implemented", cmd)
 }

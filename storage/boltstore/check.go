@@ -130,7 +130,11 @@ func (r *CheckReport) Err() error {
 		}
 		b.WriteString(p.String())
 	}
-	return fmt.Errorf("%w: %d problems: %s", ErrDamaged, len(r.Problems), b.String())
+	n := fmt.Sprintf("%d problems", len(r.Problems))
+	if len(r.Problems) == 1 {
+		n = "1 problem"
+	}
+	return fmt.Errorf("%w: %s: %s", ErrDamaged, n, b.String())
 }
 
 // stored is a message record found by walk, with where it is.
