@@ -1,7 +1,9 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,7 +12,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/embeddedum/um"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -131,6 +135,15 @@ func (s *Store) Backup(ctx context.Context, dir string) (BackupInfo, error) {
 // damaged directory aside first. Like Backup it writes um.db last, so an
 // interrupted Restore leaves no store that Open would take for whole.
 //
+// Every folder of the restored store gets a new, larger UIDVALIDITY; its
+// messages keep their UIDs. A backup is older than what mail clients and
+// forwarding have seen: the UIDs handed out after it was taken would be
+// handed out again, to other messages, and a client would show the
+// voicemail it cached under the old UID. With the new UIDVALIDITY, clients
+// drop their caches and fetch the folder again (RFC 9051, section 2.3.1.1),
+// the sync engine re-associates messages by their ID header, and
+// forwarding starts from INBOX's current end.
+//
 // The report is the restored store's; when it lists problems (a backup
 // damaged since it was written), the error wraps ErrDamaged and names
 // them, and dir is left for inspection.
@@ -187,6 +200,9 @@ func Restore(ctx context.Context, from, dir string) (*CheckReport, error) {
 		return nil, fmt.Errorf("boltstore: restore: %w", err)
 	}
 	defer s.Close()
+	if err := s.update(ctx, newValidities); err != nil {
+		return nil, fmt.Errorf("boltstore: restore: new UIDVALIDITY: %w", err)
+	}
 	rep, err := s.Check(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: restore: %w", err)
@@ -275,4 +291,78 @@ func finish(dir string, dirs map[string]bool) error {
 		return err
 	}
 	return syncDir(dir)
+}
+
+// newValidities gives every folder of every mailbox a new UIDVALIDITY from
+// the store's counter, moving its messages, with their UIDs, under it.
+func newValidities(tx *bolt.Tx) error {
+	// The lost store may have handed out values past the backup's counter;
+	// the clock is past them (the counter started from it and grows by
+	// one per folder created), so the new values start from the clock.
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keyValidity); len(v) == 4 && binary.BigEndian.Uint32(v) < uint32(time.Now().Unix()) {
+		if err := meta.Put(keyValidity, putU32(nil, uint32(time.Now().Unix()))); err != nil {
+			return err
+		}
+	}
+	var names []string
+	if err := tx.Bucket(bucketMailboxes).ForEachBucket(func(k []byte) error {
+		names = append(names, string(k))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, name := range names {
+		mb, err := getMailbox(tx, name)
+		if err != nil {
+			return err
+		}
+		type folder struct {
+			name []byte
+			fm   folderMeta
+		}
+		var folders []folder
+		if err := mb.folders.ForEach(func(k, v []byte) error {
+			fm, err := parseFolder(v)
+			folders = append(folders, folder{bytes.Clone(k), fm})
+			return err
+		}); err != nil {
+			return err
+		}
+		for _, f := range folders {
+			old, err := mb.msgBucket(f.fm.validity)
+			if err != nil {
+				return err
+			}
+			v, err := nextValidity(tx)
+			if err != nil {
+				return err
+			}
+			moved, err := mb.msgs.CreateBucket(putU32(nil, v))
+			if err != nil {
+				return err
+			}
+			var r record
+			if err := old.ForEach(func(k, val []byte) error {
+				if err := decodeRecord(val, &r); err != nil || len(k) != 4 {
+					return fmt.Errorf("%w: mailbox %q folder %q: message record", ErrCorrupt, name, f.name)
+				}
+				if err := moved.Put(bytes.Clone(k), bytes.Clone(val)); err != nil {
+					return err
+				}
+				return mb.ids.Put(bytes.Clone(r.m.ID[:]), loc{v, um.UID(binary.BigEndian.Uint32(k))}.bytes())
+			}); err != nil {
+				return err
+			}
+			if err := mb.msgs.DeleteBucket(putU32(nil, f.fm.validity)); err != nil {
+				return err
+			}
+			fm := f.fm // keeps whatever else the folder's value holds
+			fm.validity = v
+			if err := mb.folders.Put(f.name, fm.bytes()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -447,3 +447,62 @@ func TestBackupOfDamagedStore(t *testing.T) {
 		t.Errorf("failed backup left %s: %v, want no database", DBFile, err)
 	}
 }
+
+// TestRestoreNewUIDValidity: a restored store's folders have new, larger
+// UIDVALIDITY values and the same messages under the same UIDs, and UIDs
+// go on from where the backup's folders left off.
+func TestRestoreNewUIDValidity(t *testing.T) {
+	s := openStore(t)
+	newMailbox(t, s, "1001")
+	if _, err := s.CreateFolder(ctx, "1001", "Saved"); err != nil {
+		t.Fatal(err)
+	}
+	content := randomContent(t, 30000)
+	var msgs []um.Message
+	for _, folder := range []string{um.Inbox, um.Inbox, "Saved", um.Trash} {
+		msgs = append(msgs, appendMsg(t, s, "1001", folder, content))
+	}
+	before, err := s.Folders(ctx, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "backup")
+	if _, err := s.Backup(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	restoredDir := filepath.Join(t.TempDir(), "restored")
+	if _, err := Restore(ctx, dir, restoredDir); err != nil {
+		t.Fatal(err)
+	}
+	r := openAt(t, restoredDir)
+	after, err := r.Folders(ctx, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Fatalf("Folders() after restore = %v, want %d folders", after, len(before))
+	}
+	for i := range before {
+		if after[i].Name != before[i].Name || after[i].UIDNext != before[i].UIDNext || after[i].UIDValidity <= before[i].UIDValidity {
+			t.Errorf("folder after restore = %+v, before %+v; want the same name and UIDNEXT, a larger UIDVALIDITY", after[i], before[i])
+		}
+	}
+	for _, m := range msgs {
+		got, err := r.Get(ctx, "1001", m.ID)
+		if err != nil || got.Folder != m.Folder || got.UID != m.UID {
+			t.Errorf("Get(%s) after restore = %s UID %d, %v; want %s UID %d", m.ID, got.Folder, got.UID, err, m.Folder, m.UID)
+		}
+		if !bytes.Equal(readAll(t, r, "1001", m.ID), content) {
+			t.Errorf("content of %s differs after restore", m.ID)
+		}
+	}
+	if list, err := r.List(ctx, "1001", um.Inbox); err != nil || len(list) != 2 {
+		t.Errorf("List(INBOX) after restore = %d messages, %v; want 2", len(list), err)
+	}
+	if m := appendMsg(t, r, "1001", um.Inbox, content); m.UID != 3 {
+		t.Errorf("next deposit after restore has UID %d, want 3", m.UID)
+	}
+	if rep := mustCheck(t, r); len(rep.Problems) != 0 {
+		t.Errorf("Check() = %v, want no problems", rep.Problems)
+	}
+}

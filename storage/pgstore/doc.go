@@ -119,11 +119,16 @@
 //     This is the choice for large stores and for losing at most the last
 //     seconds.
 //
-// A restored backup is older than what clients have seen: UIDs handed out
-// after it was taken will be handed out again. Until the store offers a
-// step that raises every folder's UIDVALIDITY after a restore, clear the
-// IMAP clients' caches (or re-add their accounts) when restoring an older
-// backup.
+// A restored backup is older than what mail clients and forwarding have
+// seen: the UIDs handed out after it was taken would be handed out again,
+// to other messages. Before any node opens the restored database, give
+// every folder a new UIDVALIDITY, so clients fetch again rather than show
+// what they cached under a reused UID (boltstore.Restore does the same).
+// The sequence first moves to the clock, past any value the lost database
+// handed out after the backup:
+//
+//	SELECT setval('um_uidvalidity', greatest(last_value, extract(epoch FROM now())::bigint)) FROM um_uidvalidity;
+//	UPDATE um_folders SET uidvalidity = nextval('um_uidvalidity');
 //
 // # Testing
 //
