@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/embeddedum/um"
@@ -28,6 +29,9 @@ type BackupInfo struct {
 // backupSnapshotted, when a test sets it, runs after Backup has copied the
 // database and before it copies the content files.
 var backupSnapshotted func()
+
+// copyWorkers is how many content files Backup copies at once.
+const copyWorkers = 4
 
 // partialSuffix marks a database file still being written. Backup and
 // Restore write um.db last, under this name, and rename it when every
@@ -106,22 +110,60 @@ func (s *Store) Backup(ctx context.Context, dir string) (BackupInfo, error) {
 		backupSnapshotted()
 	}
 	dirs := make(map[string]bool)
-	for _, k := range order {
-		fc := files[k]
-		dst := filepath.Join(dir, audioDir, hex.EncodeToString(k[:1]), hex.EncodeToString(k[:]))
-		if !dirs[filepath.Dir(dst)] {
-			if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+	dsts := make([]string, len(order))
+	for i, k := range order {
+		dsts[i] = filepath.Join(dir, audioDir, hex.EncodeToString(k[:1]), hex.EncodeToString(k[:]))
+		if d := filepath.Dir(dsts[i]); !dirs[d] {
+			if err := os.Mkdir(d, 0o700); err != nil {
 				return BackupInfo{}, fmt.Errorf("boltstore: backup: %w", err)
 			}
-			dirs[filepath.Dir(dst)] = true
+			dirs[d] = true
 		}
-		n, err := copyContent(ctx, s.blobPath(k), dst, fc)
-		if err != nil {
-			m := fc.msgs[0]
-			return BackupInfo{}, fmt.Errorf("boltstore: backup: mailbox %s folder %s UID %d: %w", m.mailbox, m.folder, m.uid, err)
-		}
-		info.Files++
-		info.Bytes += n
+	}
+	// A few copies at once keep the disk busy while each waits for its
+	// fdatasync.
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		firstErr error
+		next     int
+		wg       sync.WaitGroup
+	)
+	for range copyWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= len(order) || cctx.Err() != nil {
+					return
+				}
+				fc := files[order[i]]
+				n, err := copyContent(cctx, s.blobPath(order[i]), dsts[i], fc)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					m := fc.msgs[0]
+					firstErr = fmt.Errorf("boltstore: backup: mailbox %s folder %s UID %d: %w", m.mailbox, m.folder, m.uid, err)
+					cancel()
+				}
+				if err == nil {
+					info.Files++
+					info.Bytes += n
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return BackupInfo{}, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return BackupInfo{}, fmt.Errorf("boltstore: backup: %w", err)
 	}
 	if err := finish(dir, dirs); err != nil {
 		return BackupInfo{}, fmt.Errorf("boltstore: backup: %w", err)
