@@ -145,6 +145,8 @@ func checkRecording(audioType string, r io.Reader) (recording, error) {
 		return recording{}, fmt.Errorf("%w: %v", ErrBadAudio, err)
 	}
 	switch {
+	case info.DataSize >= 0 && seekable && size < info.DataOffset+info.DataSize:
+		return recording{}, fmt.Errorf("%w: the WAV header gives %d bytes, the recording has %d", ErrBadAudio, info.DataOffset+info.DataSize, size)
 	case info.DataSize >= 0:
 		// The header gives the length; the audio must then hold it.
 		rec.measured = info.Length(info.DataSize)

@@ -149,3 +149,17 @@ func TestDepositAudioTypes(t *testing.T) {
 		})
 	}
 }
+
+// TestDepositCutShortStoresNothing: a WAV that ends before the size its
+// header gives is refused also when the reader cannot seek, where it shows
+// only at the end of the read, in the store: the store keeps nothing.
+func TestDepositCutShortStoresNothing(t *testing.T) {
+	f := newFixture(t, um.Options{})
+	_, err := f.mb.Deposit(ctx, um.Deposit{Audio: onlyReader{bytes.NewReader(wav.Tone(10 * time.Second)[:100000])}})
+	if !errors.Is(err, um.ErrBadAudio) || !strings.Contains(err.Error(), "ends after 100000") {
+		t.Fatalf("Deposit(cut short) = %v, want ErrBadAudio saying where it ends", err)
+	}
+	if list, _ := f.mb.List(ctx, um.Inbox); len(list) != 0 {
+		t.Errorf("INBOX holds %d messages after a refused deposit", len(list))
+	}
+}
