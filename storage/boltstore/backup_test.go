@@ -506,3 +506,42 @@ func TestRestoreNewUIDValidity(t *testing.T) {
 		t.Errorf("Check() = %v, want no problems", rep.Problems)
 	}
 }
+
+// TestCheckNamesIndexDamage: a message missing from the mailbox's ID
+// index, and an index entry pointing elsewhere, are each named.
+func TestCheckNamesIndexDamage(t *testing.T) {
+	s := openStore(t)
+	newMailbox(t, s, "1001")
+	a := appendMsg(t, s, "1001", um.Inbox, randomContent(t, 500))
+	b := appendMsg(t, s, "1001", um.Inbox, randomContent(t, 500))
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		mb, err := getMailbox(tx, "1001")
+		if err != nil {
+			return err
+		}
+		if err := mb.ids.Delete(a.ID[:]); err != nil {
+			return err
+		}
+		l, _, err := mb.find(b.ID)
+		if err != nil {
+			return err
+		}
+		l.uid = 99
+		return mb.ids.Put(b.ID[:], l.bytes())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rep := mustCheck(t, s)
+	if len(rep.Problems) != 2 {
+		t.Fatalf("Check().Problems = %v, want two", rep.Problems)
+	}
+	for i, want := range []struct {
+		uid    um.UID
+		detail string
+	}{{a.UID, "is not indexed"}, {b.UID, "names UIDVALIDITY"}} {
+		p := rep.Problems[i]
+		if p.Kind != IndexWrong || p.Mailbox != "1001" || p.Folder != um.Inbox || p.UID != want.uid || !strings.Contains(p.Detail, want.detail) {
+			t.Errorf("Problem %d = %+v, want index wrong for INBOX UID %d, saying %q", i, p, want.uid, want.detail)
+		}
+	}
+}

@@ -46,6 +46,10 @@ const (
 	// number of messages naming it, so a later removal would delete it too
 	// early or never.
 	RefCountWrong
+	// IndexWrong: the mailbox's index from message ID to folder and UID
+	// does not name the message where it is, or names one that is not
+	// there, so the message cannot be found, or a lookup fails.
+	IndexWrong
 )
 
 func (k ProblemKind) String() string {
@@ -62,6 +66,8 @@ func (k ProblemKind) String() string {
 		return "record damaged"
 	case RefCountWrong:
 		return "reference count wrong"
+	case IndexWrong:
+		return "index wrong"
 	}
 	return fmt.Sprintf("ProblemKind(%d)", int(k))
 }
@@ -94,7 +100,7 @@ func (p Problem) String() string {
 	switch {
 	case p.Path != "":
 		fmt.Fprintf(&b, ": content file %s", p.Path)
-	case p.Kind != RecordDamaged:
+	case p.Kind != RecordDamaged && p.Kind != IndexWrong:
 		b.WriteString(": content in the database")
 	}
 	fmt.Fprintf(&b, ": %s", p.Kind)
@@ -141,6 +147,7 @@ func (r *CheckReport) Err() error {
 type stored struct {
 	mailbox, folder string
 	uid             um.UID
+	validity        uint32 // of the folder
 	rec             record
 }
 
@@ -176,7 +183,7 @@ func walk(tx *bolt.Tx, fn func(m *stored) error, bad func(Problem)) error {
 				bad(Problem{Mailbox: mb.name, Folder: folder, Kind: RecordDamaged, Detail: "messages of a folder that does not exist"})
 			}
 			return mb.msgs.Bucket(vk).ForEach(func(k, v []byte) error {
-				m := &stored{mailbox: mb.name, folder: folder}
+				m := &stored{mailbox: mb.name, folder: folder, validity: binary.BigEndian.Uint32(vk)}
 				if len(k) == 4 {
 					m.uid = um.UID(binary.BigEndian.Uint32(k))
 				}
@@ -224,8 +231,13 @@ func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 		refs := make(map[blobKey][]*stored)
 		var refOrder []blobKey
 		contents := tx.Bucket(bucketContents)
+		found := make(map[string]map[uuid.UUID]loc) // mailbox -> where each message is
 		if err := walk(tx, func(m *stored) error {
 			rep.Messages++
+			if found[m.mailbox] == nil {
+				found[m.mailbox] = make(map[uuid.UUID]loc)
+			}
+			found[m.mailbox][m.rec.m.ID] = loc{m.validity, m.uid}
 			k := m.rec.blob
 			if refs[k] == nil {
 				refOrder = append(refOrder, k)
@@ -259,6 +271,7 @@ func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 		}, bad); err != nil {
 			return err
 		}
+		checkIndex(tx, found, bad)
 		counts := tx.Bucket(bucketBlobs)
 		for _, k := range refOrder {
 			var n uint32
@@ -346,5 +359,44 @@ func (s *Store) relPath(m *stored) string {
 func sortProblems(ps []Problem) {
 	slices.SortStableFunc(ps, func(a, b Problem) int {
 		return cmp.Or(cmp.Compare(a.Mailbox, b.Mailbox), cmp.Compare(a.Folder, b.Folder), cmp.Compare(a.UID, b.UID))
+	})
+}
+
+// checkIndex compares each mailbox's ID index with where walk found the
+// messages.
+func checkIndex(tx *bolt.Tx, found map[string]map[uuid.UUID]loc, bad func(Problem)) {
+	_ = tx.Bucket(bucketMailboxes).ForEachBucket(func(name []byte) error {
+		mb, err := getMailbox(tx, string(name))
+		if err != nil {
+			return nil // walk reported it
+		}
+		at := found[mb.name]
+		indexed := 0
+		_ = mb.ids.ForEach(func(k, v []byte) error {
+			indexed++
+			var id uuid.UUID
+			copy(id[:], k)
+			l, err := parseLoc(v)
+			want, ok := at[id]
+			switch {
+			case err != nil || len(k) != len(id):
+				bad(Problem{Mailbox: mb.name, ID: id, Kind: IndexWrong, Detail: fmt.Sprintf("entry of %d and %d bytes", len(k), len(v))})
+			case !ok:
+				bad(Problem{Mailbox: mb.name, UID: l.uid, ID: id, Kind: IndexWrong, Detail: fmt.Sprintf("names message %s at UIDVALIDITY %d UID %d, which is not there", id, l.validity, l.uid)})
+			case l != want:
+				folder, _ := mb.folderName(want.validity)
+				bad(Problem{Mailbox: mb.name, Folder: folder, UID: want.uid, ID: id, Kind: IndexWrong, Detail: fmt.Sprintf("names UIDVALIDITY %d UID %d, the message is at UIDVALIDITY %d UID %d", l.validity, l.uid, want.validity, want.uid)})
+			}
+			return nil
+		})
+		if indexed < len(at) {
+			for id, l := range at {
+				if mb.ids.Get(id[:]) == nil {
+					folder, _ := mb.folderName(l.validity)
+					bad(Problem{Mailbox: mb.name, Folder: folder, UID: l.uid, ID: id, Kind: IndexWrong, Detail: fmt.Sprintf("message %s at UIDVALIDITY %d UID %d is not indexed", id, l.validity, l.uid)})
+				}
+			}
+		}
+		return nil
 	})
 }

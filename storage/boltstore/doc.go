@@ -136,7 +136,7 @@
 // Store.Check reads every record and its content and reports each damaged
 // message precisely: mailbox, folder, UID, the content file, and what is
 // wrong (missing, wrong size, wrong checksum, unreadable, damaged record,
-// wrong reference count). Run it after a crash, a disk error or a restore.
+// wrong reference count, a wrong entry in the ID index). Run it after a crash, a disk error or a restore.
 // Contents carry a CRC-32C from the transaction that records them;
 // contents stored before checksums existed have none, and Check verifies
 // only that they are there with their recorded size (CheckReport.Unverified
