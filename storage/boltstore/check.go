@@ -212,7 +212,8 @@ type fileCheck struct {
 // Check reads every message record and its content and verifies that the
 // content is there, has the size the record says and, for contents stored
 // with a checksum, the recorded CRC-32C; it also checks each content's
-// reference count. It reads every byte of every content, so it takes as
+// reference count and each mailbox's index from message ID to folder and
+// UID. It reads every byte of every content, so it takes as
 // long as reading the store's directory, and it runs while the store
 // serves: deposits and removals go on, and files a removal deletes
 // meanwhile wait until Check is done. It changes nothing.
