@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -543,5 +544,28 @@ func TestCheckNamesIndexDamage(t *testing.T) {
 		if p.Kind != IndexWrong || p.Mailbox != "1001" || p.Folder != um.Inbox || p.UID != want.uid || !strings.Contains(p.Detail, want.detail) {
 			t.Errorf("Problem %d = %+v, want index wrong for INBOX UID %d, saying %q", i, p, want.uid, want.detail)
 		}
+	}
+}
+
+// TestLoggerReceivesWarnings: with Options.Logger set, an error with no
+// caller to return to (here a content file that cannot be deleted) is
+// logged at Warn.
+func TestLoggerReceivesWarnings(t *testing.T) {
+	var buf bytes.Buffer
+	dir := t.TempDir()
+	s, err := Open(dir, &Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// A directory where a content file should be makes its removal fail.
+	var k blobKey
+	k[0] = 0xab
+	if err := os.MkdirAll(filepath.Join(s.blobPath(k), "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s.deleteBlobs([]blobKey{k})
+	if got := buf.String(); !strings.Contains(got, "level=WARN") || !strings.Contains(got, "delete content file") {
+		t.Errorf("log = %q, want a WARN line about the content file", got)
 	}
 }

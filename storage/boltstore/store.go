@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -44,8 +45,13 @@ type Options struct {
 	// LockTimeout bounds how long Open waits for another process to close
 	// the store; past it Open fails with ErrLocked. Default one second.
 	LockTimeout time.Duration
-	// Logf receives errors that have no caller to return to, such as a
-	// failure to delete an orphaned content file. Default: dropped.
+	// Logger receives, at Warn, the errors that have no caller to return
+	// to, such as a failure to delete an orphaned content file (a server
+	// fault: the disk). It supersedes Logf. Nil: Logf, or nothing when
+	// both are nil.
+	Logger *slog.Logger
+	// Logf receives the same errors as text when Logger is nil; kept for
+	// hosts written before Logger. Default: dropped.
 	Logf func(format string, args ...any)
 }
 
@@ -89,6 +95,10 @@ func Open(dir string, opts *Options) (*Store, error) {
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = time.Second
+	}
+	if o.Logger != nil {
+		l := o.Logger
+		o.Logf = func(format string, args ...any) { l.Warn(fmt.Sprintf(format, args...)) }
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
