@@ -87,10 +87,25 @@ func sniff(b []byte) audioFormat {
 		return formatAMR
 	case has(0, "FORM") && (has(8, "AIFF") || has(8, "AIFC")):
 		return formatAIFF
-	case has(0, "ID3"), len(b) >= 2 && b[0] == 0xFF && b[1]&0xE0 == 0xE0: // an ID3 tag, or an MPEG frame sync
+	case has(0, "ID3"), mpegFrame(b):
 		return formatMPEG
 	}
 	return formatUnknown
+}
+
+// mpegFrame reports whether b starts with the header of an MPEG audio
+// frame (MP3) or an ADTS frame (AAC): a frame sync whose fields hold no
+// reserved values. Raw mu-law silence, which is all 0xFF, does not pass.
+func mpegFrame(b []byte) bool {
+	if len(b) < 4 || b[0] != 0xFF {
+		return false
+	}
+	if b[1]&0xF6 == 0xF0 { // ADTS: 12-bit sync, layer 00
+		return (b[2]>>2)&0xF < 13 // a sampling frequency index in use
+	}
+	version, layer := (b[1]>>3)&3, (b[1]>>1)&3
+	bitrate, rate := b[2]>>4, (b[2]>>2)&3
+	return b[1]&0xE0 == 0xE0 && version != 1 && layer != 0 && bitrate != 15 && rate != 3
 }
 
 // recording is a deposit's audio after its check.

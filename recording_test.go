@@ -125,6 +125,10 @@ func TestDepositAudioTypes(t *testing.T) {
 		{"WAV header without data", "audio/wav", wavBytes[:36], 0, um.ErrBadAudio, ""},
 		{"WAV cut short of its header's size", "audio/wav", wavBytes[:10000], 0, um.ErrBadAudio, ""},
 		{"Ogg without a duration", "audio/ogg", ogg, 0, um.ErrInvalid, ""},
+		{"raw mu-law silence as audio/basic", "audio/basic", bytes.Repeat([]byte{0xFF}, 8000), 3 * time.Second, nil, "audio/basic"},
+		{"MP3 frame as audio/mpeg", "audio/mpeg", append([]byte{0xFF, 0xFB, 0x90, 0x64}, make([]byte, 400)...), 3 * time.Second, nil, "audio/mpeg"},
+		{"MP3 frame labelled WAV", "audio/wav", append([]byte{0xFF, 0xFB, 0x90, 0x64}, make([]byte, 400)...), 3 * time.Second, um.ErrBadAudio, ""},
+		{"ADTS frame as audio/aac", "audio/aac", append([]byte{0xFF, 0xF1, 0x50, 0x80}, make([]byte, 400)...), 3 * time.Second, nil, "audio/aac"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
