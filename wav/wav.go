@@ -87,7 +87,11 @@ func (i Info) Length(n int64) time.Duration {
 	if n <= 0 || i.ByteRate == 0 {
 		return 0
 	}
-	return time.Duration(uint64(n) * uint64(time.Second) / uint64(i.ByteRate))
+	secs, rest := uint64(n)/uint64(i.ByteRate), uint64(n)%uint64(i.ByteRate)
+	if secs >= uint64(math.MaxInt64/time.Second) {
+		return time.Duration(math.MaxInt64) // a header no recording has; never wraps
+	}
+	return time.Duration(secs)*time.Second + time.Duration(rest*uint64(time.Second)/uint64(i.ByteRate))
 }
 
 // ReadInfo reads the header of a WAV file: the RIFF/WAVE signature, the fmt

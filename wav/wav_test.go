@@ -92,3 +92,13 @@ func TestReadInfo(t *testing.T) {
 		t.Errorf("ReadInfo(cut before the data chunk) = %v, want ErrNotWAV", err)
 	}
 }
+
+func TestLengthDoesNotWrap(t *testing.T) {
+	info := wav.Info{ByteRate: 1}
+	if got := info.Length(1 << 62); got <= 0 {
+		t.Errorf("Length(2^62 bytes at 1 byte/s) = %v, want a large positive duration", got)
+	}
+	if got := (wav.Info{ByteRate: 16000}).Length(24000); got != 1500*time.Millisecond {
+		t.Errorf("Length(24000 bytes at 16000 bytes/s) = %v, want 1.5s", got)
+	}
+}
