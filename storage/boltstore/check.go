@@ -52,6 +52,7 @@ const (
 	IndexWrong
 )
 
+// String names the kind, as in "content size wrong".
 func (k ProblemKind) String() string {
 	switch k {
 	case ContentMissing:
