@@ -57,3 +57,42 @@ func BenchmarkContentSum(b *testing.B) {
 		crc32.Checksum(content, castagnoli)
 	}
 }
+
+// BenchmarkDepositDuringBackup measures 480 KB deposits from four callers
+// with and without backups of a 200-voicemail store running back to back
+// meanwhile: what a backup costs the PBX while it runs.
+func BenchmarkDepositDuringBackup(b *testing.B) {
+	for _, backup := range []bool{false, true} {
+		b.Run(fmt.Sprintf("backup=%v", backup), func(b *testing.B) {
+			s := fillStore(b, 200, 480000)
+			content := randomContent(b, 480000)
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for backup {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := s.Backup(ctx, filepath.Join(b.TempDir(), "backup")); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+			b.SetParallelism(2) // 2 cores: four depositors
+			b.SetBytes(480000)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					appendMsg(b, s, "1001", um.Inbox, content)
+				}
+			})
+			b.StopTimer()
+			close(stop)
+			<-done
+		})
+	}
+}
