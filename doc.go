@@ -20,7 +20,10 @@
 //		MaxMessages: 100, MaxRecordedTime: 30 * time.Minute, TrashRetention: 30 * 24 * time.Hour,
 //	})
 //	mb, err := svc.EnsureMailbox(ctx, "1001")
-//	msg, err := mb.Deposit(ctx, um.Deposit{Audio: recording, CallerNumber: from, Duration: d})
+//	msg, err := mb.Deposit(ctx, um.Deposit{Audio: recording, CallerNumber: from})
+//
+// The README's quick start, which also runs as Example_quickStart, adds
+// the IMAP server and the shutdown order.
 //
 // Call control then lists (Mailbox.List), plays (Mailbox.OpenAudio), marks
 // heard (Mailbox.MarkHeard), deletes (Mailbox.Delete, to Trash) and restores
@@ -109,6 +112,17 @@
 // delivers to mail clients either by IMAP sync or by e-mail forwarding, not
 // both: Service.ClaimDelivery enforces it with ErrModeConflict, through the
 // store when it implements DeliveryModes.
+//
+// # Recordings and their rendering
+//
+// Deposit checks a recording before it stores it: the type must be an
+// audio media type whose format the first bytes do not contradict, and a
+// WAV's length comes from its header whenever the caller gives none or
+// one more than DurationTolerance off (Mailbox.Deposit has the rules).
+// Each voicemail is shown to mail clients as one rendered e-mail
+// (RenderEmail); Options.Render and Options.TextsFor set its time zone and
+// wording, per language (NewTexts), for the IMAP server, the sync engine
+// and forwarding alike, which render through Service.RenderEmail.
 //
 // # Standards
 //

@@ -1,8 +1,6 @@
 package um
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -160,8 +158,24 @@ func (mb *Mailbox) OpenAudio(ctx context.Context, id uuid.UUID) (io.ReadCloser, 
 // ErrMailboxFull when the mailbox is at its limits, ErrInvalid or
 // ErrBadAudio for bad input; then nothing is stored.
 //
-// Deposit holds the mailbox's write lock while it reads d.Audio: hand it a
-// finished recording, not a live stream.
+// The recording is checked before anything is stored. d.AudioType is parsed
+// as a media type (parameters such as codecs=1 are kept); a type that is not
+// audio/*, or whose recording's first bytes say another format (Ogg bytes
+// labelled audio/wav, WAV bytes labelled audio/mpeg), fails with
+// ErrBadAudio. The WAV types (audio/wav, audio/x-wav, audio/wave,
+// audio/vnd.wave) are stored as audio/wav. A WAV's length is read from its
+// header, and the message records it when d.Duration is zero or more than
+// DurationTolerance away from it: Subject, Content-Duration and
+// MaxRecordedTime all see the length of the audio, not a caller's mistake.
+// A WAV shorter than its header says fails with ErrBadAudio. For other
+// types um cannot measure the length, and a zero d.Duration fails with
+// ErrInvalid.
+//
+// Deposit reads the first 64 KiB of d.Audio before it takes the mailbox's
+// write lock, and the rest while holding it: hand it a finished recording,
+// not a live stream. (A WAV whose header leaves the data size unset, as
+// streaming recorders write, is read whole first unless d.Audio is an
+// io.Seeker; up to 64 MiB.)
 func (mb *Mailbox) Deposit(ctx context.Context, d Deposit) (Message, error) {
 	if d.Audio == nil {
 		return Message{}, fmt.Errorf("%w: deposit without audio", ErrInvalid)
@@ -169,12 +183,13 @@ func (mb *Mailbox) Deposit(ctx context.Context, d Deposit) (Message, error) {
 	if d.Duration < 0 {
 		return Message{}, fmt.Errorf("%w: negative duration %v", ErrInvalid, d.Duration)
 	}
-	if d.AudioType == "" {
-		d.AudioType = "audio/wav"
-	}
-	audio, err := checkAudio(d.AudioType, d.Audio)
+	rec, err := checkRecording(d.AudioType, d.Audio)
 	if err != nil {
 		return Message{}, err
+	}
+	d.AudioType = rec.audioType
+	if d.Duration = depositDuration(d.Duration, rec.measured); d.Duration == 0 && rec.measured < 0 {
+		return Message{}, fmt.Errorf("%w: no duration for %s audio, which um cannot measure", ErrInvalid, d.AudioType)
 	}
 	now := mb.svc.opts.Now()
 	if d.Time.IsZero() {
@@ -195,7 +210,7 @@ func (mb *Mailbox) Deposit(ctx context.Context, d Deposit) (Message, error) {
 	if d.Urgent {
 		m.Flags = FlagFlagged
 	}
-	return mb.add(ctx, m, audio)
+	return mb.add(ctx, m, rec.r)
 }
 
 // Append stores an e-mail a mail client uploaded into a user folder (not
@@ -517,22 +532,4 @@ func validFolder(name string) error {
 		}
 	}
 	return nil
-}
-
-// checkAudio refuses audio that is not what its type says, looking only at
-// the first bytes, and returns a reader that still yields every byte.
-func checkAudio(audioType string, r io.Reader) (io.Reader, error) {
-	t := strings.ToLower(audioType)
-	if t != "audio/wav" && t != "audio/x-wav" && t != "audio/wave" {
-		return r, nil
-	}
-	br := bufio.NewReaderSize(r, 64)
-	head, err := br.Peek(12)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("um: read audio: %w", err)
-	}
-	if len(head) < 12 || !bytes.Equal(head[0:4], []byte("RIFF")) || !bytes.Equal(head[8:12], []byte("WAVE")) {
-		return nil, fmt.Errorf("%w: %s without a RIFF/WAVE header", ErrBadAudio, audioType)
-	}
-	return br, nil
 }

@@ -23,8 +23,10 @@ var (
 	// ErrInvalid: an argument is malformed (an empty name, a nil reader, a
 	// negative duration). Nothing was changed.
 	ErrInvalid = errors.New("um: invalid argument")
-	// ErrBadAudio: the audio is not of the type it claims (for example a
-	// WAV without a RIFF/WAVE header). Nothing was stored.
+	// ErrBadAudio: the audio's type is not an audio media type, or the
+	// audio is not of the type it claims (Ogg bytes labelled audio/wav, a
+	// WAV without a RIFF/WAVE header or shorter than its header says).
+	// Nothing was stored.
 	ErrBadAudio = errors.New("um: bad audio")
 	// ErrNotVoice: an operation for voicemail was asked of an e-mail a mail
 	// client appended, or an e-mail was offered where only voicemail goes.
@@ -72,6 +74,15 @@ type Options struct {
 	// Store. Changes carry it, and the MWI hook runs only on the node where
 	// a change was made, so a lamp is announced once. Default "local".
 	Node string
+	// Render is how voicemail looks as e-mail wherever it is rendered
+	// through Service.RenderEmail (the IMAP server, the sync engine,
+	// forwarding): the time zone, the wording, the mail domain. Fields the
+	// caller of RenderEmail sets win. Keep it fixed: IMAP clients cache
+	// what a message looked like.
+	Render RenderOptions
+	// TextsFor, when set, picks the wording for a mailbox (its user's
+	// language); a nil result falls back to Render.Texts, then English.
+	TextsFor func(mailbox string) *Texts
 	// Now returns the current time; time.Now when nil. For tests.
 	Now func() time.Time
 	// Logf receives errors that have no caller to return to (a failed

@@ -119,7 +119,8 @@ type Options struct {
 	// From is the envelope sender (MAIL FROM), where bounces go. Required.
 	From string
 	// Render tunes the e-mail (the From domain, the time zone); its To
-	// and Mailbox are set per mailbox.
+	// and Mailbox are set per mailbox, and fields left empty come from
+	// the Service's um.Options.Render.
 	Render um.RenderOptions
 	// LocalName is the PBX's host name for EHLO. Default "localhost".
 	LocalName string
@@ -615,7 +616,7 @@ func (f *Forwarder) send(ctx context.Context, b *box, m um.Message) error {
 	defer audio.Close()
 	ropts := f.opts.Render
 	ropts.To, ropts.Mailbox = b.to.String(), b.cfg.Mailbox
-	email := um.RenderEmail(m, ropts)
+	email := f.svc.RenderEmail(m, ropts)
 
 	d := &net.Dialer{Timeout: f.opts.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", f.opts.Addr)

@@ -19,6 +19,7 @@ import (
 	"github.com/embeddedum/um/internal/testwait"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/embeddedum/um/upstream"
+	wavfile "github.com/embeddedum/um/wav"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
@@ -115,10 +116,8 @@ func (ss *session) Data(r io.Reader) error {
 	return nil
 }
 
-func wav() []byte {
-	b := []byte("RIFF\x00\x00\x00\x00WAVEfmt ")
-	return append(b, bytes.Repeat([]byte{1, 2}, 300)...)
-}
+// wav is the recording the tests deposit: 2 s, as their Duration says.
+func wav() []byte { return wavfile.Tone(2 * time.Second) }
 
 type fixture struct {
 	svc  *um.Service

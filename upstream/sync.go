@@ -370,7 +370,7 @@ func (w *worker) appendMessage(ctx context.Context, c *imapclient.Client, id uui
 	}
 	defer audio.Close()
 	flags := w.st.Messages[id].Flags
-	email := um.RenderEmail(m, w.rend)
+	email := w.e.svc.RenderEmail(m, w.rend)
 	w.appended[id] = time.Now()
 	w.arm()
 	cmd := c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(flags), Time: m.Time})

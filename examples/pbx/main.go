@@ -101,6 +101,7 @@ type config struct {
 	upstreamCA   string
 	pg           string
 	node         string
+	limits       limits
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -119,6 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.upstreamCA, "upstream-ca", "", "PEM `file` of the CA that signed the -upstream servers' certificates (default: the system's)")
 	fs.StringVar(&c.pg, "pg", "", "keep the mailboxes in PostgreSQL at `DSN` (postgres://...) instead of the data directory; PBX nodes on one database share them")
 	fs.StringVar(&c.node, "node", "", "this PBX's `name` in a cluster sharing -pg (default host-pid)")
+	c.limits.flags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pbx [flags]\n\nA demo PBX: voice mailboxes served over IMAP, phone commands on standard input.\n\n")
 		fs.PrintDefaults()
@@ -136,6 +138,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		if err := loadUpstreamFile(c.upstreamFile, &c.upstreams); err != nil {
 			return nil, err
 		}
+	}
+	if err := c.limits.check(); err != nil {
+		return nil, err
 	}
 	if c.node != "" && c.pg == "" {
 		return nil, errors.New("-node goes with -pg")
@@ -180,7 +185,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
-	svc, err := um.New(store, &um.Options{MWI: out.mwi, Logf: logf, Node: cfg.node})
+	svc, err := um.New(store, cfg.limits.apply(&um.Options{MWI: out.mwi, Logf: logf, Node: cfg.node}))
 	if err != nil {
 		return err
 	}
@@ -220,7 +225,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}()
 	banner(stderr, cfg, users, cert, srv)
 
-	p := &phone{svc: svc, out: out, upstream: engine}
+	p := &phone{svc: svc, out: out, upstream: engine, store: store}
 	lines := make(chan string)
 	readErr := make(chan error, 1)
 	go func() {
@@ -295,6 +300,7 @@ type phone struct {
 	svc      *um.Service
 	out      *output
 	upstream *upstream.Engine // nil without -upstream
+	store    um.Store
 }
 
 // handle runs one command line and writes its answer. Empty lines and lines
@@ -327,6 +333,8 @@ var usage = map[string]string{
 	"undelete":     "undelete BOX UID",
 	"mwi":          "mwi BOX",
 	"sync":         "sync BOX",
+	"backup":       "backup DIR",
+	"check":        "check",
 	"help":         "help",
 }
 
@@ -478,6 +486,8 @@ func (p *phone) exec(ctx context.Context, f []string) (string, error) {
 			return "", err
 		}
 		return "ok\n", nil
+	case "backup", "check":
+		return p.storeCommand(ctx, cmd, args, bad)
 	}
 	return "", fmt.Errorf("command %q not implemented", cmd)
 }

@@ -175,6 +175,9 @@ func refBlob(tx *bolt.Tx, k blobKey, delta int) (bool, error) {
 	}
 	n += int64(delta)
 	if n <= 0 {
+		if err := deleteSum(tx, k); err != nil {
+			return false, err
+		}
 		return true, b.Delete(k[:])
 	}
 	return false, b.Put(k[:], putU32(nil, uint32(n)))
@@ -450,6 +453,9 @@ func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, 
 			return err
 		}
 		if _, err := refBlob(tx, k, +1); err != nil {
+			return err
+		}
+		if err := putSum(tx, k, c.sum); err != nil {
 			return err
 		}
 		if c.inline() {

@@ -15,6 +15,8 @@ import (
 //	  "schema"               uint32: the schema version
 //	  "validity"             uint32: the last UIDVALIDITY handed out
 //	blobs                    bucket: content key (16 bytes) -> uint32 reference count
+//	sums                     bucket: content key -> uint32 CRC-32C of the content (sums.go;
+//	                         made at Open, not by a migration: older programs ignore it)
 //	contents                 bucket: content key -> the content, for those of at most
 //	                         inlineMax bytes (the record's bit 4 says which kind)
 //	mailboxes                bucket: mailbox name -> mailbox bucket

@@ -137,6 +137,34 @@
 // the NOTIFY for changes it makes (or forward them to the node holding the
 // phone's subscription).
 //
+// # Backup
+//
+// Everything a Store keeps, metadata and audio alike, is in the database,
+// so PostgreSQL's own tools back it up while the nodes keep serving:
+//
+//   - pg_dump (pg_dump -Fc -f voicemail.dump voicemail) reads the whole
+//     database in one snapshot (a repeatable-read transaction), so the
+//     dump is consistent however many deposits run meanwhile. Restore it
+//     with pg_restore into an empty database (createdb, then pg_restore -d
+//     voicemail voicemail.dump) and point the nodes at it. The audio is
+//     bytea, so the dump is about the size of the audio.
+//   - pg_basebackup (pg_basebackup -D /backup/base -X stream) copies the
+//     whole cluster at the file level, online; with WAL archiving
+//     (archive_mode, archive_command) it restores to any point in time.
+//     This is the choice for large stores and for losing at most the last
+//     seconds.
+//
+// A restored backup is older than what mail clients and forwarding have
+// seen: the UIDs handed out after it was taken would be handed out again,
+// to other messages. Before any node opens the restored database, give
+// every folder a new UIDVALIDITY, so clients fetch again rather than show
+// what they cached under a reused UID (boltstore.Restore does the same).
+// The sequence first moves to the clock, past any value the lost database
+// handed out after the backup:
+//
+//	SELECT setval('um_uidvalidity', greatest(last_value, extract(epoch FROM now())::bigint)) FROM um_uidvalidity;
+//	UPDATE um_folders SET uidvalidity = nextval('um_uidvalidity');
+//
 // # Testing
 //
 // The package's tests start a throwaway PostgreSQL (initdb and postgres from
