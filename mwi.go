@@ -237,22 +237,18 @@ func (d *mwiDispatcher) add(mailbox string, m mwiMark) {
 	}
 }
 
-// markAll marks every mailbox of the store after a resync of all of them:
-// what this node last saw may be stale. When the store cannot list them, it
-// marks those the dispatcher knows.
-func (d *mwiDispatcher) markAll(ctx context.Context) {
-	names, err := d.svc.store.Mailboxes(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return
-		}
-		d.svc.log.Warn("um: list mailboxes to reread their lamps", "err", err)
-		d.mu.Lock()
-		for name := range d.last {
-			names = append(names, name)
-		}
-		d.mu.Unlock()
+// markKnown marks every mailbox whose state the dispatcher holds, after a
+// resync of all mailboxes: those states may be stale. A mailbox it never
+// read needs nothing: this node has announced nothing for it to correct,
+// and its next change is announced anyway (Options.AnnounceMWI covers a
+// start).
+func (d *mwiDispatcher) markKnown() {
+	d.mu.Lock()
+	names := make([]string, 0, len(d.last))
+	for name := range d.last {
+		names = append(names, name)
 	}
+	d.mu.Unlock()
 	for _, name := range names {
 		d.add(name, mwiMark{})
 	}

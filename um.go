@@ -295,9 +295,7 @@ func (s *Service) watch(ctx context.Context, w Watcher) {
 			// one that has seen it knows FlushMWI covers it.
 			switch {
 			case c.Mailbox == "":
-				// Listing the mailboxes is I/O: not on the feed's goroutine.
-				s.wg.Add(1)
-				go func() { defer s.wg.Done(); s.mwi.markAll(ctx) }()
+				s.mwi.markKnown()
 			case affectsMWI(c.Events):
 				s.mwi.mark(c.Mailbox, c.Node)
 			}
