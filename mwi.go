@@ -374,5 +374,6 @@ func (d *mwiDispatcher) stop() {
 func (d *mwiDispatcher) wait() { d.wg.Wait() }
 
 // FlushMWI waits until the MWI hook has been called for every change
-// committed before it was called. Tests and shutdown use it.
+// committed before it was called, and no call is in progress: a hook that
+// blocks keeps FlushMWI waiting. Tests and shutdown use it.
 func (s *Service) FlushMWI() { s.mwi.flush() }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/forward"
 	"github.com/embeddedum/um/metrics"
 	"github.com/embeddedum/um/upstream"
 	"github.com/google/uuid"
@@ -39,10 +40,11 @@ const (
 
 // console serves the web console and /metrics on -http.
 type console struct {
-	svc      *um.Service
-	upstream *upstream.Engine // nil without -upstream
-	reg      *prometheus.Registry
-	streams  chan struct{} // a slot per open event stream
+	svc       *um.Service
+	upstream  *upstream.Engine   // nil without -upstream
+	forwarder *forward.Forwarder // nil without forwarding
+	reg       *prometheus.Registry
+	streams   chan struct{} // a slot per open event stream
 }
 
 // httpService is the running -http server.
@@ -108,13 +110,17 @@ type lampJSON struct {
 	Text      string `json:"text"`
 }
 
-// statusJSON is a mailbox's sync to its mail account; nil when it has none.
+// statusJSON is a mailbox's sync to its mail account or its forwarding by
+// e-mail; nil when it has neither.
 type statusJSON struct {
-	Mode       string  `json:"mode"`
+	Mode       string  `json:"mode"` // "upstream" or "forward"
 	Connected  bool    `json:"connected"`
 	LagSeconds float64 `json:"lagSeconds"`
 	LastSync   string  `json:"lastSync,omitempty"`
 	Error      string  `json:"error,omitempty"`
+	Pending    bool    `json:"pending"` // forward: a voicemail waits to be sent
+	Sent       int     `json:"sent"`
+	Failed     int     `json:"failed"`
 }
 
 type messageJSON struct {
@@ -148,6 +154,15 @@ func lampOf(st um.MWIState) lampJSON {
 }
 
 func (c *console) status(box string) *statusJSON {
+	if c.forwarder != nil {
+		if st := c.forwarder.Status(box); st.Configured {
+			s := &statusJSON{Mode: "forward", Connected: st.LastError == nil, Pending: st.Pending, Sent: st.Sent, Failed: st.Failed}
+			if st.LastError != nil {
+				s.Error = st.LastError.Error()
+			}
+			return s
+		}
+	}
 	if c.upstream == nil {
 		return nil
 	}
@@ -281,7 +296,16 @@ func (c *console) audio(w http.ResponseWriter, r *http.Request) {
 		httpError(w, err)
 		return
 	}
-	w.Header().Set("Content-Type", m.AudioType)
+	// The type is the depositor's word: anything but audio is served as a
+	// download, never as a page of the console's origin.
+	typ, _, _ := strings.Cut(m.AudioType, ";")
+	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(typ)), "audio/") {
+		w.Header().Set("Content-Type", m.AudioType)
+	} else {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", "attachment")
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	http.ServeContent(w, r, "", m.Added, bytes.NewReader(audio))
 }
 
@@ -409,7 +433,7 @@ func (c *console) events(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *console) sendStatus(ctx context.Context, send func(string, any) bool) bool {
-	if c.upstream == nil {
+	if c.upstream == nil && c.forwarder == nil {
 		return true
 	}
 	names, err := c.svc.Mailboxes(ctx)
@@ -456,7 +480,8 @@ func newMetrics(cfg *config) (*prometheus.Registry, *metrics.Metrics, error) {
 
 // startWeb registers the IMAP and sync metrics and serves the console and
 // /metrics on -http; it returns nil when -http is empty.
-func startWeb(cfg *config, svc *um.Service, reg *prometheus.Registry, m *metrics.Metrics, imap *imapService, engine *upstream.Engine) (*httpService, error) {
+// engine and fw are nil when nothing is synced or forwarded.
+func startWeb(cfg *config, svc *um.Service, reg *prometheus.Registry, m *metrics.Metrics, imap *imapService, engine *upstream.Engine, fw *forward.Forwarder) (*httpService, error) {
 	if err := m.RegisterIMAP(metrics.IMAPServer(imap.srv)); err != nil {
 		return nil, err
 	}
@@ -465,8 +490,13 @@ func startWeb(cfg *config, svc *um.Service, reg *prometheus.Registry, m *metrics
 			return nil, err
 		}
 	}
+	if fw != nil {
+		if err := m.RegisterForward(svc, fw); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.httpAddr == "" {
 		return nil, nil
 	}
-	return startHTTP(cfg.httpAddr, &console{svc: svc, upstream: engine, reg: reg, streams: make(chan struct{}, maxEventStreams)})
+	return startHTTP(cfg.httpAddr, &console{svc: svc, upstream: engine, forwarder: fw, reg: reg, streams: make(chan struct{}, maxEventStreams)})
 }

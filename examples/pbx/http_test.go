@@ -2,10 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/embeddedum/um/internal/dovecot"
+	"github.com/embeddedum/um/internal/testwait"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -168,6 +175,81 @@ func TestConsoleActionsNeedTheConsole(t *testing.T) {
 	}
 	p.send("list 1001")
 	p.expect("ok 1", "1 new 5551234 3s")
+	p.stdin.Close()
+	p.waitExit()
+}
+
+// mailboxStatus reads the console's view of box's sync status.
+func mailboxStatus(t testing.TB, addr, box string) *statusJSON {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/api/mailboxes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var all []mailboxJSON
+	if err := json.NewDecoder(resp.Body).Decode(&all); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all {
+		if m.Name == box {
+			return m.Status
+		}
+	}
+	t.Fatalf("no mailbox %s in %+v", box, all)
+	return nil
+}
+
+// A mailbox mirrored into a Dovecot account shows its sync status in the
+// console (connected, then the lag growing while the server is down) and
+// in /metrics; a mailbox that is not mirrored shows none.
+func TestConsoleSyncStatus(t *testing.T) {
+	d, err := dovecot.Start(dovecot.Options{Dir: t.TempDir(), Users: map[string]string{"alice": "alicepw"}})
+	if err != nil {
+		t.Fatalf("start Dovecot (Debian package dovecot-imapd): %v", err)
+	}
+	t.Cleanup(d.Stop)
+	addr := freeAddr(t)
+	u := url.URL{Scheme: "imaps", User: url.UserPassword("alice", "alicepw"), Host: d.TLSAddr}
+	p := startPBX(t, buildPBX(t), t.TempDir(), "-user", "1001:secret1", "-user", "1002:secret2",
+		"-upstream", "1001="+u.String(), "-upstream-ca", d.CertFile, "-http", addr)
+	testwait.Until(t, wait, 50*time.Millisecond, "1001 connected upstream", func() bool {
+		st := mailboxStatus(t, addr, "1001")
+		return st != nil && st.Mode == "upstream" && st.Connected
+	})
+	if st := mailboxStatus(t, addr, "1002"); st != nil {
+		t.Errorf("status of 1002, not mirrored = %+v, want none", st)
+	}
+	if got := value(t, scrape(t, addr), "um_upstream_connected", "mailbox=1001"); got != 1 {
+		t.Errorf("um_upstream_connected{mailbox=1001} = %v, want 1", got)
+	}
+
+	bctx := browser(t)
+	ctx, cancel := context.WithTimeout(bctx, wait)
+	defer cancel()
+	status := `section[data-box="1001"] .status[data-connected="true"]`
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+addr+"/"), chromedp.WaitVisible(chromedp.CSS(status))); err != nil {
+		t.Fatalf("sync status on the page: %v", err)
+	}
+	text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(status)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "synced to a mail account: connected, lag 0.0 s") {
+		t.Errorf("status on the page = %q, want it connected with no lag", text)
+	}
+
+	// The server goes away with a deposit not carried up: the lag grows.
+	d.Stop()
+	p.send("deposit 1001 5551234")
+	p.expect("MWI 1001 on 1/0 (0/0)", "ok 1")
+	testwait.Until(t, wait, 50*time.Millisecond, "1001's lag growing", func() bool {
+		st := mailboxStatus(t, addr, "1001")
+		return st != nil && !st.Connected && st.LagSeconds > 0
+	})
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`section[data-box="1001"] .status[data-connected="false"]`))); err != nil {
+		t.Fatalf("the page did not show the lost connection: %v", err)
+	}
 	p.stdin.Close()
 	p.waitExit()
 }
