@@ -223,7 +223,9 @@ func (d *mwiDispatcher) add(mailbox string, m mwiMark) {
 	prev, ok := d.pending[mailbox]
 	if ok {
 		m.force = m.force || prev.force
-		if prev.node == d.svc.opts.Node {
+		// This node's own change wins, so a host announcing only its own
+		// sees it; a reread for no known change ("") names nobody new.
+		if prev.node == d.svc.opts.Node || m.node == "" {
 			m.node = prev.node
 		}
 	} else if !d.running[mailbox] {

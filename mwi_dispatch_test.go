@@ -256,3 +256,42 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// Changes merged into one call name this node when any of them was made
+// here, so a host that announces only its own changes never misses one.
+func TestMWIMergedChangesNameThisNode(t *testing.T) {
+	store := &feedStore{Store: memstore.New(), deliver: make(chan func(um.Change), 1)}
+	release := make(chan struct{})
+	calls := make(chan um.MWIState, 10)
+	svc, _ := um.New(store, &um.Options{Node: "b", MWI: func(s um.MWIState) {
+		calls <- s
+		<-release
+	}})
+	defer svc.Close()
+	deliver := <-store.deliver
+	mb, _ := svc.CreateMailbox(ctx, "1001")
+	m, err := mb.Deposit(ctx, um.Deposit{Audio: bytesReader(recording(10))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first := <-calls; first.Node != "b" {
+		t.Fatalf("first call names %q, want b", first.Node)
+	}
+	// While the hook blocks: node a's change, this node's heard, node a's
+	// change again. They merge into the next call.
+	deliver(um.Change{Mailbox: "1001", Node: "a", Events: []um.Event{{Kind: um.EventResync}}})
+	if err := mb.MarkHeard(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	deliver(um.Change{Mailbox: "1001", Node: "a", Events: []um.Event{{Kind: um.EventResync}}})
+	release <- struct{}{}
+	select {
+	case got := <-calls:
+		if got.Node != "b" || got.Old != 1 {
+			t.Errorf("merged call = %+v, want 0/1 naming b", got)
+		}
+	case <-time.After(wait):
+		t.Fatal("no call after the merged changes")
+	}
+	close(release)
+}
