@@ -187,6 +187,33 @@ func TestConsoleInBrowser(t *testing.T) {
 	idle.Wait()
 	p.send("list 1001 Trash")
 	p.expect("ok 1", "1 new 5551234 3s")
+
+	// Undelete, heard and unheard from the page: each reaches the phone's
+	// lamp and shows on the page.
+	trashed := box + ` .folder[data-folder="Trash"] tr.msg[data-uid="1"]`
+	back := box + ` .folder[data-folder="INBOX"] tr.msg[data-uid="2"]`
+	for _, step := range []struct {
+		click, lamp string
+		mwi         string
+		after       string
+	}{
+		{trashed + ` button.undelete`, "on", "MWI 1001 on 1/0 (0/0)", back + `[data-heard="false"]`},
+		{back + ` button.heard`, "off", "MWI 1001 off 0/1 (0/0)", back + `[data-heard="true"]`},
+		{back + ` button.unheard`, "on", "MWI 1001 on 1/0 (0/0)", back + `[data-heard="false"]`},
+	} {
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(step.click), chromedp.NodeVisible)); err != nil {
+			t.Fatalf("click %s: %v", step.click, err)
+		}
+		p.expect(step.mwi)
+		if err := chromedp.Do(ctx,
+			chromedp.WaitVisible(chromedp.CSS(box+`[data-lamp="`+step.lamp+`"]`)),
+			chromedp.WaitVisible(chromedp.CSS(step.after)),
+		); err != nil {
+			t.Fatalf("page after clicking %s: %v", step.click, err)
+		}
+	}
+	p.send("list 1001")
+	p.expect("ok 1", "2 new 5551234 3s")
 	c.Logout().Wait()
 	p.stdin.Close()
 	p.waitExit()
