@@ -69,10 +69,23 @@
 // to the subscription with that Source, so an IMAP session does not see its
 // own STORE echoed.
 //
-// The MWI hook runs on a goroutine of its own, never under a lock, after the
-// commit. Calls for a mailbox come in commit order; a burst of changes may
-// be merged into one call, but the last call always carries the final state.
-// Service.MWI answers the current state at any time, read from the store.
+// The MWI hook runs on goroutines of um's own, never under a lock, after the
+// commit. Calls for a mailbox come one at a time in commit order; a burst of
+// changes may be merged into one call, but the last call always carries the
+// final state. Calls for different mailboxes run in parallel on a bounded
+// set of workers (Options.MWIWorkers), so a hook blocked on one phone does
+// not delay another's lamp. Service.MWI answers the current state at any
+// time, read from the store; Options.AnnounceMWI gives every lamp once at
+// start.
+//
+// # Logs and metrics
+//
+// Options.Logger (log/slog) receives what has no caller to return to, at
+// Warn for what um retries and Error for store faults, with a mailbox
+// attribute where one is concerned. Options.Observer is told of deposits and
+// of each hook call with its latency; package metrics turns that, a timed
+// Store wrapper and the other packages' Stats and Status into Prometheus
+// metrics, so this package needs no metrics library.
 //
 // # Stores
 //
@@ -94,14 +107,16 @@
 //
 // In a cluster every node runs its own Service with its own Options.Node
 // over one shared store. Changes made on one node reach the subscribers of
-// the others through the store's change feed (the Watcher interface). The
-// MWI hook runs only on the node where a change was made, so each lamp change
-// is announced once, not once per node. Two caveats follow: a node that dies
-// between its commit and its hook call leaves that change unannounced until
-// the next change or the host's periodic refresh (Service.MWI), and on a
-// store without Limiter the limits of Options are checked per node, so nodes
-// depositing into one mailbox at once may pass a limit by a message or two
-// (pgstore implements Limiter: they never do).
+// the others through the store's change feed (the Watcher interface). Every
+// node's MWI hook hears every lamp change, made on that node or another,
+// since a phone's SIP subscription may be held by any node; MWIState.Node
+// says where the change was made, for a host that wants each change
+// announced by one node only. Two caveats follow: a change whose
+// notification is lost (a dropped feed connection) is announced by the other
+// nodes when they reread the lamps they know, and on a store without Limiter
+// the limits of Options are checked per node, so nodes depositing into one
+// mailbox at once may pass a limit by a message or two (pgstore implements
+// Limiter: they never do).
 //
 // # Limits
 //

@@ -246,6 +246,9 @@ func (mb *Mailbox) add(ctx context.Context, m Message, r io.Reader) (Message, er
 		return Message{}, fmt.Errorf("um: store message in %q of %q: %w", m.Folder, mb.name, err)
 	}
 	mb.svc.commit(ctx, mb.name, []Event{{Kind: EventAdded, Folder: stored.Folder, Message: stored.Clone()}})
+	if !stored.Raw {
+		mb.svc.opts.Observer.Deposited(mb.name, stored)
+	}
 	return stored, nil
 }
 

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/embeddedum/um/internal/slogf"
 )
 
 // Errors callers tell apart with errors.Is. Errors um returns wrap them with
@@ -71,8 +74,8 @@ type Options struct {
 	// moving them to Trash.
 	PurgeOnDelete bool
 	// Node names this service in a cluster of services that share one
-	// Store. Changes carry it, and the MWI hook runs only on the node where
-	// a change was made, so a lamp is announced once. Default "local".
+	// Store. Changes carry it, and MWIState.Node tells the MWI hook where a
+	// change was made. Default "local".
 	Node string
 	// Render is how voicemail looks as e-mail wherever it is rendered
 	// through Service.RenderEmail (the IMAP server, the sync engine,
@@ -83,10 +86,26 @@ type Options struct {
 	// TextsFor, when set, picks the wording for a mailbox (its user's
 	// language); a nil result falls back to Render.Texts, then English.
 	TextsFor func(mailbox string) *Texts
+	// AnnounceMWI makes New call the MWI hook once for every mailbox, with
+	// its current state, whether or not it changed: phones may have missed
+	// changes while this node was down.
+	AnnounceMWI bool
+	// MWIWorkers bounds the MWI hook calls in progress at once, each for a
+	// different mailbox. Default 32. See MWIFunc.
+	MWIWorkers int
+	// Observer, when set, is told of deposits and MWI hook calls, for
+	// metrics. See Observer.
+	Observer Observer
 	// Now returns the current time; time.Now when nil. For tests.
 	Now func() time.Time
-	// Logf receives errors that have no caller to return to (a failed
-	// retention purge, a lost change feed). Default: dropped.
+	// Logger receives what has no caller to return to: store faults (a
+	// failed retention purge, a change that could not be published) at
+	// Error, a lost change feed or an MWI read that will be retried at Warn,
+	// with the attribute mailbox where one is concerned. Nil means Logf when
+	// that is set, else slog.Default().
+	Logger *slog.Logger
+	// Logf is superseded by Logger and kept for hosts written before it:
+	// when Logger is nil, each record goes to Logf as one line of text.
 	Logf func(format string, args ...any)
 }
 
@@ -97,6 +116,7 @@ type Service struct {
 	store Store
 	caps  storeCaps // immutable after New
 	opts  Options
+	log   *slog.Logger
 	subs  fanout
 	mwi   *mwiDispatcher
 
@@ -128,15 +148,19 @@ func New(store Store, opts *Options) (*Service, error) {
 	if s.opts.Now == nil {
 		s.opts.Now = time.Now
 	}
-	if s.opts.Logf == nil {
-		s.opts.Logf = func(string, ...any) {}
+	s.log = slogf.Logger(s.opts.Logger, s.opts.Logf)
+	if s.opts.Observer == nil {
+		s.opts.Observer = nopObserver{}
 	}
 	s.caps = findCaps(store)
 	s.opts.Logf("um: %s", describeCaps(store))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mwi = newMWIDispatcher(s)
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.mwi.run(s.ctx) }()
+	if s.opts.AnnounceMWI {
+		// Marking only queues the mailboxes: the reads and calls run on the
+		// dispatcher's workers, and FlushMWI waits for them.
+		s.mwi.announceAll(s.ctx)
+	}
 	if s.opts.TrashRetention > 0 {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.retain(s.ctx) }()
@@ -155,8 +179,10 @@ func New(store Store, opts *Options) (*Service, error) {
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
 		s.mwi.flush()
+		s.mwi.stop()
 		s.cancel()
 		s.wg.Wait()
+		s.mwi.wait()
 	})
 	return nil
 }
@@ -314,11 +340,11 @@ func (s *Service) commit(ctx context.Context, mailbox string, events []Event) {
 		pc := c
 		pc.Source = nil
 		if err := p.Publish(context.WithoutCancel(ctx), pc); err != nil {
-			s.opts.Logf("um: publish change of %q: %v", mailbox, err)
+			s.log.Error("um: publish change", "mailbox", mailbox, "err", err)
 		}
 	}
 	if affectsMWI(events) {
-		s.mwi.mark(mailbox, true)
+		s.mwi.mark(mailbox, s.opts.Node)
 	}
 }
 
@@ -326,18 +352,20 @@ func (s *Service) watch(ctx context.Context, w Watcher) {
 	for ctx.Err() == nil {
 		err := w.Watch(ctx, s.opts.Node, func(c Change) {
 			c.Source = nil
-			s.subs.publish(c)
+			// The lamp is marked before subscribers hear of the change, so
+			// one that has seen it knows FlushMWI covers it.
 			switch {
 			case c.Mailbox == "":
 				s.mwi.markKnown()
 			case affectsMWI(c.Events):
-				s.mwi.mark(c.Mailbox, false)
+				s.mwi.mark(c.Mailbox, c.Node)
 			}
+			s.subs.publish(c)
 		})
 		if ctx.Err() != nil {
 			return
 		}
-		s.opts.Logf("um: change feed: %v", err)
+		s.log.Warn("um: change feed lost; watching again in 1s", "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -353,7 +381,7 @@ func (s *Service) retain(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if _, err := s.PurgeTrash(ctx, s.opts.Now().Add(-s.opts.TrashRetention)); err != nil && ctx.Err() == nil {
-			s.opts.Logf("um: trash retention: %v", err)
+			s.log.Error("um: trash retention", "err", err)
 		}
 		select {
 		case <-ctx.Done():

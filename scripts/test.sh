@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of um. The tests talk to real servers and clients that we
-# did not write (Dovecot, PostgreSQL, Python's imaplib, curl, mbsync); this
+# did not write (Dovecot, PostgreSQL, Python's imaplib, curl, mbsync, Chromium); this
 # script installs the missing ones from Debian's packages first, without
 # letting their packages start system services. Each test starts its own
 # instance on 127.0.0.1 and stops it.
@@ -21,6 +21,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 # dovecot-imapd, so it is unpacked into /var/tmp/um-cyrus instead, where
 # internal/cyrus looks for it.
 [ -x /usr/lib/cyrus/bin/master ] || need+=(cyrus-common)
+# The web console test drives Debian's Chromium headless.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -102,6 +103,7 @@ type config struct {
 	pg           string
 	node         string
 	limits       limits
+	httpAddr     string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -121,6 +123,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.pg, "pg", "", "keep the mailboxes in PostgreSQL at `DSN` (postgres://...) instead of the data directory; PBX nodes on one database share them")
 	fs.StringVar(&c.node, "node", "", "this PBX's `name` in a cluster sharing -pg (default host-pid)")
 	c.limits.flags(fs)
+	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8080", "serve the web console and Prometheus /metrics at `address` (empty: none; no login, keep it on loopback)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pbx [flags]\n\nA demo PBX: voice mailboxes served over IMAP, phone commands on standard input.\n\n")
 		fs.PrintDefaults()
@@ -185,7 +188,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
-	svc, err := um.New(store, cfg.limits.apply(&um.Options{MWI: out.mwi, Logf: logf, Node: cfg.node}))
+	reg, m, err := newMetrics(cfg)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	svc, err := um.New(store, cfg.limits.apply(&um.Options{MWI: out.mwi, Logger: logger, Node: cfg.node, Observer: m}))
 	if err != nil {
 		return err
 	}
@@ -224,6 +232,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		svc.FlushMWI()
 	}()
 	banner(stderr, cfg, users, cert, srv)
+	web, err := startWeb(cfg, svc, reg, m, srv, engine, nil)
+	if err != nil {
+		return err
+	}
+	if web != nil {
+		fmt.Fprintf(stderr, "Web console and Prometheus metrics: http://%s/ and http://%s/metrics\n", web.addr, web.addr)
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if herr := web.shutdown(sctx); herr != nil && err == nil {
+				err = fmt.Errorf("shut down -http: %w", herr)
+			}
+		}()
+	}
 
 	p := &phone{svc: svc, out: out, upstream: engine, store: store}
 	lines := make(chan string)
@@ -443,21 +465,11 @@ func (p *phone) exec(ctx context.Context, f []string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		switch cmd {
-		case "heard":
-			err = mb.MarkHeard(ctx, m.ID)
-		case "unheard":
-			err = mb.MarkUnheard(ctx, m.ID)
-		case "delete":
-			err = mb.Delete(ctx, m.ID)
-		case "undelete":
-			m, err = mb.Undelete(ctx, m.ID)
-			if err == nil {
-				return fmt.Sprintf("ok %d\n", m.UID), nil
-			}
-		}
-		if err != nil {
+		if m, err = act(ctx, mb, m.ID, cmd); err != nil {
 			return "", err
+		}
+		if cmd == "undelete" {
+			return fmt.Sprintf("ok %d\n", m.UID), nil
 		}
 		return "ok\n", nil
 	case "mwi":
