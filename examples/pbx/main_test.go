@@ -67,7 +67,7 @@ ok 2
 MWI 1002 on 1/0 (0/0)
 ok 1
 ok 2
-1 new 5551234 3s
+1 new 5551234 3s Alice Smith
 2 new urgent +4930123456 3s
 MWI 1001 on 1/1 (1/0)
 ok
@@ -82,7 +82,7 @@ ok
 ok 1
 2 heard urgent +4930123456 3s
 ok 1
-1 new 5551234 3s
+1 new 5551234 3s Alice Smith
 `
 	// "list 1001 trash" names no folder: only INBOX is case-insensitive.
 	want += `error: mailbox 1001 has no folder "trash"
@@ -90,7 +90,7 @@ MWI 1001 on 1/1 (0/1)
 ok 3
 ok 2
 2 heard urgent +4930123456 3s
-3 new 5551234 3s
+3 new 5551234 3s Alice Smith
 ok 1
 1 new 5550000 3s
 MWI 1001 on 1/0 (0/0)
