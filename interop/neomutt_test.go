@@ -145,6 +145,8 @@ func TestNeomutt(t *testing.T) {
 	// Delete (d) and sync: the message goes to Trash, still unheard.
 	s.keys("1", "Enter", "d", "$")
 	d.lamp("on 1/1 (0/1)")
+	// The sync has ended when the index is renumbered without it.
+	s.wait(`1 \[\s*!\] Bob Jones`)
 	d.expectList("list "+testUser,
 		"2 heard urgent +4930123456 3s Bob Jones",
 		"3 new 5550001 3s Carol")
