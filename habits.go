@@ -21,11 +21,11 @@ import (
 // DeleteSeenWindow is how long a \Seen a mail client sets stays a
 // delete-time \Seen: when the same client (the same Source, see WithSource:
 // one IMAP session, one sync worker) deletes the message within this time
-// after setting \Seen on it (moves it to Trash or sets \Deleted), the \Seen
-// is taken back. Thunderbird, for one, marks a message read in the instant
-// before it moves it to Trash, single or bulk, so without this rule every
-// voicemail deleted unplayed from a mail client would come back heard from
-// the phone's undelete.
+// after setting \Seen on it (moves or copies it to Trash, or sets \Deleted),
+// the \Seen is taken back. Thunderbird, for one, marks a message read in the
+// instant before it moves it to Trash, single or bulk, so without this rule
+// every voicemail deleted unplayed from a mail client would come back heard
+// from the phone's undelete.
 //
 // What counts as heard, exactly: a \Seen set by the phone (a change made
 // without a Source), or by a client more than DeleteSeenWindow before that
@@ -162,18 +162,25 @@ func (mb *Mailbox) noteFlagsLocked(ctx context.Context, op FlagOp, heardBefore m
 	if !setsDeleted(op) {
 		return changed
 	}
-	return mb.takeBackSeenLocked(ctx, changed, func(m Message) bool { return m.Flags.Has(FlagDeleted) })
+	return mb.takeBackSeenLocked(ctx, changed, func(i int) (uuid.UUID, bool) {
+		return changed[i].ID, changed[i].Flags.Has(FlagDeleted)
+	})
 }
 
 // takeBackSeenLocked clears the delete-time \Seen of those of msgs that
-// deleted says were just deleted and that carry one, and returns msgs as
-// they are then. The correction is part of the caller's commit.
-func (mb *Mailbox) takeBackSeenLocked(ctx context.Context, msgs []Message, deleted func(Message) bool) []Message {
+// were just deleted and carry one, and returns msgs as they are then.
+// markOf names, for msgs[i], the message whose \Seen mark counts (itself,
+// or the original of a copy into Trash) and whether msgs[i] was just
+// deleted. The correction is part of the caller's commit.
+func (mb *Mailbox) takeBackSeenLocked(ctx context.Context, msgs []Message, markOf func(i int) (uuid.UUID, bool)) []Message {
 	src, now := sourceOf(ctx), mb.svc.opts.Now()
 	var ids []uuid.UUID
 	at := make(map[uuid.UUID]int)
 	for i, m := range msgs {
-		if m.Heard() && deleted(m) && mb.svc.seen.take(seenKey{mb.name, m.ID}, src, now) {
+		if !m.Heard() {
+			continue
+		}
+		if mark, deleted := markOf(i); deleted && mb.svc.seen.take(seenKey{mb.name, mark}, src, now) {
 			ids = append(ids, m.ID)
 			at[m.ID] = i
 		}

@@ -106,6 +106,32 @@ func TestDeleteTimeSeenIsNotHeard(t *testing.T) {
 	}
 }
 
+func TestCopyToTrashTakesBackSeen(t *testing.T) {
+	f := newFixture(t, um.Options{})
+	m := f.deposit(t, "100", false)
+	outlook := um.WithSource(ctx, &session{"outlook"})
+	// Outlook's delete: read, copy to its deleted-items folder, \Deleted.
+	mustSetFlags(t, f, outlook, m.ID, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard})
+	copies, err := f.mb.Copy(outlook, []uuid.UUID{m.ID}, um.Trash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSetFlags(t, f, outlook, m.ID, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
+	if _, err := f.mb.Expunge(outlook, um.Inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(copies) != 1 || copies[0].Heard() {
+		t.Fatalf("Copy to Trash = %+v, want one unheard copy", copies)
+	}
+	back, err := f.mb.Undelete(ctx, copies[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Heard() {
+		t.Errorf("the copy came back heard; the client's \\Seen before its delete does not count")
+	}
+}
+
 func TestBulkDeleteKeepsUnheardUnheard(t *testing.T) {
 	f := newFixture(t, um.Options{})
 	played := f.deposit(t, "100", false)

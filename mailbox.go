@@ -413,7 +413,7 @@ func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]
 		return nil, fmt.Errorf("um: move to %q in %q: %w", folder, mb.name, err)
 	}
 	if folder == Trash {
-		moved = mb.takeBackSeenLocked(ctx, moved, func(Message) bool { return true })
+		moved = mb.takeBackSeenLocked(ctx, moved, func(i int) (uuid.UUID, bool) { return moved[i].ID, true })
 	}
 	events := make([]Event, 0, 2*len(moved))
 	for i, m := range moved {
@@ -429,7 +429,9 @@ func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]
 // An e-mail (Raw) copied into INBOX that is a copy of a voicemail of this
 // mailbox, as Append describes, brings that voicemail itself back (no second
 // copy of a voicemail enters INBOX) and is returned in its place; any other
-// e-mail refuses the copy with ErrNotVoice and nothing is copied.
+// e-mail refuses the copy with ErrNotVoice and nothing is copied. A copy to
+// Trash takes back a client's delete-time \Seen on the copy
+// (DeleteSeenWindow), as a move there does.
 func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]Message, error) {
 	folder = CanonicalFolder(folder)
 	if len(ids) == 0 {
@@ -462,6 +464,10 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 	copies, err := mb.svc.store.Copy(ctx, mb.name, ids, folder, newIDs, mb.svc.opts.Now().UTC())
 	if err != nil {
 		return nil, fmt.Errorf("um: copy to %q in %q: %w", folder, mb.name, err)
+	}
+	if folder == Trash {
+		// A client that deletes by COPY to Trash and \Deleted (Outlook).
+		copies = mb.takeBackSeenLocked(ctx, copies, func(i int) (uuid.UUID, bool) { return ids[i], true })
 	}
 	events := make([]Event, len(copies))
 	for i, m := range copies {
