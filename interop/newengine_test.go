@@ -1,15 +1,17 @@
-// The check below needs a server that answers a TLS ClientHello on its
-// STARTTLS port as implicit TLS, which the IMAP engine rewrite brings. Until
-// that engine is on the branch, this file builds only with
-// "go test -tags certexception ./interop/", outside scripts/test.sh.
+// The tests in this file need the IMAP engine rewrite: a TLS ClientHello on
+// the STARTTLS port served as implicit TLS, and APPEND into INBOX handed to
+// um (the current server refuses it before um sees it). Until that engine
+// is on the branch, this file builds only with
+// "go test -tags newengine ./interop/", outside scripts/test.sh.
 
-//go:build certexception
+//go:build newengine
 
 package interop
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/pem"
 	"net"
@@ -17,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/embeddedum/um"
 )
 
 // TestCertificateExceptionOnStartTLSPort does what Thunderbird's "Add
@@ -67,5 +71,35 @@ func TestCertificateExceptionOnStartTLSPort(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// TestVoicemailBackIntoInboxByAppend does over IMAP what Thunderbird's move
+// of a voicemail back from another account does: an APPEND of the rendered
+// voicemail into INBOX. The voicemail itself comes back from Trash,
+// unheard as it was; an ordinary e-mail appended to INBOX is refused with
+// words a user understands.
+func TestVoicemailBackIntoInboxByAppend(t *testing.T) {
+	e := startEnv(t, 2)
+	ctx := context.Background()
+	c := dialIMAP(t, e)
+	raw := e.rendered(t, e.msgs[0])
+	if err := e.mb.Delete(ctx, e.msgs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	appendMail(t, c, "INBOX", raw)
+	m, err := e.mb.Message(ctx, e.msgs[0].ID)
+	if err != nil || m.Folder != um.Inbox || m.Heard() {
+		t.Errorf("the voicemail after APPEND of its copy to INBOX: folder %q heard %v, %v; want INBOX, unheard", m.Folder, m.Heard(), err)
+	}
+	if inbox, _ := e.mb.List(ctx, um.Inbox); len(inbox) != 2 {
+		t.Errorf("INBOX holds %d messages, want the 2 voicemails once each", len(inbox))
+	}
+	mail := []byte("Subject: lunch?\r\n\r\nat noon\r\n")
+	cmd := c.Append("INBOX", int64(len(mail)), nil)
+	cmd.Write(mail)
+	cmd.Close()
+	if _, err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "Only voicemail") {
+		t.Errorf("APPEND of an e-mail to INBOX = %v, want NO saying %q", err, um.InboxRefusal)
 	}
 }
