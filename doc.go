@@ -59,6 +59,11 @@
 // in Message.Urgent and in the rendered "Importance: high", which never
 // change, since a message's bytes never do.
 //
+// Each message has a stable ID (a UUID) and, in its folder, an IMAP UID. The
+// store assigns UIDs in increasing order and keeps them and each folder's
+// UIDVALIDITY across restarts, so mail clients never download everything
+// again after the PBX restarts.
+//
 // # Mail client habits
 //
 // Mail clients do things to messages that mean something else for
@@ -79,11 +84,6 @@
 //     heard state, never the offered bytes. Any other e-mail is refused with
 //     ErrNotVoice and the plain-language InboxRefusal.
 //   - A client's star is the phone's urgency, both ways (see above).
-//
-// Each message has a stable ID (a UUID) and, in its folder, an IMAP UID. The
-// store assigns UIDs in increasing order and keeps them and each folder's
-// UIDVALIDITY across restarts, so mail clients never download everything
-// again after the PBX restarts.
 //
 // # Changes and concurrency
 //
