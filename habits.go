@@ -204,7 +204,7 @@ func (mb *Mailbox) takeBackSeenLocked(ctx context.Context, msgs []Message, markO
 
 // notVoiceError is the refusal of an e-mail offered to INBOX.
 func (mb *Mailbox) notVoiceError(how string) error {
-	return fmt.Errorf("um: %s INBOX of %q: %w: %s", how, mb.name, ErrNotVoice, InboxRefusal)
+	return fmt.Errorf("um: %s INBOX of %q refused (%w): %s", how, mb.name, ErrNotVoice, InboxRefusal)
 }
 
 // returnedVoicemail reads the header of an e-mail offered to INBOX and
