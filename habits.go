@@ -43,9 +43,10 @@ const DeleteSeenWindow = 5 * time.Second
 const InboxRefusal = "Only voicemail can be put in INBOX. Keep e-mail in another folder."
 
 // maxSeenMarks bounds the delete-time \Seen marks one Service remembers.
-// Past it, marks that have expired are swept, and when none has, new marks
-// are not recorded (a voicemail deleted then stays heard, as without the
-// rule): memory stays bounded whatever clients do.
+// Past it, marks that have expired are swept (at most once per
+// DeleteSeenWindow), and while none has, new marks are not recorded (a
+// voicemail deleted then stays heard, as without the rule): memory and work
+// stay bounded whatever clients do.
 const maxSeenMarks = 1 << 16
 
 // maxReturnHeader bounds how much of an e-mail offered to INBOX is read to
@@ -65,8 +66,9 @@ type seenMark struct {
 // seenMarks remembers which client set \Seen on which message, and when.
 // The zero value is ready to use.
 type seenMarks struct {
-	mu sync.Mutex
-	m  map[seenKey]seenMark
+	mu    sync.Mutex
+	m     map[seenKey]seenMark
+	swept time.Time // last sweep of a full map
 }
 
 func (s *seenMarks) set(k seenKey, src any, at time.Time) {
@@ -76,6 +78,12 @@ func (s *seenMarks) set(k seenKey, src any, at time.Time) {
 		s.m = make(map[seenKey]seenMark)
 	}
 	if len(s.m) >= maxSeenMarks {
+		// One sweep per window at most: a client that keeps the map full
+		// costs one pass over it, not one per STORE.
+		if at.Sub(s.swept) < DeleteSeenWindow {
+			return
+		}
+		s.swept = at
 		for k, v := range s.m {
 			if at.Sub(v.at) > DeleteSeenWindow {
 				delete(s.m, k)
