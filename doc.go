@@ -47,16 +47,46 @@
 //	Undelete                  moved back to INBOX with a new UID     counts return
 //	-                         client sets \Deleted                   counts drop
 //	-                         client fetches BODY[] without PEEK     heard
+//	urgent deposit            \Flagged set, Importance: high         urgent+1
+//	SetUrgent(true/false)     \Flagged set / cleared                 urgent+1 / -1
+//	list shows urgent         client stars (sets \Flagged)           urgent+1
+//	list shows not urgent     client unstars (clears \Flagged)       urgent-1
+//	-                         client marks read, then deletes        \Seen taken back
+//	-                         client puts a voicemail back in INBOX  counts return
 //
 // The lamp counts voicemail in INBOX without \Deleted: New unheard, Old
 // heard, and the urgent ones among both again apart, as RFC 3842 writes them
-// ("Voice-Message: 2/8 (1/0)"). Urgency is chosen at deposit; an urgent
-// message starts out \Flagged and renders with "Importance: high".
+// ("Voice-Message: 2/8 (1/0)"). Urgent means \Flagged (Message.IsUrgent):
+// a caller's urgency at deposit sets it, and a mail client's star or unstar
+// changes it for the phone and the lamp. The caller's choice at deposit stays
+// in Message.Urgent and in the rendered "Importance: high", which never
+// change, since a message's bytes never do.
 //
 // Each message has a stable ID (a UUID) and, in its folder, an IMAP UID. The
 // store assigns UIDs in increasing order and keeps them and each folder's
 // UIDVALIDITY across restarts, so mail clients never download everything
 // again after the PBX restarts.
+//
+// # Mail client habits
+//
+// Mail clients do things to messages that mean something else for
+// voicemail. um keeps a voicemail whole under them:
+//
+//   - Thunderbird and others mark a message read (\Seen) in the instant
+//     before they move it to Trash or set \Deleted, one or many at once. A
+//     \Seen that a client sets and the same client (the same WithSource
+//     value) deletes within DeleteSeenWindow is taken back at the delete, so
+//     the message waits in Trash, and comes back by Undelete, as unheard as
+//     it was. DeleteSeenWindow says exactly what counts as heard.
+//   - INBOX holds voicemail only, but a voicemail of this mailbox may always
+//     come back to it: by MOVE or COPY of the voicemail itself, and by APPEND,
+//     COPY or MOVE of an e-mail copy of it (a move back from another account
+//     arrives as an APPEND). The copy is recognised by its X-Um-Message-Id
+//     header and counts only when the store holds a voicemail of that ID in
+//     this mailbox; the stored voicemail then returns, with its ID, flags and
+//     heard state, never the offered bytes. Any other e-mail is refused with
+//     ErrNotVoice and the plain-language InboxRefusal.
+//   - A client's star is the phone's urgency, both ways (see above).
 //
 // # Changes and concurrency
 //

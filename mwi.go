@@ -133,12 +133,12 @@ func CountMWI(ctx context.Context, store Store, mailbox string) (MWIState, error
 			continue
 		}
 		switch {
-		case m.Heard() && m.Urgent:
+		case m.Heard() && m.IsUrgent():
 			st.Old++
 			st.UrgentOld++
 		case m.Heard():
 			st.Old++
-		case m.Urgent:
+		case m.IsUrgent():
 			st.New++
 			st.UrgentNew++
 		default:

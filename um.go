@@ -129,6 +129,8 @@ type Service struct {
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex // per mailbox: commit and publish in order
 	modes map[string]string      // per mailbox: delivery mode claimed
+
+	seen seenMarks // delete-time \Seen marks (habits.go)
 }
 
 // New returns a Service over store and starts its background work (MWI

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of um. The tests talk to real servers and clients that we
-# did not write (Dovecot, PostgreSQL, Python's imaplib, curl, mbsync, Chromium); this
+# did not write (Dovecot, Cyrus, PostgreSQL, Python's imaplib, curl, mbsync,
+# Chromium, Thunderbird, neomutt, offlineimap, SIPp, baresip); this
 # script installs the missing ones from Debian's packages first, without
 # letting their packages start system services. Each test starts its own
 # instance on 127.0.0.1 and stops it.
@@ -23,6 +24,15 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 [ -x /usr/lib/cyrus/bin/master ] || need+=(cyrus-common)
 # The web console test drives Debian's Chromium headless.
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# Desktop and terminal mail clients the interop tests drive on a private X
+# display (Xvfb, with openbox as window manager) or in tmux.
+command -v thunderbird >/dev/null 2>&1 || need+=(thunderbird)
+command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
+command -v xdotool >/dev/null 2>&1 || need+=(xdotool)
+command -v openbox >/dev/null 2>&1 || need+=(openbox)
+command -v neomutt >/dev/null 2>&1 || need+=(neomutt)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v offlineimap >/dev/null 2>&1 || need+=(offlineimap)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

@@ -242,7 +242,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	p.expect("MWI 1001 off 0/1 (0/0)")
 	p.send("list 1001")
-	p.expect("ok 1", "1 heard 5551234 3s")
+	p.expect("ok 1", "1 heard 5551234 3s Alice Smith")
 
 	// Implicit TLS serves the other mailbox, and only it.
 	c2, err := imapclient.DialTLS(p.imaps, &imapclient.Options{TLSConfig: tlsConfig(t, dir)})
@@ -268,7 +268,7 @@ func TestEndToEnd(t *testing.T) {
 	// A restart finds the message, its UID and its flags where they were.
 	p = startPBX(t, bin, dir, users...)
 	p.send("list 1001")
-	p.expect("ok 1", "1 heard 5551234 3s")
+	p.expect("ok 1", "1 heard 5551234 3s Alice Smith")
 	c, err = imapclient.DialStartTLS(p.imap, &imapclient.Options{TLSConfig: tlsConfig(t, dir)})
 	if err != nil {
 		t.Fatalf("STARTTLS connection after restart: %v", err)

@@ -524,22 +524,32 @@ func (p *phone) message(ctx context.Context, mb *um.Mailbox, folder, uidText str
 	return m, err
 }
 
-// listLine formats a message for the list command:
-// "<uid> new|heard [urgent] <caller> <seconds>s".
+// listLine formats a message for the list command: for voicemail
+// "<uid> new|heard [urgent] <caller> <seconds>s [<caller's name>]", urgent
+// being the message's \Flagged (a mail client's star); for an e-mail a mail
+// client filed in a user folder "<uid> e-mail". Fields are only ever added
+// at the end, so scripts that read the first ones keep working.
 func listLine(m um.Message) string {
+	if m.Raw {
+		return fmt.Sprintf("%d e-mail\n", m.UID)
+	}
 	state := "new"
 	if m.Heard() {
 		state = "heard"
 	}
-	if m.Urgent {
+	if m.IsUrgent() {
 		state += " urgent"
 	}
 	caller := m.CallerNumber
 	if caller == "" {
-		caller = "-" // an e-mail a client filed here, or an unknown caller
+		caller = "-" // an unknown caller
 	}
 	secs := int64((m.Duration + time.Second/2) / time.Second)
-	return fmt.Sprintf("%d %s %s %ds\n", m.UID, state, caller, secs)
+	line := fmt.Sprintf("%d %s %s %ds", m.UID, state, caller, secs)
+	if name := oneLine(m.CallerName); name != "" {
+		line += " " + name
+	}
+	return line + "\n"
 }
 
 // maxWAV bounds deposit-file: voicemail is minutes, not hours.

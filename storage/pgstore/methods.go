@@ -913,11 +913,11 @@ func (s *Store) CountMWI(ctx context.Context, mailbox string) (um.MWIState, erro
 	err = s.pool.QueryRow(ctx, `SELECT
 			count(*) FILTER (WHERE m.flags & $3 = 0),
 			count(*) FILTER (WHERE m.flags & $3 <> 0),
-			count(*) FILTER (WHERE m.flags & $3 = 0 AND m.urgent),
-			count(*) FILTER (WHERE m.flags & $3 <> 0 AND m.urgent)
+			count(*) FILTER (WHERE m.flags & $3 = 0 AND m.flags & $5 <> 0),
+			count(*) FILTER (WHERE m.flags & $3 <> 0 AND m.flags & $5 <> 0)
 		FROM um_messages m JOIN um_folders f ON f.id = m.folder_id
 		WHERE f.mailbox_id = $1 AND f.name = $2 AND NOT m.raw AND m.flags & $4 = 0`,
-		mid, um.Inbox, int32(um.FlagHeard), int32(um.FlagDeleted)).Scan(&st.New, &st.Old, &st.UrgentNew, &st.UrgentOld)
+		mid, um.Inbox, int32(um.FlagHeard), int32(um.FlagDeleted), int32(um.FlagFlagged)).Scan(&st.New, &st.Old, &st.UrgentNew, &st.UrgentOld)
 	if err != nil {
 		return um.MWIState{}, s.mapErr(fmt.Errorf("pgstore: mwi of %q: %w", mailbox, err))
 	}

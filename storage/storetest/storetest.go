@@ -703,11 +703,17 @@ func testCounter(t *testing.T, s um.Store) {
 	for i := 0; i < 8; i++ {
 		m := voice(um.Inbox, i)
 		m.Urgent = i%3 == 0
+		if m.Urgent {
+			m.Flags = um.FlagFlagged // as um deposits it
+		}
 		ms = append(ms, mustAppend(t, s, m, content(10)))
 	}
 	mustAppend(t, s, um.Message{ID: uuid.New(), Folder: "Saved", Raw: true}, []byte("Subject: x\r\n\r\n"))
 	s.SetFlags(ctx, box, []uuid.UUID{ms[0].ID, ms[1].ID, ms[2].ID}, um.FlagOp{Flags: um.FlagHeard})
 	s.SetFlags(ctx, box, []uuid.UUID{ms[3].ID}, um.FlagOp{Flags: um.FlagDeleted})
+	// Urgency is \Flagged: starred by a client, unstarred urgent ones.
+	s.SetFlags(ctx, box, []uuid.UUID{ms[1].ID, ms[7].ID}, um.FlagOp{Flags: um.FlagFlagged})
+	s.SetFlags(ctx, box, []uuid.UUID{ms[6].ID}, um.FlagOp{Mode: um.FlagsRemove, Flags: um.FlagFlagged})
 	s.Move(ctx, box, []uuid.UUID{ms[4].ID}, um.Trash, time.Now())
 	s.Move(ctx, box, []uuid.UUID{ms[5].ID}, "Saved", time.Now())
 	got, err := c.CountMWI(ctx, box)
