@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of um. The tests talk to real servers and clients that we
-# did not write (Dovecot, PostgreSQL, Python's imaplib, curl, mbsync); this
+# did not write (Dovecot, PostgreSQL, Python's imaplib, curl, mbsync, SIPp,
+# baresip); this
 # script installs the missing ones from Debian's packages first, without
 # letting their packages start system services. Each test starts its own
 # instance on 127.0.0.1 and stops it.
@@ -15,6 +16,8 @@ command -v mbsync >/dev/null 2>&1 || need+=(isync)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need+=(baresip)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
