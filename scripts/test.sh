@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of um. The tests talk to real servers and clients that we
 # did not write (Dovecot, PostgreSQL, Python's imaplib, curl, mbsync, SIPp,
-# baresip); this
-# script installs the missing ones from Debian's packages first, without
-# letting their packages start system services. Each test starts its own
+# baresip); this script installs the missing ones from Debian's packages
+# first, without letting their packages start system services. Each test starts its own
 # instance on 127.0.0.1 and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
