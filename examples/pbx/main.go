@@ -99,10 +99,12 @@ type config struct {
 	upstreamCA   string
 	pg           string
 	node         string
+	sipAddr      string
+	mwiNotify    notifyFlag
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	var c config
+	c := config{mwiNotify: notifyFlag{}}
 	fs := flag.NewFlagSet("pbx", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.data, "data", "./um-data", "store `directory`, reused across runs")
@@ -116,6 +118,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.upstreamCA, "upstream-ca", "", "PEM `file` of the CA that signed the -upstream servers' certificates (default: the system's)")
 	fs.StringVar(&c.pg, "pg", "", "keep the mailboxes in PostgreSQL at `DSN` (postgres://...) instead of the data directory; PBX nodes on one database share them")
 	fs.StringVar(&c.node, "node", "", "this PBX's `name` in a cluster sharing -pg (default host-pid)")
+	fs.StringVar(&c.sipAddr, "sip", "", "serve SIP message-waiting (SUBSCRIBE/NOTIFY, RFC 3842) on UDP and TCP `address` (empty: none)")
+	fs.Var(c.mwiNotify, "mwi-notify", "send unsolicited NOTIFYs of mailbox BOX's lamp to `BOX=sip:CONTACT` (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pbx [flags]\n\nA demo PBX: voice mailboxes served over IMAP, phone commands on standard input.\n\n")
 		fs.PrintDefaults()
@@ -169,7 +173,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
-	svc, err := um.New(store, &um.Options{MWI: out.mwi, Logf: logf, Node: cfg.node})
+	lamps, err := newLamps(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	svc, err := um.New(store, &um.Options{MWI: chainMWI(out.mwi, lamps), Logf: logf, Node: cfg.node})
 	if err != nil {
 		return err
 	}
@@ -208,6 +216,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		svc.FlushMWI()
 	}()
 	banner(stderr, cfg, users, cert, srv)
+	stopSIP, err := startSIP(svc, lamps, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer stopSIP()
 
 	p := &phone{svc: svc, out: out, upstream: engine}
 	lines := make(chan string)
