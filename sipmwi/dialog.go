@@ -79,14 +79,14 @@ func (s *Server) terminateLocked(d *dialog, reason string) {
 		return
 	}
 	d.ending = reason
-	if d.expiry != nil {
-		d.expiry.Stop()
-	}
+	// Gone from the maps at once: no lamp change queues on it any more,
+	// and its place counts free, while the final NOTIFY goes out.
+	s.untrackLocked(d)
 	s.kickLocked(d)
 }
 
 func (s *Server) kickLocked(d *dialog) {
-	if d.sending || s.closed {
+	if d.sending || s.closed || (s.closing && d.ending == "") {
 		return
 	}
 	d.sending = true
@@ -97,6 +97,11 @@ func (s *Server) kickLocked(d *dialog) {
 // removeLocked forgets d: no NOTIFY reaches it any more.
 func (s *Server) removeLocked(d *dialog) {
 	d.finished = true
+	s.untrackLocked(d)
+}
+
+// untrackLocked takes d out of the server's maps and stops its expiry.
+func (s *Server) untrackLocked(d *dialog) {
 	if d.expiry != nil {
 		d.expiry.Stop()
 	}
@@ -202,11 +207,6 @@ func (s *Server) notifyLocked(d *dialog, st *um.MWIState, reason string) *sip.Re
 		req.AppendHeader(sip.NewHeader("Contact", "<"+local.String()+">"))
 		req.AppendHeader(sip.NewHeader("Event", eventPackage))
 		req.AppendHeader(sip.NewHeader("Subscription-State", "active"))
-		if s.udpLocal != nil && !d.tcp {
-			// From the listening socket, where the phone's answers and
-			// its later requests come back.
-			req.Laddr = sip.Addr{IP: s.udpLocal.IP, Port: s.udpLocal.Port}
-		}
 	} else {
 		from := &sip.FromHeader{Address: d.local, Params: sip.NewParams()}
 		from.Params.Add("tag", d.key.localTag)
@@ -231,6 +231,10 @@ func (s *Server) notifyLocked(d *dialog, st *um.MWIState, reason string) *sip.Re
 	}
 	if d.tcp {
 		req.SetTransport("TCP")
+	} else if s.udpLocal != nil {
+		// From the listening socket, the address the phone subscribed
+		// to (and the one a NAT or firewall in front of it let through).
+		req.Laddr = sip.Addr{IP: s.udpLocal.IP, Port: s.udpLocal.Port}
 	}
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)

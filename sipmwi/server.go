@@ -92,6 +92,7 @@ type Server struct {
 	perPeer   map[string]int
 	contacts  map[string][]*dialog // unsolicited targets per mailbox
 	udpLocal  *net.UDPAddr         // the UDP listener, to send from it; nil when unspecified
+	closing   bool // Shutdown began: only terminating NOTIFYs go out
 	closed    bool
 	senders   sync.WaitGroup
 }
@@ -149,13 +150,15 @@ func New(opts *Options) (*Server, error) {
 			s.contacts[mailbox] = append(s.contacts[mailbox], newContactDialog(mailbox, u))
 		}
 	}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent(o.UserAgent))
-	if err != nil {
-		return nil, fmt.Errorf("sipmwi: %w", err)
-	}
 	// sipgo logs a peer's garbage at Error; this package's log is the
 	// host's, at the levels documented above.
 	quiet := slog.New(slog.NewTextHandler(discard{}, nil))
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(o.UserAgent),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)))
+	if err != nil {
+		return nil, fmt.Errorf("sipmwi: %w", err)
+	}
 	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(quiet))
 	if err != nil {
 		ua.Close()
@@ -195,6 +198,10 @@ func (s *Server) SIP() *sipgo.Server { return s.sip }
 // exists.
 func (s *Server) Attach(src Source) {
 	s.mu.Lock()
+	if s.closing || s.closed {
+		s.mu.Unlock()
+		return
+	}
 	s.source = src
 	mailboxes := make([]string, 0, len(s.contacts))
 	for mb := range s.contacts {
@@ -231,7 +238,7 @@ func (s *Server) Attach(src Source) {
 func (s *Server) Update(st um.MWIState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closing || s.closed {
 		return
 	}
 	for d := range s.byMailbox[st.Mailbox] {
@@ -286,25 +293,19 @@ func (s *Server) isClosed() bool {
 // then closes the server.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	s.closing = true
 	for _, d := range s.dialogs {
 		s.terminateLocked(d, "deactivated")
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
-	go func() {
-		for {
-			s.mu.Lock()
-			n := len(s.dialogs)
-			s.mu.Unlock()
-			if n == 0 || ctx.Err() != nil {
-				close(done)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	<-done
-	err := ctx.Err()
+	go func() { s.senders.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
 	if cerr := s.Close(); err == nil {
 		err = cerr
 	}

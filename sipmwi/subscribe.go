@@ -158,7 +158,7 @@ func (s *Server) admit(d *dialog, expires time.Duration) (int, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.closed:
+	case s.closing || s.closed:
 		return 503, "Shutting Down"
 	case len(s.dialogs) >= s.opts.MaxSubscriptions:
 		return 503, "Too Many Subscriptions"
