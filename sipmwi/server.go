@@ -92,7 +92,7 @@ type Server struct {
 	perPeer   map[string]int
 	contacts  map[string][]*dialog // unsolicited targets per mailbox
 	udpLocal  *net.UDPAddr         // the UDP listener, to send from it; nil when unspecified
-	closing   bool // Shutdown began: only terminating NOTIFYs go out
+	closing   bool                 // Shutdown began: only terminating NOTIFYs go out
 	closed    bool
 	senders   sync.WaitGroup
 }
