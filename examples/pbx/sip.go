@@ -88,6 +88,7 @@ func startSIP(svc *um.Service, lamps *sipmwi.Server, cfg *config, stderr io.Writ
 	if cfg.sipAddr != "" {
 		udp, err := net.ListenPacket("udp", cfg.sipAddr)
 		if err != nil {
+			lamps.Close()
 			return nil, fmt.Errorf("sip: %w", err)
 		}
 		// TCP on the port UDP got, so that "-sip 127.0.0.1:0" works too.
@@ -96,6 +97,7 @@ func startSIP(svc *um.Service, lamps *sipmwi.Server, cfg *config, stderr io.Writ
 		tcp, err := net.Listen("tcp", net.JoinHostPort(host, port))
 		if err != nil {
 			udp.Close()
+			lamps.Close()
 			return nil, fmt.Errorf("sip: %w", err)
 		}
 		go lamps.ServeUDP(udp)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -164,5 +166,95 @@ func TestBaresipLamp(t *testing.T) {
 			t.Fatalf("baresip did not see its subscription end; its log:\n%s", phone.out)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBadSIPFlags: a malformed -mwi-notify or an -sip address that cannot
+// be listened on stops the demo with an error before it serves anything.
+func TestBadSIPFlags(t *testing.T) {
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, args := range [][]string{
+		{"-mwi-notify", "1001"},
+		{"-mwi-notify", "=sip:1001@127.0.0.1"},
+		{"-mwi-notify", "1001=mailto:a@example.com"},
+		{"-mwi-notify", "1001=sip:"},
+		{"-sip", "no-port"},
+		{"-sip", busy.LocalAddr().String()},
+	} {
+		var out, errOut bytes.Buffer
+		all := append([]string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, args...)
+		if err := run(context.Background(), all, strings.NewReader(""), &out, &errOut); err == nil {
+			t.Errorf("run(%q) = nil, want an error", args)
+		}
+		if out.Len() != 0 {
+			t.Errorf("run(%q) wrote %q to standard output, want nothing", args, out.String())
+		}
+	}
+}
+
+// TestMWINotifyContact: with -mwi-notify, a phone that never subscribes
+// (SIPp, answering NOTIFYs) gets the mailbox's state at start and again on
+// the deposit.
+func TestMWINotifyContact(t *testing.T) {
+	sipp, err := exec.LookPath("sipp")
+	if err != nil {
+		t.Fatal("SIPp is missing (Debian package sip-tester; scripts/test.sh installs it): ", err)
+	}
+	port := freeSIPPort(t)
+	dir := t.TempDir()
+	scenario, err := filepath.Abs("../../sipmwi/testdata/unsolicited.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	trace := filepath.Join(dir, "messages.log")
+	cmd := exec.Command(sipp, "-sf", scenario, "-m", "2", "-i", "127.0.0.1", "-p", strconv.Itoa(port),
+		"-trace_msg", "-message_file", trace, "-timeout", "60s", "-timeout_error", "-nostdin")
+	cmd.Dir = dir
+	var sout lockedBuffer
+	cmd.Stdout, cmd.Stderr = &sout, &sout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	// SIPp listens once its port is taken.
+	deadline := time.Now().Add(wait)
+	for {
+		c, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("SIPp did not listen on %d; its output:\n%s", port, sout.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	bin := buildPBX(t)
+	p := startPBX(t, bin, t.TempDir(), "-user", "1001:secret1", "-mwi-notify", fmt.Sprintf("1001=sip:1001@127.0.0.1:%d", port))
+	p.send("deposit 1001 5551234 Alice")
+	p.expect("MWI 1001 on 1/0 (0/0)", "ok 1")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("SIPp: %v\n%s", err, sout.String())
+		}
+	case <-time.After(wait):
+		t.Fatalf("SIPp did not get two NOTIFYs within %v:\n%s", wait, sout.String())
+	}
+	log, _ := os.ReadFile(trace)
+	for _, want := range []string{"Messages-Waiting: no", "Messages-Waiting: yes", "Voice-Message: 1/0 (0/0)"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("SIPp received no NOTIFY with %q; its trace:\n%s", want, log)
+		}
+	}
+	if i, j := strings.Index(string(log), "Messages-Waiting: no"), strings.Index(string(log), "Messages-Waiting: yes"); i > j {
+		t.Errorf("the lamp went on before the start state was sent; trace:\n%s", log)
 	}
 }
