@@ -163,17 +163,8 @@ func TestSubscribeRefused(t *testing.T) {
 }
 
 func TestSubscribeBeforeAttach(t *testing.T) {
-	srv, err := sipmwi.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.ServeUDP(conn)
-	t.Cleanup(func() { srv.Close(); conn.Close() })
-	res := newPhone(t, false).subscribe(t, conn.LocalAddr().String(), "1001")
+	p := newDetachedPBX(t, nil)
+	res := newPhone(t, false).subscribe(t, p.udp, "1001")
 	if res.StatusCode != 503 || header(res, "Retry-After") == "" {
 		t.Fatalf("SUBSCRIBE before Attach answered %d Retry-After %q, want 503 with Retry-After", res.StatusCode, header(res, "Retry-After"))
 	}

@@ -29,6 +29,14 @@ type pbx struct {
 
 func newPBX(t testing.TB, opts *sipmwi.Options) *pbx {
 	t.Helper()
+	p := newDetachedPBX(t, opts)
+	p.srv.Attach(p.svc)
+	return p
+}
+
+// newDetachedPBX is newPBX before the server's Attach.
+func newDetachedPBX(t testing.TB, opts *sipmwi.Options) *pbx {
+	t.Helper()
 	if opts == nil {
 		opts = &sipmwi.Options{}
 	}
@@ -47,7 +55,6 @@ func newPBX(t testing.TB, opts *sipmwi.Options) *pbx {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Attach(svc)
 	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -351,33 +358,13 @@ func TestSIPpSubscribe(t *testing.T) {
 // change.
 func TestSIPpUnsolicited(t *testing.T) {
 	port := freePort(t)
-	srv, err := sipmwi.New(&sipmwi.Options{Domain: "pbx.test",
+	p := newDetachedPBX(t, &sipmwi.Options{
 		Contacts: map[string][]string{"1001": {"sip:1001@127.0.0.1:" + strconv.Itoa(port)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := um.New(memstore.New(), &um.Options{MWI: srv.Update})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := svc.EnsureMailbox(context.Background(), "1001")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.ServeUDP(conn)
-	t.Cleanup(func() { srv.Close(); conn.Close(); svc.Close() })
-
 	s := startSIPpWith(t, port, "unsolicited.xml", "-m", "2")
 	time.Sleep(300 * time.Millisecond) // SIPp is listening
-	srv.Attach(svc)
+	p.srv.Attach(p.svc)
 	waitFor(t, "the start NOTIFY answered", s, func() bool { return answeredNotifies(t, s.trace) >= 1 })
-	if _, err := mb.Deposit(context.Background(), um.Deposit{Audio: bytes.NewReader(wav.Tone(time.Second)), Duration: time.Second}); err != nil {
-		t.Fatal(err)
-	}
+	p.deposit(t)
 	s.wait(t)
 	ns := notifies(messages(t, s.trace))
 	want := []string{body("no", "0/0 (0/0)"), body("yes", "1/0 (0/0)")}
