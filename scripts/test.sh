@@ -16,6 +16,8 @@ command -v mbsync >/dev/null 2>&1 || need+=(isync)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need+=(baresip)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 # Cyrus IMAP, the sync engine's second real server: its master and tools
 # (cyrus-common) are installed; imapd (cyrus-imapd) conflicts with

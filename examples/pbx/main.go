@@ -104,10 +104,12 @@ type config struct {
 	node         string
 	limits       limits
 	httpAddr     string
+	sipAddr      string
+	mwiNotify    notifyFlag
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	var c config
+	c := config{mwiNotify: notifyFlag{}}
 	fs := flag.NewFlagSet("pbx", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.data, "data", "./um-data", "store `directory`, reused across runs")
@@ -124,6 +126,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.node, "node", "", "this PBX's `name` in a cluster sharing -pg (default host-pid)")
 	c.limits.flags(fs)
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8080", "serve the web console and Prometheus /metrics at `address` (empty: none; no login, keep it on loopback)")
+	fs.StringVar(&c.sipAddr, "sip", "", "serve SIP message-waiting (SUBSCRIBE/NOTIFY, RFC 3842) on UDP and TCP `address` (empty: none)")
+	fs.Var(c.mwiNotify, "mwi-notify", "send unsolicited NOTIFYs of mailbox BOX's lamp to `BOX=sip:CONTACT` (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pbx [flags]\n\nA demo PBX: voice mailboxes served over IMAP, phone commands on standard input.\n\n")
 		fs.PrintDefaults()
@@ -193,7 +197,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	svc, err := um.New(store, cfg.limits.apply(&um.Options{MWI: out.mwi, Logger: logger, Node: cfg.node, Observer: m}))
+	lamps, err := newLamps(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	svc, err := um.New(store, cfg.limits.apply(&um.Options{MWI: chainMWI(out.mwi, lamps), Logger: logger, Node: cfg.node, Observer: m}))
 	if err != nil {
 		return err
 	}
@@ -246,6 +254,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			}
 		}()
 	}
+	stopSIP, err := startSIP(svc, lamps, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer stopSIP()
 
 	p := &phone{svc: svc, out: out, upstream: engine, store: store}
 	lines := make(chan string)

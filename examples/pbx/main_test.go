@@ -294,6 +294,11 @@ func TestBadFlags(t *testing.T) {
 		{"-imap", "", "-imaps", ""},
 		{"-node", "a"},
 		{"-upstream", "1001=imaps://nobody@example.com"},
+		{"-mwi-notify", "1001"},
+		{"-mwi-notify", "=sip:1001@127.0.0.1"},
+		{"-mwi-notify", "1001=mailto:a@example.com"},
+		{"-mwi-notify", "1001=sip:"},
+		{"-sip", "no-port"},
 		{"-nope"},
 		{"extra"},
 	} {
