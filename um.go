@@ -155,7 +155,7 @@ func New(store Store, opts *Options) (*Service, error) {
 		s.opts.Observer = nopObserver{}
 	}
 	s.caps = findCaps(store)
-	s.opts.Logf("um: %s", describeCaps(store))
+	s.log.Info("um: " + describeCaps(store))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mwi = newMWIDispatcher(s)
 	if s.opts.AnnounceMWI {
