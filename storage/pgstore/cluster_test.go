@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	umwav "github.com/embeddedum/um/wav"
 	"sync"
 	"testing"
 	"time"
@@ -51,8 +52,9 @@ func startNode(t testing.TB, dsn, name string) *node {
 	return n
 }
 
+// wav returns a telephone-rate recording of n bytes of samples.
 func wav(n int) []byte {
-	return append([]byte("RIFF\x00\x00\x00\x00WAVEfmt "), bytes.Repeat([]byte{0x7f}, n)...)
+	return append(umwav.Header(umwav.Rate, n), bytes.Repeat([]byte{0x7f}, n)...)
 }
 
 func mailbox(t testing.TB, n *node, name string) *um.Mailbox {
