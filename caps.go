@@ -31,10 +31,11 @@ func findCaps(s Store) storeCaps {
 }
 
 // describeCaps says which optional interfaces the store chain of s has, for
-// the one line New logs: a host that wrapped its store sees at start what
-// um found through the wrapper.
-func describeCaps(s Store) string {
-	var found, missing []string
+// the one record New logs: a host that wrapped its store sees at start what
+// um found through the wrapper. It returns the chain of store types and the
+// interfaces found and missing, space-separated.
+func describeCaps(s Store) (chain, found, missing string) {
+	var have, lack []string
 	for _, c := range []struct {
 		name string
 		ok   bool
@@ -52,20 +53,19 @@ func describeCaps(s Store) string {
 		{"OutwardState", has[OutwardState](s)},
 	} {
 		if c.ok {
-			found = append(found, c.name)
+			have = append(have, c.name)
 		} else {
-			missing = append(missing, c.name)
+			lack = append(lack, c.name)
 		}
 	}
-	chain := fmt.Sprintf("%T", s)
+	chain = fmt.Sprintf("%T", s)
 	for u, ok := s.(Unwrapper); ok; u, ok = s.(Unwrapper) {
 		if s = u.Unwrap(); s == nil || strings.Count(chain, " -> ") >= 100 {
 			break
 		}
 		chain += fmt.Sprintf(" -> %T", s)
 	}
-	return fmt.Sprintf("store %s: optional interfaces found: %s; not implemented: %s",
-		chain, strings.Join(orNone(found), " "), strings.Join(orNone(missing), " "))
+	return chain, strings.Join(orNone(have), " "), strings.Join(orNone(lack), " ")
 }
 
 func has[T any](s Store) bool {

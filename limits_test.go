@@ -107,7 +107,7 @@ func TestUnwrapKeepsCapabilities(t *testing.T) {
 	}
 	svc := newService(t, wrappedStore{inner}, um.Options{Logf: logf})
 	mu.Lock()
-	if len(logged) == 0 || !strings.Contains(logged[0], "wrappedStore -> *memstore.Store") || !strings.Contains(logged[0], "found: Expunger ModSeqer FolderSubscriber ConditionalFlagger Limiter DeliveryModes Leaser OutwardState") {
+	if len(logged) == 0 || !strings.Contains(logged[0], "wrappedStore -> *memstore.Store") || !strings.Contains(logged[0], `found="Expunger ModSeqer FolderSubscriber ConditionalFlagger Limiter DeliveryModes Leaser OutwardState"`) {
 		t.Errorf("New() logged %q, want the store chain and the interfaces found", logged)
 	}
 	mu.Unlock()
