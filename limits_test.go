@@ -2,8 +2,11 @@ package um_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -172,4 +175,45 @@ func TestSetFlagsIfUnchanged(t *testing.T) {
 			}
 		})
 	}
+}
+
+// failingRelease is a store whose delivery mode release fails.
+type failingRelease struct{ *memstore.Store }
+
+func (f failingRelease) ReleaseDelivery(context.Context, string, string, string) error {
+	return errors.New("disk on fire")
+}
+
+// TestReleaseDeliveryErrorIsLogged checks that a store error in
+// ReleaseDelivery, which has no caller to return to, reaches the logger,
+// also when Options set none.
+func TestReleaseDeliveryErrorIsLogged(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	for _, opts := range []um.Options{{}, {Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))}} {
+		svc := newService(t, failingRelease{memstore.New()}, opts)
+		if _, err := svc.CreateMailbox(ctx, "1001"); err != nil {
+			t.Fatal(err)
+		}
+		if err := svc.ClaimDelivery("1001", "imap-sync"); err != nil {
+			t.Fatal(err)
+		}
+		svc.ReleaseDelivery("1001", "imap-sync")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := buf.String(); !strings.Contains(got, "level=ERROR") || !strings.Contains(got, "disk on fire") || !strings.Contains(got, "mailbox=1001") {
+		t.Errorf("logged %q, want the release's error at Error with its mailbox", got)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
