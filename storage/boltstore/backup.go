@@ -404,6 +404,9 @@ func newValidities(tx *bolt.Tx) error {
 			if err := mb.folders.Put(f.name, fm.bytes()); err != nil {
 				return err
 			}
+			if err := mb.renumberModSeqs(f.fm.validity, v); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -130,6 +130,20 @@ func (mb *mbox) forget(validity uint32) error {
 	return mb.highest.Delete(prefix)
 }
 
+// renumberModSeqs carries a folder's HighestModSeq from UIDVALIDITY from
+// to to and forgets its removals, which clients cached under the old
+// UIDVALIDITY only (a restore that renumbers folders).
+func (mb *mbox) renumberModSeqs(from, to uint32) error {
+	h, err := mb.highestModSeq(from)
+	if err != nil {
+		return err
+	}
+	if err := mb.forget(from); err != nil {
+		return err
+	}
+	return mb.highest.Put(putU32(nil, to), binary.BigEndian.AppendUint64(nil, h))
+}
+
 // Vanished implements um.ModSeqer. A folder remembers its last 10,000
 // removals or more (16 bytes each); exactSince is the largest ModSeq of
 // those it forgot.

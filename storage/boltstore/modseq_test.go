@@ -109,3 +109,46 @@ func TestVanishedForgets(t *testing.T) {
 	vanishedKept, pruneEvery = 20, 8
 	storetest.VanishedForgets(t, openStore(t), 20)
 }
+
+// TestRestoreKeepsModSeqs checks that a restore, which gives every folder a
+// new UIDVALIDITY, carries each folder's HighestModSeq over, forgets the
+// removals recorded under the old one, and that ModSeqs keep growing.
+func TestRestoreKeepsModSeqs(t *testing.T) {
+	s := openStore(t)
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		t.Fatal(err)
+	}
+	m := appendMsg(t, s, "1001", um.Inbox, []byte("one"))
+	gone := appendMsg(t, s, "1001", um.Inbox, []byte("two"))
+	if err := s.Remove(ctx, "1001", []uuid.UUID{gone.ID}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.Folders(ctx, "1001")
+	dir := filepath.Join(t.TempDir(), "backup")
+	if _, err := s.Backup(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	restored := filepath.Join(t.TempDir(), "restored")
+	if _, err := Restore(ctx, dir, restored); err != nil {
+		t.Fatal(err)
+	}
+	r := openAt(t, restored)
+	after, err := r.Folders(ctx, "1001")
+	if err != nil {
+		t.Fatalf("Folders() after restore = %v", err)
+	}
+	for i := range before {
+		if after[i].HighestModSeq != before[i].HighestModSeq {
+			t.Errorf("folder %s after restore: HighestModSeq %d, want %d", after[i].Name, after[i].HighestModSeq, before[i].HighestModSeq)
+		}
+	}
+	if uids, _, err := r.Vanished(ctx, "1001", um.Inbox, 0); err != nil || len(uids) != 0 {
+		t.Errorf("Vanished() after restore = %v, %v; want none under the new UIDVALIDITY", uids, err)
+	}
+	if got, err := r.Get(ctx, "1001", m.ID); err != nil || got.ModSeq != m.ModSeq {
+		t.Errorf("Get() after restore: ModSeq %d, %v; want %d", got.ModSeq, err, m.ModSeq)
+	}
+	if n := appendMsg(t, r, "1001", um.Inbox, []byte("three")); n.ModSeq <= before[0].HighestModSeq {
+		t.Errorf("Append() after restore: ModSeq %d, want more than %d", n.ModSeq, before[0].HighestModSeq)
+	}
+}
