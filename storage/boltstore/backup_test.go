@@ -484,8 +484,9 @@ func TestRestoreNewUIDValidity(t *testing.T) {
 		t.Fatalf("Folders() after restore = %v, want %d folders", after, len(before))
 	}
 	for i := range before {
-		if after[i].Name != before[i].Name || after[i].UIDNext != before[i].UIDNext || after[i].UIDValidity <= before[i].UIDValidity {
-			t.Errorf("folder after restore = %+v, before %+v; want the same name and UIDNEXT, a larger UIDVALIDITY", after[i], before[i])
+		if after[i].Name != before[i].Name || after[i].UIDNext != before[i].UIDNext || after[i].UIDValidity <= before[i].UIDValidity ||
+			after[i].HighestModSeq != before[i].HighestModSeq {
+			t.Errorf("folder after restore = %+v, before %+v; want the same name, UIDNEXT and HighestModSeq, a larger UIDVALIDITY", after[i], before[i])
 		}
 	}
 	for _, m := range msgs {
