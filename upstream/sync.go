@@ -182,8 +182,10 @@ func needsFull(st *State, local map[uuid.UUID]localMsg) bool {
 }
 
 // pass makes both sides equal: it observes both, decides, and executes.
-// full rebuilds the server side from the id headers.
-func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore bool) error {
+// full rebuilds the server side from the id headers; localOnly, when the
+// server announced no change while idling, takes the server's side as the
+// state has it and asks the server nothing.
+func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore, localOnly bool) error {
 	msgs, err := w.mb.List(ctx, um.Inbox)
 	if err != nil {
 		return err
@@ -196,8 +198,16 @@ func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore
 	}
 	full = full || w.again || needsFull(w.st, local)
 	w.again = false
-	ob, modseq, err := w.observe(c, full, condstore)
-	if err != nil {
+	var ob observation
+	var modseq uint64
+	if localOnly && !full {
+		ob = observation{copies: make(map[uuid.UUID][]upMsg), gone: make(map[imap.UID]bool)}
+		for id, e := range w.st.Messages {
+			if e.UID != 0 && !e.Removed && !e.Appending {
+				ob.copies[id] = []upMsg{{uid: imap.UID(e.UID), flags: e.Flags}}
+			}
+		}
+	} else if ob, modseq, err = w.observe(c, full, condstore); err != nil {
 		return err
 	}
 	// Where are the voicemails the state or the server knows and INBOX
@@ -246,6 +256,12 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 	var umDelete []uuid.UUID
 	var upDelete, dups []imap.UID
 	var restores, appends []uuid.UUID
+	var stores []*imapclient.FetchCommand
+	defer func() {
+		for _, s := range stores {
+			s.Close() // on an early return; a no-op once waited for
+		}
+	}()
 	for _, a := range acts {
 		switch a.kind {
 		case actSetLocal:
@@ -257,17 +273,19 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 				return err
 			}
 		case actStore:
+			// Sent now, answers read below: one round trip for all.
 			set := imap.UIDSetNum(a.uid)
 			for _, f := range []struct {
 				op    imap.StoreFlagsOp
 				flags um.Flags
 			}{{imap.StoreFlagsAdd, a.add}, {imap.StoreFlagsDel, a.del}} {
-				if f.flags == 0 {
-					continue
-				}
-				w.arm()
-				if err := c.Store(set, &imap.StoreFlags{Op: f.op, Silent: true, Flags: toIMAP(f.flags)}, nil).Close(); err != nil {
-					return fmt.Errorf("upstream: UID STORE: %w", err)
+				if f.flags != 0 {
+					stores = append(stores, c.Store(set, &imap.StoreFlags{Op: f.op, Silent: true, Flags: toIMAP(f.flags)}, nil))
+					if w.e.sequential {
+						if err := stores[len(stores)-1].Close(); err != nil {
+							return fmt.Errorf("upstream: UID STORE: %w", err)
+						}
+					}
 				}
 			}
 		case actDeleteLocal:
@@ -288,6 +306,15 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 		m, err := w.mb.Message(ctx, id)
 		return err != nil || m.Folder != um.Inbox
 	})
+	if len(stores) > 0 {
+		w.arm()
+		for _, s := range stores {
+			if err := s.Close(); err != nil {
+				return fmt.Errorf("upstream: UID STORE: %w", err)
+			}
+		}
+		stores = nil
+	}
 	if len(umDelete) > 0 {
 		if err := w.mb.Delete(wctx, umDelete...); err != nil && !errors.Is(err, um.ErrNotFound) {
 			return err
@@ -343,43 +370,80 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 	if len(appends) == 0 {
 		return tooSoon
 	}
+	// The uploads go out back to back (with LITERAL+ nothing waits for
+	// the server in between); their answers are read after, in order.
+	var sent []*sentAppend
+	var firstErr error
 	for _, id := range appends {
-		if err := w.appendMessage(ctx, c, id); err != nil {
-			return err
+		a, err := w.sendAppend(ctx, c, id)
+		if err != nil {
+			firstErr = err
+			break
+		}
+		if a != nil && w.e.sequential {
+			if err := w.finishAppend(c, a); err != nil {
+				firstErr = err
+				break
+			}
+		} else if a != nil {
+			sent = append(sent, a)
+		}
+	}
+	for _, a := range sent {
+		if err := w.finishAppend(c, a); err != nil && firstErr == nil {
+			firstErr = err
 		}
 	}
 	if err := w.e.state.Save(ctx, w.cfg.Mailbox, w.st); err != nil {
 		return err
 	}
+	if firstErr != nil {
+		return firstErr
+	}
 	return tooSoon
 }
 
-// appendMessage uploads one voicemail, whose state entry is saved with
-// Appending set, and records the copy's UID.
-func (w *worker) appendMessage(ctx context.Context, c *imapclient.Client, id uuid.UUID) error {
+// sentAppend is an APPEND sent whose answer is still to be read.
+type sentAppend struct {
+	id    uuid.UUID
+	flags um.Flags
+	cmd   *imapclient.AppendCommand
+	err   error // of writing it
+}
+
+// sendAppend sends the APPEND of one voicemail, whose state entry is saved
+// with Appending set. It returns nil for a voicemail purged meanwhile.
+func (w *worker) sendAppend(ctx context.Context, c *imapclient.Client, id uuid.UUID) (*sentAppend, error) {
 	m, err := w.mb.Message(ctx, id)
 	if errors.Is(err, um.ErrNotFound) {
-		return nil // purged meanwhile: the next pass drops the entry
+		return nil, nil // the next pass drops the entry
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	audio, err := w.mb.OpenAudio(ctx, m.ID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer audio.Close()
-	flags := w.st.Messages[id].Flags
+	a := &sentAppend{id: id, flags: w.st.Messages[id].Flags}
 	email := um.RenderEmail(m, w.rend)
 	w.appended[id] = time.Now()
 	w.arm()
-	cmd := c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(flags), Time: m.Time})
-	_, werr := email.WriteTo(cmd, audio)
-	cerr := cmd.Close()
-	data, err := cmd.Wait()
-	if err = errors.Join(werr, cerr, err); err != nil {
-		return fmt.Errorf("upstream: APPEND %s: %w", m.ID, err)
+	a.cmd = c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(a.flags), Time: m.Time})
+	_, werr := email.WriteTo(a.cmd, audio)
+	a.err = errors.Join(werr, a.cmd.Close())
+	return a, nil
+}
+
+// finishAppend reads the answer to an APPEND and records the copy's UID.
+func (w *worker) finishAppend(c *imapclient.Client, a *sentAppend) error {
+	w.arm()
+	data, err := a.cmd.Wait()
+	if err = errors.Join(a.err, err); err != nil {
+		return fmt.Errorf("upstream: APPEND %s: %w", a.id, err)
 	}
+	id, flags := a.id, a.flags
 	if w.e.afterAppend != nil && w.e.afterAppend() {
 		c.Close()
 		return errors.New("upstream: APPEND answer lost (test)")
@@ -390,16 +454,16 @@ func (w *worker) appendMessage(ctx context.Context, c *imapclient.Client, id uui
 	uid := data.UID
 	if uid == 0 {
 		// No UIDPLUS: find the copy by its header.
-		uids, err := w.searchID(c, m.ID)
+		uids, err := w.searchID(c, id)
 		if err != nil {
 			return err
 		}
 		if len(uids) == 0 {
-			return fmt.Errorf("upstream: APPEND %s: copy not found after append", m.ID)
+			return fmt.Errorf("upstream: APPEND %s: copy not found after append", id)
 		}
 		uid = uids[0]
 	}
-	w.st.Messages[m.ID] = MessageState{UID: uint32(uid), Flags: flags}
+	w.st.Messages[id] = MessageState{UID: uint32(uid), Flags: flags}
 	return nil
 }
 

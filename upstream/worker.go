@@ -59,6 +59,7 @@ type worker struct {
 	appended  map[uuid.UUID]time.Time // when each voicemail was last APPENDed
 	validity  time.Time               // when the folder's UIDVALIDITY last changed
 	pending   []chan error            // sync requests that cut a backoff short
+	idling    *imapclient.IdleCommand // an IDLE ended whose answer is still to be read
 
 	known atomic.Pointer[map[imap.UID]bool] // UIDs of our copies, for the unsolicited-data handler
 
@@ -395,11 +396,19 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 			r <- fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, err)
 		}
 	}()
+	localOnly := false
+	var idling *imapclient.IdleCommand // ended, its answer not yet read
 	for {
 		if _, err := w.sub.Next(); err != nil {
 			full = true // overflowed: the full pass reloads everything
 		}
-		if err := w.pass(ctx, c, full, condstore); err != nil {
+		w.idling = idling
+		err := w.pass(ctx, c, full, condstore, localOnly && !full)
+		if ierr := w.idleDone(); ierr != nil && err == nil {
+			err = ierr
+		}
+		idling = nil
+		if err != nil {
 			return synced, err
 		}
 		full, synced = false, true
@@ -438,10 +447,15 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 			w.g.arm(w.e.opts.PollInterval + w.e.opts.CommandTimeout)
 		}
 		var closed bool
+		localOnly = false
 		select {
 		case <-ctx.Done():
 		case <-w.sub.C():
 			w.markDirty()
+			// While idling the server announces what changes; it said
+			// nothing, so only the phone's side needs a look (a notice that
+			// comes late wakes the next pass).
+			localOnly = idle && len(w.upWake) == 0 && !w.upExpunge.Load()
 		case <-w.upWake:
 		case r := <-w.syncReq:
 			waiting = append(waiting, r)
@@ -460,11 +474,17 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 		}
 		w.arm()
 		if ic != nil {
+			// DONE is sent; its answer is read after the pass's first
+			// commands went out behind it, which saves a round trip.
 			if err := ic.Close(); err != nil {
 				return synced, fmt.Errorf("upstream: IDLE: %w", err)
 			}
-			if err := ic.Wait(); err != nil {
-				return synced, fmt.Errorf("upstream: IDLE: %w", err)
+			if w.e.sequential {
+				if err := ic.Wait(); err != nil {
+					return synced, fmt.Errorf("upstream: IDLE: %w", err)
+				}
+			} else {
+				idling = ic
 			}
 		} else if err := c.Noop().Wait(); err != nil {
 			return synced, fmt.Errorf("upstream: NOOP: %w", err)
@@ -606,4 +626,18 @@ func fromIMAP(flags []imap.Flag) um.Flags {
 		}
 	}
 	return f & syncMask
+}
+
+// idleDone reads the answer to the IDLE the pass started behind, once.
+func (w *worker) idleDone() error {
+	ic := w.idling
+	w.idling = nil
+	if ic == nil {
+		return nil
+	}
+	w.arm()
+	if err := ic.Wait(); err != nil {
+		return fmt.Errorf("upstream: IDLE: %w", err)
+	}
+	return nil
 }
