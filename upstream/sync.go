@@ -430,6 +430,7 @@ func (w *worker) sendAppend(ctx context.Context, c *imapclient.Client, id uuid.U
 	email := um.RenderEmail(m, w.rend)
 	w.appended[id] = time.Now()
 	w.arm()
+	w.echoExists.Add(1)
 	a.cmd = c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(a.flags), Time: m.Time})
 	_, werr := email.WriteTo(a.cmd, audio)
 	a.err = errors.Join(werr, a.cmd.Close())
@@ -499,6 +500,7 @@ func (w *worker) deleteUpstream(c *imapclient.Client, uids []imap.UID, toTrash b
 	if w.hasTrash() && (toTrash || !w.uidPlus()) {
 		w.arm()
 		if w.canMove() {
+			w.echoExpunge.Add(int64(len(uids)))
 			if _, err := c.Move(set, w.trash).Wait(); err != nil {
 				return fmt.Errorf("upstream: UID MOVE to %q: %w", w.trash, err)
 			}
@@ -520,6 +522,7 @@ func (w *worker) expungeUIDs(c *imapclient.Client, set imap.UIDSet) error {
 	}
 	if w.uidPlus() {
 		w.arm()
+		w.echoExpunge.Add(int64(uidCount(set)))
 		if err := c.UIDExpunge(set).Close(); err != nil {
 			return fmt.Errorf("upstream: UID EXPUNGE: %w", err)
 		}
@@ -569,4 +572,12 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (bool, error) {
 		}
 	}
 	return len(uids) > 0, w.reselect(c)
+}
+
+func uidCount(set imap.UIDSet) int {
+	n := 0
+	for _, r := range set {
+		n += int(r.Stop-r.Start) + 1
+	}
+	return n
 }

@@ -15,6 +15,11 @@ import (
 // 100 ms each way, as a hosted server far away; the user's client talks to
 // Dovecot directly.
 func wanEnv(b *testing.B, hook func(um.MWIState)) (*env, *mailClient, *um.Mailbox, *wanproxy.Proxy) {
+	return wanEnvMode(b, hook, false)
+}
+
+// wanEnvMode is wanEnv with pipelining off when sequential.
+func wanEnvMode(b *testing.B, hook func(um.MWIState), sequential bool) (*env, *mailClient, *um.Mailbox, *wanproxy.Proxy) {
 	d := startDovecot(b, "1001")
 	px, err := wanproxy.Start(d.TLSAddr, wanproxy.Options{Latency: 100 * time.Millisecond})
 	if err != nil {
@@ -22,6 +27,9 @@ func wanEnv(b *testing.B, hook func(um.MWIState)) (*env, *mailClient, *um.Mailbo
 	}
 	b.Cleanup(func() { px.Close() })
 	e := newEnvHook(b, d, hook)
+	if sequential {
+		upstream.SetSequential(e.eng)
+	}
 	ctx := context.Background()
 	mb, err := e.svc.EnsureMailbox(ctx, "1001")
 	if err != nil {
@@ -39,8 +47,13 @@ func wanEnv(b *testing.B, hook func(um.MWIState)) (*env, *mailClient, *um.Mailbo
 // BenchmarkWANDepositVisible measures, through 100 ms each way, from
 // Mailbox.Deposit returning to the copy being found on the server.
 func BenchmarkWANDepositVisible(b *testing.B) {
-	e, mc, mb, _ := wanEnv(b, nil)
-	_ = e
+	for _, mode := range []string{"pipelined", "sequential"} {
+		b.Run(mode, func(b *testing.B) { wanDepositVisible(b, mode == "sequential") })
+	}
+}
+
+func wanDepositVisible(b *testing.B, sequential bool) {
+	_, mc, mb, _ := wanEnvMode(b, nil, sequential)
 	mc.sel("INBOX")
 	var ds []time.Duration
 	b.ResetTimer()
@@ -97,11 +110,17 @@ func BenchmarkWANSeenToMWI(b *testing.B) {
 	reportPercentiles(b, ds)
 }
 
-// BenchmarkWANCatchUp cuts the engine off (the proxy refuses nothing, the
-// server is killed), deposits 20 voicemails and marks 20 heard meanwhile,
-// and measures from the server's restart until both sides agree.
+// BenchmarkWANCatchUp kills the server, deposits 20 voicemails and changes
+// the heard state of 20 others meanwhile, and measures from the server's
+// restart until both sides agree; pipelined (the default) and sequential.
 func BenchmarkWANCatchUp(b *testing.B) {
-	e, mc, mb, _ := wanEnv(b, nil)
+	for _, mode := range []string{"pipelined", "sequential"} {
+		b.Run(mode, func(b *testing.B) { wanCatchUp(b, mode == "sequential") })
+	}
+}
+
+func wanCatchUp(b *testing.B, sequential bool) {
+	e, mc, mb, _ := wanEnvMode(b, nil, sequential)
 	ctx := context.Background()
 	var old []um.Message
 	for range 20 {

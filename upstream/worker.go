@@ -63,6 +63,11 @@ type worker struct {
 
 	known atomic.Pointer[map[imap.UID]bool] // UIDs of our copies, for the unsolicited-data handler
 
+	// The answers the server owes for the engine's own APPENDs (EXISTS)
+	// and MOVEs and UID EXPUNGEs (EXPUNGE): echoes, not news, so they wake
+	// nothing. Reset at each connection.
+	echoExists, echoExpunge atomic.Int64
+
 	mu         sync.Mutex
 	stat       Status
 	dirtySince time.Time // first um change not yet carried over
@@ -264,8 +269,17 @@ func (w *worker) sleep(ctx context.Context, d time.Duration, wake <-chan struct{
 func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	opts := &imapclient.Options{
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
-			Expunge: func(uint32) { w.upExpunge.Store(true); w.poke() },
-			Mailbox: func(*imapclient.UnilateralDataMailbox) { w.poke() },
+			Expunge: func(uint32) {
+				if !takeEcho(&w.echoExpunge) {
+					w.upExpunge.Store(true)
+					w.poke()
+				}
+			},
+			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+				if d.NumMessages == nil || !takeEcho(&w.echoExists) {
+					w.poke()
+				}
+			},
 			Fetch:   w.unsolicitedFetch,
 		},
 	}
@@ -281,6 +295,8 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 		w.transport = transportError(err)
 		return nil, fmt.Errorf("upstream: connect to %s: %w", w.cfg.Addr, err)
 	}
+	w.echoExists.Store(0)
+	w.echoExpunge.Store(0)
 	c := imapclient.New(g, opts)
 	w.g = g
 	w.mu.Lock()
@@ -408,6 +424,10 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 			err = ierr
 		}
 		idling = nil
+		// Echoes still owed now never come (a command that did less):
+		// they must not swallow news.
+		w.echoExists.Store(0)
+		w.echoExpunge.Store(0)
 		if err != nil {
 			return synced, err
 		}
@@ -640,4 +660,17 @@ func (w *worker) idleDone() error {
 		return fmt.Errorf("upstream: IDLE: %w", err)
 	}
 	return nil
+}
+
+// takeEcho consumes one expected echo, if any.
+func takeEcho(n *atomic.Int64) bool {
+	for {
+		v := n.Load()
+		if v <= 0 {
+			return false
+		}
+		if n.CompareAndSwap(v, v-1) {
+			return true
+		}
+	}
 }
