@@ -346,17 +346,18 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 	if modseq != 0 {
 		st.HighestModSeq = modseq
 	}
-	// An upload tried already waits one backoff period before the next
-	// try, so a server that hides copies cannot make a stream of them.
+	// An upload tried already waits a backoff period, doubling with each
+	// try, before the next, so a server that hides copies cannot make a
+	// stream of them (sessions that sync reset the worker's own backoff).
 	var tooSoon error
 	appends = slices.DeleteFunc(appends, func(id uuid.UUID) bool {
-		if t, ok := w.appended[id]; ok && time.Since(t) < w.backoff {
+		if t, ok := w.appended[id]; ok && time.Since(t.at) < t.wait(&w.e.opts) {
 			if old, ok := w.st.Messages[id]; ok {
 				next[id] = old
 			} else {
 				delete(next, id)
 			}
-			tooSoon = fmt.Errorf("upstream: copy of %s not found after its APPEND; retrying after the backoff", id)
+			tooSoon = fmt.Errorf("%w: copy of %s not found after its APPEND; retrying after the backoff", ErrServerFault, id)
 			return true
 		}
 		return false
@@ -428,7 +429,7 @@ func (w *worker) sendAppend(ctx context.Context, c *imapclient.Client, id uuid.U
 	defer audio.Close()
 	a := &sentAppend{id: id, flags: w.st.Messages[id].Flags}
 	email := um.RenderEmail(m, w.rend)
-	w.appended[id] = time.Now()
+	w.appended[id] = appendTry{at: time.Now(), n: w.appended[id].n + 1}
 	w.arm()
 	w.echoExists.Add(1)
 	a.cmd = c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(a.flags), Time: m.Time})
@@ -460,7 +461,7 @@ func (w *worker) finishAppend(c *imapclient.Client, a *sentAppend) error {
 			return err
 		}
 		if len(uids) == 0 {
-			return fmt.Errorf("upstream: APPEND %s: copy not found after append", id)
+			return fmt.Errorf("%w: APPEND %s: the copy is not found after it", ErrServerFault, id)
 		}
 		uid = uids[0]
 	}

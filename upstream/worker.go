@@ -55,8 +55,7 @@ type worker struct {
 	condstore bool
 	g         *guard                  // the current connection's framing guard
 	again     bool                    // a restore asks for a full pass next
-	backoff   time.Duration           // the current backoff period
-	appended  map[uuid.UUID]time.Time // when each voicemail was last APPENDed
+	appended  map[uuid.UUID]appendTry // the last APPEND of each voicemail
 	validity  time.Time               // when the folder's UIDVALIDITY last changed
 	pending   []chan error            // sync requests that cut a backoff short
 	idling    *imapclient.IdleCommand // an IDLE ended whose answer is still to be read
@@ -77,7 +76,7 @@ type worker struct {
 func newWorker(e *Engine, cfg Config, mb *um.Mailbox) *worker {
 	w := &worker{e: e, cfg: cfg, mb: mb, done: make(chan struct{}),
 		upWake: make(chan struct{}, 1), syncReq: make(chan chan error), handoffC: make(chan struct{}, 1),
-		appended: make(map[uuid.UUID]time.Time)}
+		appended: make(map[uuid.UUID]appendTry)}
 	w.h = e.joinHost(w)
 	w.rend = um.RenderOptions{Mailbox: cfg.Mailbox}
 	w.stat = Status{Mailbox: cfg.Mailbox, Configured: true}
@@ -173,7 +172,6 @@ func (w *worker) run() {
 	w.markDirty() // until the first sync, nothing is known to be carried over
 	backoff := w.e.opts.MinBackoff
 	for ctx.Err() == nil {
-		w.backoff = backoff
 		if w.st == nil {
 			st, err := w.e.state.Load(ctx, w.cfg.Mailbox)
 			switch {
@@ -673,4 +671,20 @@ func takeEcho(n *atomic.Int64) bool {
 			return true
 		}
 	}
+}
+
+// appendTry is when a voicemail was last APPENDed and how often so far.
+type appendTry struct {
+	at time.Time
+	n  int
+}
+
+// wait is how long after this try the next may be made: MinBackoff,
+// doubling with each try, up to MaxBackoff.
+func (a appendTry) wait(o *Options) time.Duration {
+	d := o.MinBackoff
+	for i := 1; i < a.n && d < o.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, o.MaxBackoff)
 }
