@@ -257,6 +257,8 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 	var upDelete, dups []imap.UID
 	var restores, appends []uuid.UUID
 	var stores []*imapclient.FetchCommand
+	again := make(map[uuid.UUID][]imap.UID)
+	removing := make(map[uuid.UUID]bool)
 	defer func() {
 		for _, s := range stores {
 			s.Close() // on an early return; a no-op once waited for
@@ -291,7 +293,12 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 		case actDeleteLocal:
 			umDelete = append(umDelete, a.id)
 		case actDeleteUp:
-			upDelete = append(upDelete, a.uid)
+			if a.again {
+				again[a.id] = append(again[a.id], a.uid)
+			} else {
+				upDelete = append(upDelete, a.uid)
+				removing[a.id] = true
+			}
 		case actDropDup:
 			dups = append(dups, a.uid)
 		case actRestore:
@@ -319,6 +326,33 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 		if err := w.mb.Delete(wctx, umDelete...); err != nil && !errors.Is(err, um.ErrNotFound) {
 			return err
 		}
+	}
+	if len(again) > 0 {
+		// Copies of voicemail removed before: where Trash has one already,
+		// this one is a leftover (a move cut short) and is expunged.
+		dup, err := w.inTrash(c, slices.Collect(maps.Keys(again)))
+		if err != nil {
+			return err
+		}
+		for id, uids := range again {
+			if dup[id] {
+				dups = append(dups, uids...)
+			} else {
+				upDelete = append(upDelete, uids...)
+			}
+		}
+	}
+	if len(removing) > 0 {
+		// Remembered as removed before the move: a move a crash cuts short
+		// (a copy left in both folders) is then known for one.
+		st := w.st.clone()
+		for id := range removing {
+			st.Messages[id] = next[id]
+		}
+		if err := w.e.state.Save(ctx, w.cfg.Mailbox, st); err != nil {
+			return err
+		}
+		w.st = st
 	}
 	if len(upDelete) > 0 {
 		if err := w.deleteUpstream(c, upDelete, true); err != nil {
@@ -529,6 +563,30 @@ func (w *worker) expungeUIDs(c *imapclient.Client, set imap.UIDSet) error {
 		}
 	}
 	return nil
+}
+
+// inTrash tells which of the voicemails have a copy in the server's Trash.
+func (w *worker) inTrash(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	found := make(map[uuid.UUID]bool)
+	if !w.hasTrash() {
+		return found, nil
+	}
+	w.arm()
+	if _, err := c.Select(w.trash, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		var ie *imap.Error
+		if errors.As(err, &ie) {
+			return found, w.reselect(c)
+		}
+		return nil, fmt.Errorf("upstream: examine %q: %w", w.trash, err)
+	}
+	for _, id := range ids {
+		uids, err := w.searchID(c, id)
+		if err != nil {
+			return nil, err
+		}
+		found[id] = len(uids) > 0
+	}
+	return found, w.reselect(c)
 }
 
 // restore brings the copy of a voicemail undeleted on the phone back from
