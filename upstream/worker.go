@@ -278,7 +278,7 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 					w.poke()
 				}
 			},
-			Fetch:   w.unsolicitedFetch,
+			Fetch: w.unsolicitedFetch,
 		},
 	}
 	// Logins to one address queue here, not at the server.
