@@ -462,7 +462,7 @@ func (w *worker) sendAppend(ctx context.Context, c *imapclient.Client, id uuid.U
 	}
 	defer audio.Close()
 	a := &sentAppend{id: id, flags: w.st.Messages[id].Flags}
-	email := um.RenderEmail(m, w.rend)
+	email := w.e.svc.RenderEmail(m, w.rend)
 	w.appended[id] = appendTry{at: time.Now(), n: w.appended[id].n + 1}
 	w.arm()
 	w.echoExists.Add(1)
