@@ -334,11 +334,18 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 		if err != nil {
 			return err
 		}
+		var left []imap.UID
 		for id, uids := range again {
 			if dup[id] {
-				dups = append(dups, uids...)
+				left = append(left, uids...)
 			} else {
 				upDelete = append(upDelete, uids...)
+			}
+		}
+		if len(left) > 0 {
+			// Never into Trash again, even where only \Deleted is possible.
+			if err := w.expungeUIDs(c, imap.UIDSetNum(left...)); err != nil {
+				return err
 			}
 		}
 	}
@@ -357,6 +364,13 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 	if len(upDelete) > 0 {
 		if err := w.deleteUpstream(c, upDelete, true); err != nil {
 			return err
+		}
+		if w.hasTrash() && !w.canMove() {
+			// COPY is not atomic with the user's own delete: both may have
+			// put a copy in Trash.
+			if err := w.dedupTrash(c, slices.Collect(maps.Keys(removing))); err != nil {
+				return err
+			}
 		}
 	}
 	if len(dups) > 0 {
@@ -587,6 +601,33 @@ func (w *worker) inTrash(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID]b
 		found[id] = len(uids) > 0
 	}
 	return found, w.reselect(c)
+}
+
+// dedupTrash leaves one live copy of each voicemail in the server's Trash,
+// marking the others \Deleted (and expunging them where UIDPLUS allows).
+func (w *worker) dedupTrash(c *imapclient.Client, ids []uuid.UUID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	w.arm()
+	if _, err := c.Select(w.trash, nil).Wait(); err != nil {
+		return fmt.Errorf("upstream: select %q: %w", w.trash, err)
+	}
+	for _, id := range ids {
+		w.arm()
+		sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: id.String()}},
+			NotFlag: []imap.Flag{imap.FlagDeleted}}, nil).Wait()
+		if err != nil {
+			return fmt.Errorf("upstream: UID SEARCH: %w", err)
+		}
+		if uids := sd.AllUIDs(); len(uids) > 1 {
+			slices.Sort(uids)
+			if err := w.expungeUIDs(c, imap.UIDSetNum(uids[1:]...)); err != nil {
+				return err
+			}
+		}
+	}
+	return w.reselect(c)
 }
 
 // restore brings the copy of a voicemail undeleted on the phone back from
