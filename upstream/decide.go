@@ -62,6 +62,30 @@ type action struct {
 	id       uuid.UUID
 	uid      imap.UID
 	add, del um.Flags
+	// again marks an actDeleteUp of a voicemail removed before: its copy
+	// is expunged, not moved, when the server's Trash holds one already.
+	again bool
+}
+
+// pickKeep chooses the copy to keep of several: the state's, else the
+// oldest, preferring copies not marked \Deleted (a server without UID
+// EXPUNGE keeps those until a client expunges them).
+func pickKeep(ups []upMsg, e MessageState, has bool) upMsg {
+	var keep upMsg
+	best := -1
+	for _, u := range ups {
+		rank := 0
+		if u.flags&um.FlagDeleted == 0 {
+			rank += 2
+		}
+		if has && uint32(u.uid) == e.UID {
+			rank++
+		}
+		if rank > best {
+			keep, best = u, rank
+		}
+	}
+	return keep
 }
 
 // decide compares the um store, the saved state and the server, and
@@ -106,15 +130,7 @@ func decide(local map[uuid.UUID]localMsg, st map[uuid.UUID]MessageState, ob obse
 		e, has := st[id]
 		ups := ob.copies[id]
 		associated := has && e.UID != 0 && !e.Removed && !e.Appending
-		var keep upMsg
-		if len(ups) > 0 {
-			keep = ups[0]
-			for _, u := range ups {
-				if has && uint32(u.uid) == e.UID {
-					keep = u
-				}
-			}
-		}
+		keep := pickKeep(ups, e, has)
 		switch l.where {
 		case inInbox:
 			switch {
@@ -135,7 +151,7 @@ func decide(local map[uuid.UUID]localMsg, st map[uuid.UUID]MessageState, ob obse
 					acts = append(acts, action{kind: actStore, id: id, uid: keep.uid, add: add, del: del})
 				}
 				for _, u := range ups {
-					if u.uid != keep.uid {
+					if u.uid != keep.uid && u.flags&um.FlagDeleted == 0 {
 						acts = append(acts, action{kind: actDropDup, id: id, uid: u.uid})
 					}
 				}
@@ -157,7 +173,9 @@ func decide(local map[uuid.UUID]localMsg, st map[uuid.UUID]MessageState, ob obse
 		case elsewhere:
 			for _, u := range ups {
 				if u.flags&um.FlagDeleted == 0 {
-					acts = append(acts, action{kind: actDeleteUp, id: id, uid: u.uid})
+					// Removed already: Trash may hold a copy (a move cut short
+					// by a crash leaves one in both); the executor looks.
+					acts = append(acts, action{kind: actDeleteUp, id: id, uid: u.uid, again: has && e.Removed})
 				}
 			}
 			switch {

@@ -190,4 +190,13 @@
 //     stay local.
 //   - An APPEND the server refuses (over quota) is retried with the
 //     reconnect backoff until it succeeds; Status shows the error.
+//   - A server without MOVE and UIDPLUS (older ones) costs more: a delete
+//     is COPY to Trash and \Deleted, the \Deleted copy stays until the
+//     user's client expunges, and after a delete the engine looks into
+//     Trash and marks any second copy (the user's own delete at the same
+//     moment) \Deleted; a COPY of the user's that comes after that is
+//     left, so Trash may then hold two.
+//   - Through a high-latency link every round trip counts: see
+//     BENCHMARKS.md for what a deposit, a \Seen and a catch-up cost at
+//     100 ms each way.
 package upstream

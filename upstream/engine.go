@@ -74,6 +74,9 @@ type Engine struct {
 	// solo, when set by benchmarks before the first Add, gives every
 	// worker its own backoff with nothing shared, for comparison.
 	solo bool
+	// sequential, set by benchmarks, waits for each command's answer
+	// before the next is sent, for comparison with pipelining.
+	sequential bool
 
 	mu      sync.Mutex
 	workers map[string]*worker

@@ -9,3 +9,7 @@ func SetAfterAppend(e *Engine, f func() bool) { e.afterAppend = f }
 // before workers of one address shared what they learn: for benchmarks
 // that compare the two.
 func SetSolo(e *Engine) { e.solo = true }
+
+// SetSequential makes e wait for the answer to each command before it
+// sends the next (no pipelining), for benchmarks that compare the two.
+func SetSequential(e *Engine) { e.sequential = true }

@@ -73,28 +73,35 @@ func (g *guard) Read(p []byte) (int, error) {
 // scan follows the framing: text up to CRLF, where a line ending in {N}
 // or {N+} announces N bytes of literal that follow before the line goes on.
 func (g *guard) scan(b []byte) error {
-	for i := 0; i < len(b); {
+	for len(b) > 0 {
 		if g.lit > 0 {
-			k := min(g.lit, int64(len(b)-i))
+			k := min(g.lit, int64(len(b)))
 			g.lit -= k
-			i += int(k)
+			b = b[k:]
 			continue
 		}
-		c := b[i]
-		i++
-		g.lineLen++
+		seg := b
+		nl := bytes.IndexByte(b, '\n')
+		if nl >= 0 {
+			seg = b[:nl+1]
+		}
+		b = b[len(seg):]
+		g.lineLen += int64(len(seg))
 		if g.lineLen > g.maxLine {
 			return fmt.Errorf("%w: response line longer than %d bytes", ErrServerFault, g.maxLine)
 		}
-		if len(g.head) < cap(g.head) {
-			g.head = append(g.head, c)
+		if n := min(cap(g.head)-len(g.head), len(seg)); n > 0 {
+			g.head = append(g.head, seg[:n]...)
 		}
-		if len(g.tail) == cap(g.tail) {
-			copy(g.tail, g.tail[1:])
-			g.tail = g.tail[:len(g.tail)-1]
+		if len(seg) >= cap(g.tail) {
+			g.tail = append(g.tail[:0], seg[len(seg)-cap(g.tail):]...)
+		} else {
+			if over := len(g.tail) + len(seg) - cap(g.tail); over > 0 {
+				g.tail = g.tail[:copy(g.tail, g.tail[over:])]
+			}
+			g.tail = append(g.tail, seg...)
 		}
-		g.tail = append(g.tail, c)
-		if c != '\n' {
+		if nl < 0 {
 			continue
 		}
 		if n, ok := literalSize(g.tail); ok {

@@ -80,8 +80,9 @@ func (h *hostile) commands(prefix string) int {
 }
 
 var (
-	literalRE  = regexp.MustCompile(`\{(\d+)\+?\}\r\n$`)
-	validityRE = regexp.MustCompile(`\[UIDVALIDITY \d+\]`)
+	literalRE   = regexp.MustCompile(`\{(\d+)\+?\}\r\n$`)
+	validityRE  = regexp.MustCompile(`\[UIDVALIDITY \d+\]`)
+	appendUIDRE = regexp.MustCompile(`\[APPENDUID \d+ \d+\] ?`)
 )
 
 // flood writes n bytes of filler (all of them, or until the peer goes).
@@ -174,6 +175,10 @@ func (h *hostile) serve(c net.Conn) {
 				}
 			}
 			continue
+		case mode == "hides new copies" && strings.HasPrefix(line, "* SEARCH"):
+			out = "* SEARCH\r\n"
+		case mode == "hides new copies" && strings.Contains(line, "[APPENDUID "):
+			out = appendUIDRE.ReplaceAllString(line, "")
 		case mode == "data after BYE" && strings.HasPrefix(line, "* SEARCH"):
 			out = "* BYE going away\r\n* SEARCH\r\n"
 		case mode == "UIDVALIDITY 0":
@@ -261,6 +266,7 @@ func TestHostileServer(t *testing.T) {
 		{"empty answers", upstream.ErrServerFault, false},
 		{"data after BYE", upstream.ErrServerFault, false},
 		{"UIDVALIDITY 0", upstream.ErrServerFault, true},
+		{"hides new copies", upstream.ErrServerFault, true},
 		{"silent after SELECT", errAny, true},
 		{"2 GB literal in LIST", upstream.ErrServerFault, false},
 		{"endless line", upstream.ErrServerFault, false},
@@ -302,6 +308,7 @@ func TestHostileServer(t *testing.T) {
 			e.waitSynced(user)
 			mwiBefore, _ := mb.MWI(ctx)
 			fetches := h.commands("UID FETCH")
+			appends := h.commands("APPEND")
 
 			stop := memWatch()
 			h.setMode(tc.mode)
@@ -317,6 +324,12 @@ func TestHostileServer(t *testing.T) {
 			st := e.eng.Status(user)
 			reconnects := h.conns.Load() - conns
 
+			if tc.mode == "hides new copies" {
+				// One per backoff period, the period doubling from 100 ms.
+				if n := h.commands("APPEND") - appends; n < 1 || n > 5 {
+					t.Errorf("APPENDs of one voicemail in 3 s = %d, want 1 to 5", n)
+				}
+			}
 			if tc.mode == "unsolicited flood for other mail" {
 				if n := h.commands("UID FETCH") - fetches; n > 10 {
 					t.Errorf("UID FETCH commands during a flood of 2000 unsolicited FETCHes for other mail = %d, want at most 10", n)
@@ -337,7 +350,7 @@ func TestHostileServer(t *testing.T) {
 			if peak > 64<<20 {
 				t.Errorf("heap peak above baseline = %d MiB, want under 64 MiB", peak>>20)
 			}
-			t.Logf("%s: heap peak +%d KiB, connections %d, last error: %v", tc.mode, peak>>10, reconnects, st.LastError)
+			t.Logf("%s: heap peak +%d KiB, connections %d, APPENDs %d, last error: %v", tc.mode, peak>>10, reconnects, h.commands("APPEND")-appends, st.LastError)
 
 			// Nothing was changed on the lie.
 			for _, m := range msgs {

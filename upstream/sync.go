@@ -182,8 +182,10 @@ func needsFull(st *State, local map[uuid.UUID]localMsg) bool {
 }
 
 // pass makes both sides equal: it observes both, decides, and executes.
-// full rebuilds the server side from the id headers.
-func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore bool) error {
+// full rebuilds the server side from the id headers; localOnly, when the
+// server announced no change while idling, takes the server's side as the
+// state has it and asks the server nothing.
+func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore, localOnly bool) error {
 	msgs, err := w.mb.List(ctx, um.Inbox)
 	if err != nil {
 		return err
@@ -196,8 +198,16 @@ func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore
 	}
 	full = full || w.again || needsFull(w.st, local)
 	w.again = false
-	ob, modseq, err := w.observe(c, full, condstore)
-	if err != nil {
+	var ob observation
+	var modseq uint64
+	if localOnly && !full {
+		ob = observation{copies: make(map[uuid.UUID][]upMsg), gone: make(map[imap.UID]bool)}
+		for id, e := range w.st.Messages {
+			if e.UID != 0 && !e.Removed && !e.Appending {
+				ob.copies[id] = []upMsg{{uid: imap.UID(e.UID), flags: e.Flags}}
+			}
+		}
+	} else if ob, modseq, err = w.observe(c, full, condstore); err != nil {
 		return err
 	}
 	// Where are the voicemails the state or the server knows and INBOX
@@ -246,6 +256,14 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 	var umDelete []uuid.UUID
 	var upDelete, dups []imap.UID
 	var restores, appends []uuid.UUID
+	var stores []*imapclient.FetchCommand
+	again := make(map[uuid.UUID][]imap.UID)
+	removing := make(map[uuid.UUID]bool)
+	defer func() {
+		for _, s := range stores {
+			s.Close() // on an early return; a no-op once waited for
+		}
+	}()
 	for _, a := range acts {
 		switch a.kind {
 		case actSetLocal:
@@ -257,23 +275,30 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 				return err
 			}
 		case actStore:
+			// Sent now, answers read below: one round trip for all.
 			set := imap.UIDSetNum(a.uid)
 			for _, f := range []struct {
 				op    imap.StoreFlagsOp
 				flags um.Flags
 			}{{imap.StoreFlagsAdd, a.add}, {imap.StoreFlagsDel, a.del}} {
-				if f.flags == 0 {
-					continue
-				}
-				w.arm()
-				if err := c.Store(set, &imap.StoreFlags{Op: f.op, Silent: true, Flags: toIMAP(f.flags)}, nil).Close(); err != nil {
-					return fmt.Errorf("upstream: UID STORE: %w", err)
+				if f.flags != 0 {
+					stores = append(stores, c.Store(set, &imap.StoreFlags{Op: f.op, Silent: true, Flags: toIMAP(f.flags)}, nil))
+					if w.e.sequential {
+						if err := stores[len(stores)-1].Close(); err != nil {
+							return fmt.Errorf("upstream: UID STORE: %w", err)
+						}
+					}
 				}
 			}
 		case actDeleteLocal:
 			umDelete = append(umDelete, a.id)
 		case actDeleteUp:
-			upDelete = append(upDelete, a.uid)
+			if a.again {
+				again[a.id] = append(again[a.id], a.uid)
+			} else {
+				upDelete = append(upDelete, a.uid)
+				removing[a.id] = true
+			}
 		case actDropDup:
 			dups = append(dups, a.uid)
 		case actRestore:
@@ -288,14 +313,64 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 		m, err := w.mb.Message(ctx, id)
 		return err != nil || m.Folder != um.Inbox
 	})
+	if len(stores) > 0 {
+		w.arm()
+		for _, s := range stores {
+			if err := s.Close(); err != nil {
+				return fmt.Errorf("upstream: UID STORE: %w", err)
+			}
+		}
+		stores = nil
+	}
 	if len(umDelete) > 0 {
 		if err := w.mb.Delete(wctx, umDelete...); err != nil && !errors.Is(err, um.ErrNotFound) {
 			return err
 		}
 	}
+	if len(again) > 0 {
+		// Copies of voicemail removed before: where Trash has one already,
+		// this one is a leftover (a move cut short) and is expunged.
+		dup, err := w.inTrash(c, slices.Collect(maps.Keys(again)))
+		if err != nil {
+			return err
+		}
+		var left []imap.UID
+		for id, uids := range again {
+			if dup[id] {
+				left = append(left, uids...)
+			} else {
+				upDelete = append(upDelete, uids...)
+			}
+		}
+		if len(left) > 0 {
+			// Never into Trash again, even where only \Deleted is possible.
+			if err := w.expungeUIDs(c, imap.UIDSetNum(left...)); err != nil {
+				return err
+			}
+		}
+	}
+	if len(removing) > 0 {
+		// Remembered as removed before the move: a move a crash cuts short
+		// (a copy left in both folders) is then known for one.
+		st := w.st.clone()
+		for id := range removing {
+			st.Messages[id] = next[id]
+		}
+		if err := w.e.state.Save(ctx, w.cfg.Mailbox, st); err != nil {
+			return err
+		}
+		w.st = st
+	}
 	if len(upDelete) > 0 {
 		if err := w.deleteUpstream(c, upDelete, true); err != nil {
 			return err
+		}
+		if w.hasTrash() && !w.canMove() {
+			// COPY is not atomic with the user's own delete: both may have
+			// put a copy in Trash.
+			if err := w.dedupTrash(c, slices.Collect(maps.Keys(removing))); err != nil {
+				return err
+			}
 		}
 	}
 	if len(dups) > 0 {
@@ -319,17 +394,18 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 	if modseq != 0 {
 		st.HighestModSeq = modseq
 	}
-	// An upload tried already waits one backoff period before the next
-	// try, so a server that hides copies cannot make a stream of them.
+	// An upload tried already waits a backoff period, doubling with each
+	// try, before the next, so a server that hides copies cannot make a
+	// stream of them (sessions that sync reset the worker's own backoff).
 	var tooSoon error
 	appends = slices.DeleteFunc(appends, func(id uuid.UUID) bool {
-		if t, ok := w.appended[id]; ok && time.Since(t) < w.backoff {
+		if t, ok := w.appended[id]; ok && time.Since(t.at) < t.wait(&w.e.opts) {
 			if old, ok := w.st.Messages[id]; ok {
 				next[id] = old
 			} else {
 				delete(next, id)
 			}
-			tooSoon = fmt.Errorf("upstream: copy of %s not found after its APPEND; retrying after the backoff", id)
+			tooSoon = fmt.Errorf("%w: copy of %s not found after its APPEND; retrying after the backoff", ErrServerFault, id)
 			return true
 		}
 		return false
@@ -343,43 +419,81 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 	if len(appends) == 0 {
 		return tooSoon
 	}
+	// The uploads go out back to back (with LITERAL+ nothing waits for
+	// the server in between); their answers are read after, in order.
+	var sent []*sentAppend
+	var firstErr error
 	for _, id := range appends {
-		if err := w.appendMessage(ctx, c, id); err != nil {
-			return err
+		a, err := w.sendAppend(ctx, c, id)
+		if err != nil {
+			firstErr = err
+			break
+		}
+		if a != nil && w.e.sequential {
+			if err := w.finishAppend(c, a); err != nil {
+				firstErr = err
+				break
+			}
+		} else if a != nil {
+			sent = append(sent, a)
+		}
+	}
+	for _, a := range sent {
+		if err := w.finishAppend(c, a); err != nil && firstErr == nil {
+			firstErr = err
 		}
 	}
 	if err := w.e.state.Save(ctx, w.cfg.Mailbox, w.st); err != nil {
 		return err
 	}
+	if firstErr != nil {
+		return firstErr
+	}
 	return tooSoon
 }
 
-// appendMessage uploads one voicemail, whose state entry is saved with
-// Appending set, and records the copy's UID.
-func (w *worker) appendMessage(ctx context.Context, c *imapclient.Client, id uuid.UUID) error {
+// sentAppend is an APPEND sent whose answer is still to be read.
+type sentAppend struct {
+	id    uuid.UUID
+	flags um.Flags
+	cmd   *imapclient.AppendCommand
+	err   error // of writing it
+}
+
+// sendAppend sends the APPEND of one voicemail, whose state entry is saved
+// with Appending set. It returns nil for a voicemail purged meanwhile.
+func (w *worker) sendAppend(ctx context.Context, c *imapclient.Client, id uuid.UUID) (*sentAppend, error) {
 	m, err := w.mb.Message(ctx, id)
 	if errors.Is(err, um.ErrNotFound) {
-		return nil // purged meanwhile: the next pass drops the entry
+		return nil, nil // the next pass drops the entry
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	audio, err := w.mb.OpenAudio(ctx, m.ID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer audio.Close()
-	flags := w.st.Messages[id].Flags
+	a := &sentAppend{id: id, flags: w.st.Messages[id].Flags}
 	email := w.e.svc.RenderEmail(m, w.rend)
-	w.appended[id] = time.Now()
+	w.appended[id] = appendTry{at: time.Now(), n: w.appended[id].n + 1}
 	w.arm()
-	cmd := c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(flags), Time: m.Time})
-	_, werr := email.WriteTo(cmd, audio)
-	cerr := cmd.Close()
-	data, err := cmd.Wait()
-	if err = errors.Join(werr, cerr, err); err != nil {
-		return fmt.Errorf("upstream: APPEND %s: %w", m.ID, err)
+	w.echoExists.Add(1)
+	a.cmd = c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(a.flags), Time: m.Time})
+	_, werr := email.WriteTo(a.cmd, audio)
+	a.err = errors.Join(werr, a.cmd.Close())
+	return a, nil
+}
+
+// finishAppend reads the answer to an APPEND and records the copy's UID.
+func (w *worker) finishAppend(c *imapclient.Client, a *sentAppend) error {
+	w.arm()
+	data, err := a.cmd.Wait()
+	if err = errors.Join(a.err, err); err != nil {
+		return fmt.Errorf("upstream: APPEND %s: %w", a.id, err)
 	}
+	id, flags := a.id, a.flags
 	if w.e.afterAppend != nil && w.e.afterAppend() {
 		c.Close()
 		return errors.New("upstream: APPEND answer lost (test)")
@@ -390,16 +504,16 @@ func (w *worker) appendMessage(ctx context.Context, c *imapclient.Client, id uui
 	uid := data.UID
 	if uid == 0 {
 		// No UIDPLUS: find the copy by its header.
-		uids, err := w.searchID(c, m.ID)
+		uids, err := w.searchID(c, id)
 		if err != nil {
 			return err
 		}
 		if len(uids) == 0 {
-			return fmt.Errorf("upstream: APPEND %s: copy not found after append", m.ID)
+			return fmt.Errorf("%w: APPEND %s: the copy is not found after it", ErrServerFault, id)
 		}
 		uid = uids[0]
 	}
-	w.st.Messages[m.ID] = MessageState{UID: uint32(uid), Flags: flags}
+	w.st.Messages[id] = MessageState{UID: uint32(uid), Flags: flags}
 	return nil
 }
 
@@ -435,6 +549,7 @@ func (w *worker) deleteUpstream(c *imapclient.Client, uids []imap.UID, toTrash b
 	if w.hasTrash() && (toTrash || !w.uidPlus()) {
 		w.arm()
 		if w.canMove() {
+			w.echoExpunge.Add(int64(len(uids)))
 			if _, err := c.Move(set, w.trash).Wait(); err != nil {
 				return fmt.Errorf("upstream: UID MOVE to %q: %w", w.trash, err)
 			}
@@ -456,11 +571,63 @@ func (w *worker) expungeUIDs(c *imapclient.Client, set imap.UIDSet) error {
 	}
 	if w.uidPlus() {
 		w.arm()
+		w.echoExpunge.Add(int64(uidCount(set)))
 		if err := c.UIDExpunge(set).Close(); err != nil {
 			return fmt.Errorf("upstream: UID EXPUNGE: %w", err)
 		}
 	}
 	return nil
+}
+
+// inTrash tells which of the voicemails have a copy in the server's Trash.
+func (w *worker) inTrash(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	found := make(map[uuid.UUID]bool)
+	if !w.hasTrash() {
+		return found, nil
+	}
+	w.arm()
+	if _, err := c.Select(w.trash, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		var ie *imap.Error
+		if errors.As(err, &ie) {
+			return found, w.reselect(c)
+		}
+		return nil, fmt.Errorf("upstream: examine %q: %w", w.trash, err)
+	}
+	for _, id := range ids {
+		uids, err := w.searchID(c, id)
+		if err != nil {
+			return nil, err
+		}
+		found[id] = len(uids) > 0
+	}
+	return found, w.reselect(c)
+}
+
+// dedupTrash leaves one live copy of each voicemail in the server's Trash,
+// marking the others \Deleted (and expunging them where UIDPLUS allows).
+func (w *worker) dedupTrash(c *imapclient.Client, ids []uuid.UUID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	w.arm()
+	if _, err := c.Select(w.trash, nil).Wait(); err != nil {
+		return fmt.Errorf("upstream: select %q: %w", w.trash, err)
+	}
+	for _, id := range ids {
+		w.arm()
+		sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: id.String()}},
+			NotFlag: []imap.Flag{imap.FlagDeleted}}, nil).Wait()
+		if err != nil {
+			return fmt.Errorf("upstream: UID SEARCH: %w", err)
+		}
+		if uids := sd.AllUIDs(); len(uids) > 1 {
+			slices.Sort(uids)
+			if err := w.expungeUIDs(c, imap.UIDSetNum(uids[1:]...)); err != nil {
+				return err
+			}
+		}
+	}
+	return w.reselect(c)
 }
 
 // restore brings the copy of a voicemail undeleted on the phone back from
@@ -505,4 +672,12 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (bool, error) {
 		}
 	}
 	return len(uids) > 0, w.reselect(c)
+}
+
+func uidCount(set imap.UIDSet) int {
+	n := 0
+	for _, r := range set {
+		n += int(r.Stop-r.Start) + 1
+	}
+	return n
 }

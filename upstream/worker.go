@@ -55,12 +55,17 @@ type worker struct {
 	condstore bool
 	g         *guard                  // the current connection's framing guard
 	again     bool                    // a restore asks for a full pass next
-	backoff   time.Duration           // the current backoff period
-	appended  map[uuid.UUID]time.Time // when each voicemail was last APPENDed
+	appended  map[uuid.UUID]appendTry // the last APPEND of each voicemail
 	validity  time.Time               // when the folder's UIDVALIDITY last changed
 	pending   []chan error            // sync requests that cut a backoff short
+	idling    *imapclient.IdleCommand // an IDLE ended whose answer is still to be read
 
 	known atomic.Pointer[map[imap.UID]bool] // UIDs of our copies, for the unsolicited-data handler
+
+	// The answers the server owes for the engine's own APPENDs (EXISTS)
+	// and MOVEs and UID EXPUNGEs (EXPUNGE): echoes, not news, so they wake
+	// nothing. Reset at each connection.
+	echoExists, echoExpunge atomic.Int64
 
 	mu         sync.Mutex
 	stat       Status
@@ -71,7 +76,7 @@ type worker struct {
 func newWorker(e *Engine, cfg Config, mb *um.Mailbox) *worker {
 	w := &worker{e: e, cfg: cfg, mb: mb, done: make(chan struct{}),
 		upWake: make(chan struct{}, 1), syncReq: make(chan chan error), handoffC: make(chan struct{}, 1),
-		appended: make(map[uuid.UUID]time.Time)}
+		appended: make(map[uuid.UUID]appendTry)}
 	w.h = e.joinHost(w)
 	w.rend = um.RenderOptions{Mailbox: cfg.Mailbox}
 	w.stat = Status{Mailbox: cfg.Mailbox, Configured: true}
@@ -167,7 +172,6 @@ func (w *worker) run() {
 	w.markDirty() // until the first sync, nothing is known to be carried over
 	backoff := w.e.opts.MinBackoff
 	for ctx.Err() == nil {
-		w.backoff = backoff
 		if w.st == nil {
 			st, err := w.e.state.Load(ctx, w.cfg.Mailbox)
 			switch {
@@ -263,9 +267,18 @@ func (w *worker) sleep(ctx context.Context, d time.Duration, wake <-chan struct{
 func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	opts := &imapclient.Options{
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
-			Expunge: func(uint32) { w.upExpunge.Store(true); w.poke() },
-			Mailbox: func(*imapclient.UnilateralDataMailbox) { w.poke() },
-			Fetch:   w.unsolicitedFetch,
+			Expunge: func(uint32) {
+				if !takeEcho(&w.echoExpunge) {
+					w.upExpunge.Store(true)
+					w.poke()
+				}
+			},
+			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+				if d.NumMessages == nil || !takeEcho(&w.echoExists) {
+					w.poke()
+				}
+			},
+			Fetch: w.unsolicitedFetch,
 		},
 	}
 	// Logins to one address queue here, not at the server.
@@ -280,6 +293,8 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 		w.transport = transportError(err)
 		return nil, fmt.Errorf("upstream: connect to %s: %w", w.cfg.Addr, err)
 	}
+	w.echoExists.Store(0)
+	w.echoExpunge.Store(0)
 	c := imapclient.New(g, opts)
 	w.g = g
 	w.mu.Lock()
@@ -395,11 +410,23 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 			r <- fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, err)
 		}
 	}()
+	localOnly := false
+	var idling *imapclient.IdleCommand // ended, its answer not yet read
 	for {
 		if _, err := w.sub.Next(); err != nil {
 			full = true // overflowed: the full pass reloads everything
 		}
-		if err := w.pass(ctx, c, full, condstore); err != nil {
+		w.idling = idling
+		err := w.pass(ctx, c, full, condstore, localOnly && !full)
+		if ierr := w.idleDone(); ierr != nil && err == nil {
+			err = ierr
+		}
+		idling = nil
+		// Echoes still owed now never come (a command that did less):
+		// they must not swallow news.
+		w.echoExists.Store(0)
+		w.echoExpunge.Store(0)
+		if err != nil {
 			return synced, err
 		}
 		full, synced = false, true
@@ -438,10 +465,15 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 			w.g.arm(w.e.opts.PollInterval + w.e.opts.CommandTimeout)
 		}
 		var closed bool
+		localOnly = false
 		select {
 		case <-ctx.Done():
 		case <-w.sub.C():
 			w.markDirty()
+			// While idling the server announces what changes; it said
+			// nothing, so only the phone's side needs a look (a notice that
+			// comes late wakes the next pass).
+			localOnly = idle && len(w.upWake) == 0 && !w.upExpunge.Load()
 		case <-w.upWake:
 		case r := <-w.syncReq:
 			waiting = append(waiting, r)
@@ -460,11 +492,17 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 		}
 		w.arm()
 		if ic != nil {
+			// DONE is sent; its answer is read after the pass's first
+			// commands went out behind it, which saves a round trip.
 			if err := ic.Close(); err != nil {
 				return synced, fmt.Errorf("upstream: IDLE: %w", err)
 			}
-			if err := ic.Wait(); err != nil {
-				return synced, fmt.Errorf("upstream: IDLE: %w", err)
+			if w.e.sequential {
+				if err := ic.Wait(); err != nil {
+					return synced, fmt.Errorf("upstream: IDLE: %w", err)
+				}
+			} else {
+				idling = ic
 			}
 		} else if err := c.Noop().Wait(); err != nil {
 			return synced, fmt.Errorf("upstream: NOOP: %w", err)
@@ -606,4 +644,47 @@ func fromIMAP(flags []imap.Flag) um.Flags {
 		}
 	}
 	return f & syncMask
+}
+
+// idleDone reads the answer to the IDLE the pass started behind, once.
+func (w *worker) idleDone() error {
+	ic := w.idling
+	w.idling = nil
+	if ic == nil {
+		return nil
+	}
+	w.arm()
+	if err := ic.Wait(); err != nil {
+		return fmt.Errorf("upstream: IDLE: %w", err)
+	}
+	return nil
+}
+
+// takeEcho consumes one expected echo, if any.
+func takeEcho(n *atomic.Int64) bool {
+	for {
+		v := n.Load()
+		if v <= 0 {
+			return false
+		}
+		if n.CompareAndSwap(v, v-1) {
+			return true
+		}
+	}
+}
+
+// appendTry is when a voicemail was last APPENDed and how often so far.
+type appendTry struct {
+	at time.Time
+	n  int
+}
+
+// wait is how long after this try the next may be made: MinBackoff,
+// doubling with each try, up to MaxBackoff.
+func (a appendTry) wait(o *Options) time.Duration {
+	d := o.MinBackoff
+	for i := 1; i < a.n && d < o.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, o.MaxBackoff)
 }

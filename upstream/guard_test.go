@@ -1,0 +1,50 @@
+package upstream
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestGuardScan feeds server output to the framing guard in chunks of
+// every size: within the limits it passes, a longer line or a larger
+// literal is a server fault, and BYE is noted.
+func TestGuardScan(t *testing.T) {
+	tests := []struct {
+		name  string
+		in    string
+		fault bool
+		bye   bool
+	}{
+		{"lines", "* OK hi\r\n* 1 EXISTS\r\nA1 OK done\r\n", false, false},
+		{"literal within the limit", "* 1 FETCH (BODY[] {10}\r\n0123456789)\r\n", false, false},
+		{"literal with LITERAL+ syntax", "* 1 FETCH (BODY[] {3+}\r\nabc)\r\n", false, false},
+		{"literal holding CRLF and braces", "* 1 FETCH (BODY[] {8}\r\n{99999}\r\n)\r\n", false, false},
+		{"literal over the limit", "* 1 FETCH (BODY[] {65}\r\n", true, false},
+		{"literals adding up over the limit", "* 1 FETCH (A {40}\r\n" + strings.Repeat("x", 40) + " B {40}\r\n", true, false},
+		{"line over the limit", "* OK " + strings.Repeat("x", 200) + "\r\n", true, false},
+		{"absurd literal size", "* 1 FETCH (BODY[] {99999999999999999999999999}\r\n", true, false},
+		{"BYE", "* BYE shutting down\r\n", false, true},
+		{"bye in a literal is data", "* 1 FETCH (BODY[] {9}\r\n* BYE no\n)\r\n", false, false},
+	}
+	for _, tc := range tests {
+		for _, chunk := range []int{1, 3, 7, 1000} {
+			g := newGuard(nil, 100, 64)
+			var err error
+			for in := []byte(tc.in); len(in) > 0 && err == nil; {
+				n := min(chunk, len(in))
+				err = g.scan(in[:n])
+				in = in[n:]
+			}
+			if got := err != nil; got != tc.fault {
+				t.Errorf("%s, chunks of %d: scan() = %v, want fault %v", tc.name, chunk, err, tc.fault)
+			}
+			if err != nil && !errors.Is(err, ErrServerFault) {
+				t.Errorf("%s: scan() = %v, want ErrServerFault", tc.name, err)
+			}
+			if g.bye != tc.bye {
+				t.Errorf("%s, chunks of %d: bye = %v, want %v", tc.name, chunk, g.bye, tc.bye)
+			}
+		}
+	}
+}
