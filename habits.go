@@ -200,7 +200,7 @@ func (mb *Mailbox) takeBackSeenLocked(ctx context.Context, msgs []Message, markO
 	if err != nil {
 		// The delete itself is committed; the message stays heard, as it
 		// would without the rule.
-		mb.svc.opts.Logf("um: take back delete-time \\Seen in %q: %v", mb.name, err)
+		mb.svc.log.Error("um: take back delete-time \\Seen", "mailbox", mb.name, "err", err)
 		return msgs
 	}
 	out := append([]Message(nil), msgs...)

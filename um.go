@@ -282,13 +282,13 @@ func (s *Service) ClaimDelivery(mailbox, mode string) error {
 // ReleaseDelivery ends this node's claim of mode on mailbox. Call it when
 // the mailbox stops using mode (its configuration changed), not merely
 // because the process stops: a claim the store keeps is meant to outlive
-// the process. A store error is logged (Options.Logf).
+// the process. A store error is logged at Error (Options.Logger).
 func (s *Service) ReleaseDelivery(mailbox, mode string) {
 	if m := s.caps.modes; m != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
 		defer cancel()
 		if err := m.ReleaseDelivery(ctx, mailbox, mode, s.opts.Node); err != nil {
-			s.opts.Logf("um: release delivery mode %s of %q: %v", mode, mailbox, err)
+			s.log.Error("um: release delivery mode", "mailbox", mailbox, "mode", mode, "err", err)
 		}
 		return
 	}
