@@ -197,6 +197,18 @@ func TestIMAPStats(t *testing.T) {
 	expect(t, reg, "um_imap_connections", " 1")
 	expect(t, reg, "um_imap_sessions", " 0")
 	expect(t, reg, "um_imap_login_failures_total", " 1")
+	if got := values(t, reg, "um_imap_commands_total"); !contains(got, "command=LOGIN,result=NO 1") {
+		t.Errorf("um_imap_commands_total = %q, want the refused LOGIN among them", got)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // A mailbox whose mail server does not answer shows as not connected, with
