@@ -285,3 +285,19 @@ func closedAddr(t testing.TB) string {
 	ln.Close()
 	return addr
 }
+
+// um finds the optional interfaces of the wrapped store through Unwrap, so
+// timing a store never turns a capability off.
+func TestWrappedStoreKeepsCapabilities(t *testing.T) {
+	m, err := metrics.New(prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := m.WrapStore(memstore.New())
+	if _, ok := um.StoreAs[um.Expunger](store); !ok {
+		t.Error("StoreAs[Expunger](wrapped memstore) found nothing, want memstore's Expunger")
+	}
+	if _, ok := um.StoreAs[um.Watcher](store); ok {
+		t.Error("StoreAs[Watcher](wrapped memstore) found one, but memstore has no change feed")
+	}
+}
