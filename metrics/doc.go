@@ -2,7 +2,7 @@
 // and the MWI hook's latency (through um.Options.Observer), store operation
 // latency (through a Store wrapper), and, read at each scrape from the
 // Stats and Status the other packages keep, IMAP connections, sessions and
-// login failures, upstream sync lag and connection state per mailbox, and
+// login failures, commands by name and result, upstream sync lag and connection state per mailbox, and
 // the forwarding queue.
 //
 // Everything is registered on the prometheus.Registerer the host passes,
@@ -10,12 +10,14 @@
 // in one process:
 //
 //	reg := prometheus.NewRegistry()
-//	m, err := metrics.New(reg)
-//	store = m.WrapStore(store)
-//	svc, err := um.New(store, &um.Options{Observer: m})
+//	m, err := metrics.New(reg, &metrics.Options{Node: "pbx-a"})
+//	svc, err := um.New(m.WrapStore(store), &um.Options{Node: "pbx-a", Observer: m})
 //	err = m.RegisterIMAP(metrics.IMAPServer(srv))
-//	err = m.RegisterUpstream(svc, engine)
+//	err = m.RegisterUpstream(svc, engine) // and RegisterForward(svc, forwarder)
 //	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+//
+// It is a module of its own (github.com/embeddedum/um/metrics), so that um's
+// module needs neither Prometheus nor the Go release it requires.
 //
 // # Names
 //

@@ -197,6 +197,18 @@ func TestIMAPStats(t *testing.T) {
 	expect(t, reg, "um_imap_connections", " 1")
 	expect(t, reg, "um_imap_sessions", " 0")
 	expect(t, reg, "um_imap_login_failures_total", " 1")
+	if got := values(t, reg, "um_imap_commands_total"); !contains(got, "command=LOGIN,result=NO 1") {
+		t.Errorf("um_imap_commands_total = %q, want the refused LOGIN among them", got)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // A mailbox whose mail server does not answer shows as not connected, with
@@ -272,4 +284,20 @@ func closedAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// um finds the optional interfaces of the wrapped store through Unwrap, so
+// timing a store never turns a capability off.
+func TestWrappedStoreKeepsCapabilities(t *testing.T) {
+	m, err := metrics.New(prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := m.WrapStore(memstore.New())
+	if _, ok := um.StoreAs[um.Expunger](store); !ok {
+		t.Error("StoreAs[Expunger](wrapped memstore) found nothing, want memstore's Expunger")
+	}
+	if _, ok := um.StoreAs[um.Watcher](store); ok {
+		t.Error("StoreAs[Watcher](wrapped memstore) found one, but memstore has no change feed")
+	}
 }

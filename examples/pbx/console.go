@@ -236,7 +236,7 @@ func (c *console) mailbox(w http.ResponseWriter, r *http.Request) {
 			fj.Messages = append(fj.Messages, messageJSON{
 				ID: m.ID.String(), UID: uint32(m.UID), Caller: m.CallerNumber, CallerName: m.CallerName,
 				Time: m.Time.UTC().Format(time.RFC3339), Seconds: m.Duration.Seconds(),
-				Urgent: m.Urgent, Heard: m.Heard(), Deleted: m.Flags.Has(um.FlagDeleted),
+				Urgent: m.IsUrgent(), Heard: m.Heard(), Deleted: m.Flags.Has(um.FlagDeleted),
 				Email: m.Raw, AudioType: m.AudioType,
 			})
 		}

@@ -107,6 +107,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		{"um_imap_connections", nil, 1},
 		{"um_imap_sessions", nil, 1},
 		{"um_imap_login_failures_total", nil, 0},
+		{"um_imap_commands_total", []string{"command=LOGIN", "result=OK"}, 1},
+		{"um_store_operation_duration_seconds", []string{"op=append", "result=ok"}, 2},
 	} {
 		if got := value(t, after, tc.name, tc.labels...); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)

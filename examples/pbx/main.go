@@ -201,7 +201,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	svc, err := um.New(store, cfg.limits.apply(&um.Options{MWI: chainMWI(out.mwi, lamps), Logger: logger, Node: cfg.node, Observer: m}))
+	// The store is timed for /metrics; um finds its change feed and
+	// counters through the wrapper's Unwrap. The phone's backup and check
+	// use the store itself.
+	svc, err := um.New(m.WrapStore(store), cfg.limits.apply(&um.Options{MWI: chainMWI(out.mwi, lamps), Logger: logger, Node: cfg.node, Observer: m}))
 	if err != nil {
 		return err
 	}
