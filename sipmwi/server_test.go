@@ -2,6 +2,7 @@ package sipmwi_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"sync"
@@ -114,7 +115,15 @@ func header(m interface{ GetHeader(string) sip.Header }, name string) string {
 }
 
 func TestSubscribeRefused(t *testing.T) {
-	p := newPBX(t, &sipmwi.Options{Mailbox: func(user string) (string, bool) { return user, user != "nobody" }})
+	p := newPBX(t, &sipmwi.Options{
+		Mailbox: func(user string) (string, bool) { return user, user != "nobody" },
+		Allow: func(ctx context.Context, mailbox string, req *sip.Request) error {
+			if mailbox == "1002" {
+				return errors.New("not this phone's mailbox")
+			}
+			return nil
+		},
+	})
 	ph := newPhone(t, false)
 	for _, tc := range []struct {
 		name    string
@@ -126,6 +135,7 @@ func TestSubscribeRefused(t *testing.T) {
 	}{
 		{"another event package", "1001", []sip.Header{sip.NewHeader("Event", "presence")}, 489, "Allow-Events", "message-summary"},
 		{"a mailbox that does not exist", "1009", nil, 404, "", ""},
+		{"a mailbox the host's Allow refuses", "1002", nil, 403, "", ""},
 		{"a user the host maps to no mailbox", "nobody", nil, 404, "", ""},
 		{"a body type it cannot take", "1001", []sip.Header{sip.NewHeader("Accept", "application/pidf+xml")}, 406, "Accept", "application/simple-message-summary"},
 		{"an interval below MinExpires", "1001", []sip.Header{sip.NewHeader("Expires", "10")}, 423, "Min-Expires", "60"},
