@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -92,7 +93,8 @@ type Server struct {
 	perPeer   map[string]int
 	contacts  map[string][]*dialog // unsolicited targets per mailbox
 	udpLocal  *net.UDPAddr         // the UDP listener, to send from it; nil when unspecified
-	closing   bool                 // Shutdown began: only terminating NOTIFYs go out
+	listeners []io.Closer
+	closing   bool // Shutdown began: only terminating NOTIFYs go out
 	closed    bool
 	senders   sync.WaitGroup
 }
@@ -260,6 +262,7 @@ func (s *Server) ServeUDP(conn net.PacketConn) error {
 	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && s.udpLocal == nil && !a.IP.IsUnspecified() {
 		s.udpLocal = a
 	}
+	s.listeners = append(s.listeners, conn)
 	s.mu.Unlock()
 	err := s.sip.ServeUDP(conn)
 	if s.isClosed() {
@@ -271,9 +274,13 @@ func (s *Server) ServeUDP(conn net.PacketConn) error {
 // ServeTCP serves SIP on ln until Close. NOTIFYs for a subscription made
 // over TCP go back on the subscriber's connection.
 func (s *Server) ServeTCP(ln net.Listener) error {
-	if s.isClosed() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
 		return ErrClosed
 	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
 	err := s.sip.ServeTCP(ln)
 	if s.isClosed() {
 		return ErrClosed
@@ -324,8 +331,12 @@ func (s *Server) Close() error {
 	for _, d := range s.dialogs {
 		s.removeLocked(d)
 	}
+	listeners := s.listeners
 	s.mu.Unlock()
 	s.cancel()
+	for _, l := range listeners {
+		l.Close()
+	}
 	s.senders.Wait()
 	return s.ua.Close()
 }

@@ -268,3 +268,41 @@ func TestFetch(t *testing.T) {
 		t.Errorf("Subscriptions(1001) = %d after a fetch, want 0", got)
 	}
 }
+
+// TestCloseEndsServe: Close stops ServeUDP and ServeTCP (closing their
+// listeners), which return ErrClosed, and later calls refuse to serve.
+func TestCloseEndsServe(t *testing.T) {
+	srv, err := sipmwi.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- srv.ServeUDP(conn) }()
+	go func() { errs <- srv.ServeTCP(ln) }()
+	if err := srv.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, sipmwi.ErrClosed) {
+				t.Errorf("Serve after Close returned %v, want ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a Serve call did not return within 10s of Close")
+		}
+	}
+	again, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	defer again.Close()
+	if err := srv.ServeUDP(again); !errors.Is(err, sipmwi.ErrClosed) {
+		t.Errorf("ServeUDP after Close = %v, want ErrClosed", err)
+	}
+}
