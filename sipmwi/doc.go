@@ -67,7 +67,9 @@
 // kept nowhere. sipgo itself runs each request on a goroutine of its own
 // and keeps, per UDP listener, an entry for every source address it has
 // read from; a host exposed to the open Internet puts a SIP proxy or a
-// firewall in front, as it would for call control.
+// firewall in front, as it would for call control. A few of sipgo's
+// transport warnings go to its process-wide logger (sip.SetDefaultLogger),
+// which this package leaves to the host.
 //
 // # Clusters
 //
