@@ -306,3 +306,27 @@ func TestCloseEndsServe(t *testing.T) {
 		t.Errorf("ServeUDP after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestShutdownTerminates: Shutdown ends every subscription with a NOTIFY of
+// terminated;reason=deactivated (subscribe again at once, elsewhere) and
+// refuses new ones meanwhile.
+func TestShutdownTerminates(t *testing.T) {
+	p := newPBX(t, nil)
+	ph := newPhone(t, false)
+	if res := ph.subscribe(t, p.udp, "1001"); res.StatusCode != 200 {
+		t.Fatalf("SUBSCRIBE answered %d", res.StatusCode)
+	}
+	ph.next(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown() = %v", err)
+	}
+	n := ph.next(t)
+	if got := header(n, "Subscription-State"); got != "terminated;reason=deactivated" {
+		t.Errorf("NOTIFY at shutdown: Subscription-State = %q, want terminated;reason=deactivated", got)
+	}
+	if got := p.srv.Subscriptions("1001"); got != 0 {
+		t.Errorf("Subscriptions(1001) = %d after Shutdown, want 0", got)
+	}
+}
