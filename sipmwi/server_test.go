@@ -181,20 +181,35 @@ func TestSubscribeBeforeAttach(t *testing.T) {
 }
 
 // TestSubscriptionLimits: a peer that floods SUBSCRIBEs holds at most
-// MaxPerPeer subscriptions; the rest are answered 503 and kept nowhere.
+// the subscriptions a limit allows; the rest are answered 503 and kept
+// nowhere.
 func TestSubscriptionLimits(t *testing.T) {
-	p := newPBX(t, &sipmwi.Options{MaxPerPeer: 3, MaxPerMailbox: 100})
-	ph := newPhone(t, false)
-	codes := map[int]int{}
-	for range 10 {
-		res := ph.subscribe(t, p.udp, "1001")
-		codes[res.StatusCode]++
-	}
-	if codes[200] != 3 || codes[503] != 7 {
-		t.Errorf("10 SUBSCRIBEs from one peer answered %v, want 3×200 and 7×503", codes)
-	}
-	if got := p.srv.Subscriptions("1001"); got != 3 {
-		t.Errorf("Subscriptions(1001) = %d, want 3", got)
+	for _, tc := range []struct {
+		name string
+		opts sipmwi.Options
+	}{
+		{"per peer", sipmwi.Options{MaxPerPeer: 3, MaxPerMailbox: 100, MaxSubscriptions: 100}},
+		{"per mailbox", sipmwi.Options{MaxPerPeer: 100, MaxPerMailbox: 3, MaxSubscriptions: 100}},
+		{"in total", sipmwi.Options{MaxPerPeer: 100, MaxPerMailbox: 100, MaxSubscriptions: 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPBX(t, &tc.opts)
+			ph := newPhone(t, false)
+			codes := map[int]int{}
+			for range 10 {
+				res := ph.subscribe(t, p.udp, "1001")
+				codes[res.StatusCode]++
+				if res.StatusCode == 503 && header(res, "Retry-After") == "" {
+					t.Errorf("503 without Retry-After")
+				}
+			}
+			if codes[200] != 3 || codes[503] != 7 {
+				t.Errorf("10 SUBSCRIBEs answered %v, want 3×200 and 7×503", codes)
+			}
+			if got := p.srv.Subscriptions("1001"); got != 3 {
+				t.Errorf("Subscriptions(1001) = %d, want 3", got)
+			}
+		})
 	}
 }
 
