@@ -58,6 +58,9 @@ type Options struct {
 	// MaxPerMailbox caps the subscriptions of one mailbox (503 beyond).
 	// Default 32.
 	MaxPerMailbox int
+	// MaxConnsPerPeer caps the TCP connections one source IP address holds
+	// open at once; more are closed as they are accepted. Default 16.
+	MaxConnsPerPeer int
 	// NotifyTimeout bounds one NOTIFY transaction, retransmissions
 	// included. A subscriber that does not answer in time loses its
 	// subscription (RFC 6665 section 4.2.2); it delays nobody else.
@@ -129,6 +132,9 @@ func New(opts *Options) (*Server, error) {
 	}
 	if o.MaxPerMailbox <= 0 {
 		o.MaxPerMailbox = 32
+	}
+	if o.MaxConnsPerPeer <= 0 {
+		o.MaxConnsPerPeer = 16
 	}
 	if o.NotifyTimeout <= 0 {
 		o.NotifyTimeout = 64 * sip.T1
@@ -272,7 +278,8 @@ func (s *Server) ServeUDP(conn net.PacketConn) error {
 }
 
 // ServeTCP serves SIP on ln until Close. NOTIFYs for a subscription made
-// over TCP go back on the subscriber's connection.
+// over TCP go back on the subscriber's connection. A peer holds at most
+// MaxConnsPerPeer connections at once.
 func (s *Server) ServeTCP(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closed {
@@ -281,7 +288,7 @@ func (s *Server) ServeTCP(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	err := s.sip.ServeTCP(ln)
+	err := s.sip.ServeTCP(&peerLimitListener{Listener: ln, max: s.opts.MaxConnsPerPeer, conns: make(map[string]int)})
 	if s.isClosed() {
 		return ErrClosed
 	}

@@ -345,3 +345,54 @@ func TestShutdownTerminates(t *testing.T) {
 		t.Errorf("Subscriptions(1001) = %d after Shutdown, want 0", got)
 	}
 }
+
+// TestTCPConnectionsPerPeer: a peer opening TCP connections without end
+// keeps at most MaxConnsPerPeer; the others are closed on accept, and a
+// closed one frees its place.
+func TestTCPConnectionsPerPeer(t *testing.T) {
+	p := newPBX(t, &sipmwi.Options{MaxConnsPerPeer: 2})
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	alive := func(c net.Conn) bool {
+		// A refused connection is closed by the server: the read sees EOF.
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		return errors.As(err, &ne) && ne.Timeout()
+	}
+	for range 4 {
+		c, err := net.Dial("tcp", p.tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+	}
+	var kept int
+	for _, c := range open {
+		if alive(c) {
+			kept++
+		}
+	}
+	if kept != 2 {
+		t.Fatalf("%d of 4 connections from one peer kept open, want 2", kept)
+	}
+	open[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", p.tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+		if alive(c) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no new connection kept within 10s of closing a kept one")
+		}
+	}
+}
