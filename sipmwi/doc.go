@@ -64,7 +64,9 @@
 // Subscriptions are capped in total (MaxSubscriptions), per source IP
 // address (MaxPerPeer) and per mailbox (MaxPerMailbox), so a flood of
 // SUBSCRIBEs holds bounded memory: beyond a cap they are answered 503 and
-// kept nowhere. sipgo itself runs each request on a goroutine of its own
+// kept nowhere. A source address holds at most MaxConnsPerPeer TCP
+// connections, and sipgo reads at most 64 KiB a message. sipgo itself runs
+// each request on a goroutine of its own
 // and keeps, per UDP listener, an entry for every source address it has
 // read from; a host exposed to the open Internet puts a SIP proxy or a
 // firewall in front, as it would for call control. A few of sipgo's
