@@ -75,7 +75,8 @@
 //
 // # Clusters
 //
-// On a store shared by several nodes, each node runs its own Server for
-// the phones that subscribed to it, and announces the lamp changes its
-// node's MWI hook hears (um's package doc says which, under Clusters).
+// On a store shared by several nodes, um's MWI hook hears every lamp change
+// made on any node, so a phone may hold its subscription on any node: each
+// node runs its own Server, with Update in its hook unfiltered (whatever
+// MWIState.Node says), and notifies the phones subscribed to it.
 package sipmwi
