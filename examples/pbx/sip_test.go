@@ -185,7 +185,7 @@ func TestSIPBusy(t *testing.T) {
 	}
 	defer busy.Close()
 	var out, errOut bytes.Buffer
-	args := []string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-sip", busy.LocalAddr().String()}
+	args := []string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", "", "-sip", busy.LocalAddr().String()}
 	if err := run(context.Background(), args, strings.NewReader(""), &out, &errOut); err == nil || !strings.Contains(err.Error(), "sip:") {
 		t.Errorf("run with a busy -sip address = %v, want a sip: error", err)
 	}
