@@ -19,23 +19,23 @@ const (
 type dialogKey struct{ callID, remoteTag, localTag string }
 
 // dialog is one subscription's dialog (RFC 6665), or, with contact set, a
-// configured phone that gets NOTIFYs outside any dialog. The Server's mutex
-// guards every field but the immutable ones.
+// configured phone that gets NOTIFYs outside any dialog.
 type dialog struct {
-	// Immutable.
-	key      dialogKey
-	mailbox  string
-	contact  bool    // unsolicited: each NOTIFY is a request of its own
-	local    sip.Uri // our URI: the SUBSCRIBE's To
-	remote   sip.Uri // the subscriber's: the SUBSCRIBE's From
+	// Set once, before the dialog is shared.
+	key     dialogKey
+	mailbox string
+	contact bool    // unsolicited: each NOTIFY is a request of its own
+	local   sip.Uri // our URI: the SUBSCRIBE's To
+	remote  sip.Uri // the subscriber's: the SUBSCRIBE's From
+	routes  []sip.Uri
+	tcp     bool
+	source  string // the SUBSCRIBE's source address, where TCP NOTIFYs go
+	peer    string // the source IP, for the per-peer count
+	ourURI  sip.Uri
+
+	// Guarded by the Server's mutex.
 	target   sip.Uri // where NOTIFYs go: the subscriber's Contact
-	routes   []sip.Uri
-	tcp      bool
-	source   string // the SUBSCRIBE's source address, where TCP NOTIFYs go
-	peer     string // the source IP, for the per-peer count
-	ourURI   sip.Uri
-	account  string
-	tracked  bool // counted in the Server's maps
+	tracked  bool    // counted in the Server's maps
 	expires  time.Time
 	expiry   *time.Timer
 	cseq     uint32
@@ -142,6 +142,7 @@ func (s *Server) send(d *dialog) {
 		}
 		d.last = *st
 		req := s.notifyLocked(d, st, reason)
+		target := d.target.String()
 		s.mu.Unlock()
 
 		res, err := s.do(req)
@@ -154,7 +155,7 @@ func (s *Server) send(d *dialog) {
 			s.removeLocked(d)
 		}
 		s.mu.Unlock()
-		s.logResult(d, res, err)
+		s.logResult(d.mailbox, target, res, err)
 	}
 }
 
@@ -180,12 +181,12 @@ func notifyFailed(res *sip.Response, err error) bool {
 	return true
 }
 
-func (s *Server) logResult(d *dialog, res *sip.Response, err error) {
+func (s *Server) logResult(mailbox, target string, res *sip.Response, err error) {
 	switch {
 	case err != nil && !errors.Is(err, context.Canceled):
-		s.log.Debug("sipmwi: NOTIFY unanswered", "mailbox", d.mailbox, "remote", d.target.String(), "error", err)
+		s.log.Debug("sipmwi: NOTIFY unanswered", "mailbox", mailbox, "remote", target, "error", err)
 	case err == nil && res.StatusCode >= 300:
-		s.log.Debug("sipmwi: NOTIFY refused", "mailbox", d.mailbox, "remote", d.target.String(), "status", res.StatusCode)
+		s.log.Debug("sipmwi: NOTIFY refused", "mailbox", mailbox, "remote", target, "status", res.StatusCode)
 	}
 }
 
@@ -254,9 +255,6 @@ func (d *dialog) subscriptionState(reason string) string {
 }
 
 func (d *dialog) accountLocked(s *Server) string {
-	if d.account != "" {
-		return d.account
-	}
 	host := s.opts.Domain
 	if host == "" {
 		host = d.local.Host

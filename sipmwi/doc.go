@@ -64,14 +64,19 @@
 // Subscriptions are capped in total (MaxSubscriptions), per source IP
 // address (MaxPerPeer) and per mailbox (MaxPerMailbox), so a flood of
 // SUBSCRIBEs holds bounded memory: beyond a cap they are answered 503 and
-// kept nowhere. sipgo itself runs each request on a goroutine of its own
+// kept nowhere. A source address holds at most MaxConnsPerPeer TCP
+// connections, and sipgo reads at most 64 KiB a message. sipgo itself runs
+// each request on a goroutine of its own
 // and keeps, per UDP listener, an entry for every source address it has
 // read from; a host exposed to the open Internet puts a SIP proxy or a
-// firewall in front, as it would for call control.
+// firewall in front, as it would for call control. A few of sipgo's
+// transport warnings go to its process-wide logger (sip.SetDefaultLogger),
+// which this package leaves to the host.
 //
 // # Clusters
 //
-// On a store shared by several nodes, each node runs its own Server for
-// the phones that subscribed to it, and announces the lamp changes its
-// node's MWI hook hears (um's package doc says which, under Clusters).
+// On a store shared by several nodes, um's MWI hook hears every lamp change
+// made on any node, so a phone may hold its subscription on any node: each
+// node runs its own Server, with Update in its hook unfiltered (whatever
+// MWIState.Node says), and notifies the phones subscribed to it.
 package sipmwi

@@ -1,6 +1,6 @@
 module github.com/embeddedum/um/sipmwi
 
-go 1.24
+go 1.26.0
 
 replace github.com/embeddedum/um => ../
 
@@ -15,6 +15,6 @@ require (
 	github.com/gobwas/ws v1.3.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/icholy/digest v1.2.0 // indirect
-	golang.org/x/sync v0.16.0 // indirect
-	golang.org/x/sys v0.32.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
 )

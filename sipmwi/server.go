@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -57,6 +58,9 @@ type Options struct {
 	// MaxPerMailbox caps the subscriptions of one mailbox (503 beyond).
 	// Default 32.
 	MaxPerMailbox int
+	// MaxConnsPerPeer caps the TCP connections one source IP address holds
+	// open at once; more are closed as they are accepted. Default 16.
+	MaxConnsPerPeer int
 	// NotifyTimeout bounds one NOTIFY transaction, retransmissions
 	// included. A subscriber that does not answer in time loses its
 	// subscription (RFC 6665 section 4.2.2); it delays nobody else.
@@ -92,7 +96,8 @@ type Server struct {
 	perPeer   map[string]int
 	contacts  map[string][]*dialog // unsolicited targets per mailbox
 	udpLocal  *net.UDPAddr         // the UDP listener, to send from it; nil when unspecified
-	closing   bool                 // Shutdown began: only terminating NOTIFYs go out
+	listeners []io.Closer
+	closing   bool // Shutdown began: only terminating NOTIFYs go out
 	closed    bool
 	senders   sync.WaitGroup
 }
@@ -127,6 +132,9 @@ func New(opts *Options) (*Server, error) {
 	}
 	if o.MaxPerMailbox <= 0 {
 		o.MaxPerMailbox = 32
+	}
+	if o.MaxConnsPerPeer <= 0 {
+		o.MaxConnsPerPeer = 16
 	}
 	if o.NotifyTimeout <= 0 {
 		o.NotifyTimeout = 64 * sip.T1
@@ -260,6 +268,7 @@ func (s *Server) ServeUDP(conn net.PacketConn) error {
 	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && s.udpLocal == nil && !a.IP.IsUnspecified() {
 		s.udpLocal = a
 	}
+	s.listeners = append(s.listeners, conn)
 	s.mu.Unlock()
 	err := s.sip.ServeUDP(conn)
 	if s.isClosed() {
@@ -269,12 +278,17 @@ func (s *Server) ServeUDP(conn net.PacketConn) error {
 }
 
 // ServeTCP serves SIP on ln until Close. NOTIFYs for a subscription made
-// over TCP go back on the subscriber's connection.
+// over TCP go back on the subscriber's connection. A peer holds at most
+// MaxConnsPerPeer connections at once.
 func (s *Server) ServeTCP(ln net.Listener) error {
-	if s.isClosed() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
 		return ErrClosed
 	}
-	err := s.sip.ServeTCP(ln)
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	err := s.sip.ServeTCP(&peerLimitListener{Listener: ln, max: s.opts.MaxConnsPerPeer, conns: make(map[string]int)})
 	if s.isClosed() {
 		return ErrClosed
 	}
@@ -324,8 +338,12 @@ func (s *Server) Close() error {
 	for _, d := range s.dialogs {
 		s.removeLocked(d)
 	}
+	listeners := s.listeners
 	s.mu.Unlock()
 	s.cancel()
+	for _, l := range listeners {
+		l.Close()
+	}
 	s.senders.Wait()
 	return s.ua.Close()
 }

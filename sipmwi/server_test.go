@@ -2,6 +2,7 @@ package sipmwi_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"sync"
@@ -114,7 +115,15 @@ func header(m interface{ GetHeader(string) sip.Header }, name string) string {
 }
 
 func TestSubscribeRefused(t *testing.T) {
-	p := newPBX(t, &sipmwi.Options{Mailbox: func(user string) (string, bool) { return user, user != "nobody" }})
+	p := newPBX(t, &sipmwi.Options{
+		Mailbox: func(user string) (string, bool) { return user, user != "nobody" },
+		Allow: func(ctx context.Context, mailbox string, req *sip.Request) error {
+			if mailbox == "1002" {
+				return errors.New("not this phone's mailbox")
+			}
+			return nil
+		},
+	})
 	ph := newPhone(t, false)
 	for _, tc := range []struct {
 		name    string
@@ -126,6 +135,7 @@ func TestSubscribeRefused(t *testing.T) {
 	}{
 		{"another event package", "1001", []sip.Header{sip.NewHeader("Event", "presence")}, 489, "Allow-Events", "message-summary"},
 		{"a mailbox that does not exist", "1009", nil, 404, "", ""},
+		{"a mailbox the host's Allow refuses", "1002", nil, 403, "", ""},
 		{"a user the host maps to no mailbox", "nobody", nil, 404, "", ""},
 		{"a body type it cannot take", "1001", []sip.Header{sip.NewHeader("Accept", "application/pidf+xml")}, 406, "Accept", "application/simple-message-summary"},
 		{"an interval below MinExpires", "1001", []sip.Header{sip.NewHeader("Expires", "10")}, 423, "Min-Expires", "60"},
@@ -171,20 +181,35 @@ func TestSubscribeBeforeAttach(t *testing.T) {
 }
 
 // TestSubscriptionLimits: a peer that floods SUBSCRIBEs holds at most
-// MaxPerPeer subscriptions; the rest are answered 503 and kept nowhere.
+// the subscriptions a limit allows; the rest are answered 503 and kept
+// nowhere.
 func TestSubscriptionLimits(t *testing.T) {
-	p := newPBX(t, &sipmwi.Options{MaxPerPeer: 3, MaxPerMailbox: 100})
-	ph := newPhone(t, false)
-	codes := map[int]int{}
-	for range 10 {
-		res := ph.subscribe(t, p.udp, "1001")
-		codes[res.StatusCode]++
-	}
-	if codes[200] != 3 || codes[503] != 7 {
-		t.Errorf("10 SUBSCRIBEs from one peer answered %v, want 3×200 and 7×503", codes)
-	}
-	if got := p.srv.Subscriptions("1001"); got != 3 {
-		t.Errorf("Subscriptions(1001) = %d, want 3", got)
+	for _, tc := range []struct {
+		name string
+		opts sipmwi.Options
+	}{
+		{"per peer", sipmwi.Options{MaxPerPeer: 3, MaxPerMailbox: 100, MaxSubscriptions: 100}},
+		{"per mailbox", sipmwi.Options{MaxPerPeer: 100, MaxPerMailbox: 3, MaxSubscriptions: 100}},
+		{"in total", sipmwi.Options{MaxPerPeer: 100, MaxPerMailbox: 100, MaxSubscriptions: 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPBX(t, &tc.opts)
+			ph := newPhone(t, false)
+			codes := map[int]int{}
+			for range 10 {
+				res := ph.subscribe(t, p.udp, "1001")
+				codes[res.StatusCode]++
+				if res.StatusCode == 503 && header(res, "Retry-After") == "" {
+					t.Errorf("503 without Retry-After")
+				}
+			}
+			if codes[200] != 3 || codes[503] != 7 {
+				t.Errorf("10 SUBSCRIBEs answered %v, want 3×200 and 7×503", codes)
+			}
+			if got := p.srv.Subscriptions("1001"); got != 3 {
+				t.Errorf("Subscriptions(1001) = %d, want 3", got)
+			}
+		})
 	}
 }
 
@@ -256,5 +281,118 @@ func TestFetch(t *testing.T) {
 	}
 	if got := p.srv.Subscriptions("1001"); got != 0 {
 		t.Errorf("Subscriptions(1001) = %d after a fetch, want 0", got)
+	}
+}
+
+// TestCloseEndsServe: Close stops ServeUDP and ServeTCP (closing their
+// listeners), which return ErrClosed, and later calls refuse to serve.
+func TestCloseEndsServe(t *testing.T) {
+	srv, err := sipmwi.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- srv.ServeUDP(conn) }()
+	go func() { errs <- srv.ServeTCP(ln) }()
+	if err := srv.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, sipmwi.ErrClosed) {
+				t.Errorf("Serve after Close returned %v, want ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a Serve call did not return within 10s of Close")
+		}
+	}
+	again, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	defer again.Close()
+	if err := srv.ServeUDP(again); !errors.Is(err, sipmwi.ErrClosed) {
+		t.Errorf("ServeUDP after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestShutdownTerminates: Shutdown ends every subscription with a NOTIFY of
+// terminated;reason=deactivated (subscribe again at once, elsewhere) and
+// refuses new ones meanwhile.
+func TestShutdownTerminates(t *testing.T) {
+	p := newPBX(t, nil)
+	ph := newPhone(t, false)
+	if res := ph.subscribe(t, p.udp, "1001"); res.StatusCode != 200 {
+		t.Fatalf("SUBSCRIBE answered %d", res.StatusCode)
+	}
+	ph.next(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown() = %v", err)
+	}
+	n := ph.next(t)
+	if got := header(n, "Subscription-State"); got != "terminated;reason=deactivated" {
+		t.Errorf("NOTIFY at shutdown: Subscription-State = %q, want terminated;reason=deactivated", got)
+	}
+	if got := p.srv.Subscriptions("1001"); got != 0 {
+		t.Errorf("Subscriptions(1001) = %d after Shutdown, want 0", got)
+	}
+}
+
+// TestTCPConnectionsPerPeer: a peer opening TCP connections without end
+// keeps at most MaxConnsPerPeer; the others are closed on accept, and a
+// closed one frees its place.
+func TestTCPConnectionsPerPeer(t *testing.T) {
+	p := newPBX(t, &sipmwi.Options{MaxConnsPerPeer: 2})
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	alive := func(c net.Conn) bool {
+		// A refused connection is closed by the server: the read sees EOF.
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		return errors.As(err, &ne) && ne.Timeout()
+	}
+	for range 4 {
+		c, err := net.Dial("tcp", p.tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+	}
+	var kept int
+	for _, c := range open {
+		if alive(c) {
+			kept++
+		}
+	}
+	if kept != 2 {
+		t.Fatalf("%d of 4 connections from one peer kept open, want 2", kept)
+	}
+	open[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", p.tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+		if alive(c) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no new connection kept within 10s of closing a kept one")
+		}
 	}
 }

@@ -3,6 +3,7 @@ package sipmwi_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -355,37 +356,61 @@ func TestSIPpSubscribe(t *testing.T) {
 
 // TestSIPpUnsolicited: a configured contact that never subscribes gets a
 // NOTIFY outside any dialog at start (the current state) and on each lamp
-// change.
+// change, over UDP and over TCP.
 func TestSIPpUnsolicited(t *testing.T) {
-	port := freePort(t)
-	p := newDetachedPBX(t, &sipmwi.Options{
-		Contacts: map[string][]string{"1001": {"sip:1001@127.0.0.1:" + strconv.Itoa(port)}}})
-	s := startSIPpWith(t, port, "unsolicited.xml", "-m", "2")
-	time.Sleep(300 * time.Millisecond) // SIPp is listening
-	p.srv.Attach(p.svc)
-	waitFor(t, "the start NOTIFY answered", s, func() bool { return answeredNotifies(t, s.trace) >= 1 })
-	p.deposit(t)
-	s.wait(t)
-	ns := notifies(messages(t, s.trace))
-	want := []string{body("no", "0/0 (0/0)"), body("yes", "1/0 (0/0)")}
-	if len(ns) != len(want) {
-		t.Fatalf("got %d NOTIFYs, want %d:\n%s", len(ns), len(want), readFile(s.trace))
+	for _, tc := range []struct{ name, transport, param string }{{"udp", "u1", ""}, {"tcp", "t1", ";transport=tcp"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := freePort(t)
+			contact := "sip:1001@127.0.0.1:" + strconv.Itoa(port) + tc.param
+			p := newDetachedPBX(t, &sipmwi.Options{Contacts: map[string][]string{"1001": {contact}}})
+			s := startSIPpWith(t, port, "unsolicited.xml", "-m", "2", "-t", tc.transport)
+			waitListening(t, s, tc.name, port)
+			p.srv.Attach(p.svc)
+			waitFor(t, "the start NOTIFY answered", s, func() bool { return answeredNotifies(t, s.trace) >= 1 })
+			p.deposit(t)
+			s.wait(t)
+			ns := notifies(messages(t, s.trace))
+			want := []string{body("no", "0/0 (0/0)"), body("yes", "1/0 (0/0)")}
+			if len(ns) != len(want) {
+				t.Fatalf("got %d NOTIFYs, want %d:\n%s", len(ns), len(want), readFile(s.trace))
+			}
+			for i, n := range ns {
+				if got := n.body(); got != want[i] {
+					t.Errorf("NOTIFY %d body = %q, want %q", i, got, want[i])
+				}
+				if got := n.header("Subscription-State"); got != "active" {
+					t.Errorf("NOTIFY %d Subscription-State = %q, want active", i, got)
+				}
+				if got := n.header("Event"); got != "message-summary" {
+					t.Errorf("NOTIFY %d Event = %q, want message-summary", i, got)
+				}
+				if got := n.startLine(); got != "NOTIFY "+contact+" SIP/2.0" {
+					t.Errorf("NOTIFY %d Request-Line = %q, want the configured contact", i, got)
+				}
+			}
+			if ns[0].header("Call-ID") == ns[1].header("Call-ID") {
+				t.Errorf("two unsolicited NOTIFYs share Call-ID %q; each is a request of its own", ns[0].header("Call-ID"))
+			}
+		})
 	}
-	for i, n := range ns {
-		if got := n.body(); got != want[i] {
-			t.Errorf("NOTIFY %d body = %q, want %q", i, got, want[i])
+}
+
+// waitListening waits until SIPp has taken port on network.
+func waitListening(t *testing.T, s *sipp, network string, port int) {
+	t.Helper()
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	waitFor(t, "SIPp to listen on "+network+" "+addr, s, func() bool {
+		var c io.Closer
+		var err error
+		if network == "udp" {
+			c, err = net.ListenPacket("udp", addr)
+		} else {
+			c, err = net.Listen("tcp", addr)
 		}
-		if got := n.header("Subscription-State"); got != "active" {
-			t.Errorf("NOTIFY %d Subscription-State = %q, want active", i, got)
+		if err != nil {
+			return true
 		}
-		if got := n.header("Event"); got != "message-summary" {
-			t.Errorf("NOTIFY %d Event = %q, want message-summary", i, got)
-		}
-		if got := n.startLine(); got != "NOTIFY sip:1001@127.0.0.1:"+strconv.Itoa(port)+" SIP/2.0" {
-			t.Errorf("NOTIFY %d Request-Line = %q, want the configured contact", i, got)
-		}
-	}
-	if ns[0].header("Call-ID") == ns[1].header("Call-ID") {
-		t.Errorf("two unsolicited NOTIFYs share Call-ID %q; each is a request of its own", ns[0].header("Call-ID"))
-	}
+		c.Close()
+		return false
+	})
 }

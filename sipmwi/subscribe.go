@@ -206,15 +206,22 @@ func (s *Server) refresh(req *sip.Request, key dialogKey, expires time.Duration,
 		reply(481, "Subscription Does Not Exist")
 		return
 	}
-	if expires == 0 {
-		s.terminateLocked(d, "timeout")
-	} else {
+	if c := req.Contact(); c != nil && d.routes == nil {
+		// SUBSCRIBE refreshes the dialog's remote target (RFC 6665
+		// section 4.1.2.1): a phone that moved says so here.
+		d.target = c.Address
+	}
+	if expires > 0 {
 		s.armLocked(d, expires)
 	}
 	src := s.source
 	s.mu.Unlock()
+	// The 200 goes out before the NOTIFY that follows it.
 	reply(200, "OK", sip.NewHeader("Expires", strconv.Itoa(int(expires/time.Second))))
 	if expires == 0 {
+		s.mu.Lock()
+		s.terminateLocked(d, "timeout")
+		s.mu.Unlock()
 		return
 	}
 	// RFC 6665 section 4.2.1.2: a refresh is answered with a NOTIFY of

@@ -51,6 +51,9 @@ func newLamps(cfg *config, stderr io.Writer) (*sipmwi.Server, error) {
 	if cfg.sipAddr == "" && len(cfg.mwiNotify) == 0 {
 		return nil, nil
 	}
+	// sipgo reports some of its connection bookkeeping through its
+	// process-wide logger; only its errors are the operator's business.
+	sip.SetDefaultLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	return sipmwi.New(&sipmwi.Options{Contacts: cfg.mwiNotify, Logger: sipLogger(stderr)})
 }
 

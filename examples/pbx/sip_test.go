@@ -52,7 +52,7 @@ type baresip struct {
 	exited chan struct{}
 }
 
-func startBaresip(t *testing.T, pbxSIP string, box string) *baresip {
+func startBaresip(t *testing.T, pbxSIP, box, uriParams string) *baresip {
 	t.Helper()
 	bin, err := exec.LookPath("baresip")
 	if err != nil {
@@ -64,7 +64,7 @@ func startBaresip(t *testing.T, pbxSIP string, box string) *baresip {
 		"module\tg711.so\nmodule\taccount.so\nmodule\tmenu.so\nmodule\tmwi.so\n"+
 		"audio_player\tnil\naudio_source\tnil\n", own)
 	// mwi=yes: subscribe to message-summary once registered.
-	accounts := fmt.Sprintf("<sip:%s@%s>;regint=600;mwi=yes\n", box, pbxSIP)
+	accounts := fmt.Sprintf("<sip:%s@%s%s>;regint=600;mwi=yes\n", box, pbxSIP, uriParams)
 	for name, text := range map[string]string{"config": config, "accounts": accounts} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
 			t.Fatal(err)
@@ -114,14 +114,21 @@ func (b *baresip) waitSummary(t *testing.T, n int) string {
 }
 
 // TestBaresipLamp subscribes baresip, a real softphone, to mailbox 1001 of
-// the demo: its lamp goes on after a deposit made from the phone commands
-// and off after a mail client marks the message read over IMAP.
+// the demo, over UDP and over TCP: its lamp goes on after a deposit made
+// from the phone commands and off after a mail client marks the message
+// read over IMAP.
 func TestBaresipLamp(t *testing.T) {
 	bin := buildPBX(t)
+	for _, tc := range []struct{ name, params string }{{"udp", ""}, {"tcp", ";transport=tcp"}} {
+		t.Run(tc.name, func(t *testing.T) { testBaresipLamp(t, bin, tc.params) })
+	}
+}
+
+func testBaresipLamp(t *testing.T, bin, uriParams string) {
 	dir := t.TempDir()
 	sipAddr := "127.0.0.1:" + strconv.Itoa(freeSIPPort(t))
 	p := startPBX(t, bin, dir, "-user", "1001:secret1", "-sip", sipAddr)
-	phone := startBaresip(t, sipAddr, "1001")
+	phone := startBaresip(t, sipAddr, "1001", uriParams)
 
 	summary := func(waiting, counts string) string {
 		return "Messages-Waiting: " + waiting + "\r\nMessage-Account: sip:1001@127.0.0.1\r\nVoice-Message: " + counts + "\r\n"
