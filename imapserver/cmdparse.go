@@ -520,6 +520,8 @@ func (c *conn) cmdSearch(tag string, uid bool) error {
 	if err := c.end(); err != nil {
 		return err
 	}
+	// IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 6.4.4).
+	esearch = esearch || c.rev2
 	if esearch && !opts.ReturnMin && !opts.ReturnMax && !opts.ReturnCount && !opts.ReturnSave {
 		opts.ReturnAll = true
 	}
