@@ -126,8 +126,8 @@
 //
 // Each connection reads one command at a time. The command line, literals
 // aside, may be 64 KiB; a string literal 64 KiB (1 KiB before login);
-// lists nest at most 8 deep; SEARCH criteria nest at most 100 deep and
-// hold at most 500 keys. What passes a budget gets a BAD at once, before
+// lists nest only where the grammar has them, and SEARCH criteria nest at
+// most 100 deep and hold at most 500 keys. What passes a budget gets a BAD at once, before
 // anything is run or allocated for it. A literal the server refuses
 // before reading it (too large, a folder that does not exist, a command
 // that does not parse before it) is answered at once: a synchronizing one
