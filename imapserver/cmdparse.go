@@ -88,10 +88,6 @@ func (c *conn) cmdFetch(tag string, uid bool) error {
 	return c.ok(tag, "", "FETCH completed")
 }
 
-func isFetchAttChar(b byte) bool {
-	return isAtomChar(b) && b != '[' && b != '<' && b != '.' || b == '.'
-}
-
 func (c *conn) fetchAtt(o *imap.FetchOptions, w *respWriter) error {
 	name, err := c.dec.token(func(b byte) bool { return isAtomChar(b) && b != '[' && b != '<' }, "fetch item")
 	if err != nil {

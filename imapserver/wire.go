@@ -530,14 +530,12 @@ type encoder struct {
 	w *bufio.Writer
 }
 
-func (e *encoder) raw(s string)    { e.w.WriteString(s) }
-func (e *encoder) byte(b byte)     { e.w.WriteByte(b) }
-func (e *encoder) sp()             { e.w.WriteByte(' ') }
-func (e *encoder) crlf()           { e.w.WriteString("\r\n") }
-func (e *encoder) num(n uint32)    { e.w.WriteString(strconv.FormatUint(uint64(n), 10)) }
-func (e *encoder) num64(n int64)   { e.w.WriteString(strconv.FormatInt(n, 10)) }
-func (e *encoder) unum64(n uint64) { e.w.WriteString(strconv.FormatUint(n, 10)) }
-func (e *encoder) nilOr(s string)  { e.nstring(s) }
+func (e *encoder) raw(s string)  { e.w.WriteString(s) }
+func (e *encoder) byte(b byte)   { e.w.WriteByte(b) }
+func (e *encoder) sp()           { e.w.WriteByte(' ') }
+func (e *encoder) crlf()         { e.w.WriteString("\r\n") }
+func (e *encoder) num(n uint32)  { e.w.WriteString(strconv.FormatUint(uint64(n), 10)) }
+func (e *encoder) num64(n int64) { e.w.WriteString(strconv.FormatInt(n, 10)) }
 func (e *encoder) date(t time.Time) {
 	e.w.WriteString(`"` + t.Format("_2-Jan-2006 15:04:05 -0700") + `"`)
 }
