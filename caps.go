@@ -15,6 +15,7 @@ type storeCaps struct {
 	expunger  Expunger
 	limiter   Limiter
 	modes     DeliveryModes
+	condFlags ConditionalFlagger
 }
 
 func findCaps(s Store) storeCaps {
@@ -25,6 +26,7 @@ func findCaps(s Store) storeCaps {
 	c.expunger, _ = StoreAs[Expunger](s)
 	c.limiter, _ = StoreAs[Limiter](s)
 	c.modes, _ = StoreAs[DeliveryModes](s)
+	c.condFlags, _ = StoreAs[ConditionalFlagger](s)
 	return c
 }
 
@@ -43,8 +45,11 @@ func describeCaps(s Store) string {
 		{"Expunger", has[Expunger](s)},
 		{"ModSeqer", has[ModSeqer](s)},
 		{"FolderSubscriber", has[FolderSubscriber](s)},
+		{"ConditionalFlagger", has[ConditionalFlagger](s)},
 		{"Limiter", has[Limiter](s)},
 		{"DeliveryModes", has[DeliveryModes](s)},
+		{"Leaser", has[Leaser](s)},
+		{"OutwardState", has[OutwardState](s)},
 	} {
 		if c.ok {
 			found = append(found, c.name)

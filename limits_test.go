@@ -107,7 +107,7 @@ func TestUnwrapKeepsCapabilities(t *testing.T) {
 	}
 	svc := newService(t, wrappedStore{inner}, um.Options{Logf: logf})
 	mu.Lock()
-	if len(logged) == 0 || !strings.Contains(logged[0], "wrappedStore -> *memstore.Store") || !strings.Contains(logged[0], "found: Expunger ModSeqer FolderSubscriber Limiter DeliveryModes") {
+	if len(logged) == 0 || !strings.Contains(logged[0], "wrappedStore -> *memstore.Store") || !strings.Contains(logged[0], "found: Expunger ModSeqer FolderSubscriber ConditionalFlagger Limiter DeliveryModes Leaser OutwardState") {
 		t.Errorf("New() logged %q, want the store chain and the interfaces found", logged)
 	}
 	mu.Unlock()
@@ -127,5 +127,49 @@ func TestUnwrapKeepsCapabilities(t *testing.T) {
 	}
 	if mode, nodes, err := other.DeliveryMode(ctx, "1001"); err != nil || mode != "imap-sync" || len(nodes) != 1 {
 		t.Errorf("DeliveryMode() = %q %v, %v; want imap-sync [local]", mode, nodes, err)
+	}
+}
+
+// TestSetFlagsIfUnchanged checks STORE UNCHANGEDSINCE through um: a message
+// changed after since is left alone and reported, the others change and
+// their change is published, whether the store checks (ConditionalFlagger)
+// or um does.
+func TestSetFlagsIfUnchanged(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		store func() um.Store
+	}{
+		{"ConditionalFlagger", func() um.Store { return memstore.New() }},
+		{"checked by um", func() um.Store { return bareStore{memstore.New()} }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			svc := newService(t, tt.store(), um.Options{})
+			mb, err := svc.CreateMailbox(ctx, "1001")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ms []um.Message
+			for range 2 {
+				m, err := mb.Deposit(ctx, um.Deposit{Audio: bytes.NewReader(recording(800)), Duration: time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ms = append(ms, m)
+			}
+			since := ms[1].ModSeq
+			if err := mb.MarkHeard(ctx, ms[0].ID); err != nil {
+				t.Fatal(err)
+			}
+			sub := svc.Subscribe("1001", um.SubscribeOptions{})
+			defer sub.Close()
+			changed, modified, err := mb.SetFlagsIfUnchanged(ctx, []uuid.UUID{ms[0].ID, ms[1].ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagFlagged}, since)
+			if err != nil || len(changed) != 1 || changed[0].ID != ms[1].ID || len(modified) != 1 || modified[0] != ms[0].ID {
+				t.Fatalf("SetFlagsIfUnchanged() = %v, %v, %v; want the second changed, the first (heard since) modified", changed, modified, err)
+			}
+			cs, err := sub.Next()
+			if err != nil || len(cs) != 1 || len(cs[0].Events) != 1 || cs[0].Events[0].Message.ID != ms[1].ID {
+				t.Errorf("published %+v, %v; want the one flag change", cs, err)
+			}
+		})
 	}
 }

@@ -1,8 +1,6 @@
 package um
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -160,8 +158,24 @@ func (mb *Mailbox) OpenAudio(ctx context.Context, id uuid.UUID) (io.ReadCloser, 
 // ErrMailboxFull when the mailbox is at its limits, ErrInvalid or
 // ErrBadAudio for bad input; then nothing is stored.
 //
-// Deposit holds the mailbox's write lock while it reads d.Audio: hand it a
-// finished recording, not a live stream.
+// The recording is checked before anything is stored. d.AudioType is parsed
+// as a media type (parameters such as codecs=1 are kept); a type that is not
+// audio/*, or whose recording's first bytes say another format (Ogg bytes
+// labelled audio/wav, WAV bytes labelled audio/mpeg), fails with
+// ErrBadAudio. The WAV types (audio/wav, audio/x-wav, audio/wave,
+// audio/vnd.wave) are stored as audio/wav. A WAV's length is read from its
+// header, and the message records it when d.Duration is zero or more than
+// DurationTolerance away from it: Subject, Content-Duration and
+// MaxRecordedTime all see the length of the audio, not a caller's mistake.
+// A WAV shorter than its header says fails with ErrBadAudio. For other
+// types um cannot measure the length, and a zero d.Duration fails with
+// ErrInvalid.
+//
+// Deposit reads the first 64 KiB of d.Audio before it takes the mailbox's
+// write lock, and the rest while holding it: hand it a finished recording,
+// not a live stream. (A WAV whose header leaves the data size unset, as
+// streaming recorders write, is read whole first unless d.Audio is an
+// io.Seeker; up to 64 MiB.)
 func (mb *Mailbox) Deposit(ctx context.Context, d Deposit) (Message, error) {
 	if d.Audio == nil {
 		return Message{}, fmt.Errorf("%w: deposit without audio", ErrInvalid)
@@ -169,12 +183,13 @@ func (mb *Mailbox) Deposit(ctx context.Context, d Deposit) (Message, error) {
 	if d.Duration < 0 {
 		return Message{}, fmt.Errorf("%w: negative duration %v", ErrInvalid, d.Duration)
 	}
-	if d.AudioType == "" {
-		d.AudioType = "audio/wav"
-	}
-	audio, err := checkAudio(d.AudioType, d.Audio)
+	rec, err := checkRecording(d.AudioType, d.Audio)
 	if err != nil {
 		return Message{}, err
+	}
+	d.AudioType = rec.audioType
+	if d.Duration = depositDuration(d.Duration, rec.measured); d.Duration == 0 && rec.measured < 0 {
+		return Message{}, fmt.Errorf("%w: no duration for %s audio, which um cannot measure", ErrInvalid, d.AudioType)
 	}
 	now := mb.svc.opts.Now()
 	if d.Time.IsZero() {
@@ -195,19 +210,26 @@ func (mb *Mailbox) Deposit(ctx context.Context, d Deposit) (Message, error) {
 	if d.Urgent {
 		m.Flags = FlagFlagged
 	}
-	return mb.add(ctx, m, audio)
+	return mb.add(ctx, m, rec.r)
 }
 
-// Append stores an e-mail a mail client uploaded into a user folder (not
-// INBOX, which holds voicemail only: ErrNotVoice). Flags, Keywords and Added
-// are taken from tmpl.
+// Append stores an e-mail a mail client uploaded into a user folder. Flags,
+// Keywords and Added are taken from tmpl.
+//
+// INBOX holds voicemail only. An e-mail appended there is refused with
+// ErrNotVoice (InboxRefusal says why in plain words), unless it is a
+// rendering of a voicemail of this mailbox (its X-Um-Message-Id names one
+// the store holds): then that voicemail itself comes back to INBOX, with its
+// ID, flags and heard state, from Trash as Undelete brings it, and Append
+// returns it; the offered bytes and tmpl are not kept. This is how a mail
+// client's move of a voicemail back from another account arrives.
 func (mb *Mailbox) Append(ctx context.Context, folder string, tmpl Message, r io.Reader) (Message, error) {
 	folder = CanonicalFolder(folder)
 	if r == nil {
 		return Message{}, fmt.Errorf("%w: append without content", ErrInvalid)
 	}
 	if folder == Inbox {
-		return Message{}, fmt.Errorf("um: append to INBOX of %q: %w: INBOX holds voicemail only", mb.name, ErrNotVoice)
+		return mb.appendToInbox(ctx, r)
 	}
 	m := Message{
 		ID:       uuid.New(),
@@ -231,6 +253,9 @@ func (mb *Mailbox) add(ctx context.Context, m Message, r io.Reader) (Message, er
 		return Message{}, fmt.Errorf("um: store message in %q of %q: %w", m.Folder, mb.name, err)
 	}
 	mb.svc.commit(ctx, mb.name, []Event{{Kind: EventAdded, Folder: stored.Folder, Message: stored.Clone()}})
+	if !stored.Raw {
+		mb.svc.opts.Observer.Deposited(mb.name, stored)
+	}
 	return stored, nil
 }
 
@@ -246,16 +271,21 @@ func (mb *Mailbox) MarkUnheard(ctx context.Context, ids ...uuid.UUID) error {
 	return err
 }
 
-// SetFlags applies op to messages and returns those that changed.
+// SetFlags applies op to messages and returns those that changed. A \Seen
+// that a client (a ctx made with WithSource) sets and then, by setting
+// \Deleted, deletes within DeleteSeenWindow is taken back: see
+// DeleteSeenWindow for what counts as heard.
 func (mb *Mailbox) SetFlags(ctx context.Context, ids []uuid.UUID, op FlagOp) ([]Message, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
 	defer mb.svc.lock(mb.name)()
+	heardBefore := mb.heardBeforeLocked(ctx, ids, op)
 	changed, err := mb.svc.store.SetFlags(ctx, mb.name, ids, op)
 	if err != nil {
 		return nil, fmt.Errorf("um: set flags in %q: %w", mb.name, err)
 	}
+	changed = mb.noteFlagsLocked(ctx, op, heardBefore, changed)
 	events := make([]Event, len(changed))
 	for i, m := range changed {
 		events[i] = Event{Kind: EventFlags, Folder: m.Folder, Message: m.Clone()}
@@ -295,7 +325,9 @@ func (mb *Mailbox) Delete(ctx context.Context, ids ...uuid.UUID) error {
 }
 
 // Undelete brings a message back from Trash to INBOX, clearing \Deleted, and
-// returns it with its new INBOX UID.
+// returns it with its new INBOX UID. It comes back heard only if it was
+// heard before it was deleted: a client's delete-time \Seen was taken back
+// at the delete (DeleteSeenWindow).
 func (mb *Mailbox) Undelete(ctx context.Context, id uuid.UUID) (Message, error) {
 	m, err := mb.Message(ctx, id)
 	if err != nil {
@@ -317,11 +349,22 @@ func (mb *Mailbox) Undelete(ctx context.Context, id uuid.UUID) (Message, error) 
 }
 
 // Move moves messages to another folder and returns them as they are there.
-// Moving voicemail into INBOX is allowed; e-mail (Raw) is not: ErrNotVoice.
+// Moving voicemail into INBOX is allowed. An e-mail (Raw) moved into INBOX
+// that is a copy of a voicemail of this mailbox, as Append describes, brings
+// that voicemail back and is removed; any other e-mail refuses the move with
+// ErrNotVoice and nothing moves. A move to Trash takes back a client's
+// delete-time \Seen (DeleteSeenWindow).
 func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]Message, error) {
 	folder = CanonicalFolder(folder)
 	if len(ids) == 0 {
 		return nil, nil
+	}
+	if folder == Inbox {
+		if raw, err := mb.hasRaw(ctx, ids); err != nil {
+			return nil, err
+		} else if raw {
+			return mb.returnToInbox(ctx, "move to", ids, true)
+		}
 	}
 	defer mb.svc.lock(mb.name)()
 	before, err := mb.getAllLocked(ctx, ids)
@@ -331,13 +374,16 @@ func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]
 	if folder == Inbox {
 		for _, m := range before {
 			if m.Raw {
-				return nil, fmt.Errorf("um: move to INBOX of %q: %w: INBOX holds voicemail only", mb.name, ErrNotVoice)
+				return nil, mb.notVoiceError("move to")
 			}
 		}
 	}
 	moved, err := mb.moveLocked(ctx, before, ids, folder)
 	if err != nil {
 		return nil, fmt.Errorf("um: move to %q in %q: %w", folder, mb.name, err)
+	}
+	if folder == Trash {
+		moved = mb.takeBackSeenLocked(ctx, moved, func(i int) (uuid.UUID, bool) { return moved[i].ID, true })
 	}
 	events := make([]Event, 0, 2*len(moved))
 	for i, m := range moved {
@@ -350,10 +396,23 @@ func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]
 }
 
 // Copy copies messages into a folder under new IDs and returns the copies.
+// An e-mail (Raw) copied into INBOX that is a copy of a voicemail of this
+// mailbox, as Append describes, brings that voicemail itself back (no second
+// copy of a voicemail enters INBOX) and is returned in its place; any other
+// e-mail refuses the copy with ErrNotVoice and nothing is copied. A copy to
+// Trash takes back a client's delete-time \Seen on the copy
+// (DeleteSeenWindow), as a move there does.
 func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]Message, error) {
 	folder = CanonicalFolder(folder)
 	if len(ids) == 0 {
 		return nil, nil
+	}
+	if folder == Inbox {
+		if raw, err := mb.hasRaw(ctx, ids); err != nil {
+			return nil, err
+		} else if raw {
+			return mb.returnToInbox(ctx, "copy to", ids, false)
+		}
 	}
 	defer mb.svc.lock(mb.name)()
 	before, err := mb.getAllLocked(ctx, ids)
@@ -362,12 +421,16 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 	}
 	for _, m := range before {
 		if folder == Inbox && m.Raw {
-			return nil, fmt.Errorf("um: copy to INBOX of %q: %w: INBOX holds voicemail only", mb.name, ErrNotVoice)
+			return nil, mb.notVoiceError("copy to")
 		}
 	}
 	copies, err := mb.copyLocked(ctx, before, ids, folder)
 	if err != nil {
 		return nil, fmt.Errorf("um: copy to %q in %q: %w", folder, mb.name, err)
+	}
+	if folder == Trash {
+		// A client that deletes by COPY to Trash and \Deleted (Outlook).
+		copies = mb.takeBackSeenLocked(ctx, copies, func(i int) (uuid.UUID, bool) { return ids[i], true })
 	}
 	events := make([]Event, len(copies))
 	for i, m := range copies {
@@ -517,22 +580,4 @@ func validFolder(name string) error {
 		}
 	}
 	return nil
-}
-
-// checkAudio refuses audio that is not what its type says, looking only at
-// the first bytes, and returns a reader that still yields every byte.
-func checkAudio(audioType string, r io.Reader) (io.Reader, error) {
-	t := strings.ToLower(audioType)
-	if t != "audio/wav" && t != "audio/x-wav" && t != "audio/wave" {
-		return r, nil
-	}
-	br := bufio.NewReaderSize(r, 64)
-	head, err := br.Peek(12)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("um: read audio: %w", err)
-	}
-	if len(head) < 12 || !bytes.Equal(head[0:4], []byte("RIFF")) || !bytes.Equal(head[8:12], []byte("WAVE")) {
-		return nil, fmt.Errorf("%w: %s without a RIFF/WAVE header", ErrBadAudio, audioType)
-	}
-	return br, nil
 }

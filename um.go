@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/embeddedum/um/internal/slogf"
 )
 
 // Errors callers tell apart with errors.Is. Errors um returns wrap them with
@@ -23,8 +26,10 @@ var (
 	// ErrInvalid: an argument is malformed (an empty name, a nil reader, a
 	// negative duration). Nothing was changed.
 	ErrInvalid = errors.New("um: invalid argument")
-	// ErrBadAudio: the audio is not of the type it claims (for example a
-	// WAV without a RIFF/WAVE header). Nothing was stored.
+	// ErrBadAudio: the audio's type is not an audio media type, or the
+	// audio is not of the type it claims (Ogg bytes labelled audio/wav, a
+	// WAV without a RIFF/WAVE header or shorter than its header says).
+	// Nothing was stored.
 	ErrBadAudio = errors.New("um: bad audio")
 	// ErrNotVoice: an operation for voicemail was asked of an e-mail a mail
 	// client appended, or an e-mail was offered where only voicemail goes.
@@ -69,13 +74,38 @@ type Options struct {
 	// moving them to Trash.
 	PurgeOnDelete bool
 	// Node names this service in a cluster of services that share one
-	// Store. Changes carry it, and the MWI hook runs only on the node where
-	// a change was made, so a lamp is announced once. Default "local".
+	// Store. Changes carry it, and MWIState.Node tells the MWI hook where a
+	// change was made. Default "local".
 	Node string
+	// Render is how voicemail looks as e-mail wherever it is rendered
+	// through Service.RenderEmail (the IMAP server, the sync engine,
+	// forwarding): the time zone, the wording, the mail domain. Fields the
+	// caller of RenderEmail sets win. Keep it fixed: IMAP clients cache
+	// what a message looked like.
+	Render RenderOptions
+	// TextsFor, when set, picks the wording for a mailbox (its user's
+	// language); a nil result falls back to Render.Texts, then English.
+	TextsFor func(mailbox string) *Texts
+	// AnnounceMWI makes New call the MWI hook once for every mailbox, with
+	// its current state, whether or not it changed: phones may have missed
+	// changes while this node was down.
+	AnnounceMWI bool
+	// MWIWorkers bounds the MWI hook calls in progress at once, each for a
+	// different mailbox. Default 32. See MWIFunc.
+	MWIWorkers int
+	// Observer, when set, is told of deposits and MWI hook calls, for
+	// metrics. See Observer.
+	Observer Observer
 	// Now returns the current time; time.Now when nil. For tests.
 	Now func() time.Time
-	// Logf receives errors that have no caller to return to (a failed
-	// retention purge, a lost change feed). Default: dropped.
+	// Logger receives what has no caller to return to: store faults (a
+	// failed retention purge, a change that could not be published) at
+	// Error, a lost change feed or an MWI read that will be retried at Warn,
+	// with the attribute mailbox where one is concerned. Nil means Logf when
+	// that is set, else slog.Default().
+	Logger *slog.Logger
+	// Logf is superseded by Logger and kept for hosts written before it:
+	// when Logger is nil, each record goes to Logf as one line of text.
 	Logf func(format string, args ...any)
 }
 
@@ -86,6 +116,7 @@ type Service struct {
 	store Store
 	caps  storeCaps // immutable after New
 	opts  Options
+	log   *slog.Logger
 	subs  fanout
 	mwi   *mwiDispatcher
 
@@ -98,6 +129,8 @@ type Service struct {
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex // per mailbox: commit and publish in order
 	modes map[string]string      // per mailbox: delivery mode claimed
+
+	seen seenMarks // delete-time \Seen marks (habits.go)
 }
 
 // New returns a Service over store and starts its background work (MWI
@@ -117,15 +150,19 @@ func New(store Store, opts *Options) (*Service, error) {
 	if s.opts.Now == nil {
 		s.opts.Now = time.Now
 	}
-	if s.opts.Logf == nil {
-		s.opts.Logf = func(string, ...any) {}
+	s.log = slogf.Logger(s.opts.Logger, s.opts.Logf)
+	if s.opts.Observer == nil {
+		s.opts.Observer = nopObserver{}
 	}
 	s.caps = findCaps(store)
-	s.opts.Logf("um: %s", describeCaps(store))
+	s.log.Info("um: " + describeCaps(store))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mwi = newMWIDispatcher(s)
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.mwi.run(s.ctx) }()
+	if s.opts.AnnounceMWI {
+		// Marking only queues the mailboxes: the reads and calls run on the
+		// dispatcher's workers, and FlushMWI waits for them.
+		s.mwi.announceAll(s.ctx)
+	}
 	if s.opts.TrashRetention > 0 {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.retain(s.ctx) }()
@@ -144,8 +181,10 @@ func New(store Store, opts *Options) (*Service, error) {
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
 		s.mwi.flush()
+		s.mwi.stop()
 		s.cancel()
 		s.wg.Wait()
+		s.mwi.wait()
 	})
 	return nil
 }
@@ -220,8 +259,8 @@ const deliveryTimeout = 30 * time.Second
 //
 // On a store that implements DeliveryModes (memstore, boltstore, pgstore)
 // the claim is kept by the store: it holds across the nodes of a cluster
-// and across restarts, until ReleaseDelivery. Otherwise it is kept in this
-// Service's memory.
+// and across restarts, until ReleaseDelivery, and a mailbox that does not
+// exist gives ErrNotFound. Otherwise it is kept in this Service's memory.
 func (s *Service) ClaimDelivery(mailbox, mode string) error {
 	if m := s.caps.modes; m != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
@@ -303,11 +342,11 @@ func (s *Service) commit(ctx context.Context, mailbox string, events []Event) {
 		pc := c
 		pc.Source = nil
 		if err := p.Publish(context.WithoutCancel(ctx), pc); err != nil {
-			s.opts.Logf("um: publish change of %q: %v", mailbox, err)
+			s.log.Error("um: publish change", "mailbox", mailbox, "err", err)
 		}
 	}
 	if affectsMWI(events) {
-		s.mwi.mark(mailbox, true)
+		s.mwi.mark(mailbox, s.opts.Node)
 	}
 }
 
@@ -315,18 +354,20 @@ func (s *Service) watch(ctx context.Context, w Watcher) {
 	for ctx.Err() == nil {
 		err := w.Watch(ctx, s.opts.Node, func(c Change) {
 			c.Source = nil
-			s.subs.publish(c)
+			// The lamp is marked before subscribers hear of the change, so
+			// one that has seen it knows FlushMWI covers it.
 			switch {
 			case c.Mailbox == "":
 				s.mwi.markKnown()
 			case affectsMWI(c.Events):
-				s.mwi.mark(c.Mailbox, false)
+				s.mwi.mark(c.Mailbox, c.Node)
 			}
+			s.subs.publish(c)
 		})
 		if ctx.Err() != nil {
 			return
 		}
-		s.opts.Logf("um: change feed: %v", err)
+		s.log.Warn("um: change feed lost; watching again in 1s", "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -342,7 +383,7 @@ func (s *Service) retain(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if _, err := s.PurgeTrash(ctx, s.opts.Now().Add(-s.opts.TrashRetention)); err != nil && ctx.Err() == nil {
-			s.opts.Logf("um: trash retention: %v", err)
+			s.log.Error("um: trash retention", "err", err)
 		}
 		select {
 		case <-ctx.Done():

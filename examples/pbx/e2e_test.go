@@ -79,7 +79,7 @@ type pbxProc struct {
 func startPBX(t testing.TB, bin, dir string, args ...string) *pbxProc {
 	t.Helper()
 	p := &pbxProc{t: t, imap: freeAddr(t), imaps: freeAddr(t), lines: make(chan string, 100), stderr: new(lockedBuffer), exited: make(chan error, 1)}
-	p.cmd = exec.Command(bin, append([]string{"-data", dir, "-imap", p.imap, "-imaps", p.imaps}, args...)...)
+	p.cmd = exec.Command(bin, append([]string{"-data", dir, "-imap", p.imap, "-imaps", p.imaps, "-http", ""}, args...)...)
 	p.cmd.Stderr = p.stderr
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
@@ -242,7 +242,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	p.expect("MWI 1001 off 0/1 (0/0)")
 	p.send("list 1001")
-	p.expect("ok 1", "1 heard 5551234 3s")
+	p.expect("ok 1", "1 heard 5551234 3s Alice Smith")
 
 	// Implicit TLS serves the other mailbox, and only it.
 	c2, err := imapclient.DialTLS(p.imaps, &imapclient.Options{TLSConfig: tlsConfig(t, dir)})
@@ -268,7 +268,7 @@ func TestEndToEnd(t *testing.T) {
 	// A restart finds the message, its UID and its flags where they were.
 	p = startPBX(t, bin, dir, users...)
 	p.send("list 1001")
-	p.expect("ok 1", "1 heard 5551234 3s")
+	p.expect("ok 1", "1 heard 5551234 3s Alice Smith")
 	c, err = imapclient.DialStartTLS(p.imap, &imapclient.Options{TLSConfig: tlsConfig(t, dir)})
 	if err != nil {
 		t.Fatalf("STARTTLS connection after restart: %v", err)

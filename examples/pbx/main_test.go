@@ -24,7 +24,7 @@ import (
 func runScript(t testing.TB, dir, script string, args ...string) (stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	all := append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, args...)
+	all := append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", ""}, args...)
 	if err := run(context.Background(), all, strings.NewReader(script), &out, &errOut); err != nil {
 		t.Fatalf("run(%q) = %v; stderr:\n%s", all, err, errOut.String())
 	}
@@ -67,7 +67,7 @@ ok 2
 MWI 1002 on 1/0 (0/0)
 ok 1
 ok 2
-1 new 5551234 3s
+1 new 5551234 3s Alice Smith
 2 new urgent +4930123456 3s
 MWI 1001 on 1/1 (1/0)
 ok
@@ -82,7 +82,7 @@ ok
 ok 1
 2 heard urgent +4930123456 3s
 ok 1
-1 new 5551234 3s
+1 new 5551234 3s Alice Smith
 `
 	// "list 1001 trash" names no folder: only INBOX is case-insensitive.
 	want += `error: mailbox 1001 has no folder "trash"
@@ -90,7 +90,7 @@ MWI 1001 on 1/1 (0/1)
 ok 3
 ok 2
 2 heard urgent +4930123456 3s
-3 new 5551234 3s
+3 new 5551234 3s Alice Smith
 ok 1
 1 new 5550000 3s
 MWI 1001 on 1/0 (0/0)
@@ -294,11 +294,16 @@ func TestBadFlags(t *testing.T) {
 		{"-imap", "", "-imaps", ""},
 		{"-node", "a"},
 		{"-upstream", "1001=imaps://nobody@example.com"},
+		{"-mwi-notify", "1001"},
+		{"-mwi-notify", "=sip:1001@127.0.0.1"},
+		{"-mwi-notify", "1001=mailto:a@example.com"},
+		{"-mwi-notify", "1001=sip:"},
+		{"-sip", "no-port"},
 		{"-nope"},
 		{"extra"},
 	} {
 		var out, errOut bytes.Buffer
-		all := append([]string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, args...)
+		all := append([]string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", ""}, args...)
 		if err := run(context.Background(), all, strings.NewReader(""), &out, &errOut); err == nil {
 			t.Errorf("run(%q) = nil, want an error", args)
 		}
@@ -317,7 +322,7 @@ func TestCancel(t *testing.T) {
 	stdoutR, stdoutW := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, twoUsers...), stdinR, stdoutW, io.Discard)
+		done <- run(ctx, append([]string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", ""}, twoUsers...), stdinR, stdoutW, io.Discard)
 		stdoutW.Close()
 	}()
 	lines := make(chan string)
@@ -350,7 +355,7 @@ func TestRestart(t *testing.T) {
 	dir := t.TempDir()
 	runScript(t, dir, "deposit 1001 5551234\nurgent 1001 5559999 Bob\nheard 1001 1\ndelete 1001 2\n", twoUsers...)
 	got, _ := runScript(t, dir, "list 1001\nlist 1001 Trash\nmwi 1001\ndeposit 1001 5550000\n", twoUsers...)
-	want := "ok 1\n1 heard 5551234 3s\nok 1\n1 new urgent 5559999 3s\nok 0/1 (0/0)\nMWI 1001 on 1/1 (0/0)\nok 3\n"
+	want := "ok 1\n1 heard 5551234 3s\nok 1\n1 new urgent 5559999 3s Bob\nok 0/1 (0/0)\nMWI 1001 on 1/1 (0/0)\nok 3\n"
 	if got != want {
 		t.Errorf("after restart:\n%s\nwant:\n%s", got, want)
 	}
@@ -367,12 +372,12 @@ func TestDataInUse(t *testing.T) {
 	started := make(chan struct{})
 	go func() {
 		w := &signalWriter{w: &out, first: started}
-		done <- run(context.Background(), append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, twoUsers...), stdinR, w, io.Discard)
+		done <- run(context.Background(), append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", ""}, twoUsers...), stdinR, w, io.Discard)
 	}()
 	io.WriteString(stdinW, "mwi 1001\n")
 	<-started
 	var errOut bytes.Buffer
-	err := run(context.Background(), append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, twoUsers...), strings.NewReader(""), io.Discard, &errOut)
+	err := run(context.Background(), append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", ""}, twoUsers...), strings.NewReader(""), io.Discard, &errOut)
 	if err == nil {
 		t.Errorf("second run on the same data directory = nil, want an error")
 	}

@@ -106,7 +106,7 @@ func TestUpstream(t *testing.T) {
 		t.Fatalf("lamp changes after reading the copy = %q, want %q", mwi, want)
 	}
 	p.send("list 1001")
-	p.expect("ok 1", "1 heard 5551234 3s")
+	p.expect("ok 1", "1 heard 5551234 3s Alice")
 
 	p.stdin.Close()
 	p.waitExit()

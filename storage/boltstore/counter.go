@@ -37,7 +37,7 @@ func (s *Store) CountMWI(ctx context.Context, mailbox string) (um.MWIState, erro
 			if bits&bitRaw != 0 || flags.Has(um.FlagDeleted) {
 				return nil
 			}
-			urgent := bits&bitUrgent != 0
+			urgent := flags.Has(um.FlagFlagged) // urgency is \Flagged (um.Message.IsUrgent)
 			if flags.Has(um.FlagHeard) {
 				st.Old++
 				if urgent {

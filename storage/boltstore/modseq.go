@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -11,8 +12,9 @@ import (
 )
 
 var (
-	_ um.ModSeqer         = (*Store)(nil)
-	_ um.FolderSubscriber = (*Store)(nil)
+	_ um.ModSeqer           = (*Store)(nil)
+	_ um.FolderSubscriber   = (*Store)(nil)
+	_ um.ConditionalFlagger = (*Store)(nil)
 )
 
 // modSeq returns the ModSeq of the operation under way in mb, taking the
@@ -47,13 +49,56 @@ func (mb *mbox) touch(validity uint32) (uint64, error) {
 	return n, mb.highest.Put(putU32(nil, validity), binary.BigEndian.AppendUint64(nil, n))
 }
 
+// vanishedKept is how many removals a folder remembers for Vanished, and
+// pruneEvery how often (every so many removed UIDs) the older ones are
+// forgotten: a client that appends and expunges in a loop cannot grow the
+// database without bound.
+var vanishedKept, pruneEvery = 10000, 64
+
 // vanish records the removal of the message at l.
 func (mb *mbox) vanish(l loc) error {
 	n, err := mb.touch(l.validity)
 	if err != nil {
 		return err
 	}
-	return mb.vanished.Put(vanishedKey(l.validity, n, l.uid), nil)
+	if err := mb.vanished.Put(vanishedKey(l.validity, n, l.uid), nil); err != nil {
+		return err
+	}
+	if l.uid%um.UID(pruneEvery) == 0 {
+		return mb.prune(l.validity)
+	}
+	return nil
+}
+
+// prune forgets all but the last vanishedKept removals of the folder, and
+// leaves in their place a mark (UID 0) under the largest ModSeq forgotten,
+// from which on Vanished answers exactly.
+func (mb *mbox) prune(validity uint32) error {
+	prefix := putU32(nil, validity)
+	c := mb.vanished.Cursor()
+	k, _ := c.Seek(putU32(nil, validity+1))
+	if k == nil {
+		k, _ = c.Last()
+	} else {
+		k, _ = c.Prev()
+	}
+	for kept := 0; k != nil && bytes.HasPrefix(k, prefix) && kept < vanishedKept; k, _ = c.Prev() {
+		kept++
+	}
+	if k == nil || !bytes.HasPrefix(k, prefix) {
+		return nil // nothing to forget
+	}
+	cut := binary.BigEndian.Uint64(k[4:12])
+	var old [][]byte
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && binary.BigEndian.Uint64(k[4:12]) <= cut; k, _ = c.Next() {
+		old = append(old, bytes.Clone(k))
+	}
+	for _, k := range old {
+		if err := mb.vanished.Delete(k); err != nil {
+			return err
+		}
+	}
+	return mb.vanished.Put(vanishedKey(validity, cut, 0), nil)
 }
 
 func vanishedKey(validity uint32, modSeq uint64, uid um.UID) []byte {
@@ -85,10 +130,12 @@ func (mb *mbox) forget(validity uint32) error {
 	return mb.highest.Delete(prefix)
 }
 
-// Vanished implements um.ModSeqer. The store keeps every removal while its
-// folder exists (16 bytes each), so it always answers exactly.
+// Vanished implements um.ModSeqer. A folder remembers its last 10,000
+// removals or more (16 bytes each); exactSince is the largest ModSeq of
+// those it forgot.
 func (s *Store) Vanished(ctx context.Context, mailbox, folder string, since uint64) ([]um.UID, uint64, error) {
 	var uids []um.UID
+	var forgot uint64
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
@@ -100,11 +147,16 @@ func (s *Store) Vanished(ctx context.Context, mailbox, folder string, since uint
 		}
 		prefix := putU32(nil, fm.validity)
 		c := mb.vanished.Cursor()
-		for k, _ := c.Seek(vanishedKey(fm.validity, since+1, 0)); k != nil && string(k[:4]) == string(prefix); k, _ = c.Next() {
+		if k, _ := c.Seek(prefix); len(k) == 16 && bytes.HasPrefix(k, prefix) && binary.BigEndian.Uint32(k[12:]) == 0 {
+			forgot = binary.BigEndian.Uint64(k[4:12])
+		}
+		for k, _ := c.Seek(vanishedKey(fm.validity, since+1, 0)); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 			if len(k) != 16 {
 				return fmt.Errorf("%w: removal key of %d bytes in %q", ErrCorrupt, len(k), mailbox)
 			}
-			uids = append(uids, um.UID(binary.BigEndian.Uint32(k[12:])))
+			if uid := um.UID(binary.BigEndian.Uint32(k[12:])); uid != 0 {
+				uids = append(uids, uid)
+			}
 		}
 		return nil
 	})
@@ -112,7 +164,7 @@ func (s *Store) Vanished(ctx context.Context, mailbox, folder string, since uint
 		return nil, 0, err
 	}
 	slices.Sort(uids)
-	return uids, 0, nil
+	return uids, forgot, nil
 }
 
 // SubscribeFolder implements um.FolderSubscriber.
@@ -124,6 +176,12 @@ func (s *Store) SubscribeFolder(ctx context.Context, mailbox, folder string) err
 		}
 		if folder == "" {
 			return fmt.Errorf("boltstore: %w: empty folder name", um.ErrInvalid)
+		}
+		if mb.subs.Get([]byte(folder)) != nil {
+			return nil
+		}
+		if n := mb.subs.Stats().KeyN; n >= um.MaxSubscriptions {
+			return fmt.Errorf("boltstore: subscribe %q: %w: %d subscriptions already", folder, um.ErrInvalid, n)
 		}
 		return mb.subs.Put([]byte(folder), nil)
 	})

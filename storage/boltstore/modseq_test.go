@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/storage/storetest"
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 )
@@ -101,4 +102,10 @@ func TestMigratesToModSeqs(t *testing.T) {
 	if uids, _, err := s.Vanished(ctx, "1001", "Saved", 1); err != nil || len(uids) != 1 || uids[0] != m2.UID {
 		t.Errorf("Vanished(Saved, 1) after migration = %v, %v; want [%d]", uids, err, m2.UID)
 	}
+}
+
+func TestVanishedForgets(t *testing.T) {
+	defer func(k, e int) { vanishedKept, pruneEvery = k, e }(vanishedKept, pruneEvery)
+	vanishedKept, pruneEvery = 20, 8
+	storetest.VanishedForgets(t, openStore(t), 20)
 }

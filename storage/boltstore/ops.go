@@ -175,6 +175,9 @@ func refBlob(tx *bolt.Tx, k blobKey, delta int) (bool, error) {
 	}
 	n += int64(delta)
 	if n <= 0 {
+		if err := deleteSum(tx, k); err != nil {
+			return false, err
+		}
 		return true, b.Delete(k[:])
 	}
 	return false, b.Put(k[:], putU32(nil, uint32(n)))
@@ -452,6 +455,9 @@ func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, 
 		if _, err := refBlob(tx, k, +1); err != nil {
 			return err
 		}
+		if err := putSum(tx, k, c.sum); err != nil {
+			return err
+		}
 		if c.inline() {
 			return tx.Bucket(bucketContents).Put(k[:], c.data)
 		}
@@ -576,9 +582,14 @@ func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.Read
 
 // SetFlags implements um.Store.
 func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
-	var changed []um.Message
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		changed = nil
+	changed, _, err := s.SetFlagsIfUnchanged(ctx, mailbox, ids, op, ^uint64(0))
+	return changed, err
+}
+
+// SetFlagsIfUnchanged implements um.ConditionalFlagger.
+func (s *Store) SetFlagsIfUnchanged(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp, since uint64) (changed []um.Message, modified []uuid.UUID, err error) {
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		changed, modified = nil, nil
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
 			return err
@@ -590,6 +601,10 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 			l, r, err := mb.find(id)
 			if err != nil {
 				return err
+			}
+			if r.m.ModSeq > since {
+				modified = append(modified, id)
+				continue
 			}
 			f, kw := op.Apply(r.m.Flags, r.m.Keywords)
 			if f == r.m.Flags && um.SameKeywords(kw, r.m.Keywords) {
@@ -615,9 +630,9 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return changed, nil
+	return changed, modified, nil
 }
 
 // Move implements um.Store.

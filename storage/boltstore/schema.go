@@ -15,6 +15,8 @@ import (
 //	  "schema"               uint32: the schema version
 //	  "validity"             uint32: the last UIDVALIDITY handed out
 //	blobs                    bucket: content key (16 bytes) -> uint32 reference count
+//	sums                     bucket: content key -> uint32 CRC-32C of the content (sums.go;
+//	                         made at Open, not by a migration: older programs ignore it)
 //	contents                 bucket: content key -> the content, for those of at most
 //	                         inlineMax bytes (the record's bit 4 says which kind)
 //	mailboxes                bucket: mailbox name -> mailbox bucket
@@ -30,6 +32,7 @@ import (
 //	    s                    bucket: subscribed folder name -> empty
 //	    "d"                  the delivery mode and the nodes that hold it (cluster.go);
 //	                         absent when the mailbox has none
+//	    o                    bucket: purpose -> outward state blob (lease.go); made on first use
 //
 // A folder's messages live under its UIDVALIDITY, not its name, so a rename
 // touches one key whatever the folder holds.
@@ -45,6 +48,7 @@ var (
 	subMsgs         = []byte("m")
 	keyModSeq       = []byte("n")
 	keyDelivery     = []byte("d")
+	subOutward      = []byte("o")
 	subHighest      = []byte("h")
 	subVanished     = []byte("v")
 	subSubs         = []byte("s")

@@ -87,14 +87,11 @@ func (s *Store) ClaimDelivery(ctx context.Context, name, mode, node string) erro
 	if mode == "" {
 		return fmt.Errorf("memstore: %w: empty delivery mode", um.ErrInvalid)
 	}
-	if err := s.lock(ctx); err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return err
 	}
+	defer s.mu.Unlock()
 	c := &mb.delivery
 	if c.mode != "" && c.mode != mode {
 		return &um.ModeConflictError{Mailbox: name, Mode: mode, Held: c.mode, Nodes: slices.Clone(c.nodes)}
@@ -108,14 +105,11 @@ func (s *Store) ClaimDelivery(ctx context.Context, name, mode, node string) erro
 
 // ReleaseDelivery implements um.DeliveryModes.
 func (s *Store) ReleaseDelivery(ctx context.Context, name, mode, node string) error {
-	if err := s.lock(ctx); err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return err
 	}
+	defer s.mu.Unlock()
 	c := &mb.delivery
 	if c.mode != mode {
 		return nil
@@ -131,13 +125,10 @@ func (s *Store) ReleaseDelivery(ctx context.Context, name, mode, node string) er
 
 // DeliveryMode implements um.DeliveryModes.
 func (s *Store) DeliveryMode(ctx context.Context, name string) (string, []string, error) {
-	if err := s.lock(ctx); err != nil {
-		return "", nil, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return "", nil, err
 	}
+	defer s.mu.Unlock()
 	return mb.delivery.mode, slices.Clone(mb.delivery.nodes), nil
 }

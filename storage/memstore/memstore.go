@@ -18,10 +18,11 @@ import (
 )
 
 var (
-	_ um.Store            = (*Store)(nil)
-	_ um.Expunger         = (*Store)(nil)
-	_ um.ModSeqer         = (*Store)(nil)
-	_ um.FolderSubscriber = (*Store)(nil)
+	_ um.Store              = (*Store)(nil)
+	_ um.Expunger           = (*Store)(nil)
+	_ um.ModSeqer           = (*Store)(nil)
+	_ um.FolderSubscriber   = (*Store)(nil)
+	_ um.ConditionalFlagger = (*Store)(nil)
 )
 
 // Store is an in-memory um.Store. The zero value is not usable; call New.
@@ -38,12 +39,14 @@ type mailbox struct {
 	modSeq   uint64          // last ModSeq handed out, shared by the folders
 	subs     map[string]bool // subscribed folder names
 	delivery claim
+	out      *outward // leases and outward state; nil until used
 }
 
 type folder struct {
 	um.Folder
 	msgs     []*entry  // UID order
 	vanished []removal // ModSeq order
+	forgot   uint64    // the largest ModSeq of a removal forgotten, for Vanished
 }
 
 // removal is a message removed from a folder, for ModSeqer.Vanished.
@@ -78,6 +81,20 @@ func (s *Store) lock(ctx context.Context) error {
 		return um.ErrClosed
 	}
 	return nil
+}
+
+// lockMailbox takes the lock and returns mailbox name; on error the lock
+// is not held.
+func (s *Store) lockMailbox(ctx context.Context, name string) (*mailbox, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	mb, err := s.mailboxLocked(name)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	return mb, nil
 }
 
 func (s *Store) mailboxLocked(name string) (*mailbox, error) {
@@ -141,14 +158,11 @@ func (s *Store) Mailboxes(ctx context.Context) ([]string, error) {
 
 // Folders implements um.Store.
 func (s *Store) Folders(ctx context.Context, name string) ([]um.Folder, error) {
-	if err := s.lock(ctx); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	defer s.mu.Unlock()
 	out := make([]um.Folder, 0, len(mb.folders))
 	for _, f := range mb.folders {
 		out = append(out, f.Folder)
@@ -159,14 +173,11 @@ func (s *Store) Folders(ctx context.Context, name string) ([]um.Folder, error) {
 
 // CreateFolder implements um.Store.
 func (s *Store) CreateFolder(ctx context.Context, name, f string) (um.Folder, error) {
-	if err := s.lock(ctx); err != nil {
-		return um.Folder{}, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return um.Folder{}, err
 	}
+	defer s.mu.Unlock()
 	if mb.folders[f] != nil {
 		return um.Folder{}, fmt.Errorf("memstore: folder %q: %w", f, um.ErrExists)
 	}
@@ -340,17 +351,26 @@ func (s *Store) entriesLocked(name string, ids []uuid.UUID) (*mailbox, []*entry,
 
 // SetFlags implements um.Store.
 func (s *Store) SetFlags(ctx context.Context, name string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
+	changed, _, err := s.SetFlagsIfUnchanged(ctx, name, ids, op, ^uint64(0))
+	return changed, err
+}
+
+// SetFlagsIfUnchanged implements um.ConditionalFlagger.
+func (s *Store) SetFlagsIfUnchanged(ctx context.Context, name string, ids []uuid.UUID, op um.FlagOp, since uint64) (changed []um.Message, modified []uuid.UUID, err error) {
 	if err := s.lock(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer s.mu.Unlock()
 	mb, es, err := s.entriesLocked(name, ids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var changed []um.Message
 	var modSeq uint64
 	for _, e := range es {
+		if e.m.ModSeq > since {
+			modified = append(modified, e.m.ID)
+			continue
+		}
 		f, kw := op.Apply(e.m.Flags, e.m.Keywords)
 		if f == e.m.Flags && um.SameKeywords(kw, e.m.Keywords) {
 			continue
@@ -362,7 +382,7 @@ func (s *Store) SetFlags(ctx context.Context, name string, ids []uuid.UUID, op u
 		mb.folders[e.m.Folder].HighestModSeq = modSeq
 		changed = append(changed, e.m.Clone())
 	}
-	return changed, nil
+	return changed, modified, nil
 }
 
 func (fo *folder) removeLocked(e *entry, modSeq uint64) {
@@ -373,9 +393,18 @@ func (fo *folder) removeLocked(e *entry, modSeq uint64) {
 	fo.vanishLocked(e.m.UID, modSeq)
 }
 
+// vanishedKept is how many removals a folder remembers for Vanished; older
+// ones are forgotten, so a client that appends and expunges in a loop
+// cannot grow the store without bound.
+var vanishedKept = 10000
+
 func (fo *folder) vanishLocked(uid um.UID, modSeq uint64) {
 	fo.vanished = append(fo.vanished, removal{uid: uid, modSeq: modSeq})
 	fo.HighestModSeq = modSeq
+	if drop := len(fo.vanished) - vanishedKept; drop > 0 {
+		fo.forgot = fo.vanished[drop-1].modSeq
+		fo.vanished = slices.Clone(fo.vanished[drop:])
+	}
 }
 
 // Move implements um.Store.
@@ -494,7 +523,8 @@ func (s *Store) Expunge(ctx context.Context, name, f string, uids []um.UID) ([]u
 	return gone, nil
 }
 
-// Vanished implements um.ModSeqer. The store forgets no removal.
+// Vanished implements um.ModSeqer. A folder remembers its last 10,000
+// removals.
 func (s *Store) Vanished(ctx context.Context, name, f string, since uint64) ([]um.UID, uint64, error) {
 	if err := s.lock(ctx); err != nil {
 		return nil, 0, err
@@ -511,18 +541,18 @@ func (s *Store) Vanished(ctx context.Context, name, f string, since uint64) ([]u
 		}
 	}
 	slices.Sort(uids)
-	return uids, 0, nil
+	return uids, fo.forgot, nil
 }
 
 // SubscribeFolder implements um.FolderSubscriber.
 func (s *Store) SubscribeFolder(ctx context.Context, name, f string) error {
-	if err := s.lock(ctx); err != nil {
+	mb, err := s.lockMailbox(ctx, name)
+	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
-	if err != nil {
-		return err
+	if !mb.subs[f] && len(mb.subs) >= um.MaxSubscriptions {
+		return fmt.Errorf("memstore: subscribe %q: %w: %d subscriptions already", f, um.ErrInvalid, len(mb.subs))
 	}
 	mb.subs[f] = true
 	return nil
@@ -530,14 +560,11 @@ func (s *Store) SubscribeFolder(ctx context.Context, name, f string) error {
 
 // UnsubscribeFolder implements um.FolderSubscriber.
 func (s *Store) UnsubscribeFolder(ctx context.Context, name, f string) error {
-	if err := s.lock(ctx); err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return err
 	}
+	defer s.mu.Unlock()
 	if !mb.subs[f] {
 		return fmt.Errorf("memstore: subscription %q of %q: %w", f, name, um.ErrNotFound)
 	}
@@ -547,14 +574,11 @@ func (s *Store) UnsubscribeFolder(ctx context.Context, name, f string) error {
 
 // SubscribedFolders implements um.FolderSubscriber.
 func (s *Store) SubscribedFolders(ctx context.Context, name string) ([]string, error) {
-	if err := s.lock(ctx); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	defer s.mu.Unlock()
 	names := make([]string, 0, len(mb.subs))
 	for n := range mb.subs {
 		names = append(names, n)

@@ -190,7 +190,7 @@ func (s *Store) Watch(ctx context.Context, node string, deliver func(um.Change))
 		// Whatever failed, changes may have been committed while this node
 		// did not listen.
 		needResync = true
-		s.opts.Logf("pgstore: change feed: %v; reconnecting in %v", err, backoff)
+		s.log.Warn("pgstore: change feed lost; reconnecting", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -258,7 +258,7 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn, node string, delive
 		}
 		c, ok, err := s.decodeChange(n.Payload, node)
 		if err != nil {
-			s.opts.Logf("%v", err)
+			s.log.Warn("pgstore: malformed notification ignored", "err", err)
 			continue
 		}
 		if ok {

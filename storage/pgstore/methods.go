@@ -278,21 +278,32 @@ func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, 
 		if err != nil {
 			return err
 		}
-		ms, err := nextModSeq(ctx, tx, mid)
-		if err != nil {
-			return err
-		}
-		if m.Folder != um.Trash {
+		// The ModSeq comes from a counter the INSERT itself bumps, which
+		// saves a round trip, unless limits must be counted under the
+		// mailbox's row before the message is stored.
+		var ms *int64
+		if m.Folder != um.Trash && !lim.IsZero() {
+			n, err := nextModSeq(ctx, tx, mid)
+			if err != nil {
+				return err
+			}
 			if err := admit(ctx, tx, mid, mailbox, lim, 1, m.Duration); err != nil {
 				return err
 			}
+			ms = &n
 		}
-		m.UID, m.Size, m.ModSeq = um.UID(uid), size, uint64(ms)
-		_, err = tx.Exec(ctx, `INSERT INTO um_messages (mailbox_id, id, folder_id, uid, flags, keywords, urgent,
-			caller_number, caller_name, recorded_ns, duration_ns, audio_type, transcript, size, added_ns, raw, modseq)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+		m.UID, m.Size = um.UID(uid), size
+		var stored int64
+		err = tx.QueryRow(ctx, `WITH ms AS (
+				UPDATE um_mailboxes SET modseq = modseq + 1 WHERE id = $1 AND $17::bigint IS NULL RETURNING modseq)
+			INSERT INTO um_messages (mailbox_id, id, folder_id, uid, flags, keywords, urgent,
+				caller_number, caller_name, recorded_ns, duration_ns, audio_type, transcript, size, added_ns, raw, modseq)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+				coalesce($17::bigint, (SELECT modseq FROM ms)))
+			RETURNING modseq`,
 			mid, m.ID, fid, uid, int32(m.Flags), keywordsParam(m.Keywords), m.Urgent,
-			m.CallerNumber, m.CallerName, toNS(m.Time), int64(m.Duration), m.AudioType, m.Transcript, size, toNS(m.Added), m.Raw, ms)
+			m.CallerNumber, m.CallerName, toNS(m.Time), int64(m.Duration), m.AudioType, m.Transcript, size, toNS(m.Added), m.Raw, ms).Scan(&stored)
+		m.ModSeq = uint64(stored)
 		if err != nil {
 			return fmt.Errorf("pgstore: store message %s: %w", m.ID, s.mapErr(err))
 		}
@@ -491,8 +502,9 @@ func inOrder(msgs []um.Message, ids []uuid.UUID, mailbox string) ([]um.Message, 
 // setFlagsSQL applies a FlagOp in one statement per mode: the new flags and
 // keywords are computed from the row as it is when the update locks it, so
 // two nodes changing one message at once never lose either change. Only
-// rows that change are updated and returned. $3 is the flags of the op, $4
-// its keywords.
+// rows that change are updated and returned, marked with ModSeq -1 until
+// SetFlags gives them theirs in the same transaction. $3 is the flags of
+// the op, $4 its keywords.
 var setFlagsSQL = map[um.FlagMode]string{
 	um.FlagsAdd:     setFlagsStmt("m.flags | $3::integer", "um_keywords(m.keywords || $4::text[])"),
 	um.FlagsRemove:  setFlagsStmt("m.flags & ~$3::integer", "um_keywords_without(m.keywords, $4::text[])"),
@@ -500,7 +512,7 @@ var setFlagsSQL = map[um.FlagMode]string{
 }
 
 func setFlagsStmt(flags, keywords string) string {
-	return "UPDATE um_messages m SET flags = " + flags + ", keywords = " + keywords + `
+	return "UPDATE um_messages m SET flags = " + flags + ", keywords = " + keywords + `, modseq = -1
 		WHERE m.mailbox_id = $1 AND m.id = ANY($2)
 		AND (m.flags <> (` + flags + `) OR lower(m.keywords::text) <> lower((` + keywords + `)::text))
 		RETURNING ` + msgCols
@@ -508,16 +520,52 @@ func setFlagsStmt(flags, keywords string) string {
 
 // SetFlags implements um.Store.
 func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
+	changed, _, err := s.setFlags(ctx, mailbox, ids, op, nil)
+	return changed, err
+}
+
+// SetFlagsIfUnchanged implements um.ConditionalFlagger. It locks the rows
+// first, so the ModSeqs it checks are those it changes.
+func (s *Store) SetFlagsIfUnchanged(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp, since uint64) ([]um.Message, []uuid.UUID, error) {
+	return s.setFlags(ctx, mailbox, ids, op, &since)
+}
+
+func (s *Store) setFlags(ctx context.Context, mailbox string, all []uuid.UUID, op um.FlagOp, since *uint64) ([]um.Message, []uuid.UUID, error) {
 	q, ok := setFlagsSQL[op.Mode]
 	if !ok {
-		return nil, fmt.Errorf("pgstore: %w: flag mode %d", um.ErrInvalid, op.Mode)
+		return nil, nil, fmt.Errorf("pgstore: %w: flag mode %d", um.ErrInvalid, op.Mode)
 	}
 	var changed []um.Message
+	var modified []uuid.UUID
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		changed = nil
+		changed, modified = nil, nil
+		ids := all
 		mid, err := s.mailboxID(ctx, tx, mailbox)
 		if err != nil {
 			return err
+		}
+		if since != nil {
+			locked, err := lockMessages(ctx, tx, mid, mailbox, uniq(ids), false)
+			if err != nil {
+				return err
+			}
+			after := make(map[uuid.UUID]bool)
+			for _, m := range locked {
+				if m.ModSeq > *since {
+					after[m.ID] = true
+				}
+			}
+			ids = nil
+			for _, id := range all {
+				if after[id] {
+					modified = append(modified, id)
+				} else {
+					ids = append(ids, id)
+				}
+			}
+			if len(ids) == 0 {
+				return nil
+			}
 		}
 		var n int
 		if err := tx.QueryRow(ctx, "SELECT count(*) FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2)", mid, ids).Scan(&n); err != nil {
@@ -529,29 +577,31 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 			}
 			return fmt.Errorf("pgstore: set flags in %q: %w: a message vanished", mailbox, um.ErrNotFound)
 		}
-		rows, err := tx.Query(ctx, q, mid, ids, int32(op.Flags), keywordsParam(op.Keywords))
-		if err != nil {
+		// One round trip: the flag update marks the rows it changed with
+		// ModSeq -1, and the next statement takes the mailbox's next
+		// ModSeq (after the rows' locks, as every writer takes it: last),
+		// when there are any, and gives it to them.
+		var got []um.Message
+		var ms int64
+		var b pgx.Batch
+		b.Queue(q, mid, ids, int32(op.Flags), keywordsParam(op.Keywords)).Query(func(rows pgx.Rows) error {
+			var err error
+			got, err = collectMessages(rows)
+			return err
+		})
+		b.Queue(`WITH ms AS (
+				UPDATE um_mailboxes SET modseq = modseq + 1 WHERE id = $1
+				AND EXISTS (SELECT 1 FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2) AND modseq = -1)
+				RETURNING modseq),
+			marked AS (
+				UPDATE um_messages m SET modseq = ms.modseq FROM ms
+				WHERE m.mailbox_id = $1 AND m.id = ANY($2) AND m.modseq = -1)
+			SELECT coalesce((SELECT modseq FROM ms), 0)`, mid, ids).QueryRow(func(r pgx.Row) error { return r.Scan(&ms) })
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return fmt.Errorf("pgstore: set flags in %q: %w", mailbox, err)
 		}
-		got, err := collectMessages(rows)
-		if err != nil {
-			return fmt.Errorf("pgstore: set flags in %q: %w", mailbox, err)
-		}
-		if len(got) > 0 {
-			// The ModSeq is taken after the rows are locked, as every
-			// other writer takes it: last.
-			ms, err := nextModSeq(ctx, tx, mid)
-			if err != nil {
-				return err
-			}
-			changedIDs := make([]uuid.UUID, len(got))
-			for i := range got {
-				got[i].ModSeq = uint64(ms)
-				changedIDs[i] = got[i].ID
-			}
-			if _, err := tx.Exec(ctx, "UPDATE um_messages SET modseq = $3 WHERE mailbox_id = $1 AND id = ANY($2)", mid, changedIDs, ms); err != nil {
-				return fmt.Errorf("pgstore: set flags in %q: %w", mailbox, err)
-			}
+		for i := range got {
+			got[i].ModSeq = uint64(ms)
 		}
 		pos := make(map[uuid.UUID]int, len(ids))
 		for i := len(ids) - 1; i >= 0; i-- {
@@ -571,9 +621,9 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 		return s.notify(ctx, tx, mailbox, events)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return changed, nil
+	return changed, modified, nil
 }
 
 func uniq(ids []uuid.UUID) []uuid.UUID {
@@ -633,7 +683,7 @@ func (s *Store) moveWithin(ctx context.Context, mailbox string, ids []uuid.UUID,
 		for i := range uids {
 			uids[i] = first + int64(i)
 		}
-		ms, err := vanish(ctx, tx, mid, ids)
+		ms, err := s.vanish(ctx, tx, mid, ids)
 		if err != nil {
 			return err
 		}
@@ -768,7 +818,7 @@ func (s *Store) Remove(ctx context.Context, mailbox string, ids []uuid.UUID) err
 		if err != nil {
 			return err
 		}
-		if _, err := vanish(ctx, tx, mid, ids); err != nil {
+		if _, err := s.vanish(ctx, tx, mid, ids); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2)", mid, ids); err != nil {
@@ -836,6 +886,11 @@ func (s *Store) Expunge(ctx context.Context, mailbox, folder string, uids []um.U
 		if _, err := tx.Exec(ctx, "INSERT INTO um_vanished (folder_id, modseq, uid) SELECT $1, $2, unnest($3::bigint[])", fid, ms, gu); err != nil {
 			return fmt.Errorf("pgstore: expunge %q of %q: %w", folder, mailbox, err)
 		}
+		for _, u := range gu {
+			if err := s.pruneAt(ctx, tx, fid, u); err != nil {
+				return err
+			}
+		}
 		return s.notifyRemoved(ctx, tx, mailbox, gone)
 	})
 	if err != nil || len(gone) == 0 {
@@ -858,11 +913,11 @@ func (s *Store) CountMWI(ctx context.Context, mailbox string) (um.MWIState, erro
 	err = s.pool.QueryRow(ctx, `SELECT
 			count(*) FILTER (WHERE m.flags & $3 = 0),
 			count(*) FILTER (WHERE m.flags & $3 <> 0),
-			count(*) FILTER (WHERE m.flags & $3 = 0 AND m.urgent),
-			count(*) FILTER (WHERE m.flags & $3 <> 0 AND m.urgent)
+			count(*) FILTER (WHERE m.flags & $3 = 0 AND m.flags & $5 <> 0),
+			count(*) FILTER (WHERE m.flags & $3 <> 0 AND m.flags & $5 <> 0)
 		FROM um_messages m JOIN um_folders f ON f.id = m.folder_id
 		WHERE f.mailbox_id = $1 AND f.name = $2 AND NOT m.raw AND m.flags & $4 = 0`,
-		mid, um.Inbox, int32(um.FlagHeard), int32(um.FlagDeleted)).Scan(&st.New, &st.Old, &st.UrgentNew, &st.UrgentOld)
+		mid, um.Inbox, int32(um.FlagHeard), int32(um.FlagDeleted), int32(um.FlagFlagged)).Scan(&st.New, &st.Old, &st.UrgentNew, &st.UrgentOld)
 	if err != nil {
 		return um.MWIState{}, s.mapErr(fmt.Errorf("pgstore: mwi of %q: %w", mailbox, err))
 	}

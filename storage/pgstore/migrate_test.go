@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/storage/pgstore"
+	"github.com/embeddedum/um/storage/storetest"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
@@ -66,4 +68,8 @@ func TestMigratesToModSeqs(t *testing.T) {
 	if uids, _, err := s.Vanished(ctx, "1001", um.Inbox, 1); err != nil || fmt.Sprint(uids) != "[1]" {
 		t.Errorf("Vanished(INBOX, 1) after migration = %v, %v; want [1]", uids, err)
 	}
+}
+
+func TestVanishedForgets(t *testing.T) {
+	storetest.VanishedForgets(t, openStore(t, newDatabase(t), &pgstore.Options{VanishedKept: 20}), 20)
 }

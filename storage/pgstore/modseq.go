@@ -32,20 +32,59 @@ func nextModSeq(ctx context.Context, tx pgx.Tx, mid int64) (int64, error) {
 // vanish takes the next ModSeq and records, under it, the removal of the
 // messages ids from the folders they are in now. The caller holds their
 // rows locked.
-func vanish(ctx context.Context, tx pgx.Tx, mid int64, ids []uuid.UUID) (int64, error) {
+func (s *Store) vanish(ctx context.Context, tx pgx.Tx, mid int64, ids []uuid.UUID) (int64, error) {
 	ms, err := nextModSeq(ctx, tx, mid)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO um_vanished (folder_id, modseq, uid)
-		SELECT folder_id, $3, uid FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2)`, mid, ids, ms); err != nil {
+	rows, err := tx.Query(ctx, `INSERT INTO um_vanished (folder_id, modseq, uid)
+		SELECT folder_id, $3, uid FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2)
+		RETURNING folder_id, uid`, mid, ids, ms)
+	if err != nil {
 		return 0, fmt.Errorf("pgstore: record removals: %w", err)
+	}
+	type removal struct{ FolderID, UID int64 }
+	removed, err := pgx.CollectRows(rows, pgx.RowToStructByPos[removal])
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: record removals: %w", err)
+	}
+	for _, r := range removed {
+		if err := s.pruneAt(ctx, tx, r.FolderID, r.UID); err != nil {
+			return 0, err
+		}
 	}
 	return ms, nil
 }
 
-// Vanished implements um.ModSeqer. The store keeps every removal while its
-// folder exists, so it always answers exactly.
+// pruneEvery is how often (every so many removed UIDs) a folder forgets
+// all but its last Options.VanishedKept removals.
+const pruneEvery = 64
+
+// pruneAt prunes the folder's removals when uid is a multiple of
+// pruneEvery: a client that appends and expunges in a loop cannot grow the
+// database without bound. In place of what it forgets it leaves a mark
+// (UID 0) under the largest ModSeq forgotten, from which on Vanished
+// answers exactly.
+func (s *Store) pruneAt(ctx context.Context, tx pgx.Tx, fid, uid int64) error {
+	if uid%pruneEvery != 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `WITH cut AS (
+			SELECT modseq FROM um_vanished WHERE folder_id = $1 ORDER BY modseq DESC, uid DESC OFFSET $2 LIMIT 1),
+		gone AS (
+			DELETE FROM um_vanished v USING cut WHERE v.folder_id = $1 AND v.modseq <= cut.modseq RETURNING v.modseq)
+		INSERT INTO um_vanished (folder_id, modseq, uid)
+			SELECT $1, max(modseq), 0 FROM gone HAVING count(*) > 0
+			ON CONFLICT DO NOTHING`, fid, s.opts.VanishedKept)
+	if err != nil {
+		return fmt.Errorf("pgstore: forget old removals: %w", err)
+	}
+	return nil
+}
+
+// Vanished implements um.ModSeqer. A folder remembers its last
+// Options.VanishedKept removals or more; exactSince is the largest ModSeq
+// of those it forgot.
 func (s *Store) Vanished(ctx context.Context, mailbox, folder string, since uint64) ([]um.UID, uint64, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, 0, err
@@ -62,7 +101,11 @@ func (s *Store) Vanished(ctx context.Context, mailbox, folder string, since uint
 	if err != nil {
 		return nil, 0, s.mapErr(fmt.Errorf("pgstore: folder %q of %q: %w", folder, mailbox, err))
 	}
-	rows, err := s.pool.Query(ctx, "SELECT uid FROM um_vanished WHERE folder_id = $1 AND modseq > $2 ORDER BY uid", fid, int64(since))
+	var forgot int64
+	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(modseq), 0) FROM um_vanished WHERE folder_id = $1 AND uid = 0", fid).Scan(&forgot); err != nil {
+		return nil, 0, s.mapErr(fmt.Errorf("pgstore: vanished of %q of %q: %w", folder, mailbox, err))
+	}
+	rows, err := s.pool.Query(ctx, "SELECT uid FROM um_vanished WHERE folder_id = $1 AND modseq > $2 AND uid <> 0 ORDER BY uid", fid, int64(since))
 	if err != nil {
 		return nil, 0, s.mapErr(fmt.Errorf("pgstore: vanished of %q of %q: %w", folder, mailbox, err))
 	}
@@ -74,7 +117,7 @@ func (s *Store) Vanished(ctx context.Context, mailbox, folder string, since uint
 	if err != nil {
 		return nil, 0, s.mapErr(fmt.Errorf("pgstore: vanished of %q of %q: %w", folder, mailbox, err))
 	}
-	return uids, 0, nil
+	return uids, uint64(forgot), nil
 }
 
 // SubscribeFolder implements um.FolderSubscriber.
@@ -86,8 +129,19 @@ func (s *Store) SubscribeFolder(ctx context.Context, mailbox, folder string) err
 	if err != nil {
 		return s.mapErr(err)
 	}
-	if _, err := s.pool.Exec(ctx, "INSERT INTO um_subscriptions (mailbox_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", mid, folder); err != nil {
+	// Nodes subscribing at once may pass the cap by a name or two.
+	var n int
+	err = s.pool.QueryRow(ctx, `WITH ins AS (
+			INSERT INTO um_subscriptions (mailbox_id, name)
+			SELECT $1, $2 WHERE (SELECT count(*) FROM um_subscriptions WHERE mailbox_id = $1) < $3
+			ON CONFLICT DO NOTHING RETURNING 1)
+		SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM um_subscriptions WHERE mailbox_id = $1 AND name = $2)`,
+		mid, folder, um.MaxSubscriptions).Scan(&n)
+	if err != nil {
 		return s.mapErr(fmt.Errorf("pgstore: subscribe %q in %q: %w", folder, mailbox, err))
+	}
+	if n == 0 {
+		return fmt.Errorf("pgstore: subscribe %q in %q: %w: %d subscriptions already", folder, mailbox, um.ErrInvalid, um.MaxSubscriptions)
 	}
 	return nil
 }

@@ -48,6 +48,19 @@ func TestConformance(t *testing.T) {
 			dsn, _ := dsns.Load(s)
 			return open(t, dsn.(string), "B")
 		},
+		CutFeed: func(t testing.TB, s um.Store) {
+			dsn, _ := dsns.Load(s)
+			conn, err := pgx.Connect(context.Background(), dsn.(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			var n int
+			if err := conn.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+				WHERE datname = current_database() AND application_name LIKE 'um-watch/%'`).Scan(&n); err != nil || n == 0 {
+				t.Fatalf("cut the notification connection: %d cut, %v", n, err)
+			}
+		},
 	}.Run(t)
 }
 

@@ -1,9 +1,11 @@
 package storetest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -264,6 +266,21 @@ func testFolderSubscriber(t *testing.T, s um.Store) {
 	if got, _ := fs.SubscribedFolders(ctx, "1002"); fmt.Sprint(got) != "[INBOX Trash]" {
 		t.Errorf("another mailbox's subscriptions = %v, want [INBOX Trash]", got)
 	}
+	for i := 0; ; i++ {
+		err := fs.SubscribeFolder(ctx, "1002", fmt.Sprintf("f%d", i))
+		if errors.Is(err, um.ErrInvalid) {
+			if i+2 != um.MaxSubscriptions { // INBOX and Trash count
+				t.Errorf("SubscribeFolder() refused subscription %d, want %d (MaxSubscriptions) kept", i+3, um.MaxSubscriptions)
+			}
+			break
+		}
+		if err != nil || i > um.MaxSubscriptions {
+			t.Fatalf("SubscribeFolder(#%d) = %v, want ErrInvalid past MaxSubscriptions", i+3, err)
+		}
+	}
+	if err := fs.SubscribeFolder(ctx, "1002", "f0"); err != nil {
+		t.Errorf("SubscribeFolder(subscribed already) at the cap = %v, want no error", err)
+	}
 	if err := fs.SubscribeFolder(ctx, "nobody", "x"); !errors.Is(err, um.ErrNotFound) {
 		t.Errorf("SubscribeFolder(unknown mailbox) = %v, want ErrNotFound", err)
 	}
@@ -294,5 +311,138 @@ func (su Suite) testSubscriberReopen(t *testing.T, s um.Store) {
 	s = su.Reopen(t, s)
 	if got, err := s.(um.FolderSubscriber).SubscribedFolders(ctx, box); err != nil || fmt.Sprint(got) != "[INBOX Kept]" {
 		t.Errorf("SubscribedFolders() after reopen = %v, %v; want [INBOX Kept]", got, err)
+	}
+}
+
+// testModSeqPeers checks that appends through several Store values on the
+// same data at once (the nodes of a cluster) get ModSeqs in the order of
+// their UIDs: a client that saw a folder's HighestModSeq never later finds
+// a message added below it.
+func (su Suite) testModSeqPeers(t *testing.T, s um.Store) {
+	if _, ok := s.(um.ModSeqer); !ok {
+		notImplemented(t, "um.ModSeqer")
+	}
+	if su.Peer == nil {
+		t.Skip("Suite.Peer not set: the store serves one process")
+	}
+	mustMailbox(t, s, box)
+	stores := []um.Store{s, su.Peer(t, s), su.Peer(t, s)}
+	var wg sync.WaitGroup
+	for i, st := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 10 {
+				if _, err := st.Append(ctx, box, voice(um.Inbox, 10*i+j), bytes.NewReader(content(10))); err != nil {
+					t.Errorf("Append() through Store value %d = %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	list, err := s.List(ctx, box, um.Inbox)
+	if err != nil || len(list) != 30 {
+		t.Fatalf("List() = %d messages, %v; want 30", len(list), err)
+	}
+	for i := 1; i < len(list); i++ {
+		if list[i].ModSeq <= list[i-1].ModSeq {
+			t.Errorf("UID %d has ModSeq %d, UID %d has %d: ModSeqs must grow with UIDs", list[i-1].UID, list[i-1].ModSeq, list[i].UID, list[i].ModSeq)
+		}
+	}
+	if h := highest(t, s, um.Inbox); h != list[len(list)-1].ModSeq {
+		t.Errorf("HighestModSeq = %d, want the last message's %d", h, list[len(list)-1].ModSeq)
+	}
+}
+
+// VanishedForgets checks a store that remembers only the last kept
+// removals of each folder, where kept is what the store was set to keep (a
+// small number, for speed) and which forgets at least every 64 removed
+// UIDs: after 3*kept+128 removals, Vanished says it forgot some (an
+// exactSince past the first), and from exactSince on its answer is exact,
+// every removal after it and nothing else.
+func VanishedForgets(t *testing.T, s um.Store, kept int) {
+	t.Helper()
+	ms, ok := s.(um.ModSeqer)
+	if !ok {
+		t.Fatal("the store does not implement um.ModSeqer")
+	}
+	mustMailbox(t, s, box)
+	start := highest(t, s, um.Inbox)
+	removedAt := map[um.UID]uint64{} // UID -> ModSeq of its removal
+	for i := range 3*kept + 128 {
+		m := mustAppend(t, s, voice(um.Inbox, i), content(5))
+		if err := s.Remove(ctx, box, []uuid.UUID{m.ID}); err != nil {
+			t.Fatal(err)
+		}
+		removedAt[m.UID] = highest(t, s, um.Inbox)
+	}
+	uids, exact, err := ms.Vanished(ctx, box, um.Inbox, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exact <= start {
+		t.Fatalf("Vanished() after %d removals with %d kept: exact since %d, want more than %d: the store says it forgot nothing", len(removedAt), kept, exact, start)
+	}
+	if len(uids) < kept {
+		t.Errorf("Vanished() = %d UIDs, want at least the %d kept", len(uids), kept)
+	}
+	for _, since := range []uint64{exact, exact + 1, exact + uint64(kept)/2} {
+		uids, _, err := ms.Vanished(ctx, box, um.Inbox, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []um.UID
+		for uid, at := range removedAt {
+			if at > since {
+				want = append(want, uid)
+			}
+		}
+		slices.Sort(want)
+		if fmt.Sprint(uids) != fmt.Sprint(want) {
+			t.Errorf("Vanished(since %d, at or after exactSince %d) = %v, want exactly %v", since, exact, uids, want)
+		}
+	}
+}
+
+// testConditionalFlagger checks the optional um.ConditionalFlagger: a
+// message changed after since is left alone and reported, the others are
+// changed.
+func testConditionalFlagger(t *testing.T, s um.Store) {
+	cf, ok := s.(um.ConditionalFlagger)
+	if !ok {
+		notImplemented(t, "um.ConditionalFlagger")
+	}
+	mustMailbox(t, s, box)
+	a := mustAppend(t, s, voice(um.Inbox, 1), content(10))
+	b := mustAppend(t, s, voice(um.Inbox, 2), content(10))
+	since := b.ModSeq
+	if _, err := s.SetFlags(ctx, box, []uuid.UUID{a.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard}); err != nil {
+		t.Fatal(err)
+	}
+	flag := um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagFlagged}
+	changed, modified, err := cf.SetFlagsIfUnchanged(ctx, box, []uuid.UUID{a.ID, b.ID}, flag, since)
+	if err != nil {
+		t.Fatalf("SetFlagsIfUnchanged() = %v", err)
+	}
+	if len(modified) != 1 || modified[0] != a.ID || len(changed) != 1 || changed[0].ID != b.ID || !changed[0].Flags.Has(um.FlagFlagged) {
+		t.Errorf("SetFlagsIfUnchanged(since %d) = changed %v, modified %v; want b changed and a (changed since) left alone", since, changed, modified)
+	}
+	if got, _ := s.Get(ctx, box, a.ID); got.Flags.Has(um.FlagFlagged) {
+		t.Errorf("a message changed after since was flagged")
+	}
+	if changed[0].ModSeq <= since {
+		t.Errorf("changed message's ModSeq = %d, want more than %d", changed[0].ModSeq, since)
+	}
+	h := highest(t, s, um.Inbox)
+	changed, modified, err = cf.SetFlagsIfUnchanged(ctx, box, []uuid.UUID{a.ID, b.ID}, um.FlagOp{Mode: um.FlagsRemove, Flags: um.FlagFlagged}, h)
+	if err != nil || len(modified) != 0 || len(changed) != 1 || changed[0].ID != b.ID {
+		t.Errorf("SetFlagsIfUnchanged(since HighestModSeq) = %v, %v, %v; want b changed, none modified", changed, modified, err)
+	}
+	if _, _, err := cf.SetFlagsIfUnchanged(ctx, box, []uuid.UUID{a.ID, uuid.New()}, flag, h+10); !errors.Is(err, um.ErrNotFound) {
+		t.Errorf("SetFlagsIfUnchanged(unknown message) = %v, want ErrNotFound", err)
+	}
+	if got, _ := s.Get(ctx, box, a.ID); got.Flags.Has(um.FlagFlagged) {
+		t.Errorf("a failed SetFlagsIfUnchanged changed a message")
 	}
 }

@@ -15,7 +15,18 @@
 // Each subtest gets a store of its own from newStore. The suite checks the
 // contract written on um.Store: errors, UID order and monotonicity,
 // UIDVALIDITY stability, atomic flag updates under concurrency, content round
-// trips byte for byte, moves and copies, and concurrent appends.
+// trips byte for byte, moves and copies, concurrent appends, and ErrClosed
+// after Close.
+//
+// It also checks each optional interface the store implements (Counter,
+// Expunger, ModSeqer, ConditionalFlagger, FolderSubscriber, Limiter,
+// DeliveryModes, Leaser, OutwardState, Watcher). One the store does not
+// implement shows as a skipped subtest whose message names it ("um.Watcher not implemented"): missing, not passed. A durable
+// store passes a Suite with Reopen, so that what must survive a restart
+// (ModSeqs, subscriptions, delivery modes) is checked; a store shared by
+// several nodes passes Peer (and CutFeed for its Watcher), so that limits,
+// delivery modes, ModSeqs and the change feed are checked across Store
+// values on the same data.
 package storetest
 
 import (
@@ -57,6 +68,10 @@ type Suite struct {
 	// same time, as another node of a cluster would have. Nil for a store
 	// that one process serves alone.
 	Peer func(t testing.TB, s um.Store) um.Store
+	// CutFeed breaks the change feed of s (its notification connection)
+	// the way a network fault would, for a store that implements
+	// um.Watcher. Nil leaves the report of a lost feed unchecked.
+	CutFeed func(t testing.TB, s um.Store)
 }
 
 // Run runs every conformance test. An optional interface the store does not
@@ -92,12 +107,20 @@ func (su Suite) Run(t *testing.T) {
 		{"Expunger", testExpunger},
 		{"ModSeqer", testModSeqer},
 		{"ModSeqerReopen", su.testModSeqReopen},
+		{"ModSeqerPeers", su.testModSeqPeers},
+		{"ConditionalFlagger", testConditionalFlagger},
 		{"FolderSubscriber", testFolderSubscriber},
 		{"FolderSubscriberReopen", su.testSubscriberReopen},
 		{"Limiter", testLimiter},
 		{"LimiterConcurrent", su.testLimiterConcurrent},
 		{"DeliveryModes", su.testDeliveryModes},
 		{"DeliveryModesShared", su.testDeliveryModesShared},
+		{"Leaser", testLeaser},
+		{"LeaserShared", su.testLeaserShared},
+		{"OutwardState", su.testOutwardState},
+		{"Watcher", su.testWatcher},
+		{"WatcherLostFeed", su.testWatcherLostFeed},
+		{"Closed", testClosed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -680,11 +703,17 @@ func testCounter(t *testing.T, s um.Store) {
 	for i := 0; i < 8; i++ {
 		m := voice(um.Inbox, i)
 		m.Urgent = i%3 == 0
+		if m.Urgent {
+			m.Flags = um.FlagFlagged // as um deposits it
+		}
 		ms = append(ms, mustAppend(t, s, m, content(10)))
 	}
 	mustAppend(t, s, um.Message{ID: uuid.New(), Folder: "Saved", Raw: true}, []byte("Subject: x\r\n\r\n"))
 	s.SetFlags(ctx, box, []uuid.UUID{ms[0].ID, ms[1].ID, ms[2].ID}, um.FlagOp{Flags: um.FlagHeard})
 	s.SetFlags(ctx, box, []uuid.UUID{ms[3].ID}, um.FlagOp{Flags: um.FlagDeleted})
+	// Urgency is \Flagged: starred by a client, unstarred urgent ones.
+	s.SetFlags(ctx, box, []uuid.UUID{ms[1].ID, ms[7].ID}, um.FlagOp{Flags: um.FlagFlagged})
+	s.SetFlags(ctx, box, []uuid.UUID{ms[6].ID}, um.FlagOp{Mode: um.FlagsRemove, Flags: um.FlagFlagged})
 	s.Move(ctx, box, []uuid.UUID{ms[4].ID}, um.Trash, time.Now())
 	s.Move(ctx, box, []uuid.UUID{ms[5].ID}, "Saved", time.Now())
 	got, err := c.CountMWI(ctx, box)

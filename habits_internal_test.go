@@ -1,0 +1,31 @@
+package um
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// TestSeenMarksBounded checks that a client marking very many messages read
+// cannot grow the delete-time marks past maxSeenMarks, and that marks older
+// than the window make room again.
+func TestSeenMarksBounded(t *testing.T) {
+	var s seenMarks
+	src := new(int)
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	for i := 0; i < maxSeenMarks+100; i++ {
+		s.set(seenKey{"1001", uuid.New()}, src, t0)
+	}
+	if n := len(s.m); n != maxSeenMarks {
+		t.Fatalf("marks after %d sets = %d, want the cap %d", maxSeenMarks+100, n, maxSeenMarks)
+	}
+	late := seenKey{"1001", uuid.New()}
+	s.set(late, src, t0.Add(DeleteSeenWindow+time.Second))
+	if n := len(s.m); n != 1 {
+		t.Errorf("marks after the window passed = %d, want the new one alone", n)
+	}
+	if !s.take(late, src, t0.Add(DeleteSeenWindow+2*time.Second)) {
+		t.Errorf("take(the new mark) = false, want true")
+	}
+}
