@@ -43,11 +43,11 @@
 // "A/B") as \NonExistent \HasChildren (RFC 5258); RECURSIVEMATCH gives
 // CHILDINFO. RENAME moves a folder's children with it (RFC 3501 6.3.5).
 //
-// What a folder may hold is um's rule, not this package's: INBOX holds
-// voicemail only, and um.Mailbox refuses an APPEND into it, or a COPY or
-// MOVE of an appended e-mail, with um.ErrNotVoice (NO [CANNOT]). RENAME of
-// INBOX fails with NO [CANNOT] (RFC 3501 would move its messages away from
-// the phone).
+// What a folder may hold is um's rule, not this package's (see um's doc on
+// mail client habits): every APPEND, COPY and MOVE goes to um.Mailbox, and
+// a refusal (um.ErrNotVoice, for an e-mail offered to INBOX) is answered
+// NO [CANNOT] in the words of um.InboxRefusal. RENAME of INBOX fails with
+// NO [CANNOT] (RFC 3501 would move its messages away from the phone).
 //
 // # Flags
 //
