@@ -98,7 +98,9 @@ func startDemo(tb testing.TB) *demo {
 		tb.Fatalf("build the demo PBX: %v\n%s", err, out)
 	}
 	d := &demo{t: tb, dir: tb.TempDir(), imap: freePort(tb), imaps: freePort(tb), lines: make(chan string, 1000), stderr: new(lockedBuffer)}
-	cmd := exec.Command(bin, "-data", d.dir, "-imap", d.imap, "-imaps", d.imaps, "-user", testUser+":"+demoPass)
+	// -http "": the demo's console would take 127.0.0.1:8080, which other
+	// tests running at the same time may hold.
+	cmd := exec.Command(bin, "-data", d.dir, "-imap", d.imap, "-imaps", d.imaps, "-http", "", "-user", testUser+":"+demoPass)
 	cmd.Stderr = d.stderr
 	var err error
 	if d.stdin, err = cmd.StdinPipe(); err != nil {
