@@ -54,6 +54,8 @@ type rendered struct {
 // message and re-parses its header on each FETCH ENVELOPE, which was a
 // sixth of the server's CPU time under load.
 type renderCache struct {
+	render func(um.Message, um.RenderOptions) *um.Email // immutable after New
+
 	mu    sync.Mutex
 	max   int64 // <= 0: nothing is kept
 	used  int64
@@ -62,7 +64,7 @@ type renderCache struct {
 }
 
 func newRenderCache(maxBytes int64) *renderCache {
-	return &renderCache{max: maxBytes, items: make(map[renderKey]*rendered)}
+	return &renderCache{max: maxBytes, items: make(map[renderKey]*rendered), render: um.RenderEmail}
 }
 
 // sameRendering reports whether a and b render to the same bytes. Message
@@ -92,7 +94,7 @@ func (c *renderCache) get(m *um.Message, mailbox string, opts um.RenderOptions) 
 	opts.Mailbox = mailbox
 	msg := *m
 	msg.Flags, msg.Keywords, msg.Folder, msg.UID = 0, nil, "", 0
-	r := &rendered{key: key, msg: msg, email: um.RenderEmail(msg, opts)}
+	r := &rendered{key: key, msg: msg, email: c.render(msg, opts)}
 	r.cost = itemOverhead + int64(len(key.mailbox)) + int64(len(msg.CallerName)+len(msg.CallerNumber)+len(msg.AudioType)+len(msg.Transcript))
 	if st := r.email.Structure(); st != nil {
 		if a := audioPart(st); a != nil {
@@ -128,7 +130,7 @@ func (c *renderCache) size(m *um.Message, mailbox string, opts um.RenderOptions)
 		return max(m.Size, 0)
 	}
 	opts.Mailbox = mailbox
-	return um.RenderEmail(*m, opts).Size()
+	return c.render(*m, opts).Size()
 }
 
 // charge adds n bytes to what r costs, when a lazily built value is kept.

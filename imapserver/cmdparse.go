@@ -88,10 +88,6 @@ func (c *conn) cmdFetch(tag string, uid bool) error {
 	return c.ok(tag, "", "FETCH completed")
 }
 
-func isFetchAttChar(b byte) bool {
-	return isAtomChar(b) && b != '[' && b != '<' && b != '.' || b == '.'
-}
-
 func (c *conn) fetchAtt(o *imap.FetchOptions, w *respWriter) error {
 	name, err := c.dec.token(func(b byte) bool { return isAtomChar(b) && b != '[' && b != '<' }, "fetch item")
 	if err != nil {
@@ -520,6 +516,8 @@ func (c *conn) cmdSearch(tag string, uid bool) error {
 	if err := c.end(); err != nil {
 		return err
 	}
+	// IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 6.4.4).
+	esearch = esearch || c.rev2
 	if esearch && !opts.ReturnMin && !opts.ReturnMax && !opts.ReturnCount && !opts.ReturnSave {
 		opts.ReturnAll = true
 	}

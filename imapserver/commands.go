@@ -73,8 +73,9 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	}
 	changed, err := sess.mb.SetFlags(sess.ctx, ids, op)
 	// Messages another session or node removed meanwhile are left out, and
-	// the rest stored (as Dovecot does); each retry drops what went.
-	for attempt := 0; errors.Is(err, um.ErrNotFound) && attempt < 3; attempt++ {
+	// the rest stored (as Dovecot does). Each retry drops at least the
+	// message that went, so there are at most as many as messages.
+	for attempt := 0; errors.Is(err, um.ErrNotFound) && attempt <= len(es); attempt++ {
 		changed, err = sess.mb.SetFlags(sess.ctx, sess.still(v.folder, es), op)
 	}
 	if err != nil {

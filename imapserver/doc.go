@@ -43,11 +43,11 @@
 // "A/B") as \NonExistent \HasChildren (RFC 5258); RECURSIVEMATCH gives
 // CHILDINFO. RENAME moves a folder's children with it (RFC 3501 6.3.5).
 //
-// What a folder may hold is um's rule, not this package's: INBOX holds
-// voicemail only, and um.Mailbox refuses an APPEND into it, or a COPY or
-// MOVE of an appended e-mail, with um.ErrNotVoice (NO [CANNOT]). RENAME of
-// INBOX fails with NO [CANNOT] (RFC 3501 would move its messages away from
-// the phone).
+// What a folder may hold is um's rule, not this package's (see um's doc on
+// mail client habits): every APPEND, COPY and MOVE goes to um.Mailbox, and
+// a refusal (um.ErrNotVoice, for an e-mail offered to INBOX) is answered
+// NO [CANNOT] in the words of um.InboxRefusal. RENAME of INBOX fails with
+// NO [CANNOT] (RFC 3501 would move its messages away from the phone).
 //
 // # Flags
 //
@@ -126,8 +126,8 @@
 //
 // Each connection reads one command at a time. The command line, literals
 // aside, may be 64 KiB; a string literal 64 KiB (1 KiB before login);
-// lists nest at most 8 deep; SEARCH criteria nest at most 100 deep and
-// hold at most 500 keys. What passes a budget gets a BAD at once, before
+// lists nest only where the grammar has them, and SEARCH criteria nest at
+// most 100 deep and hold at most 500 keys. What passes a budget gets a BAD at once, before
 // anything is run or allocated for it. A literal the server refuses
 // before reading it (too large, a folder that does not exist, a command
 // that does not parse before it) is answered at once: a synchronizing one

@@ -725,11 +725,10 @@ func (c *conn) cmdSelect(tag string, readOnly bool) error {
 	if data.List != nil && c.rev2 {
 		c.writeList(data.List)
 	}
-	code := "READ-WRITE"
 	if readOnly {
-		code = "READ-ONLY"
+		return c.ok(tag, "READ-ONLY", "EXAMINE completed")
 	}
-	return c.ok(tag, code, strings.ToUpper(map[bool]string{false: "SELECT", true: "EXAMINE"}[readOnly])+" completed")
+	return c.ok(tag, "READ-WRITE", "SELECT completed")
 }
 
 func (c *conn) cmdCreate(tag string) error {

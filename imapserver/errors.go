@@ -32,7 +32,7 @@ var errorMapping = []struct {
 	{um.ErrExists, imap.StatusResponseTypeNo, imap.ResponseCodeAlreadyExists, "Folder exists already"},
 	{um.ErrMailboxFull, imap.StatusResponseTypeNo, imap.ResponseCodeOverQuota, "Voice mailbox is full"},
 	{um.ErrReserved, imap.StatusResponseTypeNo, imap.ResponseCodeCannot, "INBOX and Trash cannot be renamed or deleted"},
-	{um.ErrNotVoice, imap.StatusResponseTypeNo, imap.ResponseCodeCannot, "INBOX holds voicemail only"},
+	{um.ErrNotVoice, imap.StatusResponseTypeNo, imap.ResponseCodeCannot, um.InboxRefusal},
 	{um.ErrInvalid, imap.StatusResponseTypeNo, imap.ResponseCodeCannot, "Invalid name or argument"},
 	{um.ErrBadAudio, imap.StatusResponseTypeNo, imap.ResponseCodeCannot, "Audio is not of its stated type"},
 	{um.ErrModeConflict, imap.StatusResponseTypeNo, imap.ResponseCodeCannot, "Operation conflicts with the mailbox's delivery mode"},

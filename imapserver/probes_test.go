@@ -554,3 +554,41 @@ func TestBinaryAppendNeverSendsNUL(t *testing.T) {
 	}
 	r.until("f")
 }
+
+// TestIdleAfterMoveGetsDeposits replays what a Thunderbird did when it
+// lost a push: on its main connection UID MOVE to Trash, NOOP and UID
+// FETCH, with its second connection idling in Trash; then deposits while
+// it sits between commands; its next IDLE must tell of them at once.
+func TestIdleAfterMoveGetsDeposits(t *testing.T) {
+	for round := 0; round < 10; round++ {
+		e := newEnv(t, nil)
+		for i := 0; i < 3; i++ {
+			e.deposit("1001", "+1", 10)
+		}
+		main := e.loggedIn("alice")
+		main.cmd("b", "SELECT INBOX")
+		second := e.loggedIn("alice")
+		second.cmd("b", "SELECT Trash")
+		second.send("i IDLE\r\n")
+		second.line()
+		main.cmd("c", "UID MOVE 2 Trash")
+		main.cmd("d", "NOOP")
+		main.cmd("e", "UID FETCH 3:* (FLAGS)")
+		for i := 0; i < 3; i++ {
+			e.deposit("1001", "+2", 10)
+		}
+		main.send("f IDLE\r\n")
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			l := main.line()
+			if l == "* 5 EXISTS" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: IDLE after the deposits never got * 5 EXISTS", round)
+			}
+		}
+		main.send("DONE\r\n")
+		main.until("f")
+	}
+}

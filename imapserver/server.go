@@ -220,6 +220,10 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 		o.RenderCacheBytes = DefaultRenderCacheBytes
 	}
 	s.cache = newRenderCache(int64(o.RenderCacheBytes))
+	// The Service fills in what its Options.Render sets (time zone, wording,
+	// domain), so clients see voicemail as the sync engine and forwarding
+	// render it.
+	s.cache.render = svc.RenderEmail
 	if o.TLSConfig != nil {
 		s.tlsConf = o.TLSConfig.Clone()
 		s.tlsConf.MinVersion = max(s.tlsConf.MinVersion, tls.VersionTLS12)

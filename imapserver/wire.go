@@ -17,14 +17,14 @@ import (
 // Budgets of the command parser. A command line (everything but its
 // literals) is read into no buffer larger than maxCommandBytes; a string
 // literal other than APPEND's message is held in memory only up to
-// maxStringLiteral (maxPreLoginLiteral before login). Nesting of
-// parenthesized lists and of SEARCH criteria, and the number of SEARCH
-// keys, are capped so that no command costs more than its bytes suggest.
+// maxStringLiteral (maxPreLoginLiteral before login). The grammar nests
+// lists only where RFC 3501 does, except SEARCH criteria, whose nesting
+// and number of keys are capped so that no command costs more than its
+// bytes suggest.
 const (
 	maxCommandBytes    = 64 << 10
 	maxStringLiteral   = 64 << 10
 	maxPreLoginLiteral = 1 << 10
-	maxListDepth       = 8
 	maxSearchDepth     = 100
 	maxSearchKeys      = 500
 	// maxDiscardLiteral is the largest refused non-synchronizing literal
@@ -51,7 +51,6 @@ func badSyntax(format string, args ...any) error {
 
 var (
 	errLineTooLong = &protoError{typ: imap.StatusResponseTypeBad, code: imap.ResponseCodeTooBig, text: "Command line too long", fatal: true}
-	errTooDeep     = &protoError{typ: imap.StatusResponseTypeBad, code: imap.ResponseCodeClientBug, text: "Lists nested too deep"}
 )
 
 // decoder reads one command at a time from the client. Every byte outside
@@ -531,18 +530,15 @@ type encoder struct {
 	w *bufio.Writer
 }
 
-func (e *encoder) raw(s string)    { e.w.WriteString(s) }
-func (e *encoder) byte(b byte)     { e.w.WriteByte(b) }
-func (e *encoder) sp()             { e.w.WriteByte(' ') }
-func (e *encoder) crlf()           { e.w.WriteString("\r\n") }
-func (e *encoder) num(n uint32)    { e.w.WriteString(strconv.FormatUint(uint64(n), 10)) }
-func (e *encoder) num64(n int64)   { e.w.WriteString(strconv.FormatInt(n, 10)) }
-func (e *encoder) unum64(n uint64) { e.w.WriteString(strconv.FormatUint(n, 10)) }
-func (e *encoder) nilOr(s string)  { e.nstring(s) }
+func (e *encoder) raw(s string)  { e.w.WriteString(s) }
+func (e *encoder) byte(b byte)   { e.w.WriteByte(b) }
+func (e *encoder) sp()           { e.w.WriteByte(' ') }
+func (e *encoder) crlf()         { e.w.WriteString("\r\n") }
+func (e *encoder) num(n uint32)  { e.w.WriteString(strconv.FormatUint(uint64(n), 10)) }
+func (e *encoder) num64(n int64) { e.w.WriteString(strconv.FormatInt(n, 10)) }
 func (e *encoder) date(t time.Time) {
 	e.w.WriteString(`"` + t.Format("_2-Jan-2006 15:04:05 -0700") + `"`)
 }
-func (e *encoder) atomOrString(s string) { e.string(s) }
 
 // string writes s quoted when it can be, else as a literal.
 func (e *encoder) string(s string) {

@@ -98,6 +98,8 @@ func startDemo(tb testing.TB) *demo {
 		tb.Fatalf("build the demo PBX: %v\n%s", err, out)
 	}
 	d := &demo{t: tb, dir: tb.TempDir(), imap: freePort(tb), imaps: freePort(tb), lines: make(chan string, 1000), stderr: new(lockedBuffer)}
+	// -http "": the demo's console would take 127.0.0.1:8080, which other
+	// tests running at the same time may hold.
 	cmd := exec.Command(bin, "-data", d.dir, "-imap", d.imap, "-imaps", d.imaps, "-http", "", "-user", testUser+":"+demoPass)
 	cmd.Stderr = d.stderr
 	var err error

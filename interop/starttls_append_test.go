@@ -1,10 +1,6 @@
-// The tests in this file need the IMAP engine rewrite: a TLS ClientHello on
-// the STARTTLS port served as implicit TLS, and APPEND into INBOX handed to
-// um (the current server refuses it before um sees it). Until that engine
-// is on the branch, this file builds only with
-// "go test -tags newengine ./interop/", outside scripts/test.sh.
-
-//go:build newengine
+// Two things mail clients do that the server must take: a TLS ClientHello
+// on the STARTTLS port, and an APPEND into INBOX, which um, not the IMAP
+// server, accepts or refuses.
 
 package interop
 
