@@ -36,6 +36,22 @@ import (
 // leaves the message heard, as before this rule.
 const DeleteSeenWindow = 5 * time.Second
 
+// AutoDisplayWindow is how close to a client's delete a \Seen that client
+// sets on another message must be to count as the client's automatic
+// display, not as heard. Thunderbird, after a delete, displays the next
+// message and so marks it read (on the wire it fetches that message just
+// before it moves the deleted one to Trash); the voicemail has not been
+// played. A \Seen the same client sets on a message it does not delete,
+// within AutoDisplayWindow before or after its delete, is taken back at
+// once: the lamp stays lit, and the client is told the message is unread.
+// Opening a message any other time, or a user who reads for longer than
+// this after a delete, still marks it heard.
+const AutoDisplayWindow = 2 * time.Second
+
+// maxDeleteMarks bounds the recent client deletes remembered for
+// AutoDisplayWindow.
+const maxDeleteMarks = 256
+
 // InboxRefusal is the plain-language reason to show a mail client user when
 // an e-mail is offered to INBOX (by APPEND, COPY or MOVE): servers may use
 // it as the text of their refusal. Errors um returns for it match
@@ -66,9 +82,59 @@ type seenMark struct {
 // seenMarks remembers which client set \Seen on which message, and when.
 // The zero value is ready to use.
 type seenMarks struct {
-	mu    sync.Mutex
-	m     map[seenKey]seenMark
-	swept time.Time // last sweep of a full map
+	mu      sync.Mutex
+	m       map[seenKey]seenMark
+	swept   time.Time    // last sweep of a full map
+	deletes []deleteMark // recent client deletes, oldest first
+}
+
+type deleteMark struct {
+	mailbox string
+	source  any
+	at      time.Time
+}
+
+// deleted records that src deleted messages of mailbox at now, and returns
+// the messages, other than those in exclude, on which src set \Seen within
+// AutoDisplayWindow before now, forgetting their marks.
+func (s *seenMarks) deleted(mailbox string, src any, now time.Time, exclude map[uuid.UUID]bool) []uuid.UUID {
+	if src == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.deletes) >= maxDeleteMarks {
+		s.deletes = append(s.deletes[:0], s.deletes[1:]...)
+	}
+	s.deletes = append(s.deletes, deleteMark{mailbox, src, now})
+	var ids []uuid.UUID
+	for k, v := range s.m {
+		if k.mailbox == mailbox && !exclude[k.id] && sameSource(v.source, src) && now.Sub(v.at) <= AutoDisplayWindow {
+			ids = append(ids, k.id)
+			delete(s.m, k)
+		}
+	}
+	return ids
+}
+
+// deletedLately reports whether src deleted messages of mailbox within
+// AutoDisplayWindow before now.
+func (s *seenMarks) deletedLately(mailbox string, src any, now time.Time) bool {
+	if src == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.deletes) - 1; i >= 0; i-- {
+		d := s.deletes[i]
+		if now.Sub(d.at) > AutoDisplayWindow {
+			return false
+		}
+		if d.mailbox == mailbox && sameSource(d.source, src) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *seenMarks) set(k seenKey, src any, at time.Time) {
@@ -149,9 +215,12 @@ func (mb *Mailbox) heardBeforeLocked(ctx context.Context, ids []uuid.UUID, op Fl
 // noteFlagsLocked records the \Seen a client set with the changes of one
 // SetFlags, forgets marks the change makes moot, and takes back a
 // delete-time \Seen when the change also set \Deleted. It returns changed
-// with the flags taken back applied.
-func (mb *Mailbox) noteFlagsLocked(ctx context.Context, op FlagOp, heardBefore map[uuid.UUID]bool, changed []Message) []Message {
+// with the flags taken back applied, and the other messages whose \Seen it
+// took back as a client's automatic display (commit them with
+// commitDisplayFixLocked).
+func (mb *Mailbox) noteFlagsLocked(ctx context.Context, op FlagOp, heardBefore map[uuid.UUID]bool, changed []Message) (out, display []Message) {
 	src, now := sourceOf(ctx), mb.svc.opts.Now()
+	var newlyHeard []uuid.UUID
 	for _, m := range changed {
 		k := seenKey{mb.name, m.ID}
 		switch {
@@ -159,6 +228,9 @@ func (mb *Mailbox) noteFlagsLocked(ctx context.Context, op FlagOp, heardBefore m
 			mb.svc.seen.drop(k)
 		case heardBefore != nil && !heardBefore[m.ID]:
 			mb.svc.seen.set(k, src, now)
+			if m.Folder == Inbox && !m.Flags.Has(FlagDeleted) {
+				newlyHeard = append(newlyHeard, m.ID)
+			}
 		}
 	}
 	if src == nil && setsHeard(op) {
@@ -167,47 +239,89 @@ func (mb *Mailbox) noteFlagsLocked(ctx context.Context, op FlagOp, heardBefore m
 			mb.svc.seen.drop(seenKey{mb.name, m.ID})
 		}
 	}
-	if !setsDeleted(op) {
-		return changed
+	if setsDeleted(op) {
+		return mb.takeBackSeenLocked(ctx, changed, func(i int) (uuid.UUID, bool) {
+			return changed[i].ID, changed[i].Flags.Has(FlagDeleted)
+		})
 	}
-	return mb.takeBackSeenLocked(ctx, changed, func(i int) (uuid.UUID, bool) {
-		return changed[i].ID, changed[i].Flags.Has(FlagDeleted)
-	})
+	if len(newlyHeard) > 0 && mb.svc.seen.deletedLately(mb.name, src, now) {
+		// Displayed right after this client's delete: not played.
+		for _, id := range newlyHeard {
+			mb.svc.seen.drop(seenKey{mb.name, id})
+		}
+		display = mb.clearHeardLocked(ctx, newlyHeard)
+	}
+	return changed, display
 }
 
 // takeBackSeenLocked clears the delete-time \Seen of those of msgs that
-// were just deleted and carry one, and returns msgs as they are then.
-// markOf names, for msgs[i], the message whose \Seen mark counts (itself,
-// or the original of a copy into Trash) and whether msgs[i] was just
-// deleted. The correction is part of the caller's commit.
-func (mb *Mailbox) takeBackSeenLocked(ctx context.Context, msgs []Message, markOf func(i int) (uuid.UUID, bool)) []Message {
+// were just deleted and carry one, and returns msgs as they are then; that
+// correction is part of the caller's commit. markOf names, for msgs[i], the
+// message whose \Seen mark counts (itself, or the original of a copy into
+// Trash) and whether msgs[i] was just deleted. It also takes back the \Seen
+// the same client set on other messages of INBOX within AutoDisplayWindow
+// before, and returns those messages as display (commit them with
+// commitDisplayFixLocked).
+func (mb *Mailbox) takeBackSeenLocked(ctx context.Context, msgs []Message, markOf func(i int) (uuid.UUID, bool)) (out, display []Message) {
 	src, now := sourceOf(ctx), mb.svc.opts.Now()
 	var ids []uuid.UUID
 	at := make(map[uuid.UUID]int)
+	exclude := make(map[uuid.UUID]bool, len(msgs))
 	for i, m := range msgs {
-		if !m.Heard() {
+		mark, deleted := markOf(i)
+		if !deleted {
 			continue
 		}
-		if mark, deleted := markOf(i); deleted && mb.svc.seen.take(seenKey{mb.name, mark}, src, now) {
+		exclude[mark] = true
+		if m.Heard() && mb.svc.seen.take(seenKey{mb.name, mark}, src, now) {
 			ids = append(ids, m.ID)
 			at[m.ID] = i
 		}
 	}
+	var shown []uuid.UUID
+	for _, id := range mb.svc.seen.deleted(mb.name, src, now, exclude) {
+		if m, err := mb.svc.store.Get(ctx, mb.name, id); err == nil && m.Folder == Inbox && m.Heard() && !m.Flags.Has(FlagDeleted) {
+			shown = append(shown, id)
+		}
+	}
+	display = mb.clearHeardLocked(ctx, shown)
+	out = msgs
+	if fixed := mb.clearHeardLocked(ctx, ids); len(fixed) > 0 {
+		out = append([]Message(nil), msgs...)
+		for _, m := range fixed {
+			out[at[m.ID]] = m
+		}
+	}
+	return out, display
+}
+
+// clearHeardLocked clears \Seen on ids and returns the messages as they are
+// then. A failure leaves them heard, as they would be without the rules
+// above, and is logged: the change it corrects is committed already.
+func (mb *Mailbox) clearHeardLocked(ctx context.Context, ids []uuid.UUID) []Message {
 	if len(ids) == 0 {
-		return msgs
+		return nil
 	}
 	fixed, err := mb.svc.store.SetFlags(ctx, mb.name, ids, FlagOp{Mode: FlagsRemove, Flags: FlagHeard})
 	if err != nil {
-		// The delete itself is committed; the message stays heard, as it
-		// would without the rule.
-		mb.svc.opts.Logf("um: take back delete-time \\Seen in %q: %v", mb.name, err)
-		return msgs
+		mb.svc.opts.Logf("um: take back a client's \\Seen in %q: %v", mb.name, err)
+		return nil
 	}
-	out := append([]Message(nil), msgs...)
-	for _, m := range fixed {
-		out[at[m.ID]] = m
+	return fixed
+}
+
+// commitDisplayFixLocked publishes the \Seen taken back from messages a
+// client displayed around its delete, to every subscriber, that client
+// too: it set the flag and must learn that it is gone.
+func (mb *Mailbox) commitDisplayFixLocked(ctx context.Context, display []Message) {
+	if len(display) == 0 {
+		return
 	}
-	return out
+	events := make([]Event, len(display))
+	for i, m := range display {
+		events[i] = Event{Kind: EventFlags, Folder: m.Folder, Message: m.Clone()}
+	}
+	mb.svc.commit(context.WithValue(ctx, sourceKey{}, nil), mb.name, events)
 }
 
 // notVoiceError is the refusal of an e-mail offered to INBOX.
