@@ -29,8 +29,9 @@ import (
 //
 // What counts as heard, exactly: a \Seen set by the phone (a change made
 // without a Source), or by a client more than DeleteSeenWindow before that
-// client deletes the message, or by a client that then does not delete it.
-// The mark is kept in memory on the node that served the client and dropped
+// client deletes the message, or by a client that then does not delete it
+// and did not set it within AutoDisplayWindow of its own delete of another
+// message. The mark is kept in memory on the node that served the client and dropped
 // when used, when the message is marked unheard, or when the phone marks it
 // heard; a restart between the \Seen and the delete forgets it, which only
 // leaves the message heard, as before this rule.
