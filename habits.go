@@ -31,10 +31,10 @@ import (
 // without a Source), or by a client more than DeleteSeenWindow before that
 // client deletes the message, or by a client that then does not delete it
 // and did not set it within AutoDisplayWindow of its own delete of another
-// message. The mark is kept in memory on the node that served the client and dropped
-// when used, when the message is marked unheard, or when the phone marks it
-// heard; a restart between the \Seen and the delete forgets it, which only
-// leaves the message heard, as before this rule.
+// message. The mark is kept in memory on the node that served the client
+// and dropped when used, when the message is marked unheard, or when the
+// phone marks it heard; a restart between the \Seen and the delete forgets
+// it, which only leaves the message heard, as before this rule.
 const DeleteSeenWindow = 5 * time.Second
 
 // AutoDisplayWindow is how close to a client's delete a \Seen that client
