@@ -39,14 +39,17 @@ const DeleteSeenWindow = 5 * time.Second
 
 // AutoDisplayWindow is how close to a client's delete a \Seen that client
 // sets on another message must be to count as the client's automatic
-// display, not as heard. Thunderbird, after a delete, displays the next
-// message and so marks it read (on the wire it fetches that message just
-// before it moves the deleted one to Trash); the voicemail has not been
-// played. A \Seen the same client sets on a message it does not delete,
-// within AutoDisplayWindow before or after its delete, is taken back at
-// once: the lamp stays lit, and the client is told the message is unread.
-// Opening a message any other time, or a user who reads for longer than
-// this after a delete, still marks it heard.
+// display of the next message, not as heard. Thunderbird, on Delete, asks
+// for \Seen on the messages it deletes, then displays the next message
+// (fetching its body, which sets \Seen) and then moves the deleted ones to
+// Trash; the displayed voicemail has not been played. So when a client's
+// delete is of that shape (it asked for \Seen on the deleted messages
+// within DeleteSeenWindow before), a \Seen it set on another INBOX message
+// after that request, or within AutoDisplayWindow after the delete, is taken
+// back at once: the lamp stays lit, and the client is told the message is
+// unread. A client that only sets \Deleted (mbsync, offlineimap), or syncs
+// read flags before marking a message read and deleting it (neomutt), keeps
+// every \Seen it sets; so does a message opened at any other time.
 const AutoDisplayWindow = 2 * time.Second
 
 // maxDeleteMarks bounds the recent client deletes remembered for
@@ -75,18 +78,23 @@ type seenKey struct {
 	id      uuid.UUID
 }
 
+// seenMark is a client's request to set \Seen on a message.
 type seenMark struct {
 	source any
 	at     time.Time
+	seq    uint64 // order among marks: one per SetFlags
+	newly  bool   // the request made the message heard
 }
 
-// seenMarks remembers which client set \Seen on which message, and when.
-// The zero value is ready to use.
+// seenMarks remembers which client asked for \Seen on which message, and
+// when, and which client deletes showed Thunderbird's habit. The zero value
+// is ready to use.
 type seenMarks struct {
 	mu      sync.Mutex
 	m       map[seenKey]seenMark
+	seq     uint64
 	swept   time.Time    // last sweep of a full map
-	deletes []deleteMark // recent client deletes, oldest first
+	deletes []deleteMark // recent habit deletes, oldest first
 }
 
 type deleteMark struct {
@@ -95,13 +103,66 @@ type deleteMark struct {
 	at      time.Time
 }
 
-// deleted records that src deleted messages of mailbox at now, and returns
-// the messages, other than those in exclude, on which src set \Seen within
-// AutoDisplayWindow before now, forgetting their marks.
-func (s *seenMarks) deleted(mailbox string, src any, now time.Time, exclude map[uuid.UUID]bool) []uuid.UUID {
-	if src == nil {
-		return nil
+// next returns the sequence number for the marks of one SetFlags.
+func (s *seenMarks) next() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	return s.seq
+}
+
+func (s *seenMarks) set(k seenKey, v seenMark) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[seenKey]seenMark)
 	}
+	if _, ok := s.m[k]; !ok && len(s.m) >= maxSeenMarks {
+		// One sweep per window at most: a client that keeps the map full
+		// costs one pass over it, not one per STORE.
+		if v.at.Sub(s.swept) < DeleteSeenWindow {
+			return
+		}
+		s.swept = v.at
+		for k, old := range s.m {
+			if v.at.Sub(old.at) > DeleteSeenWindow {
+				delete(s.m, k)
+			}
+		}
+		if len(s.m) >= maxSeenMarks {
+			return
+		}
+	}
+	if old, ok := s.m[k]; ok && old.newly && sameSource(old.source, v.source) {
+		v.newly = true // asking again keeps what the first request did
+	}
+	s.m[k] = v
+}
+
+func (s *seenMarks) drop(k seenKey) {
+	s.mu.Lock()
+	delete(s.m, k)
+	s.mu.Unlock()
+}
+
+// take returns the mark src left on k's message within DeleteSeenWindow
+// before now, and forgets the mark either way.
+func (s *seenMarks) take(k seenKey, src any, now time.Time) (seenMark, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[k]
+	if !ok {
+		return seenMark{}, false
+	}
+	delete(s.m, k)
+	return v, src != nil && sameSource(v.source, src) && now.Sub(v.at) <= DeleteSeenWindow
+}
+
+// displayed records a habit delete by src in mailbox at now, and returns the
+// messages, other than those in exclude, that src made heard after its
+// request for \Seen numbered since and within AutoDisplayWindow before now,
+// forgetting their marks.
+func (s *seenMarks) displayed(mailbox string, src any, now time.Time, since uint64, exclude map[uuid.UUID]bool) []uuid.UUID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.deletes) >= maxDeleteMarks {
@@ -110,7 +171,7 @@ func (s *seenMarks) deleted(mailbox string, src any, now time.Time, exclude map[
 	s.deletes = append(s.deletes, deleteMark{mailbox, src, now})
 	var ids []uuid.UUID
 	for k, v := range s.m {
-		if k.mailbox == mailbox && !exclude[k.id] && sameSource(v.source, src) && now.Sub(v.at) <= AutoDisplayWindow {
+		if k.mailbox == mailbox && !exclude[k.id] && v.newly && v.seq > since && sameSource(v.source, src) && now.Sub(v.at) <= AutoDisplayWindow {
 			ids = append(ids, k.id)
 			delete(s.m, k)
 		}
@@ -118,7 +179,7 @@ func (s *seenMarks) deleted(mailbox string, src any, now time.Time, exclude map[
 	return ids
 }
 
-// deletedLately reports whether src deleted messages of mailbox within
+// deletedLately reports whether src made a habit delete in mailbox within
 // AutoDisplayWindow before now.
 func (s *seenMarks) deletedLately(mailbox string, src any, now time.Time) bool {
 	if src == nil {
@@ -136,50 +197,6 @@ func (s *seenMarks) deletedLately(mailbox string, src any, now time.Time) bool {
 		}
 	}
 	return false
-}
-
-func (s *seenMarks) set(k seenKey, src any, at time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = make(map[seenKey]seenMark)
-	}
-	if len(s.m) >= maxSeenMarks {
-		// One sweep per window at most: a client that keeps the map full
-		// costs one pass over it, not one per STORE.
-		if at.Sub(s.swept) < DeleteSeenWindow {
-			return
-		}
-		s.swept = at
-		for k, v := range s.m {
-			if at.Sub(v.at) > DeleteSeenWindow {
-				delete(s.m, k)
-			}
-		}
-		if len(s.m) >= maxSeenMarks {
-			return
-		}
-	}
-	s.m[k] = seenMark{source: src, at: at}
-}
-
-func (s *seenMarks) drop(k seenKey) {
-	s.mu.Lock()
-	delete(s.m, k)
-	s.mu.Unlock()
-}
-
-// take reports whether src set \Seen on k's message within DeleteSeenWindow
-// before now, and forgets the mark either way.
-func (s *seenMarks) take(k seenKey, src any, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.m[k]
-	if !ok {
-		return false
-	}
-	delete(s.m, k)
-	return src != nil && sameSource(v.source, src) && now.Sub(v.at) <= DeleteSeenWindow
 }
 
 // setsHeard reports whether op can set \Seen.
@@ -213,31 +230,32 @@ func (mb *Mailbox) heardBeforeLocked(ctx context.Context, ids []uuid.UUID, op Fl
 	return before
 }
 
-// noteFlagsLocked records the \Seen a client set with the changes of one
-// SetFlags, forgets marks the change makes moot, and takes back a
+// noteFlagsLocked records the requests for \Seen a client made with one
+// SetFlags of ids, forgets marks the change makes moot, and takes back a
 // delete-time \Seen when the change also set \Deleted. It returns changed
 // with the flags taken back applied, and the other messages whose \Seen it
 // took back as a client's automatic display (commit them with
 // commitDisplayFixLocked).
-func (mb *Mailbox) noteFlagsLocked(ctx context.Context, op FlagOp, heardBefore map[uuid.UUID]bool, changed []Message) (out, display []Message) {
+func (mb *Mailbox) noteFlagsLocked(ctx context.Context, ids []uuid.UUID, op FlagOp, heardBefore map[uuid.UUID]bool, changed []Message) (out, display []Message) {
 	src, now := sourceOf(ctx), mb.svc.opts.Now()
-	var newlyHeard []uuid.UUID
-	for _, m := range changed {
-		k := seenKey{mb.name, m.ID}
-		switch {
-		case !m.Heard():
-			mb.svc.seen.drop(k)
-		case heardBefore != nil && !heardBefore[m.ID]:
-			mb.svc.seen.set(k, src, now)
-			if m.Folder == Inbox && !m.Flags.Has(FlagDeleted) {
-				newlyHeard = append(newlyHeard, m.ID)
-			}
+	if src == nil && setsHeard(op) {
+		// The phone played them: heard, whatever a client does next.
+		for _, id := range ids {
+			mb.svc.seen.drop(seenKey{mb.name, id})
 		}
 	}
-	if src == nil && setsHeard(op) {
-		// The phone played it: heard, whatever a client does next.
-		for _, m := range changed {
+	newly := make(map[uuid.UUID]bool)
+	for _, m := range changed {
+		if !m.Heard() {
 			mb.svc.seen.drop(seenKey{mb.name, m.ID})
+		} else if heardBefore != nil && !heardBefore[m.ID] {
+			newly[m.ID] = true
+		}
+	}
+	if src != nil && setsHeard(op) {
+		seq := mb.svc.seen.next()
+		for _, id := range ids {
+			mb.svc.seen.set(seenKey{mb.name, id}, seenMark{source: src, at: now, seq: seq, newly: newly[id]})
 		}
 	}
 	if setsDeleted(op) {
@@ -245,42 +263,59 @@ func (mb *Mailbox) noteFlagsLocked(ctx context.Context, op FlagOp, heardBefore m
 			return changed[i].ID, changed[i].Flags.Has(FlagDeleted)
 		})
 	}
-	if len(newlyHeard) > 0 && mb.svc.seen.deletedLately(mb.name, src, now) {
-		// Displayed right after this client's delete: not played.
-		for _, id := range newlyHeard {
+	var shown []uuid.UUID
+	for _, m := range changed {
+		if newly[m.ID] && m.Folder == Inbox && !m.Flags.Has(FlagDeleted) {
+			shown = append(shown, m.ID)
+		}
+	}
+	if len(shown) > 0 && mb.svc.seen.deletedLately(mb.name, src, now) {
+		// Displayed right after this client's habit delete: not played.
+		for _, id := range shown {
 			mb.svc.seen.drop(seenKey{mb.name, id})
 		}
-		display = mb.clearHeardLocked(ctx, newlyHeard)
+		display = mb.clearHeardLocked(ctx, shown)
 	}
 	return changed, display
 }
 
-// takeBackSeenLocked clears the delete-time \Seen of those of msgs that
-// were just deleted and carry one, and returns msgs as they are then; that
-// correction is part of the caller's commit. markOf names, for msgs[i], the
-// message whose \Seen mark counts (itself, or the original of a copy into
-// Trash) and whether msgs[i] was just deleted. It also takes back the \Seen
-// the same client set on other messages of INBOX within AutoDisplayWindow
-// before, and returns those messages as display (commit them with
-// commitDisplayFixLocked).
+// takeBackSeenLocked handles a client's delete of msgs (markOf names, for
+// msgs[i], the message whose \Seen mark counts, itself or the original of a
+// copy into Trash, and whether msgs[i] was just deleted). A delete is
+// Thunderbird's habit when the client asked for \Seen on the messages it
+// deletes just before (DeleteSeenWindow). Then the delete-time \Seen those
+// requests set is cleared, as part of the caller's commit, and msgs are
+// returned as they are then; and the \Seen the client set in between on
+// other messages of INBOX, its display of the next message
+// (AutoDisplayWindow), is cleared too and those messages are returned as
+// display (commit them with commitDisplayFixLocked).
 func (mb *Mailbox) takeBackSeenLocked(ctx context.Context, msgs []Message, markOf func(i int) (uuid.UUID, bool)) (out, display []Message) {
 	src, now := sourceOf(ctx), mb.svc.opts.Now()
 	var ids []uuid.UUID
 	at := make(map[uuid.UUID]int)
 	exclude := make(map[uuid.UUID]bool, len(msgs))
+	habit, since := false, ^uint64(0)
 	for i, m := range msgs {
 		mark, deleted := markOf(i)
 		if !deleted {
 			continue
 		}
 		exclude[mark] = true
-		if m.Heard() && mb.svc.seen.take(seenKey{mb.name, mark}, src, now) {
+		v, ok := mb.svc.seen.take(seenKey{mb.name, mark}, src, now)
+		if !ok {
+			continue
+		}
+		habit, since = true, min(since, v.seq)
+		if v.newly && m.Heard() {
 			ids = append(ids, m.ID)
 			at[m.ID] = i
 		}
 	}
+	if !habit {
+		return msgs, nil
+	}
 	var shown []uuid.UUID
-	for _, id := range mb.svc.seen.deleted(mb.name, src, now, exclude) {
+	for _, id := range mb.svc.seen.displayed(mb.name, src, now, since, exclude) {
 		if m, err := mb.svc.store.Get(ctx, mb.name, id); err == nil && m.Folder == Inbox && m.Heard() && !m.Flags.Has(FlagDeleted) {
 			shown = append(shown, id)
 		}

@@ -409,24 +409,52 @@ func TestAutoDisplayAroundDeleteIsNotHeard(t *testing.T) {
 			mustMove(t, f, tb, gone, um.Trash)
 		}, false},
 		{"displayed just after the delete", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
 			mustMove(t, f, tb, gone, um.Trash)
 			c.advance(300 * time.Millisecond)
 			mustSetFlags(t, f, tb, next, seenAdd)
 		}, false},
 		{"displayed just after setting \\Deleted", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
 			mustSetFlags(t, f, tb, gone, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
 			mustSetFlags(t, f, tb, next, seenAdd)
 		}, false},
+		{"the one deleted was heard already (Thunderbird asks for \\Seen anyway)", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			if err := f.mb.MarkHeard(ctx, gone); err != nil {
+				t.Fatal(err)
+			}
+			mustSetFlags(t, f, tb, gone, seenAdd)
+			mustSetFlags(t, f, tb, next, seenAdd)
+			mustMove(t, f, tb, gone, um.Trash)
+		}, false},
+		{"a sync client stores \\Seen on one and \\Deleted on another (mbsync): heard", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, next, seenAdd)
+			mustSetFlags(t, f, tb, gone, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
+			if _, err := f.mb.Expunge(tb, um.Inbox, nil); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"a client syncs what was read, the deleted one last (neomutt): heard", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, next, seenAdd)
+			mustSetFlags(t, f, tb, gone, seenAdd)
+			if _, err := f.mb.Copy(tb, []uuid.UUID{gone}, um.Trash); err != nil {
+				t.Fatal(err)
+			}
+			mustSetFlags(t, f, tb, gone, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
+		}, true},
 		{"opened well after the delete: heard", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
 			mustMove(t, f, tb, gone, um.Trash)
 			c.advance(um.AutoDisplayWindow + time.Second)
 			mustSetFlags(t, f, tb, next, seenAdd)
 		}, true},
 		{"opened by another client around the delete: heard", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
 			mustMove(t, f, tb, gone, um.Trash)
 			mustSetFlags(t, f, um.WithSource(ctx, &session{"phone app"}), next, seenAdd)
 		}, true},
 		{"played on the phone around the delete: heard", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
 			mustMove(t, f, tb, gone, um.Trash)
 			if err := f.mb.MarkHeard(ctx, next); err != nil {
 				t.Fatal(err)

@@ -301,7 +301,7 @@ func (mb *Mailbox) SetFlags(ctx context.Context, ids []uuid.UUID, op FlagOp) ([]
 	if err != nil {
 		return nil, fmt.Errorf("um: set flags in %q: %w", mb.name, err)
 	}
-	changed, display := mb.noteFlagsLocked(ctx, op, heardBefore, changed)
+	changed, display := mb.noteFlagsLocked(ctx, ids, op, heardBefore, changed)
 	events := make([]Event, len(changed))
 	for i, m := range changed {
 		events[i] = Event{Kind: EventFlags, Folder: m.Folder, Message: m.Clone()}
