@@ -20,7 +20,10 @@
 //		MaxMessages: 100, MaxRecordedTime: 30 * time.Minute, TrashRetention: 30 * 24 * time.Hour,
 //	})
 //	mb, err := svc.EnsureMailbox(ctx, "1001")
-//	msg, err := mb.Deposit(ctx, um.Deposit{Audio: recording, CallerNumber: from, Duration: d})
+//	msg, err := mb.Deposit(ctx, um.Deposit{Audio: recording, CallerNumber: from})
+//
+// The README's quick start, which also runs as Example_quickStart, adds
+// the IMAP server and the shutdown order.
 //
 // Call control then lists (Mailbox.List), plays (Mailbox.OpenAudio), marks
 // heard (Mailbox.MarkHeard), deletes (Mailbox.Delete, to Trash) and restores
@@ -101,10 +104,23 @@
 // to the subscription with that Source, so an IMAP session does not see its
 // own STORE echoed.
 //
-// The MWI hook runs on a goroutine of its own, never under a lock, after the
-// commit. Calls for a mailbox come in commit order; a burst of changes may
-// be merged into one call, but the last call always carries the final state.
-// Service.MWI answers the current state at any time, read from the store.
+// The MWI hook runs on goroutines of um's own, never under a lock, after the
+// commit. Calls for a mailbox come one at a time in commit order; a burst of
+// changes may be merged into one call, but the last call always carries the
+// final state. Calls for different mailboxes run in parallel on a bounded
+// set of workers (Options.MWIWorkers), so a hook blocked on one phone does
+// not delay another's lamp. Service.MWI answers the current state at any
+// time, read from the store; Options.AnnounceMWI gives every lamp once at
+// start.
+//
+// # Logs and metrics
+//
+// Options.Logger (log/slog) receives what has no caller to return to, at
+// Warn for what um retries and Error for store faults, with a mailbox
+// attribute where one is concerned. Options.Observer is told of deposits and
+// of each hook call with its latency; package metrics turns that, a timed
+// Store wrapper and the other packages' Stats and Status into Prometheus
+// metrics, so this package needs no metrics library.
 //
 // # Stores
 //
@@ -116,25 +132,47 @@
 // small Store interface, a store may offer optional ones, found by type
 // assertion, each with a fallback: Counter (lamp counts and usage without
 // listing), Expunger (IMAP EXPUNGE's check and removal in one atomic step),
-// Watcher (changes made by other nodes) and Publisher.
+// Watcher (changes made by other nodes) and Publisher, ModSeqer and
+// FolderSubscriber (IMAP CONDSTORE, QRESYNC and subscriptions), Limiter
+// (limits checked inside the store's transaction), DeliveryModes (the
+// delivery mode of each mailbox, kept across nodes and restarts), Leaser and
+// OutwardState (one owner at a time for a mailbox's outward work, and its
+// state). A host that wraps its store keeps them by giving the wrapper an
+// Unwrap method (Unwrapper); New logs which it found.
 //
 // In a cluster every node runs its own Service with its own Options.Node
 // over one shared store. Changes made on one node reach the subscribers of
-// the others through the store's change feed (the Watcher interface). The
-// MWI hook runs only on the node where a change was made, so each lamp change
-// is announced once, not once per node. Two caveats follow: a node that dies
-// between its commit and its hook call leaves that change unannounced until
-// the next change or the host's periodic refresh (Service.MWI), and the
-// limits of Options are checked per node, so nodes depositing into one
-// mailbox at once may pass a limit by a message or two.
+// the others through the store's change feed (the Watcher interface). Every
+// node's MWI hook hears every lamp change, made on that node or another,
+// since a phone's SIP subscription may be held by any node; MWIState.Node
+// says where the change was made, for a host that wants each change
+// announced by one node only. Two caveats follow: a change whose
+// notification is lost (a dropped feed connection) is announced by the other
+// nodes when they reread the lamps they know, and on a store without Limiter
+// the limits of Options are checked per node, so nodes depositing into one
+// mailbox at once may pass a limit by a message or two (pgstore implements
+// Limiter: they never do).
 //
 // # Limits
 //
 // Options.MaxMessages and Options.MaxRecordedTime bound what a mailbox holds
-// outside Trash; a deposit past them fails with ErrMailboxFull and stores
-// nothing. Options.TrashRetention purges Trash after an age. A mailbox
+// outside Trash; a deposit, append, copy or undelete past them fails with
+// ErrMailboxFull and stores nothing (a copy counts all the copies it adds).
+// Options.TrashRetention purges Trash after an age. A mailbox
 // delivers to mail clients either by IMAP sync or by e-mail forwarding, not
-// both: Service.ClaimDelivery enforces it with ErrModeConflict.
+// both: Service.ClaimDelivery enforces it with ErrModeConflict, through the
+// store when it implements DeliveryModes.
+//
+// # Recordings and their rendering
+//
+// Deposit checks a recording before it stores it: the type must be an
+// audio media type whose format the first bytes do not contradict, and a
+// WAV's length comes from its header whenever the caller gives none or
+// one more than DurationTolerance off (Mailbox.Deposit has the rules).
+// Each voicemail is shown to mail clients as one rendered e-mail
+// (RenderEmail); Options.Render and Options.TextsFor set its time zone and
+// wording, per language (NewTexts), for the IMAP server, the sync engine
+// and forwarding alike, which render through Service.RenderEmail.
 //
 // # Standards
 //

@@ -1,14 +1,11 @@
 package um
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 )
@@ -161,8 +158,24 @@ func (mb *Mailbox) OpenAudio(ctx context.Context, id uuid.UUID) (io.ReadCloser, 
 // ErrMailboxFull when the mailbox is at its limits, ErrInvalid or
 // ErrBadAudio for bad input; then nothing is stored.
 //
-// Deposit holds the mailbox's write lock while it reads d.Audio: hand it a
-// finished recording, not a live stream.
+// The recording is checked before anything is stored. d.AudioType is parsed
+// as a media type (parameters such as codecs=1 are kept); a type that is not
+// audio/*, or whose recording's first bytes say another format (Ogg bytes
+// labelled audio/wav, WAV bytes labelled audio/mpeg), fails with
+// ErrBadAudio. The WAV types (audio/wav, audio/x-wav, audio/wave,
+// audio/vnd.wave) are stored as audio/wav. A WAV's length is read from its
+// header, and the message records it when d.Duration is zero or more than
+// DurationTolerance away from it: Subject, Content-Duration and
+// MaxRecordedTime all see the length of the audio, not a caller's mistake.
+// A WAV shorter than its header says fails with ErrBadAudio. For other
+// types um cannot measure the length, and a zero d.Duration fails with
+// ErrInvalid.
+//
+// Deposit reads the first 64 KiB of d.Audio before it takes the mailbox's
+// write lock, and the rest while holding it: hand it a finished recording,
+// not a live stream. (A WAV whose header leaves the data size unset, as
+// streaming recorders write, is read whole first unless d.Audio is an
+// io.Seeker; up to 64 MiB.)
 func (mb *Mailbox) Deposit(ctx context.Context, d Deposit) (Message, error) {
 	if d.Audio == nil {
 		return Message{}, fmt.Errorf("%w: deposit without audio", ErrInvalid)
@@ -170,12 +183,13 @@ func (mb *Mailbox) Deposit(ctx context.Context, d Deposit) (Message, error) {
 	if d.Duration < 0 {
 		return Message{}, fmt.Errorf("%w: negative duration %v", ErrInvalid, d.Duration)
 	}
-	if d.AudioType == "" {
-		d.AudioType = "audio/wav"
-	}
-	audio, err := checkAudio(d.AudioType, d.Audio)
+	rec, err := checkRecording(d.AudioType, d.Audio)
 	if err != nil {
 		return Message{}, err
+	}
+	d.AudioType = rec.audioType
+	if d.Duration = depositDuration(d.Duration, rec.measured); d.Duration == 0 && rec.measured < 0 {
+		return Message{}, fmt.Errorf("%w: no duration for %s audio, which um cannot measure", ErrInvalid, d.AudioType)
 	}
 	now := mb.svc.opts.Now()
 	if d.Time.IsZero() {
@@ -196,7 +210,7 @@ func (mb *Mailbox) Deposit(ctx context.Context, d Deposit) (Message, error) {
 	if d.Urgent {
 		m.Flags = FlagFlagged
 	}
-	return mb.add(ctx, m, audio)
+	return mb.add(ctx, m, rec.r)
 }
 
 // Append stores an e-mail a mail client uploaded into a user folder. Flags,
@@ -234,45 +248,15 @@ func (mb *Mailbox) Append(ctx context.Context, folder string, tmpl Message, r io
 
 func (mb *Mailbox) add(ctx context.Context, m Message, r io.Reader) (Message, error) {
 	defer mb.svc.lock(mb.name)()
-	if err := mb.checkLimitsLocked(ctx, m); err != nil {
-		return Message{}, err
-	}
-	stored, err := mb.svc.store.Append(ctx, mb.name, m, r)
+	stored, err := mb.appendLocked(ctx, m, r)
 	if err != nil {
 		return Message{}, fmt.Errorf("um: store message in %q of %q: %w", m.Folder, mb.name, err)
 	}
 	mb.svc.commit(ctx, mb.name, []Event{{Kind: EventAdded, Folder: stored.Folder, Message: stored.Clone()}})
+	if !stored.Raw {
+		mb.svc.opts.Observer.Deposited(mb.name, stored)
+	}
 	return stored, nil
-}
-
-func (mb *Mailbox) checkLimitsLocked(ctx context.Context, m Message) error {
-	if m.Folder == Trash {
-		return nil
-	}
-	return mb.checkRoomLocked(ctx, 1, m.Duration)
-}
-
-// checkRoomLocked fails with ErrMailboxFull when n more messages of summed
-// duration d would pass the limits. The check and the write that follows
-// happen under the mailbox lock of this node; nodes of a cluster may pass a
-// limit together by a few messages.
-func (mb *Mailbox) checkRoomLocked(ctx context.Context, n int, d time.Duration) error {
-	o := mb.svc.opts
-	if o.MaxMessages <= 0 && o.MaxRecordedTime <= 0 {
-		return nil
-	}
-	u, err := mb.svc.usage(ctx, mb.name)
-	if err != nil {
-		return err
-	}
-	count, total := u.Messages+n, u.Recorded+d
-	if o.MaxMessages > 0 && count > o.MaxMessages {
-		return fmt.Errorf("%w: %q holds %d messages, room for %d more", ErrMailboxFull, mb.name, u.Messages, max(o.MaxMessages-u.Messages, 0))
-	}
-	if o.MaxRecordedTime > 0 && total > o.MaxRecordedTime {
-		return fmt.Errorf("%w: %q would hold %v of recordings, over %v", ErrMailboxFull, mb.name, total, o.MaxRecordedTime)
-	}
-	return nil
 }
 
 // MarkHeard marks messages heard (\Seen), as when they were played.
@@ -395,21 +379,7 @@ func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]
 			}
 		}
 	}
-	if folder != Trash {
-		// Trash does not count against the limits: what leaves it does.
-		n, d := 0, time.Duration(0)
-		for _, m := range before {
-			if m.Folder == Trash {
-				n, d = n+1, d+m.Duration
-			}
-		}
-		if n > 0 {
-			if err := mb.checkRoomLocked(ctx, n, d); err != nil {
-				return nil, err
-			}
-		}
-	}
-	moved, err := mb.svc.store.Move(ctx, mb.name, ids, folder, mb.svc.opts.Now().UTC())
+	moved, err := mb.moveLocked(ctx, before, ids, folder)
 	if err != nil {
 		return nil, fmt.Errorf("um: move to %q in %q: %w", folder, mb.name, err)
 	}
@@ -456,15 +426,8 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 		if folder == Inbox && m.Raw {
 			return nil, mb.notVoiceError("copy to")
 		}
-		if err := mb.checkLimitsLocked(ctx, Message{Folder: folder, Duration: m.Duration}); err != nil {
-			return nil, err
-		}
 	}
-	newIDs := make([]uuid.UUID, len(ids))
-	for i := range newIDs {
-		newIDs[i] = uuid.New()
-	}
-	copies, err := mb.svc.store.Copy(ctx, mb.name, ids, folder, newIDs, mb.svc.opts.Now().UTC())
+	copies, err := mb.copyLocked(ctx, before, ids, folder)
 	if err != nil {
 		return nil, fmt.Errorf("um: copy to %q in %q: %w", folder, mb.name, err)
 	}
@@ -499,7 +462,7 @@ func (mb *Mailbox) Expunge(ctx context.Context, folder string, uids []UID) ([]Me
 			want[u] = true
 		}
 	}
-	if x, ok := mb.svc.store.(Expunger); ok {
+	if x := mb.svc.caps.expunger; x != nil {
 		gone, err := x.Expunge(ctx, mb.name, folder, uids)
 		if err != nil {
 			return nil, fmt.Errorf("um: expunge %q of %q: %w", folder, mb.name, err)
@@ -622,22 +585,4 @@ func validFolder(name string) error {
 		}
 	}
 	return nil
-}
-
-// checkAudio refuses audio that is not what its type says, looking only at
-// the first bytes, and returns a reader that still yields every byte.
-func checkAudio(audioType string, r io.Reader) (io.Reader, error) {
-	t := strings.ToLower(audioType)
-	if t != "audio/wav" && t != "audio/x-wav" && t != "audio/wave" {
-		return r, nil
-	}
-	br := bufio.NewReaderSize(r, 64)
-	head, err := br.Peek(12)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("um: read audio: %w", err)
-	}
-	if len(head) < 12 || !bytes.Equal(head[0:4], []byte("RIFF")) || !bytes.Equal(head[8:12], []byte("WAVE")) {
-		return nil, fmt.Errorf("%w: %s without a RIFF/WAVE header", ErrBadAudio, audioType)
-	}
-	return br, nil
 }

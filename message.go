@@ -54,11 +54,11 @@ type Deposit struct {
 	// Audio is read to EOF; a read error fails the deposit and stores
 	// nothing. Required.
 	Audio        io.Reader
-	AudioType    string // MIME type; "audio/wav" when empty
+	AudioType    string // media type, audio/*; "audio/wav" when empty (see Mailbox.Deposit)
 	CallerNumber string
 	CallerName   string
 	Time         time.Time     // when the call came in; now when zero
-	Duration     time.Duration // length of the recording; must not be negative
+	Duration     time.Duration // length of the recording; must not be negative; zero measures a WAV (see Mailbox.Deposit)
 	Urgent       bool
 	Transcript   string
 }

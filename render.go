@@ -41,6 +41,9 @@ type RenderOptions struct {
 	// attachment's file name. Default UTC, so the bytes do not depend on
 	// the zone a store hands times back in.
 	Location *time.Location
+	// Texts is the wording of the Subject and the text part, one language's
+	// templates (NewTexts). Default EnglishTexts.
+	Texts *Texts
 }
 
 // Email is a voicemail rendered as an e-mail, or an e-mail a mail client
@@ -139,7 +142,11 @@ func RenderEmail(m Message, opts RenderOptions) *Email {
 	default:
 		field("To", "undisclosed-recipients:;")
 	}
-	field("Subject", "Voice message from "+c.subject()+", "+length)
+	subject, body, lang := opts.Texts.texts(TextData{
+		CallerName: c.name, CallerNumber: c.number, Time: when, Length: length, Seconds: secs, Urgent: m.Urgent,
+		Transcript: strings.ReplaceAll(strings.ReplaceAll(strings.TrimSpace(m.Transcript), "\r\n", "\n"), "\r", "\n"),
+	})
+	field("Subject", encodeSubject(subject))
 	field("Message-ID", "<"+e.id+"@"+opts.Domain+">")
 	field("MIME-Version", "1.0")
 	field("Content-Type", mime.FormatMediaType("multipart/mixed", map[string]string{"boundary": boundary}))
@@ -160,18 +167,26 @@ func RenderEmail(m Message, opts RenderOptions) *Email {
 	b.WriteString("\r\n")
 	e.headLen = b.Len()
 
-	text, enc := textBody(c, when, length, m.Urgent, m.Transcript, boundary)
+	text, enc := textBody(body, boundary)
 	b.WriteString("--" + boundary + "\r\n")
 	textStart := b.Len()
 	field("Content-Type", "text/plain; charset=utf-8")
 	field("Content-Transfer-Encoding", enc)
+	var langs []string
+	if lang != "" {
+		field("Content-Language", lang)
+		langs = []string{lang}
+	}
 	b.WriteString("\r\n")
 	textBodyStart := b.Len()
 	b.Write(text)
 	textEnd := b.Len()
 
 	ctype, cparams := audioType(m.AudioType)
-	filename := "voicemail-" + when.Format("20060102-150405") + "-" + localPart(strings.TrimLeft(c.number, "+"), "unknown") + audioExt(ctype)
+	// The ID's first eight hex digits make the name differ per message:
+	// ten messages from one caller in one second are ten files.
+	filename := "voicemail-" + when.Format("20060102-150405") + "-" + localPart(strings.TrimLeft(c.number, "+"), "unknown") +
+		"-" + strings.ReplaceAll(e.id, "-", "")[:8] + audioExt(ctype)
 	cparams["name"] = filename
 	b.WriteString("\r\n--" + boundary + "\r\n")
 	audioStart := b.Len()
@@ -197,7 +212,7 @@ func RenderEmail(m Message, opts RenderOptions) *Email {
 		HeaderStart: 0, BodyStart: int64(e.headLen), End: total,
 		Children: []*MIMEPart{{
 			Type: "text", Subtype: "plain", Params: map[string]string{"charset": "utf-8"},
-			Encoding: enc, Size: int64(len(text)), Lines: int64(bytes.Count(text, []byte("\n"))),
+			Encoding: enc, Size: int64(len(text)), Lines: int64(bytes.Count(text, []byte("\n"))), Language: langs,
 			HeaderStart: int64(textStart), BodyStart: int64(textBodyStart), End: int64(textEnd),
 		}, {
 			Type: typ, Subtype: sub, Params: cparams,
@@ -509,14 +524,6 @@ func (c caller) display() string {
 	return "unknown caller"
 }
 
-func (c caller) subject() string {
-	s := unstructured(c.display())
-	if c.name != "" && c.number != "" {
-		s += " (" + unstructured(c.number) + ")"
-	}
-	return s
-}
-
 func (c caller) from(domain string) string {
 	name := c.display()
 	if c.name == "" && c.number == "" {
@@ -525,25 +532,10 @@ func (c caller) from(domain string) string {
 	return phrase(name) + " <" + localPart(c.number, "unknown") + "@" + domain + ">"
 }
 
-func textBody(c caller, when time.Time, length string, urgent bool, transcript, boundary string) ([]byte, string) {
-	var s strings.Builder
-	s.WriteString("Voice message from " + c.display() + "\n\n")
-	if c.name != "" {
-		s.WriteString("Caller: " + c.name + "\n")
-	}
-	if c.number != "" {
-		s.WriteString("Number: " + c.number + "\n")
-	}
-	s.WriteString("Time:   " + when.Format("Mon, 02 Jan 2006 15:04:05 -0700") + "\n")
-	s.WriteString("Length: " + length + "\n")
-	if urgent {
-		s.WriteString("Urgent: yes\n")
-	}
-	if t := strings.TrimSpace(transcript); t != "" {
-		t = strings.ReplaceAll(strings.ReplaceAll(t, "\r\n", "\n"), "\r", "\n")
-		s.WriteString("\nTranscript:\n" + t + "\n")
-	}
-	body := strings.ReplaceAll(s.String(), "\n", "\r\n")
+// textBody encodes the text part's body, whose lines end in \n, with CRLF
+// line ends: as 7bit when it can go so, else quoted-printable.
+func textBody(s, boundary string) ([]byte, string) {
+	body := strings.ReplaceAll(s, "\n", "\r\n")
 	if plain7bit(body) && !strings.Contains(body, boundary) {
 		return []byte(body), "7bit"
 	}

@@ -100,6 +100,7 @@ func goldenCases() []struct {
 		{"urgent", urgent, um.RenderOptions{Domain: "pbx.example.com", To: `"Bob Example" <bob@example.com>`, Location: time.FixedZone("CET", 3600)}},
 		{"zero-duration", zero, um.RenderOptions{}},
 		{"unknown-caller", unknown, um.RenderOptions{Mailbox: "1001"}},
+		{"german", urgent, um.RenderOptions{Mailbox: "1001", Location: time.FixedZone("CET", 3600), Texts: germanTexts}},
 	}
 }
 
@@ -596,7 +597,7 @@ func ExampleRenderEmail() {
 	audio := e.Structure().Children[1]
 	fmt.Println("section 2:", audio.Type+"/"+audio.Subtype, audio.DispositionParams["filename"], audio.Size, "octets")
 	// Output:
-	// size: 66797
+	// size: 66815
 	// Date: Tue, 02 Jan 2024 15:04:05 +0000
 	// From: "Alice Example" <+4930123@pbx.example.com>
 	// To: <1001@pbx.example.com>
@@ -612,7 +613,7 @@ func ExampleRenderEmail() {
 	// X-VoiceMessageSenderName: Alice Example
 	// X-Um-Message-Id: 0b1c2d3e-4f50-4617-8283-94a5b6c7d8e9
 	//
-	// section 2: audio/wav voicemail-20240102-150405-4930123.wav 65686 octets
+	// section 2: audio/wav voicemail-20240102-150405-4930123-0b1c2d3e.wav 65686 octets
 }
 
 func BenchmarkRenderHeader(b *testing.B) {

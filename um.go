@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/embeddedum/um/internal/slogf"
 )
 
 // Errors callers tell apart with errors.Is. Errors um returns wrap them with
@@ -23,8 +26,10 @@ var (
 	// ErrInvalid: an argument is malformed (an empty name, a nil reader, a
 	// negative duration). Nothing was changed.
 	ErrInvalid = errors.New("um: invalid argument")
-	// ErrBadAudio: the audio is not of the type it claims (for example a
-	// WAV without a RIFF/WAVE header). Nothing was stored.
+	// ErrBadAudio: the audio's type is not an audio media type, or the
+	// audio is not of the type it claims (Ogg bytes labelled audio/wav, a
+	// WAV without a RIFF/WAVE header or shorter than its header says).
+	// Nothing was stored.
 	ErrBadAudio = errors.New("um: bad audio")
 	// ErrNotVoice: an operation for voicemail was asked of an e-mail a mail
 	// client appended, or an e-mail was offered where only voicemail goes.
@@ -69,13 +74,38 @@ type Options struct {
 	// moving them to Trash.
 	PurgeOnDelete bool
 	// Node names this service in a cluster of services that share one
-	// Store. Changes carry it, and the MWI hook runs only on the node where
-	// a change was made, so a lamp is announced once. Default "local".
+	// Store. Changes carry it, and MWIState.Node tells the MWI hook where a
+	// change was made. Default "local".
 	Node string
+	// Render is how voicemail looks as e-mail wherever it is rendered
+	// through Service.RenderEmail (the IMAP server, the sync engine,
+	// forwarding): the time zone, the wording, the mail domain. Fields the
+	// caller of RenderEmail sets win. Keep it fixed: IMAP clients cache
+	// what a message looked like.
+	Render RenderOptions
+	// TextsFor, when set, picks the wording for a mailbox (its user's
+	// language); a nil result falls back to Render.Texts, then English.
+	TextsFor func(mailbox string) *Texts
+	// AnnounceMWI makes New call the MWI hook once for every mailbox, with
+	// its current state, whether or not it changed: phones may have missed
+	// changes while this node was down.
+	AnnounceMWI bool
+	// MWIWorkers bounds the MWI hook calls in progress at once, each for a
+	// different mailbox. Default 32. See MWIFunc.
+	MWIWorkers int
+	// Observer, when set, is told of deposits and MWI hook calls, for
+	// metrics. See Observer.
+	Observer Observer
 	// Now returns the current time; time.Now when nil. For tests.
 	Now func() time.Time
-	// Logf receives errors that have no caller to return to (a failed
-	// retention purge, a lost change feed). Default: dropped.
+	// Logger receives what has no caller to return to: store faults (a
+	// failed retention purge, a change that could not be published) at
+	// Error, a lost change feed or an MWI read that will be retried at Warn,
+	// with the attribute mailbox where one is concerned. Nil means Logf when
+	// that is set, else slog.Default().
+	Logger *slog.Logger
+	// Logf is superseded by Logger and kept for hosts written before it:
+	// when Logger is nil, each record goes to Logf as one line of text.
 	Logf func(format string, args ...any)
 }
 
@@ -84,7 +114,9 @@ type Options struct {
 // safe for concurrent use.
 type Service struct {
 	store Store
+	caps  storeCaps // immutable after New
 	opts  Options
+	log   *slog.Logger
 	subs  fanout
 	mwi   *mwiDispatcher
 
@@ -118,18 +150,24 @@ func New(store Store, opts *Options) (*Service, error) {
 	if s.opts.Now == nil {
 		s.opts.Now = time.Now
 	}
-	if s.opts.Logf == nil {
-		s.opts.Logf = func(string, ...any) {}
+	s.log = slogf.Logger(s.opts.Logger, s.opts.Logf)
+	if s.opts.Observer == nil {
+		s.opts.Observer = nopObserver{}
 	}
+	s.caps = findCaps(store)
+	s.log.Info("um: " + describeCaps(store))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mwi = newMWIDispatcher(s)
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.mwi.run(s.ctx) }()
+	if s.opts.AnnounceMWI {
+		// Marking only queues the mailboxes: the reads and calls run on the
+		// dispatcher's workers, and FlushMWI waits for them.
+		s.mwi.announceAll(s.ctx)
+	}
 	if s.opts.TrashRetention > 0 {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.retain(s.ctx) }()
 	}
-	if w, ok := store.(Watcher); ok {
+	if w := s.caps.watcher; w != nil {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.watch(s.ctx, w) }()
 	}
@@ -143,8 +181,10 @@ func New(store Store, opts *Options) (*Service, error) {
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
 		s.mwi.flush()
+		s.mwi.stop()
 		s.cancel()
 		s.wg.Wait()
+		s.mwi.wait()
 	})
 	return nil
 }
@@ -207,27 +247,74 @@ func (s *Service) Subscribe(mailbox string, opts SubscribeOptions) *Subscription
 
 func (s *Service) unsubscribe(sub *Subscription) { s.subs.remove(sub) }
 
+// deliveryTimeout bounds the store calls of ClaimDelivery and
+// ReleaseDelivery, which take no context.
+const deliveryTimeout = 30 * time.Second
+
 // ClaimDelivery records that mailbox delivers its voicemail to mail clients
-// in mode (for example "imap-sync" or "email-forward"). A mailbox has one
-// mode: claiming a second fails with ErrModeConflict. Claiming the same mode
-// again is a no-op.
+// in mode (for example "imap-sync" or "email-forward"), claimed by this
+// node (Options.Node). A mailbox has one mode: claiming a second fails with
+// an error wrapping ErrModeConflict (a *ModeConflictError naming the mode
+// that holds). Claiming the mode the mailbox has is no error.
+//
+// On a store that implements DeliveryModes (memstore, boltstore, pgstore)
+// the claim is kept by the store: it holds across the nodes of a cluster
+// and across restarts, until ReleaseDelivery, and a mailbox that does not
+// exist gives ErrNotFound. Otherwise it is kept in this Service's memory.
 func (s *Service) ClaimDelivery(mailbox, mode string) error {
+	if m := s.caps.modes; m != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
+		defer cancel()
+		if err := m.ClaimDelivery(ctx, mailbox, mode, s.opts.Node); err != nil {
+			return fmt.Errorf("um: claim delivery mode %s for %q: %w", mode, mailbox, err)
+		}
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur, ok := s.modes[mailbox]; ok && cur != mode {
-		return fmt.Errorf("%w: mailbox %q already uses %s, cannot also use %s", ErrModeConflict, mailbox, cur, mode)
+		return &ModeConflictError{Mailbox: mailbox, Mode: mode, Held: cur, Nodes: []string{s.opts.Node}}
 	}
 	s.modes[mailbox] = mode
 	return nil
 }
 
-// ReleaseDelivery undoes ClaimDelivery for mode.
+// ReleaseDelivery ends this node's claim of mode on mailbox. Call it when
+// the mailbox stops using mode (its configuration changed), not merely
+// because the process stops: a claim the store keeps is meant to outlive
+// the process. A store error is logged (Options.Logf).
 func (s *Service) ReleaseDelivery(mailbox, mode string) {
+	if m := s.caps.modes; m != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
+		defer cancel()
+		if err := m.ReleaseDelivery(ctx, mailbox, mode, s.opts.Node); err != nil {
+			s.opts.Logf("um: release delivery mode %s of %q: %v", mode, mailbox, err)
+		}
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.modes[mailbox] == mode {
 		delete(s.modes, mailbox)
 	}
+}
+
+// DeliveryMode returns the delivery mode mailbox has and the nodes that
+// hold it ("" when it has none).
+func (s *Service) DeliveryMode(ctx context.Context, mailbox string) (mode string, nodes []string, err error) {
+	if m := s.caps.modes; m != nil {
+		mode, nodes, err = m.DeliveryMode(ctx, mailbox)
+		if err != nil {
+			return "", nil, fmt.Errorf("um: delivery mode of %q: %w", mailbox, err)
+		}
+		return mode, nodes, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.modes[mailbox]; ok {
+		return cur, []string{s.opts.Node}, nil
+	}
+	return "", nil, nil
 }
 
 func (s *Service) lock(mailbox string) func() {
@@ -251,15 +338,15 @@ func (s *Service) commit(ctx context.Context, mailbox string, events []Event) {
 	}
 	c := Change{Mailbox: mailbox, Node: s.opts.Node, Source: sourceOf(ctx), Events: events}
 	s.subs.publish(c)
-	if p, ok := s.store.(Publisher); ok {
+	if p := s.caps.publisher; p != nil {
 		pc := c
 		pc.Source = nil
 		if err := p.Publish(context.WithoutCancel(ctx), pc); err != nil {
-			s.opts.Logf("um: publish change of %q: %v", mailbox, err)
+			s.log.Error("um: publish change", "mailbox", mailbox, "err", err)
 		}
 	}
 	if affectsMWI(events) {
-		s.mwi.mark(mailbox, true)
+		s.mwi.mark(mailbox, s.opts.Node)
 	}
 }
 
@@ -267,18 +354,20 @@ func (s *Service) watch(ctx context.Context, w Watcher) {
 	for ctx.Err() == nil {
 		err := w.Watch(ctx, s.opts.Node, func(c Change) {
 			c.Source = nil
-			s.subs.publish(c)
+			// The lamp is marked before subscribers hear of the change, so
+			// one that has seen it knows FlushMWI covers it.
 			switch {
 			case c.Mailbox == "":
 				s.mwi.markKnown()
 			case affectsMWI(c.Events):
-				s.mwi.mark(c.Mailbox, false)
+				s.mwi.mark(c.Mailbox, c.Node)
 			}
+			s.subs.publish(c)
 		})
 		if ctx.Err() != nil {
 			return
 		}
-		s.opts.Logf("um: change feed: %v", err)
+		s.log.Warn("um: change feed lost; watching again in 1s", "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -294,7 +383,7 @@ func (s *Service) retain(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if _, err := s.PurgeTrash(ctx, s.opts.Now().Add(-s.opts.TrashRetention)); err != nil && ctx.Err() == nil {
-			s.opts.Logf("um: trash retention: %v", err)
+			s.log.Error("um: trash retention", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -348,7 +437,7 @@ func validName(name string) error {
 }
 
 func (s *Service) usage(ctx context.Context, mailbox string) (Usage, error) {
-	if c, ok := s.store.(Counter); ok {
+	if c := s.caps.counter; c != nil {
 		u, err := c.Usage(ctx, mailbox)
 		if err != nil {
 			return Usage{}, fmt.Errorf("um: usage of %q: %w", mailbox, err)
@@ -377,6 +466,7 @@ func CountUsage(ctx context.Context, store Store, mailbox string) (Usage, error)
 		u.Messages += len(msgs)
 		for _, m := range msgs {
 			u.Recorded += m.Duration
+			u.Size += m.Size
 		}
 	}
 	return u, nil

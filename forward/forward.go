@@ -76,6 +76,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/mail"
@@ -84,6 +85,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/slogf"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
@@ -119,7 +121,8 @@ type Options struct {
 	// From is the envelope sender (MAIL FROM), where bounces go. Required.
 	From string
 	// Render tunes the e-mail (the From domain, the time zone); its To
-	// and Mailbox are set per mailbox.
+	// and Mailbox are set per mailbox, and fields left empty come from
+	// the Service's um.Options.Render.
 	Render um.RenderOptions
 	// LocalName is the PBX's host name for EHLO. Default "localhost".
 	LocalName string
@@ -132,7 +135,13 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Timeout bounds connecting and each SMTP command. Default 1m.
 	Timeout time.Duration
-	// Logf receives failed submissions. Default: dropped.
+	// Logger receives what has no caller to return to: a refused or failed
+	// submission (retried) at Warn with the attributes mailbox, uid and
+	// remote; a store fault (listing INBOX, saving the state) at Error.
+	// Nil means Logf when that is set, else slog.Default().
+	Logger *slog.Logger
+	// Logf is superseded by Logger and kept for hosts written before it:
+	// when Logger is nil, each record goes to Logf as one line of text.
 	Logf func(format string, args ...any)
 	// StateDir, when set, is a directory (created if missing) where the
 	// Forwarder keeps one small file per mailbox, so that voicemail
@@ -231,9 +240,7 @@ func New(svc *um.Service, opts Options) (*Forwarder, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Minute
 	}
-	if opts.Logf == nil {
-		opts.Logf = func(string, ...any) {}
-	}
+	opts.Logger = slogf.Logger(opts.Logger, opts.Logf)
 	if opts.StateDir != "" {
 		if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 			return nil, fmt.Errorf("forward: state directory: %w", err)
@@ -373,7 +380,7 @@ func (f *Forwarder) run(ctx context.Context, b *box) {
 	for ctx.Err() == nil {
 		changes, err := b.sub.Next()
 		if err != nil {
-			f.opts.Logf("forward: %s: %v: listing INBOX for the deposits it dropped", b.cfg.Mailbox, err)
+			f.opts.Logger.Warn("forward: changes dropped; listing INBOX for the deposits among them", "mailbox", b.cfg.Mailbox, "err", err)
 			relist = true
 		}
 		if relist {
@@ -381,7 +388,7 @@ func (f *Forwarder) run(ctx context.Context, b *box) {
 			// the dropped changes would have named.
 			more, err := f.unsent(ctx, b)
 			if err != nil {
-				f.opts.Logf("forward: %s: list INBOX: %v", b.cfg.Mailbox, err)
+				f.opts.Logger.Error("forward: list INBOX", "mailbox", b.cfg.Mailbox, "err", err)
 				retry = time.After(backoff)
 				backoff = min(2*backoff, f.opts.MaxBackoff)
 			} else {
@@ -440,7 +447,7 @@ func (f *Forwarder) unsent(ctx context.Context, b *box) ([]entry, error) {
 		return nil, err
 	}
 	if inbox.UIDValidity != b.st.UIDValidity {
-		f.opts.Logf("forward: %s: INBOX UIDVALIDITY is %d, was %d: forwarding from its current end", b.cfg.Mailbox, inbox.UIDValidity, b.st.UIDValidity)
+		f.opts.Logger.Warn("forward: INBOX UIDVALIDITY changed; forwarding from its current end", "mailbox", b.cfg.Mailbox, "uidvalidity", inbox.UIDValidity, "was", b.st.UIDValidity)
 		b.st = state{UIDValidity: inbox.UIDValidity, UID: inbox.UIDNext - 1, Sent: b.st.Sent}
 		b.queued, b.dirty = b.st.UID, true
 		return nil, nil
@@ -483,7 +490,7 @@ func (f *Forwarder) handle(ctx context.Context, b *box, e entry) bool {
 	f.save(b)
 	if res == sent && b.cfg.MarkHeard {
 		if err := b.mb.MarkHeard(um.WithSource(ctx, b), e.m.ID); err != nil && !errors.Is(err, um.ErrNotFound) {
-			f.opts.Logf("forward: %s: mark %s heard: %v", b.cfg.Mailbox, e.m.ID, err)
+			f.opts.Logger.Error("forward: mark forwarded voicemail heard", "mailbox", b.cfg.Mailbox, "uid", e.m.UID, "err", err)
 		}
 	}
 	return true
@@ -496,7 +503,7 @@ func (f *Forwarder) save(b *box) {
 		return
 	}
 	if err := f.saveState(b.cfg.Mailbox, &b.st); err != nil {
-		f.opts.Logf("forward: %s: %v", b.cfg.Mailbox, err)
+		f.opts.Logger.Error("forward: save state", "mailbox", b.cfg.Mailbox, "err", err)
 		return
 	}
 	b.dirty = false
@@ -517,7 +524,7 @@ const (
 func (f *Forwarder) guardedDeliver(ctx context.Context, b *box, m um.Message) (res outcome) {
 	defer func() {
 		if r := recover(); r != nil {
-			f.opts.Logf("forward: %s: internal error forwarding %s: %v", b.cfg.Mailbox, m.ID, r)
+			f.opts.Logger.Error("forward: internal error", "mailbox", b.cfg.Mailbox, "uid", m.UID, "panic", r)
 			res = givenUp
 		}
 	}()
@@ -539,7 +546,7 @@ func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) outcome {
 			// Stopped mid-submission: the next Forwarder tries again.
 			return canceled
 		}
-		f.opts.Logf("forward: %s: message %s: %v", b.cfg.Mailbox, m.ID, err)
+		f.opts.Logger.Warn("forward: submission failed; retrying", "mailbox", b.cfg.Mailbox, "uid", m.UID, "remote", f.opts.Addr, "permanent", permanent(err), "err", err)
 		b.mu.Lock()
 		b.stat.LastError = err
 		b.mu.Unlock()
@@ -615,7 +622,7 @@ func (f *Forwarder) send(ctx context.Context, b *box, m um.Message) error {
 	defer audio.Close()
 	ropts := f.opts.Render
 	ropts.To, ropts.Mailbox = b.to.String(), b.cfg.Mailbox
-	email := um.RenderEmail(m, ropts)
+	email := f.svc.RenderEmail(m, ropts)
 
 	d := &net.Dialer{Timeout: f.opts.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", f.opts.Addr)

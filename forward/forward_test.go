@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/embeddedum/um/internal/testwait"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/embeddedum/um/upstream"
+	wavfile "github.com/embeddedum/um/wav"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
@@ -115,10 +117,8 @@ func (ss *session) Data(r io.Reader) error {
 	return nil
 }
 
-func wav() []byte {
-	b := []byte("RIFF\x00\x00\x00\x00WAVEfmt ")
-	return append(b, bytes.Repeat([]byte{1, 2}, 300)...)
-}
+// wav is the recording the tests deposit: 2 s, as their Duration says.
+func wav() []byte { return wavfile.Tone(2 * time.Second) }
 
 type fixture struct {
 	svc  *um.Service
@@ -479,15 +479,13 @@ func TestForwardOverflow(t *testing.T) {
 			overflowed := false
 			fx := newFixture(t, func(o *forward.Options) {
 				o.StateDir, o.MaxAttempts = dir, 1<<20
-				o.Logf = func(format string, args ...any) {
-					for _, a := range args {
-						if err, ok := a.(error); ok && errors.Is(err, um.ErrOverflow) {
-							mu.Lock()
-							overflowed = true
-							mu.Unlock()
-						}
+				o.Logger = slog.New(errHandler(func(err error) {
+					if errors.Is(err, um.ErrOverflow) {
+						mu.Lock()
+						overflowed = true
+						mu.Unlock()
 					}
-				}
+				}))
 			})
 			ctx := context.Background()
 			mb, _ := fx.svc.CreateMailbox(ctx, "1001")
@@ -517,4 +515,21 @@ func TestForwardOverflow(t *testing.T) {
 			})
 		})
 	}
+}
+
+// errHandler is a slog.Handler that passes every error attribute of every
+// record to its func.
+type errHandler func(error)
+
+func (h errHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h errHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h errHandler) WithGroup(string) slog.Handler            { return h }
+func (h errHandler) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok {
+			h(err)
+		}
+		return true
+	})
+	return nil
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-message/textproto"
 	"github.com/google/uuid"
 )
@@ -243,5 +242,5 @@ func parseEnvelope(header []byte) *imap.Envelope {
 	if err != nil && len(header) > 0 {
 		return &imap.Envelope{}
 	}
-	return goimapserver.ExtractEnvelope(h)
+	return extractEnvelope(h)
 }

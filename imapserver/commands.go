@@ -11,7 +11,6 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-message/textproto"
 	"github.com/google/uuid"
 )
@@ -48,7 +47,7 @@ func (sess *session) still(folder string, es []*entry) []uuid.UUID {
 	return ids
 }
 
-func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) (err error) {
+func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) (err error) {
 	defer sess.guard(&err)()
 	v, err := sess.live()
 	if err != nil {
@@ -59,6 +58,9 @@ func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flag
 	}
 	es, seqs := sess.resolve(numSet)
 	es, seqs, ids := live(es, seqs)
+	if options.UnchangedSince > 0 {
+		es, seqs, ids = sess.unchangedSince(v, es, seqs, options.UnchangedSince, numSet)
+	}
 	op := um.FlagOp{}
 	op.Flags, op.Keywords = flagsFromIMAP(flags.Flags)
 	switch flags.Op {
@@ -70,7 +72,9 @@ func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flag
 		op.Mode = um.FlagsReplace
 	}
 	changed, err := sess.mb.SetFlags(sess.ctx, ids, op)
-	if errors.Is(err, um.ErrNotFound) {
+	// Messages another session or node removed meanwhile are left out, and
+	// the rest stored (as Dovecot does); each retry drops what went.
+	for attempt := 0; errors.Is(err, um.ErrNotFound) && attempt < 3; attempt++ {
 		changed, err = sess.mb.SetFlags(sess.ctx, sess.still(v.folder, es), op)
 	}
 	if err != nil {
@@ -83,12 +87,14 @@ func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flag
 	for _, e := range es {
 		if m := byID[e.msg.ID]; m != nil {
 			e.msg.Flags, e.msg.Keywords = m.Flags, m.Keywords
+			v.noteModSeq(&e.msg, m.ModSeq)
 			v.noteKeywords(m.Keywords)
 		}
 	}
-	if flags.Silent {
+	if flags.Silent && !w.c.condstore {
 		return nil
 	}
+	sess.announceKeywords(v, w)
 	_, isUID := numSet.(imap.UIDSet)
 	for i, e := range es {
 		if e.gone {
@@ -99,7 +105,12 @@ func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flag
 		if isUID {
 			rw.WriteUID(imap.UID(e.msg.UID))
 		}
-		rw.WriteFlags(flagsToIMAP(&e.msg))
+		if !flags.Silent {
+			rw.WriteFlags(flagsToIMAP(&e.msg))
+		}
+		if w.c.condstore {
+			rw.WriteModSeq(e.msg.ModSeq)
+		}
 		if err := rw.Close(); err != nil {
 			return err
 		}
@@ -113,7 +124,7 @@ func (sess *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flag
 // selected folder, checked under the mailbox lock: a message undeleted or
 // moved away meanwhile, by the phone, another client or another node,
 // stays. The client gets EXPUNGE for exactly what was removed.
-func (sess *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) (err error) {
+func (sess *session) Expunge(w *respWriter, uids *imap.UIDSet) (err error) {
 	defer sess.guard(&err)()
 	v, err := sess.selected()
 	if err != nil {
@@ -174,7 +185,7 @@ func (sess *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) (
 // expungeGone sends EXPUNGE for the entries given (all gone now), from the
 // highest sequence number down, and drops them from the view. Removals by
 // others stay pending for the next Poll.
-func (sess *session) expungeGone(v *view, targets []*entry, write func(uint32) error) error {
+func (sess *session) expungeGone(v *view, targets []*entry, write func(uint32, um.UID) error) error {
 	set := make(map[*entry]bool, len(targets))
 	for _, e := range targets {
 		set[e] = true
@@ -183,7 +194,7 @@ func (sess *session) expungeGone(v *view, targets []*entry, write func(uint32) e
 		if !set[v.msgs[i]] {
 			continue
 		}
-		if err := write(uint32(i + 1)); err != nil {
+		if err := write(uint32(i+1), v.msgs[i].msg.UID); err != nil {
 			return err
 		}
 		v.msgs = append(v.msgs[:i], v.msgs[i+1:]...)
@@ -257,7 +268,7 @@ func (sess *session) Copy(numSet imap.NumSet, dest string) (data *imap.CopyData,
 	return data, nil
 }
 
-func (sess *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest string) (err error) {
+func (sess *session) Move(w *respWriter, numSet imap.NumSet, dest string) (err error) {
 	defer sess.guard(&err)()
 	v, err := sess.live()
 	if err != nil {
@@ -296,7 +307,7 @@ func (sess *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest s
 	return nil
 }
 
-func (sess *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (data *imap.SearchData, err error) {
+func (sess *session) Search(kind numKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (data *imap.SearchData, err error) {
 	defer sess.guard(&err)()
 	v, err := sess.live()
 	if err != nil {
@@ -305,14 +316,27 @@ func (sess *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCrit
 	data = &imap.SearchData{}
 	var seqSet imap.SeqSet
 	var uidSet imap.UIDSet
+	// Each message's text is read at most once per command, however many
+	// keys ask for it.
+	sess.texts = make(map[*entry]*searchDoc)
+	defer func() { sess.texts = nil }()
+	sess.searchMod = searchModSeqs{}
 	for i, e := range v.msgs[:v.reported] {
+		if err := sess.ctx.Err(); err != nil {
+			return nil, sess.srv.imapError(err, roleSource)
+		}
 		seq := uint32(i + 1)
 		if e.gone || !sess.match(e, seq, criteria) {
 			continue
 		}
 		uidSet.AddNum(imap.UID(e.msg.UID))
+		if data.Count == 0 {
+			sess.searchMod.min = e.msg.ModSeq
+		}
+		sess.searchMod.max = e.msg.ModSeq
+		sess.searchMod.all = max(sess.searchMod.all, e.msg.ModSeq)
 		num := seq
-		if kind == goimapserver.NumKindUID {
+		if kind == numKindUID {
 			num = uint32(e.msg.UID)
 		} else {
 			seqSet.AddNum(seq)
@@ -323,7 +347,7 @@ func (sess *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCrit
 		data.Max = max(data.Max, num)
 		data.Count++
 	}
-	if kind == goimapserver.NumKindUID {
+	if kind == numKindUID {
 		data.All = uidSet
 	} else {
 		data.All = seqSet
@@ -385,6 +409,9 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 			return false
 		}
 	}
+	if c.ModSeq != nil && m.ModSeq < c.ModSeq.ModSeq {
+		return false
+	}
 	added := dayOf(m.Added)
 	if !c.Since.IsZero() && added.Before(dayOf(c.Since)) {
 		return false
@@ -412,14 +439,13 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 		}
 	}
 	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() || len(c.Header) > 0 || len(c.Body) > 0 || len(c.Text) > 0 {
-		header, body, err := sess.searchText(e)
-		if err != nil {
+		doc := sess.searchDoc(e)
+		if doc.err != nil {
 			return false
 		}
-		h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+		header, body, h := doc.header, doc.body, doc.h
 		if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
-			env := goimapserver.ExtractEnvelope(h)
-			sent := dayOf(env.Date)
+			sent := dayOf(doc.envelope().Date)
 			if !c.SentSince.IsZero() && sent.Before(dayOf(c.SentSince)) {
 				return false
 			}
@@ -430,7 +456,7 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 		for _, hf := range c.Header {
 			found := false
 			for _, val := range h.Values(hf.Key) {
-				if containsFoldSub(val, hf.Value) {
+				if containsFoldSub(strings.ToLower(val), hf.Value) || addressMatch(hf.Key, val, hf.Value) {
 					found = true
 					break
 				}
@@ -440,12 +466,12 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 			}
 		}
 		for _, s := range c.Body {
-			if !containsFoldSub(string(body), s) {
+			if !containsFoldSub(body, s) {
 				return false
 			}
 		}
 		for _, s := range c.Text {
-			if !containsFoldSub(string(header), s) && !containsFoldSub(string(body), s) {
+			if !containsFoldSub(header, s) && !containsFoldSub(body, s) {
 				return false
 			}
 		}
@@ -463,11 +489,69 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 	return true
 }
 
-func containsFoldSub(s, sub string) bool {
-	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+// addressMatch reports whether an address header's addresses, written
+// plainly ("Name <user@host>", comments dropped), contain sub: so FROM
+// user@host finds "<user (comment)@ host>" as Dovecot does.
+func addressMatch(key, val, sub string) bool {
+	switch strings.ToLower(key) {
+	case "from", "to", "cc", "bcc", "sender", "reply-to":
+	default:
+		return false
+	}
+	for _, a := range parseAddressList(val) {
+		name, _ := addressName(a)
+		plain := strings.ToLower(name + " <" + a.Mailbox + "@" + a.Host + ">")
+		if containsFoldSub(plain, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// containsFoldSub reports whether lower, which is lower case already,
+// contains sub in any case.
+func containsFoldSub(lower, sub string) bool {
+	return strings.Contains(lower, strings.ToLower(sub))
 }
 
 const maxSearchContent = 4 << 20
+
+// searchDoc is a message's searchable text, read once per SEARCH: the
+// header and body lower-cased for substring matching, and the parsed
+// header.
+type searchDoc struct {
+	header, body string // lower case
+	h            textproto.Header
+	env          *imap.Envelope
+	err          error
+}
+
+func (d *searchDoc) envelope() *imap.Envelope {
+	if d.env == nil {
+		d.env = extractEnvelope(d.h)
+	}
+	return d.env
+}
+
+// searchDoc returns the searchable text of e, read at the first key of
+// this SEARCH that needs it.
+func (sess *session) searchDoc(e *entry) *searchDoc {
+	if d := sess.texts[e]; d != nil {
+		return d
+	}
+	d := &searchDoc{}
+	header, body, err := sess.searchText(e)
+	if err != nil {
+		d.err = err
+	} else {
+		d.h, _ = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+		d.header, d.body = strings.ToLower(string(header)), strings.ToLower(string(body))
+	}
+	if sess.texts != nil {
+		sess.texts[e] = d
+	}
+	return d
+}
 
 // searchText returns the header and the searchable body of a message: for
 // voicemail the decoded text part, for an appended e-mail its body.

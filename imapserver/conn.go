@@ -6,10 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	_ "unsafe" // for go:linkname
-
-	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 )
 
 var (
@@ -17,20 +13,19 @@ var (
 	errShutdown       = errors.New("imapserver: server shutting down")
 )
 
-// netConn sits under go-imap (and under TLS) on every connection. Before
-// login it caps the bytes read and clamps read deadlines to the login
-// deadline, so neither a flood nor a NOOP every 29 seconds keeps an
-// unauthenticated connection alive. After login it stretches go-imap's
-// fixed 35-minute idle deadline to Options.IdleTimeout. During Shutdown it
-// ends the connection with BYE between commands.
+// netConn sits under the engine (and under TLS) on every connection.
+// Before login it caps the bytes read and clamps read deadlines to the
+// login deadline, so neither a flood nor a NOOP every 29 seconds keeps an
+// unauthenticated connection alive. During Shutdown it makes the engine's
+// next read between commands fail with errShutdown, and the engine says
+// BYE.
 type netConn struct {
 	net.Conn
 	srv *Server
 	ip  string
 
-	deadlineCalls atomic.Uint64 // SetReadDeadline calls; see session.Append
-	failed        atomic.Bool   // a read or write failed: the connection is done
-	busy          atomic.Int32  // >0 while a session method other than Idle runs
+	failed atomic.Bool  // a read or write failed: the connection is done
+	busy   atomic.Int32 // >0 while a session method other than Idle runs
 
 	mu            sync.Mutex
 	authed        bool
@@ -39,7 +34,6 @@ type netConn struct {
 	readDeadline  time.Time // the deadline last asked for, after clamping
 	shutdown      bool
 	hangUp        bool // close at the next read, after the response is out
-	imapConn      *goimapserver.Conn
 	closeOnce     sync.Once
 	aborted       atomic.Bool // Close drops pending output
 
@@ -86,7 +80,6 @@ func (c *netConn) Read(p []byte) (int, error) {
 		}
 		if c.shutdown && c.busy.Load() == 0 {
 			c.mu.Unlock()
-			c.bye()
 			return 0, errShutdown
 		}
 		if !c.authed {
@@ -121,7 +114,8 @@ func (c *netConn) Read(p []byte) (int, error) {
 			c.Conn.SetReadDeadline(dl)
 			continue
 		}
-		if err != nil {
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			// A timeout is no failure: the engine ends waits with one.
 			c.failed.Store(true)
 		}
 		return n, err
@@ -129,7 +123,6 @@ func (c *netConn) Read(p []byte) (int, error) {
 }
 
 func (c *netConn) SetReadDeadline(t time.Time) error {
-	c.deadlineCalls.Add(1)
 	c.mu.Lock()
 	now := time.Now()
 	switch {
@@ -304,11 +297,7 @@ func (c *netConn) closeAfterResponse() {
 	c.mu.Unlock()
 }
 
-func (c *netConn) setIMAPConn(ic *goimapserver.Conn) {
-	c.mu.Lock()
-	c.imapConn = ic
-	c.mu.Unlock()
-}
+func (c *netConn) setEngine(*conn) {}
 
 // startShutdown asks the connection to say BYE and close once no command
 // is running. A blocked read is woken by an expired deadline.
@@ -319,63 +308,4 @@ func (c *netConn) startShutdown() {
 	if c.busy.Load() == 0 {
 		c.Conn.SetReadDeadline(time.Now())
 	}
-}
-
-func (c *netConn) bye() {
-	c.mu.Lock()
-	ic, authed := c.imapConn, c.authed
-	c.mu.Unlock()
-	// Before login go-imap may be reading inside AUTHENTICATE with its
-	// writer locked, where a BYE would wait forever: just close.
-	if ic != nil && authed {
-		// Bye writes through go-imap's encoder (and TLS), so it never lands
-		// in the middle of a response; then it closes the connection.
-		ic.Bye("Server shutting down")
-	}
-	c.Close()
-}
-
-// internalServerErrorResp is go-imap's answer to an error it cannot
-// classify: one that is neither an *imap.Error nor a syntax error of its
-// decoder. It is NO [SERVERBUG] "Internal server error".
-//
-// Why it is patched: go-imap's own parser returns such errors for input
-// that is the client's fault, before any session method runs: a folder
-// name or LIST pattern that is not valid modified UTF-7 (`LIST "" "&"`,
-// `SELECT "&"`) and a command over 50 KiB. Answering those with SERVERBUG
-// blames the server for a client's mistake, so patchFallbackResponse
-// turns the answer into BAD [CLIENTBUG]. go-imap offers no option for it
-// and runs TLS below its reader, so no wrapper of the connection can tell
-// these errors apart either; hence the go:linkname.
-//
-// What it affects: the variable is go-imap's, so the patch holds for every
-// go-imap server in the process, not only this package's; it is applied
-// by the first New. In this package no session error reaches the fallback:
-// every error a session method returns passes through sessionError
-// (errors.go) and is an *imap.Error, with unknown errors answered NO
-// [SERVERBUG] and logged through Options.Logf. So real server bugs still
-// say SERVERBUG. Other go-imap servers in the same process (a test's
-// imapmemserver, say) would see their own unclassified errors, including
-// real bugs, answered BAD [CLIENTBUG].
-//
-// It is tied to go-imap v2.0.0-beta.8, pinned in go.mod and checked by
-// TestGoIMAPVersion: if the variable were removed the link would fail; if
-// it were renamed or its use changed, patchFallbackResponse would do
-// nothing or the wrong thing. Re-check go-imap's conn.go at every upgrade.
-//
-//go:linkname internalServerErrorResp github.com/emersion/go-imap/v2/imapserver.internalServerErrorResp
-var internalServerErrorResp *imap.StatusResponse
-
-var patchOnce sync.Once
-
-func patchFallbackResponse() {
-	patchOnce.Do(func() {
-		if internalServerErrorResp != nil {
-			*internalServerErrorResp = imap.StatusResponse{
-				Type: imap.StatusResponseTypeBad,
-				Code: imap.ResponseCodeClientBug,
-				Text: "Invalid command arguments",
-			}
-		}
-	})
 }

@@ -1,5 +1,7 @@
 // Package imapserver is the embedded IMAP server of um: it serves the voice
-// mailboxes of a *um.Service to mail clients, over go-imap v2's imapserver.
+// mailboxes of a *um.Service to mail clients. It has its own protocol
+// engine (command parser, response encoder, dispatch, IDLE, STARTTLS,
+// AUTHENTICATE); of go-imap v2 it uses only the value types of package imap.
 //
 // # Use
 //
@@ -26,23 +28,26 @@
 //
 // # Subscriptions
 //
-// Subscriptions are not kept: every existing folder counts as subscribed.
-// LSUB, LIST (SUBSCRIBED) and RETURN (SUBSCRIBED) list every folder with
-// \Subscribed; SUBSCRIBE of an existing folder and any UNSUBSCRIBE answer
-// OK and change nothing (SUBSCRIBE of a missing folder is NO [NONEXISTENT]).
-// Mail clients (Thunderbird, Outlook, Apple Mail) show only subscribed
-// folders, and a fresh client that found none would hide the voicemail
-// folders; state kept in memory would differ between cluster nodes and be
-// lost on restart, so the same client would see folders come and go. A
-// voice mailbox has few folders, all meant to be seen, so the one sound
-// answer is that all are subscribed. A client's UNSUBSCRIBE therefore does
-// not hide a folder (RFC 9051 expects it to; here it is a no-op).
+// With a store that keeps subscriptions (um.FolderSubscriber, found through
+// Unwrap), SUBSCRIBE and UNSUBSCRIBE change them, and LSUB, LIST
+// (SUBSCRIBED) and RETURN (SUBSCRIBED) show them; INBOX and Trash are
+// subscribed from the mailbox's creation on. Only an existing folder can be
+// subscribed (NO [NONEXISTENT] otherwise), so the list is as small as the
+// mailbox whatever names a client sends; UNSUBSCRIBE of a name that is not
+// subscribed answers OK. A subscription of a folder deleted since is listed
+// with \NonExistent. Without such a store every existing folder counts as
+// subscribed and SUBSCRIBE and UNSUBSCRIBE change nothing: a fresh client
+// that found no subscription would hide the voicemail folders.
 //
-// INBOX holds voicemail only. APPEND into INBOX, and COPY or MOVE of an
-// appended e-mail into it, fail with NO [CANNOT]; APPEND into any other
-// folder stores the message as an e-mail (um.Mailbox.Append). RENAME of
-// INBOX fails with NO [CANNOT] too (RFC 3501 would move its messages away
-// from the phone).
+// LIST lists a level that exists only as the parent of folders ("A" of
+// "A/B") as \NonExistent \HasChildren (RFC 5258); RECURSIVEMATCH gives
+// CHILDINFO. RENAME moves a folder's children with it (RFC 3501 6.3.5).
+//
+// What a folder may hold is um's rule, not this package's: INBOX holds
+// voicemail only, and um.Mailbox refuses an APPEND into it, or a COPY or
+// MOVE of an appended e-mail, with um.ErrNotVoice (NO [CANNOT]). RENAME of
+// INBOX fails with NO [CANNOT] (RFC 3501 would move its messages away from
+// the phone).
 //
 // # Flags
 //
@@ -104,39 +109,54 @@
 // folder. A folder created again under the name is another folder, with a
 // new UIDVALIDITY, and never feeds the old selection.
 //
-// go-imap's MailboxTracker and SessionTracker are not used.
-//
 // # Errors
 //
 // Errors from um become IMAP response codes in one place (errors.go):
 // ErrNotFound is NONEXISTENT (TRYCREATE for the destination of COPY, MOVE
 // or APPEND), ErrExists ALREADYEXISTS, ErrMailboxFull OVERQUOTA,
 // ErrReserved, ErrNotVoice and ErrInvalid CANNOT, ErrClosed UNAVAILABLE.
-// Every error a session method returns to go-imap is an IMAP response made
-// there: an error no mapping knows is answered NO [SERVERBUG] and given to
-// Options.Logf, and so is a panic in a session method, which is recovered.
-// A failed connection is answered NO [UNAVAILABLE] (which the client will
-// not read) and not logged.
+// Every error a command gets is an IMAP response made there: an error no
+// mapping knows is answered NO [SERVERBUG] and logged at Error, and so is
+// a panic in a command, which is recovered. A failed connection is
+// answered NO [UNAVAILABLE] (which the client will not read) and logged at
+// Debug only, as are all client faults: resets, bad TLS records, a first
+// record that is not TLS, refused commands.
 //
-// go-imap v2.0.0-beta.8 answers errors of its own parser that are not
-// syntax errors (a folder name or LIST pattern that is not valid modified
-// UTF-7, a command over 50 KiB) with NO [SERVERBUG], blaming the server.
-// New changes that answer to BAD [CLIENTBUG] by patching an unexported
-// go-imap variable (go:linkname; see conn.go). The patch is process-wide:
-// other go-imap servers in the same process get the same answer for their
-// unclassified errors. No error of this package's sessions reaches it, so
-// real server bugs here still answer SERVERBUG. The patch is tied to the
-// pinned go-imap version and must be re-checked at any upgrade.
+// # Protocol engine
+//
+// Each connection reads one command at a time. The command line, literals
+// aside, may be 64 KiB; a string literal 64 KiB (1 KiB before login);
+// lists nest at most 8 deep; SEARCH criteria nest at most 100 deep and
+// hold at most 500 keys. What passes a budget gets a BAD at once, before
+// anything is run or allocated for it. A literal the server refuses
+// before reading it (too large, a folder that does not exist, a command
+// that does not parse before it) is answered at once: a synchronizing one
+// is never asked for, a non-synchronizing one (LITERAL+) is read and
+// dropped when it is at most 1 MiB, and otherwise the connection is closed.
+// Literal content is never parsed as commands. A LOGIN announcing a 100 MB
+// literal is answered NO [TOOBIG] at once.
+//
+// SEARCH reads each message's text at most once per command, however many
+// keys ask for it, and stops when its client hangs up: a goroutine watches
+// the connection while it runs and cancels the connection's context.
 //
 // # Security and limits
 //
-//   - TLS 1.2 or newer. Before TLS the server announces LOGINDISABLED and
-//     refuses LOGIN and AUTHENTICATE, unless Options.InsecureAuth.
+//   - TLS 1.2 or newer, and TLS 1.2 with AEAD cipher suites only. Before
+//     TLS the server announces LOGINDISABLED and refuses LOGIN and
+//     AUTHENTICATE, unless Options.InsecureAuth.
 //   - STARTTLS: bytes a client sent after STARTTLS and before the
-//     handshake go into the handshake, which then fails: no command
-//     pipelined behind STARTTLS is run.
-//   - Failed logins are counted (Stats) and delayed, doubling per failure
-//     from the same address; the third on a connection closes it.
+//     handshake are dropped: no command pipelined behind STARTTLS is run.
+//   - A client that opens the plain port with a TLS ClientHello gets
+//     implicit TLS there (the greeting waits 50 ms for such a client):
+//     Thunderbird's "Add Security Exception" fetches the certificate so.
+//   - Failed logins are counted (Stats) and penalized in the manner of
+//     Dovecot's auth penalty, per remote address and per account: the
+//     delay before the answer doubles with each failure of either within
+//     15 minutes, up to 16 times Options.LoginFailureDelay, and the logins
+//     of one account are checked one at a time, so guesses spread over
+//     many addresses are as slow as guesses from one. The third failure on
+//     a connection closes it.
 //   - Before login a connection has Options.LoginTimeout in all, however
 //     many commands it sends, and may send Options.MaxPreLoginBytes (128
 //     KiB by default) before it is closed, which bounds the memory it can
@@ -146,20 +166,41 @@
 //   - Connections are capped in all, per remote address and per voice
 //     mailbox. APPEND is capped at Options.AppendLimit (APPENDLIMIT).
 //   - An APPEND is stored only after the CRLF that ends the command has
-//     been read: go-imap v2.0.0-beta.8 would otherwise store a message
-//     whose command it then drops without an answer. Such a connection is
-//     closed with BYE.
-//   - go-imap's DebugWriter is never set: it would log passwords.
+//     been read; a connection whose APPEND literal is not followed by it
+//     is closed with BYE, and nothing is stored.
+//   - No log record holds a password or message content.
 //
 // # Concurrency
 //
 // A Server is safe for concurrent use. Each connection runs on its own
-// goroutine; IDLE adds one while it lasts. Options.Authenticate and
-// Options.Logf are called from connection goroutines, concurrently.
+// goroutine. IDLE adds one that waits for the client's DONE and touches
+// nothing but the connection's reader; the session's view is used by the
+// connection's goroutine only, so updates told during IDLE never race the
+// end of it. A long SEARCH adds one that watches for a hang-up.
+// Options.Authenticate and Options.Logger are called from connection
+// goroutines, concurrently.
 //
 // # Extensions
 //
-// IMAP4rev1 and IMAP4rev2, with STARTTLS, LITERAL+, ENABLE, IDLE, UNSELECT,
-// NAMESPACE, UIDPLUS, MOVE, ESEARCH, SEARCHRES, SPECIAL-USE, LIST-EXTENDED,
-// LIST-STATUS, STATUS=SIZE, CHILDREN and APPENDLIMIT.
+// IMAP4rev1 and IMAP4rev2, with STARTTLS, LITERAL+, SASL-IR (AUTHENTICATE
+// PLAIN), ID (RFC 2971), ENABLE, IDLE, UNSELECT, NAMESPACE, UIDPLUS, MOVE,
+// ESEARCH, SEARCHRES, SPECIAL-USE, LIST-EXTENDED, LIST-STATUS, STATUS=SIZE,
+// CHILDREN, BINARY, APPENDLIMIT and QUOTA (RFC 9208: the voice mailbox is
+// the quota root "", MESSAGE counts what it holds outside Trash against
+// um.Options.MaxMessages, STORAGE the size of those messages in KiB against
+// MaxMessages times AppendLimit; an APPEND or deposit over the limit is NO
+// [OVERQUOTA]). With a store that keeps modification sequences
+// (um.ModSeqer, found through Unwrap) also CONDSTORE and QRESYNC (RFC
+// 7162): HIGHESTMODSEQ, MODSEQ, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE
+// (MODIFIED), SEARCH MODSEQ, SELECT QRESYNC with VANISHED (EARLIER), and
+// VANISHED instead of EXPUNGE once QRESYNC is enabled. STORE
+// UNCHANGEDSINCE compares with the ModSeqs the session knows after
+// syncing, so a change committed between that sync and the STORE is not
+// seen as a conflict.
+//
+// A part APPENDed as a binary literal (RFC 3516) with NUL bytes in it is
+// stored in base64, so BODY[] never sends a NUL; BINARY[] decodes it.
+//
+// Known gap: COPY gives the copy a new INTERNALDATE and, for voicemail, a
+// rendering under its new ID (um's Store.Copy sets Added to now).
 package imapserver

@@ -1,14 +1,12 @@
 package imapserver
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"mime/quotedprintable"
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 	"github.com/google/uuid"
 )
 
@@ -46,7 +44,7 @@ func needsContent(o *imap.FetchOptions) bool {
 	return len(o.BodySection) > 0 || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0
 }
 
-func (sess *session) Fetch(w *goimapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) (err error) {
+func (sess *session) Fetch(w *respWriter, numSet imap.NumSet, options *imap.FetchOptions) (err error) {
 	defer sess.guard(&err)()
 	v, err := sess.live()
 	if err != nil {
@@ -54,7 +52,11 @@ func (sess *session) Fetch(w *goimapserver.FetchWriter, numSet imap.NumSet, opti
 	}
 	es, seqs := sess.resolve(numSet)
 	_, isUID := numSet.(imap.UIDSet)
+	if options.ChangedSince > 0 {
+		es, seqs = changedSince(es, seqs, options.ChangedSince)
+	}
 	seenNow := sess.markSeen(v, es, options)
+	sess.announceKeywords(v, w)
 	for i, e := range es {
 		if err := sess.fetchOne(w, e, seqs[i], options, isUID, seenNow[e.msg.ID]); err != nil {
 			return err
@@ -100,6 +102,7 @@ func (sess *session) markSeen(v *view, es []*entry, o *imap.FetchOptions) map[uu
 		for _, e := range es {
 			if e.msg.ID == m.ID {
 				e.msg.Flags, e.msg.Keywords = m.Flags, m.Keywords
+				v.noteModSeq(&e.msg, m.ModSeq)
 				e.dirty = false
 			}
 		}
@@ -107,7 +110,7 @@ func (sess *session) markSeen(v *view, es []*entry, o *imap.FetchOptions) map[uu
 	return out
 }
 
-func (sess *session) fetchOne(w *goimapserver.FetchWriter, e *entry, seq uint32, o *imap.FetchOptions, isUID, seenNow bool) error {
+func (sess *session) fetchOne(w *respWriter, e *entry, seq uint32, o *imap.FetchOptions, isUID, seenNow bool) error {
 	m := &e.msg
 	// FLAGS, UID and INTERNALDATE come from the view: a client syncing its
 	// flags (FETCH 1:* (UID FLAGS)) needs no rendering of any message.
@@ -169,6 +172,9 @@ func (sess *session) fetchOne(w *goimapserver.FetchWriter, e *entry, seq uint32,
 	if o.Flags || seenNow {
 		rw.WriteFlags(flagsToIMAP(m))
 	}
+	if o.ModSeq || (w.c.condstore && (o.Flags || seenNow)) {
+		rw.WriteModSeq(m.ModSeq)
+	}
 	if o.InternalDate {
 		rw.WriteInternalDate(m.Added)
 	}
@@ -179,7 +185,7 @@ func (sess *session) fetchOne(w *goimapserver.FetchWriter, e *entry, seq uint32,
 		rw.WriteEnvelope(env)
 	}
 	if o.BodyStructure != nil {
-		rw.WriteBodyStructure(bs)
+		rw.WriteBodyStructure(bs, o.BodyStructure.Extended)
 	}
 	for _, s := range secs {
 		var wc io.WriteCloser
@@ -271,7 +277,7 @@ func (sess *session) bodyStructure(e *entry) (imap.BodyStructure, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		bs := goimapserver.ExtractBodyStructure(bytes.NewReader(b))
+		bs := extractBodyStructure(b)
 		return bs, structureCost(bs), nil
 	})
 }
@@ -346,7 +352,7 @@ func (sess *session) bodySection(e *entry, em *um.Email, item *imap.FetchItemBod
 		if err != nil {
 			return s, err
 		}
-		s.data = goimapserver.ExtractBodySection(bytes.NewReader(b), item)
+		s.data = extractBodySection(b, item)
 		if s.data == nil {
 			s.data = []byte{}
 		}
@@ -356,7 +362,7 @@ func (sess *session) bodySection(e *entry, em *um.Email, item *imap.FetchItemBod
 	var off, n int64
 	switch {
 	case len(item.Part) == 0 && item.Specifier == imap.PartSpecifierHeader && (len(item.HeaderFields) > 0 || len(item.HeaderFieldsNot) > 0):
-		s.data = goimapserver.ExtractBodySection(bytes.NewReader(em.Header()), item)
+		s.data = extractBodySection(em.Header(), item)
 		if s.data == nil {
 			s.data = []byte{}
 		}
@@ -410,7 +416,7 @@ func (sess *session) binarySection(e *entry, em *um.Email, item *imap.FetchItemB
 		if err != nil {
 			return s, err
 		}
-		s.data = goimapserver.ExtractBinarySection(bytes.NewReader(b), item)
+		s.data = extractBinarySection(b, item)
 		if s.data == nil {
 			s.data = []byte{}
 		}
@@ -455,7 +461,7 @@ func (sess *session) binarySize(e *entry, em *um.Email, path []int) (int64, erro
 		if err != nil {
 			return 0, err
 		}
-		return int64(goimapserver.ExtractBinarySectionSize(bytes.NewReader(b), &imap.FetchItemBinarySectionSize{Part: path})), nil
+		return int64(extractBinarySectionSize(b, &imap.FetchItemBinarySectionSize{Part: path})), nil
 	}
 	p := part(st, path)
 	switch {

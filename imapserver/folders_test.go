@@ -147,12 +147,20 @@ func TestFolderLifecycle(t *testing.T) {
 	}
 }
 
-// TestEveryFolderSubscribed: subscriptions are not kept; every folder
-// lists as subscribed, and SUBSCRIBE and UNSUBSCRIBE succeed without
-// changing that, the same on every server.
-func TestEveryFolderSubscribed(t *testing.T) {
+// opaqueStore hides the optional interfaces of the store it wraps: a
+// host's store that keeps no subscriptions.
+type opaqueStore struct{ um.Store }
+
+// TestSubscriptionsKept: with a store that keeps subscriptions, INBOX and
+// Trash are subscribed from the start, SUBSCRIBE of an existing folder
+// adds one, UNSUBSCRIBE removes one (and of a name not subscribed is no
+// error), and LSUB and LIST (SUBSCRIBED) show exactly those.
+func TestSubscriptionsKept(t *testing.T) {
 	e := newEnv(t, nil)
 	if _, err := e.mailbox("1001").CreateFolder(context.Background(), "Work"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.mailbox("1001").CreateFolder(context.Background(), "Old"); err != nil {
 		t.Fatal(err)
 	}
 	r := dialRaw(t, e.tlsAddr, e.clientTLS)
@@ -164,6 +172,35 @@ func TestEveryFolderSubscribed(t *testing.T) {
 	}
 	if got := r.cmd("c", "SUBSCRIBE Nothing"); !strings.HasPrefix(got, "c NO [NONEXISTENT]") {
 		t.Fatalf("SUBSCRIBE of a missing folder = %q, want NO [NONEXISTENT]", got)
+	}
+	for _, cmd := range []string{`LSUB "" "*"`, `LIST (SUBSCRIBED) "" "*"`} {
+		got := strings.Join(r.until0("d "+cmd, "d"), "|")
+		for f, want := range map[string]bool{"INBOX": true, "Work": true, "Trash": false, "Old": false} {
+			if listed := strings.Contains(got, `"/" `+f) || strings.Contains(got, `"/" "`+f+`"`); listed != want {
+				t.Errorf("%s = %q: %s listed %v, want %v", cmd, got, f, listed, want)
+			}
+		}
+	}
+	got := strings.Join(r.until0(`d LIST "" "*" RETURN (SUBSCRIBED)`, "d"), "|")
+	if n := strings.Count(got, `\Subscribed`); n != 2 {
+		t.Errorf(`LIST "" "*" RETURN (SUBSCRIBED) = %q, want two \Subscribed`, got)
+	}
+}
+
+// TestEveryFolderSubscribedWithoutStoreSupport: a store that keeps no
+// subscriptions (no um.FolderSubscriber) has every folder listed as
+// subscribed, and SUBSCRIBE and UNSUBSCRIBE change nothing.
+func TestEveryFolderSubscribedWithoutStoreSupport(t *testing.T) {
+	e := newEnvOn(t, func(s um.Store) um.Store { return opaqueStore{s} }, um.Options{}, nil)
+	if _, err := e.mailbox("1001").CreateFolder(context.Background(), "Work"); err != nil {
+		t.Fatal(err)
+	}
+	r := dialRaw(t, e.tlsAddr, e.clientTLS)
+	r.cmd("a", "LOGIN alice alice-pw")
+	for _, cmd := range []string{"UNSUBSCRIBE Trash", "UNSUBSCRIBE Nothing", "SUBSCRIBE Work"} {
+		if got := r.cmd("b", cmd); !strings.HasPrefix(got, "b OK") {
+			t.Fatalf("%s = %q, want OK", cmd, got)
+		}
 	}
 	for _, cmd := range []string{`LSUB "" "*"`, `LIST (SUBSCRIBED) "" "*"`, `LIST "" "*" RETURN (SUBSCRIBED)`} {
 		got := strings.Join(r.until0("d "+cmd, "d"), "|")

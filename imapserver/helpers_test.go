@@ -30,6 +30,10 @@ type countingStore struct {
 	read  atomic.Int64
 }
 
+// Unwrap lets the server find the optional interfaces of the store
+// beneath (ModSeqer, FolderSubscriber).
+func (s *countingStore) Unwrap() um.Store { return s.Store }
+
 func (s *countingStore) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.ReadCloser, error) {
 	rc, err := s.Store.Open(ctx, mailbox, id)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 	"github.com/google/uuid"
 )
 
@@ -27,7 +26,10 @@ type view struct {
 	keywords map[string]bool
 	next     um.UID // every UID below is in msgs or known to be gone
 	newKW    bool   // keywords appeared that the client was not sent in FLAGS
-	resync   bool   // the folder must be reloaded from the store
+	// highestModSeq is the highest ModSeq of a message the view holds or
+	// the folder's HIGHESTMODSEQ when selected: what a client is told.
+	highestModSeq uint64
+	resync        bool // the folder must be reloaded from the store
 	// dead: the folder was deleted or renamed away by someone else. Every
 	// message is gone, no event applies any more (a folder created again
 	// under the name is another folder, with another UIDVALIDITY), and
@@ -136,6 +138,7 @@ func (v *view) takesMessage(ev um.Event) bool {
 
 // add appends a message with a UID above every other in the view.
 func (v *view) add(m um.Message) {
+	v.highestModSeq = max(v.highestModSeq, m.ModSeq)
 	v.msgs = append(v.msgs, &entry{msg: m})
 	v.next = max(v.next, m.UID+1)
 	v.noteKeywords(m.Keywords)
@@ -168,9 +171,11 @@ func (v *view) setFlags(m um.Message) {
 	}
 	e := v.msgs[i]
 	if e.msg.Flags == m.Flags && um.SameKeywords(e.msg.Keywords, m.Keywords) {
+		v.noteModSeq(&e.msg, m.ModSeq)
 		return
 	}
 	e.msg.Flags, e.msg.Keywords = m.Flags, m.Keywords
+	v.noteModSeq(&e.msg, m.ModSeq)
 	e.dirty = true
 	v.noteKeywords(m.Keywords)
 }
@@ -224,7 +229,7 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (data *ima
 		sub.Close()
 		return nil, sess.srv.imapError(err, roleSource)
 	}
-	v := &view{folder: f.Name, uidValidity: f.UIDValidity, readOnly: options.ReadOnly, sub: sub, keywords: make(map[string]bool), next: f.UIDNext}
+	v := &view{folder: f.Name, uidValidity: f.UIDValidity, readOnly: options.ReadOnly, sub: sub, keywords: make(map[string]bool), next: f.UIDNext, highestModSeq: f.HighestModSeq}
 	for _, m := range msgs {
 		v.add(m)
 	}
@@ -433,7 +438,7 @@ func (sess *session) apply(ev um.Event) {
 
 // flush tells the client what sync applied: EXPUNGE (when allowed), then
 // FLAGS for new keywords, EXISTS, and FETCH FLAGS.
-func (sess *session) flush(w *goimapserver.UpdateWriter, allowExpunge bool) error {
+func (sess *session) flush(w *respWriter, allowExpunge bool) error {
 	v := sess.sel
 	if v == nil {
 		return nil
@@ -453,7 +458,7 @@ func (sess *session) flush(w *goimapserver.UpdateWriter, allowExpunge bool) erro
 			if !v.msgs[i].gone {
 				continue
 			}
-			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+			if err := w.WriteExpunge(uint32(i+1), v.msgs[i].msg.UID); err != nil {
 				return err
 			}
 			v.msgs = append(v.msgs[:i], v.msgs[i+1:]...)
@@ -477,58 +482,27 @@ func (sess *session) flush(w *goimapserver.UpdateWriter, allowExpunge bool) erro
 			continue
 		}
 		e.dirty = false
-		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(e.msg.UID), flagsToIMAP(&e.msg)); err != nil {
+		if err := w.WriteMessageFlags(uint32(i+1), &e.msg); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (sess *session) Poll(w *goimapserver.UpdateWriter, allowExpunge bool) (err error) {
-	defer sess.guard(&err)()
-	if err := sess.finishAppend(); err != nil {
-		return err
+// announceKeywords sends FLAGS when the view holds keywords the client
+// was not told of, before any FETCH that shows them (RFC 3501 7.2.6: a
+// client may reject a flag that FLAGS did not list).
+func (sess *session) announceKeywords(v *view, w *respWriter) {
+	if v.newKW {
+		v.newKW = false
+		w.WriteMailboxFlags(mailboxFlags(v.keywords))
 	}
-	sess.sync()
-	return sess.flush(w, allowExpunge)
 }
 
-func (sess *session) Idle(w *goimapserver.UpdateWriter, stop <-chan struct{}) (err error) {
-	sess.idleMu.Lock()
-	defer sess.idleMu.Unlock()
-	if sess.closed {
-		return nil
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			sess.srv.logf("imapserver: panic in IDLE of %q: %v", sess.mailbox, v)
-			err = errServerBug()
-			return
-		}
-		err = sess.sessionError(err)
-	}()
-	var wake <-chan struct{}
-	if sess.sel != nil && sess.sel.sub != nil {
-		wake = sess.sel.sub.C()
-	}
-	for {
-		sess.sync()
-		if err := sess.flush(w, true); err != nil {
-			return err
-		}
-		// The updates, and what came before them, must not wait for the
-		// client's next command (see netConn.Write).
-		if err := sess.nc.flush(); err != nil {
-			return err
-		}
-		select {
-		case <-stop:
-			return nil
-		case <-sess.srv.ctx.Done():
-			return nil
-		case <-wake:
-		}
-	}
+func (sess *session) Poll(w *respWriter, allowExpunge bool) (err error) {
+	defer sess.guard(&err)()
+	sess.sync()
+	return sess.flush(w, allowExpunge)
 }
 
 // selected returns the view, or an error when none is selected.

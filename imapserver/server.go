@@ -5,14 +5,16 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 )
 
 // ErrServerClosed is returned by Serve and ServeTLS after Shutdown or Close.
@@ -43,8 +45,11 @@ type Options struct {
 	// error text is logged, never sent to the client. Required.
 	Authenticate func(ctx context.Context, username, password string) (mailbox string, err error)
 	// TLSConfig serves STARTTLS on Serve's connections and implicit TLS on
-	// ServeTLS's. MinVersion is raised to TLS 1.2. Nil disables STARTTLS
-	// and ServeTLS.
+	// ServeTLS's; a client that opens a Serve connection with a TLS
+	// ClientHello gets implicit TLS there too. MinVersion is raised to TLS
+	// 1.2, and TLS 1.2 is offered with AEAD cipher suites only (AES-GCM,
+	// ChaCha20-Poly1305: of CipherSuites when set, else of Go's defaults).
+	// Nil disables STARTTLS and ServeTLS.
 	TLSConfig *tls.Config
 	// InsecureAuth allows LOGIN and AUTHENTICATE before TLS (loopback
 	// experiments only: passwords then cross the network in clear). By
@@ -73,11 +78,19 @@ type Options struct {
 	// bounds the memory an unauthenticated client can make the server hold.
 	// Default DefaultMaxPreLoginBytes.
 	MaxPreLoginBytes int
-	// LoginFailureDelay is the delay before answering the first failed login
-	// from a remote address; it doubles with each further failure from that
-	// address within 15 minutes, up to 16 times its value. A connection is
-	// closed after 3 failures. Default DefaultLoginFailureDelay; negative
-	// means no delay.
+	// LoginFailureDelay is the penalty of a failed login, in the manner of
+	// Dovecot's auth penalty, counted both per remote address and per
+	// account (user name): the first failure is answered after this delay,
+	// and it doubles with each further failure of that address or that
+	// account within 15 minutes (the larger count counts), up to 16 times
+	// its value. The logins of one account are checked one at a time, and
+	// the penalty of a failure is served before the next check of that
+	// account, so guesses spread over many addresses and connections are
+	// slowed as much as guesses from one: with the default, a 4-digit PIN
+	// takes more than 40 hours to try. While an account is under attack its
+	// own logins wait their turn too (each within LoginTimeout). A
+	// connection is closed after 3 failures. Default
+	// DefaultLoginFailureDelay; negative means no delay.
 	LoginFailureDelay time.Duration
 	// RenderCacheBytes bounds the memory of the server-wide cache of
 	// rendered messages (header bytes, parsed ENVELOPE and BODYSTRUCTURE,
@@ -88,8 +101,15 @@ type Options struct {
 	// renderings of their selected folder's messages they used
 	// regardless.
 	RenderCacheBytes int
-	// Logf receives errors that have no client to go to. Default: dropped.
-	// It never receives passwords or message content.
+	// Logger receives the server's log records: client faults (a reset
+	// connection, a bad TLS record, a refused command) at Debug, server
+	// faults at Warn and Error, with the attributes mailbox, folder and
+	// remote. It never receives passwords or message content. Nil means
+	// slog.Default(), unless Logf is set.
+	Logger *slog.Logger
+	// Logf is superseded by Logger and kept so that hosts written for it
+	// still build: when Logger is nil and Logf is set, records at Warn and
+	// above go to Logf as text. Default: nil.
 	Logf func(format string, args ...any)
 }
 
@@ -100,6 +120,15 @@ type Stats struct {
 	LoginFailures uint64 // failed logins
 	Rejected      uint64 // connections refused by MaxConns or MaxConnsPerIP
 	Overruns      uint64 // connections closed for passing MaxPreLoginBytes
+	// Commands counts the commands run since New by name ("FETCH", "UID
+	// FETCH") and result ("OK", "NO", "BAD").
+	Commands map[CommandResult]uint64
+}
+
+// CommandResult is a key of Stats.Commands.
+type CommandResult struct {
+	Name   string // upper case, "UID FETCH" for UID commands
+	Result string // OK, NO or BAD
 }
 
 // Server serves the voice mailboxes of a um.Service over IMAP. It is safe
@@ -109,8 +138,10 @@ type Server struct {
 	opts    Options
 	render  um.RenderOptions
 	cache   *renderCache
-	imap    *goimapserver.Server
 	tlsConf *tls.Config
+	log     *slog.Logger
+	modSeqs um.ModSeqer                                // nil: no CONDSTORE or QRESYNC
+	subs    um.FolderSubscriber                        // nil: every folder counts as subscribed
 	sleep   func(ctx context.Context, d time.Duration) // replaced in tests
 
 	ctx    context.Context // canceled by Close
@@ -126,8 +157,11 @@ type Server struct {
 	conns     map[*netConn]struct{}
 	perIP     map[string]int
 	perUser   map[string]int
-	fails     map[string]*failRecord // by remote IP
-	idle      chan struct{}          // closed when conns empties during shutdown
+	fails     map[string]*failRecord  // by remote IP
+	userFails map[string]*failRecord  // by user name, lower case
+	gates     map[string]*accountGate // by user name, lower case
+	idle      chan struct{}           // closed when conns empties during shutdown
+	commands  map[CommandResult]uint64
 }
 
 type failRecord struct {
@@ -148,6 +182,9 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 		perIP:     make(map[string]int),
 		perUser:   make(map[string]int),
 		fails:     make(map[string]*failRecord),
+		userFails: make(map[string]*failRecord),
+		gates:     make(map[string]*accountGate),
+		commands:  make(map[CommandResult]uint64),
 		sleep:     sleepCtx,
 	}
 	o := &s.opts
@@ -170,8 +207,13 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 	if o.LoginFailureDelay == 0 {
 		o.LoginFailureDelay = DefaultLoginFailureDelay
 	}
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
+	switch {
+	case o.Logger != nil:
+		s.log = o.Logger
+	case o.Logf != nil:
+		s.log = slog.New(logfHandler{o.Logf, nil})
+	default:
+		s.log = slog.Default()
 	}
 	s.render = um.RenderOptions{Domain: o.Domain}
 	if o.RenderCacheBytes == 0 {
@@ -181,31 +223,11 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 	if o.TLSConfig != nil {
 		s.tlsConf = o.TLSConfig.Clone()
 		s.tlsConf.MinVersion = max(s.tlsConf.MinVersion, tls.VersionTLS12)
+		s.tlsConf.CipherSuites = aeadSuites(s.tlsConf.CipherSuites)
 	}
+	s.modSeqs = s.modSeqer()
+	s.subs, _ = findStore[um.FolderSubscriber](svc.Store())
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	patchFallbackResponse()
-	s.imap = goimapserver.New(&goimapserver.Options{
-		NewSession: s.newSession,
-		Caps: imap.CapSet{
-			imap.CapIMAP4rev1:    {},
-			imap.CapIMAP4rev2:    {},
-			imap.CapNamespace:    {},
-			imap.CapUIDPlus:      {},
-			imap.CapESearch:      {},
-			imap.CapSearchRes:    {},
-			imap.CapMove:         {},
-			imap.CapSpecialUse:   {},
-			imap.CapLiteralPlus:  {},
-			imap.CapListExtended: {},
-			imap.CapListStatus:   {},
-			imap.CapStatusSize:   {},
-			imap.CapChildren:     {},
-		},
-		Logger:       logger{s},
-		TLSConfig:    s.tlsConf,
-		InsecureAuth: o.InsecureAuth,
-		// DebugWriter stays nil: it would log passwords.
-	})
 	return s, nil
 }
 
@@ -231,11 +253,10 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-type logger struct{ s *Server }
+func (s *Server) logger() *slog.Logger { return s.log }
 
-func (l logger) Printf(format string, args ...any) { l.s.logf("imapserver: "+format, args...) }
-
-func (s *Server) logf(format string, args ...any) { s.opts.Logf(format, args...) }
+// logf logs a server fault.
+func (s *Server) logf(format string, args ...any) { s.log.Warn(fmt.Sprintf(format, args...)) }
 
 // Serve accepts plain connections on ln and serves them, offering STARTTLS
 // when Options.TLSConfig is set. It returns ErrServerClosed after Shutdown
@@ -260,7 +281,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	}
 	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
-	err := s.imap.Serve(l)
+	err := s.acceptLoop(l)
 	s.mu.Lock()
 	delete(s.listeners, l)
 	closing := s.closing
@@ -285,6 +306,7 @@ func (s *Server) Stats() Stats {
 		LoginFailures: s.loginFailures.Load(),
 		Rejected:      s.rejected.Load(),
 		Overruns:      s.overruns.Load(),
+		Commands:      maps.Clone(s.commands),
 	}
 }
 
@@ -340,13 +362,11 @@ func (s *Server) Close() error {
 	for _, c := range conns {
 		c.abort()
 	}
-	s.imap.Close()
 	return nil
 }
 
 // listener counts connections and refuses those over the caps before
-// go-imap sees them; for implicit TLS it puts TLS over the counting conn,
-// so go-imap sees a *tls.Conn and allows login.
+// the engine sees them.
 type listener struct {
 	net.Listener
 	srv  *Server
@@ -374,9 +394,6 @@ func (l *listener) Accept() (net.Conn, error) {
 			}
 			c.Close()
 			continue
-		}
-		if l.tls {
-			return tls.Server(nc, l.srv.tlsConf), nil
 		}
 		return nc, nil
 	}
@@ -446,27 +463,157 @@ func (s *Server) releaseUser(mailbox string) {
 	}
 }
 
-// loginFailed counts a failure from ip and returns how long to wait before
-// answering it.
-func (s *Server) loginFailed(ip string) time.Duration {
+// loginFailed counts a failure from ip for user and returns how long to
+// wait before answering it.
+func (s *Server) loginFailed(ip, user string) time.Duration {
 	s.loginFailures.Add(1)
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, r := range s.fails {
-		if now.Sub(r.last) > loginFailureWindow {
-			delete(s.fails, k)
-		}
-	}
-	r := s.fails[ip]
-	if r == nil {
-		r = &failRecord{}
-		s.fails[ip] = r
-	}
-	r.n++
-	r.last = now
+	n := max(countFailure(s.fails, ip, now), countFailure(s.userFails, strings.ToLower(user), now))
 	if s.opts.LoginFailureDelay < 0 {
 		return 0
 	}
-	return s.opts.LoginFailureDelay << min(r.n-1, 4)
+	return s.opts.LoginFailureDelay << min(n-1, 4)
+}
+
+// countFailure counts a failure of key in fails, forgetting those older
+// than the window, and returns the count.
+func countFailure(fails map[string]*failRecord, key string, now time.Time) int {
+	for k, r := range fails {
+		if now.Sub(r.last) > loginFailureWindow {
+			delete(fails, k)
+		}
+	}
+	r := fails[key]
+	if r == nil {
+		r = &failRecord{}
+		fails[key] = r
+	}
+	r.n++
+	r.last = now
+	return r.n
+}
+
+// accountGate lets one login of an account be checked at a time.
+type accountGate struct {
+	ch    chan struct{}
+	users int // waiting or holding; the gate is dropped at 0
+}
+
+// lockAccount waits for the turn of user's login, or for ctx. The returned
+// function ends the turn.
+func (s *Server) lockAccount(ctx context.Context, user string) (func(), error) {
+	key := strings.ToLower(user)
+	s.mu.Lock()
+	g := s.gates[key]
+	if g == nil {
+		g = &accountGate{ch: make(chan struct{}, 1)}
+		s.gates[key] = g
+	}
+	g.users++
+	s.mu.Unlock()
+	release := func() {
+		s.mu.Lock()
+		if g.users--; g.users == 0 {
+			delete(s.gates, key)
+		}
+		s.mu.Unlock()
+	}
+	select {
+	case g.ch <- struct{}{}:
+		return func() { <-g.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
+}
+
+// acceptLoop serves each connection l accepts on a goroutine of its own.
+func (s *Server) acceptLoop(l *listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go s.serveConn(c.(*netConn), l.tls)
+	}
+}
+
+// countCommand counts a command for Stats.
+func (s *Server) countCommand(name string, err error) {
+	if name == "" {
+		return
+	}
+	res := "OK"
+	var pe *protoError
+	var ie *imap.Error
+	switch {
+	case errors.As(err, &pe):
+		res = string(pe.typ)
+	case errors.As(err, &ie):
+		res = string(ie.Type)
+	case err != nil && !errors.Is(err, errLogout):
+		res = "BAD"
+	}
+	if len(name) > 20 || !knownCommands[name] {
+		name = "OTHER"
+	}
+	s.mu.Lock()
+	s.commands[CommandResult{name, res}]++
+	s.mu.Unlock()
+}
+
+var knownCommands = map[string]bool{}
+
+func init() {
+	for _, n := range strings.Fields("CAPABILITY NOOP LOGOUT ID STARTTLS LOGIN AUTHENTICATE ENABLE SELECT EXAMINE CREATE DELETE RENAME SUBSCRIBE UNSUBSCRIBE LIST LSUB NAMESPACE STATUS APPEND IDLE GETQUOTA GETQUOTAROOT SETQUOTA CHECK CLOSE UNSELECT EXPUNGE SEARCH FETCH STORE COPY MOVE") {
+		knownCommands[n] = true
+		knownCommands["UID "+n] = true
+	}
+}
+
+var errAuthFailed = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthenticationFailed, Text: "Authentication failed"}
+
+// logfHandler sends records at Warn and above to a printf-style function.
+type logfHandler struct {
+	logf  func(string, ...any)
+	attrs []slog.Attr
+}
+
+func (h logfHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (h logfHandler) Handle(_ context.Context, r slog.Record) error {
+	var sb strings.Builder
+	sb.WriteString(r.Message)
+	for _, a := range h.attrs {
+		sb.WriteString(" " + a.String())
+	}
+	r.Attrs(func(a slog.Attr) bool { sb.WriteString(" " + a.String()); return true })
+	h.logf("%s", sb.String())
+	return nil
+}
+
+func (h logfHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return logfHandler{h.logf, append(append([]slog.Attr(nil), h.attrs...), as...)}
+}
+
+func (h logfHandler) WithGroup(string) slog.Handler { return h }
+
+// aeadSuites keeps the AEAD suites of TLS 1.2 among suites (Go's secure
+// defaults when empty): CBC modes with SHA-1 MACs are out.
+func aeadSuites(suites []uint16) []uint16 {
+	if len(suites) == 0 {
+		for _, cs := range tls.CipherSuites() {
+			suites = append(suites, cs.ID)
+		}
+	}
+	var out []uint16
+	for _, id := range suites {
+		name := tls.CipherSuiteName(id)
+		if strings.Contains(name, "_GCM_") || strings.Contains(name, "CHACHA20_POLY1305") {
+			out = append(out, id)
+		}
+	}
+	return out
 }

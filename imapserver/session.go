@@ -5,30 +5,26 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"runtime/debug"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
-	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 )
 
 // delim is the hierarchy delimiter: um folder names are flat, and a name
 // with "/" shows as a child in clients.
 const delim = '/'
 
-// session is one IMAP connection. go-imap calls its methods one at a time
-// on the connection's goroutine, except Idle, which runs on its own
-// goroutine while the connection waits for DONE; no other method runs then.
+// session is the state of one IMAP connection. The engine calls its
+// methods one at a time on the connection's goroutine.
 type session struct {
 	srv  *Server
 	nc   *netConn
-	conn *goimapserver.Conn
+	conn *conn
 
 	ctx       context.Context // the server's, carrying this session as um source
 	fails     int
@@ -36,56 +32,23 @@ type session struct {
 	mb        *um.Mailbox
 	sel       *view // nil unless a folder is selected
 	appendOp  *pendingAppend
-	appendAt  uint64      // netConn.deadlineCalls when Append returned
-	searchRes imap.UIDSet // saved by SEARCH RETURN (SAVE), used as "$"
-
-	// idleMu is held by Idle while it runs. go-imap may call Close while
-	// an Idle goroutine is still finishing (when the read of DONE fails),
-	// so Close takes it too.
-	idleMu sync.Mutex
-	closed bool
+	searchRes imap.UIDSet           // saved by SEARCH RETURN (SAVE), used as "$"
+	texts     map[*entry]*searchDoc // during SEARCH: the texts read
+	modified  imap.NumSet           // STORE UNCHANGEDSINCE: the messages left alone
+	searchMod searchModSeqs         // SEARCH MODSEQ: the ModSeqs to answer with
+	closed    bool
 }
 
-var (
-	_ goimapserver.SessionIMAP4rev2   = (*session)(nil)
-	_ goimapserver.SessionAppendLimit = (*session)(nil)
-)
-
-func (s *Server) newSession(c *goimapserver.Conn) (goimapserver.Session, *goimapserver.GreetingData, error) {
-	nc := findNetConn(c.NetConn())
-	if nc == nil {
-		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Internal server error"}
-	}
-	nc.setIMAPConn(c)
-	sess := &session{srv: s, nc: nc, conn: c}
-	sess.ctx = um.WithSource(s.ctx, sess)
-	return sess, nil, nil
-}
-
-func findNetConn(c any) *netConn {
-	for {
-		switch v := c.(type) {
-		case *netConn:
-			return v
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return nil
-		}
-	}
-}
-
-// guard runs at the top of every session method but Idle (which has its
-// own) and Close: it marks the connection busy (so Shutdown waits for the
-// command), turns a panic into NO [SERVERBUG], so none reaches go-imap or
-// the host, and passes the method's error through sessionError, so go-imap
-// gets an *imap.Error and never its own fallback response.
+// guard runs at the top of every session method but Close: it marks the
+// connection busy (so Shutdown waits for the command), turns a panic into
+// NO [SERVERBUG], so none reaches the host, and passes the method's error
+// through sessionError, so the engine gets an *imap.Error.
 func (sess *session) guard(err *error) func() {
 	sess.nc.busy.Add(1)
 	return func() {
 		sess.nc.busy.Add(-1)
 		if v := recover(); v != nil {
-			sess.srv.logf("imapserver: panic in session of %q: %v\n%s", sess.mailbox, v, debug.Stack())
+			sess.srv.logger().Error("imapserver: panic", "mailbox", sess.mailbox, "panic", v, "stack", string(debug.Stack()))
 			*err = errServerBug()
 			return
 		}
@@ -94,8 +57,9 @@ func (sess *session) guard(err *error) func() {
 }
 
 func (sess *session) Close() error {
-	sess.idleMu.Lock()
-	defer sess.idleMu.Unlock()
+	if sess.closed {
+		return nil
+	}
 	sess.closed = true
 	if sess.sel != nil {
 		sess.sel.close()
@@ -115,10 +79,15 @@ func (sess *session) Close() error {
 func (sess *session) Login(username, password string) (err error) {
 	defer sess.guard(&err)()
 	if sess.fails >= maxLoginFailuresPerConn {
-		return goimapserver.ErrAuthFailed
+		return errAuthFailed
 	}
-	ctx, cancel := context.WithTimeout(sess.srv.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(sess.ctx, 30*time.Second)
 	defer cancel()
+	unlock, err := sess.srv.lockAccount(ctx, username)
+	if err != nil {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Login attempts for this account are queued; try again later"}
+	}
+	defer unlock()
 	mailbox, aerr := sess.srv.opts.Authenticate(ctx, username, password)
 	var mb *um.Mailbox
 	if aerr == nil {
@@ -128,13 +97,13 @@ func (sess *session) Login(username, password string) (err error) {
 		}
 	}
 	if aerr != nil {
-		sess.srv.logf("imapserver: login of %q from %s failed: %v", username, sess.nc.ip, aerr)
+		sess.srv.logger().Debug("imapserver: login failed", "user", username, "remote", sess.nc.ip, "err", aerr)
 		sess.fails++
-		sess.srv.sleep(sess.srv.ctx, sess.srv.loginFailed(sess.nc.ip))
+		sess.srv.sleep(sess.ctx, sess.srv.loginFailed(sess.nc.ip, username))
 		if sess.fails >= maxLoginFailuresPerConn {
 			sess.nc.closeAfterResponse()
 		}
-		return goimapserver.ErrAuthFailed
+		return errAuthFailed
 	}
 	if !sess.srv.claimUser(mailbox) {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit, Text: "Too many sessions for this mailbox"}
@@ -182,26 +151,45 @@ func (sess *session) Rename(from, to string, options *imap.RenameOptions) (err e
 		// the phone here.
 		return errCannot("INBOX cannot be renamed")
 	}
-	err = sess.mb.RenameFolder(sess.ctx, from, to)
-	if err == nil && sess.sel != nil && !sess.sel.dead && sess.sel.folder == from {
-		sess.sel.folder = to
-	}
-	return sess.srv.imapError(err, roleSource)
-}
-
-// Subscribe checks that the folder exists and changes nothing: every
-// folder counts as subscribed (see the package doc, Subscriptions).
-func (sess *session) Subscribe(name string) (err error) {
-	defer sess.guard(&err)()
-	if _, err := sess.mb.Folder(sess.ctx, folderName(name)); err != nil {
+	// RFC 3501 6.3.5: the folder's children move with it. um renames one
+	// folder at a time, so they follow, each under its new name.
+	fs, err := sess.mb.Folders(sess.ctx)
+	if err != nil {
 		return sess.srv.imapError(err, roleSource)
 	}
-	return nil
-}
-
-// Unsubscribe succeeds and changes nothing (see Subscribe).
-func (sess *session) Unsubscribe(name string) (err error) {
-	defer sess.guard(&err)()
+	var children []string
+	found := false
+	for _, f := range fs {
+		switch {
+		case f.Name == from:
+			found = true
+		case strings.HasPrefix(f.Name, from+string(delim)):
+			children = append(children, f.Name)
+		case f.Name == to || strings.HasPrefix(f.Name, to+string(delim)):
+			return sess.srv.imapError(um.ErrExists, roleSource)
+		}
+	}
+	if strings.HasPrefix(to, from+string(delim)) {
+		return errCannot("A folder cannot move below itself")
+	}
+	if !found && len(children) == 0 {
+		return sess.srv.imapError(um.ErrNotFound, roleSource)
+	}
+	moves := [][2]string{}
+	if found {
+		moves = append(moves, [2]string{from, to})
+	}
+	for _, c := range children {
+		moves = append(moves, [2]string{c, to + strings.TrimPrefix(c, from)})
+	}
+	for _, mv := range moves {
+		if err := sess.mb.RenameFolder(sess.ctx, mv[0], mv[1]); err != nil {
+			return sess.srv.imapError(err, roleSource)
+		}
+		if sess.sel != nil && !sess.sel.dead && sess.sel.folder == mv[0] {
+			sess.sel.folder = mv[1]
+		}
+	}
 	return nil
 }
 
@@ -217,65 +205,6 @@ func (sess *session) AppendLimit() uint32 { return sess.srv.opts.AppendLimit }
 func specialUse(folder string) []imap.MailboxAttr {
 	if folder == um.Trash {
 		return []imap.MailboxAttr{imap.MailboxAttrTrash}
-	}
-	return nil
-}
-
-func (sess *session) List(w *goimapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) (err error) {
-	defer sess.guard(&err)()
-	if len(patterns) == 0 {
-		// LIST "" "": the hierarchy delimiter and root.
-		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: delim})
-	}
-	fs, err := sess.folders()
-	if err != nil {
-		return err
-	}
-	names := make(map[string]bool, len(fs))
-	for _, f := range fs {
-		names[f.Name] = true
-	}
-	for _, f := range fs {
-		match := false
-		for _, p := range patterns {
-			if goimapserver.MatchList(f.Name, delim, ref, p) || (f.Name == um.Inbox && goimapserver.MatchList("inbox", delim, strings.ToLower(ref), strings.ToLower(p))) {
-				match = true
-				break
-			}
-		}
-		if !match {
-			continue
-		}
-		su := specialUse(f.Name)
-		if options.SelectSpecialUse && len(su) == 0 {
-			continue
-		}
-		data := &imap.ListData{Mailbox: f.Name, Delim: delim}
-		hasChildren := false
-		for n := range names {
-			if strings.HasPrefix(n, f.Name+string(delim)) {
-				hasChildren = true
-				break
-			}
-		}
-		if hasChildren {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
-		} else {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
-		}
-		if options.SelectSubscribed || options.ReturnSubscribed {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
-		}
-		data.Attrs = append(data.Attrs, su...)
-		if options.ReturnStatus != nil {
-			st, err := sess.status(f.Name, options.ReturnStatus)
-			if err == nil {
-				data.Status = st
-			}
-		}
-		if err := w.WriteList(data); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -328,16 +257,14 @@ func (sess *session) status(folder string, options *imap.StatusOptions) (*imap.S
 		AppendLimit:    &limit,
 		DeletedStorage: &deletedSize,
 		NumRecent:      &recent,
+		HighestModSeq:  f.HighestModSeq,
 	}, nil
 }
 
-// pendingAppend is a message a client APPENDed, held until go-imap has
-// read the CRLF that ends the command. go-imap v2.0.0-beta.8 calls
-// Session.Append before it checks that CRLF, and when the check fails it
-// sends no tagged response: storing at Append would keep a message the
-// client never saw confirmed. So Append only spools the literal; the
-// Poll that go-imap runs right after a good CRLF stores it and fills in
-// the APPENDUID through the returned pointer.
+// pendingAppend is a message a client APPENDed, held until the engine has
+// read the CRLF that ends the command: storing before would keep a message
+// whose command was malformed and never confirmed. So Append only spools
+// the literal, and finishAppend stores it.
 type pendingAppend struct {
 	folder string
 	tmpl   um.Message
@@ -367,77 +294,76 @@ func (p *pendingAppend) discard() {
 
 const spoolInMemory = 1 << 20
 
-func (sess *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (data *imap.AppendData, err error) {
+// appendCheck answers, before the message is sent, whether APPEND to
+// name can go on: the folder must exist. What a folder may hold (INBOX
+// takes voicemail only) is um's rule, applied when the message is stored.
+func (sess *session) appendCheck(name string) (err error) {
 	defer sess.guard(&err)()
-	defer func() { sess.appendAt = sess.nc.deadlineCalls.Load() }()
+	_, err = sess.mb.Folder(sess.ctx, folderName(name))
+	return sess.srv.imapError(err, roleDest)
+}
+
+// Append spools an APPEND's message of size bytes from r; finishAppend
+// stores it once the command's end has been read. The engine drains r
+// whatever Append returns.
+func (sess *session) Append(name string, r io.Reader, size int64, options *imap.AppendOptions) (err error) {
+	defer sess.guard(&err)()
 	if sess.appendOp != nil {
 		sess.appendOp.discard()
 		sess.appendOp = nil
 	}
 	folder := folderName(name)
-	if folder == um.Inbox {
-		return nil, errCannot("INBOX holds voicemail only; append to another folder")
-	}
-	if _, err := sess.mb.Folder(sess.ctx, folder); err != nil {
-		return nil, sess.srv.imapError(err, roleDest)
-	}
 	tmpl := um.Message{Added: options.Time}
 	tmpl.Flags, tmpl.Keywords = flagsFromIMAP(options.Flags)
 	p := &pendingAppend{folder: folder, tmpl: tmpl, data: &imap.AppendData{}}
-	if r.Size() <= spoolInMemory {
-		p.buf = make([]byte, r.Size())
+	if size <= spoolInMemory {
+		p.buf = make([]byte, size)
 		if _, err := io.ReadFull(r, p.buf); err != nil {
-			return nil, fmt.Errorf("imapserver: read APPEND literal: %w", err)
+			return fmt.Errorf("imapserver: read APPEND literal: %w", err)
 		}
+		p.buf = toSevenBit(p.buf)
 	} else {
 		f, err := os.CreateTemp("", "um-imap-append-*")
 		if err != nil {
-			return nil, sess.srv.imapError(fmt.Errorf("imapserver: spool APPEND: %w", err), roleSource)
+			return sess.srv.imapError(fmt.Errorf("imapserver: spool APPEND: %w", err), roleSource)
 		}
 		p.file = f
 		if _, err := io.Copy(f, r); err != nil {
 			p.discard()
-			return nil, fmt.Errorf("imapserver: read APPEND literal: %w", err)
+			return fmt.Errorf("imapserver: read APPEND literal: %w", err)
 		}
 	}
 	sess.appendOp = p
-	return p.data, nil
+	return nil
 }
 
-// finishAppend stores the spooled APPEND when go-imap's Poll follows it
-// directly, which it does only after a good CRLF. Any other path in between
-// (the CRLF check failed and a later command runs) has set new read
-// deadlines on the connection, and the message is dropped.
-func (sess *session) finishAppend() error {
+// finishAppend stores the spooled APPEND.
+func (sess *session) finishAppend() (data *imap.AppendData, err error) {
+	defer sess.guard(&err)()
 	p := sess.appendOp
 	if p == nil {
-		return nil
+		return nil, errServerBug()
 	}
 	sess.appendOp = nil
 	defer p.discard()
-	if sess.nc.deadlineCalls.Load() != sess.appendAt {
-		sess.srv.logf("imapserver: APPEND from %q not ended by CRLF; message dropped", sess.mailbox)
-		sess.conn.Bye("APPEND syntax error")
-		return errClientBug("APPEND syntax error")
-	}
 	r, err := p.content()
 	if err != nil {
-		return sess.srv.imapError(err, roleSource)
+		return nil, sess.srv.imapError(err, roleSource)
 	}
 	m, err := sess.mb.Append(sess.ctx, p.folder, p.tmpl, r)
 	if err != nil {
-		return sess.srv.imapError(err, roleDest)
+		return nil, sess.srv.imapError(err, roleDest)
 	}
 	f, err := sess.mb.Folder(sess.ctx, p.folder)
 	if err != nil {
-		return sess.srv.imapError(err, roleDest)
+		return nil, sess.srv.imapError(err, roleDest)
 	}
 	p.data.UID = imap.UID(m.UID)
 	p.data.UIDValidity = f.UIDValidity
 	if sess.sel != nil {
 		sess.addOwn(sess.sel, f, []um.Message{m})
 	}
-	return nil
+	return p.data, nil
 }
 
 // flagsFromIMAP splits IMAP flags into um system flags and keywords;

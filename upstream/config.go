@@ -3,10 +3,12 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/embeddedum/um"
@@ -145,13 +147,45 @@ func (o OAuth2) SASL(ctx context.Context, username string, mechs []string) (sasl
 // xoauth2Client is the XOAUTH2 mechanism, which go-sasl lacks.
 type xoauth2Client struct{ username, token string }
 
+// errAuthRefused is a login the server refused in a way that is not an
+// IMAP NO: the XOAUTH2 error challenge.
+var errAuthRefused = errors.New("upstream: login refused")
+
 func (c *xoauth2Client) Start() (string, []byte, error) {
 	return "XOAUTH2", []byte("user=" + c.username + "\x01auth=Bearer " + c.token + "\x01\x01"), nil
 }
 
-// Next answers the server's error challenge (a JSON status) with an empty
-// response, after which the server fails the exchange with its reason.
-func (c *xoauth2Client) Next(challenge []byte) ([]byte, error) { return []byte{}, nil }
+// Next gets the server's error challenge (a JSON status): the login has
+// failed, and the decoded status is the error. (The empty answer the
+// mechanism expects cannot be sent through go-imap, which encodes it as
+// "=", and the session ends anyway.)
+func (c *xoauth2Client) Next(challenge []byte) ([]byte, error) {
+	return nil, fmt.Errorf("%w: %s", errAuthRefused, xoauth2Reason(challenge))
+}
+
+// xoauth2Reason decodes the JSON of an XOAUTH2 error challenge, e.g.
+// {"status":"401","schemes":"bearer","scope":"..."}, into a short text.
+func xoauth2Reason(challenge []byte) string {
+	var v struct {
+		Status  string `json:"status"`
+		Schemes string `json:"schemes"`
+		Scope   string `json:"scope"`
+		Error   string `json:"error"`
+	}
+	if len(challenge) > 4096 || json.Unmarshal(challenge, &v) != nil {
+		return "undecodable XOAUTH2 error challenge"
+	}
+	var parts []string
+	for _, kv := range [][2]string{{"status", v.Status}, {"error", v.Error}, {"schemes", v.Schemes}, {"scope", v.Scope}} {
+		if kv[1] != "" {
+			parts = append(parts, kv[0]+" "+strconv.Quote(kv[1]))
+		}
+	}
+	if len(parts) == 0 {
+		return "XOAUTH2 refused without a status"
+	}
+	return "XOAUTH2 " + strings.Join(parts, ", ")
+}
 
 func authMechanisms(caps imap.CapSet) []string {
 	var out []string

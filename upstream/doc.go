@@ -27,6 +27,49 @@
 //     folder) deletes the voicemail on the phone (Mailbox.Delete: to um's
 //     Trash), so the lamp follows.
 //
+// # One truth: the rules
+//
+// Each pass compares the um store, the saved state and what the server
+// holds, once per voicemail, and decides what to do (a pure function,
+// table-tested); a small executor then does it. Whatever the user does in
+// their account and whatever the server sends, these hold:
+//
+//   - A voicemail is deleted on the phone only after the removal of its
+//     copy was confirmed for that UID under the same UIDVALIDITY. A copy a
+//     header search does not find is asked about by UID with a UID FETCH
+//     that also names the folder's last message, so an empty answer from a
+//     folder that is not empty is a contradiction (a server fault), never a
+//     confirmation; a copy such a fetch shows is kept, whatever the search
+//     said.
+//   - A copy the user expunged, moved to Trash or filed into another
+//     folder is never uploaded again: the voicemail is remembered as
+//     removed (MessageState.Removed).
+//   - Undelete on the phone leaves exactly one copy upstream: the copy is
+//     moved back from the server's Trash, or, when Trash holds none (the
+//     user expunged or filed it), uploaded once.
+//   - No pass leaves an orphaned duplicate: of several copies of one
+//     voicemail the one the state names (else the oldest) is kept and the
+//     others are expunged (moved to Trash where the server cannot expunge
+//     single UIDs).
+//   - Nothing said after the server's BYE, or in a session that broke a
+//     limit, is acted on.
+//
+// # A server that misbehaves
+//
+// Every peer may be hostile, the mail server too. The engine reads the
+// connection through a guard that ends it at a response line longer than
+// Options.MaxLine or literals beyond Options.MaxLiteral (the engine asks for
+// nothing larger than one header field); the bodies of FETCH responses the
+// server sends unasked are read and dropped, never kept, and wake the
+// worker only when they may concern one of its copies. Every command has
+// a deadline (Options.CommandTimeout), so a server that falls silent is
+// abandoned. A UIDVALIDITY of 0, or one that changes within a session or
+// within ten minutes of the last change, is a fault. A fault ends the
+// session with an error wrapping ErrServerFault, changes nothing, and the
+// worker backs off without the reset a successful sync would give; an
+// upload whose copy the server then does not show is not tried again
+// before one backoff period has passed.
+//
 // Changes from the server arrive by IDLE where offered (otherwise by polling
 // every Options.PollInterval); the flags are then fetched only for the
 // engine's own copies, and with CONDSTORE only those changed since the
@@ -107,7 +150,7 @@
 //     whatever the other side did to its flags meanwhile. A copy of a
 //     message that is in um's Trash is moved to the server's Trash again
 //     (the phone's delete wins over a restore on the server; undelete on
-//     the phone, which appends it again).
+//     the phone brings the copy back, see the rules above).
 //   - Unheard re-lights the lamp: when there is no common base (a copy
 //     found again after a lost state file or a UIDVALIDITY change), the
 //     message is heard only if both sides say so; \Deleted, \Flagged and

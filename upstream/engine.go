@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -36,8 +37,25 @@ type Options struct {
 	MaxDials int
 	// DialTimeout bounds connecting and the TLS handshake. Default 30s.
 	DialTimeout time.Duration
-	// Logf receives errors that have no caller to return to. Default:
-	// dropped. Status shows the last error of each mailbox too.
+	// CommandTimeout bounds the wait for the answer to each command (and
+	// for anything at all while idling, beyond PollInterval): a server
+	// that falls silent is abandoned and retried after the backoff.
+	// Default 1m.
+	CommandTimeout time.Duration
+	// MaxLine is the longest response line the engine accepts from the
+	// server, and MaxLiteral the most literal bytes in one response; the
+	// engine asks for nothing larger (flags, UIDs, one header field). A
+	// server that sends more has its connection ended with an error
+	// wrapping ErrServerFault. Default 1 MiB and 64 KiB.
+	MaxLine, MaxLiteral int64
+	// Logger receives what has no caller to return to: server faults and
+	// failed sessions at Warn, UIDVALIDITY changes at Info, each with the
+	// attributes mailbox and remote (never a password or token). Nil
+	// means slog.Default(). Status shows the last error of each mailbox
+	// too.
+	Logger *slog.Logger
+	// Logf, when set, receives the same messages as Logger, formatted.
+	// Superseded by Logger; kept for hosts that set it.
 	Logf func(format string, args ...any)
 }
 
@@ -94,8 +112,17 @@ func New(svc *um.Service, state StateStore, opts *Options) (*Engine, error) {
 	if e.opts.DialTimeout <= 0 {
 		e.opts.DialTimeout = 30 * time.Second
 	}
-	if e.opts.Logf == nil {
-		e.opts.Logf = func(string, ...any) {}
+	if e.opts.CommandTimeout <= 0 {
+		e.opts.CommandTimeout = time.Minute
+	}
+	if e.opts.MaxLine <= 0 {
+		e.opts.MaxLine = 1 << 20
+	}
+	if e.opts.MaxLiteral <= 0 {
+		e.opts.MaxLiteral = 64 << 10
+	}
+	if e.opts.Logger == nil {
+		e.opts.Logger = slog.Default()
 	}
 	return e, nil
 }
@@ -186,9 +213,12 @@ func (e *Engine) Status(mailbox string) Status {
 }
 
 // Sync asks the worker of mailbox for a full comparison of both sides and
-// waits until it has run. It fails when the worker is not connected (the
-// error of the last attempt is wrapped) or ctx is done first, and with
-// um.ErrNotFound for a mailbox the engine does not sync.
+// waits until it has run. A worker waiting to reconnect makes its attempt
+// now if MinBackoff has passed since the last one, and Sync waits for it;
+// otherwise, and when that attempt fails, Sync fails with an error
+// wrapping ErrNotConnected and the attempt's error. It fails too when ctx
+// is done first, and with um.ErrNotFound for a mailbox the engine does not
+// sync.
 func (e *Engine) Sync(ctx context.Context, mailbox string) error {
 	e.mu.Lock()
 	w := e.workers[mailbox]
@@ -221,4 +251,21 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-var errNotConnected = errors.New("upstream: not connected")
+// ErrNotConnected is wrapped by the error of Sync when the worker has no
+// connection to the server (it is waiting to reconnect); the error of the
+// last attempt is wrapped too.
+var ErrNotConnected = errors.New("upstream: not connected")
+
+func (e *Engine) logError(cfg Config, err error) {
+	e.opts.Logger.Warn("upstream: session failed", "mailbox", cfg.Mailbox, "remote", cfg.Addr, "err", err)
+	if e.opts.Logf != nil {
+		e.opts.Logf("upstream: %s: %v", cfg.Mailbox, err)
+	}
+}
+
+func (e *Engine) logInfo(cfg Config, msg string, args ...any) {
+	e.opts.Logger.Info("upstream: "+msg, append([]any{"mailbox", cfg.Mailbox, "remote", cfg.Addr, "folder", cfg.Folder}, args...)...)
+	if e.opts.Logf != nil {
+		e.opts.Logf("upstream: %s: %s %v", cfg.Mailbox, msg, args)
+	}
+}

@@ -137,7 +137,8 @@ func transportError(err error) bool {
 		ci  x509.CertificateInvalidError
 		ae  tls.AlertError
 		rh  tls.RecordHeaderError
+		st  *errStartTLS
 	)
-	return err != nil && !errors.As(err, &ie) && !errors.As(err, &cve) && !errors.As(err, &ua) &&
+	return err != nil && !errors.Is(err, ErrServerFault) && !errors.Is(err, errAuthRefused) && !errors.As(err, &st) && !errors.As(err, &ie) && !errors.As(err, &cve) && !errors.As(err, &ua) &&
 		!errors.As(err, &hn) && !errors.As(err, &ci) && !errors.As(err, &ae) && !errors.As(err, &rh)
 }

@@ -40,6 +40,12 @@ type MessageState struct {
 	// Appending is set, and saved, before an APPEND whose outcome is not yet
 	// known; the next attempt searches for the copy before appending again.
 	Appending bool `json:"appending,omitempty"`
+	// Removed is set once the voicemail was deleted on one side and its
+	// copy removed on the other: the copy is never uploaded again as new.
+	// When the phone undeletes it, the engine brings the copy back from the
+	// server's Trash (or uploads it once when there is none). Removed
+	// entries are dropped when the voicemail leaves the um store.
+	Removed bool `json:"removed,omitempty"`
 }
 
 func (s *State) clone() *State {

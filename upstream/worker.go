@@ -6,8 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
-	"net"
+
 	"net/textproto"
 	"slices"
 	"strings"
@@ -51,6 +52,15 @@ type worker struct {
 	st        *State
 	trash     string
 	caps      imap.CapSet
+	condstore bool
+	g         *guard                  // the current connection's framing guard
+	again     bool                    // a restore asks for a full pass next
+	backoff   time.Duration           // the current backoff period
+	appended  map[uuid.UUID]time.Time // when each voicemail was last APPENDed
+	validity  time.Time               // when the folder's UIDVALIDITY last changed
+	pending   []chan error            // sync requests that cut a backoff short
+
+	known atomic.Pointer[map[imap.UID]bool] // UIDs of our copies, for the unsolicited-data handler
 
 	mu         sync.Mutex
 	stat       Status
@@ -60,7 +70,8 @@ type worker struct {
 
 func newWorker(e *Engine, cfg Config, mb *um.Mailbox) *worker {
 	w := &worker{e: e, cfg: cfg, mb: mb, done: make(chan struct{}),
-		upWake: make(chan struct{}, 1), syncReq: make(chan chan error), handoffC: make(chan struct{}, 1)}
+		upWake: make(chan struct{}, 1), syncReq: make(chan chan error), handoffC: make(chan struct{}, 1),
+		appended: make(map[uuid.UUID]time.Time)}
 	w.h = e.joinHost(w)
 	w.rend = um.RenderOptions{Mailbox: cfg.Mailbox}
 	w.stat = Status{Mailbox: cfg.Mailbox, Configured: true}
@@ -99,7 +110,14 @@ func (w *worker) setErr(err error) {
 	w.stat.LastError = err
 	w.stat.Failures++
 	w.mu.Unlock()
-	w.e.opts.Logf("upstream: %s: %v", w.cfg.Mailbox, err)
+	w.e.logError(w.cfg, err)
+}
+
+// arm sets the deadline of the command about to be sent.
+func (w *worker) arm() {
+	if w.g != nil {
+		w.g.arm(w.e.opts.CommandTimeout)
+	}
 }
 
 func (w *worker) markDirty() {
@@ -138,6 +156,8 @@ func (w *worker) syncNow(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-w.done:
+		return fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, um.ErrClosed)
 	}
 }
 
@@ -147,6 +167,7 @@ func (w *worker) run() {
 	w.markDirty() // until the first sync, nothing is known to be carried over
 	backoff := w.e.opts.MinBackoff
 	for ctx.Err() == nil {
+		w.backoff = backoff
 		if w.st == nil {
 			st, err := w.e.state.Load(ctx, w.cfg.Mailbox)
 			switch {
@@ -166,10 +187,14 @@ func (w *worker) run() {
 		if ctx.Err() != nil {
 			return
 		}
-		if synced {
+		if synced && !errors.Is(err, ErrServerFault) {
 			backoff = w.e.opts.MinBackoff
 		}
 		w.setErr(err)
+		for _, r := range w.pending {
+			r <- fmt.Errorf("upstream: sync %q: %w: %w", w.cfg.Mailbox, ErrNotConnected, err)
+		}
+		w.pending = nil
 		wake, probe := w.e.failed(w, w.transport)
 		d := backoff
 		if probe {
@@ -197,11 +222,15 @@ func (w *worker) guardedSession(ctx context.Context) (synced bool, err error) {
 	return w.session(ctx)
 }
 
-// sleep waits d with jitter (between d/2 and d), answering sync requests
-// with the error of the last attempt meanwhile. When wake is closed (another
-// worker reached the server again) it returns after a short random delay
-// instead; when the prober role is handed over to it, at once.
+// sleep waits d with jitter (between d/2 and d). A sync request ends the
+// wait once MinBackoff has passed (the attempt it makes answers it), and is
+// answered with the error of the last attempt before that, so hosts that
+// ask often cannot make the worker reconnect faster than MinBackoff. When
+// wake is closed (another worker reached the server again) it returns after
+// a short random delay instead; when the prober role is handed over to it,
+// at once.
 func (w *worker) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) {
+	start := time.Now()
 	d = d/2 + rand.N(d/2+1)
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -219,25 +248,24 @@ func (w *worker) sleep(ctx context.Context, d time.Duration, wake <-chan struct{
 		case <-w.sub.C():
 			w.markDirty() // the next session's full pass carries it over
 		case r := <-w.syncReq:
+			if time.Since(start) >= w.e.opts.MinBackoff {
+				w.pending = append(w.pending, r)
+				return
+			}
 			w.mu.Lock()
 			err := w.stat.LastError
 			w.mu.Unlock()
-			r <- fmt.Errorf("upstream: sync %q: %w: %w", w.cfg.Mailbox, errNotConnected, err)
+			r <- fmt.Errorf("upstream: sync %q: %w: %w", w.cfg.Mailbox, ErrNotConnected, err)
 		}
 	}
 }
 
 func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	opts := &imapclient.Options{
-		TLSConfig: w.cfg.tlsConfig(),
-		Dialer:    &net.Dialer{Timeout: w.e.opts.DialTimeout},
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			Expunge: func(uint32) { w.upExpunge.Store(true); w.poke() },
 			Mailbox: func(*imapclient.UnilateralDataMailbox) { w.poke() },
-			Fetch: func(m *imapclient.FetchMessageData) {
-				m.Collect()
-				w.poke()
-			},
+			Fetch:   w.unsolicitedFetch,
 		},
 	}
 	// Logins to one address queue here, not at the server.
@@ -247,17 +275,13 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 		return nil, ctx.Err()
 	}
 	defer func() { <-w.h.sem }()
-	var c *imapclient.Client
-	var err error
-	if w.cfg.Security == StartTLS {
-		c, err = imapclient.DialStartTLS(w.cfg.Addr, opts)
-	} else {
-		c, err = imapclient.DialTLS(w.cfg.Addr, opts)
-	}
+	g, err := w.connect(ctx)
 	if err != nil {
 		w.transport = transportError(err)
 		return nil, fmt.Errorf("upstream: connect to %s: %w", w.cfg.Addr, err)
 	}
+	c := imapclient.New(g, opts)
+	w.g = g
 	w.mu.Lock()
 	w.conn = c
 	w.mu.Unlock()
@@ -265,16 +289,29 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 		c.Close()
 		return nil, ctx.Err()
 	}
+	w.arm()
 	if err := c.WaitGreeting(); err != nil {
 		w.transport = transportError(err)
 		c.Close()
 		return nil, fmt.Errorf("upstream: greeting of %s: %w", w.cfg.Addr, err)
 	}
-	sc, err := w.cfg.Credentials.SASL(ctx, w.cfg.Username, authMechanisms(c.Caps()))
+	if c.State() != imap.ConnStateNotAuthenticated {
+		c.Close()
+		return nil, fmt.Errorf("upstream: greeting of %s: %w: PREAUTH refused", w.cfg.Addr, ErrServerFault)
+	}
+	w.arm()
+	caps, err := c.Capability().Wait()
+	if err != nil {
+		w.transport = transportError(err)
+		c.Close()
+		return nil, fmt.Errorf("upstream: CAPABILITY at %s: %w", w.cfg.Addr, err)
+	}
+	sc, err := w.cfg.Credentials.SASL(ctx, w.cfg.Username, authMechanisms(caps))
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
+	w.arm()
 	if err := c.Authenticate(sc); err != nil {
 		w.transport = transportError(err)
 		c.Close()
@@ -282,6 +319,37 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	}
 	w.e.reached(w)
 	return c, nil
+}
+
+// unsolicitedFetch reads a FETCH the server sent unasked without keeping
+// any body, and wakes the worker only for a flag change that may concern
+// one of its copies: a flood about other mail costs no round trip.
+func (w *worker) unsolicitedFetch(m *imapclient.FetchMessageData) {
+	var uid imap.UID
+	flags := false
+	for item := m.Next(); item != nil; item = m.Next() {
+		switch it := item.(type) {
+		case imapclient.FetchItemDataUID:
+			uid = it.UID
+		case imapclient.FetchItemDataFlags:
+			flags = true
+		case imapclient.FetchItemDataBodySection:
+			if it.Literal != nil {
+				io.Copy(io.Discard, it.Literal)
+			}
+		case imapclient.FetchItemDataBinarySection:
+			if it.Literal != nil {
+				io.Copy(io.Discard, it.Literal)
+			}
+		}
+	}
+	if !flags {
+		return
+	}
+	if known := w.known.Load(); uid != 0 && known != nil && !(*known)[uid] {
+		return
+	}
+	w.poke()
 }
 
 // session connects, brings both sides in line, then follows changes on
@@ -293,7 +361,12 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 		return false, err
 	}
 	defer func() {
-		w.transport = err != nil && ctx.Err() == nil && connLost(c, err)
+		if ferr := w.g.fault(); ferr != nil && err != nil && !errors.Is(err, ErrServerFault) {
+			err = fmt.Errorf("%w (%w)", ferr, err)
+		} else if err != nil && w.g.expired() {
+			err = fmt.Errorf("upstream: no answer from %s within %v: %w", w.cfg.Addr, w.e.opts.CommandTimeout, err)
+		}
+		w.transport = err != nil && ctx.Err() == nil && !errors.Is(err, ErrServerFault) && connLost(c, err)
 		c.Close()
 		w.mu.Lock()
 		w.conn = nil
@@ -302,6 +375,7 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 	w.caps = c.Caps()
 	idle := w.caps.Has(imap.CapIdle) || w.caps.Has(imap.CapIMAP4rev2)
 	condstore := w.caps.Has(imap.CapCondStore)
+	w.condstore = condstore
 	w.mu.Lock()
 	w.stat.Idle, w.stat.CondStore = idle, condstore
 	w.mu.Unlock()
@@ -309,12 +383,13 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 	if err := w.findTrash(c); err != nil {
 		return false, err
 	}
-	if err := w.selectFolder(ctx, c, condstore); err != nil {
+	if err := w.selectFolder(ctx, c, condstore, false); err != nil {
 		return false, err
 	}
 
 	full := true
-	var waiting []chan error
+	waiting := w.pending
+	w.pending = nil
 	defer func() {
 		for _, r := range waiting {
 			r <- fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, err)
@@ -334,11 +409,14 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 		w.stat.LastError = nil
 		w.stat.Failures = 0
 		w.stat.Messages = 0
+		known := make(map[imap.UID]bool, len(w.st.Messages))
 		for _, m := range w.st.Messages {
-			if m.UID != 0 {
+			if m.UID != 0 && !m.Removed {
 				w.stat.Messages++
+				known[imap.UID(m.UID)] = true
 			}
 		}
+		w.known.Store(&known)
 		w.dirtySince = time.Time{}
 		w.mu.Unlock()
 		for _, r := range waiting {
@@ -348,12 +426,17 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 
 		// Wait for a change on either side.
 		var ic *imapclient.IdleCommand
+		w.arm()
 		if idle {
 			if ic, err = c.Idle(); err != nil {
 				return synced, fmt.Errorf("upstream: IDLE: %w", err)
 			}
 		}
 		poll := time.NewTimer(w.e.opts.PollInterval)
+		if w.g != nil {
+			// Silence is expected while idling, up to the poll.
+			w.g.arm(w.e.opts.PollInterval + w.e.opts.CommandTimeout)
+		}
 		var closed bool
 		select {
 		case <-ctx.Done():
@@ -375,6 +458,7 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 		if closed {
 			return synced, errors.New("upstream: connection closed by the server")
 		}
+		w.arm()
 		if ic != nil {
 			if err := ic.Close(); err != nil {
 				return synced, fmt.Errorf("upstream: IDLE: %w", err)
@@ -416,6 +500,7 @@ func (w *worker) findTrash(c *imapclient.Client) error {
 	if w.trash != "" || !w.caps.Has(imap.CapSpecialUse) {
 		return nil
 	}
+	w.arm()
 	list, err := c.List("", "*", &imap.ListOptions{ReturnSpecialUse: true}).Collect()
 	if err != nil {
 		return fmt.Errorf("upstream: LIST: %w", err)
@@ -429,22 +514,41 @@ func (w *worker) findTrash(c *imapclient.Client) error {
 	return nil
 }
 
-func (w *worker) selectFolder(ctx context.Context, c *imapclient.Client, condstore bool) error {
+// validityWindow is how soon after a change of the folder's UIDVALIDITY
+// another change is taken for a server fault rather than a folder that was
+// recreated: every change voids every UID and costs a search.
+const validityWindow = 10 * time.Minute
+
+// selectFolder selects the folder, creating it when missing, and checks
+// its UIDVALIDITY: 0 is a server fault, and so is a change within a
+// session (within) or within validityWindow of the last one; any other
+// change voids the state's UIDs.
+func (w *worker) selectFolder(ctx context.Context, c *imapclient.Client, condstore, within bool) error {
 	opts := &imap.SelectOptions{CondStore: condstore}
+	w.arm()
 	sel, err := c.Select(w.cfg.Folder, opts).Wait()
 	var ie *imap.Error
 	if errors.As(err, &ie) && (ie.Code == imap.ResponseCodeNonExistent || ie.Code == imap.ResponseCodeTryCreate || ie.Code == "") {
+		w.arm()
 		if cerr := c.Create(w.cfg.Folder, nil).Wait(); cerr != nil {
 			return fmt.Errorf("upstream: create %q: %w (select: %w)", w.cfg.Folder, cerr, err)
 		}
+		w.arm()
 		sel, err = c.Select(w.cfg.Folder, opts).Wait()
 	}
 	if err != nil {
 		return fmt.Errorf("upstream: select %q: %w", w.cfg.Folder, err)
 	}
+	if sel.UIDValidity == 0 {
+		return fmt.Errorf("%w: UIDVALIDITY 0 for %q", ErrServerFault, w.cfg.Folder)
+	}
 	if sel.UIDValidity != w.st.UIDValidity {
 		if w.st.UIDValidity != 0 {
-			w.e.opts.Logf("upstream: %s: UIDVALIDITY of %q changed from %d to %d: re-associating by %s", w.cfg.Mailbox, w.cfg.Folder, w.st.UIDValidity, sel.UIDValidity, IDHeader)
+			if within || !w.validity.IsZero() && time.Since(w.validity) < validityWindow {
+				return fmt.Errorf("%w: UIDVALIDITY of %q changed again, from %d to %d", ErrServerFault, w.cfg.Folder, w.st.UIDValidity, sel.UIDValidity)
+			}
+			w.validity = time.Now()
+			w.e.logInfo(w.cfg, "UIDVALIDITY changed: re-associating copies by header", "old", w.st.UIDValidity, "new", sel.UIDValidity, "header", IDHeader)
 		}
 		// UIDs of the old validity mean nothing now; the flags stay as the
 		// merge base. Copies are found again by their header.
@@ -461,42 +565,6 @@ func (w *worker) selectFolder(ctx context.Context, c *imapclient.Client, condsto
 	return nil
 }
 
-// upMsg is what the server holds of one voicemail.
-type upMsg struct {
-	uid   imap.UID
-	flags um.Flags
-}
-
-// fullView finds every copy in the folder by its header: the association
-// is rebuilt from the server, not trusted.
-func (w *worker) fullView(c *imapclient.Client) (map[uuid.UUID][]upMsg, error) {
-	sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}}, nil).Wait()
-	if err != nil {
-		return nil, fmt.Errorf("upstream: UID SEARCH: %w", err)
-	}
-	view := make(map[uuid.UUID][]upMsg)
-	uids := sd.AllUIDs()
-	if len(uids) == 0 {
-		return view, nil
-	}
-	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
-	bufs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, Flags: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
-	if err != nil {
-		return nil, fmt.Errorf("upstream: UID FETCH: %w", err)
-	}
-	for _, b := range bufs {
-		id, ok := parseIDHeader(b.FindBodySection(section))
-		if !ok {
-			continue
-		}
-		view[id] = append(view[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
-	}
-	for _, v := range view {
-		slices.SortFunc(v, func(a, b upMsg) int { return int(a.uid) - int(b.uid) })
-	}
-	return view, nil
-}
-
 func parseIDHeader(b []byte) (uuid.UUID, bool) {
 	h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(b, "\r\n\r\n"...)))).ReadMIMEHeader()
 	if err != nil && len(h) == 0 {
@@ -504,65 +572,6 @@ func parseIDHeader(b []byte) (uuid.UUID, bool) {
 	}
 	id, err := uuid.Parse(strings.TrimSpace(h.Get(IDHeader)))
 	return id, err == nil
-}
-
-// searchID finds the copies of one message by its header.
-func (w *worker) searchID(c *imapclient.Client, id uuid.UUID) ([]imap.UID, error) {
-	sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: id.String()}}}, nil).Wait()
-	if err != nil {
-		return nil, fmt.Errorf("upstream: UID SEARCH: %w", err)
-	}
-	return sd.AllUIDs(), nil
-}
-
-// incrementalView fetches the flags of the associated copies: only those
-// changed since the last sync where CONDSTORE allows and nothing was
-// expunged, else all of them (a FLAGS diff bounded to our own messages),
-// so a copy that is missing was expunged or moved away.
-func (w *worker) incrementalView(c *imapclient.Client, condstore bool) (map[uuid.UUID][]upMsg, uint64, error) {
-	expunged := w.upExpunge.Swap(false)
-	byUID := make(map[imap.UID]uuid.UUID)
-	var uids []imap.UID
-	for id, m := range w.st.Messages {
-		if m.UID != 0 {
-			byUID[imap.UID(m.UID)] = id
-			uids = append(uids, imap.UID(m.UID))
-		}
-	}
-	var modseq uint64
-	if condstore {
-		sd, err := c.Status(w.cfg.Folder, &imap.StatusOptions{HighestModSeq: true}).Wait()
-		if err != nil {
-			return nil, 0, fmt.Errorf("upstream: STATUS: %w", err)
-		}
-		modseq = sd.HighestModSeq
-	}
-	view := make(map[uuid.UUID][]upMsg)
-	if len(uids) == 0 {
-		return view, modseq, nil
-	}
-	opts := &imap.FetchOptions{UID: true, Flags: true}
-	changedSince := condstore && !expunged && w.st.HighestModSeq > 0
-	if changedSince {
-		opts.ChangedSince = w.st.HighestModSeq
-	}
-	bufs, err := c.Fetch(imap.UIDSetNum(uids...), opts).Collect()
-	if err != nil {
-		return nil, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
-	}
-	for _, b := range bufs {
-		if id, ok := byUID[b.UID]; ok {
-			view[id] = []upMsg{{uid: b.UID, flags: fromIMAP(b.Flags)}}
-		}
-	}
-	if changedSince {
-		for uid, id := range byUID {
-			if _, ok := view[id]; !ok {
-				view[id] = []upMsg{{uid: uid, flags: w.st.Messages[id].Flags}}
-			}
-		}
-	}
-	return view, modseq, nil
 }
 
 // merge3 merges flags changed on either side since base; a flag is two-
@@ -597,287 +606,4 @@ func fromIMAP(flags []imap.Flag) um.Flags {
 		}
 	}
 	return f & syncMask
-}
-
-// pass makes both sides equal: the diff of um, the saved state and the
-// server is the work to do. full rebuilds the server side from the id
-// headers; otherwise only the associated copies are looked at.
-func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore bool) error {
-	wctx := um.WithSource(ctx, w)
-	msgs, err := w.mb.List(ctx, um.Inbox)
-	if err != nil {
-		return err
-	}
-	local := make(map[uuid.UUID]um.Message, len(msgs))
-	for _, m := range msgs {
-		if !m.Raw {
-			local[m.ID] = m
-		}
-	}
-	var view map[uuid.UUID][]upMsg
-	var modseq uint64
-	if full {
-		if condstore {
-			sd, err := c.Status(w.cfg.Folder, &imap.StatusOptions{HighestModSeq: true}).Wait()
-			if err != nil {
-				return fmt.Errorf("upstream: STATUS: %w", err)
-			}
-			modseq = sd.HighestModSeq
-		}
-		w.upExpunge.Store(false)
-		if view, err = w.fullView(c); err != nil {
-			return err
-		}
-	} else if view, modseq, err = w.incrementalView(c, condstore); err != nil {
-		return err
-	}
-
-	var (
-		upDelete []imap.UID
-		umDelete []uuid.UUID
-		changed  bool
-	)
-	// apply merges one voicemail present on both sides.
-	apply := func(id uuid.UUID, m um.Message, up upMsg, merged um.Flags) error {
-		if add := merged &^ m.Flags & syncMask; add != 0 {
-			if _, err := w.mb.SetFlags(wctx, []uuid.UUID{id}, um.FlagOp{Mode: um.FlagsAdd, Flags: add}); err != nil && !errors.Is(err, um.ErrNotFound) {
-				return err
-			}
-		}
-		if del := m.Flags &^ merged & syncMask; del != 0 {
-			if _, err := w.mb.SetFlags(wctx, []uuid.UUID{id}, um.FlagOp{Mode: um.FlagsRemove, Flags: del}); err != nil && !errors.Is(err, um.ErrNotFound) {
-				return err
-			}
-		}
-		set := imap.UIDSetNum(up.uid)
-		if add := merged &^ up.flags; add != 0 {
-			if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: toIMAP(add)}, nil).Close(); err != nil {
-				return fmt.Errorf("upstream: UID STORE: %w", err)
-			}
-		}
-		if del := up.flags &^ merged; del != 0 {
-			if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsDel, Silent: true, Flags: toIMAP(del)}, nil).Close(); err != nil {
-				return fmt.Errorf("upstream: UID STORE: %w", err)
-			}
-		}
-		w.st.Messages[id] = MessageState{UID: uint32(up.uid), Flags: merged}
-		changed = true
-		return nil
-	}
-	// pick keeps the copy the state names (or the oldest) and deletes any
-	// duplicate.
-	pick := func(id uuid.UUID, ups []upMsg) upMsg {
-		keep := ups[0]
-		for _, u := range ups {
-			if uint32(u.uid) == w.st.Messages[id].UID {
-				keep = u
-			}
-		}
-		for _, u := range ups {
-			if u.uid != keep.uid {
-				upDelete = append(upDelete, u.uid)
-			}
-		}
-		return keep
-	}
-
-	// Associated voicemail: three-way merge; delete wins.
-	for id, e := range w.st.Messages {
-		if e.UID == 0 {
-			continue
-		}
-		m, inLocal := local[id]
-		ups, inUp := view[id]
-		var up upMsg
-		if inUp {
-			up = pick(id, ups)
-		}
-		switch {
-		case !inLocal && !inUp:
-			delete(w.st.Messages, id)
-			changed = true
-		case !inLocal:
-			upDelete = append(upDelete, up.uid)
-			delete(w.st.Messages, id)
-			changed = true
-		case !inUp:
-			umDelete = append(umDelete, id)
-			delete(w.st.Messages, id)
-			changed = true
-		default:
-			merged := merge3(e.Flags, m.Flags, up.flags)
-			if merged != m.Flags&syncMask || merged != up.flags || merged != e.Flags || uint32(up.uid) != e.UID {
-				if err := apply(id, m, up, merged); err != nil {
-					return err
-				}
-			}
-		}
-	}
-
-	// Voicemail without a known copy: find it, or append it (in UID order,
-	// so the server sees deposits in the order the phone did).
-	for _, m := range msgs {
-		if m.Raw {
-			continue
-		}
-		e, has := w.st.Messages[m.ID]
-		if has && e.UID != 0 {
-			continue
-		}
-		ups := view[m.ID]
-		if len(ups) == 0 && !full && has && e.Appending {
-			uids, err := w.searchID(c, m.ID)
-			if err != nil {
-				return err
-			}
-			for _, u := range uids {
-				ups = append(ups, upMsg{uid: u})
-			}
-			if len(ups) > 0 {
-				bufs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, Flags: true}).Collect()
-				if err != nil {
-					return fmt.Errorf("upstream: UID FETCH: %w", err)
-				}
-				ups = ups[:0]
-				for _, b := range bufs {
-					ups = append(ups, upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
-				}
-			}
-		}
-		if len(ups) > 0 {
-			up := pick(m.ID, ups)
-			merged := mergeNoBase(m.Flags, up.flags)
-			if has && !e.Appending {
-				merged = merge3(e.Flags, m.Flags, up.flags)
-			}
-			if err := apply(m.ID, m, up, merged); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := w.appendMessage(ctx, c, m); err != nil {
-			return err
-		}
-		changed = true
-	}
-
-	// Copies of ours the state does not know: a message deleted on the
-	// phone while its copy was unknown, or restored on the server. Copies
-	// whose id this mailbox never had belong to someone else: left alone.
-	if full {
-		for id, ups := range view {
-			if _, ok := local[id]; ok {
-				continue
-			}
-			if e, ok := w.st.Messages[id]; ok && e.UID != 0 {
-				continue // handled above
-			}
-			if _, err := w.mb.Message(ctx, id); errors.Is(err, um.ErrNotFound) {
-				continue
-			} else if err != nil {
-				return err
-			}
-			for _, u := range ups {
-				upDelete = append(upDelete, u.uid)
-			}
-			delete(w.st.Messages, id)
-			changed = true
-		}
-		for id, e := range w.st.Messages {
-			if _, ok := local[id]; !ok && e.UID == 0 {
-				delete(w.st.Messages, id)
-				changed = true
-			}
-		}
-	}
-
-	if len(umDelete) > 0 {
-		if err := w.mb.Delete(wctx, umDelete...); err != nil && !errors.Is(err, um.ErrNotFound) {
-			return err
-		}
-	}
-	if len(upDelete) > 0 {
-		if err := w.deleteUpstream(c, upDelete); err != nil {
-			return err
-		}
-	}
-	if condstore && modseq != 0 && modseq != w.st.HighestModSeq {
-		w.st.HighestModSeq = modseq
-		changed = true
-	}
-	if changed {
-		if err := w.e.state.Save(ctx, w.cfg.Mailbox, w.st); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// appendMessage deposits one voicemail upstream. The state is saved with
-// Appending set before the APPEND, so an answer lost to a crash or a
-// dropped connection leads to a search, not a second copy.
-func (w *worker) appendMessage(ctx context.Context, c *imapclient.Client, m um.Message) error {
-	flags := m.Flags & syncMask
-	w.st.Messages[m.ID] = MessageState{Flags: flags, Appending: true}
-	if err := w.e.state.Save(ctx, w.cfg.Mailbox, w.st); err != nil {
-		return err
-	}
-	audio, err := w.mb.OpenAudio(ctx, m.ID)
-	if err != nil {
-		return err
-	}
-	defer audio.Close()
-	email := um.RenderEmail(m, w.rend)
-	cmd := c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(flags), Time: m.Time})
-	_, werr := email.WriteTo(cmd, audio)
-	cerr := cmd.Close()
-	data, err := cmd.Wait()
-	if err = errors.Join(werr, cerr, err); err != nil {
-		return fmt.Errorf("upstream: APPEND %s: %w", m.ID, err)
-	}
-	if w.e.afterAppend != nil && w.e.afterAppend() {
-		c.Close()
-		return errors.New("upstream: APPEND answer lost (test)")
-	}
-	uid := data.UID
-	if uid == 0 || data.UIDValidity != w.st.UIDValidity {
-		// No UIDPLUS: find the copy by its header.
-		uids, err := w.searchID(c, m.ID)
-		if err != nil {
-			return err
-		}
-		if len(uids) == 0 {
-			return fmt.Errorf("upstream: APPEND %s: copy not found after append", m.ID)
-		}
-		uid = uids[0]
-	}
-	w.st.Messages[m.ID] = MessageState{UID: uint32(uid), Flags: flags}
-	return nil
-}
-
-// deleteUpstream removes copies the way a mail client would: a move to
-// Trash, or \Deleted and a UID EXPUNGE of exactly these UIDs. Never a bare
-// EXPUNGE: the folder may hold the user's other mail marked \Deleted.
-func (w *worker) deleteUpstream(c *imapclient.Client, uids []imap.UID) error {
-	set := imap.UIDSetNum(uids...)
-	if w.trash != "" && !strings.EqualFold(w.trash, w.cfg.Folder) {
-		if w.caps.Has(imap.CapMove) || w.caps.Has(imap.CapIMAP4rev2) {
-			if _, err := c.Move(set, w.trash).Wait(); err != nil {
-				return fmt.Errorf("upstream: UID MOVE to %q: %w", w.trash, err)
-			}
-			return nil
-		}
-		if _, err := c.Copy(set, w.trash).Wait(); err != nil {
-			return fmt.Errorf("upstream: UID COPY to %q: %w", w.trash, err)
-		}
-	}
-	if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
-		return fmt.Errorf("upstream: UID STORE: %w", err)
-	}
-	if w.caps.Has(imap.CapUIDPlus) || w.caps.Has(imap.CapIMAP4rev2) {
-		if err := c.UIDExpunge(set).Close(); err != nil {
-			return fmt.Errorf("upstream: UID EXPUNGE: %w", err)
-		}
-	}
-	return nil
 }

@@ -67,15 +67,43 @@ func Tone(d time.Duration) []byte {
 
 func samples(d time.Duration) int { return max(int(d.Seconds()*Rate), 0) }
 
-// Duration returns the length of the recording in a WAV file, from its fmt
-// chunk's byte rate and its data chunk's size; b needs to hold the chunks
-// up to the start of the data. Recorders that stream leave the data size
-// unset (0 or 0xFFFFFFFF): the data then runs to the end of b.
-func Duration(b []byte) (time.Duration, error) {
-	if len(b) < 12 || string(b[0:4]) != "RIFF" || string(b[8:12]) != "WAVE" {
-		return 0, fmt.Errorf("%w: no RIFF/WAVE header", ErrNotWAV)
+// Info is what a WAV file's header says about its recording.
+type Info struct {
+	Format     uint16 // the fmt chunk's format code: 1 PCM, 6 A-law, 7 mu-law, ...
+	Channels   uint16
+	SampleRate uint32
+	ByteRate   uint32 // bytes of audio a second; never 0 in an Info ReadInfo returns
+	// DataOffset is where the audio starts: the offset of the data chunk's
+	// body from the start of the file.
+	DataOffset int64
+	// DataSize is the data chunk's size in bytes, or -1 when the recorder
+	// left it unset (0 or 0xFFFFFFFF, as recorders that stream do): the
+	// data then runs to the end of the file.
+	DataSize int64
+}
+
+// Length returns how long n bytes of audio play.
+func (i Info) Length(n int64) time.Duration {
+	if n <= 0 || i.ByteRate == 0 {
+		return 0
 	}
-	var byteRate uint32
+	secs, rest := uint64(n)/uint64(i.ByteRate), uint64(n)%uint64(i.ByteRate)
+	if secs >= uint64(math.MaxInt64/time.Second) {
+		return time.Duration(math.MaxInt64) // a header no recording has; never wraps
+	}
+	return time.Duration(secs)*time.Second + time.Duration(rest*uint64(time.Second)/uint64(i.ByteRate))
+}
+
+// ReadInfo reads the header of a WAV file: the RIFF/WAVE signature, the fmt
+// chunk and the start of the data chunk. b needs to hold the file up to
+// the start of the data (the first bytes of a file suffice: a header is
+// 44 bytes, a few hundred with metadata chunks). It fails with an error
+// wrapping ErrNotWAV when b is not a WAV file or ends before the data.
+func ReadInfo(b []byte) (Info, error) {
+	if len(b) < 12 || string(b[0:4]) != "RIFF" || string(b[8:12]) != "WAVE" {
+		return Info{}, fmt.Errorf("%w: no RIFF/WAVE header", ErrNotWAV)
+	}
+	var info Info
 	for p := 12; p+8 <= len(b); {
 		id := string(b[p : p+4])
 		size := binary.LittleEndian.Uint32(b[p+4 : p+8])
@@ -83,18 +111,22 @@ func Duration(b []byte) (time.Duration, error) {
 		switch id {
 		case "fmt ":
 			if size < 16 || len(body) < 16 {
-				return 0, fmt.Errorf("%w: fmt chunk too short", ErrNotWAV)
+				return Info{}, fmt.Errorf("%w: fmt chunk too short", ErrNotWAV)
 			}
-			byteRate = binary.LittleEndian.Uint32(body[8:12])
+			info.Format = binary.LittleEndian.Uint16(body[0:2])
+			info.Channels = binary.LittleEndian.Uint16(body[2:4])
+			info.SampleRate = binary.LittleEndian.Uint32(body[4:8])
+			info.ByteRate = binary.LittleEndian.Uint32(body[8:12])
 		case "data":
-			if byteRate == 0 {
-				return 0, fmt.Errorf("%w: data chunk before a valid fmt chunk", ErrNotWAV)
+			if info.ByteRate == 0 {
+				return Info{}, fmt.Errorf("%w: data chunk before a valid fmt chunk", ErrNotWAV)
 			}
-			n := uint64(size)
-			if n == 0 || n > uint64(len(body)) {
-				n = uint64(len(body))
+			info.DataOffset = int64(p) + 8
+			info.DataSize = int64(size)
+			if size == 0 || size == 0xFFFFFFFF {
+				info.DataSize = -1
 			}
-			return time.Duration(n * uint64(time.Second) / uint64(byteRate)), nil
+			return info, nil
 		}
 		next := uint64(p) + 8 + uint64(size) + uint64(size&1) // chunks are padded to even sizes
 		if next > uint64(len(b)) {
@@ -102,5 +134,22 @@ func Duration(b []byte) (time.Duration, error) {
 		}
 		p = int(next)
 	}
-	return 0, fmt.Errorf("%w: no data chunk", ErrNotWAV)
+	return Info{}, fmt.Errorf("%w: no data chunk", ErrNotWAV)
+}
+
+// Duration returns the length of the recording in a WAV file, from its fmt
+// chunk's byte rate and its data chunk's size; b needs to hold the chunks
+// up to the start of the data. Recorders that stream leave the data size
+// unset (0 or 0xFFFFFFFF): the data then runs to the end of b, as it does
+// when b ends before the size the data chunk gives.
+func Duration(b []byte) (time.Duration, error) {
+	info, err := ReadInfo(b)
+	if err != nil {
+		return 0, err
+	}
+	n := int64(len(b)) - info.DataOffset
+	if info.DataSize >= 0 && info.DataSize < n {
+		n = info.DataSize
+	}
+	return info.Length(n), nil
 }

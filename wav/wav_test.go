@@ -73,3 +73,32 @@ func TestSilenceAndTone(t *testing.T) {
 		t.Errorf("Duration(not a WAV) = %v, want ErrNotWAV", err)
 	}
 }
+
+func TestReadInfo(t *testing.T) {
+	info, err := wav.ReadInfo(wavFile(16000, 2*time.Second)[:100])
+	want := wav.Info{Format: 1, Channels: 1, SampleRate: 16000, ByteRate: 32000, DataOffset: 58, DataSize: 64000}
+	if err != nil || info != want {
+		t.Errorf("ReadInfo(16 kHz with LIST chunk) = %+v, %v; want %+v", info, err, want)
+	}
+	if got := info.Length(info.DataSize); got != 2*time.Second {
+		t.Errorf("Length(%d) = %v, want 2s", info.DataSize, got)
+	}
+	b := wav.Tone(time.Second)
+	binary.LittleEndian.PutUint32(b[40:], 0)
+	if info, err := wav.ReadInfo(b); err != nil || info.DataSize != -1 {
+		t.Errorf("ReadInfo(data size unset) = %+v, %v; want DataSize -1", info, err)
+	}
+	if _, err := wav.ReadInfo(wav.Tone(time.Second)[:40]); !errors.Is(err, wav.ErrNotWAV) {
+		t.Errorf("ReadInfo(cut before the data chunk) = %v, want ErrNotWAV", err)
+	}
+}
+
+func TestLengthDoesNotWrap(t *testing.T) {
+	info := wav.Info{ByteRate: 1}
+	if got := info.Length(1 << 62); got <= 0 {
+		t.Errorf("Length(2^62 bytes at 1 byte/s) = %v, want a large positive duration", got)
+	}
+	if got := (wav.Info{ByteRate: 16000}).Length(24000); got != 1500*time.Millisecond {
+		t.Errorf("Length(24000 bytes at 16000 bytes/s) = %v, want 1.5s", got)
+	}
+}

@@ -40,26 +40,7 @@ func load(ctx context.Context, cfg Config, t Target) (Result, error) {
 	}
 	cfg.logf("%s: %d clients for %v (RSS before: %.1f MiB)", t.Name, cfg.Clients, cfg.Duration, mib(idle))
 
-	var peak atomic.Int64
-	peak.Store(idle)
-	stopSampling := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-tick.C:
-			}
-			if rss, err := dovecot.TreeRSS(t.PID); err == nil && rss > peak.Load() {
-				peak.Store(rss)
-			}
-		}
-	}()
-
+	stopSampling := dovecot.SamplePeakRSS(t.PID, 100*time.Millisecond)
 	cpu0, err := dovecot.TreeCPU(t.PID)
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", t.Name, err)
@@ -90,11 +71,7 @@ func load(ctx context.Context, cfg Config, t Target) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", t.Name, err)
 	}
-	close(stopSampling)
-	<-sampled
-	if rss, err := dovecot.TreeRSS(t.PID); err == nil && rss > peak.Load() {
-		peak.Store(rss)
-	}
+	peak := max(stopSampling(), idle)
 	r := Result{
 		Server:   t.Name,
 		Elapsed:  elapsed,
@@ -104,7 +81,7 @@ func load(ctx context.Context, cfg Config, t Target) (Result, error) {
 		Fetched:  c.fetched.Load(),
 		FirstErr: c.firstErr,
 		IdleRSS:  idle,
-		PeakRSS:  peak.Load(),
+		PeakRSS:  peak,
 		CPU:      cpu1 - cpu0,
 	}
 	cfg.logf("%s: %d sessions, %.0f commands/s, %d errors, peak RSS %.1f MiB", t.Name, r.Sessions, r.CommandsPerSec(), r.Errors, mib(r.PeakRSS))

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -217,7 +216,7 @@ func fill(ctx context.Context, cfg Config, dir string, dc *dovecot.Server) error
 				break
 			}
 			size := cfg.MinSize + rng.IntN(cfg.MaxSize-cfg.MinSize+1)
-			audio := noiseWAV(audioBytes(size), rng)
+			audio := wav.Noise(audioBytes(size), rng)
 			m, err := mb.Deposit(ctx, um.Deposit{
 				Audio:        bytes.NewReader(audio),
 				CallerNumber: fmt.Sprintf("+49301234%04d", rng.IntN(10000)),
@@ -270,15 +269,6 @@ func audioBytes(size int) int { return max(size-2048, 1024) * 57 / 78 }
 
 // noiseWAV returns a WAV file (8 kHz 16-bit mono PCM) of n bytes of noise:
 // noise does not compress, like real audio.
-func noiseWAV(n int, rng *rand.Rand) []byte {
-	n = max(n, 44) &^ 1
-	b := append(wav.Header(wav.Rate, n-44), make([]byte, n-44)...)
-	for i := 44; i+8 <= n; i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], rng.Uint64()&0x0fff0fff0fff0fff)
-	}
-	return b
-}
-
 // smallEmail returns an ordinary e-mail of about 2 KB.
 func smallEmail(user string, n int) []byte {
 	var b bytes.Buffer

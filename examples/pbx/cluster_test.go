@@ -63,6 +63,9 @@ func TestCluster(t *testing.T) {
 	}
 	a.send("deposit 1001 5551234")
 	a.expect("MWI 1001 on 1/0 (0/0)", "ok 1")
+	// Every node's lamp follows every change: the phone of 1001 may be
+	// subscribed on either node.
+	b.expect("MWI 1001 on 1/0 (0/0)")
 	select {
 	case n := <-exists:
 		if n != 1 {
@@ -79,8 +82,8 @@ func TestCluster(t *testing.T) {
 	if err := c.Store(imap.UIDSetNum(1), store, nil).Close(); err != nil {
 		t.Fatal(err)
 	}
-	// The node where a change is made announces the lamp.
 	b.expect("MWI 1001 off 0/1 (0/0)")
+	a.expect("MWI 1001 off 0/1 (0/0)")
 	a.send("list 1001")
 	a.expect("ok 1", "1 heard 5551234 3s")
 	a.send("mwi 1001")

@@ -79,7 +79,7 @@ type pbxProc struct {
 func startPBX(t testing.TB, bin, dir string, args ...string) *pbxProc {
 	t.Helper()
 	p := &pbxProc{t: t, imap: freeAddr(t), imaps: freeAddr(t), lines: make(chan string, 100), stderr: new(lockedBuffer), exited: make(chan error, 1)}
-	p.cmd = exec.Command(bin, append([]string{"-data", dir, "-imap", p.imap, "-imaps", p.imaps}, args...)...)
+	p.cmd = exec.Command(bin, append([]string{"-data", dir, "-imap", p.imap, "-imaps", p.imaps, "-http", ""}, args...)...)
 	p.cmd.Stderr = p.stderr
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {

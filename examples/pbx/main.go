@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -96,13 +97,19 @@ type config struct {
 	certFile     string
 	keyFile      string
 	upstreams    upstreamFlag
+	upstreamFile string
+	argvSecrets  []string // mailboxes whose -upstream password is in argv
 	upstreamCA   string
 	pg           string
 	node         string
+	limits       limits
+	httpAddr     string
+	sipAddr      string
+	mwiNotify    notifyFlag
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	var c config
+	c := config{mwiNotify: notifyFlag{}}
 	fs := flag.NewFlagSet("pbx", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.data, "data", "./um-data", "store `directory`, reused across runs")
@@ -113,9 +120,14 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.certFile, "cert", "", "TLS certificate `file` (PEM); default a self-signed one in the data directory")
 	fs.StringVar(&c.keyFile, "key", "", "TLS private key `file` (PEM)")
 	fs.Var(&c.upstreams, "upstream", "mirror mailbox BOX into a mail account: `BOX=imaps://USER:PASSWORD@HOST[:PORT][/FOLDER]` (imap:// for STARTTLS; repeatable)")
+	fs.StringVar(&c.upstreamFile, "upstream-file", "", "read the -upstream accounts from `FILE`, one \"BOX URL\" a line (keeps passwords out of the command line; must not be readable by others)")
 	fs.StringVar(&c.upstreamCA, "upstream-ca", "", "PEM `file` of the CA that signed the -upstream servers' certificates (default: the system's)")
 	fs.StringVar(&c.pg, "pg", "", "keep the mailboxes in PostgreSQL at `DSN` (postgres://...) instead of the data directory; PBX nodes on one database share them")
 	fs.StringVar(&c.node, "node", "", "this PBX's `name` in a cluster sharing -pg (default host-pid)")
+	c.limits.flags(fs)
+	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8080", "serve the web console and Prometheus /metrics at `address` (empty: none; no login, keep it on loopback)")
+	fs.StringVar(&c.sipAddr, "sip", "", "serve SIP message-waiting (SUBSCRIBE/NOTIFY, RFC 3842) on UDP and TCP `address` (empty: none)")
+	fs.Var(c.mwiNotify, "mwi-notify", "send unsolicited NOTIFYs of mailbox BOX's lamp to `BOX=sip:CONTACT` (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pbx [flags]\n\nA demo PBX: voice mailboxes served over IMAP, phone commands on standard input.\n\n")
 		fs.PrintDefaults()
@@ -125,6 +137,17 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	for _, u := range c.upstreams {
+		c.argvSecrets = append(c.argvSecrets, u.Mailbox)
+	}
+	if c.upstreamFile != "" {
+		if err := loadUpstreamFile(c.upstreamFile, &c.upstreams); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.limits.check(); err != nil {
+		return nil, err
 	}
 	if c.node != "" && c.pg == "" {
 		return nil, errors.New("-node goes with -pg")
@@ -169,7 +192,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
-	svc, err := um.New(store, &um.Options{MWI: out.mwi, Logf: logf, Node: cfg.node})
+	reg, m, err := newMetrics(cfg)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	lamps, err := newLamps(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	svc, err := um.New(store, cfg.limits.apply(&um.Options{MWI: chainMWI(out.mwi, lamps), Logger: logger, Node: cfg.node, Observer: m}))
 	if err != nil {
 		return err
 	}
@@ -208,8 +240,27 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		svc.FlushMWI()
 	}()
 	banner(stderr, cfg, users, cert, srv)
+	web, err := startWeb(cfg, svc, reg, m, srv, engine, nil)
+	if err != nil {
+		return err
+	}
+	if web != nil {
+		fmt.Fprintf(stderr, "Web console and Prometheus metrics: http://%s/ and http://%s/metrics\n", web.addr, web.addr)
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if herr := web.shutdown(sctx); herr != nil && err == nil {
+				err = fmt.Errorf("shut down -http: %w", herr)
+			}
+		}()
+	}
+	stopSIP, err := startSIP(svc, lamps, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer stopSIP()
 
-	p := &phone{svc: svc, out: out, upstream: engine}
+	p := &phone{svc: svc, out: out, upstream: engine, store: store}
 	lines := make(chan string)
 	readErr := make(chan error, 1)
 	go func() {
@@ -284,6 +335,7 @@ type phone struct {
 	svc      *um.Service
 	out      *output
 	upstream *upstream.Engine // nil without -upstream
+	store    um.Store
 }
 
 // handle runs one command line and writes its answer. Empty lines and lines
@@ -316,6 +368,8 @@ var usage = map[string]string{
 	"undelete":     "undelete BOX UID",
 	"mwi":          "mwi BOX",
 	"sync":         "sync BOX",
+	"backup":       "backup DIR",
+	"check":        "check",
 	"help":         "help",
 }
 
@@ -424,21 +478,11 @@ func (p *phone) exec(ctx context.Context, f []string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		switch cmd {
-		case "heard":
-			err = mb.MarkHeard(ctx, m.ID)
-		case "unheard":
-			err = mb.MarkUnheard(ctx, m.ID)
-		case "delete":
-			err = mb.Delete(ctx, m.ID)
-		case "undelete":
-			m, err = mb.Undelete(ctx, m.ID)
-			if err == nil {
-				return fmt.Sprintf("ok %d\n", m.UID), nil
-			}
-		}
-		if err != nil {
+		if m, err = act(ctx, mb, m.ID, cmd); err != nil {
 			return "", err
+		}
+		if cmd == "undelete" {
+			return fmt.Sprintf("ok %d\n", m.UID), nil
 		}
 		return "ok\n", nil
 	case "mwi":
@@ -463,10 +507,12 @@ func (p *phone) exec(ctx context.Context, f []string) (string, error) {
 		}
 		sctx, cancel := context.WithTimeout(ctx, syncTimeout)
 		defer cancel()
-		if err := p.upstream.Sync(sctx, args[0]); err != nil {
+		if err := syncWait(sctx, p.upstream, args[0]); err != nil {
 			return "", err
 		}
 		return "ok\n", nil
+	case "backup", "check":
+		return p.storeCommand(ctx, cmd, args, bad)
 	}
 	return "", fmt.Errorf("command %q not implemented", cmd)
 }

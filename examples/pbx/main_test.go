@@ -24,7 +24,7 @@ import (
 func runScript(t testing.TB, dir, script string, args ...string) (stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	all := append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, args...)
+	all := append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", ""}, args...)
 	if err := run(context.Background(), all, strings.NewReader(script), &out, &errOut); err != nil {
 		t.Fatalf("run(%q) = %v; stderr:\n%s", all, err, errOut.String())
 	}
@@ -294,11 +294,16 @@ func TestBadFlags(t *testing.T) {
 		{"-imap", "", "-imaps", ""},
 		{"-node", "a"},
 		{"-upstream", "1001=imaps://nobody@example.com"},
+		{"-mwi-notify", "1001"},
+		{"-mwi-notify", "=sip:1001@127.0.0.1"},
+		{"-mwi-notify", "1001=mailto:a@example.com"},
+		{"-mwi-notify", "1001=sip:"},
+		{"-sip", "no-port"},
 		{"-nope"},
 		{"extra"},
 	} {
 		var out, errOut bytes.Buffer
-		all := append([]string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, args...)
+		all := append([]string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", ""}, args...)
 		if err := run(context.Background(), all, strings.NewReader(""), &out, &errOut); err == nil {
 			t.Errorf("run(%q) = nil, want an error", args)
 		}
@@ -317,7 +322,7 @@ func TestCancel(t *testing.T) {
 	stdoutR, stdoutW := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, twoUsers...), stdinR, stdoutW, io.Discard)
+		done <- run(ctx, append([]string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", ""}, twoUsers...), stdinR, stdoutW, io.Discard)
 		stdoutW.Close()
 	}()
 	lines := make(chan string)
@@ -367,12 +372,12 @@ func TestDataInUse(t *testing.T) {
 	started := make(chan struct{})
 	go func() {
 		w := &signalWriter{w: &out, first: started}
-		done <- run(context.Background(), append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, twoUsers...), stdinR, w, io.Discard)
+		done <- run(context.Background(), append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", ""}, twoUsers...), stdinR, w, io.Discard)
 	}()
 	io.WriteString(stdinW, "mwi 1001\n")
 	<-started
 	var errOut bytes.Buffer
-	err := run(context.Background(), append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0"}, twoUsers...), strings.NewReader(""), io.Discard, &errOut)
+	err := run(context.Background(), append([]string{"-data", dir, "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", ""}, twoUsers...), strings.NewReader(""), io.Discard, &errOut)
 	if err == nil {
 		t.Errorf("second run on the same data directory = nil, want an error")
 	}

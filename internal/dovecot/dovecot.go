@@ -57,8 +57,45 @@ type Options struct {
 	// Dovecot checks a bearer token against the passwd-file as if it were
 	// the user's password, which stands in for an OAuth2 provider in tests.
 	AuthMechanisms string
+	// OAuth2IntrospectionURL, when set, makes Dovecot check OAUTHBEARER and
+	// XOAUTH2 tokens at this RFC 7662 introspection endpoint (a POST of
+	// token=...; an answer {"active": true, "username": USER} accepts the
+	// token for USER) before the passwd-file, as a provider such as
+	// Microsoft Entra would. Both mechanisms are offered then.
+	OAuth2IntrospectionURL string
+	// Capabilities, when set, replaces the capabilities Dovecot announces
+	// (imap_capability), e.g. to look like another server; what the
+	// capability string leaves out, clients must not use.
+	Capabilities string
+	// TrashName is the folder marked \Trash (SPECIAL-USE), "Trash" by
+	// default; NoSpecialUse leaves the mark off, so clients must know the
+	// name.
+	TrashName    string
+	NoSpecialUse bool
 	// StartTimeout bounds the wait for the IMAP port to answer. Default 20s.
 	StartTimeout time.Duration
+}
+
+// ExchangeOnline returns options that make Dovecot look like the IMAP of
+// Microsoft Exchange Online in what a sync engine relies on: no CONDSTORE,
+// QRESYNC or SPECIAL-USE, and the deleted-items folder named "Deleted
+// Items". Users and Dir are to be set by the caller.
+func ExchangeOnline() Options {
+	return Options{
+		Capabilities:   "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS MOVE ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+",
+		AuthMechanisms: "plain login xoauth2",
+		TrashName:      "Deleted Items",
+		NoSpecialUse:   true,
+	}
+}
+
+// OldServer returns options that make Dovecot look like an older server
+// without MOVE and UIDPLUS: deleting takes COPY, \Deleted and, for want of
+// UID EXPUNGE, leaves the \Deleted copy for the user's client to expunge.
+func OldServer() Options {
+	return Options{
+		Capabilities: "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN UNSELECT CHILDREN NAMESPACE SPECIAL-USE",
+	}
 }
 
 // Server is a running Dovecot instance.
@@ -204,6 +241,33 @@ func (s *Server) configure(opts Options, du *user.User) error {
 	if mechs == "" {
 		mechs = "plain login"
 	}
+	oauth := ""
+	if opts.OAuth2IntrospectionURL != "" {
+		if !strings.Contains(mechs, "xoauth2") && !strings.Contains(mechs, "oauthbearer") {
+			mechs += " oauthbearer xoauth2"
+		}
+		ext := "introspection_mode = post\nintrospection_url = " + opts.OAuth2IntrospectionURL +
+			"\nforce_introspection = yes\nusername_attribute = username\nactive_attribute = active\nactive_value = true\n"
+		if err := os.WriteFile(filepath.Join(dir, "oauth2.conf.ext"), []byte(ext), 0o644); err != nil {
+			return fmt.Errorf("dovecot: %w", err)
+		}
+		// Tried first; a token it refuses, and every password, fall
+		// through to the passwd-file.
+		oauth = "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = " + filepath.Join(dir, "oauth2.conf.ext") +
+			"\n  result_failure = continue\n  result_internalfail = continue\n}\n"
+	}
+	capability := ""
+	if opts.Capabilities != "" {
+		capability = "imap_capability = " + opts.Capabilities + "\n"
+	}
+	trash := opts.TrashName
+	if trash == "" {
+		trash = "Trash"
+	}
+	specialUse := "    special_use = \\Trash\n"
+	if opts.NoSpecialUse {
+		specialUse = ""
+	}
 	login, imap := "", ""
 	if opts.HighPerformance {
 		n := runtime.NumCPU()
@@ -232,7 +296,7 @@ mail_location = maildir:` + mail + `/%u
 mail_uid = ` + du.Uid + `
 mail_gid = ` + du.Gid + `
 mail_max_userip_connections = 10000
-passdb {
+` + capability + oauth + `passdb {
   driver = passwd-file
   args = scheme=PLAIN ` + dir + `/passwd
 }
@@ -243,9 +307,8 @@ userdb {
 namespace inbox {
   inbox = yes
   separator = /
-  mailbox Trash {
-    special_use = \Trash
-    auto = create
+  mailbox "` + trash + `" {
+` + specialUse + `    auto = create
   }
 }
 service imap-login {
@@ -377,7 +440,10 @@ func (s *Server) Kill() {
 }
 
 // Restart starts Dovecot again after Kill, with the same configuration,
-// ports and Maildirs, and returns once the IMAP port answers.
+// ports and Maildirs, and returns once the IMAP port answers. The lock
+// files the killed processes left in the Maildirs are removed first, as a
+// restart script would: Dovecot itself would wait minutes before it takes
+// them for stale, and every command touching such a folder would hang.
 func (s *Server) Restart() error {
 	if s.cmd != nil {
 		return errors.New("dovecot: Restart while running")
@@ -385,6 +451,12 @@ func (s *Server) Restart() error {
 	if s.runDir == "" {
 		return errors.New("dovecot: Restart after Stop")
 	}
+	filepath.WalkDir(filepath.Join(s.Dir, "mail"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(d.Name(), ".lock") {
+			os.Remove(path)
+		}
+		return nil
+	})
 	return s.start()
 }
 

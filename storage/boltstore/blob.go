@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -103,6 +104,7 @@ const inlineMax = 16 << 10
 type content struct {
 	key  blobKey
 	size int64
+	sum  uint32 // CRC-32C of the content (sums.go)
 	data []byte // the whole content when it is kept in the database
 }
 
@@ -126,6 +128,7 @@ func (s *Store) writeContent(ctx context.Context, r io.Reader) (c content, err e
 		}
 		c.size = int64(n)
 		c.data = append(make([]byte, 0, n), buf[:n]...) // not nil, also when empty
+		c.sum = crc32.Checksum(c.data, castagnoli)
 		return c, nil
 	case err != nil:
 		return c, fmt.Errorf("boltstore: read content: %w", err)
@@ -150,10 +153,12 @@ func (s *Store) writeContent(ctx context.Context, r io.Reader) (c content, err e
 		return c, fmt.Errorf("boltstore: read content: %w", err)
 	}
 	n += m
+	sum := crc32.New(castagnoli)
+	sum.Write(buf[:n])
 	if _, err := f.Write(buf[:n]); err != nil {
 		return c, fmt.Errorf("boltstore: write content: %w", err)
 	}
-	rest, err := io.CopyBuffer(onlyWriter{f}, cr, buf)
+	rest, err := io.CopyBuffer(onlyWriter{f}, io.TeeReader(cr, sum), buf)
 	if err != nil {
 		var werr writeError
 		if errors.As(err, &werr) {
@@ -168,6 +173,7 @@ func (s *Store) writeContent(ctx context.Context, r io.Reader) (c content, err e
 		return c, fmt.Errorf("boltstore: close content: %w", err)
 	}
 	c.size = int64(n) + rest
+	c.sum = sum.Sum32()
 	return c, nil
 }
 
@@ -389,7 +395,7 @@ func (w onlyWriter) Write(p []byte) (int, error) {
 // deleteBlobs removes content files no message names any more. A failure
 // leaves an orphan for the next sweep, so it is only logged.
 func (s *Store) deleteBlobs(keys []blobKey) {
-	for _, k := range keys {
+	for _, k := range s.pins.filter(keys) { // a backup or check may still need them
 		if err := os.Remove(s.blobPath(k)); err != nil && !isNotExist(err) {
 			s.logf("boltstore: delete content file: %v", err)
 		}

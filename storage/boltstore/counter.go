@@ -58,50 +58,58 @@ func (s *Store) CountMWI(ctx context.Context, mailbox string) (um.MWIState, erro
 	return st, nil
 }
 
-// Usage implements um.Counter, reading the duration of each message outside
-// Trash and nothing else.
+// Usage implements um.Counter, reading the size and duration of each message
+// outside Trash and nothing else.
 func (s *Store) Usage(ctx context.Context, mailbox string) (um.Usage, error) {
 	var u um.Usage
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		u = um.Usage{}
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
 			return err
 		}
-		return mb.folders.ForEach(func(k, v []byte) error {
-			if string(k) == um.Trash {
-				return nil
-			}
-			fm, err := parseFolder(v)
-			if err != nil {
-				return err
-			}
-			b, err := mb.msgBucket(fm.validity)
-			if err != nil {
-				return err
-			}
-			return b.ForEach(func(_, v []byte) error {
-				if len(v) <= offSize {
-					return fmt.Errorf("%w: message record of %d bytes", ErrCorrupt, len(v))
-				}
-				_, n := binary.Varint(v[offSize:]) // Size
-				if n <= 0 {
-					return fmt.Errorf("%w: message record size", ErrCorrupt)
-				}
-				d, m := binary.Varint(v[offSize+n:])
-				if m <= 0 {
-					return fmt.Errorf("%w: message record duration", ErrCorrupt)
-				}
-				u.Messages++
-				u.Recorded += time.Duration(d)
-				return nil
-			})
-		})
+		u, err = mb.usage()
+		return err
 	})
 	if err != nil {
 		return um.Usage{}, err
 	}
 	return u, nil
+}
+
+// usage counts what the mailbox holds outside Trash.
+func (mb *mbox) usage() (um.Usage, error) {
+	var u um.Usage
+	err := mb.folders.ForEach(func(k, v []byte) error {
+		if string(k) == um.Trash {
+			return nil
+		}
+		fm, err := parseFolder(v)
+		if err != nil {
+			return err
+		}
+		b, err := mb.msgBucket(fm.validity)
+		if err != nil {
+			return err
+		}
+		return b.ForEach(func(_, v []byte) error {
+			if len(v) <= offSize {
+				return fmt.Errorf("%w: message record of %d bytes", ErrCorrupt, len(v))
+			}
+			size, n := binary.Varint(v[offSize:])
+			if n <= 0 {
+				return fmt.Errorf("%w: message record size", ErrCorrupt)
+			}
+			d, m := binary.Varint(v[offSize+n:])
+			if m <= 0 {
+				return fmt.Errorf("%w: message record duration", ErrCorrupt)
+			}
+			u.Messages++
+			u.Recorded += time.Duration(d)
+			u.Size += size
+			return nil
+		})
+	})
+	return u, err
 }
 
 func folderBucket(tx *bolt.Tx, mailbox, folder string) (*bolt.Bucket, error) {

@@ -17,10 +17,16 @@ import (
 
 // mbox is a mailbox's buckets within one transaction.
 type mbox struct {
-	name    string
-	folders *bolt.Bucket
-	ids     *bolt.Bucket
-	msgs    *bolt.Bucket
+	name     string
+	b        *bolt.Bucket // the mailbox's own: keyModSeq
+	folders  *bolt.Bucket
+	ids      *bolt.Bucket
+	msgs     *bolt.Bucket
+	highest  *bolt.Bucket // UIDVALIDITY -> HighestModSeq
+	vanished *bolt.Bucket // UIDVALIDITY, ModSeq, UID -> nothing
+	subs     *bolt.Bucket // subscribed folder name -> nothing
+
+	seq uint64 // this operation's ModSeq once taken (modseq.go)
 }
 
 func getMailbox(tx *bolt.Tx, name string) (*mbox, error) {
@@ -28,8 +34,9 @@ func getMailbox(tx *bolt.Tx, name string) (*mbox, error) {
 	if b == nil {
 		return nil, fmt.Errorf("boltstore: mailbox %q: %w", name, um.ErrNotFound)
 	}
-	mb := &mbox{name: name, folders: b.Bucket(subFolders), ids: b.Bucket(subIDs), msgs: b.Bucket(subMsgs)}
-	if mb.folders == nil || mb.ids == nil || mb.msgs == nil {
+	mb := &mbox{name: name, b: b, folders: b.Bucket(subFolders), ids: b.Bucket(subIDs), msgs: b.Bucket(subMsgs),
+		highest: b.Bucket(subHighest), vanished: b.Bucket(subVanished), subs: b.Bucket(subSubs)}
+	if mb.folders == nil || mb.ids == nil || mb.msgs == nil || mb.highest == nil || mb.vanished == nil || mb.subs == nil {
 		return nil, fmt.Errorf("%w: mailbox %q lacks a bucket", ErrCorrupt, name)
 	}
 	return mb, nil
@@ -113,6 +120,9 @@ func (mb *mbox) add(folder string, r *record) (um.Message, error) {
 	if err != nil {
 		return um.Message{}, err
 	}
+	if r.m.ModSeq, err = mb.touch(fm.validity); err != nil {
+		return um.Message{}, err
+	}
 	l := loc{fm.validity, fm.uidNext}
 	if err := b.Put(uidKey(l.uid), encodeRecord(r)); err != nil {
 		return um.Message{}, err
@@ -136,6 +146,9 @@ func (mb *mbox) unlink(id uuid.UUID, l loc) error {
 		return err
 	}
 	if err := b.Delete(uidKey(l.uid)); err != nil {
+		return err
+	}
+	if err := mb.vanish(l); err != nil {
 		return err
 	}
 	return mb.ids.Delete(id[:])
@@ -162,6 +175,9 @@ func refBlob(tx *bolt.Tx, k blobKey, delta int) (bool, error) {
 	}
 	n += int64(delta)
 	if n <= 0 {
+		if err := deleteSum(tx, k); err != nil {
+			return false, err
+		}
 		return true, b.Delete(k[:])
 	}
 	return false, b.Put(k[:], putU32(nil, uint32(n)))
@@ -212,7 +228,11 @@ func createFolder(tx *bolt.Tx, mb *mbox, name string) (um.Folder, error) {
 	if err := mb.folders.Put([]byte(name), fm.bytes()); err != nil {
 		return um.Folder{}, err
 	}
-	return um.Folder{Name: name, UIDValidity: v, UIDNext: 1}, nil
+	h, err := mb.touch(v)
+	if err != nil {
+		return um.Folder{}, err
+	}
+	return um.Folder{Name: name, UIDValidity: v, UIDNext: 1, HighestModSeq: h}, nil
 }
 
 // CreateMailbox implements um.Store.
@@ -232,17 +252,20 @@ func createMailbox(tx *bolt.Tx, name string) error {
 	if err != nil {
 		return err
 	}
-	mb := &mbox{name: name}
+	mb := &mbox{name: name, b: b}
 	for _, sub := range []struct {
 		dst  **bolt.Bucket
 		name []byte
-	}{{&mb.folders, subFolders}, {&mb.ids, subIDs}, {&mb.msgs, subMsgs}} {
+	}{{&mb.folders, subFolders}, {&mb.ids, subIDs}, {&mb.msgs, subMsgs}, {&mb.highest, subHighest}, {&mb.vanished, subVanished}, {&mb.subs, subSubs}} {
 		if *sub.dst, err = b.CreateBucket(sub.name); err != nil {
 			return err
 		}
 	}
 	for _, f := range []string{um.Inbox, um.Trash} {
 		if _, err := createFolder(tx, mb, f); err != nil {
+			return err
+		}
+		if err := mb.subs.Put([]byte(f), nil); err != nil {
 			return err
 		}
 	}
@@ -280,8 +303,9 @@ func (s *Store) Folders(ctx context.Context, mailbox string) ([]um.Folder, error
 			if err != nil {
 				return err
 			}
-			out = append(out, um.Folder{Name: string(k), UIDValidity: fm.validity, UIDNext: fm.uidNext})
-			return nil
+			h, err := mb.highestModSeq(fm.validity)
+			out = append(out, um.Folder{Name: string(k), UIDValidity: fm.validity, UIDNext: fm.uidNext, HighestModSeq: h})
+			return err
 		})
 	})
 	if err != nil {
@@ -377,6 +401,9 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 		if err := mb.msgs.DeleteBucket(putU32(nil, fm.validity)); err != nil {
 			return err
 		}
+		if err := mb.forget(fm.validity); err != nil {
+			return err
+		}
 		return mb.folders.Delete([]byte(folder))
 	})
 	if err != nil {
@@ -391,6 +418,12 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 // written and synced before that transaction commits. See the package
 // documentation.
 func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.Reader) (um.Message, error) {
+	return s.appendWithin(ctx, mailbox, m, r, um.Limits{})
+}
+
+// appendWithin is Append that, unless lim is zero, admits the message by
+// lim in the transaction that stores it.
+func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, r io.Reader, lim um.Limits) (um.Message, error) {
 	if r == nil {
 		return um.Message{}, fmt.Errorf("boltstore: %w: nil reader", um.ErrInvalid)
 	}
@@ -411,10 +444,18 @@ func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.R
 		if err != nil {
 			return err
 		}
+		if !lim.IsZero() && m.Folder != um.Trash {
+			if err := mb.admit(lim, 1, m.Duration); err != nil {
+				return err
+			}
+		}
 		if stored, err = mb.add(m.Folder, rec); err != nil {
 			return err
 		}
 		if _, err := refBlob(tx, k, +1); err != nil {
+			return err
+		}
+		if err := putSum(tx, k, c.sum); err != nil {
 			return err
 		}
 		if c.inline() {
@@ -541,9 +582,14 @@ func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.Read
 
 // SetFlags implements um.Store.
 func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
-	var changed []um.Message
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		changed = nil
+	changed, _, err := s.SetFlagsIfUnchanged(ctx, mailbox, ids, op, ^uint64(0))
+	return changed, err
+}
+
+// SetFlagsIfUnchanged implements um.ConditionalFlagger.
+func (s *Store) SetFlagsIfUnchanged(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp, since uint64) (changed []um.Message, modified []uuid.UUID, err error) {
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		changed, modified = nil, nil
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
 			return err
@@ -556,11 +602,18 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 			if err != nil {
 				return err
 			}
+			if r.m.ModSeq > since {
+				modified = append(modified, id)
+				continue
+			}
 			f, kw := op.Apply(r.m.Flags, r.m.Keywords)
 			if f == r.m.Flags && um.SameKeywords(kw, r.m.Keywords) {
 				continue
 			}
 			r.m.Flags, r.m.Keywords = f, kw
+			if r.m.ModSeq, err = mb.touch(l.validity); err != nil {
+				return err
+			}
 			b, err := mb.msgBucket(l.validity)
 			if err != nil {
 				return err
@@ -577,14 +630,18 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return changed, nil
+	return changed, modified, nil
 }
 
 // Move implements um.Store.
 func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
-	return s.place(ctx, mailbox, ids, to, func(_ *bolt.Tx, mb *mbox, _ int, id uuid.UUID, l loc, r *record) error {
+	return s.moveWithin(ctx, mailbox, ids, to, now, um.Limits{})
+}
+
+func (s *Store) moveWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time, lim um.Limits) ([]um.Message, error) {
+	return s.place(ctx, mailbox, ids, to, lim, false, func(_ *bolt.Tx, mb *mbox, _ int, id uuid.UUID, l loc, r *record) error {
 		r.m.Added = now
 		return mb.unlink(id, l)
 	})
@@ -593,10 +650,14 @@ func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 // Copy implements um.Store. Copies share the content file, which is
 // reference-counted.
 func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time) ([]um.Message, error) {
+	return s.copyWithin(ctx, mailbox, ids, to, newIDs, now, um.Limits{})
+}
+
+func (s *Store) copyWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time, lim um.Limits) ([]um.Message, error) {
 	if len(newIDs) != len(ids) {
 		return nil, fmt.Errorf("boltstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
 	}
-	return s.place(ctx, mailbox, ids, to, func(tx *bolt.Tx, _ *mbox, i int, _ uuid.UUID, _ loc, r *record) error {
+	return s.place(ctx, mailbox, ids, to, lim, true, func(tx *bolt.Tx, _ *mbox, i int, _ uuid.UUID, _ loc, r *record) error {
 		r.m.ID = newIDs[i]
 		r.m.Added = now
 		_, err := refBlob(tx, r.blob, +1)
@@ -606,8 +667,10 @@ func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 
 // place adds the messages ids to folder to in one transaction, in order,
 // after prepare has changed each record (and unlinked it, for a move), and
-// returns them as added.
-func (s *Store) place(ctx context.Context, mailbox string, ids []uuid.UUID, to string, prepare func(tx *bolt.Tx, mb *mbox, i int, id uuid.UUID, l loc, r *record) error) ([]um.Message, error) {
+// returns them as added. Unless lim is zero, it first admits by lim what
+// the call adds outside Trash: every message when copying, else those that
+// leave Trash.
+func (s *Store) place(ctx context.Context, mailbox string, ids []uuid.UUID, to string, lim um.Limits, copying bool, prepare func(tx *bolt.Tx, mb *mbox, i int, id uuid.UUID, l loc, r *record) error) ([]um.Message, error) {
 	var out []um.Message
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		out = make([]um.Message, 0, len(ids))
@@ -620,6 +683,11 @@ func (s *Store) place(ctx context.Context, mailbox string, ids []uuid.UUID, to s
 		}
 		if err := mb.resolve(ids); err != nil {
 			return err
+		}
+		if !lim.IsZero() && to != um.Trash {
+			if err := mb.admitPlaced(lim, ids, copying); err != nil {
+				return err
+			}
 		}
 		for i, id := range ids {
 			l, r, err := mb.find(id)

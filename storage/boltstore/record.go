@@ -18,6 +18,7 @@ import (
 //	Size, Duration varint; Time, Added: byte (0 zero, 1 set), varint seconds, uvarint nanoseconds
 //	CallerNumber, CallerName, AudioType, Transcript: uvarint length, bytes
 //	keyword count uvarint, then each: uvarint length, bytes
+//	ModSeq uvarint (schema 3 on; a record without it has ModSeq 1)
 //
 // Folder and UID are not in the record: they are where it is kept.
 const recordVersion = 1
@@ -82,7 +83,7 @@ func encodeRecord(r *record) []byte {
 	for _, k := range m.Keywords {
 		b = appendString(b, k)
 	}
-	return b
+	return binary.AppendUvarint(b, m.ModSeq)
 }
 
 var errShort = errors.New("record cut short")
@@ -184,6 +185,10 @@ func decodeRecord(v []byte, r *record) error {
 		}
 	} else if n > 0 {
 		d.err = errShort
+	}
+	m.ModSeq = 1 // what the migration to schema 3 gave every message
+	if d.err == nil && len(d.b) > 0 {
+		m.ModSeq = d.uvarint()
 	}
 	if d.err != nil {
 		return fmt.Errorf("%w: message record: %v", ErrCorrupt, d.err)

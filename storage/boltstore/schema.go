@@ -8,13 +8,15 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// The layout of um.db (schema version 2). Integers are big-endian so that
+// The layout of um.db (schema version 3). Integers are big-endian so that
 // keys sort in numeric order.
 //
 //	meta                     bucket
 //	  "schema"               uint32: the schema version
 //	  "validity"             uint32: the last UIDVALIDITY handed out
 //	blobs                    bucket: content key (16 bytes) -> uint32 reference count
+//	sums                     bucket: content key -> uint32 CRC-32C of the content (sums.go;
+//	                         made at Open, not by a migration: older programs ignore it)
 //	contents                 bucket: content key -> the content, for those of at most
 //	                         inlineMax bytes (the record's bit 4 says which kind)
 //	mailboxes                bucket: mailbox name -> mailbox bucket
@@ -23,6 +25,14 @@ import (
 //	    i                    bucket: message ID (16 bytes) -> UIDVALIDITY uint32, UID uint32
 //	    m                    bucket: UIDVALIDITY uint32 -> folder bucket
 //	      <UIDVALIDITY>      bucket: UID uint32 -> message record (record.go)
+//	    "n"                  uint64: the last ModSeq handed out in the mailbox
+//	    h                    bucket: UIDVALIDITY uint32 -> HighestModSeq uint64
+//	    v                    bucket: UIDVALIDITY uint32, ModSeq uint64, UID uint32 -> empty:
+//	                         messages removed from the folder, for ModSeqer.Vanished
+//	    s                    bucket: subscribed folder name -> empty
+//	    "d"                  the delivery mode and the nodes that hold it (cluster.go);
+//	                         absent when the mailbox has none
+//	    o                    bucket: purpose -> outward state blob (lease.go); made on first use
 //
 // A folder's messages live under its UIDVALIDITY, not its name, so a rename
 // touches one key whatever the folder holds.
@@ -36,6 +46,12 @@ var (
 	subFolders      = []byte("f")
 	subIDs          = []byte("i")
 	subMsgs         = []byte("m")
+	keyModSeq       = []byte("n")
+	keyDelivery     = []byte("d")
+	subOutward      = []byte("o")
+	subHighest      = []byte("h")
+	subVanished     = []byte("v")
+	subSubs         = []byte("s")
 )
 
 // migrations bring a database from version i to i+1 (migrations[i]), all in
@@ -64,6 +80,12 @@ var migrations = []func(tx *bolt.Tx) error{
 		_, err := tx.CreateBucketIfNotExists(bucketContents)
 		return err
 	},
+	// 2 -> 3: ModSeqs and subscriptions. Every message and folder starts
+	// at ModSeq 1 (a record without one reads as 1, so no record is
+	// rewritten), and INBOX and Trash are subscribed. A program that knows
+	// only version 2 would rewrite records without their ModSeq, which
+	// would then go down, so it must refuse this database.
+	migrateModSeq,
 }
 
 // SchemaVersion is the schema this package writes. Open migrates older

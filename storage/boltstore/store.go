@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -44,8 +45,13 @@ type Options struct {
 	// LockTimeout bounds how long Open waits for another process to close
 	// the store; past it Open fails with ErrLocked. Default one second.
 	LockTimeout time.Duration
-	// Logf receives errors that have no caller to return to, such as a
-	// failure to delete an orphaned content file. Default: dropped.
+	// Logger receives, at Warn, the errors that have no caller to return
+	// to, such as a failure to delete an orphaned content file (a server
+	// fault: the disk). It supersedes Logf. Nil: Logf, or nothing when
+	// both are nil.
+	Logger *slog.Logger
+	// Logf receives the same errors as text when Logger is nil; kept for
+	// hosts written before Logger. Default: dropped.
 	Logf func(format string, args ...any)
 }
 
@@ -58,8 +64,11 @@ type Store struct {
 	db    *bolt.DB
 	logf  func(string, ...any)
 	c     *committer
-	blobs blobSet  // content files being written or pooled, which the sweep must leave alone
-	pool  blobPool // empty content files ready for deposits
+	blobs blobSet    // content files being written or pooled, which the sweep must leave alone
+	pool  blobPool   // empty content files ready for deposits
+	pins  deletePins // content files a backup or check still reads
+
+	leases leases // in memory: see lease.go
 
 	dirsMu sync.Mutex
 	dirs   map[string]bool // audio subdirectories known to exist durably
@@ -88,6 +97,10 @@ func Open(dir string, opts *Options) (*Store, error) {
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = time.Second
+	}
+	if o.Logger != nil {
+		l := o.Logger
+		o.Logf = func(format string, args ...any) { l.Warn(fmt.Sprintf(format, args...)) }
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -172,6 +185,10 @@ func openDB(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
 		return nil, err
 	}
 	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	if err := ensureSums(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}

@@ -24,5 +24,14 @@ func openAt(t testing.TB, dir string) *Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t testing.TB) um.Store { return openStore(t) })
+	storetest.Suite{
+		New: func(t testing.TB) um.Store { return openStore(t) },
+		Reopen: func(t testing.TB, s um.Store) um.Store {
+			dir := s.(*Store).dir
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return openAt(t, dir)
+		},
+	}.Run(t)
 }

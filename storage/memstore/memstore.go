@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -17,8 +18,11 @@ import (
 )
 
 var (
-	_ um.Store    = (*Store)(nil)
-	_ um.Expunger = (*Store)(nil)
+	_ um.Store              = (*Store)(nil)
+	_ um.Expunger           = (*Store)(nil)
+	_ um.ModSeqer           = (*Store)(nil)
+	_ um.FolderSubscriber   = (*Store)(nil)
+	_ um.ConditionalFlagger = (*Store)(nil)
 )
 
 // Store is an in-memory um.Store. The zero value is not usable; call New.
@@ -30,13 +34,31 @@ type Store struct {
 }
 
 type mailbox struct {
-	folders map[string]*folder
-	byID    map[uuid.UUID]*entry
+	folders  map[string]*folder
+	byID     map[uuid.UUID]*entry
+	modSeq   uint64          // last ModSeq handed out, shared by the folders
+	subs     map[string]bool // subscribed folder names
+	delivery claim
+	out      *outward // leases and outward state; nil until used
 }
 
 type folder struct {
 	um.Folder
-	msgs []*entry // UID order
+	msgs     []*entry  // UID order
+	vanished []removal // ModSeq order
+	forgot   uint64    // the largest ModSeq of a removal forgotten, for Vanished
+}
+
+// removal is a message removed from a folder, for ModSeqer.Vanished.
+type removal struct {
+	uid    um.UID
+	modSeq uint64
+}
+
+// nextModSeqLocked returns the ModSeq of a new change in mb.
+func (mb *mailbox) nextModSeqLocked() uint64 {
+	mb.modSeq++
+	return mb.modSeq
 }
 
 type entry struct {
@@ -61,6 +83,20 @@ func (s *Store) lock(ctx context.Context) error {
 	return nil
 }
 
+// lockMailbox takes the lock and returns mailbox name; on error the lock
+// is not held.
+func (s *Store) lockMailbox(ctx context.Context, name string) (*mailbox, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	mb, err := s.mailboxLocked(name)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	return mb, nil
+}
+
 func (s *Store) mailboxLocked(name string) (*mailbox, error) {
 	mb := s.mailboxes[name]
 	if mb == nil {
@@ -81,9 +117,9 @@ func (s *Store) folderLocked(name, f string) (*mailbox, *folder, error) {
 	return mb, fo, nil
 }
 
-func (s *Store) newFolderLocked(name string) *folder {
+func (s *Store) newFolderLocked(mb *mailbox, name string) *folder {
 	s.validity++
-	return &folder{Folder: um.Folder{Name: name, UIDValidity: s.validity, UIDNext: 1}}
+	return &folder{Folder: um.Folder{Name: name, UIDValidity: s.validity, UIDNext: 1, HighestModSeq: mb.nextModSeqLocked()}}
 }
 
 // CreateMailbox implements um.Store.
@@ -95,10 +131,14 @@ func (s *Store) CreateMailbox(ctx context.Context, name string) error {
 	if s.mailboxes[name] != nil {
 		return fmt.Errorf("memstore: mailbox %q: %w", name, um.ErrExists)
 	}
-	s.mailboxes[name] = &mailbox{
-		folders: map[string]*folder{um.Inbox: s.newFolderLocked(um.Inbox), um.Trash: s.newFolderLocked(um.Trash)},
+	mb := &mailbox{
+		folders: make(map[string]*folder),
 		byID:    make(map[uuid.UUID]*entry),
+		subs:    map[string]bool{um.Inbox: true, um.Trash: true},
 	}
+	mb.folders[um.Inbox] = s.newFolderLocked(mb, um.Inbox)
+	mb.folders[um.Trash] = s.newFolderLocked(mb, um.Trash)
+	s.mailboxes[name] = mb
 	return nil
 }
 
@@ -118,14 +158,11 @@ func (s *Store) Mailboxes(ctx context.Context) ([]string, error) {
 
 // Folders implements um.Store.
 func (s *Store) Folders(ctx context.Context, name string) ([]um.Folder, error) {
-	if err := s.lock(ctx); err != nil {
-		return nil, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	defer s.mu.Unlock()
 	out := make([]um.Folder, 0, len(mb.folders))
 	for _, f := range mb.folders {
 		out = append(out, f.Folder)
@@ -136,18 +173,15 @@ func (s *Store) Folders(ctx context.Context, name string) ([]um.Folder, error) {
 
 // CreateFolder implements um.Store.
 func (s *Store) CreateFolder(ctx context.Context, name, f string) (um.Folder, error) {
-	if err := s.lock(ctx); err != nil {
-		return um.Folder{}, err
-	}
-	defer s.mu.Unlock()
-	mb, err := s.mailboxLocked(name)
+	mb, err := s.lockMailbox(ctx, name)
 	if err != nil {
 		return um.Folder{}, err
 	}
+	defer s.mu.Unlock()
 	if mb.folders[f] != nil {
 		return um.Folder{}, fmt.Errorf("memstore: folder %q: %w", f, um.ErrExists)
 	}
-	fo := s.newFolderLocked(f)
+	fo := s.newFolderLocked(mb, f)
 	mb.folders[f] = fo
 	return fo.Folder, nil
 }
@@ -200,6 +234,12 @@ func (s *Store) DeleteFolder(ctx context.Context, name, f string) error {
 // Append implements um.Store. The content is read before the lock is taken,
 // so a slow reader holds up no one.
 func (s *Store) Append(ctx context.Context, name string, m um.Message, r io.Reader) (um.Message, error) {
+	return s.appendChecked(ctx, name, m, r, nil)
+}
+
+// appendChecked is Append that, when check is not nil, calls it under the
+// lock before anything changes and fails with its error.
+func (s *Store) appendChecked(ctx context.Context, name string, m um.Message, r io.Reader, check func() error) (um.Message, error) {
 	if r == nil {
 		return um.Message{}, fmt.Errorf("memstore: %w: nil reader", um.ErrInvalid)
 	}
@@ -218,15 +258,22 @@ func (s *Store) Append(ctx context.Context, name string, m um.Message, r io.Read
 	if mb.byID[m.ID] != nil {
 		return um.Message{}, fmt.Errorf("memstore: message %s: %w", m.ID, um.ErrExists)
 	}
+	if check != nil {
+		if err := check(); err != nil {
+			return um.Message{}, err
+		}
+	}
 	m = m.Clone()
 	m.Size = int64(len(content))
 	e := &entry{m: m, content: content}
-	s.addLocked(mb, fo, e)
+	s.addLocked(mb, fo, e, mb.nextModSeqLocked())
 	return e.m.Clone(), nil
 }
 
-func (s *Store) addLocked(mb *mailbox, fo *folder, e *entry) {
+func (s *Store) addLocked(mb *mailbox, fo *folder, e *entry, modSeq uint64) {
 	e.m.Folder = fo.Name
+	e.m.ModSeq = modSeq
+	fo.HighestModSeq = modSeq
 	e.m.UID = fo.UIDNext
 	fo.UIDNext++
 	fo.msgs = append(fo.msgs, e)
@@ -304,36 +351,65 @@ func (s *Store) entriesLocked(name string, ids []uuid.UUID) (*mailbox, []*entry,
 
 // SetFlags implements um.Store.
 func (s *Store) SetFlags(ctx context.Context, name string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
+	changed, _, err := s.SetFlagsIfUnchanged(ctx, name, ids, op, ^uint64(0))
+	return changed, err
+}
+
+// SetFlagsIfUnchanged implements um.ConditionalFlagger.
+func (s *Store) SetFlagsIfUnchanged(ctx context.Context, name string, ids []uuid.UUID, op um.FlagOp, since uint64) (changed []um.Message, modified []uuid.UUID, err error) {
 	if err := s.lock(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer s.mu.Unlock()
-	_, es, err := s.entriesLocked(name, ids)
+	mb, es, err := s.entriesLocked(name, ids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var changed []um.Message
+	var modSeq uint64
 	for _, e := range es {
+		if e.m.ModSeq > since {
+			modified = append(modified, e.m.ID)
+			continue
+		}
 		f, kw := op.Apply(e.m.Flags, e.m.Keywords)
 		if f == e.m.Flags && um.SameKeywords(kw, e.m.Keywords) {
 			continue
 		}
-		e.m.Flags, e.m.Keywords = f, kw
+		if modSeq == 0 {
+			modSeq = mb.nextModSeqLocked()
+		}
+		e.m.Flags, e.m.Keywords, e.m.ModSeq = f, kw, modSeq
+		mb.folders[e.m.Folder].HighestModSeq = modSeq
 		changed = append(changed, e.m.Clone())
 	}
-	return changed, nil
+	return changed, modified, nil
 }
 
-func (fo *folder) removeLocked(e *entry) {
+func (fo *folder) removeLocked(e *entry, modSeq uint64) {
 	i := sort.Search(len(fo.msgs), func(i int) bool { return fo.msgs[i].m.UID >= e.m.UID })
 	if i < len(fo.msgs) && fo.msgs[i] == e {
 		fo.msgs = append(fo.msgs[:i], fo.msgs[i+1:]...)
+	}
+	fo.vanishLocked(e.m.UID, modSeq)
+}
+
+// vanishedKept is how many removals a folder remembers for Vanished; older
+// ones are forgotten, so a client that appends and expunges in a loop
+// cannot grow the store without bound.
+var vanishedKept = 10000
+
+func (fo *folder) vanishLocked(uid um.UID, modSeq uint64) {
+	fo.vanished = append(fo.vanished, removal{uid: uid, modSeq: modSeq})
+	fo.HighestModSeq = modSeq
+	if drop := len(fo.vanished) - vanishedKept; drop > 0 {
+		fo.forgot = fo.vanished[drop-1].modSeq
+		fo.vanished = slices.Clone(fo.vanished[drop:])
 	}
 }
 
 // Move implements um.Store.
 func (s *Store) Move(ctx context.Context, name string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
-	return s.file(ctx, name, ids, to, nil, now)
+	return s.fileChecked(ctx, name, ids, to, nil, now, nil)
 }
 
 // Copy implements um.Store.
@@ -341,14 +417,14 @@ func (s *Store) Copy(ctx context.Context, name string, ids []uuid.UUID, to strin
 	if len(newIDs) != len(ids) {
 		return nil, fmt.Errorf("memstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
 	}
-	return s.file(ctx, name, ids, to, newIDs, now)
+	return s.fileChecked(ctx, name, ids, to, newIDs, now, nil)
 }
 
-// file puts the messages ids of mailbox name into folder to with new UIDs
-// and Added set to now: moves them when newIDs is nil, else adds copies
+// fileChecked puts the messages ids of mailbox name into folder to with new
+// UIDs and Added set to now: moves them when newIDs is nil, else adds copies
 // with the IDs newIDs that share the content. Nothing changes unless all
-// of them can go.
-func (s *Store) file(ctx context.Context, name string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time) ([]um.Message, error) {
+// of them can go, and check, when not nil, admits them under the lock.
+func (s *Store) fileChecked(ctx context.Context, name string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time, check func([]*entry) error) ([]um.Message, error) {
 	if err := s.lock(ctx); err != nil {
 		return nil, err
 	}
@@ -366,16 +442,22 @@ func (s *Store) file(ctx context.Context, name string, ids []uuid.UUID, to strin
 			return nil, fmt.Errorf("memstore: message %s: %w", id, um.ErrExists)
 		}
 	}
+	if check != nil {
+		if err := check(es); err != nil {
+			return nil, err
+		}
+	}
 	out := make([]um.Message, len(es))
+	modSeq := mb.nextModSeqLocked()
 	for i, e := range es {
 		if newIDs == nil {
-			mb.folders[e.m.Folder].removeLocked(e)
+			mb.folders[e.m.Folder].removeLocked(e, modSeq)
 		} else {
 			e = &entry{m: e.m.Clone(), content: e.content}
 			e.m.ID = newIDs[i]
 		}
 		e.m.Added = now
-		s.addLocked(mb, dst, e)
+		s.addLocked(mb, dst, e, modSeq)
 		out[i] = e.m.Clone()
 	}
 	return out, nil
@@ -391,8 +473,9 @@ func (s *Store) Remove(ctx context.Context, name string, ids []uuid.UUID) error 
 	if err != nil {
 		return err
 	}
+	modSeq := mb.nextModSeqLocked()
 	for _, e := range es {
-		mb.folders[e.m.Folder].removeLocked(e)
+		mb.folders[e.m.Folder].removeLocked(e, modSeq)
 		delete(mb.byID, e.m.ID)
 	}
 	return nil
@@ -421,11 +504,16 @@ func (s *Store) Expunge(ctx context.Context, name, f string, uids []um.UID) ([]u
 		want[u] = true
 	}
 	var gone []um.Message
+	var modSeq uint64
 	kept := fo.msgs[:0]
 	for _, e := range fo.msgs {
 		if e.m.Flags.Has(um.FlagDeleted) && (uids == nil || want[e.m.UID]) {
+			if modSeq == 0 {
+				modSeq = mb.nextModSeqLocked()
+			}
 			gone = append(gone, e.m.Clone())
 			delete(mb.byID, e.m.ID)
+			fo.vanishLocked(e.m.UID, modSeq)
 			continue
 		}
 		kept = append(kept, e)
@@ -433,4 +521,68 @@ func (s *Store) Expunge(ctx context.Context, name, f string, uids []um.UID) ([]u
 	clear(fo.msgs[len(kept):])
 	fo.msgs = kept
 	return gone, nil
+}
+
+// Vanished implements um.ModSeqer. A folder remembers its last 10,000
+// removals.
+func (s *Store) Vanished(ctx context.Context, name, f string, since uint64) ([]um.UID, uint64, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, 0, err
+	}
+	defer s.mu.Unlock()
+	_, fo, err := s.folderLocked(name, f)
+	if err != nil {
+		return nil, 0, err
+	}
+	var uids []um.UID
+	for _, r := range fo.vanished {
+		if r.modSeq > since {
+			uids = append(uids, r.uid)
+		}
+	}
+	slices.Sort(uids)
+	return uids, fo.forgot, nil
+}
+
+// SubscribeFolder implements um.FolderSubscriber.
+func (s *Store) SubscribeFolder(ctx context.Context, name, f string) error {
+	mb, err := s.lockMailbox(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if !mb.subs[f] && len(mb.subs) >= um.MaxSubscriptions {
+		return fmt.Errorf("memstore: subscribe %q: %w: %d subscriptions already", f, um.ErrInvalid, len(mb.subs))
+	}
+	mb.subs[f] = true
+	return nil
+}
+
+// UnsubscribeFolder implements um.FolderSubscriber.
+func (s *Store) UnsubscribeFolder(ctx context.Context, name, f string) error {
+	mb, err := s.lockMailbox(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if !mb.subs[f] {
+		return fmt.Errorf("memstore: subscription %q of %q: %w", f, name, um.ErrNotFound)
+	}
+	delete(mb.subs, f)
+	return nil
+}
+
+// SubscribedFolders implements um.FolderSubscriber.
+func (s *Store) SubscribedFolders(ctx context.Context, name string) ([]string, error) {
+	mb, err := s.lockMailbox(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(mb.subs))
+	for n := range mb.subs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
 }

@@ -15,3 +15,8 @@ func TestConformance(t *testing.T) {
 		return s
 	})
 }
+
+func TestVanishedForgets(t *testing.T) {
+	defer memstore.SetVanishedKept(20)()
+	storetest.VanishedForgets(t, memstore.New(), 20)
+}

@@ -35,8 +35,30 @@
 //     query that finds the message and streams larger content a chunk per
 //     query; a message removed while it is read ends the stream with
 //     um.ErrNotFound, never with short content.
+//   - um_vanished (folder_id, modseq, uid): messages removed from a folder,
+//     for um.ModSeqer.Vanished; they go with their folder.
+//   - um_subscriptions (mailbox_id, name): subscribed folder names.
+//   - um_delivery (mailbox_id, node, mode): the delivery mode of a mailbox
+//     and the nodes that claimed it (um.DeliveryModes).
+//   - um_leases (mailbox_id, purpose, holder, epoch, expires) and
+//     um_outward_state (mailbox_id, purpose, data): the owner of a mailbox's
+//     outward work and its state (um.Leaser, um.OutwardState).
 //
 // Names compare byte for byte (COLLATE "C"), as Go sorts them.
+//
+// # ModSeqs and limits
+//
+// Each mailbox's row counts its ModSeqs (um.ModSeqer, for IMAP CONDSTORE and
+// QRESYNC). A writer takes the next value with UPDATE um_mailboxes SET
+// modseq = modseq + 1 ... RETURNING after every other lock it needs, and
+// holds the row until it commits: the ModSeqs of a mailbox become visible in
+// the order they were handed out, on every node, and the lock closes no
+// cycle of waits. A folder's HighestModSeq is computed when asked, from
+// indexes on its messages' and removals' ModSeqs, so no writer locks the
+// folder's row for it. The same row lock serializes the limit checks of
+// um.Limiter: a deposit, copy or move out of Trash counts what the mailbox
+// holds once it holds the row, so nodes depositing into a full mailbox at
+// once are admitted one after another and never pass its limit together.
 //
 // # Concurrency across nodes
 //
@@ -53,6 +75,19 @@
 // RETURNING: a row another node is changing is checked again once that
 // change commits, so a \Deleted cleared on another node meanwhile keeps the
 // message. A deadlock or serialization failure is retried.
+//
+// # Delivery modes, leases and outward state
+//
+// A delivery mode claim (um.DeliveryModes) is a row per claiming node; a
+// claim locks the mailbox's row, so two nodes claiming two modes at once end
+// with one, and the rows outlive every node's restart until released. The
+// lease of a mailbox's outward work (um.Leaser) is one row per purpose,
+// taken, renewed or taken over by one INSERT ... ON CONFLICT DO UPDATE ...
+// WHERE statement whose expiry is judged by the database's clock, so the
+// nodes' clocks need not agree. A takeover increments the lease's epoch, and
+// a state write (um.OutwardState) locks the lease row and checks holder,
+// epoch and expiry in its own transaction: a node that stalled past its
+// lease cannot overwrite the state its successor keeps.
 //
 // # The change feed
 //
@@ -101,6 +136,34 @@
 // off without A's hook firing. The host must therefore let every node send
 // the NOTIFY for changes it makes (or forward them to the node holding the
 // phone's subscription).
+//
+// # Backup
+//
+// Everything a Store keeps, metadata and audio alike, is in the database,
+// so PostgreSQL's own tools back it up while the nodes keep serving:
+//
+//   - pg_dump (pg_dump -Fc -f voicemail.dump voicemail) reads the whole
+//     database in one snapshot (a repeatable-read transaction), so the
+//     dump is consistent however many deposits run meanwhile. Restore it
+//     with pg_restore into an empty database (createdb, then pg_restore -d
+//     voicemail voicemail.dump) and point the nodes at it. The audio is
+//     bytea, so the dump is about the size of the audio.
+//   - pg_basebackup (pg_basebackup -D /backup/base -X stream) copies the
+//     whole cluster at the file level, online; with WAL archiving
+//     (archive_mode, archive_command) it restores to any point in time.
+//     This is the choice for large stores and for losing at most the last
+//     seconds.
+//
+// A restored backup is older than what mail clients and forwarding have
+// seen: the UIDs handed out after it was taken would be handed out again,
+// to other messages. Before any node opens the restored database, give
+// every folder a new UIDVALIDITY, so clients fetch again rather than show
+// what they cached under a reused UID (boltstore.Restore does the same).
+// The sequence first moves to the clock, past any value the lost database
+// handed out after the backup:
+//
+//	SELECT setval('um_uidvalidity', greatest(last_value, extract(epoch FROM now())::bigint)) FROM um_uidvalidity;
+//	UPDATE um_folders SET uidvalidity = nextval('um_uidvalidity');
 //
 // # Testing
 //

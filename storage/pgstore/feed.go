@@ -48,6 +48,7 @@ type wireMessage struct {
 	Size         int64     `json:"s,omitempty"`
 	Added        *int64    `json:"a,omitempty"`
 	Raw          bool      `json:"raw,omitempty"`
+	ModSeq       uint64    `json:"ms,omitempty"`
 }
 
 func toWire(m um.Message) *wireMessage {
@@ -55,7 +56,7 @@ func toWire(m um.Message) *wireMessage {
 		ID: m.ID, UID: m.UID, Flags: m.Flags, Keywords: m.Keywords, Urgent: m.Urgent,
 		CallerNumber: m.CallerNumber, CallerName: m.CallerName, Time: toNS(m.Time),
 		Duration: int64(m.Duration), AudioType: m.AudioType, Transcript: m.Transcript,
-		Size: m.Size, Added: toNS(m.Added), Raw: m.Raw,
+		Size: m.Size, Added: toNS(m.Added), Raw: m.Raw, ModSeq: m.ModSeq,
 	}
 }
 
@@ -64,7 +65,7 @@ func (w *wireMessage) message(folder string) um.Message {
 		ID: w.ID, Folder: folder, UID: w.UID, Flags: w.Flags, Keywords: w.Keywords, Urgent: w.Urgent,
 		CallerNumber: w.CallerNumber, CallerName: w.CallerName, Time: fromNS(w.Time),
 		Duration: time.Duration(w.Duration), AudioType: w.AudioType, Transcript: w.Transcript,
-		Size: w.Size, Added: fromNS(w.Added), Raw: w.Raw,
+		Size: w.Size, Added: fromNS(w.Added), Raw: w.Raw, ModSeq: w.ModSeq,
 	}
 }
 
@@ -189,7 +190,7 @@ func (s *Store) Watch(ctx context.Context, node string, deliver func(um.Change))
 		// Whatever failed, changes may have been committed while this node
 		// did not listen.
 		needResync = true
-		s.opts.Logf("pgstore: change feed: %v; reconnecting in %v", err, backoff)
+		s.log.Warn("pgstore: change feed lost; reconnecting", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -257,7 +258,7 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn, node string, delive
 		}
 		c, ok, err := s.decodeChange(n.Payload, node)
 		if err != nil {
-			s.opts.Logf("%v", err)
+			s.log.Warn("pgstore: malformed notification ignored", "err", err)
 			continue
 		}
 		if ok {

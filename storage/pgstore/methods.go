@@ -39,6 +39,9 @@ func (s *Store) CreateMailbox(ctx context.Context, mailbox string) error {
 		if _, err := tx.Exec(ctx, "INSERT INTO um_folders (mailbox_id, name) VALUES ($1, $2), ($1, $3)", id, um.Inbox, um.Trash); err != nil {
 			return fmt.Errorf("pgstore: create mailbox %q: %w", mailbox, err)
 		}
+		if _, err := tx.Exec(ctx, "INSERT INTO um_subscriptions (mailbox_id, name) VALUES ($1, $2), ($1, $3)", id, um.Inbox, um.Trash); err != nil {
+			return fmt.Errorf("pgstore: create mailbox %q: %w", mailbox, err)
+		}
 		return nil
 	})
 }
@@ -71,15 +74,15 @@ func (s *Store) Folders(ctx context.Context, mailbox string) ([]um.Folder, error
 	if err != nil {
 		return nil, s.mapErr(err)
 	}
-	rows, err := s.pool.Query(ctx, "SELECT name, uidvalidity, uidnext FROM um_folders WHERE mailbox_id = $1 ORDER BY name", mid)
+	rows, err := s.pool.Query(ctx, "SELECT f.name, f.uidvalidity, f.uidnext, "+highestModSeq+" FROM um_folders f WHERE f.mailbox_id = $1 ORDER BY f.name", mid)
 	if err != nil {
 		return nil, s.mapErr(fmt.Errorf("pgstore: folders of %q: %w", mailbox, err))
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (um.Folder, error) {
 		var f um.Folder
-		var validity, next int64
-		err := r.Scan(&f.Name, &validity, &next)
-		f.UIDValidity, f.UIDNext = uint32(validity), um.UID(next)
+		var validity, next, highest int64
+		err := r.Scan(&f.Name, &validity, &next, &highest)
+		f.UIDValidity, f.UIDNext, f.HighestModSeq = uint32(validity), um.UID(next), uint64(highest)
 		return f, err
 	})
 	if err != nil {
@@ -105,7 +108,14 @@ func (s *Store) CreateFolder(ctx context.Context, mailbox, folder string) (um.Fo
 		if err != nil {
 			return fmt.Errorf("pgstore: create folder %q in %q: %w", folder, mailbox, err)
 		}
-		f = um.Folder{Name: folder, UIDValidity: uint32(validity), UIDNext: um.UID(next)}
+		ms, err := nextModSeq(ctx, tx, mid)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "UPDATE um_folders SET modseq = $3 WHERE mailbox_id = $1 AND name = $2", mid, folder, ms); err != nil {
+			return fmt.Errorf("pgstore: create folder %q in %q: %w", folder, mailbox, err)
+		}
+		f = um.Folder{Name: folder, UIDValidity: uint32(validity), UIDNext: um.UID(next), HighestModSeq: uint64(ms)}
 		return s.notify(ctx, tx, mailbox, []um.Event{{Kind: um.EventFolderCreated, Folder: folder}})
 	})
 	return f, err
@@ -174,19 +184,19 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 // msgCols are the columns scanMessage reads, for a messages table aliased m.
 const msgCols = `m.id, (SELECT f.name FROM um_folders f WHERE f.id = m.folder_id), m.uid, m.flags, m.keywords,
 	m.urgent, m.caller_number, m.caller_name, m.recorded_ns, m.duration_ns, m.audio_type, m.transcript,
-	m.size, m.added_ns, m.raw`
+	m.size, m.added_ns, m.raw, m.modseq`
 
 func scanMessage(r pgx.Row) (um.Message, error) {
 	var m um.Message
-	var uid, duration int64
+	var uid, duration, modSeq int64
 	var flags int32
 	var recorded, added *int64
 	err := r.Scan(&m.ID, &m.Folder, &uid, &flags, &m.Keywords, &m.Urgent, &m.CallerNumber, &m.CallerName,
-		&recorded, &duration, &m.AudioType, &m.Transcript, &m.Size, &added, &m.Raw)
+		&recorded, &duration, &m.AudioType, &m.Transcript, &m.Size, &added, &m.Raw, &modSeq)
 	if err != nil {
 		return um.Message{}, err
 	}
-	m.UID, m.Flags, m.Duration = um.UID(uid), um.Flags(flags), time.Duration(duration)
+	m.UID, m.Flags, m.Duration, m.ModSeq = um.UID(uid), um.Flags(flags), time.Duration(duration), uint64(modSeq)
 	m.Time, m.Added = fromNS(recorded), fromNS(added)
 	if len(m.Keywords) == 0 {
 		m.Keywords = nil
@@ -224,6 +234,12 @@ func keywordsParam(kw []string) []string {
 // by chunk as it is read; the folder's row (the UID counter) is locked only
 // after the last chunk, so a slow reader holds up no other append.
 func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.Reader) (um.Message, error) {
+	return s.appendWithin(ctx, mailbox, m, r, um.Limits{})
+}
+
+// appendWithin is Append that, unless lim is zero, admits the message by
+// lim in its transaction (limits.go).
+func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, r io.Reader, lim um.Limits) (um.Message, error) {
 	if r == nil {
 		return um.Message{}, fmt.Errorf("pgstore: %w: nil reader", um.ErrInvalid)
 	}
@@ -262,12 +278,32 @@ func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.R
 		if err != nil {
 			return err
 		}
+		// The ModSeq comes from a counter the INSERT itself bumps, which
+		// saves a round trip, unless limits must be counted under the
+		// mailbox's row before the message is stored.
+		var ms *int64
+		if m.Folder != um.Trash && !lim.IsZero() {
+			n, err := nextModSeq(ctx, tx, mid)
+			if err != nil {
+				return err
+			}
+			if err := admit(ctx, tx, mid, mailbox, lim, 1, m.Duration); err != nil {
+				return err
+			}
+			ms = &n
+		}
 		m.UID, m.Size = um.UID(uid), size
-		_, err = tx.Exec(ctx, `INSERT INTO um_messages (mailbox_id, id, folder_id, uid, flags, keywords, urgent,
-			caller_number, caller_name, recorded_ns, duration_ns, audio_type, transcript, size, added_ns, raw)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		var stored int64
+		err = tx.QueryRow(ctx, `WITH ms AS (
+				UPDATE um_mailboxes SET modseq = modseq + 1 WHERE id = $1 AND $17::bigint IS NULL RETURNING modseq)
+			INSERT INTO um_messages (mailbox_id, id, folder_id, uid, flags, keywords, urgent,
+				caller_number, caller_name, recorded_ns, duration_ns, audio_type, transcript, size, added_ns, raw, modseq)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+				coalesce($17::bigint, (SELECT modseq FROM ms)))
+			RETURNING modseq`,
 			mid, m.ID, fid, uid, int32(m.Flags), keywordsParam(m.Keywords), m.Urgent,
-			m.CallerNumber, m.CallerName, toNS(m.Time), int64(m.Duration), m.AudioType, m.Transcript, size, toNS(m.Added), m.Raw)
+			m.CallerNumber, m.CallerName, toNS(m.Time), int64(m.Duration), m.AudioType, m.Transcript, size, toNS(m.Added), m.Raw, ms).Scan(&stored)
+		m.ModSeq = uint64(stored)
 		if err != nil {
 			return fmt.Errorf("pgstore: store message %s: %w", m.ID, s.mapErr(err))
 		}
@@ -295,7 +331,7 @@ func (s *Store) List(ctx context.Context, mailbox, folder string) ([]um.Message,
 	b.Queue("SELECT EXISTS (SELECT 1 FROM um_folders WHERE mailbox_id = $1 AND name = $2)", mid, folder).
 		QueryRow(func(r pgx.Row) error { return r.Scan(&found) })
 	b.Queue(`SELECT m.id, $2::text, m.uid, m.flags, m.keywords, m.urgent, m.caller_number, m.caller_name,
-		m.recorded_ns, m.duration_ns, m.audio_type, m.transcript, m.size, m.added_ns, m.raw
+		m.recorded_ns, m.duration_ns, m.audio_type, m.transcript, m.size, m.added_ns, m.raw, m.modseq
 		FROM um_messages m JOIN um_folders f ON f.id = m.folder_id
 		WHERE f.mailbox_id = $1 AND f.name = $2 ORDER BY m.uid`, mid, folder).
 		Query(func(rows pgx.Rows) error {
@@ -466,8 +502,9 @@ func inOrder(msgs []um.Message, ids []uuid.UUID, mailbox string) ([]um.Message, 
 // setFlagsSQL applies a FlagOp in one statement per mode: the new flags and
 // keywords are computed from the row as it is when the update locks it, so
 // two nodes changing one message at once never lose either change. Only
-// rows that change are updated and returned. $3 is the flags of the op, $4
-// its keywords.
+// rows that change are updated and returned, marked with ModSeq -1 until
+// SetFlags gives them theirs in the same transaction. $3 is the flags of
+// the op, $4 its keywords.
 var setFlagsSQL = map[um.FlagMode]string{
 	um.FlagsAdd:     setFlagsStmt("m.flags | $3::integer", "um_keywords(m.keywords || $4::text[])"),
 	um.FlagsRemove:  setFlagsStmt("m.flags & ~$3::integer", "um_keywords_without(m.keywords, $4::text[])"),
@@ -475,7 +512,7 @@ var setFlagsSQL = map[um.FlagMode]string{
 }
 
 func setFlagsStmt(flags, keywords string) string {
-	return "UPDATE um_messages m SET flags = " + flags + ", keywords = " + keywords + `
+	return "UPDATE um_messages m SET flags = " + flags + ", keywords = " + keywords + `, modseq = -1
 		WHERE m.mailbox_id = $1 AND m.id = ANY($2)
 		AND (m.flags <> (` + flags + `) OR lower(m.keywords::text) <> lower((` + keywords + `)::text))
 		RETURNING ` + msgCols
@@ -483,16 +520,52 @@ func setFlagsStmt(flags, keywords string) string {
 
 // SetFlags implements um.Store.
 func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
+	changed, _, err := s.setFlags(ctx, mailbox, ids, op, nil)
+	return changed, err
+}
+
+// SetFlagsIfUnchanged implements um.ConditionalFlagger. It locks the rows
+// first, so the ModSeqs it checks are those it changes.
+func (s *Store) SetFlagsIfUnchanged(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp, since uint64) ([]um.Message, []uuid.UUID, error) {
+	return s.setFlags(ctx, mailbox, ids, op, &since)
+}
+
+func (s *Store) setFlags(ctx context.Context, mailbox string, all []uuid.UUID, op um.FlagOp, since *uint64) ([]um.Message, []uuid.UUID, error) {
 	q, ok := setFlagsSQL[op.Mode]
 	if !ok {
-		return nil, fmt.Errorf("pgstore: %w: flag mode %d", um.ErrInvalid, op.Mode)
+		return nil, nil, fmt.Errorf("pgstore: %w: flag mode %d", um.ErrInvalid, op.Mode)
 	}
 	var changed []um.Message
+	var modified []uuid.UUID
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		changed = nil
+		changed, modified = nil, nil
+		ids := all
 		mid, err := s.mailboxID(ctx, tx, mailbox)
 		if err != nil {
 			return err
+		}
+		if since != nil {
+			locked, err := lockMessages(ctx, tx, mid, mailbox, uniq(ids), false)
+			if err != nil {
+				return err
+			}
+			after := make(map[uuid.UUID]bool)
+			for _, m := range locked {
+				if m.ModSeq > *since {
+					after[m.ID] = true
+				}
+			}
+			ids = nil
+			for _, id := range all {
+				if after[id] {
+					modified = append(modified, id)
+				} else {
+					ids = append(ids, id)
+				}
+			}
+			if len(ids) == 0 {
+				return nil
+			}
 		}
 		var n int
 		if err := tx.QueryRow(ctx, "SELECT count(*) FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2)", mid, ids).Scan(&n); err != nil {
@@ -504,13 +577,31 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 			}
 			return fmt.Errorf("pgstore: set flags in %q: %w: a message vanished", mailbox, um.ErrNotFound)
 		}
-		rows, err := tx.Query(ctx, q, mid, ids, int32(op.Flags), keywordsParam(op.Keywords))
-		if err != nil {
+		// One round trip: the flag update marks the rows it changed with
+		// ModSeq -1, and the next statement takes the mailbox's next
+		// ModSeq (after the rows' locks, as every writer takes it: last),
+		// when there are any, and gives it to them.
+		var got []um.Message
+		var ms int64
+		var b pgx.Batch
+		b.Queue(q, mid, ids, int32(op.Flags), keywordsParam(op.Keywords)).Query(func(rows pgx.Rows) error {
+			var err error
+			got, err = collectMessages(rows)
+			return err
+		})
+		b.Queue(`WITH ms AS (
+				UPDATE um_mailboxes SET modseq = modseq + 1 WHERE id = $1
+				AND EXISTS (SELECT 1 FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2) AND modseq = -1)
+				RETURNING modseq),
+			marked AS (
+				UPDATE um_messages m SET modseq = ms.modseq FROM ms
+				WHERE m.mailbox_id = $1 AND m.id = ANY($2) AND m.modseq = -1)
+			SELECT coalesce((SELECT modseq FROM ms), 0)`, mid, ids).QueryRow(func(r pgx.Row) error { return r.Scan(&ms) })
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return fmt.Errorf("pgstore: set flags in %q: %w", mailbox, err)
 		}
-		got, err := collectMessages(rows)
-		if err != nil {
-			return fmt.Errorf("pgstore: set flags in %q: %w", mailbox, err)
+		for i := range got {
+			got[i].ModSeq = uint64(ms)
 		}
 		pos := make(map[uuid.UUID]int, len(ids))
 		for i := len(ids) - 1; i >= 0; i-- {
@@ -530,9 +621,9 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 		return s.notify(ctx, tx, mailbox, events)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return changed, nil
+	return changed, modified, nil
 }
 
 func uniq(ids []uuid.UUID) []uuid.UUID {
@@ -564,6 +655,12 @@ func allocUIDs(ctx context.Context, tx pgx.Tx, fid int64, n int) (int64, error) 
 
 // Move implements um.Store.
 func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
+	return s.moveWithin(ctx, mailbox, ids, to, now, um.Limits{})
+}
+
+// moveWithin is Move that, unless lim is zero, admits by lim the messages
+// it takes out of Trash into another folder.
+func (s *Store) moveWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time, lim um.Limits) ([]um.Message, error) {
 	var out []um.Message
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		mid, err := s.mailboxID(ctx, tx, mailbox)
@@ -586,9 +683,24 @@ func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 		for i := range uids {
 			uids[i] = first + int64(i)
 		}
-		rows, err := tx.Query(ctx, `UPDATE um_messages m SET folder_id = $3, uid = v.uid, added_ns = $5
+		ms, err := s.vanish(ctx, tx, mid, ids)
+		if err != nil {
+			return err
+		}
+		if to != um.Trash {
+			n, d := 0, time.Duration(0)
+			for _, m := range before {
+				if m.Folder == um.Trash {
+					n, d = n+1, d+m.Duration
+				}
+			}
+			if err := admit(ctx, tx, mid, mailbox, lim, n, d); err != nil {
+				return err
+			}
+		}
+		rows, err := tx.Query(ctx, `UPDATE um_messages m SET folder_id = $3, uid = v.uid, added_ns = $5, modseq = $6
 			FROM unnest($2::uuid[], $4::bigint[]) AS v(id, uid)
-			WHERE m.mailbox_id = $1 AND m.id = v.id RETURNING `+msgCols, mid, ids, fid, uids, toNS(now))
+			WHERE m.mailbox_id = $1 AND m.id = v.id RETURNING `+msgCols, mid, ids, fid, uids, toNS(now), ms)
 		if err != nil {
 			return fmt.Errorf("pgstore: move to %q in %q: %w", to, mailbox, err)
 		}
@@ -616,6 +728,12 @@ func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 
 // Copy implements um.Store. The content is copied inside the database.
 func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time) ([]um.Message, error) {
+	return s.copyWithin(ctx, mailbox, ids, to, newIDs, now, um.Limits{})
+}
+
+// copyWithin is Copy that, unless lim is zero, admits by lim every copy it
+// adds outside Trash, together.
+func (s *Store) copyWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time, lim um.Limits) ([]um.Message, error) {
 	if len(newIDs) != len(ids) {
 		return nil, fmt.Errorf("pgstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
 	}
@@ -629,7 +747,8 @@ func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 		if err != nil {
 			return err
 		}
-		if _, err := lockMessages(ctx, tx, mid, mailbox, ids, true); err != nil {
+		originals, err := lockMessages(ctx, tx, mid, mailbox, ids, true)
+		if err != nil {
 			return err
 		}
 		first, err := allocUIDs(ctx, tx, fid, len(ids))
@@ -640,13 +759,26 @@ func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 		for i := range uids {
 			uids[i] = first + int64(i)
 		}
+		ms, err := nextModSeq(ctx, tx, mid)
+		if err != nil {
+			return err
+		}
+		if to != um.Trash {
+			var d time.Duration
+			for _, m := range originals {
+				d += m.Duration
+			}
+			if err := admit(ctx, tx, mid, mailbox, lim, len(originals), d); err != nil {
+				return err
+			}
+		}
 		rows, err := tx.Query(ctx, `INSERT INTO um_messages AS m (mailbox_id, id, folder_id, uid, flags, keywords, urgent,
-				caller_number, caller_name, recorded_ns, duration_ns, audio_type, transcript, size, added_ns, raw)
+				caller_number, caller_name, recorded_ns, duration_ns, audio_type, transcript, size, added_ns, raw, modseq)
 			SELECT o.mailbox_id, v.new_id, $3, v.uid, o.flags, o.keywords, o.urgent, o.caller_number, o.caller_name,
-				o.recorded_ns, o.duration_ns, o.audio_type, o.transcript, o.size, $6, o.raw
+				o.recorded_ns, o.duration_ns, o.audio_type, o.transcript, o.size, $6, o.raw, $7
 			FROM um_messages o JOIN unnest($2::uuid[], $4::uuid[], $5::bigint[]) AS v(id, new_id, uid) ON o.id = v.id
 			WHERE o.mailbox_id = $1
-			RETURNING `+msgCols, mid, ids, fid, newIDs, uids, toNS(now))
+			RETURNING `+msgCols, mid, ids, fid, newIDs, uids, toNS(now), ms)
 		if err != nil {
 			return fmt.Errorf("pgstore: copy to %q in %q: %w", to, mailbox, s.mapErr(err))
 		}
@@ -684,6 +816,9 @@ func (s *Store) Remove(ctx context.Context, mailbox string, ids []uuid.UUID) err
 		}
 		before, err := lockMessages(ctx, tx, mid, mailbox, uniq(ids), false)
 		if err != nil {
+			return err
+		}
+		if _, err := s.vanish(ctx, tx, mid, ids); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM um_messages WHERE mailbox_id = $1 AND id = ANY($2)", mid, ids); err != nil {
@@ -737,6 +872,25 @@ func (s *Store) Expunge(ctx context.Context, mailbox, folder string, uids []um.U
 		if gone, err = collectMessages(rows); err != nil {
 			return fmt.Errorf("pgstore: expunge %q of %q: %w", folder, mailbox, err)
 		}
+		if len(gone) == 0 {
+			return nil
+		}
+		ms, err := nextModSeq(ctx, tx, mid)
+		if err != nil {
+			return err
+		}
+		gu := make([]int64, len(gone))
+		for i, m := range gone {
+			gu[i] = int64(m.UID)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO um_vanished (folder_id, modseq, uid) SELECT $1, $2, unnest($3::bigint[])", fid, ms, gu); err != nil {
+			return fmt.Errorf("pgstore: expunge %q of %q: %w", folder, mailbox, err)
+		}
+		for _, u := range gu {
+			if err := s.pruneAt(ctx, tx, fid, u); err != nil {
+				return err
+			}
+		}
 		return s.notifyRemoved(ctx, tx, mailbox, gone)
 	})
 	if err != nil || len(gone) == 0 {
@@ -779,14 +933,21 @@ func (s *Store) Usage(ctx context.Context, mailbox string) (um.Usage, error) {
 	if err != nil {
 		return um.Usage{}, s.mapErr(err)
 	}
-	var u um.Usage
-	var ns int64
-	err = s.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(m.duration_ns), 0)
-		FROM um_messages m JOIN um_folders f ON f.id = m.folder_id
-		WHERE f.mailbox_id = $1 AND f.name <> $2`, mid, um.Trash).Scan(&u.Messages, &ns)
+	u, err := usage(ctx, s.pool, mid)
 	if err != nil {
 		return um.Usage{}, s.mapErr(fmt.Errorf("pgstore: usage of %q: %w", mailbox, err))
 	}
-	u.Recorded = time.Duration(ns)
 	return u, nil
+}
+
+// usage counts what mailbox mid holds outside Trash, in one aggregate
+// query.
+func usage(ctx context.Context, q queryer, mid int64) (um.Usage, error) {
+	var u um.Usage
+	var ns int64
+	err := q.QueryRow(ctx, `SELECT count(*), coalesce(sum(m.duration_ns), 0), coalesce(sum(m.size), 0)
+		FROM um_messages m JOIN um_folders f ON f.id = m.folder_id
+		WHERE f.mailbox_id = $1 AND f.name <> $2`, mid, um.Trash).Scan(&u.Messages, &ns, &u.Size)
+	u.Recorded = time.Duration(ns)
+	return u, err
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,10 +23,13 @@ import (
 )
 
 var (
-	_ um.Store    = (*Store)(nil)
-	_ um.Watcher  = (*Store)(nil)
-	_ um.Counter  = (*Store)(nil)
-	_ um.Expunger = (*Store)(nil)
+	_ um.Store              = (*Store)(nil)
+	_ um.Watcher            = (*Store)(nil)
+	_ um.Counter            = (*Store)(nil)
+	_ um.Expunger           = (*Store)(nil)
+	_ um.ModSeqer           = (*Store)(nil)
+	_ um.FolderSubscriber   = (*Store)(nil)
+	_ um.ConditionalFlagger = (*Store)(nil)
 )
 
 // ErrSchemaTooNew is returned by Open when the database was migrated by a
@@ -52,8 +56,17 @@ type Options struct {
 	// pings its connection, so that a connection lost without a word (a
 	// dead peer, a dropped NAT entry) is noticed. Default 10s.
 	PingInterval time.Duration
-	// Logf receives errors that have no caller to return to (a lost
-	// notification connection, a malformed notification). Default: dropped.
+	// VanishedKept is how many removals each folder remembers for
+	// um.ModSeqer.Vanished (IMAP QRESYNC); a client that resynchronizes from
+	// before the older ones forgotten is told which UIDs still exist
+	// instead. Default 10,000.
+	VanishedKept int
+	// Logger receives what has no caller to return to: a lost notification
+	// connection and a malformed notification (Warn), schema migrations
+	// (Info). Nil means Logf when that is set, else nothing is logged.
+	Logger *slog.Logger
+	// Logf is superseded by Logger; when Logger is nil, each record goes to
+	// it as one line.
 	Logf func(format string, args ...any)
 }
 
@@ -64,6 +77,7 @@ type Store struct {
 	pool     *pgxpool.Pool
 	opts     Options
 	instance string // random, tells this Store's notifications from others'
+	log      *slog.Logger
 
 	done   chan struct{} // closed by Close; stops Watch
 	closed atomic.Bool
@@ -93,8 +107,9 @@ func Open(ctx context.Context, connString string, opts *Options) (*Store, error)
 	if s.opts.PingInterval <= 0 {
 		s.opts.PingInterval = 10 * time.Second
 	}
-	if s.opts.Logf == nil {
-		s.opts.Logf = func(string, ...any) {}
+	s.log = s.opts.logger()
+	if s.opts.VanishedKept <= 0 {
+		s.opts.VanishedKept = 10000
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -197,6 +212,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			if _, err := tx.Exec(ctx, "INSERT INTO um_schema_version (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
 				return err
 			}
+			s.log.Info("pgstore: migrating schema", "from", cur, "to", m.version, "migration", m.name)
 		}
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,10 +27,41 @@ func openStore(t testing.TB, dsn string, opts *pgstore.Options) *pgstore.Store {
 	return s
 }
 
+// dsns remembers the database of each Store the suite opened, for Reopen
+// and Peer.
+var dsns sync.Map // *pgstore.Store -> string
+
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t testing.TB) um.Store {
-		return openStore(t, newDatabase(t), nil)
-	})
+	open := func(t testing.TB, dsn string, node string) um.Store {
+		s := openStore(t, dsn, &pgstore.Options{Node: node})
+		dsns.Store(s, dsn)
+		return s
+	}
+	storetest.Suite{
+		New: func(t testing.TB) um.Store { return open(t, newDatabase(t), "A") },
+		Reopen: func(t testing.TB, s um.Store) um.Store {
+			dsn, _ := dsns.Load(s)
+			s.Close()
+			return open(t, dsn.(string), "A")
+		},
+		Peer: func(t testing.TB, s um.Store) um.Store {
+			dsn, _ := dsns.Load(s)
+			return open(t, dsn.(string), "B")
+		},
+		CutFeed: func(t testing.TB, s um.Store) {
+			dsn, _ := dsns.Load(s)
+			conn, err := pgx.Connect(context.Background(), dsn.(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			var n int
+			if err := conn.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+				WHERE datname = current_database() AND application_name LIKE 'um-watch/%'`).Scan(&n); err != nil || n == 0 {
+				t.Fatalf("cut the notification connection: %d cut, %v", n, err)
+			}
+		},
+	}.Run(t)
 }
 
 func TestReopenKeepsState(t *testing.T) {

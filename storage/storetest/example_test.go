@@ -32,3 +32,25 @@ func newStore(t testing.TB) um.Store {
 func ExampleRun() {
 	var _ storetest.NewStore = newStore
 }
+
+// A durable store passes Reopen too, so that the suite checks what must
+// survive a restart; a store that several nodes share passes Peer, which
+// opens a second Store value on the same data:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Suite{New: newStore, Reopen: reopen, Peer: peer}.Run(t)
+//	}
+func ExampleSuite() {
+	_ = storetest.Suite{
+		New: newStore,
+		Reopen: func(t testing.TB, s um.Store) um.Store {
+			dir := "..." // where newStore opened s; a real test keeps it
+			s.Close()
+			s, err := boltstore.Open(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+	}
+}

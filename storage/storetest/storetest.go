@@ -15,7 +15,18 @@
 // Each subtest gets a store of its own from newStore. The suite checks the
 // contract written on um.Store: errors, UID order and monotonicity,
 // UIDVALIDITY stability, atomic flag updates under concurrency, content round
-// trips byte for byte, moves and copies, and concurrent appends.
+// trips byte for byte, moves and copies, concurrent appends, and ErrClosed
+// after Close.
+//
+// It also checks each optional interface the store implements (Counter,
+// Expunger, ModSeqer, ConditionalFlagger, FolderSubscriber, Limiter,
+// DeliveryModes, Leaser, OutwardState, Watcher). One the store does not
+// implement shows as a skipped subtest whose message names it ("um.Watcher not implemented"): missing, not passed. A durable
+// store passes a Suite with Reopen, so that what must survive a restart
+// (ModSeqs, subscriptions, delivery modes) is checked; a store shared by
+// several nodes passes Peer (and CutFeed for its Watcher), so that limits,
+// delivery modes, ModSeqs and the change feed are checked across Store
+// values on the same data.
 package storetest
 
 import (
@@ -37,8 +48,39 @@ import (
 // NewStore returns a fresh, empty store for one subtest.
 type NewStore func(t testing.TB) um.Store
 
-// Run runs every conformance test against stores made by newStore.
+// Run runs every conformance test against stores made by newStore. It is
+// Suite{New: newStore}.Run: a durable or shared store passes a Suite with
+// Reopen and Peer set, so that what must survive a restart or reach another
+// node is checked too.
 func Run(t *testing.T, newStore NewStore) {
+	Suite{New: newStore}.Run(t)
+}
+
+// Suite describes a store to the conformance suite. Only New is required.
+type Suite struct {
+	// New returns a fresh, empty store for one subtest.
+	New NewStore
+	// Reopen closes s and returns a new Store value on the same data, as
+	// after a restart. Nil for a store that keeps nothing across restarts
+	// (memstore): the subtests that need it then report themselves skipped.
+	Reopen func(t testing.TB, s um.Store) um.Store
+	// Peer returns a second Store value on the same data as s, open at the
+	// same time, as another node of a cluster would have. Nil for a store
+	// that one process serves alone.
+	Peer func(t testing.TB, s um.Store) um.Store
+	// CutFeed breaks the change feed of s (its notification connection)
+	// the way a network fault would, for a store that implements
+	// um.Watcher. Nil leaves the report of a lost feed unchecked.
+	CutFeed func(t testing.TB, s um.Store)
+}
+
+// Run runs every conformance test. An optional interface the store does not
+// implement is reported as a skipped subtest that names it, never as passed.
+func (su Suite) Run(t *testing.T) {
+	if su.New == nil {
+		t.Fatal("storetest: Suite.New is nil")
+	}
+	newStore := su.New
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s um.Store)
@@ -63,6 +105,22 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ReturnsCopies", testReturnsCopies},
 		{"Counter", testCounter},
 		{"Expunger", testExpunger},
+		{"ModSeqer", testModSeqer},
+		{"ModSeqerReopen", su.testModSeqReopen},
+		{"ModSeqerPeers", su.testModSeqPeers},
+		{"ConditionalFlagger", testConditionalFlagger},
+		{"FolderSubscriber", testFolderSubscriber},
+		{"FolderSubscriberReopen", su.testSubscriberReopen},
+		{"Limiter", testLimiter},
+		{"LimiterConcurrent", su.testLimiterConcurrent},
+		{"DeliveryModes", su.testDeliveryModes},
+		{"DeliveryModesShared", su.testDeliveryModesShared},
+		{"Leaser", testLeaser},
+		{"LeaserShared", su.testLeaserShared},
+		{"OutwardState", su.testOutwardState},
+		{"Watcher", su.testWatcher},
+		{"WatcherLostFeed", su.testWatcherLostFeed},
+		{"Closed", testClosed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -635,7 +693,7 @@ func testReturnsCopies(t *testing.T, s um.Store) {
 func testCounter(t *testing.T, s um.Store) {
 	c, ok := s.(um.Counter)
 	if !ok {
-		return // optional; um falls back to listing
+		notImplemented(t, "um.Counter") // um falls back to listing
 	}
 	mustMailbox(t, s, box)
 	if _, err := s.CreateFolder(ctx, box, "Saved"); err != nil {
@@ -684,7 +742,7 @@ func testCounter(t *testing.T, s um.Store) {
 func testExpunger(t *testing.T, s um.Store) {
 	x, ok := s.(um.Expunger)
 	if !ok {
-		return // optional; um lists and removes instead
+		notImplemented(t, "um.Expunger") // um lists and removes instead
 	}
 	mustMailbox(t, s, box)
 	var ms []um.Message

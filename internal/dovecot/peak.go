@@ -1,0 +1,41 @@
+package dovecot
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// SamplePeakRSS samples TreeRSS(pid) every interval until the returned
+// function is called, which returns the largest value seen (at least one
+// sample is taken at each end). Load tools use it for a server's peak
+// memory: a process tree's high-water mark is not kept by the kernel.
+func SamplePeakRSS(pid int, interval time.Duration) (stop func() int64) {
+	var peak atomic.Int64
+	sample := func() {
+		if rss, err := TreeRSS(pid); err == nil && rss > peak.Load() {
+			peak.Store(rss)
+		}
+	}
+	sample()
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				sample()
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		<-finished
+		sample()
+		return peak.Load()
+	}
+}

@@ -1,0 +1,20 @@
+module github.com/embeddedum/um/sipmwi
+
+go 1.24
+
+replace github.com/embeddedum/um => ../
+
+require (
+	github.com/embeddedum/um v0.0.0-00010101000000-000000000000
+	github.com/emiago/sipgo v1.7.3
+)
+
+require (
+	github.com/gobwas/httphead v0.1.0 // indirect
+	github.com/gobwas/pool v0.2.1 // indirect
+	github.com/gobwas/ws v1.3.2 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/icholy/digest v1.2.0 // indirect
+	golang.org/x/sync v0.16.0 // indirect
+	golang.org/x/sys v0.32.0 // indirect
+)

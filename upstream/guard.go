@@ -1,0 +1,301 @@
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// guard sits between the TLS connection and go-imap's client, which reads
+// lines and literals of any length: it follows the framing of the server's
+// responses and ends the connection, with an error wrapping ErrServerFault,
+// at a line longer than maxLine bytes or a response whose literals add up
+// to more than maxLiteral. It also notes a BYE, after which nothing the
+// server says is acted on, and keeps a deadline of its own on reads (arm)
+// besides the one go-imap sets.
+type guard struct {
+	net.Conn
+	maxLine, maxLiteral int64
+
+	pre []byte // served before the connection's bytes (the greeting after our own STARTTLS)
+
+	// Owned by the reading goroutine.
+	lineLen, lit, respLit int64
+	head, tail            []byte
+
+	mu       sync.Mutex
+	err      error
+	bye      bool
+	timedOut bool
+	theirs   time.Time // go-imap's read deadline
+	mine     time.Time // the command deadline
+}
+
+func newGuard(c net.Conn, maxLine, maxLiteral int64) *guard {
+	return &guard{Conn: c, maxLine: maxLine, maxLiteral: maxLiteral, head: make([]byte, 0, 8), tail: make([]byte, 0, 32)}
+}
+
+func (g *guard) Read(p []byte) (int, error) {
+	if err := g.fault(); err != nil {
+		return 0, err
+	}
+	if len(g.pre) > 0 {
+		n := copy(p, g.pre)
+		g.pre = g.pre[n:]
+		return n, nil
+	}
+	n, err := g.Conn.Read(p)
+	if n > 0 {
+		if ferr := g.scan(p[:n]); ferr != nil {
+			g.mu.Lock()
+			g.err = ferr
+			g.mu.Unlock()
+			g.Conn.Close()
+			return 0, ferr
+		}
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		g.mu.Lock()
+		g.timedOut = true
+		g.mu.Unlock()
+	}
+	return n, err
+}
+
+// scan follows the framing: text up to CRLF, where a line ending in {N}
+// or {N+} announces N bytes of literal that follow before the line goes on.
+func (g *guard) scan(b []byte) error {
+	for i := 0; i < len(b); {
+		if g.lit > 0 {
+			k := min(g.lit, int64(len(b)-i))
+			g.lit -= k
+			i += int(k)
+			continue
+		}
+		c := b[i]
+		i++
+		g.lineLen++
+		if g.lineLen > g.maxLine {
+			return fmt.Errorf("%w: response line longer than %d bytes", ErrServerFault, g.maxLine)
+		}
+		if len(g.head) < cap(g.head) {
+			g.head = append(g.head, c)
+		}
+		if len(g.tail) == cap(g.tail) {
+			copy(g.tail, g.tail[1:])
+			g.tail = g.tail[:len(g.tail)-1]
+		}
+		g.tail = append(g.tail, c)
+		if c != '\n' {
+			continue
+		}
+		if n, ok := literalSize(g.tail); ok {
+			g.respLit += n
+			if n < 0 || g.respLit > g.maxLiteral {
+				return fmt.Errorf("%w: response with literals of more than %d bytes", ErrServerFault, g.maxLiteral)
+			}
+			g.lit = n
+			g.tail = g.tail[:0]
+			continue
+		}
+		if bytes.HasPrefix(bytes.ToUpper(g.head), []byte("* BYE")) {
+			g.mu.Lock()
+			g.bye = true
+			g.mu.Unlock()
+		}
+		g.lineLen, g.respLit = 0, 0
+		g.head, g.tail = g.head[:0], g.tail[:0]
+	}
+	return nil
+}
+
+// literalSize reads the announcement "{N}\r\n" or "{N+}\r\n" at the end of
+// a line. A size too large to parse is reported as -1.
+func literalSize(tail []byte) (int64, bool) {
+	t, ok := bytes.CutSuffix(tail, []byte("}\r\n"))
+	if !ok {
+		return 0, false
+	}
+	t = bytes.TrimSuffix(t, []byte("+"))
+	open := bytes.LastIndexByte(t, '{')
+	if open < 0 || open == len(t)-1 {
+		if open < 0 && len(tail) == cap(tail) {
+			return -1, true // digits longer than the tail: absurd
+		}
+		return 0, false
+	}
+	digits := t[open+1:]
+	for _, d := range digits {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(string(digits), 10, 64)
+	if err != nil {
+		return -1, true
+	}
+	return n, true
+}
+
+// fault returns the error that ended the connection, or one for data
+// after BYE: a pass checks it before it acts on what it read.
+func (g *guard) fault() error {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err != nil {
+		return g.err
+	}
+	if g.bye {
+		return fmt.Errorf("%w: the server said BYE", ErrServerFault)
+	}
+	return nil
+}
+
+func (g *guard) expired() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.timedOut
+}
+
+// SetReadDeadline is go-imap's; the earlier of it and the command deadline
+// applies.
+func (g *guard) SetReadDeadline(t time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.theirs = t
+	return g.applyLocked()
+}
+
+// arm sets the command deadline d from now (zero: none).
+func (g *guard) arm(d time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.mine = time.Time{}
+	if d > 0 {
+		g.mine = time.Now().Add(d)
+	}
+	g.applyLocked()
+}
+
+func (g *guard) applyLocked() error {
+	t := g.theirs
+	if !g.mine.IsZero() && (t.IsZero() || g.mine.Before(t)) {
+		t = g.mine
+	}
+	return g.Conn.SetReadDeadline(t)
+}
+
+func (g *guard) SetDeadline(t time.Time) error {
+	if err := g.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return g.Conn.SetWriteDeadline(t)
+}
+
+// connect opens the TLS connection to the server: implicit TLS, or our own
+// STARTTLS exchange in plaintext (bounded, like everything the server
+// sends) so the guard can sit above TLS. After STARTTLS the guard serves
+// go-imap a greeting of its own, since the server sends none.
+func (w *worker) connect(ctx context.Context) (*guard, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.e.opts.DialTimeout)
+	defer cancel()
+	d := &net.Dialer{}
+	raw, err := d.DialContext(ctx, "tcp", w.cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		raw.SetDeadline(dl)
+	}
+	tc := w.cfg.tlsConfig()
+	var greeting []byte
+	if w.cfg.Security == StartTLS {
+		if err := startTLS(raw); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		greeting = []byte("* OK TLS established\r\n")
+	} else if tc.NextProtos == nil {
+		tc.NextProtos = []string{"imap"}
+	}
+	tlsConn := tls.Client(raw, tc)
+	if err := tlsConn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	raw.SetDeadline(time.Time{})
+	g := newGuard(tlsConn, w.e.opts.MaxLine, w.e.opts.MaxLiteral)
+	g.pre = greeting
+	return g, nil
+}
+
+// errStartTLS is a STARTTLS exchange that went wrong where the server
+// answered: not a transport failure.
+type errStartTLS struct{ msg string }
+
+func (e *errStartTLS) Error() string { return "upstream: STARTTLS: " + e.msg }
+
+// startTLS reads the greeting and asks for STARTTLS on a plaintext
+// connection. PREAUTH is refused, and so is anything the server sends
+// after its OK before the handshake (it would be read as if encrypted).
+func startTLS(conn net.Conn) error {
+	br := bufio.NewReaderSize(conn, 1024)
+	readLine := func() (string, error) {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return "", &errStartTLS{"line longer than 1024 bytes"}
+		}
+		if err != nil {
+			return "", err
+		}
+		return string(line), nil
+	}
+	g, err := readLine()
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(g) >= 4 && g[:4] == "* OK":
+	case len(g) >= 9 && g[:9] == "* PREAUTH":
+		return &errStartTLS{"server sent PREAUTH on an unencrypted connection"}
+	default:
+		return &errStartTLS{fmt.Sprintf("greeting %q", truncate(g, 80))}
+	}
+	if _, err := io.WriteString(conn, "S STARTTLS\r\n"); err != nil {
+		return err
+	}
+	for range 32 {
+		l, err := readLine()
+		if err != nil {
+			return err
+		}
+		if len(l) >= 2 && l[:2] == "S " {
+			if len(l) < 5 || l[:5] != "S OK " && l[:5] != "S OK\r" {
+				return &errStartTLS{fmt.Sprintf("refused: %q", truncate(l, 80))}
+			}
+			if br.Buffered() > 0 {
+				return &errStartTLS{"data after the OK, before TLS"}
+			}
+			return nil
+		}
+	}
+	return &errStartTLS{"no answer"}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

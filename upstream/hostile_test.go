@@ -1,0 +1,400 @@
+package upstream_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/dovecot"
+	"github.com/embeddedum/um/internal/selfsigned"
+	"github.com/embeddedum/um/upstream"
+)
+
+// hostile is a mail server that lies: a proxy on loopback that ends TLS,
+// talks to a real Dovecot in plaintext, and rewrites Dovecot's responses
+// the way its current mode says (see hostileModes). With mode "" it is an
+// honest proxy.
+type hostile struct {
+	tb      testing.TB
+	ln      net.Listener
+	backend string
+	cert    *selfsigned.Cert
+
+	mode  atomic.Pointer[string]
+	conns atomic.Int32 // connections accepted
+	mu    sync.Mutex
+	cmds  []string          // command lines the engine sent
+	open  map[net.Conn]bool // connections being served
+}
+
+func startHostile(tb testing.TB, d *dovecot.Server) *hostile {
+	tb.Helper()
+	cert, err := selfsigned.New(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cert.ServerConfig())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := &hostile{tb: tb, ln: ln, backend: d.Addr, cert: cert, open: make(map[net.Conn]bool)}
+	h.setMode("")
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			h.conns.Add(1)
+			go h.serve(c)
+		}
+	}()
+	return h
+}
+
+func (h *hostile) setMode(m string) { h.mode.Store(&m) }
+
+func (h *hostile) commands(prefix string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, c := range h.cmds {
+		if _, rest, ok := strings.Cut(c, " "); ok && strings.HasPrefix(strings.ToUpper(rest), prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+var (
+	literalRE  = regexp.MustCompile(`\{(\d+)\+?\}\r\n$`)
+	validityRE = regexp.MustCompile(`\[UIDVALIDITY \d+\]`)
+)
+
+// flood writes n bytes of filler (all of them, or until the peer goes).
+func flood(w io.Writer, b byte, n int64) {
+	buf := make([]byte, 64<<10)
+	for i := range buf {
+		buf[i] = b
+	}
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := w.Write(buf[:k]); err != nil {
+			return
+		}
+		n -= k
+	}
+}
+
+func (h *hostile) serve(c net.Conn) {
+	h.mu.Lock()
+	h.open[c] = true
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.open, c)
+		h.mu.Unlock()
+		c.Close()
+	}()
+	b, err := net.Dial("tcp", h.backend)
+	if err != nil {
+		return
+	}
+	defer b.Close()
+	go func() {
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				b.Close()
+				return
+			}
+			h.mu.Lock()
+			h.cmds = append(h.cmds, line)
+			h.mu.Unlock()
+			io.WriteString(b, line)
+			if m := literalRE.FindStringSubmatch(line); m != nil {
+				n, _ := strconv.ParseInt(m[1], 10, 64)
+				if _, err := io.CopyN(b, br, n); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	br := bufio.NewReader(b)
+	silent := false
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		var lit []byte
+		if m := literalRE.FindStringSubmatch(line); m != nil {
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			lit = make([]byte, n)
+			if _, err := io.ReadFull(br, lit); err != nil {
+				return
+			}
+		}
+		if silent {
+			continue
+		}
+		mode := *h.mode.Load()
+		out := line
+		switch {
+		case mode == "empty search" && strings.HasPrefix(line, "* SEARCH"):
+			out = "* SEARCH\r\n"
+		case mode == "empty answers" && strings.HasPrefix(line, "* SEARCH"):
+			out = "* SEARCH\r\n"
+		case mode == "empty answers" && strings.HasPrefix(line, "* ") && strings.Contains(line, " FETCH "):
+			// Drop the message and the rest of its response.
+			for lit != nil {
+				rest, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				lit = nil
+				if m := literalRE.FindStringSubmatch(rest); m != nil {
+					n, _ := strconv.ParseInt(m[1], 10, 64)
+					lit = make([]byte, n)
+					io.ReadFull(br, lit)
+				}
+			}
+			continue
+		case mode == "data after BYE" && strings.HasPrefix(line, "* SEARCH"):
+			out = "* BYE going away\r\n* SEARCH\r\n"
+		case mode == "UIDVALIDITY 0":
+			out = validityRE.ReplaceAllString(line, "[UIDVALIDITY 0]")
+		case mode == "silent after SELECT" && strings.Contains(line, "Select completed"):
+			io.WriteString(c, line)
+			silent = true
+			continue
+		case mode == "2 GB literal in LIST" && strings.HasPrefix(line, "* LIST"):
+			io.WriteString(c, "* LIST () \"/\" {2000000000}\r\n")
+			flood(c, 'x', 2000000000)
+			return
+		case mode == "endless line" && strings.HasPrefix(line, "* LIST"):
+			io.WriteString(c, "* LIST () \"/\" ")
+			flood(c, 'x', 4<<30)
+			return
+		case mode == "2 GB literal in FETCH" && strings.HasPrefix(line, "* ") && strings.Contains(line, " FETCH "):
+			io.WriteString(c, "* 1 FETCH (UID 1 BODY[HEADER.FIELDS (X-UM-MESSAGE-ID)] {2000000000}\r\n")
+			flood(c, 'x', 2000000000)
+			return
+		case mode == "2 GB unsolicited body while idling" && strings.HasPrefix(line, "+ "):
+			io.WriteString(c, line)
+			io.WriteString(c, "* 1 FETCH (BODY[] {2000000000}\r\n")
+			flood(c, 'x', 2000000000)
+			return
+		case mode == "unsolicited flood for other mail" && strings.HasPrefix(line, "+ "):
+			io.WriteString(c, line)
+			for range 2000 {
+				io.WriteString(c, "* 1 FETCH (UID 99999 FLAGS (\\Seen))\r\n")
+			}
+			continue
+		}
+		io.WriteString(c, out)
+		c.Write(lit)
+	}
+}
+
+// memWatch samples the heap until stopped and returns the peak above
+// the heap at start.
+func memWatch() (stop func() uint64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > base && ms.HeapInuse-base > peak.Load() {
+				peak.Store(ms.HeapInuse - base)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 { close(done); wg.Wait(); return peak.Load() }
+}
+
+// TestHostileServer puts each lie of a hostile server between the engine
+// and a Dovecot that holds the mailbox's copies: the phone keeps every
+// voicemail, no copy is uploaded twice, Status names the fault, the engine
+// backs off instead of reconnecting in a loop, memory stays bounded, and
+// once the server is honest again everything is in sync (a voicemail
+// deposited meanwhile goes up once).
+func TestHostileServer(t *testing.T) {
+	modes := []struct {
+		mode string
+		// fault is what Status must say: nil for no error, errAny for any.
+		fault error
+		// deposit makes a voicemail while the lie goes on, which has to
+		// wait for an honest server.
+		deposit bool
+	}{
+		{"empty search", nil, false}, // trusted copies a FETCH shows
+		{"empty answers", upstream.ErrServerFault, false},
+		{"data after BYE", upstream.ErrServerFault, false},
+		{"UIDVALIDITY 0", upstream.ErrServerFault, true},
+		{"silent after SELECT", errAny, true},
+		{"2 GB literal in LIST", upstream.ErrServerFault, false},
+		{"endless line", upstream.ErrServerFault, false},
+		{"2 GB literal in FETCH", upstream.ErrServerFault, false},
+		{"2 GB unsolicited body while idling", upstream.ErrServerFault, false},
+		{"unsolicited flood for other mail", nil, false},
+	}
+	var users []string
+	for i := range modes {
+		users = append(users, strconv.Itoa(2000+i))
+	}
+	d := startDovecotPlain(t, users...)
+	for i, tc := range modes {
+		t.Run(tc.mode, func(t *testing.T) {
+			h := startHostile(t, d)
+			opts := testOptions
+			opts.MinBackoff, opts.MaxBackoff = 100*time.Millisecond, time.Second
+			opts.CommandTimeout = 500 * time.Millisecond
+			e := newEnvOpts(t, d, opts, nil)
+			ctx := context.Background()
+			user := users[i]
+			mb, err := e.svc.EnsureMailbox(ctx, user)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mc := newMailClient(t, d, user)
+			cfg := e.config(user, "")
+			cfg.Addr, cfg.Security, cfg.TLSConfig = h.ln.Addr().String(), upstream.ImplicitTLS, h.cert.ClientConfig("localhost")
+			if err := e.eng.Add(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			var msgs []um.Message
+			for i := range 5 {
+				msgs = append(msgs, deposit(t, mb, strconv.Itoa(i)))
+			}
+			if err := mb.MarkHeard(ctx, msgs[0].ID); err != nil {
+				t.Fatal(err)
+			}
+			e.waitSynced(user)
+			mwiBefore, _ := mb.MWI(ctx)
+			fetches := h.commands("UID FETCH")
+
+			stop := memWatch()
+			h.setMode(tc.mode)
+			conns := h.conns.Load()
+			// Make the engine talk: a reconnect and a full pass.
+			h.kick()
+			var late um.Message
+			if tc.deposit {
+				late = deposit(t, mb, "late")
+			}
+			time.Sleep(3 * time.Second)
+			peak := stop()
+			st := e.eng.Status(user)
+			reconnects := h.conns.Load() - conns
+
+			if tc.mode == "unsolicited flood for other mail" {
+				if n := h.commands("UID FETCH") - fetches; n > 10 {
+					t.Errorf("UID FETCH commands during a flood of 2000 unsolicited FETCHes for other mail = %d, want at most 10", n)
+				}
+			}
+			switch {
+			case tc.fault == nil && st.LastError != nil:
+				t.Errorf("Status().LastError = %v, want nil (status %+v)", st.LastError, st)
+			case tc.fault != nil && st.LastError == nil:
+				t.Errorf("Status().LastError = nil, want the fault (status %+v)", st)
+			case tc.fault != nil && tc.fault != errAny && !errors.Is(st.LastError, tc.fault):
+				t.Errorf("Status().LastError = %v, want %v", st.LastError, tc.fault)
+			}
+			// Backoff from 100 ms doubling to 1 s: at most 8 attempts in 3 s.
+			if reconnects > 8 {
+				t.Errorf("connections in 3 s = %d, want at most 8 (backoff)", reconnects)
+			}
+			if peak > 64<<20 {
+				t.Errorf("heap peak above baseline = %d MiB, want under 64 MiB", peak>>20)
+			}
+			t.Logf("%s: heap peak +%d KiB, connections %d, last error: %v", tc.mode, peak>>10, reconnects, st.LastError)
+
+			// Nothing was changed on the lie.
+			for _, m := range msgs {
+				got, err := mb.Message(ctx, m.ID)
+				if err != nil || got.Folder != um.Inbox {
+					t.Fatalf("voicemail %s after %q: folder %q, %v; want INBOX", m.CallerNumber, tc.mode, got.Folder, err)
+				}
+			}
+			want := mwiBefore.New
+			if tc.deposit {
+				want++
+			}
+			if mwi, _ := mb.MWI(ctx); mwi.New != want {
+				t.Errorf("MWI New = %d, want %d", mwi.New, want)
+			}
+
+			h.setMode("")
+			h.kick()
+			e.waitSynced(user)
+			e.waitSynced(user)
+			if tc.deposit {
+				msgs = append(msgs, late)
+			}
+			for _, m := range msgs {
+				if n := len(mc.find("INBOX", m.ID)); n != 1 {
+					t.Errorf("copies of %s upstream = %d, want 1", m.CallerNumber, n)
+				}
+			}
+		})
+	}
+}
+
+// errAny stands for any error in Status.
+var errAny = errors.New("any error")
+
+// kick cuts the engine's connections, so it reconnects and starts with a
+// full pass.
+func (h *hostile) kick() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.open {
+		c.Close()
+	}
+}
+
+// startDovecotPlain is startDovecot with plaintext logins allowed, for a
+// proxy that ends TLS itself.
+func startDovecotPlain(tb testing.TB, users ...string) *dovecot.Server {
+	tb.Helper()
+	pw := make(map[string]string, len(users))
+	for _, u := range users {
+		pw[u] = "pass" + u
+	}
+	d, err := dovecot.Start(dovecot.Options{Dir: tb.TempDir(), Users: pw, AllowPlaintext: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(d.Stop)
+	return d
+}

@@ -1,0 +1,508 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/google/uuid"
+)
+
+// ErrServerFault is wrapped by the errors of sessions the engine ended
+// because the server sent what it refuses to act on: a line or literal over
+// the limits, a UIDVALIDITY of 0 or one that changes within a session,
+// answers that contradict each other, data after BYE, or a command not
+// answered in time. Nothing is changed on an answer like that; the worker
+// backs off as after any failure and Status shows the error.
+var ErrServerFault = errors.New("upstream: server fault")
+
+// observe learns what the server holds of this mailbox's voicemail. full
+// searches the folder by header; otherwise only the associated copies are
+// fetched (with CONDSTORE only those changed since the last sync unless
+// something was expunged), and a copy missing from that answer makes it a
+// full observation. Either way a UID of the state is reported gone only
+// when the server confirmed it (confirmGone).
+func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observation, uint64, error) {
+	ob := observation{copies: make(map[uuid.UUID][]upMsg), gone: make(map[imap.UID]bool)}
+	var modseq uint64
+	if condstore {
+		w.arm()
+		sd, err := c.Status(w.cfg.Folder, &imap.StatusOptions{HighestModSeq: true}).Wait()
+		if err != nil {
+			return ob, 0, fmt.Errorf("upstream: STATUS: %w", err)
+		}
+		modseq = sd.HighestModSeq
+	}
+	byUID := make(map[imap.UID]uuid.UUID)
+	for id, m := range w.st.Messages {
+		if m.UID != 0 && !m.Removed && !m.Appending {
+			byUID[imap.UID(m.UID)] = id
+		}
+	}
+	expunged := w.upExpunge.Swap(false)
+	if !full {
+		if len(byUID) == 0 {
+			return ob, modseq, nil
+		}
+		opts := &imap.FetchOptions{UID: true, Flags: true}
+		changedSince := condstore && !expunged && w.st.HighestModSeq > 0
+		if changedSince {
+			opts.ChangedSince = w.st.HighestModSeq
+		}
+		w.arm()
+		bufs, err := c.Fetch(imap.UIDSetNum(slices.Collect(maps.Keys(byUID))...), opts).Collect()
+		if err != nil {
+			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
+		}
+		for _, b := range bufs {
+			if id, ok := byUID[b.UID]; ok {
+				ob.copies[id] = []upMsg{{uid: b.UID, flags: fromIMAP(b.Flags)}}
+			}
+		}
+		for uid, id := range byUID {
+			if _, ok := ob.copies[id]; ok {
+				continue
+			}
+			if !changedSince {
+				// Gone, or the answer was short: the header search and a
+				// confirmation tell which.
+				return w.observe(c, true, condstore)
+			}
+			ob.copies[id] = []upMsg{{uid: uid, flags: w.st.Messages[id].Flags}}
+		}
+		return ob, modseq, nil
+	}
+
+	ob.complete = true
+	w.arm()
+	sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}}, nil).Wait()
+	if err != nil {
+		return ob, 0, fmt.Errorf("upstream: UID SEARCH: %w", err)
+	}
+	if uids := sd.AllUIDs(); len(uids) > 0 {
+		section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
+		w.arm()
+		bufs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, Flags: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+		if err != nil {
+			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
+		}
+		for _, b := range bufs {
+			if id, ok := parseIDHeader(b.FindBodySection(section)); ok {
+				ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
+			}
+		}
+	}
+	var missing []imap.UID
+	for uid, id := range byUID {
+		if !slices.ContainsFunc(ob.copies[id], func(u upMsg) bool { return u.uid == uid }) {
+			missing = append(missing, uid)
+		}
+	}
+	if len(missing) > 0 {
+		present, err := w.confirmGone(c, missing)
+		if err != nil {
+			return ob, 0, err
+		}
+		for _, uid := range missing {
+			if f, ok := present[uid]; ok {
+				// The search missed a copy a fetch shows: trust the copy.
+				id := byUID[uid]
+				ob.copies[id] = append(ob.copies[id], upMsg{uid: uid, flags: f})
+			} else {
+				ob.gone[uid] = true
+			}
+		}
+	}
+	for _, v := range ob.copies {
+		slices.SortFunc(v, func(a, b upMsg) int { return int(a.uid) - int(b.uid) })
+	}
+	return ob, modseq, nil
+}
+
+// confirmGone asks the server about UIDs a search did not find. The
+// question also names the folder's last message (whose UID a FETCH by
+// sequence number tells), so every truthful answer about a folder that
+// holds anything is non-empty: an answer without that message is a
+// contradiction, never a confirmation. It returns the flags of the UIDs
+// that are still there.
+func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID) (map[imap.UID]um.Flags, error) {
+	mbox := c.Mailbox()
+	if mbox == nil {
+		return nil, fmt.Errorf("%w: no folder selected", ErrServerFault)
+	}
+	set := imap.UIDSetNum(uids...)
+	var last imap.UID
+	if n := mbox.NumMessages; n > 0 {
+		w.arm()
+		bufs, err := c.Fetch(imap.SeqSetNum(n), &imap.FetchOptions{UID: true}).Collect()
+		if err != nil {
+			return nil, fmt.Errorf("upstream: FETCH: %w", err)
+		}
+		if len(bufs) != 1 || bufs[0].UID == 0 {
+			return nil, fmt.Errorf("%w: no UID for message %d of %d", ErrServerFault, n, n)
+		}
+		last = bufs[0].UID
+		set.AddNum(last)
+	}
+	w.arm()
+	bufs, err := c.Fetch(set, &imap.FetchOptions{UID: true, Flags: true}).Collect()
+	if err != nil {
+		return nil, fmt.Errorf("upstream: UID FETCH: %w", err)
+	}
+	present := make(map[imap.UID]um.Flags)
+	sawLast := false
+	for _, b := range bufs {
+		sawLast = sawLast || b.UID == last
+		if slices.Contains(uids, b.UID) {
+			present[b.UID] = fromIMAP(b.Flags)
+		}
+	}
+	if last != 0 && !sawLast {
+		return nil, fmt.Errorf("%w: UID FETCH of %d missing copies left out the folder's last message", ErrServerFault, len(uids))
+	}
+	return present, nil
+}
+
+// needsFull tells whether the state has entries only a header search can
+// settle: an APPEND whose outcome is unknown, or a copy to find again.
+func needsFull(st *State, local map[uuid.UUID]localMsg) bool {
+	for id, e := range st.Messages {
+		if e.Appending || e.UID == 0 && !e.Removed && local[id].where == inInbox {
+			return true
+		}
+	}
+	return false
+}
+
+// pass makes both sides equal: it observes both, decides, and executes.
+// full rebuilds the server side from the id headers.
+func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore bool) error {
+	msgs, err := w.mb.List(ctx, um.Inbox)
+	if err != nil {
+		return err
+	}
+	local := make(map[uuid.UUID]localMsg, len(msgs))
+	for _, m := range msgs {
+		if !m.Raw {
+			local[m.ID] = localMsg{where: inInbox, flags: m.Flags & syncMask}
+		}
+	}
+	full = full || w.again || needsFull(w.st, local)
+	w.again = false
+	ob, modseq, err := w.observe(c, full, condstore)
+	if err != nil {
+		return err
+	}
+	// Where are the voicemails the state or the server knows and INBOX
+	// does not hold?
+	lookup := func(id uuid.UUID) error {
+		if _, ok := local[id]; ok {
+			return nil
+		}
+		m, err := w.mb.Message(ctx, id)
+		switch {
+		case errors.Is(err, um.ErrNotFound):
+			local[id] = localMsg{where: absent}
+		case err != nil:
+			return err
+		case m.Folder == um.Inbox && !m.Raw:
+			local[id] = localMsg{where: inInbox, flags: m.Flags & syncMask}
+		default:
+			local[id] = localMsg{where: elsewhere, flags: m.Flags & syncMask}
+		}
+		return nil
+	}
+	for id := range w.st.Messages {
+		if err := lookup(id); err != nil {
+			return err
+		}
+	}
+	for id := range ob.copies {
+		if err := lookup(id); err != nil {
+			return err
+		}
+	}
+	if err := w.g.fault(); err != nil {
+		return err // nothing said after BYE or past a limit is acted on
+	}
+	acts, next := decide(local, w.st.Messages, ob)
+	return w.execute(ctx, c, acts, next, modseq)
+}
+
+// execute carries out the actions of decide, then saves next. Flags and
+// deletions go first, then restores, then uploads: the state with the
+// uploads marked Appending is saved before the first APPEND, so a lost
+// answer leads to a search, not a second copy. On an error the state saved
+// last stays, and the next pass works out again what is left.
+func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []action, next map[uuid.UUID]MessageState, modseq uint64) error {
+	wctx := um.WithSource(ctx, w)
+	var umDelete []uuid.UUID
+	var upDelete, dups []imap.UID
+	var restores, appends []uuid.UUID
+	for _, a := range acts {
+		switch a.kind {
+		case actSetLocal:
+			op := um.FlagOp{Mode: um.FlagsAdd, Flags: a.add}
+			if a.del != 0 {
+				op = um.FlagOp{Mode: um.FlagsRemove, Flags: a.del}
+			}
+			if _, err := w.mb.SetFlags(wctx, []uuid.UUID{a.id}, op); err != nil && !errors.Is(err, um.ErrNotFound) {
+				return err
+			}
+		case actStore:
+			set := imap.UIDSetNum(a.uid)
+			for _, f := range []struct {
+				op    imap.StoreFlagsOp
+				flags um.Flags
+			}{{imap.StoreFlagsAdd, a.add}, {imap.StoreFlagsDel, a.del}} {
+				if f.flags == 0 {
+					continue
+				}
+				w.arm()
+				if err := c.Store(set, &imap.StoreFlags{Op: f.op, Silent: true, Flags: toIMAP(f.flags)}, nil).Close(); err != nil {
+					return fmt.Errorf("upstream: UID STORE: %w", err)
+				}
+			}
+		case actDeleteLocal:
+			umDelete = append(umDelete, a.id)
+		case actDeleteUp:
+			upDelete = append(upDelete, a.uid)
+		case actDropDup:
+			dups = append(dups, a.uid)
+		case actRestore:
+			restores = append(restores, a.id)
+		case actAppend:
+			appends = append(appends, a.id)
+		}
+	}
+	// Only what is still in INBOX: Delete purges a voicemail the phone
+	// moved to Trash meanwhile.
+	umDelete = slices.DeleteFunc(umDelete, func(id uuid.UUID) bool {
+		m, err := w.mb.Message(ctx, id)
+		return err != nil || m.Folder != um.Inbox
+	})
+	if len(umDelete) > 0 {
+		if err := w.mb.Delete(wctx, umDelete...); err != nil && !errors.Is(err, um.ErrNotFound) {
+			return err
+		}
+	}
+	if len(upDelete) > 0 {
+		if err := w.deleteUpstream(c, upDelete, true); err != nil {
+			return err
+		}
+	}
+	if len(dups) > 0 {
+		if err := w.deleteUpstream(c, dups, false); err != nil {
+			return err
+		}
+	}
+	for _, id := range restores {
+		ok, err := w.restore(c, id)
+		if err != nil {
+			return err
+		}
+		if ok {
+			w.again = true // the next pass finds the copy by its header
+			continue
+		}
+		next[id] = MessageState{Flags: next[id].Flags, Appending: true}
+		appends = append(appends, id)
+	}
+	st := &State{UIDValidity: w.st.UIDValidity, HighestModSeq: w.st.HighestModSeq, Messages: next}
+	if modseq != 0 {
+		st.HighestModSeq = modseq
+	}
+	// An upload tried already waits one backoff period before the next
+	// try, so a server that hides copies cannot make a stream of them.
+	var tooSoon error
+	appends = slices.DeleteFunc(appends, func(id uuid.UUID) bool {
+		if t, ok := w.appended[id]; ok && time.Since(t) < w.backoff {
+			if old, ok := w.st.Messages[id]; ok {
+				next[id] = old
+			} else {
+				delete(next, id)
+			}
+			tooSoon = fmt.Errorf("upstream: copy of %s not found after its APPEND; retrying after the backoff", id)
+			return true
+		}
+		return false
+	})
+	if !maps.Equal(st.Messages, w.st.Messages) || st.HighestModSeq != w.st.HighestModSeq {
+		if err := w.e.state.Save(ctx, w.cfg.Mailbox, st); err != nil {
+			return err
+		}
+	}
+	w.st = st
+	if len(appends) == 0 {
+		return tooSoon
+	}
+	for _, id := range appends {
+		if err := w.appendMessage(ctx, c, id); err != nil {
+			return err
+		}
+	}
+	if err := w.e.state.Save(ctx, w.cfg.Mailbox, w.st); err != nil {
+		return err
+	}
+	return tooSoon
+}
+
+// appendMessage uploads one voicemail, whose state entry is saved with
+// Appending set, and records the copy's UID.
+func (w *worker) appendMessage(ctx context.Context, c *imapclient.Client, id uuid.UUID) error {
+	m, err := w.mb.Message(ctx, id)
+	if errors.Is(err, um.ErrNotFound) {
+		return nil // purged meanwhile: the next pass drops the entry
+	}
+	if err != nil {
+		return err
+	}
+	audio, err := w.mb.OpenAudio(ctx, m.ID)
+	if err != nil {
+		return err
+	}
+	defer audio.Close()
+	flags := w.st.Messages[id].Flags
+	email := w.e.svc.RenderEmail(m, w.rend)
+	w.appended[id] = time.Now()
+	w.arm()
+	cmd := c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(flags), Time: m.Time})
+	_, werr := email.WriteTo(cmd, audio)
+	cerr := cmd.Close()
+	data, err := cmd.Wait()
+	if err = errors.Join(werr, cerr, err); err != nil {
+		return fmt.Errorf("upstream: APPEND %s: %w", m.ID, err)
+	}
+	if w.e.afterAppend != nil && w.e.afterAppend() {
+		c.Close()
+		return errors.New("upstream: APPEND answer lost (test)")
+	}
+	if data.UIDValidity != 0 && data.UIDValidity != w.st.UIDValidity {
+		return fmt.Errorf("%w: APPEND answered UIDVALIDITY %d, the folder has %d", ErrServerFault, data.UIDValidity, w.st.UIDValidity)
+	}
+	uid := data.UID
+	if uid == 0 {
+		// No UIDPLUS: find the copy by its header.
+		uids, err := w.searchID(c, m.ID)
+		if err != nil {
+			return err
+		}
+		if len(uids) == 0 {
+			return fmt.Errorf("upstream: APPEND %s: copy not found after append", m.ID)
+		}
+		uid = uids[0]
+	}
+	w.st.Messages[m.ID] = MessageState{UID: uint32(uid), Flags: flags}
+	return nil
+}
+
+// searchID finds the copies of one message by its header in the selected
+// folder.
+func (w *worker) searchID(c *imapclient.Client, id uuid.UUID) ([]imap.UID, error) {
+	w.arm()
+	sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: id.String()}}}, nil).Wait()
+	if err != nil {
+		return nil, fmt.Errorf("upstream: UID SEARCH: %w", err)
+	}
+	return sd.AllUIDs(), nil
+}
+
+// hasTrash tells whether deleted copies go to a Trash folder.
+func (w *worker) hasTrash() bool {
+	return w.trash != "" && !strings.EqualFold(w.trash, w.cfg.Folder)
+}
+
+func (w *worker) canMove() bool { return w.caps.Has(imap.CapMove) || w.caps.Has(imap.CapIMAP4rev2) }
+func (w *worker) uidPlus() bool { return w.caps.Has(imap.CapUIDPlus) || w.caps.Has(imap.CapIMAP4rev2) }
+func (w *worker) reselect(c *imapclient.Client) error {
+	return w.selectFolder(w.ctx, c, w.condstore, true)
+}
+
+// deleteUpstream removes copies the way a mail client would: a move to
+// Trash (toTrash), or \Deleted and a UID EXPUNGE of exactly these UIDs.
+// Never a bare EXPUNGE: the folder may hold the user's other mail marked
+// \Deleted. Duplicates (toTrash false) are expunged where UIDPLUS allows,
+// so the user's Trash gets no copy of a voicemail that is still there.
+func (w *worker) deleteUpstream(c *imapclient.Client, uids []imap.UID, toTrash bool) error {
+	set := imap.UIDSetNum(uids...)
+	if w.hasTrash() && (toTrash || !w.uidPlus()) {
+		w.arm()
+		if w.canMove() {
+			if _, err := c.Move(set, w.trash).Wait(); err != nil {
+				return fmt.Errorf("upstream: UID MOVE to %q: %w", w.trash, err)
+			}
+			return nil
+		}
+		if _, err := c.Copy(set, w.trash).Wait(); err != nil {
+			return fmt.Errorf("upstream: UID COPY to %q: %w", w.trash, err)
+		}
+	}
+	return w.expungeUIDs(c, set)
+}
+
+// expungeUIDs marks the UIDs \Deleted and, with UIDPLUS, expunges them
+// alone.
+func (w *worker) expungeUIDs(c *imapclient.Client, set imap.UIDSet) error {
+	w.arm()
+	if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		return fmt.Errorf("upstream: UID STORE: %w", err)
+	}
+	if w.uidPlus() {
+		w.arm()
+		if err := c.UIDExpunge(set).Close(); err != nil {
+			return fmt.Errorf("upstream: UID EXPUNGE: %w", err)
+		}
+	}
+	return nil
+}
+
+// restore brings the copy of a voicemail undeleted on the phone back from
+// the server's Trash into the folder, and removes any further copy of it
+// from Trash. It reports false when Trash holds none.
+func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (bool, error) {
+	if !w.hasTrash() {
+		return false, nil
+	}
+	w.arm()
+	if _, err := c.Select(w.trash, nil).Wait(); err != nil {
+		var ie *imap.Error
+		if errors.As(err, &ie) {
+			return false, w.reselect(c) // no Trash after all
+		}
+		return false, fmt.Errorf("upstream: select %q: %w", w.trash, err)
+	}
+	uids, err := w.searchID(c, id)
+	if err != nil {
+		return false, err
+	}
+	if len(uids) > 0 {
+		slices.Sort(uids)
+		set := imap.UIDSetNum(uids[0])
+		w.arm()
+		if w.canMove() {
+			if _, err := c.Move(set, w.cfg.Folder).Wait(); err != nil {
+				return false, fmt.Errorf("upstream: UID MOVE to %q: %w", w.cfg.Folder, err)
+			}
+		} else {
+			if _, err := c.Copy(set, w.cfg.Folder).Wait(); err != nil {
+				return false, fmt.Errorf("upstream: UID COPY to %q: %w", w.cfg.Folder, err)
+			}
+			if err := w.expungeUIDs(c, set); err != nil {
+				return false, err
+			}
+		}
+		if len(uids) > 1 && w.uidPlus() {
+			if err := w.expungeUIDs(c, imap.UIDSetNum(uids[1:]...)); err != nil {
+				return false, err
+			}
+		}
+	}
+	return len(uids) > 0, w.reselect(c)
+}
