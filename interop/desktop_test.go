@@ -98,7 +98,9 @@ func startDemo(tb testing.TB) *demo {
 		tb.Fatalf("build the demo PBX: %v\n%s", err, out)
 	}
 	d := &demo{t: tb, dir: tb.TempDir(), imap: freePort(tb), imaps: freePort(tb), lines: make(chan string, 1000), stderr: new(lockedBuffer)}
-	cmd := exec.Command(bin, "-data", d.dir, "-imap", d.imap, "-imaps", d.imaps, "-user", testUser+":"+demoPass)
+	// No web console (-http ""): its default port would clash with other
+	// tests that run meanwhile.
+	cmd := exec.Command(bin, "-data", d.dir, "-imap", d.imap, "-imaps", d.imaps, "-http", "", "-user", testUser+":"+demoPass)
 	cmd.Stderr = d.stderr
 	var err error
 	if d.stdin, err = cmd.StdinPipe(); err != nil {

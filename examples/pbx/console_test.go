@@ -186,7 +186,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	idle.Wait()
 	p.send("list 1001 Trash")
-	p.expect("ok 1", "1 new 5551234 3s")
+	p.expect("ok 1", "1 new 5551234 3s Alice")
 
 	// Undelete, heard and unheard from the page: each reaches the phone's
 	// lamp and shows on the page.
@@ -213,7 +213,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	}
 	p.send("list 1001")
-	p.expect("ok 1", "2 new 5551234 3s")
+	p.expect("ok 1", "2 new 5551234 3s Alice")
 	c.Logout().Wait()
 	p.stdin.Close()
 	p.waitExit()
