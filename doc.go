@@ -52,6 +52,7 @@
 //	list shows urgent         client stars (sets \Flagged)           urgent+1
 //	list shows not urgent     client unstars (clears \Flagged)       urgent-1
 //	-                         client marks read, then deletes        \Seen taken back
+//	-                         client shows the next one on delete    \Seen taken back
 //	-                         client puts a voicemail back in INBOX  counts return
 //
 // The lamp counts voicemail in INBOX without \Deleted: New unheard, Old
@@ -78,6 +79,10 @@
 //     value) deletes within DeleteSeenWindow is taken back at the delete, so
 //     the message waits in Trash, and comes back by Undelete, as unheard as
 //     it was. DeleteSeenWindow says exactly what counts as heard.
+//   - After a delete, Thunderbird displays the next message, which marks it
+//     read. A \Seen the client sets on a message it does not delete, within
+//     AutoDisplayWindow of its delete, is taken back at once and the client
+//     is told: the voicemail was shown, not played.
 //   - INBOX holds voicemail only, but a voicemail of this mailbox may always
 //     come back to it: by MOVE or COPY of the voicemail itself, and by APPEND,
 //     COPY or MOVE of an e-mail copy of it (a move back from another account

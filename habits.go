@@ -20,7 +20,7 @@ import (
 
 // DeleteSeenWindow is how long a \Seen a mail client sets stays a
 // delete-time \Seen: when the same client (the same Source, see WithSource:
-// one IMAP session, one sync worker) deletes the message within this time
+// one IMAP session, one sync worker) deletes a voicemail within this time
 // after setting \Seen on it (moves or copies it to Trash, or sets \Deleted),
 // the \Seen is taken back. Thunderbird, for one, marks a message read in the
 // instant before it moves it to Trash, single or bulk, so without this rule
@@ -29,12 +29,32 @@ import (
 //
 // What counts as heard, exactly: a \Seen set by the phone (a change made
 // without a Source), or by a client more than DeleteSeenWindow before that
-// client deletes the message, or by a client that then does not delete it.
-// The mark is kept in memory on the node that served the client and dropped
-// when used, when the message is marked unheard, or when the phone marks it
-// heard; a restart between the \Seen and the delete forgets it, which only
-// leaves the message heard, as before this rule.
+// client deletes the message, or by a client that then does not delete it
+// and did not set it within AutoDisplayWindow of its own delete of another
+// message. The mark is kept in memory on the node that served the client
+// and dropped when used, when the message is marked unheard, or when the
+// phone marks it heard; a restart between the \Seen and the delete forgets
+// it, which only leaves the message heard, as before this rule.
 const DeleteSeenWindow = 5 * time.Second
+
+// AutoDisplayWindow is how close to a client's delete a \Seen that client
+// sets on another message must be to count as the client's automatic
+// display of the next message, not as heard. Thunderbird, on Delete, asks
+// for \Seen on the messages it deletes, then displays the next message
+// (fetching its body, which sets \Seen) and then moves the deleted ones to
+// Trash; the displayed voicemail has not been played. So when a client's
+// delete is of that shape (it asked for \Seen on the deleted messages
+// within DeleteSeenWindow before), a \Seen it set on another INBOX message
+// after that request, or within AutoDisplayWindow after the delete, is taken
+// back at once: the lamp stays lit, and the client is told the message is
+// unread. A client that only sets \Deleted (mbsync, offlineimap), or syncs
+// read flags before marking a message read and deleting it (neomutt), keeps
+// every \Seen it sets; so does a message opened at any other time.
+const AutoDisplayWindow = 2 * time.Second
+
+// maxDeleteMarks bounds the recent client deletes remembered for
+// AutoDisplayWindow.
+const maxDeleteMarks = 256
 
 // InboxRefusal is the plain-language reason to show a mail client user when
 // an e-mail is offered to INBOX (by APPEND, COPY or MOVE): servers may use
@@ -58,34 +78,54 @@ type seenKey struct {
 	id      uuid.UUID
 }
 
+// seenMark is a client's request to set \Seen on a message.
 type seenMark struct {
 	source any
 	at     time.Time
+	seq    uint64 // order among marks: one per SetFlags
+	newly  bool   // the request made the message heard
 }
 
-// seenMarks remembers which client set \Seen on which message, and when.
-// The zero value is ready to use.
+// seenMarks remembers which client asked for \Seen on which message, and
+// when, and which client deletes showed Thunderbird's habit. The zero value
+// is ready to use.
 type seenMarks struct {
-	mu    sync.Mutex
-	m     map[seenKey]seenMark
-	swept time.Time // last sweep of a full map
+	mu      sync.Mutex
+	m       map[seenKey]seenMark
+	seq     uint64
+	swept   time.Time    // last sweep of a full map
+	deletes []deleteMark // recent habit deletes, oldest first
 }
 
-func (s *seenMarks) set(k seenKey, src any, at time.Time) {
+type deleteMark struct {
+	mailbox string
+	source  any
+	at      time.Time
+}
+
+// next returns the sequence number for the marks of one SetFlags.
+func (s *seenMarks) next() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	return s.seq
+}
+
+func (s *seenMarks) set(k seenKey, v seenMark) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		s.m = make(map[seenKey]seenMark)
 	}
-	if len(s.m) >= maxSeenMarks {
+	if _, ok := s.m[k]; !ok && len(s.m) >= maxSeenMarks {
 		// One sweep per window at most: a client that keeps the map full
 		// costs one pass over it, not one per STORE.
-		if at.Sub(s.swept) < DeleteSeenWindow {
+		if v.at.Sub(s.swept) < DeleteSeenWindow {
 			return
 		}
-		s.swept = at
-		for k, v := range s.m {
-			if at.Sub(v.at) > DeleteSeenWindow {
+		s.swept = v.at
+		for k, old := range s.m {
+			if v.at.Sub(old.at) > DeleteSeenWindow {
 				delete(s.m, k)
 			}
 		}
@@ -93,7 +133,10 @@ func (s *seenMarks) set(k seenKey, src any, at time.Time) {
 			return
 		}
 	}
-	s.m[k] = seenMark{source: src, at: at}
+	if old, ok := s.m[k]; ok && old.newly && sameSource(old.source, v.source) {
+		v.newly = true // asking again keeps what the first request did
+	}
+	s.m[k] = v
 }
 
 func (s *seenMarks) drop(k seenKey) {
@@ -102,17 +145,58 @@ func (s *seenMarks) drop(k seenKey) {
 	s.mu.Unlock()
 }
 
-// take reports whether src set \Seen on k's message within DeleteSeenWindow
+// take returns the mark src left on k's message within DeleteSeenWindow
 // before now, and forgets the mark either way.
-func (s *seenMarks) take(k seenKey, src any, now time.Time) bool {
+func (s *seenMarks) take(k seenKey, src any, now time.Time) (seenMark, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, ok := s.m[k]
 	if !ok {
-		return false
+		return seenMark{}, false
 	}
 	delete(s.m, k)
-	return src != nil && sameSource(v.source, src) && now.Sub(v.at) <= DeleteSeenWindow
+	return v, src != nil && sameSource(v.source, src) && now.Sub(v.at) <= DeleteSeenWindow
+}
+
+// displayed records a habit delete by src in mailbox at now, and returns the
+// messages, other than those in exclude, that src made heard after its
+// request for \Seen numbered since and within AutoDisplayWindow before now,
+// forgetting their marks.
+func (s *seenMarks) displayed(mailbox string, src any, now time.Time, since uint64, exclude map[uuid.UUID]bool) []uuid.UUID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.deletes) >= maxDeleteMarks {
+		s.deletes = append(s.deletes[:0], s.deletes[1:]...)
+	}
+	s.deletes = append(s.deletes, deleteMark{mailbox, src, now})
+	var ids []uuid.UUID
+	for k, v := range s.m {
+		if k.mailbox == mailbox && !exclude[k.id] && v.newly && v.seq > since && sameSource(v.source, src) && now.Sub(v.at) <= AutoDisplayWindow {
+			ids = append(ids, k.id)
+			delete(s.m, k)
+		}
+	}
+	return ids
+}
+
+// deletedLately reports whether src made a habit delete in mailbox within
+// AutoDisplayWindow before now.
+func (s *seenMarks) deletedLately(mailbox string, src any, now time.Time) bool {
+	if src == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.deletes) - 1; i >= 0; i-- {
+		d := s.deletes[i]
+		if now.Sub(d.at) > AutoDisplayWindow {
+			return false
+		}
+		if d.mailbox == mailbox && sameSource(d.source, src) {
+			return true
+		}
+	}
+	return false
 }
 
 // setsHeard reports whether op can set \Seen.
@@ -146,68 +230,137 @@ func (mb *Mailbox) heardBeforeLocked(ctx context.Context, ids []uuid.UUID, op Fl
 	return before
 }
 
-// noteFlagsLocked records the \Seen a client set with the changes of one
-// SetFlags, forgets marks the change makes moot, and takes back a
+// noteFlagsLocked records the requests for \Seen a client made with one
+// SetFlags of ids, forgets marks the change makes moot, and takes back a
 // delete-time \Seen when the change also set \Deleted. It returns changed
-// with the flags taken back applied.
-func (mb *Mailbox) noteFlagsLocked(ctx context.Context, op FlagOp, heardBefore map[uuid.UUID]bool, changed []Message) []Message {
+// with the flags taken back applied, and the other messages whose \Seen it
+// took back as a client's automatic display (commit them with
+// commitDisplayFixLocked).
+func (mb *Mailbox) noteFlagsLocked(ctx context.Context, ids []uuid.UUID, op FlagOp, heardBefore map[uuid.UUID]bool, changed []Message) (out, display []Message) {
 	src, now := sourceOf(ctx), mb.svc.opts.Now()
-	for _, m := range changed {
-		k := seenKey{mb.name, m.ID}
-		switch {
-		case !m.Heard():
-			mb.svc.seen.drop(k)
-		case heardBefore != nil && !heardBefore[m.ID]:
-			mb.svc.seen.set(k, src, now)
-		}
-	}
 	if src == nil && setsHeard(op) {
-		// The phone played it: heard, whatever a client does next.
-		for _, m := range changed {
-			mb.svc.seen.drop(seenKey{mb.name, m.ID})
+		// The phone played them: heard, whatever a client does next.
+		for _, id := range ids {
+			mb.svc.seen.drop(seenKey{mb.name, id})
 		}
 	}
-	if !setsDeleted(op) {
-		return changed
+	newly := make(map[uuid.UUID]bool)
+	for _, m := range changed {
+		if !m.Heard() {
+			mb.svc.seen.drop(seenKey{mb.name, m.ID})
+		} else if heardBefore != nil && !heardBefore[m.ID] {
+			newly[m.ID] = true
+		}
 	}
-	return mb.takeBackSeenLocked(ctx, changed, func(i int) (uuid.UUID, bool) {
-		return changed[i].ID, changed[i].Flags.Has(FlagDeleted)
-	})
+	if src != nil && setsHeard(op) {
+		seq := mb.svc.seen.next()
+		for _, id := range ids {
+			mb.svc.seen.set(seenKey{mb.name, id}, seenMark{source: src, at: now, seq: seq, newly: newly[id]})
+		}
+	}
+	if setsDeleted(op) {
+		return mb.takeBackSeenLocked(ctx, changed, func(i int) (uuid.UUID, bool) {
+			return changed[i].ID, changed[i].Flags.Has(FlagDeleted)
+		})
+	}
+	var shown []uuid.UUID
+	for _, m := range changed {
+		if newly[m.ID] && m.Folder == Inbox && !m.Flags.Has(FlagDeleted) {
+			shown = append(shown, m.ID)
+		}
+	}
+	if len(shown) > 0 && mb.svc.seen.deletedLately(mb.name, src, now) {
+		// Displayed right after this client's habit delete: not played.
+		for _, id := range shown {
+			mb.svc.seen.drop(seenKey{mb.name, id})
+		}
+		display = mb.clearHeardLocked(ctx, shown)
+	}
+	return changed, display
 }
 
-// takeBackSeenLocked clears the delete-time \Seen of those of msgs that
-// were just deleted and carry one, and returns msgs as they are then.
-// markOf names, for msgs[i], the message whose \Seen mark counts (itself,
-// or the original of a copy into Trash) and whether msgs[i] was just
-// deleted. The correction is part of the caller's commit.
-func (mb *Mailbox) takeBackSeenLocked(ctx context.Context, msgs []Message, markOf func(i int) (uuid.UUID, bool)) []Message {
+// takeBackSeenLocked handles a client's delete of msgs (markOf names, for
+// msgs[i], the message whose \Seen mark counts, itself or the original of a
+// copy into Trash, and whether msgs[i] was just deleted). A delete is
+// Thunderbird's habit when the client asked for \Seen on the messages it
+// deletes just before (DeleteSeenWindow). Then the delete-time \Seen those
+// requests set is cleared, as part of the caller's commit, and msgs are
+// returned as they are then; and the \Seen the client set in between on
+// other messages of INBOX, its display of the next message
+// (AutoDisplayWindow), is cleared too and those messages are returned as
+// display (commit them with commitDisplayFixLocked).
+func (mb *Mailbox) takeBackSeenLocked(ctx context.Context, msgs []Message, markOf func(i int) (uuid.UUID, bool)) (out, display []Message) {
 	src, now := sourceOf(ctx), mb.svc.opts.Now()
 	var ids []uuid.UUID
 	at := make(map[uuid.UUID]int)
+	exclude := make(map[uuid.UUID]bool, len(msgs))
+	habit, since := false, ^uint64(0)
 	for i, m := range msgs {
-		if !m.Heard() {
+		mark, deleted := markOf(i)
+		// E-mail keeps plain IMAP semantics: only voicemail can be heard.
+		if !deleted || m.Raw {
 			continue
 		}
-		if mark, deleted := markOf(i); deleted && mb.svc.seen.take(seenKey{mb.name, mark}, src, now) {
+		exclude[mark] = true
+		v, ok := mb.svc.seen.take(seenKey{mb.name, mark}, src, now)
+		if !ok {
+			continue
+		}
+		habit, since = true, min(since, v.seq)
+		if v.newly && m.Heard() {
 			ids = append(ids, m.ID)
 			at[m.ID] = i
 		}
 	}
+	if !habit {
+		return msgs, nil
+	}
+	var shown []uuid.UUID
+	for _, id := range mb.svc.seen.displayed(mb.name, src, now, since, exclude) {
+		if m, err := mb.svc.store.Get(ctx, mb.name, id); err == nil && !m.Raw && m.Folder == Inbox && m.Heard() && !m.Flags.Has(FlagDeleted) {
+			shown = append(shown, id)
+		}
+	}
+	display = mb.clearHeardLocked(ctx, shown)
+	out = msgs
+	if fixed := mb.clearHeardLocked(ctx, ids); len(fixed) > 0 {
+		out = append([]Message(nil), msgs...)
+		for _, m := range fixed {
+			out[at[m.ID]] = m
+		}
+	}
+	return out, display
+}
+
+// clearHeardLocked clears \Seen on ids and returns the messages as they are
+// then. A failure leaves them heard, as they would be without the rules
+// above, and is logged: the change it corrects is committed already.
+func (mb *Mailbox) clearHeardLocked(ctx context.Context, ids []uuid.UUID) []Message {
 	if len(ids) == 0 {
-		return msgs
+		return nil
 	}
 	fixed, err := mb.svc.store.SetFlags(ctx, mb.name, ids, FlagOp{Mode: FlagsRemove, Flags: FlagHeard})
 	if err != nil {
 		// The delete itself is committed; the message stays heard, as it
 		// would without the rule.
-		mb.svc.log.Error("um: take back delete-time \\Seen", "mailbox", mb.name, "err", err)
-		return msgs
+		mb.svc.log.Error("um: take back a client's \\Seen", "mailbox", mb.name, "err", err)
+		return nil
 	}
-	out := append([]Message(nil), msgs...)
-	for _, m := range fixed {
-		out[at[m.ID]] = m
+	return fixed
+}
+
+// commitDisplayFixLocked publishes the \Seen taken back from messages a
+// client displayed around its delete, to every subscriber, that client
+// too: it set the flag and must learn that it is gone.
+func (mb *Mailbox) commitDisplayFixLocked(ctx context.Context, display []Message) {
+	if len(display) == 0 {
+		return
 	}
-	return out
+	events := make([]Event, len(display))
+	for i, m := range display {
+		events[i] = Event{Kind: EventFlags, Folder: m.Folder, Message: m.Clone()}
+	}
+	mb.svc.commit(context.WithValue(ctx, sourceKey{}, nil), mb.name, events)
 }
 
 // notVoiceError is the refusal of an e-mail offered to INBOX.

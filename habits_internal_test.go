@@ -15,17 +15,17 @@ func TestSeenMarksBounded(t *testing.T) {
 	src := new(int)
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	for i := 0; i < maxSeenMarks+100; i++ {
-		s.set(seenKey{"1001", uuid.New()}, src, t0)
+		s.set(seenKey{"1001", uuid.New()}, seenMark{source: src, at: t0, newly: true})
 	}
 	if n := len(s.m); n != maxSeenMarks {
 		t.Fatalf("marks after %d sets = %d, want the cap %d", maxSeenMarks+100, n, maxSeenMarks)
 	}
 	late := seenKey{"1001", uuid.New()}
-	s.set(late, src, t0.Add(DeleteSeenWindow+time.Second))
+	s.set(late, seenMark{source: src, at: t0.Add(DeleteSeenWindow + time.Second), newly: true})
 	if n := len(s.m); n != 1 {
 		t.Errorf("marks after the window passed = %d, want the new one alone", n)
 	}
-	if !s.take(late, src, t0.Add(DeleteSeenWindow+2*time.Second)) {
+	if _, ok := s.take(late, src, t0.Add(DeleteSeenWindow+2*time.Second)); !ok {
 		t.Errorf("take(the new mark) = false, want true")
 	}
 }

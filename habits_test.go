@@ -376,3 +376,118 @@ func mustMove(t *testing.T, f *fixture, c context.Context, id uuid.UUID, folder 
 		t.Fatal(err)
 	}
 }
+
+// flagsSeenBy returns the last flags each message had in the changes sub
+// received.
+func flagsSeenBy(t *testing.T, sub *um.Subscription) map[uuid.UUID]um.Flags {
+	t.Helper()
+	changes, err := sub.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[uuid.UUID]um.Flags)
+	for _, c := range changes {
+		for _, e := range c.Events {
+			if e.Kind == um.EventFlags {
+				out[e.Message.ID] = e.Message.Flags
+			}
+		}
+	}
+	return out
+}
+
+func TestAutoDisplayAroundDeleteIsNotHeard(t *testing.T) {
+	seenAdd := um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard}
+	tests := []struct {
+		name      string
+		do        func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID)
+		wantHeard bool
+	}{
+		{"displayed just before the delete reaches the server (Thunderbird)", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
+			mustSetFlags(t, f, tb, next, seenAdd)
+			mustMove(t, f, tb, gone, um.Trash)
+		}, false},
+		{"displayed just after the delete", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
+			mustMove(t, f, tb, gone, um.Trash)
+			c.advance(300 * time.Millisecond)
+			mustSetFlags(t, f, tb, next, seenAdd)
+		}, false},
+		{"displayed just after setting \\Deleted", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
+			mustSetFlags(t, f, tb, gone, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
+			mustSetFlags(t, f, tb, next, seenAdd)
+		}, false},
+		{"the one deleted was heard already (Thunderbird asks for \\Seen anyway)", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			if err := f.mb.MarkHeard(ctx, gone); err != nil {
+				t.Fatal(err)
+			}
+			mustSetFlags(t, f, tb, gone, seenAdd)
+			mustSetFlags(t, f, tb, next, seenAdd)
+			mustMove(t, f, tb, gone, um.Trash)
+		}, false},
+		{"a sync client stores \\Seen on one and \\Deleted on another (mbsync): heard", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, next, seenAdd)
+			mustSetFlags(t, f, tb, gone, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
+			if _, err := f.mb.Expunge(tb, um.Inbox, nil); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"a client syncs what was read, the deleted one last (neomutt): heard", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, next, seenAdd)
+			mustSetFlags(t, f, tb, gone, seenAdd)
+			if _, err := f.mb.Copy(tb, []uuid.UUID{gone}, um.Trash); err != nil {
+				t.Fatal(err)
+			}
+			mustSetFlags(t, f, tb, gone, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDeleted})
+		}, true},
+		{"opened well after the delete: heard", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
+			mustMove(t, f, tb, gone, um.Trash)
+			c.advance(um.AutoDisplayWindow + time.Second)
+			mustSetFlags(t, f, tb, next, seenAdd)
+		}, true},
+		{"opened by another client around the delete: heard", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
+			mustMove(t, f, tb, gone, um.Trash)
+			mustSetFlags(t, f, um.WithSource(ctx, &session{"phone app"}), next, seenAdd)
+		}, true},
+		{"played on the phone around the delete: heard", func(t *testing.T, f *fixture, c *clock, tb context.Context, gone, next uuid.UUID) {
+			mustSetFlags(t, f, tb, gone, seenAdd)
+			mustMove(t, f, tb, gone, um.Trash)
+			if err := f.mb.MarkHeard(ctx, next); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &clock{now: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+			f := newFixture(t, um.Options{Now: c.Now})
+			gone := f.deposit(t, "100", false)
+			next := f.deposit(t, "101", false)
+			client := &session{"thunderbird"}
+			sub := f.svc.Subscribe("1001", um.SubscribeOptions{Source: client})
+			defer sub.Close()
+			tt.do(t, f, c, um.WithSource(ctx, client), gone.ID, next.ID)
+			m, err := f.mb.Message(ctx, next.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Heard() != tt.wantHeard {
+				t.Errorf("the next message: Heard() = %v, want %v", m.Heard(), tt.wantHeard)
+			}
+			f.svc.FlushMWI()
+			if st := f.mwi.last(t); st.Waiting() == tt.wantHeard {
+				t.Errorf("lamp = %v, want lit %v", st, !tt.wantHeard)
+			}
+			if !tt.wantHeard {
+				// The client that displayed it is told it is unread.
+				if flags, ok := flagsSeenBy(t, sub)[next.ID]; !ok || flags.Has(um.FlagHeard) {
+					t.Errorf("the displaying client was told flags %v (told: %v), want it told \\Seen is gone", flags, ok)
+				}
+			}
+		})
+	}
+}

@@ -285,12 +285,13 @@ func (mb *Mailbox) SetFlags(ctx context.Context, ids []uuid.UUID, op FlagOp) ([]
 	if err != nil {
 		return nil, fmt.Errorf("um: set flags in %q: %w", mb.name, err)
 	}
-	changed = mb.noteFlagsLocked(ctx, op, heardBefore, changed)
+	changed, display := mb.noteFlagsLocked(ctx, ids, op, heardBefore, changed)
 	events := make([]Event, len(changed))
 	for i, m := range changed {
 		events[i] = Event{Kind: EventFlags, Folder: m.Folder, Message: m.Clone()}
 	}
 	mb.svc.commit(ctx, mb.name, events)
+	mb.commitDisplayFixLocked(ctx, display)
 	return changed, nil
 }
 
@@ -382,8 +383,9 @@ func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]
 	if err != nil {
 		return nil, fmt.Errorf("um: move to %q in %q: %w", folder, mb.name, err)
 	}
+	var display []Message
 	if folder == Trash {
-		moved = mb.takeBackSeenLocked(ctx, moved, func(i int) (uuid.UUID, bool) { return moved[i].ID, true })
+		moved, display = mb.takeBackSeenLocked(ctx, moved, func(i int) (uuid.UUID, bool) { return moved[i].ID, true })
 	}
 	events := make([]Event, 0, 2*len(moved))
 	for i, m := range moved {
@@ -392,6 +394,7 @@ func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]
 			Event{Kind: EventAdded, Folder: m.Folder, Message: m.Clone()})
 	}
 	mb.svc.commit(ctx, mb.name, events)
+	mb.commitDisplayFixLocked(ctx, display)
 	return moved, nil
 }
 
@@ -428,15 +431,17 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 	if err != nil {
 		return nil, fmt.Errorf("um: copy to %q in %q: %w", folder, mb.name, err)
 	}
+	var display []Message
 	if folder == Trash {
 		// A client that deletes by COPY to Trash and \Deleted (Outlook).
-		copies = mb.takeBackSeenLocked(ctx, copies, func(i int) (uuid.UUID, bool) { return ids[i], true })
+		copies, display = mb.takeBackSeenLocked(ctx, copies, func(i int) (uuid.UUID, bool) { return ids[i], true })
 	}
 	events := make([]Event, len(copies))
 	for i, m := range copies {
 		events[i] = Event{Kind: EventAdded, Folder: m.Folder, Message: m.Clone()}
 	}
 	mb.svc.commit(ctx, mb.name, events)
+	mb.commitDisplayFixLocked(ctx, display)
 	return copies, nil
 }
 

@@ -217,11 +217,6 @@ func TestImaptestScripted(t *testing.T) {
 // not fixed yet, and why.
 var imaptestKnown = map[string]string{
 	"copy": "COPY gives the copy a new INTERNALDATE: um's Store.Copy sets Added to now",
-	// um's delete-time \Seen rule (um.DeleteSeenWindow) takes back a
-	// \Seen that the same session set with or just before \Deleted, on
-	// appended e-mail too: STORE 1:* FLAGS (\Seen \Deleted) keeps only
-	// \Deleted.
-	"search-flags": "um takes back a \\Seen set together with \\Deleted (um.DeleteSeenWindow)",
 }
 
 // imaptestStress runs imaptest's random stress mode for secs seconds with

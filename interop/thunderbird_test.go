@@ -296,11 +296,23 @@ func TestThunderbird(t *testing.T) {
 	at, _ = log.wait(at, tbRead+`\* 3 EXISTS`)
 	at, _ = log.wait(at, tbRead+`Subject: Voice message from Alice Smith`)
 
+	// Deleting Bob's (heard) makes Thunderbird display the next one,
+	// Carol's, which marks it read: that display is not a play, the lamp
+	// stays lit for it and Thunderbird is told it is unread.
+	d.forget()
+	tb.key("Home", "Delete")
+	at, _ = log.wait(at, `uid move 2 "Trash"`)
+	d.lamp("on 2/0 (1/0)")
+	at, _ = log.wait(at, tbRead+`\* \d+ FETCH \(UID 3 FLAGS \(\)\)`)
+	d.expectList("list "+testUser,
+		"3 new 5550001 3s Carol",
+		"4 new urgent 5551234 3s Alice Smith")
+
 	// Select all and Delete empties INBOX into Trash in one move; what was
 	// unheard stays unheard.
 	d.forget()
 	tb.key("ctrl+a", "Delete")
-	at, _ = log.wait(at, `uid move 2:4 "Trash"`)
+	at, _ = log.wait(at, `uid move 3:4 "Trash"`)
 	d.lamp("off 0/0 (0/0)")
 	d.expectList("list " + testUser)
 	d.expectList("list "+testUser+" Trash",
