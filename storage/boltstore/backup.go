@@ -399,24 +399,14 @@ func newValidities(tx *bolt.Tx) error {
 			if err := mb.msgs.DeleteBucket(putU32(nil, f.fm.validity)); err != nil {
 				return err
 			}
-			// HighestModSeq carries over; the removals recorded under the
-			// old UIDVALIDITY mean nothing under the new one, where clients
-			// fetch everything again.
-			highest, err := mb.highestModSeq(f.fm.validity)
-			if err != nil {
-				return err
-			}
-			if err := mb.forget(f.fm.validity); err != nil {
-				return err
-			}
-			if err := mb.highest.Put(putU32(nil, v), binary.BigEndian.AppendUint64(nil, highest)); err != nil {
-				return err
-			}
 			fm := f.fm // keeps whatever else the folder's value holds
 			fm.validity = v
 			if err := mb.folders.Put(f.name, fm.bytes()); err != nil {
 				return err
 			}
+			// HighestModSeq carries over; the removals recorded under the
+			// old UIDVALIDITY mean nothing under the new one, where clients
+			// fetch everything again.
 			if err := mb.renumberModSeqs(f.fm.validity, v); err != nil {
 				return err
 			}
