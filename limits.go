@@ -32,7 +32,7 @@ func (mb *Mailbox) appendLocked(ctx context.Context, m Message, r io.Reader) (Me
 // moveLocked moves the messages ids, which are before, within the limits:
 // what a move takes out of Trash into another folder counts.
 func (mb *Mailbox) moveLocked(ctx context.Context, before []Message, ids []uuid.UUID, folder string) ([]Message, error) {
-	now := mb.svc.opts.Now().UTC()
+	now := placedAt(mb.svc.opts.Now(), folder)
 	lim := mb.svc.limits()
 	if l := mb.svc.caps.limiter; l != nil && !lim.IsZero() {
 		return l.MoveLimited(ctx, mb.name, ids, folder, now, lim)
@@ -58,7 +58,7 @@ func (mb *Mailbox) copyLocked(ctx context.Context, before []Message, ids []uuid.
 	for i := range newIDs {
 		newIDs[i] = uuid.New()
 	}
-	now := mb.svc.opts.Now().UTC()
+	now := placedAt(mb.svc.opts.Now(), folder)
 	lim := mb.svc.limits()
 	if l := mb.svc.caps.limiter; l != nil && !lim.IsZero() {
 		return l.CopyLimited(ctx, mb.name, ids, folder, newIDs, now, lim)
@@ -73,6 +73,16 @@ func (mb *Mailbox) copyLocked(ctx context.Context, before []Message, ids []uuid.
 		}
 	}
 	return mb.svc.store.Copy(ctx, mb.name, ids, folder, newIDs, now)
+}
+
+// placedAt is the now a Move or Copy into folder passes the store: the
+// time for Trash, whose retention counts from Added, and zero elsewhere, so
+// messages keep their Added (IMAP INTERNALDATE) as RFC 3501 asks of COPY.
+func placedAt(now time.Time, folder string) time.Time {
+	if folder == Trash {
+		return now.UTC()
+	}
+	return time.Time{}
 }
 
 // checkRoomLocked fails with ErrMailboxFull when n more messages of summed

@@ -77,12 +77,14 @@ type Store interface {
 	// messages whose flags or keywords changed, in the order of ids.
 	SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op FlagOp) ([]Message, error)
 	// Move moves messages to another folder: each gets the destination's
-	// next UID and keeps its ID, flags and content. Added is set to now. It
-	// returns the moved messages as they are now, in the order of ids. All
-	// move or none does.
+	// next UID and keeps its ID, flags and content. Added is set to now,
+	// or kept when now is zero: um passes zero for every destination but
+	// Trash, whose retention counts from Added, since IMAP keeps a message's
+	// INTERNALDATE on COPY and MOVE (RFC 3501 6.4.7). It returns the moved
+	// messages as they are now, in the order of ids. All move or none does.
 	Move(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now Time) ([]Message, error)
 	// Copy copies messages into a folder under new IDs (newIDs[i] for
-	// ids[i]) and returns the copies, in order.
+	// ids[i]) and returns the copies, in order. Added is treated as in Move.
 	Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now Time) ([]Message, error)
 	// Remove deletes messages and their content for good.
 	Remove(ctx context.Context, mailbox string, ids []uuid.UUID) error

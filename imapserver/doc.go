@@ -201,6 +201,8 @@
 // A part APPENDed as a binary literal (RFC 3516) with NUL bytes in it is
 // stored in base64, so BODY[] never sends a NUL; BINARY[] decodes it.
 //
-// Known gap: COPY gives the copy a new INTERNALDATE and, for voicemail, a
-// rendering under its new ID (um's Store.Copy sets Added to now).
+// COPY and MOVE keep INTERNALDATE (RFC 3501 6.4.7), except into Trash,
+// whose retention counts from the time a message arrived there. Known gap:
+// a copy of a voicemail is rendered under its own new ID, so its Message-ID
+// and X-Um-Message-Id differ from the original's.
 package imapserver

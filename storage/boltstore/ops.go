@@ -642,7 +642,9 @@ func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 
 func (s *Store) moveWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time, lim um.Limits) ([]um.Message, error) {
 	return s.place(ctx, mailbox, ids, to, lim, false, func(_ *bolt.Tx, mb *mbox, _ int, id uuid.UUID, l loc, r *record) error {
-		r.m.Added = now
+		if !now.IsZero() {
+			r.m.Added = now
+		}
 		return mb.unlink(id, l)
 	})
 }
@@ -659,7 +661,9 @@ func (s *Store) copyWithin(ctx context.Context, mailbox string, ids []uuid.UUID,
 	}
 	return s.place(ctx, mailbox, ids, to, lim, true, func(tx *bolt.Tx, _ *mbox, i int, _ uuid.UUID, _ loc, r *record) error {
 		r.m.ID = newIDs[i]
-		r.m.Added = now
+		if !now.IsZero() {
+			r.m.Added = now
+		}
 		_, err := refBlob(tx, r.blob, +1)
 		return err
 	})

@@ -456,7 +456,9 @@ func (s *Store) fileChecked(ctx context.Context, name string, ids []uuid.UUID, t
 			e = &entry{m: e.m.Clone(), content: e.content}
 			e.m.ID = newIDs[i]
 		}
-		e.m.Added = now
+		if !now.IsZero() {
+			e.m.Added = now
+		}
 		s.addLocked(mb, dst, e, modSeq)
 		out[i] = e.m.Clone()
 	}

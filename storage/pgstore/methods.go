@@ -698,7 +698,7 @@ func (s *Store) moveWithin(ctx context.Context, mailbox string, ids []uuid.UUID,
 				return err
 			}
 		}
-		rows, err := tx.Query(ctx, `UPDATE um_messages m SET folder_id = $3, uid = v.uid, added_ns = $5, modseq = $6
+		rows, err := tx.Query(ctx, `UPDATE um_messages m SET folder_id = $3, uid = v.uid, added_ns = COALESCE($5, m.added_ns), modseq = $6
 			FROM unnest($2::uuid[], $4::bigint[]) AS v(id, uid)
 			WHERE m.mailbox_id = $1 AND m.id = v.id RETURNING `+msgCols, mid, ids, fid, uids, toNS(now), ms)
 		if err != nil {
@@ -775,7 +775,7 @@ func (s *Store) copyWithin(ctx context.Context, mailbox string, ids []uuid.UUID,
 		rows, err := tx.Query(ctx, `INSERT INTO um_messages AS m (mailbox_id, id, folder_id, uid, flags, keywords, urgent,
 				caller_number, caller_name, recorded_ns, duration_ns, audio_type, transcript, size, added_ns, raw, modseq)
 			SELECT o.mailbox_id, v.new_id, $3, v.uid, o.flags, o.keywords, o.urgent, o.caller_number, o.caller_name,
-				o.recorded_ns, o.duration_ns, o.audio_type, o.transcript, o.size, $6, o.raw, $7
+				o.recorded_ns, o.duration_ns, o.audio_type, o.transcript, o.size, COALESCE($6, o.added_ns), o.raw, $7
 			FROM um_messages o JOIN unnest($2::uuid[], $4::uuid[], $5::bigint[]) AS v(id, new_id, uid) ON o.id = v.id
 			WHERE o.mailbox_id = $1
 			RETURNING `+msgCols, mid, ids, fid, newIDs, uids, toNS(now), ms)

@@ -529,12 +529,16 @@ func testMove(t *testing.T, s um.Store) {
 	if got := readAll(t, s, a.ID); !bytes.Equal(got, content(11)) {
 		t.Errorf("content changed by a move")
 	}
-	back, err := s.Move(ctx, box, []uuid.UUID{a.ID}, um.Inbox, now)
+	back, err := s.Move(ctx, box, []uuid.UUID{a.ID}, um.Inbox, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if back[0].UID != 3 {
 		t.Errorf("moved back into INBOX with UID %d, want 3 (UIDs never reused)", back[0].UID)
+	}
+	// A zero now keeps Added: IMAP MOVE keeps INTERNALDATE.
+	if got, err := s.Get(ctx, box, a.ID); err != nil || !back[0].Added.Equal(now) || !got.Added.Equal(now) {
+		t.Errorf("Move(now zero) gave Added %v, stored %v (%v); want it kept at %v", back[0].Added, got.Added, err, now)
 	}
 }
 
@@ -563,6 +567,13 @@ func testCopy(t *testing.T, s um.Store) {
 	}
 	if len(copies) != 1 || copies[0].ID != nid || copies[0].Folder != "Saved" || copies[0].UID != 1 || copies[0].CallerNumber != a.CallerNumber {
 		t.Fatalf("Copy() = %+v", copies)
+	}
+	// A zero now keeps Added: IMAP COPY keeps INTERNALDATE.
+	kept, err := s.Copy(ctx, box, []uuid.UUID{a.ID}, "Saved", []uuid.UUID{uuid.New()}, time.Time{})
+	if err != nil || len(kept) != 1 || !kept[0].Added.Equal(a.Added) {
+		t.Errorf("Copy(now zero) = %+v, %v; want Added kept at %v", kept, err, a.Added)
+	} else if got, err := s.Get(ctx, box, kept[0].ID); err != nil || !got.Added.Equal(a.Added) {
+		t.Errorf("stored copy has Added %v (%v), want %v", got.Added, err, a.Added)
 	}
 	if err := s.Remove(ctx, box, []uuid.UUID{a.ID}); err != nil {
 		t.Fatal(err)
