@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/emersion/go-imap/v2"
 )
 
@@ -156,5 +157,56 @@ func TestUndeleteAfterUserExpunge(t *testing.T) {
 	}
 	if got, _ := mb.Message(ctx, m.ID); got.Folder != um.Inbox {
 		t.Fatalf("undeleted voicemail is in %q, want INBOX", got.Folder)
+	}
+}
+
+// TestPhoneUndeleteNoUIDPlus: on a server without UIDPLUS the copies the
+// engine removes from Trash stay there marked \Deleted; undelete on the
+// phone brings back the live copy, never one of those (a copy of it would
+// be \Deleted too, and the voicemail would have no live copy in INBOX).
+func TestPhoneUndeleteNoUIDPlus(t *testing.T) {
+	opts := dovecot.OldServer()
+	opts.Dir, opts.Users = t.TempDir(), map[string]string{"1001": "pass1001"}
+	d, err := dovecot.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Stop)
+	e := newEnv(t, d)
+	mb := e.sync("1001", "")
+	mc := newMailClient(t, d, "1001")
+	ctx := context.Background()
+	m := deposit(t, mb, "100")
+	e.waitSynced("1001")
+	live := func(folder string) (n int) {
+		for _, uid := range mc.find(folder, m.ID) {
+			if !hasFlag(mc.flags(folder, uid), imap.FlagDeleted) {
+				n++
+			}
+		}
+		return n
+	}
+	for round := range 3 {
+		if err := mb.Delete(ctx, m.ID); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "live copy in Trash", func() bool { return live("Trash") == 1 && live("INBOX") == 0 })
+		e.waitSynced("1001")
+		if _, err := mb.Undelete(ctx, m.ID); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "live copy back in INBOX", func() bool { return live("INBOX") == 1 })
+		e.waitSynced("1001")
+		e.waitSynced("1001")
+		if n, k := live("INBOX"), live("Trash"); n != 1 || k != 0 {
+			t.Fatalf("round %d: live copies in INBOX, Trash = %d, %d; want 1, 0", round, n, k)
+		}
+		got, err := mb.Message(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Folder != um.Inbox || got.Flags&um.FlagDeleted != 0 {
+			t.Fatalf("round %d: voicemail in %q with flags %v, want INBOX without \\Deleted", round, got.Folder, got.Flags)
+		}
 	}
 }
