@@ -520,8 +520,22 @@ func (w *worker) finishAppend(c *imapclient.Client, a *sentAppend) error {
 // searchID finds the copies of one message by its header in the selected
 // folder.
 func (w *worker) searchID(c *imapclient.Client, id uuid.UUID) ([]imap.UID, error) {
+	return w.search(c, &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: id.String()}}})
+}
+
+// searchLive finds the copies of one message in the selected folder that
+// are not marked \Deleted. In Trash those are the ones that count: a
+// server without UIDPLUS keeps the copies the engine marked \Deleted
+// until a client expunges them, and a copy of one of those carries the
+// flag along.
+func (w *worker) searchLive(c *imapclient.Client, id uuid.UUID) ([]imap.UID, error) {
+	return w.search(c, &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: id.String()}},
+		NotFlag: []imap.Flag{imap.FlagDeleted}})
+}
+
+func (w *worker) search(c *imapclient.Client, crit *imap.SearchCriteria) ([]imap.UID, error) {
 	w.arm()
-	sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: id.String()}}}, nil).Wait()
+	sd, err := c.UIDSearch(crit, nil).Wait()
 	if err != nil {
 		return nil, fmt.Errorf("upstream: UID SEARCH: %w", err)
 	}
@@ -594,7 +608,7 @@ func (w *worker) inTrash(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID]b
 		return nil, fmt.Errorf("upstream: examine %q: %w", w.trash, err)
 	}
 	for _, id := range ids {
-		uids, err := w.searchID(c, id)
+		uids, err := w.searchLive(c, id)
 		if err != nil {
 			return nil, err
 		}
@@ -614,13 +628,11 @@ func (w *worker) dedupTrash(c *imapclient.Client, ids []uuid.UUID) error {
 		return fmt.Errorf("upstream: select %q: %w", w.trash, err)
 	}
 	for _, id := range ids {
-		w.arm()
-		sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: id.String()}},
-			NotFlag: []imap.Flag{imap.FlagDeleted}}, nil).Wait()
+		uids, err := w.searchLive(c, id)
 		if err != nil {
-			return fmt.Errorf("upstream: UID SEARCH: %w", err)
+			return err
 		}
-		if uids := sd.AllUIDs(); len(uids) > 1 {
+		if len(uids) > 1 {
 			slices.Sort(uids)
 			if err := w.expungeUIDs(c, imap.UIDSetNum(uids[1:]...)); err != nil {
 				return err
@@ -632,7 +644,8 @@ func (w *worker) dedupTrash(c *imapclient.Client, ids []uuid.UUID) error {
 
 // restore brings the copy of a voicemail undeleted on the phone back from
 // the server's Trash into the folder, and removes any further copy of it
-// from Trash. It reports false when Trash holds none.
+// from Trash. It reports false when Trash holds no live copy: one marked
+// \Deleted is on its way out, and a copy of it would be too.
 func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (bool, error) {
 	if !w.hasTrash() {
 		return false, nil
@@ -645,7 +658,7 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (bool, error) {
 		}
 		return false, fmt.Errorf("upstream: select %q: %w", w.trash, err)
 	}
-	uids, err := w.searchID(c, id)
+	uids, err := w.searchLive(c, id)
 	if err != nil {
 		return false, err
 	}
