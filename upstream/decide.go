@@ -54,6 +54,7 @@ const (
 	actDropDup                       // remove a duplicate copy
 	actRestore                       // bring the Trash copy back to the folder, else append
 	actAppend                        // upload the voicemail
+	actClearTrash                    // remove the voicemail's copies from the server's Trash
 )
 
 // action is one step the executor takes to make both sides equal.
@@ -104,6 +105,8 @@ func pickKeep(ups []upMsg, e MessageState, has bool) upMsg {
 //     EXPUNGE keeps it until a client expunges) and is left alone.
 //   - Flags merge three-way against the state's, or without a base when
 //     there is none (unheard wins, so the lamp lights).
+//   - A voicemail remembered as removed that is back in INBOX on both
+//     sides has no copy left in the server's Trash.
 //   - Of several copies of one voicemail, the one the state names (else the
 //     oldest) is kept and the others are removed.
 //   - A voicemail with no copy is uploaded only when the view of the folder
@@ -154,6 +157,13 @@ func decide(local map[uuid.UUID]localMsg, st map[uuid.UUID]MessageState, ob obse
 					if u.uid != keep.uid && u.flags&um.FlagDeleted == 0 {
 						acts = append(acts, action{kind: actDropDup, id: id, uid: u.uid})
 					}
+				}
+				if has && e.Removed {
+					// Back in INBOX on both sides after a removal: a restore
+					// cut short by a crash (a MOVE is two steps for some
+					// servers) or the user's COPY left a copy in Trash, which
+					// would be a second one there at the next delete.
+					acts = append(acts, action{kind: actClearTrash, id: id})
 				}
 				next[id] = MessageState{UID: uint32(keep.uid), Flags: merged}
 			case associated && ob.gone[imap.UID(e.UID)]:

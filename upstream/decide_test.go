@@ -57,6 +57,8 @@ func TestDecide(t *testing.T) {
 		{"an empty answer deletes nothing", inbox(0), assoc(5, 0), observation{}, nil, assoc(5, 0)},
 		{"removed and undeleted on the phone: restore, never append", inbox(0), removed, copies(true),
 			[]action{{kind: actRestore, id: id}}, map[uuid.UUID]MessageState{id: {}}},
+		{"removed, back in INBOX on both sides: Trash cleared", inbox(0), removed, copies(true, upMsg{9, 0}),
+			[]action{{kind: actClearTrash, id: id}}, assoc(9, 0)},
 		{"removed, still deleted on the phone: nothing", deleted, removed, copies(true), nil, removed},
 		{"removed, user restored it upstream: delete wins", deleted, removed, copies(true, upMsg{9, 0}),
 			[]action{{kind: actDeleteUp, id: id, uid: 9, again: true}}, removed},
@@ -104,7 +106,7 @@ func TestDecideAppendsLast(t *testing.T) {
 }
 
 func fmtActs(acts []action) string {
-	names := []string{"setLocal", "store", "deleteLocal", "deleteUp", "dropDup", "restore", "append"}
+	names := []string{"setLocal", "store", "deleteLocal", "deleteUp", "dropDup", "restore", "append", "clearTrash"}
 	s := "["
 	for _, a := range acts {
 		s += fmt.Sprintf(" %s(uid %d +%v -%v)", names[a.kind], a.uid, a.add, a.del)

@@ -210,3 +210,53 @@ func TestPhoneUndeleteNoUIDPlus(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreLeavesNoTrashCopy: a voicemail removed before that is back in
+// INBOX on both sides (here the user copied it out of Trash while the PBX
+// was down and the phone undeleted it; a restore cut short by a crash
+// leaves the same) keeps no copy in the server's Trash, so deleting it
+// again leaves one there, not two.
+func TestRestoreLeavesNoTrashCopy(t *testing.T) {
+	d := startDovecot(t, "1001")
+	e := newEnv(t, d)
+	mb := e.sync("1001", "")
+	mc := newMailClient(t, d, "1001")
+	ctx := context.Background()
+	m := deposit(t, mb, "100")
+	e.waitSynced("1001")
+	if err := mb.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "copy in Trash", func() bool { return len(mc.find("Trash", m.ID)) == 1 && len(mc.find("INBOX", m.ID)) == 0 })
+	e.waitSynced("1001")
+
+	e.eng.Close()
+	uid := mc.find("Trash", m.ID)[0]
+	if _, err := mc.c.Copy(imap.UIDSetNum(uid), "INBOX").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mb.Undelete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.startEngine()
+	if err := e.eng.Add(ctx, e.config("1001", "")); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSynced("1001")
+	e.waitSynced("1001")
+	if n, k := len(mc.find("INBOX", m.ID)), len(mc.find("Trash", m.ID)); n != 1 || k != 0 {
+		t.Fatalf("back in INBOX: copies in INBOX, Trash = %d, %d; want 1, 0", n, k)
+	}
+	if got, _ := mb.Message(ctx, m.ID); got.Folder != um.Inbox {
+		t.Fatalf("undeleted voicemail is in %q, want INBOX", got.Folder)
+	}
+
+	if err := mb.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "copy in Trash", func() bool { return len(mc.find("INBOX", m.ID)) == 0 })
+	e.waitSynced("1001")
+	if k := len(mc.find("Trash", m.ID)); k != 1 {
+		t.Fatalf("deleted again: copies in Trash = %d, want 1", k)
+	}
+}

@@ -255,7 +255,7 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 	wctx := um.WithSource(ctx, w)
 	var umDelete []uuid.UUID
 	var upDelete, dups []imap.UID
-	var restores, appends []uuid.UUID
+	var restores, appends, clears []uuid.UUID
 	var stores []*imapclient.FetchCommand
 	again := make(map[uuid.UUID][]imap.UID)
 	removing := make(map[uuid.UUID]bool)
@@ -305,6 +305,8 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 			restores = append(restores, a.id)
 		case actAppend:
 			appends = append(appends, a.id)
+		case actClearTrash:
+			clears = append(clears, a.id)
 		}
 	}
 	// Only what is still in INBOX: Delete purges a voicemail the phone
@@ -375,6 +377,11 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 	}
 	if len(dups) > 0 {
 		if err := w.deleteUpstream(c, dups, false); err != nil {
+			return err
+		}
+	}
+	if len(clears) > 0 {
+		if err := w.clearTrash(c, clears); err != nil {
 			return err
 		}
 	}
@@ -637,6 +644,37 @@ func (w *worker) dedupTrash(c *imapclient.Client, ids []uuid.UUID) error {
 			if err := w.expungeUIDs(c, imap.UIDSetNum(uids[1:]...)); err != nil {
 				return err
 			}
+		}
+	}
+	return w.reselect(c)
+}
+
+// clearTrash removes the live copies of voicemail that is back in the
+// folder from the server's Trash: expunged where UIDPLUS allows, else
+// marked \Deleted.
+func (w *worker) clearTrash(c *imapclient.Client, ids []uuid.UUID) error {
+	if !w.hasTrash() {
+		return nil
+	}
+	w.arm()
+	if _, err := c.Select(w.trash, nil).Wait(); err != nil {
+		var ie *imap.Error
+		if errors.As(err, &ie) {
+			return w.reselect(c) // no Trash after all
+		}
+		return fmt.Errorf("upstream: select %q: %w", w.trash, err)
+	}
+	var uids []imap.UID
+	for _, id := range ids {
+		found, err := w.searchLive(c, id)
+		if err != nil {
+			return err
+		}
+		uids = append(uids, found...)
+	}
+	if len(uids) > 0 {
+		if err := w.expungeUIDs(c, imap.UIDSetNum(uids...)); err != nil {
+			return err
 		}
 	}
 	return w.reselect(c)
