@@ -103,7 +103,8 @@ func pickKeep(ups []upMsg, e MessageState, has bool) upMsg {
 //     also copies the user restored on the server: delete wins. A copy
 //     marked \Deleted already is on its way out (a server without UID
 //     EXPUNGE keeps it until a client expunges) and is left alone.
-//   - Flags merge three-way against the state's, or without a base when
+//   - Flags merge three-way against the state's (for an upload whose
+//     answer was lost, the flags it was sent with), or without a base when
 //     there is none (unheard wins, so the lamp lights).
 //   - A voicemail remembered as removed that is back in INBOX on both
 //     sides has no copy left in the server's Trash.
@@ -139,7 +140,10 @@ func decide(local map[uuid.UUID]localMsg, st map[uuid.UUID]MessageState, ob obse
 			switch {
 			case len(ups) > 0:
 				var merged um.Flags
-				if has && !e.Removed && !e.Appending {
+				if has && !e.Removed {
+					// An upload whose answer was lost has a base too: the
+					// flags it was sent with, so what the phone changed
+					// since (heard while the server was down) is kept.
 					merged = merge3(e.Flags, l.flags, keep.flags)
 				} else {
 					merged = mergeNoBase(l.flags, keep.flags)

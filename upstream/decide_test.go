@@ -72,6 +72,8 @@ func TestDecide(t *testing.T) {
 		{"purged after removal: entry dropped", purged, removed, copies(true), nil, none},
 		{"someone else's copy: left alone", purged, none, copies(true, upMsg{7, 0}), nil, none},
 		{"append's answer lost, copy found: associate", inbox(0), appending, copies(true, upMsg{8, 0}), nil, assoc(8, 0)},
+		{"append's answer lost, heard on the phone since: heard kept", inbox(heard), appending, copies(true, upMsg{8, 0}),
+			[]action{{kind: actStore, id: id, uid: 8, add: heard}}, assoc(8, heard)},
 		{"append's answer lost, unseen in an incremental view: wait", inbox(0), appending, copies(false), nil, appending},
 		{"duplicates: keep the state's copy, drop the others", inbox(0), assoc(6, 0), copies(true, upMsg{4, 0}, upMsg{6, 0}),
 			[]action{{kind: actDropDup, id: id, uid: 4}}, assoc(6, 0)},

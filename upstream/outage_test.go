@@ -38,6 +38,55 @@ func TestForcedRetry(t *testing.T) {
 	}
 }
 
+// TestHeardAfterLostAppendAnswer: a voicemail heard on the phone after its
+// APPEND reached the server, whose answer was lost, stays heard: the copy
+// found again is merged against the flags it was uploaded with, so the
+// phone's change is not taken for an unheard copy found without a base.
+func TestHeardAfterLostAppendAnswer(t *testing.T) {
+	d := startDovecot(t, "1001")
+	e := newEnv(t, d)
+	ctx := context.Background()
+	mb, err := e.svc.EnsureMailbox(ctx, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drops atomic.Int32
+	upstream.SetAfterAppend(e.eng, func() bool {
+		if drops.Add(1) != 1 {
+			return false
+		}
+		// Heard while the answer is on its way, then the answer is lost.
+		msgs, err := mb.List(ctx, um.Inbox)
+		if err != nil || len(msgs) != 1 {
+			t.Errorf("INBOX at the APPEND: %v, %v", msgs, err)
+			return true
+		}
+		if err := mb.MarkHeard(ctx, msgs[0].ID); err != nil {
+			t.Error(err)
+		}
+		return true
+	})
+	e.sync("1001", "")
+	mc := newMailClient(t, d, "1001")
+
+	m := deposit(t, mb, "100")
+	eventually(t, "answer dropped once and synced again", func() bool {
+		return drops.Load() >= 1 && e.eng.Status("1001").Connected
+	})
+	e.waitSynced("1001")
+	e.waitSynced("1001")
+	uids := mc.find("INBOX", m.ID)
+	if len(uids) != 1 {
+		t.Fatalf("copies after a lost APPEND answer = %d, want 1", len(uids))
+	}
+	if !hasFlag(mc.flags("INBOX", uids[0]), imap.FlagSeen) {
+		t.Fatalf("heard on the phone, copy's flags %v: want \\Seen", mc.flags("INBOX", uids[0]))
+	}
+	if got, err := mb.Message(ctx, m.ID); err != nil || !got.Heard() {
+		t.Fatalf("voicemail heard on the phone is unheard after the sync: %+v, %v", got, err)
+	}
+}
+
 // TestLostStateNoDuplicate restarts the engine without its state file (a
 // crash before the state was written, or a lost disk): copies are found
 // again by their header.
