@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"container/list"
 	"sync"
+	"sync/atomic"
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
@@ -56,6 +57,8 @@ type rendered struct {
 type renderCache struct {
 	render func(um.Message, um.RenderOptions) *um.Email // immutable after New
 
+	hits, misses atomic.Uint64 // lookups by get, for Stats
+
 	mu    sync.Mutex
 	max   int64 // <= 0: nothing is kept
 	used  int64
@@ -85,9 +88,11 @@ func (c *renderCache) get(m *um.Message, mailbox string, opts um.RenderOptions) 
 	if r := c.items[key]; r != nil && sameRendering(&r.msg, m) {
 		c.lru.MoveToFront(r.elem)
 		c.mu.Unlock()
+		c.hits.Add(1)
 		return r
 	}
 	c.mu.Unlock()
+	c.misses.Add(1)
 
 	// Rendered outside the lock: two sessions may render the same message
 	// at once, and the later one replaces the earlier in the cache.

@@ -184,6 +184,13 @@ func TestCachedEnvelopesMatch(t *testing.T) {
 	if n, _ := plain.srv.cache.stats(); n != 0 {
 		t.Fatalf("disabled cache holds %d messages", n)
 	}
+	// The second session of each folder found what the first rendered.
+	if st := cached.srv.Stats(); st.RenderCacheHits < 4 || st.RenderCacheMisses < 4 {
+		t.Errorf("Stats() render cache hits %d, misses %d; want at least 4 of each", st.RenderCacheHits, st.RenderCacheMisses)
+	}
+	if st := plain.srv.Stats(); st.RenderCacheHits != 0 {
+		t.Errorf("disabled cache: Stats() render cache hits %d, want 0", st.RenderCacheHits)
+	}
 }
 
 type imapFetched struct {

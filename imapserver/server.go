@@ -123,6 +123,10 @@ type Stats struct {
 	// Commands counts the commands run since New by name ("FETCH", "UID
 	// FETCH") and result ("OK", "NO", "BAD").
 	Commands map[CommandResult]uint64
+	// RenderCacheHits and RenderCacheMisses count the lookups of rendered
+	// messages (for FETCH) that the render cache answered, and those it
+	// had to render.
+	RenderCacheHits, RenderCacheMisses uint64
 }
 
 // CommandResult is a key of Stats.Commands.
@@ -311,6 +315,9 @@ func (s *Server) Stats() Stats {
 		Rejected:      s.rejected.Load(),
 		Overruns:      s.overruns.Load(),
 		Commands:      maps.Clone(s.commands),
+
+		RenderCacheHits:   s.cache.hits.Load(),
+		RenderCacheMisses: s.cache.misses.Load(),
 	}
 }
 

@@ -33,15 +33,14 @@ type IMAPStats struct {
 // Command names an IMAP command and its result, for IMAPStats.Commands.
 type Command struct{ Name, Result string }
 
-// IMAPServer returns a reader of srv's Stats for RegisterIMAP. imapserver
-// does not count its render cache's lookups, so CacheHits and CacheMisses
-// stay zero with it.
+// IMAPServer returns a reader of srv's Stats for RegisterIMAP.
 func IMAPServer(srv interface{ Stats() imapserver.Stats }) func() IMAPStats {
 	return func() IMAPStats {
 		st := srv.Stats()
 		out := IMAPStats{
 			Conns: st.Conns, Sessions: st.Sessions,
 			LoginFailures: st.LoginFailures, Rejected: st.Rejected, Overruns: st.Overruns,
+			CacheHits: st.RenderCacheHits, CacheMisses: st.RenderCacheMisses,
 		}
 		if len(st.Commands) > 0 {
 			out.Commands = make(map[Command]uint64, len(st.Commands))
