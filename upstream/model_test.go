@@ -365,6 +365,11 @@ var steps = []step{
 		if err := c.Store(imap.UIDSetNum(uid), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
 			return err
 		}
+		if !c.Caps().Has(imap.CapUIDPlus) {
+			// A user's client on a server without UIDPLUS can only
+			// expunge every \Deleted message of the folder.
+			return c.Expunge().Close()
+		}
 		return c.UIDExpunge(imap.UIDSetNum(uid)).Close()
 	}},
 	{1, "user: move to Trash", func(m *model) error { return m.userMove("INBOX", m.trash()) }},
