@@ -17,6 +17,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/embeddedum/um/internal/procgroup"
 	"net"
 	"os"
 	"os/exec"
@@ -234,12 +235,7 @@ func (s *Server) Kill() {
 	if s.cmd == nil {
 		return
 	}
-	pgid := s.cmd.Process.Pid
-	syscall.Kill(-pgid, syscall.SIGKILL)
-	<-s.done
-	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	procgroup.Kill(s.cmd.Process.Pid, s.done)
 	s.cmd = nil
 }
 

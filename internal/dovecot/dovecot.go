@@ -16,6 +16,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/embeddedum/um/internal/procgroup"
 	"net"
 	"os"
 	"os/exec"
@@ -427,15 +428,7 @@ func (s *Server) Kill() {
 	if s.cmd == nil {
 		return
 	}
-	pgid := s.cmd.Process.Pid
-	syscall.Kill(-pgid, syscall.SIGKILL)
-	<-s.done
-	// The listeners close only when the last process of the group is gone,
-	// and the master goes first; a caller that tests the outage wants the
-	// ports closed.
-	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	procgroup.Kill(s.cmd.Process.Pid, s.done)
 	s.cmd = nil
 }
 
