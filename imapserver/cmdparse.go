@@ -39,12 +39,8 @@ func (c *conn) cmdFetch(tag string, uid bool) error {
 	}
 	if err == nil && c.dec.accept(' ') {
 		// (CHANGEDSINCE n [VANISHED])
-		err = c.dec.list(func() error {
-			a, err := c.dec.atom()
-			if err != nil {
-				return err
-			}
-			switch strings.ToUpper(a) {
+		err = c.dec.atoms(func(a string) error {
+			switch a {
 			case "CHANGEDSINCE":
 				if err := c.dec.sp(); err != nil {
 					return err
@@ -304,12 +300,8 @@ func (c *conn) cmdStore(tag string, uid bool) error {
 	opts := &imap.StoreOptions{}
 	if err == nil && c.dec.accept('(') {
 		c.dec.unread()
-		err = c.dec.list(func() error {
-			a, err := c.dec.atom()
-			if err != nil {
-				return err
-			}
-			if !strings.EqualFold(a, "UNCHANGEDSINCE") {
+		err = c.dec.atoms(func(a string) error {
+			if a != "UNCHANGEDSINCE" {
 				return badSyntax("Unknown STORE modifier")
 			}
 			if err := c.dec.sp(); err != nil {
@@ -461,12 +453,8 @@ func (c *conn) cmdSearch(tag string, uid bool) error {
 				if err := c.dec.sp(); err != nil {
 					return err
 				}
-				if err := c.dec.list(func() error {
-					a, err := c.dec.atom()
-					if err != nil {
-						return err
-					}
-					switch strings.ToUpper(a) {
+				if err := c.dec.atoms(func(a string) error {
+					switch a {
 					case "MIN":
 						opts.ReturnMin = true
 					case "MAX":

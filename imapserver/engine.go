@@ -650,12 +650,8 @@ func (c *conn) cmdSelect(tag string, readOnly bool) error {
 	var qr *qresyncParams
 	condstore := false
 	if err == nil && c.dec.accept(' ') {
-		err = c.dec.list(func() error {
-			a, err := c.dec.atom()
-			if err != nil {
-				return err
-			}
-			switch strings.ToUpper(a) {
+		err = c.dec.atoms(func(a string) error {
+			switch a {
 			case "CONDSTORE":
 				condstore = true
 				return nil
@@ -740,12 +736,8 @@ func (c *conn) cmdCreate(tag string) error {
 	opts := &imap.CreateOptions{}
 	if err == nil && c.dec.accept(' ') {
 		// (USE (\Trash ...))
-		err = c.dec.list(func() error {
-			a, err := c.dec.atom()
-			if err != nil {
-				return err
-			}
-			if !strings.EqualFold(a, "USE") {
+		err = c.dec.atoms(func(a string) error {
+			if a != "USE" {
 				return badSyntax("Unknown CREATE parameter")
 			}
 			if err := c.dec.sp(); err != nil {
@@ -858,12 +850,8 @@ func (c *conn) cmdList(tag string, lsub bool) error {
 			err = c.dec.sp()
 		}
 		if err == nil {
-			err = c.dec.list(func() error {
-				a, err := c.dec.atom()
-				if err != nil {
-					return err
-				}
-				switch strings.ToUpper(a) {
+			err = c.dec.atoms(func(a string) error {
+				switch a {
 				case "SUBSCRIBED":
 					opts.ReturnSubscribed = true
 				case "CHILDREN":
@@ -913,12 +901,8 @@ func (c *conn) cmdList(tag string, lsub bool) error {
 
 func (c *conn) statusItems() (*imap.StatusOptions, error) {
 	o := &imap.StatusOptions{}
-	err := c.dec.list(func() error {
-		a, err := c.dec.atom()
-		if err != nil {
-			return err
-		}
-		switch strings.ToUpper(a) {
+	err := c.dec.atoms(func(a string) error {
+		switch a {
 		case "MESSAGES":
 			o.NumMessages = true
 		case "UIDNEXT":

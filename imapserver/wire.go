@@ -362,6 +362,18 @@ func (d *decoder) listMailbox() (string, error) {
 
 // list reads "(" item *(SP item) ")", calling item for each; an empty
 // list is allowed.
+// atoms parses a parenthesized list of atoms, such as options and
+// modifiers, calling each with the atom in upper case.
+func (d *decoder) atoms(each func(name string) error) error {
+	return d.list(func() error {
+		a, err := d.atom()
+		if err != nil {
+			return err
+		}
+		return each(strings.ToUpper(a))
+	})
+}
+
 func (d *decoder) list(item func() error) error {
 	if err := d.expect('('); err != nil {
 		return err
