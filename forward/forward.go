@@ -1,73 +1,3 @@
-// Package forward sends a copy of each new voicemail of a mailbox to the
-// user's e-mail address over SMTP: the "forward by e-mail" delivery mode.
-//
-// # Model
-//
-// A Forwarder holds one SMTP submission account (Options) and, per voice
-// mailbox, a destination address (Config). Each mailbox has a goroutine
-// that follows the mailbox's changes (um.Service.Subscribe) and, for every
-// voicemail deposited in INBOX on this node, renders it with
-// um.RenderEmail (the same bytes the IMAP server and the sync engine show)
-// and submits it: STARTTLS or implicit TLS, then AUTH PLAIN, MAIL, RCPT,
-// DATA. Messages moved into INBOX (an undelete), e-mails mail clients
-// appended and changes made on other nodes of a cluster are not forwarded,
-// so each voicemail goes out once. Voicemail is forwarded in the order it
-// was deposited.
-//
-// With Config.MarkHeard the voicemail is marked heard once the server has
-// accepted it, so the lamp goes off: the e-mail is the user's copy.
-//
-// # Failures
-//
-// A failed submission is retried with exponential backoff, in order;
-// messages behind it wait. While the mail server or the network is down
-// (connection errors, 4xx answers) it is retried however long that lasts.
-// A message refused permanently (a 5xx answer such as a bad recipient or
-// failed authentication, or a server certificate that does not verify)
-// Options.MaxAttempts times is given up (it stays in
-// the voice mailbox) and Status reports it; it is not tried again, after a
-// restart either.
-//
-// # Restarts
-//
-// With Options.StateDir set, a Forwarder keeps a small file per mailbox
-// there: INBOX's UIDVALIDITY, a watermark (the highest INBOX UID whose
-// message was handled: forwarded, given up, or not a deposit) and the IDs
-// of the last messages forwarded. The file is replaced atomically (write,
-// fsync, rename, directory fsync) after each forwarded message. Add then
-// lists INBOX and forwards, in order, the voicemail above the watermark
-// that was not forwarded yet: what was deposited but not sent when the
-// process stopped, and what was deposited while no Forwarder ran. The same
-// listing follows a subscription overflow (um.ErrOverflow), when the
-// changes that would have named the deposits were dropped.
-//
-// A message the SMTP server accepted is not sent again, with one
-// exception inherent to SMTP: a crash between the server's acceptance and
-// the state write sends that message once more after the restart. The
-// receiver sees the same Message-ID twice.
-//
-// A mailbox forwarded for the first time (no state file, or after Remove)
-// starts at the current watermark: its earlier voicemail is not mailed.
-// So does a mailbox whose INBOX UIDVALIDITY changed (a replaced store).
-//
-// A listing does not say how or where a message came into INBOX. So the
-// catch-up forwards every voicemail above the watermark except the
-// recently forwarded ones: a message deposited before forwarding began and
-// undeleted while no Forwarder ran is mailed, and in a cluster, voicemail
-// another node deposited while this Forwarder was stopped is mailed by
-// this one too.
-//
-// Without StateDir the queue is in memory: voicemail deposited but not yet
-// sent when the process stops is not forwarded after a restart. A
-// subscription overflow is caught up all the same, from the watermark in
-// memory.
-//
-// # Exclusivity
-//
-// A mailbox is either forwarded or synced to a mail account
-// (package upstream), never both: Add claims the delivery mode "email-
-// forward" with um.Service.ClaimDelivery and fails with an error wrapping
-// um.ErrModeConflict when the mailbox syncs.
 package forward
 
 import (
@@ -85,7 +15,9 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/lease"
 	"github.com/embeddedum/um/internal/slogf"
+	"github.com/google/uuid"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
@@ -148,8 +80,16 @@ type Options struct {
 	// deposited but not forwarded before a restart is forwarded after it
 	// (see the package doc). Forwarders running at the same time must not
 	// share it; the next one after a restart must. Empty keeps
-	// the state in memory only.
+	// the state in memory only. When the store keeps the state
+	// (um.OutwardState and um.Leaser), StateDir is only read, to migrate
+	// the files an earlier version left there into the store.
 	StateDir string
+	// LeaseTTL is the time to live of the lease that gives one node of a
+	// cluster a mailbox's forwarding (see the package doc): how long, at
+	// most, the other nodes wait after the owner died before one of them
+	// takes the work over. The owner renews it every LeaseTTL/3. Default
+	// 15 s. Unused when the store has no um.Leaser.
+	LeaseTTL time.Duration
 }
 
 // Config is the forwarding of one voice mailbox.
@@ -173,13 +113,25 @@ type Status struct {
 	Pending bool
 	// LastError is the last failure, nil after a success.
 	LastError error
+	// Resent counts messages sent again because an earlier owner (another
+	// node, or this process before a restart) was cut off while the server
+	// may have been accepting them; see "the message in doubt" in the
+	// package doc.
+	Resent int
+	// Owner is the node that holds the mailbox's forwarding, as this node
+	// last saw it (empty when it saw nobody hold it), and Owned whether
+	// that is this node. Without um.Leaser, each node owns its own.
+	Owner string
+	Owned bool
 }
 
 // Forwarder forwards voicemail of its mailboxes by e-mail. It is safe for
 // concurrent use.
 type Forwarder struct {
-	svc  *um.Service
-	opts Options
+	svc     *um.Service
+	opts    Options
+	leaser  um.Leaser       // nil: every node forwards its own deposits
+	outward um.OutwardState // nil: the state is in StateDir or memory
 
 	mu     sync.Mutex
 	boxes  map[string]*box
@@ -190,14 +142,21 @@ type box struct {
 	cfg    Config
 	to     *mail.Address
 	mb     *um.Mailbox
-	sub    *um.Subscription
+	start  state // INBOX's end at Add: the state of a mailbox that has none
+	keeper *lease.Keeper
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	// Owned by the run goroutine once it started.
-	st     state  // what is (or is to be) saved
-	dirty  bool   // st changed since it was saved
-	queued um.UID // the highest INBOX UID queued or passed over
+	// Owned by the work goroutine while it runs (one at a time).
+	held   *lease.Held
+	sub    *um.Subscription
+	st     state     // what is (or is to be) saved
+	dirty  bool      // st changed since it was saved
+	queued um.UID    // the highest INBOX UID queued or passed over
+	doubt  uuid.UUID // the message in doubt found when the work began
+	// skip holds INBOX arrivals above queued that the changes showed are
+	// not deposits (moves, appended e-mail), for the next listing.
+	skip map[uuid.UUID]bool
 
 	mu   sync.Mutex
 	stat Status
@@ -240,19 +199,32 @@ func New(svc *um.Service, opts Options) (*Forwarder, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Minute
 	}
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = 15 * time.Second
+	}
 	opts.Logger = slogf.Logger(opts.Logger, opts.Logf)
 	if opts.StateDir != "" {
 		if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 			return nil, fmt.Errorf("forward: state directory: %w", err)
 		}
 	}
-	return &Forwarder{svc: svc, opts: opts, boxes: make(map[string]*box)}, nil
+	f := &Forwarder{svc: svc, opts: opts, boxes: make(map[string]*box)}
+	if l, ok := um.StoreAs[um.Leaser](svc.Store()); ok {
+		f.leaser = l
+		// State in the store needs a lease to fence its writes with.
+		if o, ok := um.StoreAs[um.OutwardState](svc.Store()); ok {
+			f.outward = o
+		}
+	}
+	return f, nil
 }
 
 // Add starts forwarding the voicemail deposited in a mailbox from now on.
-// With Options.StateDir and a state saved by an earlier Forwarder, it
-// also forwards the voicemail deposited since that one last handled the
-// mailbox (see the package doc). It fails with an error wrapping
+// With a state saved by an earlier Forwarder (in the store, or in
+// Options.StateDir), it also forwards the voicemail deposited since that
+// one last handled the mailbox (see the package doc). In a cluster the
+// mailbox is forwarded by whichever configured node holds its lease; Add
+// returns without waiting for it. It fails with an error wrapping
 // um.ErrModeConflict when the mailbox syncs to a mail account, um.ErrExists
 // when it is forwarded already, um.ErrInvalid for a bad address and
 // um.ErrNotFound for no such mailbox.
@@ -262,6 +234,16 @@ func (f *Forwarder) Add(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("forward: add %q: %w: To %q: %w", cfg.Mailbox, um.ErrInvalid, cfg.To, err)
 	}
 	mb, err := f.svc.Mailbox(ctx, cfg.Mailbox)
+	if err != nil {
+		return fmt.Errorf("forward: add %q: %w", cfg.Mailbox, err)
+	}
+	if f.outward == nil {
+		// A state file that cannot be read is the host's to fix, now.
+		if _, _, err := f.loadFile(cfg.Mailbox); err != nil {
+			return fmt.Errorf("forward: add %q: %w", cfg.Mailbox, err)
+		}
+	}
+	inbox, err := mb.Folder(ctx, um.Inbox)
 	if err != nil {
 		return fmt.Errorf("forward: add %q: %w", cfg.Mailbox, err)
 	}
@@ -276,18 +258,22 @@ func (f *Forwarder) Add(ctx context.Context, cfg Config) error {
 	if err := f.svc.ClaimDelivery(cfg.Mailbox, Mode); err != nil {
 		return fmt.Errorf("forward: add %q: %w", cfg.Mailbox, err)
 	}
-	b := &box{cfg: cfg, to: to, mb: mb, done: make(chan struct{}), stat: Status{Mailbox: cfg.Mailbox, Configured: true}}
-	// Subscribed before the watermark is read, so no deposit falls between.
-	b.sub = f.svc.Subscribe(cfg.Mailbox, um.SubscribeOptions{Source: b, MaxQueue: maxQueue})
-	if err := f.initState(ctx, b); err != nil {
-		b.sub.Close()
-		f.svc.ReleaseDelivery(cfg.Mailbox, Mode)
-		return fmt.Errorf("forward: add %q: %w", cfg.Mailbox, err)
+	b := &box{
+		cfg: cfg, to: to, mb: mb, done: make(chan struct{}),
+		start: state{UIDValidity: inbox.UIDValidity, UID: inbox.UIDNext - 1},
+		stat:  Status{Mailbox: cfg.Mailbox, Configured: true},
 	}
+	b.keeper = lease.New(lease.Options{
+		Leaser: f.leaser, Mailbox: cfg.Mailbox, Purpose: Purpose, Node: f.svc.Node(),
+		TTL: f.opts.LeaseTTL, Logger: f.opts.Logger,
+	})
 	var bctx context.Context
 	bctx, b.cancel = context.WithCancel(context.Background())
 	f.boxes[cfg.Mailbox] = b
-	go f.run(bctx, b)
+	go func() {
+		defer close(b.done)
+		b.keeper.Run(bctx, func(ctx context.Context, h *lease.Held) { f.work(ctx, b, h) })
+	}()
 	return nil
 }
 
@@ -295,32 +281,12 @@ func (f *Forwarder) Add(ctx context.Context, cfg Config) error {
 // lower it to overflow the subscription.
 var maxQueue int
 
-// initState loads the saved state of b's mailbox or, for a mailbox
-// forwarded for the first time, starts at INBOX's current end and saves
-// that, so a deposit made right after Add is caught up after a crash.
-func (f *Forwarder) initState(ctx context.Context, b *box) error {
-	st, ok, err := f.loadState(b.cfg.Mailbox)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		inbox, err := b.mb.Folder(ctx, um.Inbox)
-		if err != nil {
-			return err
-		}
-		st = state{UIDValidity: inbox.UIDValidity, UID: inbox.UIDNext - 1}
-		if err := f.saveState(b.cfg.Mailbox, &st); err != nil {
-			return err
-		}
-	}
-	b.st, b.queued = st, st.UID
-	return nil
-}
-
-// Remove stops forwarding a mailbox and releases its delivery mode.
-// Messages not yet sent are dropped, and so is the mailbox's state in
-// Options.StateDir: forwarding it again starts afresh. It fails with
-// um.ErrNotFound when the mailbox is not forwarded.
+// Remove stops this node's forwarding of a mailbox and releases this
+// node's claim of the delivery mode. Messages not yet sent are dropped
+// when no other node forwards the mailbox, and so is the mailbox's state
+// (in the store or in Options.StateDir): forwarding it again starts
+// afresh. It fails with um.ErrNotFound when the mailbox is not forwarded
+// here.
 func (f *Forwarder) Remove(mailbox string) error {
 	f.mu.Lock()
 	b, ok := f.boxes[mailbox]
@@ -331,10 +297,34 @@ func (f *Forwarder) Remove(mailbox string) error {
 	}
 	b.stop()
 	f.svc.ReleaseDelivery(mailbox, Mode)
-	return f.removeState(mailbox)
+	return f.forget(mailbox)
 }
 
-// Status returns the forwarding state of mailbox.
+// forget removes the state of a mailbox no node forwards any more.
+func (f *Forwarder) forget(mailbox string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), f.storeTimeout())
+	defer cancel()
+	mode, nodes, err := f.svc.DeliveryMode(ctx, mailbox)
+	if err != nil {
+		return fmt.Errorf("forward: remove %q: %w", mailbox, err)
+	}
+	if mode == Mode && len(nodes) > 0 {
+		return nil // forwarded elsewhere: the state is theirs
+	}
+	l := um.Lease{Mailbox: mailbox, Purpose: Purpose, Holder: f.svc.Node()}
+	if f.outward != nil {
+		if l, err = f.leaser.AcquireLease(ctx, mailbox, Purpose, f.svc.Node(), f.opts.LeaseTTL); err != nil {
+			if errors.Is(err, um.ErrLeaseHeld) {
+				return nil // a node that forwarded it still winds down
+			}
+			return fmt.Errorf("forward: remove %q: %w", mailbox, err)
+		}
+		defer f.leaser.ReleaseLease(context.WithoutCancel(ctx), l)
+	}
+	return f.removeState(ctx, l, mailbox)
+}
+
+// Status returns the forwarding state of mailbox on this node.
 func (f *Forwarder) Status(mailbox string) Status {
 	f.mu.Lock()
 	b := f.boxes[mailbox]
@@ -342,38 +332,96 @@ func (f *Forwarder) Status(mailbox string) Status {
 	if b == nil {
 		return Status{Mailbox: mailbox}
 	}
+	owner, _, mine := b.keeper.Owner()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.stat
+	st := b.stat
+	st.Owner, st.Owned = owner, mine
+	return st
 }
 
-// Close stops forwarding every mailbox. With Options.StateDir, what was
-// not sent yet is forwarded by the next Forwarder's Add.
+// Close stops forwarding every mailbox on this node, handing each one's
+// lease back so another node can take the work over at once. With a state
+// kept in the store or Options.StateDir, what was not sent yet is
+// forwarded by the next owner. The delivery mode claims stay: the
+// mailboxes are still forwarded (see Remove).
 func (f *Forwarder) Close() error {
 	f.mu.Lock()
 	f.closed = true
 	boxes := f.boxes
 	f.boxes = make(map[string]*box)
 	f.mu.Unlock()
-	for name, b := range boxes {
-		b.stop()
-		f.svc.ReleaseDelivery(name, Mode)
+	var wg sync.WaitGroup
+	for _, b := range boxes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.stop()
+		}()
 	}
+	wg.Wait()
 	return nil
 }
 
 func (b *box) stop() {
 	b.cancel()
 	<-b.done
-	b.sub.Close()
 }
 
-func (f *Forwarder) run(ctx context.Context, b *box) {
-	defer close(b.done)
-	defer f.save(b)
+// storeTimeout bounds one store call made for the state or the lease.
+func (f *Forwarder) storeTimeout() time.Duration {
+	return max(f.opts.LeaseTTL/3, time.Second)
+}
+
+// work forwards b's mailbox while this node holds its lease h: it loads
+// the state, checks with a fenced write that the lease is still this
+// node's, catches up, then follows the changes until ctx ends or the
+// store says the lease passed on.
+func (f *Forwarder) work(ctx context.Context, b *box, h *lease.Held) {
+	b.held = h
+	b.sub = f.svc.Subscribe(b.cfg.Mailbox, um.SubscribeOptions{Source: b, MaxQueue: maxQueue})
+	defer b.sub.Close()
+	lctx, cancel := context.WithTimeout(ctx, f.storeTimeout())
+	st, ok, err := f.loadState(lctx, b, h.Lease())
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, um.ErrLeaseHeld) {
+			f.opts.Logger.Error("forward: load state", "mailbox", b.cfg.Mailbox, "err", err)
+			b.setErr(err)
+		}
+		return
+	}
+	if !ok {
+		st = b.start
+	}
+	b.st, b.queued, b.dirty, b.skip, b.doubt = st, st.UID, true, make(map[uuid.UUID]bool), uuid.Nil
+	if st.Sending != nil {
+		b.doubt = st.Sending.ID
+		f.opts.Logger.Warn("forward: voicemail in doubt: the last owner may have had it accepted; sending it again with the same Message-ID",
+			"mailbox", b.cfg.Mailbox, "uid", st.Sending.UID, "id", st.Sending.ID)
+	}
+	if err := f.save(ctx, b); err != nil {
+		if !errors.Is(err, um.ErrLeaseHeld) {
+			b.setErr(err)
+		}
+		return
+	}
+	f.follow(ctx, b)
+	f.save(ctx, b)
+}
+
+func (b *box) setErr(err error) {
+	b.mu.Lock()
+	b.stat.LastError = err
+	b.mu.Unlock()
+}
+
+// follow forwards what the changes of b's mailbox name, in order, until
+// ctx ends or the lease is lost.
+func (f *Forwarder) follow(ctx context.Context, b *box) {
 	var queue []entry
 	// The first pass lists INBOX above the saved watermark: what an
-	// earlier Forwarder left unsent, what was deposited while none ran.
+	// earlier owner left unsent, what was deposited while none ran.
 	relist := true
 	var retry <-chan time.Time
 	backoff := f.opts.MinBackoff
@@ -381,6 +429,11 @@ func (f *Forwarder) run(ctx context.Context, b *box) {
 		changes, err := b.sub.Next()
 		if err != nil {
 			f.opts.Logger.Warn("forward: changes dropped; listing INBOX for the deposits among them", "mailbox", b.cfg.Mailbox, "err", err)
+			relist = true
+		}
+		if f.leaser != nil && f.noteChanges(b, changes) {
+			// Deposits of every node are this owner's, and a listing
+			// gives them in UID order however their changes arrived.
 			relist = true
 		}
 		if relist {
@@ -395,17 +448,22 @@ func (f *Forwarder) run(ctx context.Context, b *box) {
 				relist, retry, backoff = false, nil, f.opts.MinBackoff
 				queue = append(queue, more...)
 			}
-		}
-		if !relist {
+		} else if f.leaser == nil {
 			queue = append(queue, f.arrivals(b, changes)...)
 		}
 		if len(queue) > 0 {
-			if f.handle(ctx, b, queue[0]) {
+			done, lost := f.handle(ctx, b, queue[0])
+			if lost {
+				return
+			}
+			if done {
 				queue = queue[1:]
 			}
 			continue
 		}
-		f.save(b)
+		if err := f.save(ctx, b); errors.Is(err, um.ErrLeaseHeld) {
+			return
+		}
 		select {
 		case <-ctx.Done():
 		case <-b.sub.C():
@@ -414,9 +472,40 @@ func (f *Forwarder) run(ctx context.Context, b *box) {
 	}
 }
 
+// noteChanges reports whether changes add to INBOX above b.queued, and
+// remembers the arrivals that are no deposits: moved into INBOX (an
+// undelete) or appended e-mail.
+func (f *Forwarder) noteChanges(b *box, changes []um.Change) bool {
+	arrived := false
+	for _, c := range changes {
+		for _, e := range c.Events {
+			if e.Kind != um.EventAdded || e.Folder != um.Inbox || e.Message.UID <= b.queued {
+				continue
+			}
+			arrived = true
+			if e.Message.Raw || moved(c, e.Message.ID) {
+				b.skip[e.Message.ID] = true
+			}
+		}
+	}
+	return arrived
+}
+
+// moved reports whether change c removed message id from a folder as well
+// as adding it to INBOX: a move, not a deposit.
+func moved(c um.Change, id uuid.UUID) bool {
+	for _, r := range c.Events {
+		if r.Kind == um.EventRemoved && r.Message.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 // arrivals picks INBOX arrivals above b.queued out of changes, marking as
 // deposits to forward the voicemail added to INBOX on this node, not moved
-// there.
+// there. It serves stores without um.Leaser, where each node forwards its
+// own deposits.
 func (f *Forwarder) arrivals(b *box, changes []um.Change) []entry {
 	var out []entry
 	for _, c := range changes {
@@ -425,22 +514,16 @@ func (f *Forwarder) arrivals(b *box, changes []um.Change) []entry {
 				continue
 			}
 			b.queued = e.Message.UID
-			moved := false
-			for _, r := range c.Events {
-				if r.Kind == um.EventRemoved && r.Message.ID == e.Message.ID {
-					moved = true
-				}
-			}
-			out = append(out, entry{m: e.Message, forward: c.Node == f.svc.Node() && !e.Message.Raw && !moved})
+			out = append(out, entry{m: e.Message, forward: c.Node == f.svc.Node() && !e.Message.Raw && !moved(c, e.Message.ID)})
 		}
 	}
 	return out
 }
 
 // unsent lists the voicemail of INBOX above b.queued that was not
-// forwarded. A listing cannot tell a deposit from an undelete, nor this
-// node's deposits from another's; the IDs recently sent keep at least
-// those from going out twice.
+// forwarded. A listing cannot tell a deposit from an undelete; the IDs
+// recently sent, and the arrivals the changes showed are no deposits, keep
+// those from going out.
 func (f *Forwarder) unsent(ctx context.Context, b *box) ([]entry, error) {
 	inbox, err := b.mb.Folder(ctx, um.Inbox)
 	if err != nil {
@@ -450,6 +533,7 @@ func (f *Forwarder) unsent(ctx context.Context, b *box) ([]entry, error) {
 		f.opts.Logger.Warn("forward: INBOX UIDVALIDITY changed; forwarding from its current end", "mailbox", b.cfg.Mailbox, "uidvalidity", inbox.UIDValidity, "was", b.st.UIDValidity)
 		b.st = state{UIDValidity: inbox.UIDValidity, UID: inbox.UIDNext - 1, Sent: b.st.Sent}
 		b.queued, b.dirty = b.st.UID, true
+		clear(b.skip)
 		return nil, nil
 	}
 	msgs, err := b.mb.List(ctx, um.Inbox)
@@ -462,51 +546,76 @@ func (f *Forwarder) unsent(ctx context.Context, b *box) ([]entry, error) {
 			continue
 		}
 		b.queued = m.UID
-		out = append(out, entry{m: m, forward: !m.Raw && !b.st.sent(m.ID)})
+		out = append(out, entry{m: m, forward: !m.Raw && !b.st.sent(m.ID) && !b.skip[m.ID]})
 	}
+	clear(b.skip)
 	return out, nil
 }
 
 // handle forwards e if it is a deposit and moves the watermark past it. It
-// returns false when ctx ended first: e is then still to be handled.
-func (f *Forwarder) handle(ctx context.Context, b *box, e entry) bool {
+// returns done false when ctx ended first (e is then still to be handled),
+// and lost true when the store said this node's lease passed on: the work
+// must stop at once.
+func (f *Forwarder) handle(ctx context.Context, b *box, e entry) (done, lost bool) {
 	res := gone
 	if e.forward {
 		res = f.guardedDeliver(ctx, b, e.m)
-		if res == canceled {
-			return false
-		}
-		if res == sent {
+		switch res {
+		case canceled:
+			return false, false
+		case leaseLost:
+			return false, true
+		case sent:
 			b.st.addSent(e.m.ID)
+			if e.m.ID == b.doubt {
+				b.mu.Lock()
+				b.stat.Resent++
+				b.mu.Unlock()
+			}
 		}
+	}
+	if b.st.Sending != nil && b.st.Sending.ID == e.m.ID {
+		b.st.Sending = nil // the server's answer is known
 	}
 	b.st.UID = max(b.st.UID, e.m.UID)
 	b.dirty = true
 	if !e.forward {
-		return true
+		return true, false
 	}
 	// Saved before anything else, to narrow the window in which a crash
 	// sends the message again.
-	f.save(b)
+	if err := f.save(ctx, b); errors.Is(err, um.ErrLeaseHeld) {
+		return true, true
+	}
 	if res == sent && b.cfg.MarkHeard {
 		if err := b.mb.MarkHeard(um.WithSource(ctx, b), e.m.ID); err != nil && !errors.Is(err, um.ErrNotFound) {
 			f.opts.Logger.Error("forward: mark forwarded voicemail heard", "mailbox", b.cfg.Mailbox, "uid", e.m.UID, "err", err)
 		}
 	}
-	return true
+	return true, false
 }
 
-// save writes b's state if it changed; a failure is logged and retried
-// with the next save.
-func (f *Forwarder) save(b *box) {
+// save writes b's state if it changed, fenced by the lease. A failure is
+// logged and retried with the next save; one wrapping um.ErrLeaseHeld
+// means the work must stop. The write is not cut short when ctx ends (the
+// state of a message just sent must be kept), only bounded in time; the
+// fence keeps a late write from doing harm.
+func (f *Forwarder) save(ctx context.Context, b *box) error {
 	if !b.dirty {
-		return
+		return nil
 	}
-	if err := f.saveState(b.cfg.Mailbox, &b.st); err != nil {
-		f.opts.Logger.Error("forward: save state", "mailbox", b.cfg.Mailbox, "err", err)
-		return
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.storeTimeout())
+	defer cancel()
+	if err := f.putState(sctx, b.held.Lease(), b.cfg.Mailbox, &b.st); err != nil {
+		if errors.Is(err, um.ErrLeaseHeld) {
+			f.opts.Logger.Info("forward: lease passed on; stopping", "mailbox", b.cfg.Mailbox)
+		} else {
+			f.opts.Logger.Error("forward: save state", "mailbox", b.cfg.Mailbox, "err", err)
+		}
+		return err
 	}
 	b.dirty = false
+	return nil
 }
 
 // outcome is how the delivery of one message ended.
@@ -517,6 +626,7 @@ const (
 	gone                    // deleted before it could be sent
 	givenUp                 // refused permanently Options.MaxAttempts times
 	canceled                // the Forwarder stopped first
+	leaseLost               // the store said this node's lease passed on
 )
 
 // guardedDeliver delivers one voicemail; a panic in it is logged and costs
@@ -541,6 +651,13 @@ func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) outcome {
 	for refused := 0; ; {
 		if err = f.send(ctx, b, m); err == nil || errors.Is(err, um.ErrNotFound) {
 			break
+		}
+		if errors.Is(err, um.ErrLeaseHeld) {
+			// Another node owns the mailbox now, and sends this message.
+			b.mu.Lock()
+			b.stat.Pending = false
+			b.mu.Unlock()
+			return leaseLost
 		}
 		if ctx.Err() != nil {
 			// Stopped mid-submission: the next Forwarder tries again.
@@ -669,8 +786,19 @@ func (f *Forwarder) send(ctx context.Context, b *box, m um.Message) error {
 		return fmt.Errorf("forward: DATA: %w", err)
 	}
 	if _, err := email.WriteTo(w, audio); err != nil {
-		w.Close()
 		return fmt.Errorf("forward: DATA: %w", err)
+	}
+	// Ending the data lets the server accept the message. The state says
+	// first that the message is in doubt, for whoever carries on after a
+	// crash in what follows; that write is also the last check that this
+	// node still holds the lease. When it fails, the connection is closed
+	// without the end of data, and the server discards the message.
+	b.st.Sending, b.dirty = &inflight{ID: m.ID, UID: m.UID}, true
+	if err := f.save(ctx, b); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("forward: DATA: %w", err)
