@@ -17,9 +17,9 @@ import (
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/internal/lease"
 	"github.com/embeddedum/um/internal/slogf"
-	"github.com/google/uuid"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/google/uuid"
 )
 
 // Mode is the delivery mode a Forwarder claims for each mailbox.
@@ -622,11 +622,11 @@ func (f *Forwarder) save(ctx context.Context, b *box) error {
 type outcome int
 
 const (
-	sent     outcome = iota // the server accepted it
-	gone                    // deleted before it could be sent
-	givenUp                 // refused permanently Options.MaxAttempts times
-	canceled                // the Forwarder stopped first
-	leaseLost               // the store said this node's lease passed on
+	sent      outcome = iota // the server accepted it
+	gone                     // deleted before it could be sent
+	givenUp                  // refused permanently Options.MaxAttempts times
+	canceled                 // the Forwarder stopped first
+	leaseLost                // the store said this node's lease passed on
 )
 
 // guardedDeliver delivers one voicemail; a panic in it is logged and costs
