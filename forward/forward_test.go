@@ -39,9 +39,16 @@ type received struct {
 type smtpServer struct {
 	addr    string
 	roots   *x509.CertPool
+	caPEM   []byte // the certificate roots holds, for child processes
 	mu      sync.Mutex
 	got     []received
 	failing int
+	mails   int // MAIL commands seen
+	// onMail, when set, runs at the n-th MAIL command (counting from 1)
+	// before it is answered; an error is the answer. onData runs once the
+	// n-th message was recorded, before the answer to its end of data.
+	onMail func(n int) error
+	onData func(n int)
 }
 
 func startSMTP(tb testing.TB) *smtpServer {
@@ -50,7 +57,7 @@ func startSMTP(tb testing.TB) *smtpServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s := &smtpServer{roots: cert.Pool()}
+	s := &smtpServer{roots: cert.Pool(), caPEM: cert.CertPEM}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &session{s: s, c: c}, nil
 	}))
@@ -96,6 +103,15 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	if ss.user == "" {
 		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
 	}
+	ss.s.mu.Lock()
+	ss.s.mails++
+	n, hook := ss.s.mails, ss.s.onMail
+	ss.s.mu.Unlock()
+	if hook != nil {
+		if err := hook(n); err != nil {
+			return err
+		}
+	}
 	_, isTLS := ss.c.TLSConnectionState()
 	ss.r = received{from: from, user: ss.user, tls: isTLS}
 	return nil
@@ -107,13 +123,18 @@ func (ss *session) Data(r io.Reader) error {
 		return err
 	}
 	ss.s.mu.Lock()
-	defer ss.s.mu.Unlock()
 	if ss.s.failing > 0 {
 		ss.s.failing--
+		ss.s.mu.Unlock()
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
 	}
 	ss.r.data = b
 	ss.s.got = append(ss.s.got, ss.r)
+	n, hook := len(ss.s.got), ss.s.onData
+	ss.s.mu.Unlock()
+	if hook != nil {
+		hook(n)
+	}
 	return nil
 }
 
