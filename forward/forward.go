@@ -758,7 +758,7 @@ func (f *Forwarder) send(ctx context.Context, b *box, m um.Message) error {
 		return fmt.Errorf("forward: STARTTLS with %s: %w", f.opts.Addr, err)
 	}
 	defer c.Close()
-	c.CommandTimeout = f.opts.Timeout
+	c.CommandTimeout, c.SubmissionTimeout = f.opts.Timeout, f.opts.Timeout
 	// EHLO (again, after STARTTLS) completes the TLS handshake; its error
 	// is the certificate's.
 	if err := c.Hello(f.opts.LocalName); err != nil {
@@ -797,9 +797,14 @@ func (f *Forwarder) send(ctx context.Context, b *box, m um.Message) error {
 	if err := f.save(ctx, b); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	// From here the server may take the message. Its answer is awaited
+	// even when the work is being stopped (a Close, the lease's margin
+	// running out), so that a stop does not leave the message in doubt;
+	// the wait ends well before the lease could pass to another node.
+	if !stop() || ctx.Err() != nil {
+		return fmt.Errorf("forward: stopped before the end of DATA: %w", context.Cause(ctx))
 	}
+	c.SubmissionTimeout = min(f.opts.Timeout, max(f.opts.LeaseTTL/10, time.Second))
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("forward: DATA: %w", err)
 	}

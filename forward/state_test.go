@@ -63,6 +63,8 @@ func TestStateFileMigratedIntoStore(t *testing.T) {
 	}
 	m3 := fx.waitFor(t, mb)
 	wantIDs(t, srv.ids(t), m1, m2, m3)
+	// The server records a message before the Forwarder has its answer.
+	eventually(t, "Status().Sent = 2", func() bool { return fw2.Status("1001").Sent == 2 })
 	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state file after the migration: %v, want it removed", err)
 	}
