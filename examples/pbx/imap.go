@@ -86,6 +86,9 @@ func banner(w io.Writer, cfg *config, users []user, cert tls.Certificate, s *ima
 	for _, c := range cfg.upstreams {
 		fmt.Fprintf(&b, "mailbox %s mirrored into %s at %s\n", c.Mailbox, c.Username, c.Addr)
 	}
+	for _, c := range cfg.forwards {
+		fmt.Fprintf(&b, "mailbox %s forwarded by e-mail to %s through %s\n", c.Mailbox, c.To, cfg.smtp.addr)
+	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "IMAP server for your mail client:\n")
 	if s.plain != nil {

@@ -100,12 +100,21 @@ type config struct {
 	upstreamFile string
 	argvSecrets  []string // mailboxes whose -upstream password is in argv
 	upstreamCA   string
-	pg           string
-	node         string
-	limits       limits
-	httpAddr     string
-	sipAddr      string
-	mwiNotify    notifyFlag
+	forwards     forwardFlag
+	smtpURL      string
+	smtpFile     string
+	smtpCA       string
+	forwardFrom  string
+	smtp         smtpAccount // from -smtp or -smtp-file, once checked
+	// smtpArgvSecret: the -smtp password is on the command line.
+	smtpArgvSecret bool
+	nodeDefaulted  bool // -pg without -node
+	pg             string
+	node           string
+	limits         limits
+	httpAddr       string
+	sipAddr        string
+	mwiNotify      notifyFlag
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -122,6 +131,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(&c.upstreams, "upstream", "mirror mailbox BOX into a mail account: `BOX=imaps://USER:PASSWORD@HOST[:PORT][/FOLDER]` (imap:// for STARTTLS; repeatable)")
 	fs.StringVar(&c.upstreamFile, "upstream-file", "", "read the -upstream accounts from `FILE`, one \"BOX URL\" a line (keeps passwords out of the command line; must not be readable by others)")
 	fs.StringVar(&c.upstreamCA, "upstream-ca", "", "PEM `file` of the CA that signed the -upstream servers' certificates (default: the system's)")
+	fs.Var(&c.forwards, "forward", "forward mailbox BOX's voicemail by e-mail: `BOX=ADDRESS` (repeatable; needs -smtp or -smtp-file; a mailbox is forwarded or mirrored with -upstream, not both)")
+	fs.StringVar(&c.smtpURL, "smtp", "", "send -forward e-mail through `URL`: smtp://USER:PASSWORD@HOST[:PORT] (STARTTLS, port 587) or smtps://... (TLS, port 465); USER:PASSWORD@ may be left out for a relay")
+	fs.StringVar(&c.smtpFile, "smtp-file", "", "read the -smtp URL from `FILE`, on a line of its own (keeps the password out of the command line; must not be readable by others)")
+	fs.StringVar(&c.smtpCA, "smtp-ca", "", "PEM `file` of the CA that signed the -smtp server's certificate (default: the system's)")
+	fs.StringVar(&c.forwardFrom, "forward-from", "", "envelope sender of -forward e-mail, where bounces go: an `ADDRESS` (default the -smtp user when it is an address, else voicemail@localhost)")
 	fs.StringVar(&c.pg, "pg", "", "keep the mailboxes in PostgreSQL at `DSN` (postgres://...) instead of the data directory; PBX nodes on one database share them")
 	fs.StringVar(&c.node, "node", "", "this PBX's `name` in a cluster sharing -pg (default host-pid)")
 	c.limits.flags(fs)
@@ -146,6 +160,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, err
 		}
 	}
+	if err := c.checkForward(); err != nil {
+		return nil, err
+	}
 	if err := c.limits.check(); err != nil {
 		return nil, err
 	}
@@ -153,7 +170,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-node goes with -pg")
 	}
 	if c.pg != "" && c.node == "" {
-		c.node = defaultNode()
+		c.node, c.nodeDefaulted = defaultNode(), true
 	}
 	if c.imapAddr == "" && c.imapsAddr == "" {
 		return nil, errors.New("-imap and -imaps are both empty: nothing to serve")
@@ -215,6 +232,18 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}
 
+	if err := releaseLeftModes(ctx, svc, cfg, logf); err != nil {
+		return err
+	}
+	fw, err := startForward(ctx, svc, cfg, logger, logf)
+	if err != nil {
+		return err
+	}
+	if fw != nil {
+		// Before svc.Close: what was not sent yet is sent by the next
+		// owner, from the state in the store.
+		defer fw.Close()
+	}
 	engine, err := startUpstream(ctx, svc, cfg, logf)
 	if err != nil {
 		return err

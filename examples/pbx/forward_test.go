@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/selfsigned"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// mailSink is an SMTP submission server on 127.0.0.1 (STARTTLS, AUTH PLAIN
+// as pbx / smtppw9) that keeps what it accepts.
+type mailSink struct {
+	addr   string
+	caFile string
+	mu     sync.Mutex
+	got    []sunk
+}
+
+type sunk struct {
+	to   string
+	data string
+}
+
+func startMailSink(t testing.TB) *mailSink {
+	t.Helper()
+	cert, err := selfsigned.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &mailSink{caFile: filepath.Join(t.TempDir(), "smtp-ca.pem")}
+	if err := os.WriteFile(s.caFile, cert.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return &sinkSession{s: s}, nil
+	}))
+	srv.Domain = "localhost"
+	srv.TLSConfig = cert.ServerConfig()
+	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+func (s *mailSink) messages() []sunk {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]sunk(nil), s.got...)
+}
+
+type sinkSession struct {
+	s      *mailSink
+	authed bool
+	to     string
+}
+
+func (ss *sinkSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (ss *sinkSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != "pbx" || pass != "smtppw9" {
+			return smtp.ErrAuthFailed
+		}
+		ss.authed = true
+		return nil
+	}), nil
+}
+func (ss *sinkSession) Mail(string, *smtp.MailOptions) error {
+	if !ss.authed {
+		return smtp.ErrAuthRequired
+	}
+	return nil
+}
+func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error { ss.to = to; return nil }
+func (ss *sinkSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	ss.s.mu.Lock()
+	ss.s.got = append(ss.s.got, sunk{to: ss.to, data: string(b)})
+	ss.s.mu.Unlock()
+	return nil
+}
+func (ss *sinkSession) Reset()        {}
+func (ss *sinkSession) Logout() error { return nil }
+
+// TestForward runs the PBX with mailbox 1001 forwarded by e-mail: a deposit
+// on the phone arrives at the SMTP server, addressed to the -forward
+// address, as the rendered voicemail. The password given in -smtp gets a
+// warning and is never printed.
+func TestForward(t *testing.T) {
+	sink := startMailSink(t)
+	bin := buildPBX(t)
+	p := startPBX(t, bin, t.TempDir(), "-user", "1001:secret1", "-user", "1002:secret2",
+		"-forward", "1001=Bob <bob@example.com>", "-smtp", "smtp://pbx:smtppw9@"+sink.addr, "-smtp-ca", sink.caFile,
+		"-forward-from", "voicemail@pbx.example.com")
+	p.send("deposit 1002 5550000 Not Forwarded")
+	p.expect("MWI 1002 on 1/0 (0/0)", "ok 1")
+	p.send("deposit 1001 5551234 Alice")
+	p.expect("MWI 1001 on 1/0 (0/0)", "ok 1")
+	deadline := time.Now().Add(wait)
+	for len(sink.messages()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := sink.messages()
+	if len(got) != 1 {
+		t.Fatalf("the SMTP server got %d messages, want the one deposit of 1001; stderr:\n%s", len(got), p.stderr)
+	}
+	if got[0].to != "bob@example.com" || !strings.Contains(got[0].data, "X-Um-Message-Id: ") ||
+		!strings.Contains(got[0].data, "5551234") || !strings.Contains(got[0].data, "Content-Type: audio/wav") {
+		t.Fatalf("forwarded message to %q:\n%.600s", got[0].to, got[0].data)
+	}
+	p.stdin.Close()
+	p.waitExit()
+	stderr := p.stderr.String()
+	if !strings.Contains(stderr, "warning: the password of -smtp is on the command line") {
+		t.Errorf("no warning about the -smtp password in argv; stderr:\n%s", stderr)
+	}
+	if strings.Contains(stderr, "smtppw9") {
+		t.Errorf("stderr holds the SMTP password:\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "mailbox 1001 forwarded by e-mail to") {
+		t.Errorf("the banner does not say 1001 is forwarded; stderr:\n%s", stderr)
+	}
+}
+
+// TestForwardFlags: -forward needs an SMTP server, -smtp needs a mailbox to
+// forward, a mailbox cannot be forwarded and mirrored, and whatever is
+// wrong with an -smtp URL, the error does not repeat its password.
+func TestForwardFlags(t *testing.T) {
+	c, err := parseFlags([]string{"-forward", "1001=bob@example.com", "-smtp", "smtps://pbx%40example.com:s3cret@mail.example.com"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.smtp.addr != "mail.example.com:465" || c.smtp.user != "pbx@example.com" || c.smtp.password != "s3cret" || !c.smtpArgvSecret || c.forwardFrom != "pbx@example.com" {
+		t.Errorf("parsed -smtp = %+v, from %q, argv secret %v", c.smtp, c.forwardFrom, c.smtpArgvSecret)
+	}
+	file := writeFile(t, "# the relay\nsmtp://relay.example.com\n", 0o600)
+	c, err = parseFlags([]string{"-forward", "1001=bob@example.com", "-smtp-file", file}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.smtp.addr != "relay.example.com:587" || c.smtp.user != "" || c.smtpArgvSecret || c.forwardFrom != "voicemail@localhost" {
+		t.Errorf("parsed -smtp-file = %+v, from %q, argv secret %v", c.smtp, c.forwardFrom, c.smtpArgvSecret)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no server", []string{"-forward", "1001=bob@example.com"}, "-forward needs the SMTP server"},
+		{"no mailbox", []string{"-smtp", "smtp://h"}, "-smtp without -forward"},
+		{"both modes", []string{"-forward", "1001=bob@example.com", "-smtp", "smtp://h", "-upstream", "1001=imaps://a:s3cret@h"}, "mailbox 1001 is given to -forward and -upstream"},
+		{"bad address", []string{"-forward", "1001=not an address", "-smtp", "smtp://h"}, "mailbox 1001: address"},
+		{"no address", []string{"-forward", "1001", "-smtp", "smtp://h"}, "want BOX=ADDRESS"},
+		{"twice", []string{"-forward", "1001=a@example.com", "-forward", "1001=b@example.com", "-smtp", "smtp://h"}, "given twice"},
+		{"scheme", []string{"-forward", "1001=a@example.com", "-smtp", "http://a:s3cret@h"}, `scheme "http"`},
+		{"malformed", []string{"-forward", "1001=a@example.com", "-smtp", "smtp://a:s3cret@[::1"}, "malformed URL"},
+		{"user without password", []string{"-forward", "1001=a@example.com", "-smtp", "smtp://s3cret@h"}, "want USER:PASSWORD@"},
+		{"no host", []string{"-forward", "1001=a@example.com", "-smtp", "smtp://a:s3cret@"}, "no host"},
+		{"path", []string{"-forward", "1001=a@example.com", "-smtp", "smtp://a:s3cret@h/x"}, "no path"},
+		{"url and file", []string{"-forward", "1001=a@example.com", "-smtp", "smtp://h", "-smtp-file", file}, "give one"},
+		{"file readable by others", []string{"-forward", "1001=a@example.com", "-smtp-file", writeFile(t, "smtp://a:s3cret@h\n", 0o644)}, "chmod 600"},
+		{"bad URL in file", []string{"-forward", "1001=a@example.com", "-smtp-file", writeFile(t, "smtps://a:s3cret@\n", 0o600)}, "no host"},
+		{"two URLs in file", []string{"-forward", "1001=a@example.com", "-smtp-file", writeFile(t, "smtp://h\nsmtp://a:s3cret@h\n", 0o600)}, "want one URL"},
+		{"bad from", []string{"-forward", "1001=a@example.com", "-smtp", "smtp://h", "-forward-from", "nobody"}, "-forward-from"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseFlags(tc.args, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("parseFlags(%q) = %v, want an error with %q", tc.args, err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Fatalf("parseFlags() = %q: the error repeats the password", err)
+			}
+		})
+	}
+}
+
+// TestForwardModeAcrossNodesAndRuns: two nodes on one PostgreSQL. A
+// mailbox node a forwards cannot be mirrored by node b, even once a has
+// stopped: the store keeps a's claim, and b's error says which mode holds
+// it. The flags are a node's configuration: a run of a that no longer
+// forwards the mailbox releases a's claim, and b may mirror it then.
+func TestForwardModeAcrossNodesAndRuns(t *testing.T) {
+	sink := startMailSink(t)
+	dsn := startPostgres(t)
+	nodeA := []string{"-user", "1001:secret1", "-pg", dsn, "-node", "a"}
+	fwd := append(nodeA, "-forward", "1001=bob@example.com", "-smtp", "smtp://pbx:smtppw9@"+sink.addr, "-smtp-ca", sink.caFile)
+	runScript(t, t.TempDir(), "deposit 1001 5551234\n", fwd...)
+
+	mirror := []string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", "",
+		"-user", "1001:secret1", "-pg", dsn, "-node", "b", "-upstream", "1001=imaps://alice:pw@127.0.0.1:1"}
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), mirror, strings.NewReader(""), &out, &errOut)
+	if !errors.Is(err, um.ErrModeConflict) || !strings.Contains(err.Error(), "email-forward") {
+		t.Fatalf("node b mirroring a mailbox node a forwards: run() = %v, want an error wrapping ErrModeConflict naming email-forward", err)
+	}
+
+	_, stderr := runScript(t, t.TempDir(), "", nodeA...)
+	if !strings.Contains(stderr, "mailbox 1001 is no longer given to -forward here") {
+		t.Errorf("a run of a without -forward 1001 did not say it released the claim; stderr:\n%s", stderr)
+	}
+	out.Reset()
+	errOut.Reset()
+	if err := run(context.Background(), mirror, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("node b mirroring once a dropped forwarding: run() = %v; stderr:\n%s", err, errOut.String())
+	}
+}
