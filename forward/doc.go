@@ -97,8 +97,10 @@
 //
 // A listing does not say how a message came into INBOX. So the catch-up
 // forwards every voicemail above the watermark except the recently
-// forwarded ones: a message deposited before forwarding began and
-// undeleted while no Forwarder ran is mailed.
+// forwarded ones and those the changes showed were moved there: a message
+// deposited before forwarding began and undeleted while no Forwarder ran
+// is mailed, and so, in a cluster, is one undeleted on another node whose
+// change had not reached the owner when it listed INBOX.
 //
 // Without a store that keeps the state and without StateDir, the state is
 // in memory: voicemail deposited but not yet sent when the process stops

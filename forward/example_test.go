@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"time"
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/forward"
@@ -85,4 +86,39 @@ func Example() {
 	// forwarded: true sent: 0
 	// sync refused: true
 	// forwarded: false
+}
+
+// Nodes of a cluster that share one store all configure forwarding of a
+// mailbox; one at a time (the holder of the mailbox's lease) sends, and
+// each node's Status names it. Here the cluster is one node.
+func ExampleForwarder_Status() {
+	ctx := context.Background()
+	svc, err := um.New(memstore.New(), &um.Options{Node: "pbx1"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer svc.Close()
+	if _, err := svc.CreateMailbox(ctx, "1001"); err != nil {
+		log.Fatal(err)
+	}
+	fwd, err := forward.New(svc, forward.Options{
+		Addr: "smtp.example.com:587", From: "voicemail@pbx.example.com",
+		// How long the other nodes wait for a dead owner's lease to run out.
+		LeaseTTL: 10 * time.Second,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer fwd.Close()
+	if err := fwd.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
+		log.Fatal(err)
+	}
+	// The lease is taken in the background.
+	for deadline := time.Now().Add(10 * time.Second); !fwd.Status("1001").Owned && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := fwd.Status("1001")
+	fmt.Println("owner:", st.Owner, "this node:", st.Owned)
+	// Output:
+	// owner: pbx1 this node: true
 }

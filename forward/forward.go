@@ -804,7 +804,7 @@ func (f *Forwarder) send(ctx context.Context, b *box, m um.Message) error {
 	if !stop() || ctx.Err() != nil {
 		return fmt.Errorf("forward: stopped before the end of DATA: %w", context.Cause(ctx))
 	}
-	c.SubmissionTimeout = min(f.opts.Timeout, max(f.opts.LeaseTTL/10, time.Second))
+	c.SubmissionTimeout = min(f.opts.Timeout, max(f.opts.LeaseTTL/10, 100*time.Millisecond))
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("forward: DATA: %w", err)
 	}
