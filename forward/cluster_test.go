@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
@@ -324,7 +325,7 @@ type child struct {
 
 // startChild starts node name in a child process and returns once it owns
 // 1001's forwarding.
-func startChild(t *testing.T, dsn, name string, s *smtpServer) *child {
+func startChild(t testing.TB, dsn, name string, s *smtpServer) *child {
 	t.Helper()
 	cfg, _ := json.Marshal(childConfig{DSN: dsn, Addr: s.addr, Node: name, CA: s.caPEM})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -434,6 +435,40 @@ func TestClusterOwnerKilledDuringBurst(t *testing.T) {
 	own := owner(t, b, c)
 	if st := own.fw.Status("1001"); st.Resent != 0 {
 		t.Errorf("new owner %s: Status().Resent = %d, want 0: nothing was in doubt", own.name, st.Resent)
+	}
+}
+
+// TestClusterOwnerKilledAtRandom: the owner is killed at a random moment
+// of a burst, whatever it was doing. Every deposit is forwarded; at most
+// one is forwarded twice, the one the state held in doubt, and then the
+// new owner's Status counts it in Resent.
+func TestClusterOwnerKilledAtRandom(t *testing.T) {
+	for trial := range 2 {
+		dsn := newDatabase(t)
+		srv := startSMTP(t)
+		b, c := startNode(t, dsn, "b", srv), startNode(t, dsn, "c", srv)
+		b.mailbox(t)
+		a := startChild(t, dsn, "a", srv)
+		b.add(t)
+		c.add(t)
+		ownerIs(t, "a", b, c)
+		delay := time.Duration(rand.N(250)) * time.Millisecond
+		time.AfterFunc(delay, a.kill)
+		want := burst(t, 20, b, c)
+		want = append(want, (&fixture{smtp: srv}).waitFor(t, c.mailbox(t)))
+		twice := map[string]bool{}
+		for id, n := range counts(srv.ids(t)) {
+			if n > 1 {
+				twice[id] = true
+			}
+		}
+		wantEach(t, srv.ids(t), want, twice)
+		own := owner(t, b, c)
+		resent := own.fw.Status("1001").Resent
+		if len(twice) > 1 || resent > 1 || (len(twice) == 1 && resent != 1) {
+			t.Errorf("trial %d, killed after %v: %d messages forwarded twice, new owner's Resent %d; want at most the one in doubt, and Resent counting it", trial, delay, len(twice), resent)
+		}
+		t.Logf("trial %d: killed %v into the burst; %d of %d forwarded twice", trial, delay, len(twice), len(want))
 	}
 }
 
