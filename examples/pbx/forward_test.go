@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -139,6 +140,15 @@ func TestForward(t *testing.T) {
 	if !strings.Contains(stderr, "mailbox 1001 forwarded by e-mail to") {
 		t.Errorf("the banner does not say 1001 is forwarded; stderr:\n%s", stderr)
 	}
+
+	// Both modes for one mailbox: refused at start, saying why.
+	cmd := exec.Command(bin, "-data", t.TempDir(), "-http", "", "-forward", "1001=bob@example.com",
+		"-smtp", "smtp://pbx:smtppw9@"+sink.addr, "-upstream", "1001=imaps://alice:pw@127.0.0.1:1")
+	out, err := cmd.CombinedOutput()
+	want := "pbx: mailbox 1001 is given to -forward and -upstream: a mailbox is forwarded by e-mail or mirrored into a mail account, not both\n"
+	if err == nil || string(out) != want {
+		t.Errorf("pbx with -forward and -upstream of 1001: %v, output %q; want exit status 1 and %q", err, out, want)
+	}
 }
 
 // TestForwardFlags: -forward needs an SMTP server, -smtp needs a mailbox to
@@ -223,5 +233,84 @@ func TestForwardModeAcrossNodesAndRuns(t *testing.T) {
 	errOut.Reset()
 	if err := run(context.Background(), mirror, strings.NewReader(""), &out, &errOut); err != nil {
 		t.Fatalf("node b mirroring once a dropped forwarding: run() = %v; stderr:\n%s", err, errOut.String())
+	}
+}
+
+// answer returns the next line of p's output that is not a lamp change.
+func answer(p *pbxProc) string {
+	p.t.Helper()
+	for {
+		if line := p.next(); !strings.HasPrefix(line, "MWI ") {
+			return line
+		}
+	}
+}
+
+// TestForwardTwoNodes runs two PBX nodes on one PostgreSQL, both
+// forwarding 1001, the account in -smtp-file: voicemail deposited on
+// either node is sent once, by the one node that holds the mailbox's
+// lease.
+func TestForwardTwoNodes(t *testing.T) {
+	sink := startMailSink(t)
+	dsn := startPostgres(t)
+	bin := buildPBX(t)
+	file := writeFile(t, "smtp://pbx:smtppw9@"+sink.addr+"\n", 0o600)
+	args := func(node string) []string {
+		return []string{"-user", "1001:secret1", "-pg", dsn, "-node", node,
+			"-forward", "1001=bob@example.com", "-smtp-file", file, "-smtp-ca", sink.caFile}
+	}
+	a := startPBX(t, bin, t.TempDir(), args("a")...)
+	b := startPBX(t, bin, t.TempDir(), args("b")...)
+	waitListening(t, dsn, "a", "b")
+	callers := []string{"5551111", "5552222", "5553333"}
+	for i, caller := range callers {
+		p := []*pbxProc{a, b}[i%2]
+		p.send("deposit 1001 " + caller)
+		if got := answer(p); !strings.HasPrefix(got, "ok ") {
+			t.Fatalf("deposit on node %c = %q", "ab"[i%2], got)
+		}
+	}
+	deadline := time.Now().Add(wait)
+	for len(sink.messages()) < len(callers) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // a copy sent twice would show by now
+	got := sink.messages()
+	for _, caller := range callers {
+		n := 0
+		for _, m := range got {
+			if strings.Contains(m.data, "X-CallingTelephoneNumber: "+caller) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("voicemail from %s forwarded %d times, want once", caller, n)
+		}
+	}
+	if len(got) != len(callers) {
+		t.Errorf("the SMTP server got %d messages, want %d", len(got), len(callers))
+	}
+	for _, p := range []*pbxProc{a, b} {
+		p.stdin.Close()
+		// The other node's lamp changes may still be arriving.
+		for line := range p.lines {
+			if !strings.HasPrefix(line, "MWI 1001 ") {
+				t.Errorf("unexpected output line %q", line)
+			}
+		}
+		p.waitExit()
+	}
+	takers := 0
+	for _, p := range []*pbxProc{a, b} {
+		s := p.stderr.String()
+		if strings.Contains(s, `msg="lease taken" mailbox=1001 purpose=forward`) {
+			takers++
+		}
+		if strings.Contains(s, "warning") || strings.Contains(s, "smtppw9") {
+			t.Errorf("stderr has a warning or the password:\n%s", s)
+		}
+	}
+	if takers < 1 {
+		t.Errorf("no node logged taking 1001's forwarding lease")
 	}
 }
