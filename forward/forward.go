@@ -69,7 +69,9 @@ type Options struct {
 	Timeout time.Duration
 	// Logger receives what has no caller to return to: a refused or failed
 	// submission (retried) at Warn with the attributes mailbox, uid and
-	// remote; a store fault (listing INBOX, saving the state) at Error.
+	// remote; a store fault (listing INBOX, saving the state) at Error; a
+	// message in doubt sent again at Warn; the lease of a mailbox taken
+	// or lost, and a state file migrated into the store, at Info.
 	// Nil means Logf when that is set, else slog.Default().
 	Logger *slog.Logger
 	// Logf is superseded by Logger and kept for hosts written before it:
@@ -106,8 +108,8 @@ type Config struct {
 type Status struct {
 	Mailbox    string
 	Configured bool
-	// Sent counts messages the SMTP server accepted; Failed, messages
-	// given up after Options.MaxAttempts.
+	// Sent counts messages the SMTP server accepted from this node;
+	// Failed, messages this node gave up after Options.MaxAttempts.
 	Sent, Failed int
 	// Pending is whether a message is waiting to be (re)sent.
 	Pending bool
