@@ -121,6 +121,10 @@ type statusJSON struct {
 	Pending    bool    `json:"pending"` // forward: a voicemail waits to be sent
 	Sent       int     `json:"sent"`
 	Failed     int     `json:"failed"`
+	// Owner is the node that holds the mailbox's forwarding, as this
+	// node last saw it; Owned whether that is this node.
+	Owner string `json:"owner,omitempty"`
+	Owned bool   `json:"owned"`
 }
 
 type messageJSON struct {
@@ -156,7 +160,7 @@ func lampOf(st um.MWIState) lampJSON {
 func (c *console) status(box string) *statusJSON {
 	if c.forwarder != nil {
 		if st := c.forwarder.Status(box); st.Configured {
-			s := &statusJSON{Mode: "forward", Connected: st.LastError == nil, Pending: st.Pending, Sent: st.Sent, Failed: st.Failed}
+			s := &statusJSON{Mode: "forward", Connected: st.LastError == nil, Pending: st.Pending, Sent: st.Sent, Failed: st.Failed, Owner: st.Owner, Owned: st.Owned}
 			if st.LastError != nil {
 				s.Error = st.LastError.Error()
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/internal/selfsigned"
+	"github.com/embeddedum/um/internal/testwait"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
@@ -109,9 +110,10 @@ func (ss *sinkSession) Logout() error { return nil }
 func TestForward(t *testing.T) {
 	sink := startMailSink(t)
 	bin := buildPBX(t)
+	addr := freeAddr(t)
 	p := startPBX(t, bin, t.TempDir(), "-user", "1001:secret1", "-user", "1002:secret2",
 		"-forward", "1001=Bob <bob@example.com>", "-smtp", "smtp://pbx:smtppw9@"+sink.addr, "-smtp-ca", sink.caFile,
-		"-forward-from", "voicemail@pbx.example.com")
+		"-forward-from", "voicemail@pbx.example.com", "-http", addr)
 	p.send("deposit 1002 5550000 Not Forwarded")
 	p.expect("MWI 1002 on 1/0 (0/0)", "ok 1")
 	p.send("deposit 1001 5551234 Alice")
@@ -127,6 +129,21 @@ func TestForward(t *testing.T) {
 	if got[0].to != "bob@example.com" || !strings.Contains(got[0].data, "X-Um-Message-Id: ") ||
 		!strings.Contains(got[0].data, "5551234") || !strings.Contains(got[0].data, "Content-Type: audio/wav") {
 		t.Fatalf("forwarded message to %q:\n%.600s", got[0].to, got[0].data)
+	}
+	// The console and /metrics show the forwarding, and that this node
+	// holds it.
+	testwait.Until(t, wait, 20*time.Millisecond, "the console to count the message sent", func() bool {
+		st := mailboxStatus(t, addr, "1001")
+		return st != nil && st.Sent == 1
+	})
+	if st := mailboxStatus(t, addr, "1001"); st.Mode != "forward" || !st.Owned || st.Owner != "local" || st.Pending {
+		t.Errorf("console status of 1001 = %+v, want forwarding owned by this node (local), nothing pending", st)
+	}
+	if st := mailboxStatus(t, addr, "1002"); st != nil {
+		t.Errorf("console status of 1002, not forwarded = %+v, want none", st)
+	}
+	if got := value(t, scrape(t, addr), "um_forward_sent_total", "mailbox=1001"); got != 1 {
+		t.Errorf("um_forward_sent_total{mailbox=1001} = %v, want 1", got)
 	}
 	p.stdin.Close()
 	p.waitExit()

@@ -272,7 +272,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		svc.FlushMWI()
 	}()
 	banner(stderr, cfg, users, cert, srv)
-	web, err := startWeb(cfg, svc, reg, m, srv, engine, nil)
+	web, err := startWeb(cfg, svc, reg, m, srv, engine, fw)
 	if err != nil {
 		return err
 	}
