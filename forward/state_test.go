@@ -2,12 +2,16 @@ package forward_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/forward"
@@ -146,4 +150,80 @@ func TestStatusOwner(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fencingStore is a memstore whose PutState can be made to answer as if
+// another node had taken the lease over.
+type fencingStore struct {
+	*memstore.Store
+	mu      sync.Mutex
+	refuse  bool
+	refused int
+}
+
+func (s *fencingStore) PutState(ctx context.Context, l um.Lease, data []byte) error {
+	s.mu.Lock()
+	refuse := s.refuse
+	if refuse {
+		s.refused++
+	}
+	s.mu.Unlock()
+	if refuse {
+		return fmt.Errorf("test: %w", um.ErrLeaseHeld)
+	}
+	return s.Store.PutState(ctx, l, data)
+}
+
+func (s *fencingStore) set(refuse bool) {
+	s.mu.Lock()
+	s.refuse = refuse
+	s.mu.Unlock()
+}
+
+// TestLeaseLostStopsTheSubmission: when the store refuses the state write
+// that precedes the end of a message's data (this node's lease passed on),
+// the Forwarder drops the connection without ending the data, so the
+// server keeps nothing, and stops; once its writes are accepted again the
+// message goes out, once.
+func TestLeaseLostStopsTheSubmission(t *testing.T) {
+	fs := &fencingStore{Store: memstore.New()}
+	svc, err := um.New(fs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	fx := &fixture{svc: svc, smtp: startSMTP(t)}
+	ctx := context.Background()
+	mb, _ := svc.CreateMailbox(ctx, "1001")
+	fw, err := forward.New(svc, forward.Options{
+		Addr: fx.smtp.addr, TLSConfig: &tls.Config{RootCAs: fx.smtp.roots},
+		Username: "pbx", Password: "secret", From: "voicemail@pbx.example.com",
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, LeaseTTL: 600 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fw.Close()
+	if err := fw.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the lease taken", func() bool { return fw.Status("1001").Owned })
+	fs.set(true)
+	m1 := fx.deposit(t, mb, "while the lease is lost")
+	eventually(t, "a submission started", func() bool {
+		fx.smtp.mu.Lock()
+		defer fx.smtp.mu.Unlock()
+		return fx.smtp.mails > 0
+	})
+	eventually(t, "the state write refused again after the work restarted", func() bool {
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		return fs.refused >= 3
+	})
+	if n := len(fx.smtp.messages()); n != 0 || fw.Status("1001").Sent != 0 {
+		t.Fatalf("with the lease lost: the server kept %d messages, Status().Sent = %d; want none", n, fw.Status("1001").Sent)
+	}
+	fs.set(false)
+	m2 := fx.waitFor(t, mb)
+	wantIDs(t, fx.smtp.ids(t), m1, m2)
 }
