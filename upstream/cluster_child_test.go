@@ -39,8 +39,9 @@ type childConfig struct {
 }
 
 // ownerChild runs one node: a pgstore Store, a Service and an engine
-// syncing the mailbox. It prints "owning" once it owns the mailbox, then
-// "deposited ID" after each of its deposits, until it is killed.
+// syncing the mailbox. It prints "owning" once it owns the mailbox,
+// "synced" after its first full sync, and "deposited ID" after each of its
+// deposits, until it is killed.
 func ownerChild() {
 	var c childConfig
 	fail := func(what string, err error) {
@@ -88,6 +89,12 @@ func ownerChild() {
 		time.Sleep(5 * time.Millisecond)
 	}
 	fmt.Println("owning") // stdout is unbuffered: the line is out before the next step
+	go func() {
+		for eng.Status(c.Mailbox).LastSync.IsZero() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		fmt.Println("synced")
+	}()
 	if c.Deposit == 0 {
 		select {}
 	}
@@ -105,6 +112,7 @@ func ownerChild() {
 type child struct {
 	cmd    *exec.Cmd
 	owning chan struct{} // closed when it said it owns the mailbox
+	synced chan struct{} // closed when it said it synced it
 	exited chan struct{}
 
 	mu        sync.Mutex
@@ -124,7 +132,7 @@ func startChild(tb testing.TB, d *dovecot.Server, dsn string, c childConfig) *ch
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ch := &child{owning: make(chan struct{}), exited: make(chan struct{})}
+	ch := &child{owning: make(chan struct{}), synced: make(chan struct{}), exited: make(chan struct{})}
 	ch.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	ch.cmd.Env = append(os.Environ(), childEnv+"="+string(cfg))
 	ch.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -142,6 +150,8 @@ func startChild(tb testing.TB, d *dovecot.Server, dsn string, c childConfig) *ch
 			line := sc.Text()
 			if line == "owning" {
 				close(ch.owning)
+			} else if line == "synced" {
+				close(ch.synced)
 			} else if s, ok := strings.CutPrefix(line, "deposited "); ok {
 				if id, err := uuid.Parse(s); err == nil {
 					ch.mu.Lock()
