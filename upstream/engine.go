@@ -57,15 +57,22 @@ type Options struct {
 	// Logf, when set, receives the same messages as Logger, formatted.
 	// Superseded by Logger; kept for hosts that set it.
 	Logf func(format string, args ...any)
+	// LeaseTTL is the time to live of the lease that makes one node of a
+	// cluster the owner of a mailbox's sync (on a store with um.Leaser):
+	// when the owner dies or is cut from the store, another node takes the
+	// mailbox over within about LeaseTTL and a third of it more. The owner
+	// renews it every third of LeaseTTL. Default 15s.
+	LeaseTTL time.Duration
 }
 
 // Engine keeps voice mailboxes in sync with their users' accounts on a mail
 // server, one worker (and one IMAP connection) per mailbox. It is safe for
 // concurrent use.
 type Engine struct {
-	svc   *um.Service
-	state StateStore
-	opts  Options
+	svc    *um.Service
+	state  StateStore
+	leaser um.Leaser // nil when the store has none: every node syncs
+	opts   Options
 
 	// afterAppend, when set by tests, runs after each successful APPEND;
 	// returning true drops the connection as if the answer was lost.
@@ -86,15 +93,33 @@ type Engine struct {
 	hosts  map[string]*host // by lower-case Config.Addr
 }
 
-// New returns an engine that syncs mailboxes of svc, keeping its state in
-// state (a FileState, or the host's own StateStore).
+// New returns an engine that syncs mailboxes of svc.
+//
+// Where the state is kept depends on svc's store. A store that implements
+// both um.Leaser and um.OutwardState (memstore, boltstore, pgstore) keeps
+// it, so that the node that takes a mailbox over continues from it: state
+// may then be nil, and a state that is not nil (a FileState of the files
+// kept before) is only read from, once per mailbox whose state the store
+// does not hold yet, to move it into the store (a FileState's file is then
+// renamed to NAME.json.migrated). On any other store the engine keeps the
+// state in state (a FileState, or the host's own StateStore), which is
+// then required.
 func New(svc *um.Service, state StateStore, opts *Options) (*Engine, error) {
-	if svc == nil || state == nil {
-		return nil, fmt.Errorf("upstream: New: %w: nil service or state store", um.ErrInvalid)
+	if svc == nil {
+		return nil, fmt.Errorf("upstream: New: %w: nil service", um.ErrInvalid)
 	}
 	e := &Engine{svc: svc, state: state, workers: make(map[string]*worker), hosts: make(map[string]*host)}
 	if opts != nil {
 		e.opts = *opts
+	}
+	if l, ok := um.StoreAs[um.Leaser](svc.Store()); ok {
+		e.leaser = l
+		if ows, ok := um.StoreAs[um.OutwardState](svc.Store()); ok {
+			e.state = &storeState{s: ows, from: state, log: e.logger()}
+		}
+	}
+	if e.state == nil {
+		return nil, fmt.Errorf("upstream: New: %w: the store keeps no outward state, and no StateStore was given", um.ErrInvalid)
 	}
 	if e.opts.MinBackoff <= 0 {
 		e.opts.MinBackoff = time.Second
@@ -124,10 +149,18 @@ func New(svc *um.Service, state StateStore, opts *Options) (*Engine, error) {
 	if e.opts.MaxLiteral <= 0 {
 		e.opts.MaxLiteral = 64 << 10
 	}
-	if e.opts.Logger == nil {
-		e.opts.Logger = slog.Default()
+	e.opts.Logger = e.logger()
+	if e.opts.LeaseTTL <= 0 {
+		e.opts.LeaseTTL = 15 * time.Second
 	}
 	return e, nil
+}
+
+func (e *Engine) logger() *slog.Logger {
+	if e.opts.Logger == nil {
+		return slog.Default()
+	}
+	return e.opts.Logger
 }
 
 // Add starts syncing a mailbox. It claims the mailbox's delivery mode, so it
@@ -173,7 +206,6 @@ func (e *Engine) Remove(mailbox string) error {
 		return fmt.Errorf("upstream: remove %q: %w", mailbox, um.ErrNotFound)
 	}
 	w.stop()
-	e.leaveHost(w)
 	e.svc.ReleaseDelivery(mailbox, Mode)
 	return nil
 }
@@ -202,6 +234,15 @@ type Status struct {
 	Failures int
 	// Messages is the number of voicemails associated with an upstream copy.
 	Messages int
+	// Owner is the cluster node that owns the mailbox's sync (holds its
+	// lease) as this node last saw it, empty while it knows of none.
+	// Owning tells whether it is this node: only the owner connects to the
+	// server. On a node that does not own the mailbox, Connected is false
+	// and Lag zero (the owner's Status tells them), and the other fields
+	// are what this node saw when it last owned it. On a store without
+	// um.Leaser every node owns the mailboxes it syncs.
+	Owner  string
+	Owning bool
 }
 
 // Status returns the sync state of mailbox.
@@ -216,7 +257,10 @@ func (e *Engine) Status(mailbox string) Status {
 }
 
 // Sync asks the worker of mailbox for a full comparison of both sides and
-// waits until it has run. A worker waiting to reconnect makes its attempt
+// waits until it has run. On a node that does not own the mailbox's sync
+// it fails with an error wrapping um.ErrLeaseHeld that names the owner
+// (just after Add it first waits until the lease is settled), and so it
+// does when this node loses the lease meanwhile. A worker waiting to reconnect makes its attempt
 // now if MinBackoff has passed since the last one, and Sync waits for it;
 // otherwise, and when that attempt fails, Sync fails with an error
 // wrapping ErrNotConnected and the attempt's error. It fails too when ctx
@@ -246,7 +290,6 @@ func (e *Engine) Close() error {
 		go func() {
 			defer wg.Done()
 			w.stop()
-			e.leaveHost(w)
 			e.svc.ReleaseDelivery(name, Mode)
 		}()
 	}

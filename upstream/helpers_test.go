@@ -46,6 +46,7 @@ type env struct {
 	tb       testing.TB
 	d        *dovecot.Server
 	svc      *um.Service
+	store    *memstore.Store
 	stateDir string
 	eng      *upstream.Engine
 
@@ -70,7 +71,8 @@ func newEnvHook(tb testing.TB, d *dovecot.Server, hook func(um.MWIState)) *env {
 func newEnvOpts(tb testing.TB, d *dovecot.Server, opts upstream.Options, hook func(um.MWIState)) *env {
 	tb.Helper()
 	e := &env{tb: tb, d: d, stateDir: tb.TempDir(), opts: opts, mwi: make(map[string]um.MWIState)}
-	svc, err := um.New(memstore.New(), &um.Options{MWI: func(s um.MWIState) {
+	e.store = memstore.New()
+	svc, err := um.New(e.store, &um.Options{MWI: func(s um.MWIState) {
 		e.mu.Lock()
 		e.mwi[s.Mailbox] = s
 		e.mu.Unlock()

@@ -3,8 +3,6 @@ package upstream_test
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,10 +100,7 @@ func TestLostStateNoDuplicate(t *testing.T) {
 	}
 	e.waitSynced("1001")
 	e.eng.Close()
-	entries, _ := os.ReadDir(e.stateDir)
-	for _, de := range entries {
-		os.Remove(filepath.Join(e.stateDir, de.Name()))
-	}
+	e.loseState("1001")
 	e.startEngine()
 	if err := e.eng.Add(ctx, e.config("1001", "")); err != nil {
 		t.Fatal(err)

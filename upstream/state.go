@@ -100,14 +100,33 @@ func (f *FileState) Load(ctx context.Context, mailbox string) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream: state of %q: %w", mailbox, err)
 	}
+	st, err := decodeState(b)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: state of %q: %w", mailbox, err)
+	}
+	return st, nil
+}
+
+// decodeState reads a State as FileState and the store keep it (JSON).
+func decodeState(b []byte) (*State, error) {
 	var st State
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("upstream: state of %q: %w", mailbox, err)
+		return nil, err
 	}
 	if st.Messages == nil {
 		st.Messages = make(map[uuid.UUID]MessageState)
 	}
 	return &st, nil
+}
+
+// retire renames the state file of mailbox once its state has moved into
+// the store, so it is never read again (and is kept, for the record).
+func (f *FileState) retire(mailbox string) error {
+	p := f.path(mailbox)
+	if err := os.Rename(p, p+".migrated"); err != nil {
+		return fmt.Errorf("upstream: retire state file of %q: %w", mailbox, err)
+	}
+	return nil
 }
 
 // Save implements StateStore.

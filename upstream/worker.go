@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/lease"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/google/uuid"
@@ -31,12 +32,15 @@ const IDHeader = "X-Um-Message-Id"
 const syncMask = um.FlagHeard | um.FlagAnswered | um.FlagFlagged | um.FlagDeleted
 
 type worker struct {
-	e    *Engine
-	h    *host
-	cfg  Config
-	mb   *um.Mailbox
-	sub  *um.Subscription
-	rend um.RenderOptions
+	e      *Engine
+	cfg    Config
+	mb     *um.Mailbox
+	rend   um.RenderOptions
+	keeper *lease.Keeper
+
+	// Set by the run goroutine while this node owns the mailbox.
+	h   *host
+	sub *um.Subscription
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -48,7 +52,8 @@ type worker struct {
 	handoffC  chan struct{} // the prober left: probe in its place
 
 	// Owned by the run goroutine.
-	transport bool // the last attempt failed for want of the server
+	lost      *lease.Held // a lease that a fenced write found lost
+	transport bool        // the last attempt failed for want of the server
 	st        *State
 	trash     string
 	caps      imap.CapSet
@@ -71,18 +76,18 @@ type worker struct {
 	stat       Status
 	dirtySince time.Time // first um change not yet carried over
 	conn       *imapclient.Client
+	owning     chan struct{} // while this node owns the mailbox; closed when that ends
 }
 
 func newWorker(e *Engine, cfg Config, mb *um.Mailbox) *worker {
 	w := &worker{e: e, cfg: cfg, mb: mb, done: make(chan struct{}),
 		upWake: make(chan struct{}, 1), syncReq: make(chan chan error), handoffC: make(chan struct{}, 1),
 		appended: make(map[uuid.UUID]appendTry)}
-	w.h = e.joinHost(w)
 	w.rend = um.RenderOptions{Mailbox: cfg.Mailbox}
 	w.stat = Status{Mailbox: cfg.Mailbox, Configured: true}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
-	// Our own changes to um are made with WithSource(ctx, w): no echo.
-	w.sub = e.svc.Subscribe(cfg.Mailbox, um.SubscribeOptions{Source: w})
+	w.keeper = lease.New(lease.Options{Leaser: e.leaser, Mailbox: cfg.Mailbox, Purpose: Purpose, Node: e.svc.Node(),
+		TTL: e.opts.LeaseTTL, Logger: e.opts.Logger})
 	return w
 }
 
@@ -90,21 +95,29 @@ func (w *worker) start() { go w.run() }
 
 func (w *worker) stop() {
 	w.cancel()
+	w.closeConn()
+	<-w.done
+}
+
+func (w *worker) closeConn() {
 	w.mu.Lock()
 	if w.conn != nil {
 		w.conn.Close()
 	}
 	w.mu.Unlock()
-	<-w.done
-	w.sub.Close()
 }
 
 func (w *worker) status() Status {
+	holder, _, mine := w.keeper.Owner()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := w.stat
-	if !w.dirtySince.IsZero() {
+	s.Owner, s.Owning = holder, mine
+	if !w.dirtySince.IsZero() && w.owning != nil {
 		s.Lag = time.Since(w.dirtySince)
+	}
+	if w.owning == nil {
+		s.Connected = false
 	}
 	return s
 }
@@ -148,9 +161,15 @@ func (w *worker) handoff() {
 }
 
 func (w *worker) syncNow(ctx context.Context) error {
+	owning, err := w.waitOwner(ctx)
+	if err != nil {
+		return err
+	}
 	reply := make(chan error, 1)
 	select {
 	case w.syncReq <- reply:
+	case <-owning:
+		return w.notOwner()
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-w.done:
@@ -159,6 +178,8 @@ func (w *worker) syncNow(ctx context.Context) error {
 	select {
 	case err := <-reply:
 		return err
+	case <-owning:
+		return w.notOwner()
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-w.done:
@@ -166,9 +187,54 @@ func (w *worker) syncNow(ctx context.Context) error {
 	}
 }
 
+// run syncs the mailbox while this node owns it, until the worker stops.
 func (w *worker) run() {
 	defer close(w.done)
-	ctx := w.ctx
+	w.keeper.Run(w.ctx, w.owned)
+}
+
+// owned runs the mailbox's sync under the lease h until ctx is done (the
+// lease is lost, or the worker stops). It starts from the state as the
+// store has it: another node may have synced the mailbox meanwhile.
+func (w *worker) owned(ctx context.Context, h *lease.Held) {
+	if w.lost == h {
+		// A fenced write found this lease lost: nothing more is done under
+		// it, and the keeper learns it at its next renewal.
+		<-ctx.Done()
+		return
+	}
+	ctx = withHeld(ctx, h)
+	owning := make(chan struct{})
+	w.mu.Lock()
+	w.owning = owning
+	w.mu.Unlock()
+	w.h = w.e.joinHost(w)
+	// Our own changes to um are made with WithSource(ctx, w): no echo.
+	w.sub = w.e.svc.Subscribe(w.cfg.Mailbox, um.SubscribeOptions{Source: w})
+	// The connection is closed the moment the lease is lost, so no command
+	// of this node's is still on its way when another node takes over.
+	unhook := context.AfterFunc(ctx, w.closeConn)
+	defer func() {
+		unhook()
+		w.sub.Close()
+		w.e.leaveHost(w)
+		w.mu.Lock()
+		w.owning = nil
+		w.mu.Unlock()
+		close(owning)
+	}()
+	w.st, w.pending = nil, nil
+	if w.sync(ctx) {
+		w.lost = h
+		w.e.opts.Logger.Warn("upstream: lease lost: sync stopped", "mailbox", w.cfg.Mailbox, "epoch", h.Lease().Epoch)
+		<-ctx.Done()
+	}
+}
+
+// sync connects and syncs, again and again after failures, until ctx is
+// done or a fenced write of the state fails for the lease; then it returns
+// true.
+func (w *worker) sync(ctx context.Context) (leaseLost bool) {
 	w.markDirty() // until the first sync, nothing is known to be carried over
 	backoff := w.e.opts.MinBackoff
 	for ctx.Err() == nil {
@@ -177,6 +243,9 @@ func (w *worker) run() {
 			switch {
 			case errors.Is(err, um.ErrNotFound):
 				st = &State{Messages: make(map[uuid.UUID]MessageState)}
+			case errors.Is(err, um.ErrLeaseHeld):
+				w.setErr(err)
+				return true
 			case err != nil:
 				w.setErr(err)
 				wake, _ := w.e.failed(w, false)
@@ -189,7 +258,11 @@ func (w *worker) run() {
 		w.transport = false
 		synced, err := w.guardedSession(ctx)
 		if ctx.Err() != nil {
-			return
+			return false
+		}
+		if errors.Is(err, um.ErrLeaseHeld) {
+			w.setErr(err)
+			return true
 		}
 		if synced && !errors.Is(err, ErrServerFault) {
 			backoff = w.e.opts.MinBackoff
@@ -207,6 +280,7 @@ func (w *worker) run() {
 		w.sleep(ctx, d, wake)
 		backoff = min(2*backoff, w.e.opts.MaxBackoff)
 	}
+	return false
 }
 
 // guardedSession runs one session and turns a panic in it into an error,

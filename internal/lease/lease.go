@@ -142,10 +142,26 @@ func (k *Keeper) Run(ctx context.Context, work func(context.Context, *Held)) err
 			}
 			continue
 		}
-		if err := sleep(ctx, jitter(k.o.Retry)); err != nil {
+		if err := sleep(ctx, k.retryAfter(l, err)); err != nil {
 			return err
 		}
 	}
+}
+
+// retryAfter is how long to wait before asking again for a lease that
+// acquire did not grant with err: Retry, jittered, or less when the lease
+// another node holds expires sooner, so that a dead holder's work is taken
+// over as soon as its lease runs out. The expiry is the store's time, read
+// by this node's clock: a node whose clock is off asks once too early, or
+// later but never after Retry.
+func (k *Keeper) retryAfter(held um.Lease, err error) time.Duration {
+	d := jitter(k.o.Retry)
+	if errors.Is(err, um.ErrLeaseHeld) && !held.Expires.IsZero() {
+		if until := time.Until(held.Expires); until > 0 && until < d {
+			d = until + time.Millisecond + time.Duration(rand.Int64N(int64(k.o.TTL)/50+1))
+		}
+	}
+	return d
 }
 
 // acquire asks for the lease once, within a deadline, and records what it

@@ -188,3 +188,24 @@ func TestWithoutALeaserTheWorkRunsAtOnce(t *testing.T) {
 	}
 	cancel()
 }
+
+// A holder that dies leaves its lease to expire; a node waiting for it asks
+// again when it expires, not only at its next Retry, so the takeover takes
+// the lease's remaining time to live.
+func TestTheNextNodeAsksWhenTheDeadHoldersLeaseExpires(t *testing.T) {
+	s := newStore(t)
+	dead, err := s.AcquireLease(context.Background(), "1001", "upstream", "dead", 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &running{now: map[string]int{}, total: map[string]int{}}
+	k := lease.New(lease.Options{Leaser: s, Mailbox: "1001", Purpose: "upstream", Node: "b", TTL: 300 * time.Millisecond, Retry: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = k.Run(ctx, r.work("b")) }()
+	// Retry is an hour: only a request timed by the expiry gets the lease.
+	testwait.Until(t, 10*time.Second, 5*time.Millisecond, "b to take over", func() bool { return r.runs("b") == 1 })
+	if _, epoch, mine := k.Owner(); !mine || epoch <= dead.Epoch {
+		t.Fatalf("b: epoch %d mine %v, want b's with an epoch above %d", epoch, mine, dead.Epoch)
+	}
+}
