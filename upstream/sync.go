@@ -243,7 +243,23 @@ func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore
 		return err // nothing said after BYE or past a limit is acted on
 	}
 	acts, next := decide(local, w.st.Messages, ob)
-	return w.execute(ctx, c, acts, next, modseq)
+	if err := w.execute(ctx, c, acts, next, modseq); err != nil {
+		return err
+	}
+	if !full || len(w.trashed) == 0 {
+		return nil
+	}
+	// The user's MOVE of a copy the engine moved too can be committed after
+	// the engine's look into Trash (Dovecot makes it wait for Trash's lock,
+	// then copies a message already expunged): a full pass looks again.
+	var ids []uuid.UUID
+	for id := range w.trashed {
+		if local[id].where != inInbox {
+			ids = append(ids, id)
+		}
+	}
+	clear(w.trashed)
+	return w.dedupTrash(c, ids)
 }
 
 // execute carries out the actions of decide, then saves next. Flags and
@@ -371,6 +387,14 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 			return err
 		}
 		if w.hasTrash() {
+			if w.trashed == nil {
+				w.trashed = make(map[uuid.UUID]bool)
+			}
+			if len(w.trashed) < maxRecheck {
+				for id := range trashed {
+					w.trashed[id] = true
+				}
+			}
 			// Neither COPY nor every server's MOVE is atomic with the
 			// user's own delete at the same moment: both may have put a
 			// copy in Trash.
@@ -491,7 +515,14 @@ func (w *worker) sendAppend(ctx context.Context, c *imapclient.Client, id uuid.U
 	w.appended[id] = appendTry{at: time.Now(), n: w.appended[id].n + 1}
 	w.arm()
 	w.echoExists.Add(1)
+	if w.g != nil {
+		// One round trip, not two, where the server allows (literal.go).
+		w.g.plus.Store(w.caps.Has(imap.CapLiteralPlus))
+	}
 	a.cmd = c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(a.flags), Time: m.Time})
+	if w.g != nil {
+		w.g.plus.Store(false)
+	}
 	_, werr := email.WriteTo(a.cmd, audio)
 	a.err = errors.Join(werr, a.cmd.Close())
 	return a, nil
@@ -753,6 +784,10 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (bool, error) {
 	}
 	return len(uids) > 0, w.reselect(c)
 }
+
+// maxRecheck bounds how many voicemails moved to Trash the next full pass
+// looks for again.
+const maxRecheck = 1000
 
 // expungeIssued tells whether a command failed because messages it named
 // were expunged by another client meanwhile (RFC 9051's EXPUNGEISSUED).
