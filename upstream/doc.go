@@ -51,6 +51,15 @@
 //     voicemail the one the state names (else the oldest) is kept and the
 //     others are expunged (moved to Trash where the server cannot expunge
 //     single UIDs).
+//   - The server's Trash holds at most one live copy of a voicemail
+//     deleted. The user's delete of a copy at the moment the engine moves
+//     it can put a second one there: COPY is not atomic with it, nor is
+//     every server's MOVE (Dovecot's is a copy and an expunge, and two at
+//     once both copy). After moving copies to Trash the engine looks
+//     there (one round trip: EXAMINE, a search per voicemail and the
+//     folder's SELECT back to back) and removes second copies; the next
+//     full pass looks again, for a user's move the server committed after
+//     that look.
 //   - Nothing said after the server's BYE, or in a session that broke a
 //     limit, is acted on.
 //
@@ -192,11 +201,16 @@
 //     reconnect backoff until it succeeds; Status shows the error.
 //   - A server without MOVE and UIDPLUS (older ones) costs more: a delete
 //     is COPY to Trash and \Deleted, the \Deleted copy stays until the
-//     user's client expunges, and after a delete the engine looks into
-//     Trash and marks any second copy (the user's own delete at the same
-//     moment) \Deleted; a COPY of the user's that comes after that is
-//     left, so Trash may then hold two.
+//     user's client expunges, and a second copy in Trash is marked
+//     \Deleted rather than expunged.
+//   - A second copy in Trash that the user's client makes after the
+//     engine's last look (a COPY within Trash, or a move of a copy its view
+//     still shows after the engine moved it) stays until the next full
+//     pass.
 //   - Through a high-latency link every round trip counts: see
 //     BENCHMARKS.md for what a deposit, a \Seen and a catch-up cost at
-//     100 ms each way.
+//     100 ms each way. An APPEND goes out with its message in one round
+//     trip where the server offers LITERAL+ (go-imap's client waits for
+//     the server's "+" before a message over 4 KiB; the connection guard
+//     makes the literal non-synchronizing and answers that wait itself).
 package upstream

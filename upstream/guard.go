@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,50 +31,98 @@ type guard struct {
 	// Owned by the reading goroutine.
 	lineLen, lit, respLit int64
 	head, tail            []byte
+	edge                  bool   // what go-imap read so far ends with a whole response
+	held                  []byte // read from the server, not yet given to go-imap
+	heldErr               error  // what the read that filled held returned
+
+	// Owned by the writing goroutine (go-imap writes one command at a
+	// time): the framing of what the client sends, see literal.go.
+	wlit  int64
+	wtail []byte
+	plus  atomic.Bool // make the next synchronizing literal non-synchronizing
 
 	mu       sync.Mutex
 	err      error
 	bye      bool
 	timedOut bool
+	inject   bool      // a continuation request of our own is due to go-imap
+	poked    bool      // the read deadline was moved to wake a blocked Read
 	theirs   time.Time // go-imap's read deadline
 	mine     time.Time // the command deadline
 }
 
 func newGuard(c net.Conn, maxLine, maxLiteral int64) *guard {
-	return &guard{Conn: c, maxLine: maxLine, maxLiteral: maxLiteral, head: make([]byte, 0, 8), tail: make([]byte, 0, 32)}
+	return &guard{Conn: c, maxLine: maxLine, maxLiteral: maxLiteral, head: make([]byte, 0, 8), tail: make([]byte, 0, 32),
+		wtail: make([]byte, 0, 32), edge: true}
 }
 
 func (g *guard) Read(p []byte) (int, error) {
-	if err := g.fault(); err != nil {
-		return 0, err
-	}
-	if len(g.pre) > 0 {
-		n := copy(p, g.pre)
-		g.pre = g.pre[n:]
-		return n, nil
-	}
-	n, err := g.Conn.Read(p)
-	if n > 0 {
-		if ferr := g.scan(p[:n]); ferr != nil {
-			g.mu.Lock()
-			g.err = ferr
-			g.mu.Unlock()
-			g.Conn.Close()
-			return 0, ferr
+	for {
+		if err := g.fault(); err != nil {
+			return 0, err
 		}
+		if g.edge && g.takeInject() {
+			g.pre = append(g.pre, continuation...)
+		}
+		if len(g.pre) > 0 {
+			n := copy(p, g.pre)
+			g.pre = g.pre[n:]
+			return n, nil
+		}
+		var n int
+		var err error
+		if len(g.held) > 0 {
+			n = copy(p, g.held)
+			g.held = g.held[n:]
+			if len(g.held) == 0 {
+				err, g.heldErr = g.heldErr, nil
+			}
+		} else {
+			n, err = g.Conn.Read(p)
+		}
+		if n > 0 {
+			k, ferr := g.scanUntil(p[:n], g.injectDue())
+			if ferr != nil {
+				g.mu.Lock()
+				g.err = ferr
+				g.mu.Unlock()
+				g.Conn.Close()
+				return 0, ferr
+			}
+			if k < n {
+				// Our continuation request goes between two responses.
+				g.held = append(append([]byte(nil), p[k:n]...), g.held...)
+				if err != nil {
+					g.heldErr, err = err, nil
+				}
+				n = k
+			}
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			if n == 0 && g.takePoke() {
+				continue // woken to serve a continuation request, not a timeout
+			}
+			g.mu.Lock()
+			g.timedOut = true
+			g.mu.Unlock()
+		}
+		return n, err
 	}
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		g.mu.Lock()
-		g.timedOut = true
-		g.mu.Unlock()
-	}
-	return n, err
 }
 
 // scan follows the framing: text up to CRLF, where a line ending in {N}
 // or {N+} announces N bytes of literal that follow before the line goes on.
 func (g *guard) scan(b []byte) error {
+	_, err := g.scanUntil(b, false)
+	return err
+}
+
+// scanUntil is scan that, when stop is set, returns after the first whole
+// response, with how many bytes of b it read.
+func (g *guard) scanUntil(b []byte, stop bool) (int, error) {
+	all := len(b)
 	for len(b) > 0 {
+		g.edge = false
 		if g.lit > 0 {
 			k := min(g.lit, int64(len(b)))
 			g.lit -= k
@@ -88,26 +137,19 @@ func (g *guard) scan(b []byte) error {
 		b = b[len(seg):]
 		g.lineLen += int64(len(seg))
 		if g.lineLen > g.maxLine {
-			return fmt.Errorf("%w: response line longer than %d bytes", ErrServerFault, g.maxLine)
+			return 0, fmt.Errorf("%w: response line longer than %d bytes", ErrServerFault, g.maxLine)
 		}
 		if n := min(cap(g.head)-len(g.head), len(seg)); n > 0 {
 			g.head = append(g.head, seg[:n]...)
 		}
-		if len(seg) >= cap(g.tail) {
-			g.tail = append(g.tail[:0], seg[len(seg)-cap(g.tail):]...)
-		} else {
-			if over := len(g.tail) + len(seg) - cap(g.tail); over > 0 {
-				g.tail = g.tail[:copy(g.tail, g.tail[over:])]
-			}
-			g.tail = append(g.tail, seg...)
-		}
+		g.tail = keepTail(g.tail, seg)
 		if nl < 0 {
 			continue
 		}
 		if n, ok := literalSize(g.tail); ok {
 			g.respLit += n
 			if n < 0 || g.respLit > g.maxLiteral {
-				return fmt.Errorf("%w: response with literals of more than %d bytes", ErrServerFault, g.maxLiteral)
+				return 0, fmt.Errorf("%w: response with literals of more than %d bytes", ErrServerFault, g.maxLiteral)
 			}
 			g.lit = n
 			g.tail = g.tail[:0]
@@ -120,8 +162,23 @@ func (g *guard) scan(b []byte) error {
 		}
 		g.lineLen, g.respLit = 0, 0
 		g.head, g.tail = g.head[:0], g.tail[:0]
+		g.edge = true
+		if stop {
+			return all - len(b), nil
+		}
 	}
-	return nil
+	return all, nil
+}
+
+// keepTail appends seg to tail, keeping its last cap(tail) bytes.
+func keepTail(tail, seg []byte) []byte {
+	if len(seg) >= cap(tail) {
+		return append(tail[:0], seg[len(seg)-cap(tail):]...)
+	}
+	if over := len(tail) + len(seg) - cap(tail); over > 0 {
+		tail = tail[:copy(tail, tail[over:])]
+	}
+	return append(tail, seg...)
 }
 
 // literalSize reads the announcement "{N}\r\n" or "{N+}\r\n" at the end of
@@ -196,6 +253,9 @@ func (g *guard) arm(d time.Duration) {
 }
 
 func (g *guard) applyLocked() error {
+	if g.poked {
+		return g.Conn.SetReadDeadline(time.Unix(1, 0)) // until Read wakes
+	}
 	t := g.theirs
 	if !g.mine.IsZero() && (t.IsZero() || g.mine.Before(t)) {
 		t = g.mine

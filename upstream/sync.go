@@ -243,7 +243,23 @@ func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore
 		return err // nothing said after BYE or past a limit is acted on
 	}
 	acts, next := decide(local, w.st.Messages, ob)
-	return w.execute(ctx, c, acts, next, modseq)
+	if err := w.execute(ctx, c, acts, next, modseq); err != nil {
+		return err
+	}
+	if !full || len(w.trashed) == 0 {
+		return nil
+	}
+	// The user's MOVE of a copy the engine moved too can be committed after
+	// the engine's look into Trash (Dovecot makes it wait for Trash's lock,
+	// then copies a message already expunged): a full pass looks again.
+	var ids []uuid.UUID
+	for id := range w.trashed {
+		if local[id].where != inInbox {
+			ids = append(ids, id)
+		}
+	}
+	clear(w.trashed)
+	return w.dedupTrash(c, ids)
 }
 
 // execute carries out the actions of decide, then saves next. Flags and
@@ -329,6 +345,8 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 			return err
 		}
 	}
+	// The voicemails whose copies go to Trash now.
+	trashed := maps.Clone(removing)
 	if len(again) > 0 {
 		// Copies of voicemail removed before: where Trash has one already,
 		// this one is a leftover (a move cut short) and is expunged.
@@ -342,6 +360,7 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 				left = append(left, uids...)
 			} else {
 				upDelete = append(upDelete, uids...)
+				trashed[id] = true
 			}
 		}
 		if len(left) > 0 {
@@ -367,10 +386,19 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 		if err := w.deleteUpstream(c, upDelete, true); err != nil {
 			return err
 		}
-		if w.hasTrash() && !w.canMove() {
-			// COPY is not atomic with the user's own delete: both may have
-			// put a copy in Trash.
-			if err := w.dedupTrash(c, slices.Collect(maps.Keys(removing))); err != nil {
+		if w.hasTrash() {
+			if w.trashed == nil {
+				w.trashed = make(map[uuid.UUID]bool)
+			}
+			if len(w.trashed) < maxRecheck {
+				for id := range trashed {
+					w.trashed[id] = true
+				}
+			}
+			// Neither COPY nor every server's MOVE is atomic with the
+			// user's own delete at the same moment: both may have put a
+			// copy in Trash.
+			if err := w.dedupTrash(c, slices.Collect(maps.Keys(trashed))); err != nil {
 				return err
 			}
 		}
@@ -487,7 +515,14 @@ func (w *worker) sendAppend(ctx context.Context, c *imapclient.Client, id uuid.U
 	w.appended[id] = appendTry{at: time.Now(), n: w.appended[id].n + 1}
 	w.arm()
 	w.echoExists.Add(1)
+	if w.g != nil {
+		// One round trip, not two, where the server allows (literal.go).
+		w.g.plus.Store(w.caps.Has(imap.CapLiteralPlus))
+	}
 	a.cmd = c.Append(w.cfg.Folder, email.Size(), &imap.AppendOptions{Flags: toIMAP(a.flags), Time: m.Time})
+	if w.g != nil {
+		w.g.plus.Store(false)
+	}
 	_, werr := email.WriteTo(a.cmd, audio)
 	a.err = errors.Join(werr, a.cmd.Close())
 	return a, nil
@@ -536,8 +571,12 @@ func (w *worker) searchID(c *imapclient.Client, id uuid.UUID) ([]imap.UID, error
 // until a client expunges them, and a copy of one of those carries the
 // flag along.
 func (w *worker) searchLive(c *imapclient.Client, id uuid.UUID) ([]imap.UID, error) {
-	return w.search(c, &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: id.String()}},
-		NotFlag: []imap.Flag{imap.FlagDeleted}})
+	return w.search(c, liveCriteria(id))
+}
+
+func liveCriteria(id uuid.UUID) *imap.SearchCriteria {
+	return &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: id.String()}},
+		NotFlag: []imap.Flag{imap.FlagDeleted}}
 }
 
 func (w *worker) search(c *imapclient.Client, crit *imap.SearchCriteria) ([]imap.UID, error) {
@@ -572,6 +611,12 @@ func (w *worker) deleteUpstream(c *imapclient.Client, uids []imap.UID, toTrash b
 		if w.canMove() {
 			w.echoExpunge.Add(int64(len(uids)))
 			if _, err := c.Move(set, w.trash).Wait(); err != nil {
+				if expungeIssued(err) {
+					// The user removed some of them meanwhile: the next
+					// pass looks at the whole folder again.
+					w.again = true
+					return nil
+				}
 				return fmt.Errorf("upstream: UID MOVE to %q: %w", w.trash, err)
 			}
 			return nil
@@ -600,82 +645,97 @@ func (w *worker) expungeUIDs(c *imapclient.Client, set imap.UIDSet) error {
 	return nil
 }
 
-// inTrash tells which of the voicemails have a copy in the server's Trash.
-func (w *worker) inTrash(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
-	found := make(map[uuid.UUID]bool)
-	if !w.hasTrash() {
+// trashLive finds the live copies of each voicemail in the server's Trash
+// in one round trip: the EXAMINE of Trash, a search per voicemail and the
+// folder's SELECT go out back to back. A Trash that cannot be selected
+// holds nothing.
+func (w *worker) trashLive(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID][]imap.UID, error) {
+	found := make(map[uuid.UUID][]imap.UID)
+	if !w.hasTrash() || len(ids) == 0 {
 		return found, nil
 	}
-	w.arm()
-	if _, err := c.Select(w.trash, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+	sel := c.Select(w.trash, &imap.SelectOptions{ReadOnly: true})
+	searches := make([]*imapclient.SearchCommand, len(ids))
+	for i, id := range ids {
+		searches[i] = c.UIDSearch(liveCriteria(id), nil)
+	}
+	if err := w.reselect(c); err != nil {
+		return nil, err
+	}
+	if _, err := sel.Wait(); err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) {
-			return found, w.reselect(c)
+			return found, nil // no Trash after all: the searches failed too
 		}
 		return nil, fmt.Errorf("upstream: examine %q: %w", w.trash, err)
 	}
-	for _, id := range ids {
-		uids, err := w.searchLive(c, id)
+	for i, s := range searches {
+		sd, err := s.Wait()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("upstream: UID SEARCH in %q: %w", w.trash, err)
 		}
-		found[id] = len(uids) > 0
+		if uids := sd.AllUIDs(); len(uids) > 0 {
+			slices.Sort(uids)
+			found[ids[i]] = uids
+		}
 	}
-	return found, w.reselect(c)
+	return found, nil
+}
+
+// inTrash tells which of the voicemails have a copy in the server's Trash.
+func (w *worker) inTrash(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	live, err := w.trashLive(c, ids)
+	found := make(map[uuid.UUID]bool, len(live))
+	for id := range live {
+		found[id] = true
+	}
+	return found, err
 }
 
 // dedupTrash leaves one live copy of each voicemail in the server's Trash,
 // marking the others \Deleted (and expunging them where UIDPLUS allows).
+// Second copies come from the user's delete at the moment of the
+// engine's: two COPYs, or two MOVEs where the server's MOVE is a copy and
+// an expunge (Dovecot's). Looking costs one round trip.
 func (w *worker) dedupTrash(c *imapclient.Client, ids []uuid.UUID) error {
-	if len(ids) == 0 {
-		return nil
+	live, err := w.trashLive(c, ids)
+	if err != nil {
+		return err
 	}
-	w.arm()
-	if _, err := c.Select(w.trash, nil).Wait(); err != nil {
-		return fmt.Errorf("upstream: select %q: %w", w.trash, err)
+	var extra []imap.UID
+	for _, uids := range live {
+		extra = append(extra, uids[1:]...)
 	}
-	for _, id := range ids {
-		uids, err := w.searchLive(c, id)
-		if err != nil {
-			return err
-		}
-		if len(uids) > 1 {
-			slices.Sort(uids)
-			if err := w.expungeUIDs(c, imap.UIDSetNum(uids[1:]...)); err != nil {
-				return err
-			}
-		}
-	}
-	return w.reselect(c)
+	return w.inTrashFolder(c, extra)
 }
 
 // clearTrash removes the live copies of voicemail that is back in the
 // folder from the server's Trash: expunged where UIDPLUS allows, else
 // marked \Deleted.
 func (w *worker) clearTrash(c *imapclient.Client, ids []uuid.UUID) error {
-	if !w.hasTrash() {
+	live, err := w.trashLive(c, ids)
+	if err != nil {
+		return err
+	}
+	var uids []imap.UID
+	for _, u := range live {
+		uids = append(uids, u...)
+	}
+	return w.inTrashFolder(c, uids)
+}
+
+// inTrashFolder removes copies from the server's Trash (expunged where
+// UIDPLUS allows, else marked \Deleted) and selects the folder again.
+func (w *worker) inTrashFolder(c *imapclient.Client, uids []imap.UID) error {
+	if len(uids) == 0 {
 		return nil
 	}
 	w.arm()
 	if _, err := c.Select(w.trash, nil).Wait(); err != nil {
-		var ie *imap.Error
-		if errors.As(err, &ie) {
-			return w.reselect(c) // no Trash after all
-		}
 		return fmt.Errorf("upstream: select %q: %w", w.trash, err)
 	}
-	var uids []imap.UID
-	for _, id := range ids {
-		found, err := w.searchLive(c, id)
-		if err != nil {
-			return err
-		}
-		uids = append(uids, found...)
-	}
-	if len(uids) > 0 {
-		if err := w.expungeUIDs(c, imap.UIDSetNum(uids...)); err != nil {
-			return err
-		}
+	if err := w.expungeUIDs(c, imap.UIDSetNum(uids...)); err != nil {
+		return err
 	}
 	return w.reselect(c)
 }
@@ -723,6 +783,17 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (bool, error) {
 		}
 	}
 	return len(uids) > 0, w.reselect(c)
+}
+
+// maxRecheck bounds how many voicemails moved to Trash the next full pass
+// looks for again.
+const maxRecheck = 1000
+
+// expungeIssued tells whether a command failed because messages it named
+// were expunged by another client meanwhile (RFC 9051's EXPUNGEISSUED).
+func expungeIssued(err error) bool {
+	var ie *imap.Error
+	return errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && ie.Code == "EXPUNGEISSUED"
 }
 
 func uidCount(set imap.UIDSet) int {

@@ -60,6 +60,7 @@ type worker struct {
 	condstore bool
 	g         *guard                  // the current connection's framing guard
 	again     bool                    // a restore asks for a full pass next
+	trashed   map[uuid.UUID]bool      // moved to Trash since the last full pass (sync.go)
 	appended  map[uuid.UUID]appendTry // the last APPEND of each voicemail
 	validity  time.Time               // when the folder's UIDVALIDITY last changed
 	pending   []chan error            // sync requests that cut a backoff short

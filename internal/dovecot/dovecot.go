@@ -73,6 +73,12 @@ type Options struct {
 	// name.
 	TrashName    string
 	NoSpecialUse bool
+	// MailLog writes every change to a message (save, copy, flag change,
+	// expunge) to dovecot.log with its folder, UID, Message-ID, flags and
+	// the session's process, timestamped to the microsecond (Dovecot's
+	// mail_log plugin): what each client did, in order, when a test needs
+	// to find out.
+	MailLog bool
 	// StartTimeout bounds the wait for the IMAP port to answer. Default 20s.
 	StartTimeout time.Duration
 }
@@ -269,6 +275,17 @@ func (s *Server) configure(opts Options, du *user.User) error {
 	if opts.NoSpecialUse {
 		specialUse = ""
 	}
+	mailLog := ""
+	if opts.MailLog {
+		mailLog = `log_timestamp = "%Y-%m-%d %H:%M:%S.%{usecs} "
+mail_plugins = $mail_plugins notify mail_log
+mail_log_prefix = "%s(%u)<%{pid}><%{session}>: "
+plugin {
+  mail_log_events = delete undelete expunge copy save flag_change
+  mail_log_fields = uid box msgid flags
+}
+`
+	}
 	login, imap := "", ""
 	if opts.HighPerformance {
 		n := runtime.NumCPU()
@@ -297,7 +314,7 @@ mail_location = maildir:` + mail + `/%u
 mail_uid = ` + du.Uid + `
 mail_gid = ` + du.Gid + `
 mail_max_userip_connections = 10000
-` + capability + oauth + `passdb {
+` + capability + mailLog + oauth + `passdb {
   driver = passwd-file
   args = scheme=PLAIN ` + dir + `/passwd
 }
