@@ -45,9 +45,10 @@ type rendered struct {
 	elem  *list.Element // in renderCache.lru; nil once evicted
 	cost  int64
 
-	mu  sync.Mutex // guards env, bs and cost after creation
+	mu  sync.Mutex // guards env, bs, lay and cost after creation
 	env *imap.Envelope
 	bs  imap.BodyStructure
+	lay *layout // Raw messages only
 }
 
 // renderCache is a server-wide LRU of rendered messages, bounded by the
@@ -228,6 +229,51 @@ func (c *renderCache) bodyStructure(r *rendered, build func() (imap.BodyStructur
 	r.mu.Unlock()
 	c.charge(r, cost)
 	return bs, nil
+}
+
+// layout returns the layout of a Raw message, parsing its content (which
+// read supplies) the first time. The same parse gives its BODYSTRUCTURE
+// and ENVELOPE, kept unless built already, so a FETCH of sections,
+// structure and envelope reads the message once.
+func (c *renderCache) layout(r *rendered, read func() ([]byte, error)) (*layout, error) {
+	r.mu.Lock()
+	l := r.lay
+	r.mu.Unlock()
+	if l != nil {
+		return l, nil
+	}
+	b, err := read()
+	if err != nil {
+		return nil, err
+	}
+	root := parseEntity(b, 0, "text/plain")
+	l, cost := newLayout(b, root)
+	bs := root.structure()
+	env := parseEnvelope(l.header)
+	r.mu.Lock()
+	if r.lay == nil {
+		r.lay = l
+	} else {
+		l, cost = r.lay, 0
+	}
+	if r.bs == nil {
+		r.bs = bs
+		cost += structureCost(bs)
+	}
+	if r.env == nil {
+		r.env = env
+		cost += int64(len(l.header)) // as envelope charges it
+	}
+	r.mu.Unlock()
+	c.charge(r, cost)
+	return l, nil
+}
+
+// structure returns the BODYSTRUCTURE kept, or nil.
+func (r *rendered) structure() imap.BodyStructure {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bs
 }
 
 // structureCost is what a BODYSTRUCTURE built from an e-mail's content is

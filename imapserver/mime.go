@@ -132,23 +132,30 @@ func splitMultipart(body []byte, boundary string) [][]byte {
 
 // part returns the entity a section path names (RFC 3501 6.4.5), or nil.
 func (e *entity) part(path []int) *entity {
-	cur := e
+	return partOf(e, path, func(e *entity) []*entity { return e.children }, func(e *entity) *entity { return e.msg })
+}
+
+// partOf walks a section path down a MIME tree (of entities, or of their
+// layouts) and returns the zero T when the path names no part.
+func partOf[T comparable](root T, path []int, children func(T) []T, msg func(T) T) T {
+	var none T
+	cur := root
 	for i, n := range path {
 		// Below the first level, the parts of an embedded message are
 		// those of the message it holds.
-		if i > 0 && cur.msg != nil {
-			cur = cur.msg
+		if m := msg(cur); i > 0 && m != none {
+			cur = m
 		}
-		switch {
-		case cur.children != nil:
-			if n < 1 || n > len(cur.children) {
-				return nil
+		switch kids := children(cur); {
+		case kids != nil:
+			if n < 1 || n > len(kids) {
+				return none
 			}
-			cur = cur.children[n-1]
+			cur = kids[n-1]
 		case n == 1:
 			// A non-multipart entity is its own part 1.
 		default:
-			return nil
+			return none
 		}
 	}
 	return cur
@@ -204,11 +211,6 @@ func (e *entity) structure() imap.BodyStructure {
 		sp.Text = &imap.BodyStructureText{NumLines: countLines(e.body)}
 	}
 	return sp
-}
-
-// extractBodyStructure builds the BODYSTRUCTURE of a whole message.
-func extractBodyStructure(b []byte) imap.BodyStructure {
-	return parseEntity(b, 0, "text/plain").structure()
 }
 
 // headerFields returns the fields of a header block that names keeps (or,
