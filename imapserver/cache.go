@@ -249,7 +249,10 @@ func (c *renderCache) layout(r *rendered, read func() ([]byte, error)) (*layout,
 	root := parseEntity(b, 0, "text/plain")
 	l, cost := newLayout(b, root)
 	bs := root.structure()
-	env := parseEnvelope(l.header)
+	env := &imap.Envelope{} // as parseEnvelope gives for a header that does not parse
+	if !root.bad || len(root.header) == 0 {
+		env = extractEnvelope(root.h)
+	}
 	r.mu.Lock()
 	if r.lay == nil {
 		r.lay = l

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"mime/quotedprintable"
+	"sync"
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
@@ -240,15 +241,18 @@ func (sess *session) content(e *entry) (io.ReadCloser, error) {
 
 // rawBytes reads a Raw message's whole content.
 func (sess *session) rawBytes(e *entry) ([]byte, error) {
+	return sess.readRaw(e, make([]byte, max(e.msg.Size, 0)))
+}
+
+// readRaw reads a Raw message's whole content into b, which has its
+// stored size: growing a buffer from empty, as io.ReadAll does, copied
+// and cleared a large message about twice over.
+func (sess *session) readRaw(e *entry, b []byte) ([]byte, error) {
 	rc, err := sess.content(e)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	// Read into a buffer of the stored size at once: growing one from
-	// empty, as io.ReadAll does, copied and cleared a large message about
-	// twice over.
-	b := make([]byte, max(e.msg.Size, 0))
 	n, err := io.ReadFull(rc, b)
 	if err == io.ErrUnexpectedEOF || err == io.EOF {
 		return b[:n], nil
@@ -256,9 +260,33 @@ func (sess *session) rawBytes(e *entry) ([]byte, error) {
 	return b, err
 }
 
+// layoutBufs holds the buffers a message is read into to lay it out: the
+// layout keeps none of its bytes, so the next one reuses them.
+var layoutBufs sync.Pool // of *[]byte
+
+// maxPooledLayout is the largest buffer layoutBufs keeps.
+const maxPooledLayout = 1 << 20
+
 // layout returns the layout of a Raw message.
 func (sess *session) layout(e *entry) (*layout, error) {
-	return sess.srv.cache.layout(sess.rendered(e), func() ([]byte, error) { return sess.rawBytes(e) })
+	var pooled *[]byte
+	defer func() {
+		if pooled != nil {
+			layoutBufs.Put(pooled)
+		}
+	}()
+	return sess.srv.cache.layout(sess.rendered(e), func() ([]byte, error) {
+		size := max(e.msg.Size, 0)
+		if size > maxPooledLayout {
+			return sess.rawBytes(e)
+		}
+		pooled, _ = layoutBufs.Get().(*[]byte)
+		if pooled == nil || int64(cap(*pooled)) < size {
+			b := make([]byte, size, max(size, 64<<10))
+			pooled = &b
+		}
+		return sess.readRaw(e, (*pooled)[:size])
+	})
 }
 
 // envelope returns the message's ENVELOPE, parsed once per message and

@@ -32,9 +32,11 @@ type entity struct {
 	params   map[string]string
 	children []*entity // multipart
 	msg      *entity   // message/rfc822
+	bad      bool      // the header did not parse to its end
 }
 
-// splitHeader cuts an entity into header block and body.
+// splitHeader cuts an entity into header block and body. It looks at the
+// header's lines only: a body of several hundred KB is not scanned.
 func splitHeader(b []byte) (header, body []byte) {
 	if bytes.HasPrefix(b, []byte("\r\n")) {
 		return b[:2], b[2:]
@@ -42,21 +44,28 @@ func splitHeader(b []byte) (header, body []byte) {
 	if bytes.HasPrefix(b, []byte("\n")) {
 		return b[:1], b[1:]
 	}
-	i := bytes.Index(b, []byte("\n\r\n"))
-	j := bytes.Index(b, []byte("\n\n"))
-	switch {
-	case i >= 0 && (j < 0 || i < j):
-		return b[:i+3], b[i+3:]
-	case j >= 0:
-		return b[:j+2], b[j+2:]
+	for off := 0; ; {
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			return b, nil
+		}
+		next := off + i + 1 // the start of the next line
+		switch {
+		case next < len(b) && b[next] == '\n':
+			return b[:next+1], b[next+1:]
+		case next+1 < len(b) && b[next] == '\r' && b[next+1] == '\n':
+			return b[:next+2], b[next+2:]
+		}
+		off = next
 	}
-	return b, nil
 }
 
 func parseEntity(b []byte, depth int, defType string) *entity {
 	e := &entity{}
 	e.header, e.body = splitHeader(b)
-	e.h, _ = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(e.header)))
+	var err error
+	e.h, err = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(e.header)))
+	e.bad = err != nil
 	ct := e.h.Get("Content-Type")
 	mt, params, err := mime.ParseMediaType(ct)
 	if ct == "" || err != nil {
@@ -95,32 +104,42 @@ func splitMultipart(body []byte, boundary string) [][]byte {
 	delim := []byte("--" + boundary)
 	var parts [][]byte
 	start := -1
+	// Look for the delimiter itself rather than at every line: a base64
+	// body has thousands of lines and no delimiter among them.
 	for off := 0; off < len(body); {
-		end := bytes.IndexByte(body[off:], '\n')
-		line := body[off:]
-		next := len(body)
-		if end >= 0 {
-			line = body[off : off+end]
-			next = off + end + 1
+		k := bytes.Index(body[off:], delim)
+		if k < 0 {
+			break
 		}
-		if bytes.HasPrefix(line, delim) {
-			rest := bytes.TrimRight(line[len(delim):], " \t\r")
-			if len(rest) == 0 || bytes.Equal(rest, []byte("--")) {
-				if start >= 0 {
-					stop := off
-					if stop > start && body[stop-1] == '\n' {
+		at := off + k
+		if at > 0 && body[at-1] != '\n' {
+			off = at + 1 // not at the start of a line
+			continue
+		}
+		line, next := body[at:], len(body)
+		if end := bytes.IndexByte(line, '\n'); end >= 0 {
+			line, next = body[at:at+end], at+end+1
+		}
+		if len(line) < len(delim) {
+			off = next // a boundary holding a line break matches no line
+			continue
+		}
+		rest := bytes.TrimRight(line[len(delim):], " \t\r")
+		if len(rest) == 0 || bytes.Equal(rest, []byte("--")) {
+			if start >= 0 {
+				stop := at
+				if stop > start && body[stop-1] == '\n' {
+					stop--
+					if stop > start && body[stop-1] == '\r' {
 						stop--
-						if stop > start && body[stop-1] == '\r' {
-							stop--
-						}
 					}
-					parts = append(parts, body[start:stop])
 				}
-				if len(rest) > 0 {
-					return parts
-				}
-				start = next
+				parts = append(parts, body[start:stop])
 			}
+			if len(rest) > 0 {
+				return parts
+			}
+			start = next
 		}
 		off = next
 	}
