@@ -25,6 +25,13 @@ const DefaultRenderCacheBytes = 4 << 20
 // heap in all, which this plus the bytes charged separately matches.
 const itemOverhead = 4608
 
+// rawItemOverhead is itemOverhead for an appended e-mail (a Raw message),
+// whose Email holds no rendering: its header, layout, ENVELOPE and
+// BODYSTRUCTURE are charged as they are built. Measured with them all
+// built: 1.6 KB of heap for a short e-mail, 4.1 KB for a voicemail
+// appended as e-mail; charged 2.6 and 4.5 KB (TestRawCharge).
+const rawItemOverhead = 1536
+
 // renderKey names what a rendering depends on besides the message: the
 // voice mailbox, which goes into the To header.
 type renderKey struct {
@@ -101,7 +108,11 @@ func (c *renderCache) get(m *um.Message, mailbox string, opts um.RenderOptions) 
 	msg := *m
 	msg.Flags, msg.Keywords, msg.Folder, msg.UID = 0, nil, "", 0
 	r := &rendered{key: key, msg: msg, email: c.render(msg, opts)}
-	r.cost = itemOverhead + int64(len(key.mailbox)) + int64(len(msg.CallerName)+len(msg.CallerNumber)+len(msg.AudioType)+len(msg.Transcript))
+	overhead := int64(itemOverhead)
+	if msg.Raw {
+		overhead = rawItemOverhead
+	}
+	r.cost = overhead + int64(len(key.mailbox)) + int64(len(msg.CallerName)+len(msg.CallerNumber)+len(msg.AudioType)+len(msg.Transcript))
 	if st := r.email.Structure(); st != nil {
 		if a := audioPart(st); a != nil {
 			r.cost += a.BodyStart // the rendered bytes before the audio
