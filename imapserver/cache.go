@@ -1,8 +1,6 @@
 package imapserver
 
 import (
-	"bufio"
-	"bytes"
 	"container/list"
 	"sync"
 	"sync/atomic"
@@ -52,10 +50,13 @@ type rendered struct {
 	elem  *list.Element // in renderCache.lru; nil once evicted
 	cost  int64
 
-	mu  sync.Mutex // guards env, bs, lay and cost after creation
+	mu  sync.Mutex // guards env, bs, head, lay and cost after creation
 	env *imap.Envelope
 	bs  imap.BodyStructure
-	lay *layout // Raw messages only
+	// head and lay are kept for Raw messages only: the top-level header
+	// block, read alone or taken from the layout, and the layout.
+	head []byte
+	lay  *layout
 }
 
 // renderCache is a server-wide LRU of rendered messages, bounded by the
@@ -242,10 +243,34 @@ func (c *renderCache) bodyStructure(r *rendered, build func() (imap.BodyStructur
 	return bs, nil
 }
 
+// header returns the top-level header block of a Raw message, reading it
+// (with read) the first time unless its layout has it.
+func (c *renderCache) header(r *rendered, read func() ([]byte, error)) ([]byte, error) {
+	r.mu.Lock()
+	h := r.head
+	r.mu.Unlock()
+	if h != nil {
+		return h, nil
+	}
+	h, err := read()
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if r.head == nil {
+		r.head = h
+	} else {
+		h = r.head
+	}
+	r.mu.Unlock()
+	c.charge(r, int64(len(h)))
+	return h, nil
+}
+
 // layout returns the layout of a Raw message, parsing its content (which
-// read supplies) the first time. The same parse gives its BODYSTRUCTURE
-// and ENVELOPE, kept unless built already, so a FETCH of sections,
-// structure and envelope reads the message once.
+// read supplies) the first time. The same parse gives its BODYSTRUCTURE,
+// kept unless built already, so a FETCH of sections and structure reads
+// the message once.
 func (c *renderCache) layout(r *rendered, read func() ([]byte, error)) (*layout, error) {
 	r.mu.Lock()
 	l := r.lay
@@ -258,25 +283,18 @@ func (c *renderCache) layout(r *rendered, read func() ([]byte, error)) (*layout,
 		return nil, err
 	}
 	root := parseEntity(b, 0, "text/plain")
-	l, cost := newLayout(b, root)
 	bs := root.structure()
-	env := &imap.Envelope{} // as parseEnvelope gives for a header that does not parse
-	if !root.bad || len(root.header) == 0 {
-		env = extractEnvelope(root.h)
-	}
 	r.mu.Lock()
-	if r.lay == nil {
-		r.lay = l
-	} else {
-		l, cost = r.lay, 0
+	if r.lay != nil {
+		l = r.lay
+		r.mu.Unlock()
+		return l, nil
 	}
+	l, cost := newLayout(b, root, r.head)
+	r.lay, r.head = l, l.header
 	if r.bs == nil {
 		r.bs = bs
 		cost += structureCost(bs)
-	}
-	if r.env == nil {
-		r.env = env
-		cost += int64(len(l.header)) // as envelope charges it
 	}
 	r.mu.Unlock()
 	c.charge(r, cost)
@@ -305,7 +323,7 @@ func structureCost(bs imap.BodyStructure) int64 {
 // parseEnvelope parses a header block into an ENVELOPE. A header that
 // does not parse gives an empty envelope rather than failing the FETCH.
 func parseEnvelope(header []byte) *imap.Envelope {
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+	h, err := textproto.ReadHeader(headerReader(header))
 	if err != nil && len(header) > 0 {
 		return &imap.Envelope{}
 	}

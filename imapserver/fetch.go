@@ -297,6 +297,15 @@ func (sess *session) envelope(e *entry) (*imap.Envelope, error) {
 		if header := r.email.Header(); header != nil {
 			return header, nil
 		}
+		return sess.rawHeader(e)
+	})
+}
+
+// rawHeader returns the top-level header block of a Raw message, read
+// from its content alone the first time.
+func (sess *session) rawHeader(e *entry) ([]byte, error) {
+	r := sess.rendered(e)
+	return sess.srv.cache.header(r, func() ([]byte, error) {
 		rc, err := sess.content(e)
 		if err != nil {
 			return nil, err
@@ -442,12 +451,25 @@ func (sess *session) bodySection(e *entry, em *um.Email, item *imap.FetchItemBod
 // rawBodySection prepares BODY[...] of a Raw message: a range of its
 // content read from the store, or its header at hand.
 func (sess *session) rawBodySection(e *entry, s *section) (*section, error) {
-	l, err := sess.layout(e)
-	if err != nil {
-		return s, err
-	}
 	item := s.body
-	rs := l.section(item)
+	var rs rawSection
+	switch {
+	case len(item.Part) == 0 && item.Specifier == imap.PartSpecifierNone:
+		rs = rawSection{off: 0, n: e.msg.Size}
+	case len(item.Part) == 0:
+		// HEADER, HEADER.FIELDS and TEXT need the header only.
+		head, err := sess.rawHeader(e)
+		if err != nil {
+			return s, err
+		}
+		rs = topSection(head, e.msg.Size, item)
+	default:
+		l, err := sess.layout(e)
+		if err != nil {
+			return s, err
+		}
+		rs = l.section(item)
+	}
 	data := rs.data
 	if data == nil && rs.filter == nil {
 		off, n := clip(rs.off, rs.n, item.Partial)

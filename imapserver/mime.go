@@ -60,11 +60,18 @@ func splitHeader(b []byte) (header, body []byte) {
 	}
 }
 
+// headerReader reads a header block through a buffer of its size: the
+// default 4 KB one for every part of every message laid out was a tenth of
+// what the server allocated.
+func headerReader(header []byte) *bufio.Reader {
+	return bufio.NewReaderSize(bytes.NewReader(header), len(header))
+}
+
 func parseEntity(b []byte, depth int, defType string) *entity {
 	e := &entity{}
 	e.header, e.body = splitHeader(b)
 	var err error
-	e.h, err = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(e.header)))
+	e.h, err = textproto.ReadHeader(headerReader(e.header))
 	e.bad = err != nil
 	ct := e.h.Get("Content-Type")
 	mt, params, err := mime.ParseMediaType(ct)

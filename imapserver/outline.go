@@ -31,9 +31,10 @@ type rawPart struct {
 // rawPartCost is what a rawPart is charged in the render cache.
 const rawPartCost = 96
 
-// newLayout builds the layout of the Raw message b from its parse, root.
-// The header is copied: b is not kept.
-func newLayout(b []byte, root *entity) (*layout, int64) {
+// newLayout builds the layout of the Raw message b from its parse, root,
+// and returns what to charge for it. It keeps head as the header when not
+// nil (the same bytes, read before), else a copy: b is not kept.
+func newLayout(b []byte, root *entity, head []byte) (*layout, int64) {
 	// The entity's slices share b's array: where one starts in b is told
 	// by how much of b's capacity is left after it. An empty entity of an
 	// empty body may have a nil header, which lies where its parent ends.
@@ -58,8 +59,13 @@ func newLayout(b []byte, root *entity) (*layout, int64) {
 		}
 		return s
 	}
-	l := &layout{header: append([]byte(nil), root.header...), root: walk(root, int64(len(b)))}
-	return l, int64(len(l.header)) + n*rawPartCost
+	l := &layout{header: head, root: walk(root, int64(len(b)))}
+	cost := n * rawPartCost
+	if head == nil {
+		l.header = append([]byte{}, root.header...)
+		cost += int64(len(l.header))
+	}
+	return l, cost
 }
 
 // part returns the part a section path names, as entity.part does.
@@ -120,6 +126,13 @@ func (l *layout) section(item *imap.FetchItemBodySection) rawSection {
 		return s
 	}
 	return empty
+}
+
+// topSection maps a section of the whole message (no part path) to the
+// content knowing only its header and size: no layout is needed.
+func topSection(head []byte, size int64, item *imap.FetchItemBodySection) rawSection {
+	l := layout{header: head, root: &rawPart{bodyStart: int64(len(head)), end: max(size, int64(len(head)))}}
+	return l.section(item)
 }
 
 // openRange returns a reader of n bytes of rc from off, seeking when rc

@@ -53,25 +53,31 @@ func TestLayoutSections(t *testing.T) {
 		// Spare capacity, as a read buffer may have: offsets must not
 		// count it.
 		b := append(make([]byte, 0, len(msg)+64), msg...)
-		l, cost := newLayout(b, parseEntity(b, 0, "text/plain"))
+		l, cost := newLayout(b, parseEntity(b, 0, "text/plain"), nil)
 		if cost <= int64(len(l.header)) {
 			t.Errorf("%s: layout charged %d, want more than its header's %d bytes", name, cost, len(l.header))
 		}
 		for _, item := range layoutSections() {
 			want := extractBodySection(b, item)
-			got := layoutBytes(t, l, b, item)
+			got := layoutBytes(t, l.section(item), l.header, b, item)
 			if !bytes.Equal(got, want) {
 				t.Errorf("%s: BODY[%s] from the layout = %q, want %q", name, sectionName(item), got, want)
+			}
+			if len(item.Part) > 0 {
+				continue
+			}
+			// A section of the whole message needs its header alone.
+			if got := layoutBytes(t, topSection(l.header, int64(len(b)), item), l.header, b, item); !bytes.Equal(got, want) {
+				t.Errorf("%s: BODY[%s] from the header alone = %q, want %q", name, sectionName(item), got, want)
 			}
 		}
 	}
 }
 
-// layoutBytes serves item from l as rawBodySection does, reading ranges of
-// content.
-func layoutBytes(t *testing.T, l *layout, content []byte, item *imap.FetchItemBodySection) []byte {
+// layoutBytes serves item, mapped to rs, as rawBodySection does, reading
+// ranges of content.
+func layoutBytes(t *testing.T, rs rawSection, head, content []byte, item *imap.FetchItemBodySection) []byte {
 	t.Helper()
-	rs := l.section(item)
 	read := func(off, n int64) []byte {
 		r, err := openRange(bytes.NewReader(content), off, n)
 		if err != nil {
