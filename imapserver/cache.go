@@ -1,8 +1,6 @@
 package imapserver
 
 import (
-	"bufio"
-	"bytes"
 	"container/list"
 	"sync"
 	"sync/atomic"
@@ -25,6 +23,13 @@ const DefaultRenderCacheBytes = 4 << 20
 // heap in all, which this plus the bytes charged separately matches.
 const itemOverhead = 4608
 
+// rawItemOverhead is itemOverhead for an appended e-mail (a Raw message),
+// whose Email holds no rendering: its header, layout, ENVELOPE and
+// BODYSTRUCTURE are charged as they are built. Measured with them all
+// built: 1.6 KB of heap for a short e-mail, 4.1 KB for a voicemail
+// appended as e-mail; charged 2.6 and 4.5 KB (TestRawCharge).
+const rawItemOverhead = 1536
+
 // renderKey names what a rendering depends on besides the message: the
 // voice mailbox, which goes into the To header.
 type renderKey struct {
@@ -45,9 +50,13 @@ type rendered struct {
 	elem  *list.Element // in renderCache.lru; nil once evicted
 	cost  int64
 
-	mu  sync.Mutex // guards env, bs and cost after creation
+	mu  sync.Mutex // guards env, bs, head, lay and cost after creation
 	env *imap.Envelope
 	bs  imap.BodyStructure
+	// head and lay are kept for Raw messages only: the top-level header
+	// block, read alone or taken from the layout, and the layout.
+	head []byte
+	lay  *layout
 }
 
 // renderCache is a server-wide LRU of rendered messages, bounded by the
@@ -100,7 +109,11 @@ func (c *renderCache) get(m *um.Message, mailbox string, opts um.RenderOptions) 
 	msg := *m
 	msg.Flags, msg.Keywords, msg.Folder, msg.UID = 0, nil, "", 0
 	r := &rendered{key: key, msg: msg, email: c.render(msg, opts)}
-	r.cost = itemOverhead + int64(len(key.mailbox)) + int64(len(msg.CallerName)+len(msg.CallerNumber)+len(msg.AudioType)+len(msg.Transcript))
+	overhead := int64(itemOverhead)
+	if msg.Raw {
+		overhead = rawItemOverhead
+	}
+	r.cost = overhead + int64(len(key.mailbox)) + int64(len(msg.CallerName)+len(msg.CallerNumber)+len(msg.AudioType)+len(msg.Transcript))
 	if st := r.email.Structure(); st != nil {
 		if a := audioPart(st); a != nil {
 			r.cost += a.BodyStart // the rendered bytes before the audio
@@ -230,6 +243,71 @@ func (c *renderCache) bodyStructure(r *rendered, build func() (imap.BodyStructur
 	return bs, nil
 }
 
+// header returns the top-level header block of a Raw message, reading it
+// (with read) the first time unless its layout has it.
+func (c *renderCache) header(r *rendered, read func() ([]byte, error)) ([]byte, error) {
+	r.mu.Lock()
+	h := r.head
+	r.mu.Unlock()
+	if h != nil {
+		return h, nil
+	}
+	h, err := read()
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if r.head == nil {
+		r.head = h
+	} else {
+		h = r.head
+	}
+	r.mu.Unlock()
+	c.charge(r, int64(len(h)))
+	return h, nil
+}
+
+// layout returns the layout of a Raw message, parsing its content (which
+// read supplies) the first time. The same parse gives its BODYSTRUCTURE,
+// kept unless built already, so a FETCH of sections and structure reads
+// the message once.
+func (c *renderCache) layout(r *rendered, read func() ([]byte, error)) (*layout, error) {
+	r.mu.Lock()
+	l := r.lay
+	r.mu.Unlock()
+	if l != nil {
+		return l, nil
+	}
+	b, err := read()
+	if err != nil {
+		return nil, err
+	}
+	root := parseEntity(b, 0, "text/plain")
+	bs := root.structure()
+	r.mu.Lock()
+	if r.lay != nil {
+		l = r.lay
+		r.mu.Unlock()
+		return l, nil
+	}
+	l, cost := newLayout(b, root, r.head)
+	r.lay, r.head = l, l.header
+	if r.bs == nil {
+		r.bs = bs
+		cost += structureCost(bs)
+	}
+	r.mu.Unlock()
+	c.charge(r, cost)
+	return l, nil
+}
+
+// structure returns the BODYSTRUCTURE kept, or nil.
+func (r *rendered) structure() imap.BodyStructure {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bs
+}
+
 // structureCost is what a BODYSTRUCTURE built from an e-mail's content is
 // charged: its parts hold a few short strings and maps each.
 func structureCost(bs imap.BodyStructure) int64 {
@@ -245,7 +323,7 @@ func structureCost(bs imap.BodyStructure) int64 {
 // parseEnvelope parses a header block into an ENVELOPE. A header that
 // does not parse gives an empty envelope rather than failing the FETCH.
 func parseEnvelope(header []byte) *imap.Envelope {
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+	h, err := textproto.ReadHeader(headerReader(header))
 	if err != nil && len(header) > 0 {
 		return &imap.Envelope{}
 	}

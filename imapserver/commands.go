@@ -1,7 +1,6 @@
 package imapserver
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -545,7 +544,7 @@ func (sess *session) searchDoc(e *entry) *searchDoc {
 	if err != nil {
 		d.err = err
 	} else {
-		d.h, _ = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+		d.h, _ = textproto.ReadHeader(headerReader(header))
 		d.header, d.body = strings.ToLower(string(header)), strings.ToLower(string(body))
 	}
 	if sess.texts != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"mime/quotedprintable"
+	"sync"
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
@@ -238,13 +239,54 @@ func (sess *session) content(e *entry) (io.ReadCloser, error) {
 	return sess.mb.OpenAudio(sess.ctx, e.msg.ID)
 }
 
+// rawBytes reads a Raw message's whole content.
 func (sess *session) rawBytes(e *entry) ([]byte, error) {
+	return sess.readRaw(e, make([]byte, max(e.msg.Size, 0)))
+}
+
+// readRaw reads a Raw message's whole content into b, which has its
+// stored size: growing a buffer from empty, as io.ReadAll does, copied
+// and cleared a large message about twice over.
+func (sess *session) readRaw(e *entry, b []byte) ([]byte, error) {
 	rc, err := sess.content(e)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	return io.ReadAll(io.LimitReader(rc, e.msg.Size+1))
+	n, err := io.ReadFull(rc, b)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return b[:n], nil
+	}
+	return b, err
+}
+
+// layoutBufs holds the buffers a message is read into to lay it out: the
+// layout keeps none of its bytes, so the next one reuses them.
+var layoutBufs sync.Pool // of *[]byte
+
+// maxPooledLayout is the largest buffer layoutBufs keeps.
+const maxPooledLayout = 1 << 20
+
+// layout returns the layout of a Raw message.
+func (sess *session) layout(e *entry) (*layout, error) {
+	var pooled *[]byte
+	defer func() {
+		if pooled != nil {
+			layoutBufs.Put(pooled)
+		}
+	}()
+	return sess.srv.cache.layout(sess.rendered(e), func() ([]byte, error) {
+		size := max(e.msg.Size, 0)
+		if size > maxPooledLayout {
+			return sess.rawBytes(e)
+		}
+		pooled, _ = layoutBufs.Get().(*[]byte)
+		if pooled == nil || int64(cap(*pooled)) < size {
+			b := make([]byte, size, max(size, 64<<10))
+			pooled = &b
+		}
+		return sess.readRaw(e, (*pooled)[:size])
+	})
 }
 
 // envelope returns the message's ENVELOPE, parsed once per message and
@@ -255,6 +297,15 @@ func (sess *session) envelope(e *entry) (*imap.Envelope, error) {
 		if header := r.email.Header(); header != nil {
 			return header, nil
 		}
+		return sess.rawHeader(e)
+	})
+}
+
+// rawHeader returns the top-level header block of a Raw message, read
+// from its content alone the first time.
+func (sess *session) rawHeader(e *entry) ([]byte, error) {
+	r := sess.rendered(e)
+	return sess.srv.cache.header(r, func() ([]byte, error) {
 		rc, err := sess.content(e)
 		if err != nil {
 			return nil, err
@@ -269,16 +320,16 @@ func (sess *session) envelope(e *entry) (*imap.Envelope, error) {
 // them.
 func (sess *session) bodyStructure(e *entry) (imap.BodyStructure, error) {
 	r := sess.rendered(e)
+	st := r.email.Structure()
+	if st == nil {
+		// An e-mail's structure comes with its layout, from one parse.
+		if _, err := sess.layout(e); err != nil {
+			return nil, err
+		}
+		return r.structure(), nil
+	}
 	return sess.srv.cache.bodyStructure(r, func() (imap.BodyStructure, int64, error) {
-		if st := r.email.Structure(); st != nil {
-			return partStructure(st), 0, nil // in itemOverhead
-		}
-		b, err := sess.rawBytes(e)
-		if err != nil {
-			return nil, 0, err
-		}
-		bs := extractBodyStructure(b)
-		return bs, structureCost(bs), nil
+		return partStructure(st), 0, nil // in itemOverhead
 	})
 }
 
@@ -348,16 +399,7 @@ func (sess *session) bodySection(e *entry, em *um.Email, item *imap.FetchItemBod
 	s := &section{body: item}
 	st := em.Structure()
 	if st == nil {
-		b, err := sess.rawBytes(e)
-		if err != nil {
-			return s, err
-		}
-		s.data = extractBodySection(b, item)
-		if s.data == nil {
-			s.data = []byte{}
-		}
-		s.size = int64(len(s.data))
-		return s, nil
+		return sess.rawBodySection(e, s)
 	}
 	var off, n int64
 	switch {
@@ -403,6 +445,67 @@ func (sess *session) bodySection(e *entry, em *um.Email, item *imap.FetchItemBod
 		content = rc
 	}
 	s.r = em.Range(content, off, n)
+	return s, nil
+}
+
+// rawBodySection prepares BODY[...] of a Raw message: a range of its
+// content read from the store, or its header at hand.
+func (sess *session) rawBodySection(e *entry, s *section) (*section, error) {
+	item := s.body
+	var rs rawSection
+	switch {
+	case len(item.Part) == 0 && item.Specifier == imap.PartSpecifierNone:
+		rs = rawSection{off: 0, n: e.msg.Size}
+	case len(item.Part) == 0:
+		// HEADER, HEADER.FIELDS and TEXT need the header only.
+		head, err := sess.rawHeader(e)
+		if err != nil {
+			return s, err
+		}
+		rs = topSection(head, e.msg.Size, item)
+	default:
+		l, err := sess.layout(e)
+		if err != nil {
+			return s, err
+		}
+		rs = l.section(item)
+	}
+	data := rs.data
+	if data == nil && rs.filter == nil {
+		off, n := clip(rs.off, rs.n, item.Partial)
+		s.size = n
+		if n == 0 {
+			s.data = []byte{}
+			return s, nil
+		}
+		rc, err := sess.content(e)
+		if err != nil {
+			return s, err
+		}
+		s.close = func() { rc.Close() }
+		s.r, err = openRange(rc, off, n)
+		return s, err
+	}
+	if data == nil {
+		// The header of an embedded message, to filter.
+		rc, err := sess.content(e)
+		if err != nil {
+			return s, err
+		}
+		defer rc.Close()
+		r, err := openRange(rc, rs.off, rs.n)
+		if err != nil {
+			return s, err
+		}
+		if data, err = io.ReadAll(r); err != nil {
+			return s, err
+		}
+	}
+	if rs.filter != nil {
+		data = headerFields(data, rs.filter, rs.not)
+	}
+	s.data = partialOf(data, item.Partial)
+	s.size = int64(len(s.data))
 	return s, nil
 }
 

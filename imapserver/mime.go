@@ -32,9 +32,11 @@ type entity struct {
 	params   map[string]string
 	children []*entity // multipart
 	msg      *entity   // message/rfc822
+	bad      bool      // the header did not parse to its end
 }
 
-// splitHeader cuts an entity into header block and body.
+// splitHeader cuts an entity into header block and body. It looks at the
+// header's lines only: a body of several hundred KB is not scanned.
 func splitHeader(b []byte) (header, body []byte) {
 	if bytes.HasPrefix(b, []byte("\r\n")) {
 		return b[:2], b[2:]
@@ -42,21 +44,35 @@ func splitHeader(b []byte) (header, body []byte) {
 	if bytes.HasPrefix(b, []byte("\n")) {
 		return b[:1], b[1:]
 	}
-	i := bytes.Index(b, []byte("\n\r\n"))
-	j := bytes.Index(b, []byte("\n\n"))
-	switch {
-	case i >= 0 && (j < 0 || i < j):
-		return b[:i+3], b[i+3:]
-	case j >= 0:
-		return b[:j+2], b[j+2:]
+	for off := 0; ; {
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			return b, nil
+		}
+		next := off + i + 1 // the start of the next line
+		switch {
+		case next < len(b) && b[next] == '\n':
+			return b[:next+1], b[next+1:]
+		case next+1 < len(b) && b[next] == '\r' && b[next+1] == '\n':
+			return b[:next+2], b[next+2:]
+		}
+		off = next
 	}
-	return b, nil
+}
+
+// headerReader reads a header block through a buffer of its size: the
+// default 4 KB one for every part of every message laid out was a tenth of
+// what the server allocated.
+func headerReader(header []byte) *bufio.Reader {
+	return bufio.NewReaderSize(bytes.NewReader(header), len(header))
 }
 
 func parseEntity(b []byte, depth int, defType string) *entity {
 	e := &entity{}
 	e.header, e.body = splitHeader(b)
-	e.h, _ = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(e.header)))
+	var err error
+	e.h, err = textproto.ReadHeader(headerReader(e.header))
+	e.bad = err != nil
 	ct := e.h.Get("Content-Type")
 	mt, params, err := mime.ParseMediaType(ct)
 	if ct == "" || err != nil {
@@ -95,32 +111,42 @@ func splitMultipart(body []byte, boundary string) [][]byte {
 	delim := []byte("--" + boundary)
 	var parts [][]byte
 	start := -1
+	// Look for the delimiter itself rather than at every line: a base64
+	// body has thousands of lines and no delimiter among them.
 	for off := 0; off < len(body); {
-		end := bytes.IndexByte(body[off:], '\n')
-		line := body[off:]
-		next := len(body)
-		if end >= 0 {
-			line = body[off : off+end]
-			next = off + end + 1
+		k := bytes.Index(body[off:], delim)
+		if k < 0 {
+			break
 		}
-		if bytes.HasPrefix(line, delim) {
-			rest := bytes.TrimRight(line[len(delim):], " \t\r")
-			if len(rest) == 0 || bytes.Equal(rest, []byte("--")) {
-				if start >= 0 {
-					stop := off
-					if stop > start && body[stop-1] == '\n' {
+		at := off + k
+		if at > 0 && body[at-1] != '\n' {
+			off = at + 1 // not at the start of a line
+			continue
+		}
+		line, next := body[at:], len(body)
+		if end := bytes.IndexByte(line, '\n'); end >= 0 {
+			line, next = body[at:at+end], at+end+1
+		}
+		if len(line) < len(delim) {
+			off = next // a boundary holding a line break matches no line
+			continue
+		}
+		rest := bytes.TrimRight(line[len(delim):], " \t\r")
+		if len(rest) == 0 || bytes.Equal(rest, []byte("--")) {
+			if start >= 0 {
+				stop := at
+				if stop > start && body[stop-1] == '\n' {
+					stop--
+					if stop > start && body[stop-1] == '\r' {
 						stop--
-						if stop > start && body[stop-1] == '\r' {
-							stop--
-						}
 					}
-					parts = append(parts, body[start:stop])
 				}
-				if len(rest) > 0 {
-					return parts
-				}
-				start = next
+				parts = append(parts, body[start:stop])
 			}
+			if len(rest) > 0 {
+				return parts
+			}
+			start = next
 		}
 		off = next
 	}
@@ -132,23 +158,30 @@ func splitMultipart(body []byte, boundary string) [][]byte {
 
 // part returns the entity a section path names (RFC 3501 6.4.5), or nil.
 func (e *entity) part(path []int) *entity {
-	cur := e
+	return partOf(e, path, func(e *entity) []*entity { return e.children }, func(e *entity) *entity { return e.msg })
+}
+
+// partOf walks a section path down a MIME tree (of entities, or of their
+// layouts) and returns the zero T when the path names no part.
+func partOf[T comparable](root T, path []int, children func(T) []T, msg func(T) T) T {
+	var none T
+	cur := root
 	for i, n := range path {
 		// Below the first level, the parts of an embedded message are
 		// those of the message it holds.
-		if i > 0 && cur.msg != nil {
-			cur = cur.msg
+		if m := msg(cur); i > 0 && m != none {
+			cur = m
 		}
-		switch {
-		case cur.children != nil:
-			if n < 1 || n > len(cur.children) {
-				return nil
+		switch kids := children(cur); {
+		case kids != nil:
+			if n < 1 || n > len(kids) {
+				return none
 			}
-			cur = cur.children[n-1]
+			cur = kids[n-1]
 		case n == 1:
 			// A non-multipart entity is its own part 1.
 		default:
-			return nil
+			return none
 		}
 	}
 	return cur
@@ -204,11 +237,6 @@ func (e *entity) structure() imap.BodyStructure {
 		sp.Text = &imap.BodyStructureText{NumLines: countLines(e.body)}
 	}
 	return sp
-}
-
-// extractBodyStructure builds the BODYSTRUCTURE of a whole message.
-func extractBodyStructure(b []byte) imap.BodyStructure {
-	return parseEntity(b, 0, "text/plain").structure()
 }
 
 // headerFields returns the fields of a header block that names keeps (or,

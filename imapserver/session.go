@@ -1,6 +1,7 @@
 package imapserver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -275,7 +276,7 @@ type pendingAppend struct {
 
 func (p *pendingAppend) content() (io.Reader, error) {
 	if p.file == nil {
-		return strings.NewReader(string(p.buf)), nil
+		return bytes.NewReader(p.buf), nil
 	}
 	if _, err := p.file.Seek(0, io.SeekStart); err != nil {
 		return nil, err

@@ -16,6 +16,7 @@
 //	go run ./bench/imapstress                      # users=100 clients=20 secs=30, all three servers
 //	go run ./bench/imapstress -rounds 3 -secs 30   # alternate the servers three times
 //	go run ./bench/imapstress -servers um -profile noop=50,idle=50
+//	go run ./bench/imapstress -servers um -pprof /tmp/prof   # then go tool pprof /tmp/prof/um-0/cpu.pprof
 //
 // imaptest is the binary -imaptest or $IMAPTEST names; without either it is
 // built from ../shared/tools/imaptest (beside the repository).
@@ -42,6 +43,7 @@ func main() {
 	flag.StringVar(&cfg.Extra, "profile", cfg.Extra, "extra imaptest settings, comma-separated (noop=50,idle=50)")
 	flag.StringVar(&cfg.Imaptest, "imaptest", cfg.Imaptest, "imaptest binary (built from ../shared/tools/imaptest when empty)")
 	flag.StringVar(&cfg.Dir, "dir", cfg.Dir, "working directory (a temporary one when empty)")
+	flag.StringVar(&cfg.Pprof, "pprof", cfg.Pprof, "folder for CPU, mutex, block and heap profiles of the um and memserver children, one subfolder per run")
 	flag.Parse()
 	cfg.Log = os.Stderr
 	res, err := Run(cfg)
@@ -62,6 +64,10 @@ type Config struct {
 	Extra    string
 	Imaptest string
 	Dir      string
+	// Pprof, when not empty, is the folder the Go children (um and
+	// memserver) write their profiles into, in a subfolder per run
+	// ("um-0", "memserver-0", ...); see pprofEnv.
+	Pprof string
 	// Emails and Voicemails are the messages of the generated mbox that
 	// imaptest APPENDs: small e-mails and rendered voicemails of
 	// MinSize-MaxSize bytes.

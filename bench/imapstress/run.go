@@ -118,7 +118,11 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Result{}, err
 	}
-	t, err := startTarget(name, dir, cfg.Users)
+	var prof string
+	if cfg.Pprof != "" {
+		prof = filepath.Join(cfg.Pprof, filepath.Base(dir))
+	}
+	t, err := startTarget(name, dir, cfg.Users, prof)
 	if err != nil {
 		return Result{}, err
 	}

@@ -47,7 +47,9 @@ func userName(i int) string { return "user" + strconv.Itoa(i) }
 // password is the same for every user: imaptest takes one.
 const password = "stress-pw"
 
-func startTarget(name, dir string, users int) (*target, error) {
+// startTarget starts the named server; prof, when not empty, is the
+// folder a Go child writes its profiles into (Dovecot is not profiled).
+func startTarget(name, dir string, users int, prof string) (*target, error) {
 	switch name {
 	case "dovecot":
 		accounts := make(map[string]string, users)
@@ -60,9 +62,9 @@ func startTarget(name, dir string, users int) (*target, error) {
 		}
 		return &target{name: name, addr: dc.Addr, pid: dc.PID(), stop: func() error { dc.Stop(); return nil }}, nil
 	case "um":
-		return startChild(name, "um:"+filepath.Join(dir, "um"), users)
+		return startChild(name, "um:"+filepath.Join(dir, "um"), users, prof)
 	case "memserver":
-		return startChild(name, "memserver", users)
+		return startChild(name, "memserver", users, prof)
 	}
 	return nil, fmt.Errorf("unknown server %q: want um, dovecot or memserver", name)
 }
@@ -70,13 +72,13 @@ func startTarget(name, dir string, users int) (*target, error) {
 // startChild runs this program again as a server and returns once it
 // listens; the child prints its address, and exits when its standard input
 // closes.
-func startChild(name, spec string, users int) (*target, error) {
+func startChild(name, spec string, users int, prof string) (*target, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), serverEnv+"="+spec, usersEnv+"="+strconv.Itoa(users))
+	cmd.Env = append(os.Environ(), serverEnv+"="+spec, usersEnv+"="+strconv.Itoa(users), pprofEnv+"="+prof)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -133,10 +135,21 @@ func serveChild(spec string) int {
 		fmt.Fprintln(os.Stderr, "imapstress:", spec+":", err)
 		return 1
 	}
+	stopProfiles, err := startProfiles(os.Getenv(pprofEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "imapstress: profile:", err)
+		return 1
+	}
 	fmt.Println(ln.Addr().String())
 	io.Copy(io.Discard, os.Stdin)
+	// The profiles cover serving, not the shutdown.
+	perr := stopProfiles()
 	if err := shutdown(); err != nil {
 		fmt.Fprintln(os.Stderr, "imapstress:", spec+":", err)
+		return 1
+	}
+	if perr != nil {
+		fmt.Fprintln(os.Stderr, "imapstress: profile:", perr)
 		return 1
 	}
 	return 0
@@ -181,6 +194,8 @@ func serveUM(ln net.Listener, dir string, users int) (func() error, error) {
 		defer cancel()
 		err := srv.Shutdown(ctx)
 		<-served
+		st := srv.Stats()
+		fmt.Fprintf(os.Stderr, "um: render cache %d hits, %d misses\n", st.RenderCacheHits, st.RenderCacheMisses)
 		svc.Close()
 		if cerr := store.Close(); err == nil {
 			err = cerr
