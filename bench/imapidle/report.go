@@ -21,6 +21,8 @@ func Report(w io.Writer, r *Result) {
 		mib(r.RSS), mib(r.RSSBase), mib(r.PSS), mib(r.PSSBase))
 	fmt.Fprintf(w, "per connection: VmRSS %.1f KiB, PSS %.1f KiB above the base; total VmRSS / connections %.1f KiB\n",
 		kib((r.RSS-r.RSSBase)/n), kib((r.PSS-r.PSSBase)/n), kib(r.RSS/n))
+	fmt.Fprintf(w, "after a GC and debug.FreeOSMemory: VmRSS %.1f MiB, %.1f KiB per connection above the base\n",
+		mib(r.RSSFreed), kib((r.RSSFreed-r.RSSBase)/n))
 	fmt.Fprintf(w, "server Go accounting after a GC: heap in use %.1f MiB, stacks %.1f MiB, %d goroutines (%.2f per connection), sys %.1f MiB\n",
 		mib(int64(r.Mem.HeapInuse)), mib(int64(r.Mem.StackInuse)), r.Mem.Goroutines, float64(r.Mem.Goroutines)/float64(n), mib(int64(r.Mem.Sys)))
 	fmt.Fprintf(w, "per connection: heap %.1f KiB, stack %.1f KiB\n", kib(int64(r.Mem.HeapInuse)/n), kib(int64(r.Mem.StackInuse)/n))

@@ -54,6 +54,7 @@ type Result struct {
 
 	RSSBase, PSSBase int64 // the server before the clients connected
 	RSS, PSS         int64 // the server at the end of the idle period
+	RSSFreed         int64 // and after it returned its free memory to the system
 	Mem              memStats
 	IdleCPU          time.Duration // the server's, over Config.Idle
 	ClientIdleCPU    time.Duration // the client processes', over Config.Idle
@@ -67,6 +68,12 @@ type Result struct {
 	RSSAfter                   int64
 }
 
+// reservedFiles are the descriptors the server needs beside its
+// connections: its standard streams, the listener, the poller, the store's
+// database and the open content files boltstore pools for deposits (up to
+// 48), and the files of the deposits being written.
+const reservedFiles = 128
+
 // Run fills a store, starts the server and the clients, and measures.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Conns < 1 || cfg.Mailboxes < 1 || cfg.PerProcess < 1 || cfg.Rate <= 0 {
@@ -74,14 +81,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	raiseFileLimit()
 	res := &Result{Config: cfg}
-	// The server holds a descriptor per connection and about 20 more (its
-	// standard streams, the listener, the poller, the store's files).
-	if limit := fileLimit() - 32; cfg.Conns > limit {
-		res.Limit = fmt.Sprintf("RLIMIT_NOFILE: the hard limit of %d open files per process lets the server hold %d connections, not %d", fileLimit(), limit, cfg.Conns)
+	if limit := fileLimit() - reservedFiles; cfg.Conns > limit {
+		res.Limit = fmt.Sprintf("RLIMIT_NOFILE: the hard limit of %d open files per process leaves the server %d connections beside %d files for the rest, not %d",
+			fileLimit(), limit, reservedFiles, cfg.Conns)
 		cfg.logf("%s", res.Limit)
 		cfg.Conns = limit
 	}
-	if limit := fileLimit() - 32; cfg.PerProcess > limit {
+	if limit := fileLimit() - reservedFiles; cfg.PerProcess > limit {
 		cfg.PerProcess = limit
 	}
 	res.Config = cfg
@@ -150,6 +156,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.SetUp = time.Since(t0)
 	cfg.logf("%d idling, %d failed, in %v", res.Idling, res.Failed, res.SetUp.Round(time.Millisecond))
+	if res.FirstErr != "" {
+		cfg.logf("first error: %s", res.FirstErr)
+	}
 
 	// Idle.
 	time.Sleep(2 * time.Second) // let set-up garbage and timers settle
@@ -174,6 +183,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.ClientRSS += rss
 	}
 	if err := srv.call(&res.Mem, "stats"); err != nil {
+		return nil, err
+	}
+	var ok struct{ Err string }
+	if err := srv.call(&ok, "free"); err != nil {
+		return nil, err
+	}
+	if res.RSSFreed, _, err = memory(srv.PID()); err != nil {
 		return nil, err
 	}
 	if cfg.HeapProfile != "" {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -73,6 +74,7 @@ type depositTimes struct {
 // standard input, one JSON line each:
 //
 //	stats            memStats after runtime.GC
+//	free             returns what the heap does not use to the system
 //	heap <file>      writes a heap profile
 //	deposit <n> <p>  one voicemail into each of mailboxes 0..n-1, p at a time: depositTimes
 //
@@ -139,6 +141,9 @@ func serverMain() int {
 			st := srv.Stats()
 			out.Encode(memStats{HeapInuse: ms.HeapInuse, HeapAlloc: ms.HeapAlloc, StackInuse: ms.StackInuse, Sys: ms.Sys,
 				Goroutines: runtime.NumGoroutine(), Conns: st.Conns, Sessions: st.Sessions})
+		case f[0] == "free":
+			debug.FreeOSMemory()
+			out.Encode(map[string]string{"err": ""})
 		case f[0] == "heap" && len(f) == 2:
 			err := writeHeap(f[1])
 			out.Encode(map[string]string{"err": errString(err)})
