@@ -8,8 +8,8 @@ import (
 
 // Report writes what a run measured.
 func Report(w io.Writer, r *Result) {
-	fmt.Fprintf(w, "%d TLS connections idling (of %d; %d failed, %d broke) on %d mailboxes, %d voicemails each; set up in %v\n",
-		r.Idling, r.Conns, r.Failed, r.Broken, r.Mailboxes, r.Messages, r.SetUp.Round(time.Second))
+	fmt.Fprintf(w, "%d TLS connections idling (of %d; %d failed, %d broke) on %d mailboxes, %d voicemails each; set up in %v, %.1f ms of server CPU each\n",
+		r.Idling, r.Conns, r.Failed, r.Broken, r.Mailboxes, r.Messages, r.SetUp.Round(time.Second), 1000*r.SetUpCPU.Seconds()/float64(max(r.Idling, 1)))
 	if r.Limit != "" {
 		fmt.Fprintf(w, "capped by %s\n", r.Limit)
 	}
@@ -32,6 +32,7 @@ func Report(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "  deposit to the last client of its mailbox: %s (%d mailboxes)\n", percentiles(r.Fanout), len(r.Fanout))
 	fmt.Fprintf(w, "  deposit to each client:                    %s (%d clients)\n", percentiles(r.PerClient), len(r.PerClient))
 	fmt.Fprintf(w, "  the deposit call itself:                   %s\n", percentiles(r.Deposit))
+	fmt.Fprintf(w, "  its return to the last client:             %s\n", percentiles(r.AfterCommit))
 	fmt.Fprintf(w, "  server CPU for deposits and notifications %v; VmRSS after %.1f MiB\n", r.FanoutCPU.Round(time.Millisecond), mib(r.RSSAfter))
 }
 

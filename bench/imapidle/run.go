@@ -51,6 +51,7 @@ type Result struct {
 	Missing  int    // idling connections that did not see their deposit
 	FirstErr string
 	SetUp    time.Duration // from the first connection to the last idling
+	SetUpCPU time.Duration // the server's, meanwhile
 
 	RSSBase, PSSBase int64 // the server before the clients connected
 	RSS, PSS         int64 // the server at the end of the idle period
@@ -62,10 +63,13 @@ type Result struct {
 
 	// Fanout holds, per mailbox, the time from the start of its deposit
 	// until the last of its clients read the EXISTS; PerClient the same
-	// for every client; Deposit how long the deposits took.
-	Fanout, PerClient, Deposit []time.Duration
-	FanoutCPU                  time.Duration // the server's, deposits and notifications
-	RSSAfter                   int64
+	// for every client; Deposit how long the deposits took; AfterCommit,
+	// per mailbox, the time from the deposit's return (its commit and
+	// the notification of its subscribers are done) until the last
+	// client read the EXISTS, zero when that came first.
+	Fanout, PerClient, Deposit, AfterCommit []time.Duration
+	FanoutCPU                               time.Duration // the server's, deposits and notifications
+	RSSAfter                                int64
 }
 
 // reservedFiles are the descriptors the server needs beside its
@@ -132,6 +136,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}()
 	cfg.logf("connecting %d clients from %d processes, %.0f per second", cfg.Conns, nproc, cfg.Rate)
 	t0 = time.Now()
+	setUpCPU, err := dovecot.TreeCPU(srv.PID())
+	if err != nil {
+		return nil, err
+	}
 	for k := range nproc {
 		first := k * cfg.PerProcess
 		p, err := startClient(clientConfig{
@@ -155,6 +163,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	res.SetUp = time.Since(t0)
+	if cpu, err := dovecot.TreeCPU(srv.PID()); err == nil {
+		res.SetUpCPU = cpu - setUpCPU
+	}
 	cfg.logf("%d idling, %d failed, in %v", res.Idling, res.Failed, res.SetUp.Round(time.Millisecond))
 	if res.FirstErr != "" {
 		cfg.logf("first error: %s", res.FirstErr)
@@ -260,11 +271,13 @@ func (res *Result) fanout(dt depositTimes, procs []*clientProc, seen []clientSee
 		res.Deposit = append(res.Deposit, time.Duration(dt.End[mb]-dt.Start[mb]))
 		if last[mb] > 0 && !missed[mb] {
 			res.Fanout = append(res.Fanout, time.Duration(last[mb]-dt.Start[mb]))
+			res.AfterCommit = append(res.AfterCommit, time.Duration(max(last[mb]-dt.End[mb], 0)))
 		}
 	}
 	slices.Sort(res.Fanout)
 	slices.Sort(res.PerClient)
 	slices.Sort(res.Deposit)
+	slices.Sort(res.AfterCommit)
 }
 
 // fill creates the mailboxes and deposits the voicemails they start with.
