@@ -88,6 +88,14 @@ type SubscribeOptions struct {
 	// up; past it the queue is dropped and Next returns ErrOverflow. Default
 	// 10000.
 	MaxQueue int
+	// Notify, when set, is called after each change queued for the
+	// subscriber, besides the wake-up on C: a subscriber that waits on
+	// something other than a channel (an IMAP session blocked reading
+	// its client) is woken through it without a goroutine of its own. It
+	// runs on the goroutine that committed the change, while the service's
+	// subscriptions are locked: it must return at once and must not call
+	// the Service.
+	Notify func()
 }
 
 // Subscription receives the changes of one mailbox (or of all, for the
@@ -156,6 +164,9 @@ func (s *Subscription) push(c Change) {
 	select {
 	case s.c <- struct{}{}:
 	default:
+	}
+	if s.opts.Notify != nil {
+		s.opts.Notify()
 	}
 }
 

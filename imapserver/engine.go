@@ -34,8 +34,10 @@ type conn struct {
 	nc    *netConn
 	c     net.Conn // nc, or TLS over it
 	isTLS bool
-	br    *bufio.Reader
-	bw    *bufio.Writer
+	br    *bufio.Reader // nil while waiting in awaitInput (idle.go)
+	bw    *bufio.Writer // nil while waiting in awaitInput
+	in    input         // what br reads
+	ahead [16]byte      // what awaitInput read ahead
 	enc   encoder
 	dec   decoder
 	sess  *session
@@ -64,17 +66,10 @@ const (
 // in front.
 type prefixConn struct {
 	*netConn
-	pre []byte
+	in input // the bytes, then netConn
 }
 
-func (p *prefixConn) Read(b []byte) (int, error) {
-	if len(p.pre) > 0 {
-		n := copy(b, p.pre)
-		p.pre = p.pre[n:]
-		return n, nil
-	}
-	return p.netConn.Read(b)
-}
+func (p *prefixConn) Read(b []byte) (int, error) { return p.in.Read(b) }
 
 func (s *Server) serveConn(nc *netConn, implicitTLS bool) {
 	c := &conn{srv: s, nc: nc, c: nc}
@@ -94,17 +89,21 @@ func (s *Server) serveConn(nc *netConn, implicitTLS bool) {
 			return
 		}
 		if n == 1 {
-			c.c = &prefixConn{netConn: nc, pre: first[:]}
+			c.c = &prefixConn{netConn: nc, in: input{r: nc, pre: first[:]}}
 			implicitTLS = first[0] == tlsHandshakeRecord
 		}
 	}
 	if implicitTLS {
-		c.c, c.isTLS = tls.Server(c.c, s.tlsConf), true
+		tc := tls.Server(c.c, s.tlsConf)
+		if err := handshake(c.ctx, tc); err != nil {
+			s.logger().Debug("imapserver: TLS handshake", "remote", nc.ip, "err", err)
+			return
+		}
+		c.c, c.isTLS = tc, true
 	}
-	c.br = bufio.NewReaderSize(c.c, bufSize)
-	c.bw = bufio.NewWriterSize(c.c, bufSize)
-	c.enc = encoder{w: c.bw}
-	c.dec = decoder{br: c.br, cont: c.continuation, maxLiteral: maxPreLoginLiteral}
+	c.dec = decoder{cont: c.continuation, maxLiteral: maxPreLoginLiteral}
+	c.takeBuffers()
+	defer c.releaseBuffers()
 	c.sess = &session{srv: s, nc: nc, conn: c}
 	c.sess.ctx = um.WithSource(c.ctx, c.sess)
 	defer c.sess.Close()
@@ -125,7 +124,10 @@ func (c *conn) serve() {
 			return
 		}
 		c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.IdleTimeout))
-		err := c.command()
+		err := c.awaitInput()
+		if err == nil {
+			err = c.command()
+		}
 		if err == nil {
 			continue
 		}
@@ -511,14 +513,15 @@ func (c *conn) cmdStartTLS(tag string) error {
 		return err
 	}
 	tc := tls.Server(c.nc, c.srv.tlsConf)
-	if err := tc.HandshakeContext(c.ctx); err != nil {
+	if err := handshake(c.ctx, tc); err != nil {
 		c.srv.logger().Debug("imapserver: STARTTLS handshake", "remote", c.nc.ip, "err", err)
 		return errLogout
 	}
 	c.c, c.isTLS = tc, true
 	// Reset drops what the client sent after STARTTLS in plain text: it
 	// must not run as if it had come under TLS.
-	c.br.Reset(tc)
+	c.in = input{r: tc}
+	c.br.Reset(&c.in)
 	c.bw.Reset(tc)
 	return nil
 }
@@ -1086,61 +1089,6 @@ func (c *conn) cmdAppend(tag string) error {
 // cmdIdle waits for DONE while telling the client of changes. The reader
 // of DONE runs on a goroutine of its own and touches nothing but the
 // reader; the session's view is used on this goroutine only.
-func (c *conn) cmdIdle(tag string) error {
-	if err := c.end(); err != nil {
-		return err
-	}
-	c.enc.raw("+ idling\r\n")
-	if err := c.poll(true); err != nil {
-		return err
-	}
-	if err := c.bw.Flush(); err != nil {
-		return err
-	}
-	type lineResult struct {
-		line string
-		err  error
-	}
-	done := make(chan lineResult, 1)
-	c.nc.busy.Add(-1) // Shutdown may end an IDLE at once
-	defer c.nc.busy.Add(1)
-	go func() {
-		line, err := c.br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			err = errLineTooLong
-		}
-		done <- lineResult{strings.TrimRight(string(line), "\r\n"), err}
-	}()
-	var wake <-chan struct{}
-	if v := c.sess.sel; v != nil && v.sub != nil {
-		wake = v.sub.C()
-	}
-	for {
-		select {
-		case r := <-done:
-			if r.err != nil {
-				return r.err
-			}
-			if !strings.EqualFold(r.line, "DONE") {
-				c.parsed = true
-				return badSyntax("Expected DONE")
-			}
-			c.parsed = true
-			return c.ok(tag, "", "IDLE completed")
-		case <-c.ctx.Done():
-			<-done
-			return errShutdown
-		case <-wake:
-			if err := c.poll(true); err != nil {
-				return err
-			}
-			if err := c.bw.Flush(); err != nil {
-				return err
-			}
-		}
-	}
-}
-
 // watchHangup runs a command that may take long (SEARCH over message
 // text) while a goroutine watches the connection: when the client goes
 // away meanwhile, the connection's context is cancelled, and with it the
