@@ -89,7 +89,13 @@ func (s *Store) Backup(ctx context.Context, dir string) (BackupInfo, error) {
 			if err != nil {
 				return err
 			}
-			files[k] = &fileCheck{size: m.rec.m.Size, sum: sum, hasSum: hasSum, msgs: []*stored{m}}
+			fc := &fileCheck{size: m.rec.m.Size, sum: sum, hasSum: hasSum, msgs: []*stored{m}}
+			if l, ok, err := segLocOf(tx, k); err != nil {
+				return err
+			} else if ok {
+				fc.seg = &l
+			}
+			files[k] = fc
 			order = append(order, k)
 			return nil
 		}, func(p Problem) { bad = append(bad, p) }); err != nil {
@@ -143,7 +149,8 @@ func (s *Store) Backup(ctx context.Context, dir string) (BackupInfo, error) {
 					return
 				}
 				fc := files[order[i]]
-				n, err := copyContent(cctx, s.blobPath(order[i]), dsts[i], fc)
+				k := order[i]
+				n, err := copyContent(cctx, s.relPath(fc.msgs[0], fc), func() (io.ReadCloser, error) { return s.openContent(k, fc) }, dsts[i], fc)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					m := fc.msgs[0]
@@ -163,6 +170,9 @@ func (s *Store) Backup(ctx context.Context, dir string) (BackupInfo, error) {
 		return BackupInfo{}, firstErr
 	}
 	if err := ctx.Err(); err != nil {
+		return BackupInfo{}, fmt.Errorf("boltstore: backup: %w", err)
+	}
+	if err := dropSegLocs(partial); err != nil {
 		return BackupInfo{}, fmt.Errorf("boltstore: backup: %w", err)
 	}
 	if err := finish(dir, dirs); err != nil {
@@ -218,7 +228,8 @@ func Restore(ctx context.Context, from, dir string) (*CheckReport, error) {
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("boltstore: restore: %w", err)
 			}
-			if _, err := copyContent(ctx, filepath.Join(from, audioDir, sub.Name(), e.Name()), filepath.Join(dst, e.Name()), nil); err != nil {
+			src := filepath.Join(from, audioDir, sub.Name(), e.Name())
+			if _, err := copyContent(ctx, src, func() (io.ReadCloser, error) { return os.Open(src) }, filepath.Join(dst, e.Name()), nil); err != nil {
 				return nil, fmt.Errorf("boltstore: restore: %w", err)
 			}
 		}
@@ -291,8 +302,8 @@ func writeDurably(path string, write func(io.Writer) (int64, error)) (int64, err
 
 // copyContent copies content file src to dst, durably, checking it
 // against fc's size and checksum when fc is not nil.
-func copyContent(ctx context.Context, src, dst string, fc *fileCheck) (int64, error) {
-	in, err := os.Open(src)
+func copyContent(ctx context.Context, src string, open func() (io.ReadCloser, error), dst string, fc *fileCheck) (int64, error) {
+	in, err := open()
 	if err != nil {
 		if isNotExist(err) && fc != nil {
 			return 0, fmt.Errorf("content file %s: %s", src, ContentMissing)
@@ -413,4 +424,27 @@ func newValidities(tx *bolt.Tx) error {
 		}
 	}
 	return nil
+}
+
+// dropSegLocs empties the segment bucket of the database copy at path: in
+// a backup every content is a file of its own, and there is no log.
+func dropSegLocs(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketSeg); b == nil || b.Stats().KeyN == 0 {
+			return nil
+		}
+		if err := tx.DeleteBucket(bucketSeg); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket(bucketSeg)
+		return err
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -118,16 +119,87 @@ func TestCheckNamesDamage(t *testing.T) {
 }
 
 // contentPath is the content file of m, a message of mailbox 1001.
+//
+// A content in a log segment is first moved to a file of its own, as a
+// restored store or one written before the log keeps it, so that the test
+// can damage it alone.
 func (s *Store) contentPath(t testing.TB, m um.Message) string {
 	t.Helper()
 	var k blobKey
-	if err := s.db.View(func(tx *bolt.Tx) error {
+	var l segLoc
+	var inSeg bool
+	if err := s.db.View(func(tx *bolt.Tx) (err error) {
 		k = blobOf(t, tx, m)
+		l, inSeg, err = segLocOf(tx, k)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	path := s.blobPath(k)
+	if inSeg {
+		rc, err := s.openSeg(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSeg).Delete(k[:]) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return path
+}
+
+// TestCheckNamesSegmentDamage damages contents where deposits keep them,
+// in a log segment: a flipped byte in one names that message alone, with
+// the segment and offset; a lost segment names every message in it.
+func TestCheckNamesSegmentDamage(t *testing.T) {
+	s := openStore(t)
+	newMailbox(t, s, "1001")
+	var msgs []um.Message
+	for range 3 {
+		msgs = append(msgs, appendMsg(t, s, "1001", um.Inbox, randomContent(t, 48000)))
+	}
+	var locs []segLoc
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		for _, m := range msgs {
+			l, ok, err := segLocOf(tx, blobOf(t, tx, m))
+			if err != nil || !ok {
+				t.Fatalf("content of UID %d is not in a log segment (%v)", m.UID, err)
+			}
+			locs = append(locs, l)
+		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return s.blobPath(k)
+	flipByte(t, s.segPath(locs[1].seq), locs[1].off+100)
+	rep := mustCheck(t, s)
+	wantPath := fmt.Sprintf("log/%016x:%d", locs[1].seq, locs[1].off)
+	if len(rep.Problems) != 1 || rep.Problems[0].UID != msgs[1].UID || rep.Problems[0].Kind != ContentChecksum || rep.Problems[0].Path != wantPath {
+		t.Fatalf("Check() after a flipped byte in UID %d = %v, want its checksum wrong in %s", msgs[1].UID, rep.Problems, wantPath)
+	}
+	if err := os.Remove(s.segPath(locs[0].seq)); err != nil {
+		t.Fatal(err)
+	}
+	rep = mustCheck(t, s)
+	if len(rep.Problems) != 3 {
+		t.Fatalf("Check() after the segment was deleted = %v, want the 3 messages in it", rep.Problems)
+	}
+	for _, p := range rep.Problems {
+		if p.Kind != ContentMissing {
+			t.Errorf("problem %v, want content missing", p)
+		}
+	}
 }
 
 // rewriteContent changes a content kept in the database behind the store's
@@ -565,7 +637,7 @@ func TestLoggerReceivesWarnings(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(s.blobPath(k), "x"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	s.deleteBlobs([]blobKey{k})
+	s.deleteBlobs([]gone{{k: k}})
 	if got := buf.String(); !strings.Contains(got, "level=WARN") || !strings.Contains(got, "delete content file") {
 		t.Errorf("log = %q, want a WARN line about the content file", got)
 	}

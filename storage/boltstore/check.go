@@ -80,7 +80,9 @@ type Problem struct {
 	UID     um.UID    // the message's UID; zero when the problem is not one message's
 	ID      uuid.UUID // the message's ID, when its record could be read
 	// Path is the content file, relative to the store's directory
-	// (audio/3f/3f...), or empty for a content kept in the database.
+	// (audio/3f/3f...), or for a content in a log segment the segment and
+	// the offset in it (log/00000000000000a2:4096), or empty for a content
+	// kept in the database.
 	Path   string
 	Kind   ProblemKind
 	Detail string // what was found, such as "1000 bytes, the record says 48044"
@@ -208,6 +210,7 @@ type fileCheck struct {
 	sum    uint32
 	hasSum bool
 	msgs   []*stored
+	seg    *segLoc // where the content is when it is in a log segment
 }
 
 // Check reads every message record and its content and verifies that the
@@ -256,6 +259,11 @@ func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 				fc := files[k]
 				if fc == nil {
 					fc = &fileCheck{size: m.rec.m.Size, sum: sum, hasSum: hasSum}
+					if l, ok, err := segLocOf(tx, k); err != nil {
+						bad(m.problem(ContentUnreadable, "", err.Error()))
+					} else if ok {
+						fc.seg = &l
+					}
 					files[k] = fc
 					order = append(order, k)
 				}
@@ -281,7 +289,7 @@ func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 				n = binary.BigEndian.Uint32(v)
 			}
 			if ms := refs[k]; int(n) != len(ms) {
-				bad(ms[0].problem(RefCountWrong, s.relPath(ms[0]), fmt.Sprintf("counted %d, %d messages name it", n, len(ms))))
+				bad(ms[0].problem(RefCountWrong, s.relPath(ms[0], files[k]), fmt.Sprintf("counted %d, %d messages name it", n, len(ms))))
 			}
 		}
 		return nil
@@ -299,7 +307,7 @@ func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 			continue
 		}
 		for _, m := range fc.msgs {
-			bad(m.problem(kind, s.relPath(m), detail))
+			bad(m.problem(kind, s.relPath(m, fc), detail))
 		}
 	}
 	sortProblems(rep.Problems)
@@ -308,7 +316,7 @@ func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 
 // checkFile reads content file k and judges it against fc.
 func (s *Store) checkFile(ctx context.Context, k blobKey, fc *fileCheck) (ProblemKind, string) {
-	f, err := os.Open(s.blobPath(k))
+	f, err := s.openContent(k, fc)
 	if isNotExist(err) {
 		return judge(false, 0, fc.size, 0, fc.sum, fc.hasSum)
 	}
@@ -343,11 +351,27 @@ func judge(present bool, n, want int64, got, sum uint32, hasSum bool) (ProblemKi
 	return 0, ""
 }
 
-// relPath is the content file of m relative to the store's directory, or
-// empty for a content kept in the database.
-func (s *Store) relPath(m *stored) string {
+// openContent opens content k, in its log segment or its own file.
+func (s *Store) openContent(k blobKey, fc *fileCheck) (io.ReadCloser, error) {
+	if fc != nil && fc.seg != nil {
+		c, err := s.openSeg(*fc.seg)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	return os.Open(s.blobPath(k))
+}
+
+// relPath is the content file of m relative to the store's directory (for
+// a content in a log segment, the segment and the offset after a colon),
+// or empty for a content kept in the database.
+func (s *Store) relPath(m *stored, fc *fileCheck) string {
 	if m.rec.inline {
 		return ""
+	}
+	if fc != nil && fc.seg != nil {
+		return fmt.Sprintf("%s/%016x:%d", logDir, fc.seg.seq, fc.seg.off)
 	}
 	rel, err := filepath.Rel(s.dir, s.blobPath(m.rec.blob))
 	if err != nil {

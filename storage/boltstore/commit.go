@@ -2,7 +2,11 @@ package boltstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 
@@ -15,18 +19,49 @@ import (
 // the next transaction. A commit costs two fdatasyncs whatever it holds, so
 // under concurrent deposits this shares them, with no added delay when
 // there is no other work (bbolt's own Batch waits for a timer).
+//
+// Deposits (ops with a dep) go through the log instead: the committer
+// writes their frames to the epoch's segment with one write and one
+// fdatasync, then applies them in a transaction committed without syncing
+// (wal.go and the package documentation say why that is safe).
 type committer struct {
 	db   *bolt.DB
+	dir  string   // the store's
+	dbf  *os.File // um.db, read for the meta page of an epoch's base
+	logf func(string, ...any)
 	wake chan struct{} // buffered 1: a send never blocks
 	done chan struct{} // closed when run returns
 
 	mu     sync.Mutex
 	queue  []*txOp
 	closed bool
+
+	// Owned by the goroutine that runs commits.
+	txid    uint64 // of the last commit
+	pending uint64
+	broken  error // set when the database fell behind the log
+	ep      epoch
+	nextSeq uint64     // number of the next segment to create
+	ready   []readySeg // segments created ahead, durable and empty
+}
+
+// epoch is the log's current segment; seg is nil between epochs.
+type epoch struct {
+	seg     *os.File
+	seq     uint64
+	off     int64
+	entries int
+	pin     *bolt.Tx // a read transaction on the base, so bbolt reuses none of its pages
+}
+
+type readySeg struct {
+	seq uint64
+	f   *os.File
 }
 
 type txOp struct {
 	fn  func(*bolt.Tx) error
+	dep *deposit   // a deposit, which goes through the log
 	err chan error // buffered 1
 }
 
@@ -38,17 +73,30 @@ var beforeCommit func(tx *bolt.Tx)
 // errRedo aborts a batch whose transaction one fn failed.
 var errRedo = errors.New("boltstore: redo batch")
 
-func newCommitter(db *bolt.DB) *committer {
-	c := &committer{db: db, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go c.run()
+func newCommitter(db *bolt.DB, dir string, dbf *os.File, nextSeq uint64, logf func(string, ...any)) *committer {
+	c := &committer{db: db, dir: dir, dbf: dbf, logf: logf, nextSeq: nextSeq, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	db.View(func(tx *bolt.Tx) error {
+		c.txid = uint64(tx.ID())
+		return nil
+	})
 	return c
 }
+
+func (c *committer) start() { go c.run() }
 
 // do runs fn in a write transaction and returns its error or the commit's.
 // When ctx is done before fn has started, do returns ctx.Err() and fn never
 // runs; once it has started, do waits for the commit, which is short.
 func (c *committer) do(ctx context.Context, fn func(*bolt.Tx) error) error {
-	op := &txOp{fn: fn, err: make(chan error, 1)}
+	return c.submit(ctx, &txOp{fn: fn, err: make(chan error, 1)})
+}
+
+// deposit logs and applies d; on success d.stored is the message.
+func (c *committer) deposit(ctx context.Context, d *deposit) error {
+	return c.submit(ctx, &txOp{fn: d.apply, dep: d, err: make(chan error, 1)})
+}
+
+func (c *committer) submit(ctx context.Context, op *txOp) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -86,6 +134,11 @@ func (c *committer) run() {
 			c.mu.Unlock()
 			if len(ops) == 0 {
 				if closed {
+					if err := c.checkpoint(); err != nil {
+						c.logf("boltstore: checkpoint at close: %v", err)
+					}
+					c.endEpoch() // bbolt's Close waits for the pin
+					c.dropReady()
 					return
 				}
 				break
@@ -95,11 +148,247 @@ func (c *committer) run() {
 	}
 }
 
-// commit runs ops in one transaction. When one fails, the transaction is
-// rolled back, that op gets its error, and the others run again without it:
-// each op sees exactly the state of the ops committed before it.
+// commit runs ops in arrival order: runs of deposits through the log, the
+// others in synced transactions.
 func (c *committer) commit(ops []*txOp) {
 	for len(ops) > 0 {
+		n := 1
+		for n < len(ops) && (ops[n].dep != nil) == (ops[0].dep != nil) && (ops[0].dep == nil || n < chunkLimit) {
+			n++
+		}
+		if ops[0].dep != nil {
+			c.logged(ops[:n])
+		} else {
+			c.synced(ops[:n])
+		}
+		ops = ops[n:]
+	}
+}
+
+// synced commits ops with bbolt's two fdatasyncs. That makes the state
+// durable whole, and its txid is above every txid the log claims, so
+// recovery trusts um.db from then on: the epoch ends.
+func (c *committer) synced(ops []*txOp) {
+	if c.broken != nil {
+		fail(ops, c.broken)
+		return
+	}
+	committed, err := c.runTx(ops, false, false)
+	if committed && err == nil {
+		c.endEpoch()
+	}
+}
+
+// logged writes the deposits' frames, makes them durable with one
+// fdatasync, and applies them in one transaction, committed without a sync
+// when the epoch's base is pinned.
+func (c *committer) logged(ops []*txOp) {
+	if c.broken != nil {
+		fail(ops, c.broken)
+		return
+	}
+	e := &c.ep
+	if e.seg != nil && (e.entries+len(ops) > epochLimit || e.off >= segLimit) {
+		if err := c.checkpoint(); err != nil {
+			fail(ops, err)
+			return
+		}
+	}
+	roomy := c.roomy(ops)
+	if !roomy && e.seg != nil {
+		if err := c.checkpoint(); err != nil {
+			fail(ops, err)
+			return
+		}
+	}
+	var buf []byte
+	if e.seg == nil {
+		var err error
+		if buf, err = c.beginEpoch(roomy); err != nil {
+			fail(ops, fmt.Errorf("boltstore: start log segment: %w", err))
+			return
+		}
+	}
+	txid, kind := c.txid+1, byte(kindDeposit)
+	if !roomy {
+		kind = kindDepositSynced
+	}
+	for _, op := range ops {
+		d := op.dep
+		start := e.off + int64(len(buf))
+		var at int64
+		buf, at = appendDeposit(buf, kind, txid, d)
+		d.loc = segLoc{seq: e.seq, off: start + at, size: int64(len(d.data))}
+	}
+	_, err := e.seg.WriteAt(buf, e.off)
+	if err == nil {
+		err = fdatasync(e.seg)
+	}
+	if err != nil {
+		// Not acknowledged, yet the frames may have reached the disk: use
+		// the txid they claim, then end the epoch with a synced commit
+		// above it, so recovery never applies them.
+		err = fmt.Errorf("boltstore: write log: %w", err)
+		if _, cerr := c.runTx(nil, false, true); cerr != nil {
+			c.broken = fmt.Errorf("%w: %v", errLogBroken, cerr)
+		} else {
+			c.checkpoint()
+		}
+		fail(ops, err)
+		return
+	}
+	e.off += int64(len(buf))
+	e.entries += len(ops)
+	if _, err := c.runTx(ops, roomy, true); err != nil {
+		// The log holds deposits the database lacks, and later txids
+		// would not match the log's: stop writing until a reopen replays.
+		c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
+		return
+	}
+	if !roomy {
+		c.endEpoch()
+	}
+}
+
+func fail(ops []*txOp, err error) {
+	for _, op := range ops {
+		op.err <- err
+	}
+}
+
+// roomy reports whether bbolt's memory map surely has room for ops and a
+// checkpoint without growing: growing waits for every read transaction to
+// end, the epoch's pin too, which the committer itself would release.
+func (c *committer) roomy(ops []*txOp) bool {
+	var hw int64
+	c.db.View(func(tx *bolt.Tx) error {
+		hw = tx.Size()
+		c.txid = uint64(tx.ID()) // the committer is the only writer, but tests write behind it
+		return nil
+	})
+	need := reserve(hw)
+	for _, op := range ops {
+		need += opNeed(op.dep)
+	}
+	return hw+need <= mmapFloor(max(hw, initialMmap))
+}
+
+// beginEpoch takes a fresh segment and returns the base frame to write
+// first: the current (synced) state's txid and meta page. With pin it keeps
+// a read transaction on that state, so that no commit of the epoch
+// overwrites its pages and recovery can go back to it.
+func (c *committer) beginEpoch(pin bool) ([]byte, error) {
+	meta, err := c.baseMeta()
+	if err != nil {
+		return nil, err
+	}
+	if len(c.ready) == 0 {
+		if err := c.makeSegments(); err != nil {
+			return nil, err
+		}
+	}
+	r := c.ready[0]
+	c.ready = c.ready[1:]
+	c.ep = epoch{seg: r.f, seq: r.seq}
+	if pin {
+		tx, err := c.db.Begin(false)
+		if err != nil {
+			return nil, err
+		}
+		c.ep.pin = tx
+	}
+	body := []byte{kindBase}
+	body = binary.BigEndian.AppendUint64(body, c.txid)
+	body = binary.BigEndian.AppendUint64(body, r.seq)
+	body = append(body, meta...)
+	return appendFrame(nil, body), nil
+}
+
+// baseMeta reads the meta page of the last commit from um.db.
+func (c *committer) baseMeta() ([]byte, error) {
+	ps := c.db.Info().PageSize
+	b := make([]byte, metaCopy)
+	if _, err := c.dbf.ReadAt(b, int64(c.txid%2)*int64(ps)); err != nil {
+		return nil, err
+	}
+	if txid, _, ok := parseMeta(b); !ok || txid != c.txid {
+		return nil, fmt.Errorf("%w: meta page %d does not hold txid %d", ErrCorrupt, c.txid%2, c.txid)
+	}
+	return b, nil
+}
+
+// makeSegments creates segBatch empty segments with one directory fsync.
+func (c *committer) makeSegments() error {
+	var made []readySeg
+	for range segBatch {
+		f, err := os.OpenFile(segPath(c.dir, c.nextSeq), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			for _, r := range made {
+				r.f.Close()
+				os.Remove(r.f.Name())
+			}
+			return err
+		}
+		made = append(made, readySeg{c.nextSeq, f})
+		c.nextSeq++
+	}
+	if err := syncDir(filepath.Join(c.dir, logDir)); err != nil {
+		for _, r := range made {
+			r.f.Close()
+			os.Remove(r.f.Name())
+		}
+		return err
+	}
+	c.ready = append(c.ready, made...)
+	return nil
+}
+
+// dropReady deletes the segments made ahead and never used.
+func (c *committer) dropReady() {
+	for _, r := range c.ready {
+		r.f.Close()
+		os.Remove(r.f.Name())
+	}
+	c.ready = nil
+}
+
+// checkpoint ends the epoch with a synced commit whose txid is above every
+// txid the epoch's frames claim.
+func (c *committer) checkpoint() error {
+	if c.ep.seg == nil {
+		return nil
+	}
+	if _, err := c.runTx(nil, false, true); err != nil {
+		c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
+		return c.broken
+	}
+	c.endEpoch()
+	return nil
+}
+
+func (c *committer) endEpoch() {
+	if c.ep.pin != nil {
+		c.ep.pin.Rollback()
+	}
+	if c.ep.seg != nil {
+		c.ep.seg.Close()
+	}
+	c.ep = epoch{}
+}
+
+// runTx runs ops in one transaction, committed with bbolt's fdatasyncs
+// unless noSync. When one op fails, the transaction is rolled back, that op
+// gets its error, and the others run again without it: each op sees exactly
+// the state of the ops committed before it. With always, the transaction
+// commits even when no op is left, so that it takes the txid the log
+// claimed for it. committed says whether a commit was attempted.
+func (c *committer) runTx(ops []*txOp, noSync, always bool) (committed bool, err error) {
+	c.db.NoSync = noSync
+	defer func() { c.db.NoSync = false }()
+	for {
+		if len(ops) == 0 && !always {
+			return false, nil
+		}
 		failed, ferr := -1, error(nil)
 		err := c.db.Update(func(tx *bolt.Tx) error {
 			for i, op := range ops {
@@ -111,6 +400,7 @@ func (c *committer) commit(ops []*txOp) {
 			if beforeCommit != nil {
 				beforeCommit(tx)
 			}
+			c.pending = uint64(tx.ID())
 			return nil
 		})
 		if failed >= 0 {
@@ -120,12 +410,63 @@ func (c *committer) commit(ops []*txOp) {
 		}
 		if err != nil {
 			err = &commitError{err}
+		} else {
+			c.txid = c.pending
 		}
-		for _, op := range ops {
-			op.err <- err
-		}
-		return
+		fail(ops, err)
+		return true, err
 	}
+}
+
+// replay applies the frames recovery returned, each txid's in one
+// unsynced transaction as when they were first applied, with the base
+// pinned, then checkpoints. A crash on the way leaves the same log and the
+// same base, so replay starts over.
+func (c *committer) replay(rc *recovery) error {
+	if !rc.restored {
+		return nil
+	}
+	pin, err := c.db.Begin(false)
+	if err != nil {
+		return err
+	}
+	c.ep = epoch{seq: rc.seq, pin: pin, seg: nil}
+	defer func() {
+		pin.Rollback()
+		c.ep = epoch{}
+	}()
+	frames := rc.replay
+	for len(frames) > 0 {
+		n := 1
+		for n < len(frames) && frames[n].txid == frames[0].txid {
+			n++
+		}
+		for c.txid+1 < frames[0].txid {
+			if _, err := c.runTx(nil, true, true); err != nil {
+				return err
+			}
+		}
+		ops := make([]*txOp, n)
+		for i, fr := range frames[:n] {
+			d, err := parseDeposit(fr.body)
+			if err != nil {
+				return fmt.Errorf("%w: log segment %d at %d: %v", ErrCorrupt, rc.seq, fr.off, err)
+			}
+			d.loc = segLoc{seq: rc.seq, off: fr.off + frameHead + int64(len(fr.body)-len(d.data)), size: int64(len(d.data))}
+			ops[i] = &txOp{fn: d.apply, dep: d, err: make(chan error, 1)}
+		}
+		if _, err := c.runTx(ops, true, true); err != nil {
+			return err
+		}
+		frames = frames[n:]
+	}
+	for c.txid < rc.claimed {
+		if _, err := c.runTx(nil, true, true); err != nil {
+			return err
+		}
+	}
+	_, err = c.runTx(nil, false, true)
+	return err
 }
 
 // close commits what is queued and stops the committer; later do calls fail

@@ -155,6 +155,9 @@ func TestCrashDurability(t *testing.T) {
 	if n := countFiles(t, s); n != 0 {
 		t.Errorf("content files after sweep of an empty store = %d, want 0", n)
 	}
+	if n := countSegments(t, s); n != 0 {
+		t.Errorf("log segments after sweep of an empty store = %d, want 0", n)
+	}
 }
 
 // runAndKill starts the child, lets it deposit for after past its first

@@ -13,6 +13,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
 )
 
 // mount runs mount(8) with args; the tests that use it need root, which the
@@ -165,9 +166,9 @@ func TestFullDisk(t *testing.T) {
 	check(s)
 }
 
-// countFiles counts the content files of s, leaving out those of writes in
-// progress and the empty ones made ahead for the pool. Call it when no
-// Append is running.
+// countFiles counts the contents of s kept outside the database's contents
+// bucket: content files (leaving out those of writes in progress) and
+// contents in log segments. Call it when no Append is running.
 func countFiles(t testing.TB, s *Store) int {
 	t.Helper()
 	n := 0
@@ -187,5 +188,21 @@ func countFiles(t testing.TB, s *Store) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := s.view(ctx, func(tx *bolt.Tx) error {
+		n += tx.Bucket(bucketSeg).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return n
+}
+
+// countSegments counts the files in the log directory of s.
+func countSegments(t testing.TB, s *Store) int {
+	t.Helper()
+	seqs, err := segments(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(seqs)
 }

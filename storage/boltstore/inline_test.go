@@ -227,13 +227,6 @@ func TestMigratesFromV1(t *testing.T) {
 	}
 }
 
-// poolFiles counts the files in the pool.
-func poolFiles(s *Store) int {
-	s.pool.mu.Lock()
-	defer s.pool.mu.Unlock()
-	return len(s.pool.files)
-}
-
 // allFiles counts every file under audio/, pooled or not.
 func allFiles(t testing.TB, s *Store) int {
 	t.Helper()
@@ -248,63 +241,4 @@ func allFiles(t testing.TB, s *Store) int {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// TestPoolRefill checks that the pool is filled after Open and refilled
-// after deposits take files from it, by the background goroutine, and that
-// Close deletes what is left of it.
-func TestPoolRefill(t *testing.T) {
-	s := openStore(t)
-	s.pool.waitIdle()
-	if n := poolFiles(s); n < poolLow {
-		t.Fatalf("pool after Open holds %d files, want at least %d", n, poolLow)
-	}
-	if err := s.CreateMailbox(ctx, "1001"); err != nil {
-		t.Fatal(err)
-	}
-	audio := randomBytes(inlineMax + 1)
-	for i := 0; i < poolBatch+poolLow; i++ {
-		appendMsg(t, s, "1001", um.Inbox, audio)
-	}
-	s.pool.waitIdle()
-	if n := poolFiles(s); n < poolLow {
-		t.Errorf("pool after %d deposits holds %d files, want at least %d", poolBatch+poolLow, n, poolLow)
-	}
-	if n, all := countFiles(t, s), allFiles(t, s); n != poolBatch+poolLow || all != n+poolFiles(s) {
-		t.Errorf("files: %d of messages and %d in all, want %d and %d", n, all, poolBatch+poolLow, poolBatch+poolLow+poolFiles(s))
-	}
-	s = reopen(t, s)
-	// Close deleted the pool; the new store's pool is all that is extra.
-	s.pool.waitIdle()
-	if n, all := countFiles(t, s), allFiles(t, s); n != poolBatch+poolLow || all != n+poolFiles(s) {
-		t.Errorf("files after restart: %d of messages and %d in all, want %d and %d", n, all, poolBatch+poolLow, poolBatch+poolLow+poolFiles(s))
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if n := allFiles(t, s); n != poolBatch+poolLow {
-		t.Errorf("files after Close = %d, want the %d of messages", n, poolBatch+poolLow)
-	}
-}
-
-// TestPoolEmpty checks the path of a deposit that finds the pool empty and
-// makes its own file: the deposit is durable and readable after a restart.
-func TestPoolEmpty(t *testing.T) {
-	s := openStore(t)
-	if err := s.CreateMailbox(ctx, "1001"); err != nil {
-		t.Fatal(err)
-	}
-	s.pool.close(s) // no pool, no refill
-	if n := poolFiles(s); n != 0 {
-		t.Fatalf("pool after close holds %d files", n)
-	}
-	audio := randomBytes(100 << 10)
-	m := appendMsg(t, s, "1001", um.Inbox, audio)
-	if n := allFiles(t, s); n != 1 {
-		t.Errorf("files after one deposit with no pool = %d, want 1", n)
-	}
-	s = reopen(t, s)
-	if b := readAll(t, s, "1001", m.ID); !bytes.Equal(b, audio) {
-		t.Errorf("content after restart is %d bytes and differs, want %d", len(b), len(audio))
-	}
 }

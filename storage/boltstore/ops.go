@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -185,16 +184,24 @@ func refBlob(tx *bolt.Tx, k blobKey, delta int) (bool, error) {
 
 // unrefContent drops r's reference to its content. When it was the last, a
 // content in the database is deleted with the transaction, and a content
-// file is reported to be deleted after the commit.
-func unrefContent(tx *bolt.Tx, r *record) (fileGone bool, err error) {
+// file or a content's range of its log segment is reported, to be freed
+// after the commit.
+func unrefContent(tx *bolt.Tx, r *record) (g gone, ok bool, err error) {
 	zero, err := refBlob(tx, r.blob, -1)
 	if err != nil || !zero {
-		return false, err
+		return gone{}, false, err
 	}
 	if r.inline {
-		return false, tx.Bucket(bucketContents).Delete(r.blob[:])
+		return gone{}, false, tx.Bucket(bucketContents).Delete(r.blob[:])
 	}
-	return true, nil
+	g.k = r.blob
+	if l, inSeg, err := segLocOf(tx, r.blob); err != nil {
+		return gone{}, false, err
+	} else if inSeg {
+		g.seg = &l
+		return g, true, tx.Bucket(bucketSeg).Delete(r.blob[:])
+	}
+	return g, true, nil
 }
 
 func nextValidity(tx *bolt.Tx) (uint32, error) {
@@ -364,9 +371,9 @@ func (s *Store) RenameFolder(ctx context.Context, mailbox, from, to string) erro
 // DeleteFolder implements um.Store. The content files of its messages are
 // deleted after the commit.
 func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error {
-	var gone []blobKey
+	var freed []gone
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		gone = gone[:0]
+		freed = freed[:0]
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
 			return err
@@ -390,9 +397,9 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 			if err := mb.ids.Delete(r.m.ID[:]); err != nil {
 				return err
 			}
-			fileGone, err := unrefContent(tx, &r)
-			if fileGone {
-				gone = append(gone, r.blob)
+			g, ok, err := unrefContent(tx, &r)
+			if ok {
+				freed = append(freed, g)
 			}
 			return err
 		}); err != nil {
@@ -409,14 +416,16 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 	if err != nil {
 		return err
 	}
-	s.deleteBlobs(gone)
+	s.deleteBlobs(freed)
 	return nil
 }
 
-// Append implements um.Store. A content of up to inlineMax bytes goes into
-// the transaction that records the message; a larger one to its own file,
-// written and synced before that transaction commits. See the package
-// documentation.
+// Append implements um.Store. The content and the record go to the
+// deposit log in one frame, made durable with one fdatasync shared by the
+// deposits that arrive meanwhile, and the message is in the database,
+// visible to every reader, before Append returns. A content of up to
+// inlineMax bytes is then kept in the database; a larger one stays where
+// the log wrote it. See the package documentation.
 func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.Reader) (um.Message, error) {
 	return s.appendWithin(ctx, mailbox, m, r, um.Limits{})
 }
@@ -430,57 +439,21 @@ func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, 
 	if err := ctx.Err(); err != nil {
 		return um.Message{}, err
 	}
-	c, err := s.writeContent(ctx, r)
+	c, err := readContent(ctx, r)
 	if err != nil {
 		return um.Message{}, err
 	}
-	k := c.key
-	rec := &record{m: m.Clone(), blob: k, inline: c.inline()}
+	rec := &record{m: m.Clone(), blob: c.key, inline: c.inline()}
 	rec.m.Size = c.size
 	rec.m.Folder, rec.m.UID = "", 0
-	var stored um.Message
-	err = s.update(ctx, func(tx *bolt.Tx) error {
-		mb, err := getMailbox(tx, mailbox)
-		if err != nil {
-			return err
-		}
-		if !lim.IsZero() && m.Folder != um.Trash {
-			if err := mb.admit(lim, 1, m.Duration); err != nil {
-				return err
-			}
-		}
-		if stored, err = mb.add(m.Folder, rec); err != nil {
-			return err
-		}
-		if _, err := refBlob(tx, k, +1); err != nil {
-			return err
-		}
-		if err := putSum(tx, k, c.sum); err != nil {
-			return err
-		}
-		if c.inline() {
-			return tx.Bucket(bucketContents).Put(k[:], c.data)
-		}
-		return nil
-	})
-	if c.inline() {
-		if err != nil {
-			return um.Message{}, err
-		}
-		return stored, nil
-	}
-	var ce *commitError
-	if err != nil && (!errors.As(err, &ce) || !s.blobReferenced(k)) {
-		// Not committed: the file is ours to delete. A failed commit
-		// whose meta page reached the database counts as committed (a
-		// reader sees it), so its file stays.
-		os.Remove(s.blobPath(k))
-	}
-	s.blobs.remove(k)
-	if err != nil {
+	d := &deposit{mailbox: mailbox, folder: m.Folder, lim: lim, rec: rec, sum: c.sum, data: c.data}
+	if err := ctx.Err(); err != nil {
 		return um.Message{}, err
 	}
-	return stored, nil
+	if err := s.c.deposit(ctx, d); err != nil {
+		return um.Message{}, err
+	}
+	return d.stored, nil
 }
 
 // List implements um.Store.
@@ -544,6 +517,8 @@ func (s *Store) Get(ctx context.Context, mailbox string, id uuid.UUID) (um.Messa
 func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.ReadCloser, error) {
 	var k blobKey
 	var data []byte
+	var sl segLoc
+	var inSeg bool
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
@@ -554,6 +529,10 @@ func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.Read
 			return err
 		}
 		k = r.blob
+		if l, ok, err := segLocOf(tx, k); err != nil || ok {
+			sl, inSeg = l, ok
+			return err
+		}
 		if r.inline {
 			v := tx.Bucket(bucketContents).Get(k[:])
 			if v == nil {
@@ -568,6 +547,13 @@ func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.Read
 	}
 	if data != nil {
 		return memContent{bytes.NewReader(data)}, nil
+	}
+	if inSeg {
+		rc, err := s.openSeg(sl)
+		if err != nil {
+			return nil, fmt.Errorf("boltstore: open content of message %s of %q: %w", id, mailbox, err)
+		}
+		return rc, nil
 	}
 	f, err := os.Open(s.blobPath(k))
 	if isNotExist(err) {
@@ -743,7 +729,7 @@ func (s *Store) Remove(ctx context.Context, mailbox string, ids []uuid.UUID) err
 type releaser struct {
 	tx   *bolt.Tx
 	mb   *mbox
-	gone []blobKey
+	gone []gone
 }
 
 // drop deletes the message at l, whose record is r, and drops its reference
@@ -753,12 +739,12 @@ func (rl *releaser) drop(l loc, r *record) error {
 	if err := rl.mb.unlink(r.m.ID, l); err != nil {
 		return err
 	}
-	fileGone, err := unrefContent(rl.tx, r)
+	g, ok, err := unrefContent(rl.tx, r)
 	if err != nil {
 		return err
 	}
-	if fileGone {
-		rl.gone = append(rl.gone, r.blob)
+	if ok {
+		rl.gone = append(rl.gone, g)
 	}
 	return nil
 }
@@ -768,9 +754,9 @@ func (rl *releaser) drop(l loc, r *record) error {
 // only after the commit, so a crash never leaves a message without its
 // content; one between the two leaves the files to the next sweep.
 func (s *Store) removeIn(ctx context.Context, mailbox string, fn func(rl *releaser) error) error {
-	var gone []blobKey
+	var freed []gone
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		gone = nil // the committer may run this again
+		freed = nil // the committer may run this again
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
 			return err
@@ -779,23 +765,12 @@ func (s *Store) removeIn(ctx context.Context, mailbox string, fn func(rl *releas
 		if err := fn(rl); err != nil {
 			return err
 		}
-		gone = rl.gone
+		freed = rl.gone
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	s.deleteBlobs(gone)
+	s.deleteBlobs(freed)
 	return nil
-}
-
-// blobReferenced reports whether a committed message names content file k.
-// On error it says yes, which keeps the file: the sweep decides later.
-func (s *Store) blobReferenced(k blobKey) bool {
-	ref := true
-	s.view(context.Background(), func(tx *bolt.Tx) error {
-		ref = tx.Bucket(bucketBlobs).Get(k[:]) != nil
-		return nil
-	})
-	return ref
 }

@@ -8,7 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// The layout of um.db (schema version 3). Integers are big-endian so that
+// The layout of um.db (schema version 4). Integers are big-endian so that
 // keys sort in numeric order.
 //
 //	meta                     bucket
@@ -19,6 +19,9 @@ import (
 //	                         made at Open, not by a migration: older programs ignore it)
 //	contents                 bucket: content key -> the content, for those of at most
 //	                         inlineMax bytes (the record's bit 4 says which kind)
+//	seg                      bucket: content key -> log segment number, offset, size
+//	                         (uint64 each): the larger contents deposited since schema 4
+//	                         (wal.go); a larger content not in it is a content file
 //	mailboxes                bucket: mailbox name -> mailbox bucket
 //	  <mailbox>
 //	    f                    bucket: folder name -> UIDVALIDITY uint32, UIDNEXT uint32
@@ -86,6 +89,13 @@ var migrations = []func(tx *bolt.Tx) error{
 	// only version 2 would rewrite records without their ModSeq, which
 	// would then go down, so it must refuse this database.
 	migrateModSeq,
+	// 3 -> 4: the deposit log (wal.go). Contents of new deposits live in
+	// log segments, which a program that knows only version 3 would take
+	// for missing files, and it would not replay the log.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketSeg)
+		return err
+	},
 }
 
 // SchemaVersion is the schema this package writes. Open migrates older

@@ -63,15 +63,14 @@ type Store struct {
 	audio string
 	db    *bolt.DB
 	logf  func(string, ...any)
+	dbf   *os.File // um.db, read by the committer for meta pages
 	c     *committer
-	blobs blobSet    // content files being written or pooled, which the sweep must leave alone
-	pool  blobPool   // empty content files ready for deposits
+	blobs blobSet    // content files being written, which the sweep must leave alone
 	pins  deletePins // content files a backup or check still reads
 
-	leases leases // in memory: see lease.go
+	firstSeq uint64 // the first log segment this process creates; older unreferenced ones are swept
 
-	dirsMu sync.Mutex
-	dirs   map[string]bool // audio subdirectories known to exist durably
+	leases leases // in memory: see lease.go
 
 	// closeMu is held shared by every operation that touches db and
 	// exclusively by Close, so db is never used after it is closed.
@@ -114,24 +113,40 @@ func Open(dir string, opts *Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: open %s: directory is not writable: %w", dir, err)
 	}
 	path := filepath.Join(dir, DBFile)
-	db, err := openDB(path, o.LockTimeout)
+	rc, err := recoverAt(dir, path, o.LockTimeout)
 	if err != nil {
 		return nil, err
+	}
+	db, err := openDB(path, o.LockTimeout, rc.need)
+	if err != nil {
+		return nil, err
+	}
+	dbf, err := os.Open(path)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
 	s := &Store{
 		dir:       dir,
 		audio:     filepath.Join(dir, audioDir),
 		db:        db,
+		dbf:       dbf,
 		logf:      o.Logf,
-		dirs:      make(map[string]bool),
 		sweepDone: make(chan struct{}),
+		firstSeq:  rc.nextSeq,
 	}
 	if err := syncDir(dir); err != nil {
 		db.Close()
+		dbf.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", dir, err)
 	}
-	s.c = newCommitter(db)
-	s.pool.start(s)
+	s.c = newCommitter(db, dir, dbf, rc.nextSeq, s.logf)
+	if err := s.c.replay(rc); err != nil {
+		db.Close()
+		dbf.Close()
+		return nil, fmt.Errorf("boltstore: open %s: replay the deposit log: %w", dir, err)
+	}
+	s.c.start()
 	var ctx context.Context
 	ctx, s.sweepCancel = context.WithCancel(context.Background())
 	go func() {
@@ -151,9 +166,48 @@ func probeWritable(dir string) error {
 	return os.Remove(name)
 }
 
+// recoverAt runs recoverLog on the store in dir with um.db locked, so that
+// no other process writes it meanwhile. bbolt takes its own lock right
+// after; a process that slips in between makes Open fail with ErrLocked,
+// its own recovery done.
+func recoverAt(dir, path string, lockTimeout time.Duration) (*recovery, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if isNotExist(err) {
+		if err := os.MkdirAll(filepath.Join(dir, logDir), 0o700); err != nil {
+			return nil, fmt.Errorf("boltstore: open %s: %w", dir, err)
+		}
+		seqs, err := segments(dir)
+		if err != nil {
+			return nil, fmt.Errorf("boltstore: open %s: %w", dir, err)
+		}
+		rc := &recovery{nextSeq: 1}
+		if len(seqs) > 0 {
+			rc.nextSeq = seqs[len(seqs)-1] + 1
+		}
+		return rc, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	defer f.Close()
+	ok, err := lockFile(f, lockTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+	}
+	rc, err := recoverLog(dir, f)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: recover the deposit log: %w", dir, err)
+	}
+	return rc, nil
+}
+
 // openDB opens path with bbolt, checks that it is whole and brings its schema
-// up to date.
-func openDB(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
+// up to date. Its memory map has room for need more bytes of pages (a
+// replay's) beyond initialMmap.
+func openDB(path string, lockTimeout time.Duration, need int64) (db *bolt.DB, err error) {
 	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 && fi.Size() < 2*int64(os.Getpagesize()) {
 		return nil, fmt.Errorf("%w: %s is %d bytes, too short for its header", ErrCorrupt, path, fi.Size())
 	}
@@ -169,8 +223,9 @@ func openDB(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:      lockTimeout,
-		FreelistType: bolt.FreelistMapType,
+		Timeout:         lockTimeout,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: int(mapSize(path, need)),
 	})
 	switch {
 	case errors.Is(err, bolterrors.ErrTimeout):
@@ -195,6 +250,16 @@ func openDB(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
 	return db, nil
 }
 
+// mapSize is the memory map to open path with: initialMmap, or more when
+// the file and need take more.
+func mapSize(path string, need int64) int64 {
+	var size int64
+	if fi, err := os.Stat(path); err == nil {
+		size = fi.Size()
+	}
+	return max(initialMmap, mmapFloor(size+need+reserve(size+need)))
+}
+
 // checkSize fails when the file is shorter than the pages the last commit
 // says it has: a truncated copy would otherwise fault on first use.
 func checkSize(db *bolt.DB, path string) error {
@@ -216,13 +281,13 @@ func (s *Store) Close() error {
 	s.sweepCancel()
 	<-s.sweepDone
 	s.c.close()
-	s.pool.close(s)
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.closed {
 		return nil
 	}
 	s.closed = true
+	s.dbf.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("boltstore: close: %w", err)
 	}

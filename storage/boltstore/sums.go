@@ -83,7 +83,7 @@ func getSum(tx *bolt.Tx, k blobKey) (uint32, bool, error) {
 type deletePins struct {
 	mu   sync.Mutex
 	n    int
-	held []blobKey
+	held []gone
 }
 
 func (p *deletePins) hold() {
@@ -93,7 +93,7 @@ func (p *deletePins) hold() {
 }
 
 // release drops a pin and returns the keys to delete now.
-func (p *deletePins) release() []blobKey {
+func (p *deletePins) release() []gone {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.n--
@@ -107,7 +107,7 @@ func (p *deletePins) release() []blobKey {
 
 // filter returns the keys that may be deleted now and sets the others
 // aside until the last pin is released.
-func (p *deletePins) filter(keys []blobKey) []blobKey {
+func (p *deletePins) filter(keys []gone) []gone {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.n == 0 {

@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,10 +15,13 @@ import (
 
 // syncEvent is one sync the store made, or one of its commits.
 type syncEvent struct {
-	kind  string    // "fdatasync", "syncdir" or "commit"
-	path  string    // the file synced, or the directory
-	names []string  // syncdir: the entries of the directory just before the sync
-	blobs []blobKey // commit: the contents the committed state references
+	kind   string    // "fdatasync", "syncdir" or "commit"
+	path   string    // the file synced, or the directory
+	names  []string  // syncdir: the entries of the directory just before the sync
+	blobs  []blobKey // commit: the contents the committed state references
+	segs   []segLoc  // commit: where the contents it references in log segments are
+	size   int64     // fdatasync: the file's size when it was synced
+	noSync bool      // commit: made without bbolt's fdatasyncs
 }
 
 // syncRecorder keeps the syncs and commits of the store in their order.
@@ -48,9 +52,13 @@ func recordSyncs(t *testing.T) *syncRecorder {
 	origData, origDir, origCommit := fdatasync, syncDir, beforeCommit
 	t.Cleanup(func() { fdatasync, syncDir, beforeCommit = origData, origDir, origCommit })
 	fdatasync = func(f *os.File) error {
+		var size int64
+		if fi, err := f.Stat(); err == nil {
+			size = fi.Size()
+		}
 		err := origData(f)
 		if err == nil {
-			rec.add(syncEvent{kind: "fdatasync", path: f.Name()})
+			rec.add(syncEvent{kind: "fdatasync", path: f.Name(), size: size})
 		}
 		return err
 	}
@@ -76,7 +84,13 @@ func recordSyncs(t *testing.T) *syncRecorder {
 			blobs = append(blobs, b)
 			return nil
 		})
-		rec.add(syncEvent{kind: "commit", blobs: blobs})
+		var segs []segLoc
+		tx.Bucket(bucketSeg).ForEach(func(_, v []byte) error {
+			l, _ := parseSegLoc(v)
+			segs = append(segs, l)
+			return nil
+		})
+		rec.add(syncEvent{kind: "commit", blobs: blobs, segs: segs, noSync: tx.DB().NoSync})
 	}
 	return rec
 }
@@ -99,84 +113,120 @@ func contentKey(t testing.TB, s *Store, mailbox string, id uuid.UUID) (blobKey, 
 	return r.blob, r.inline
 }
 
-// TestDepositSyncOrder checks the order of syncs that makes a deposit of a
-// content file survive power loss, which killing the process (the page
-// cache survives) cannot show: the content file is fdatasynced, its name is
-// made durable by an fsync of its directory, and the directory's own name
-// by an fsync of audio/, all before the transaction that records the
-// message commits and before Append returns. It checks both the file taken
-// from the pool, whose directory was synced when the pool was filled, and
-// the file a deposit makes itself when the pool is empty.
+// checkSyncedBefore fails unless every content in a log segment that
+// commit i of events refers to lies within what an fdatasync of its segment
+// made durable before the commit: the database never names log bytes that a
+// power loss could take. Unsynced commits are checked too: their state is
+// what a reader sees and what um.db holds if the process is killed.
+func checkSyncedBefore(t *testing.T, s *Store, events []syncEvent, i int) {
+	t.Helper()
+	synced := map[string]int64{}
+	for _, e := range events[:i] {
+		if e.kind == "fdatasync" {
+			synced[e.path] = max(synced[e.path], e.size)
+		}
+	}
+	for _, l := range events[i].segs {
+		if end := l.off + l.size; synced[s.segPath(l.seq)] < end {
+			t.Errorf("commit %d names segment %d bytes %d-%d, synced only to %d before it", i, l.seq, l.off, end, synced[s.segPath(l.seq)])
+		}
+	}
+}
+
+// TestDepositSyncOrder checks the order of syncs that makes a deposit
+// survive power loss, which killing the process (the page cache survives)
+// cannot show: the log segment holding the deposit's frame is fdatasynced,
+// and its name made durable by an fsync of log/, before any commit names
+// the content and before Append returns; the commit that records the
+// message is not synced (the log is the deposit's durability); and a
+// change that is not a deposit (flags) is committed with bbolt's syncs.
 func TestDepositSyncOrder(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		emptyPool bool
-	}{
-		{"pool", false},
-		{"empty pool", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			rec := recordSyncs(t)
-			s := openStore(t)
-			if err := s.CreateMailbox(ctx, "1001"); err != nil {
-				t.Fatal(err)
-			}
-			s.pool.waitIdle()
-			if tc.emptyPool {
-				s.pool.close(s) // no pool, no refill
-			} else if poolFiles(s) == 0 {
-				t.Fatal("pool is empty after Open")
-			}
-			start := len(rec.snapshot())
-			content := randomBytes(inlineMax + 4096)
-			m := appendMsg(t, s, "1001", um.Inbox, content)
-			events := rec.snapshot() // what happened before Append returned
+	rec := recordSyncs(t)
+	s := openStore(t)
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		t.Fatal(err)
+	}
+	start := len(rec.snapshot())
+	content := randomBytes(inlineMax + 4096)
+	m := appendMsg(t, s, "1001", um.Inbox, content)
+	events := rec.snapshot() // what happened before Append returned
 
-			k, inline := contentKey(t, s, "1001", m.ID)
-			if inline {
-				t.Fatalf("content of %d bytes is kept in the database, want a file", len(content))
-			}
-			path := s.blobPath(k)
-			dir := filepath.Dir(path)
+	k, inline := contentKey(t, s, "1001", m.ID)
+	if inline {
+		t.Fatalf("content of %d bytes is kept in the database, want it in the log", len(content))
+	}
+	commit := slices.IndexFunc(events, func(e syncEvent) bool {
+		return e.kind == "commit" && slices.Contains(e.blobs, k)
+	})
+	if commit < start {
+		t.Fatalf("no commit referencing content %x was recorded during Append: %+v", k, events[start:])
+	}
+	if !events[commit].noSync {
+		t.Errorf("the deposit's commit was synced; the log should make it durable")
+	}
+	checkSyncedBefore(t, s, events, commit)
+	var seg string
+	for _, l := range events[commit].segs {
+		seg = s.segPath(l.seq)
+	}
+	data := slices.IndexFunc(events, func(e syncEvent) bool { return e.kind == "fdatasync" && e.path == seg })
+	if data < start || data > commit {
+		t.Errorf("fdatasync of the segment at event %d, commit at %d, Append started at %d: want the sync during Append, first", data, commit, start)
+	}
+	name := slices.IndexFunc(events, func(e syncEvent) bool {
+		return e.kind == "syncdir" && e.path == filepath.Dir(seg) && slices.Contains(e.names, filepath.Base(seg))
+	})
+	if name < 0 || name > data {
+		t.Errorf("fsync of log/ holding the segment at event %d, its fdatasync at %d: want the name durable first", name, data)
+	}
 
-			commit := slices.IndexFunc(events, func(e syncEvent) bool {
-				return e.kind == "commit" && slices.Contains(e.blobs, k)
-			})
-			if commit < 0 {
-				t.Fatalf("no commit referencing content %x was recorded before Append returned: %+v", k, events)
+	// A flag change is not logged: its commit is synced.
+	before := len(rec.snapshot())
+	if _, err := s.SetFlags(ctx, "1001", []uuid.UUID{m.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard}); err != nil {
+		t.Fatal(err)
+	}
+	events = rec.snapshot()
+	flags := slices.IndexFunc(events[before:], func(e syncEvent) bool { return e.kind == "commit" })
+	if flags < 0 || events[before+flags].noSync {
+		t.Errorf("the flag change's commit (event %d) was not synced", flags)
+	}
+}
+
+// TestConcurrentDepositsShareSync checks group commit: eight depositors at
+// once need fewer fdatasyncs of the log than deposits, and no commit names
+// log bytes not yet synced.
+func TestConcurrentDepositsShareSync(t *testing.T) {
+	rec := recordSyncs(t)
+	s := openStore(t)
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		t.Fatal(err)
+	}
+	const n, each = 8, 10
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if _, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox}, bytes.NewReader(randomBytes(100<<10))); err != nil {
+					t.Error(err)
+				}
 			}
-			if commit < start {
-				t.Fatalf("content %x was referenced by a commit before Append started", k)
-			}
-			data := slices.IndexFunc(events, func(e syncEvent) bool {
-				return e.kind == "fdatasync" && e.path == path
-			})
-			if data < 0 || data > commit {
-				t.Errorf("fdatasync of the content file at event %d, commit of its record at %d: want the sync first", data, commit)
-			}
-			if data >= 0 && data < start {
-				t.Errorf("content file was fdatasynced at event %d, before Append started at %d", data, start)
-			}
-			name := slices.IndexFunc(events, func(e syncEvent) bool {
-				return e.kind == "syncdir" && e.path == dir && slices.Contains(e.names, filepath.Base(path))
-			})
-			if name < 0 || name > commit {
-				t.Errorf("fsync of %s holding the content file at event %d, commit of its record at %d: want the sync first", dir, name, commit)
-			}
-			// The pool's files had their directory synced when the pool was
-			// filled; a deposit that found the pool empty syncs its own.
-			if tc.emptyPool && name >= 0 && name < start {
-				t.Errorf("directory of a file made with no pool was synced at event %d, before Append started at %d", name, start)
-			}
-			if !tc.emptyPool && name >= start {
-				t.Errorf("directory of a pool file was synced at event %d, during Append (started at %d): the pool was not used", name, start)
-			}
-			sub := slices.IndexFunc(events, func(e syncEvent) bool {
-				return e.kind == "syncdir" && e.path == s.audio && slices.Contains(e.names, filepath.Base(dir))
-			})
-			if sub < 0 || sub > commit {
-				t.Errorf("fsync of audio/ holding %s at event %d, commit of the record at %d: want the sync first", filepath.Base(dir), sub, commit)
-			}
-		})
+		}()
+	}
+	wg.Wait()
+	events := rec.snapshot()
+	syncs := 0
+	for i, e := range events {
+		switch {
+		case e.kind == "fdatasync" && filepath.Base(filepath.Dir(e.path)) == logDir:
+			syncs++
+		case e.kind == "commit":
+			checkSyncedBefore(t, s, events, i)
+		}
+	}
+	t.Logf("%d deposits, %d fdatasyncs of the log", n*each, syncs)
+	if syncs == 0 || syncs >= n*each {
+		t.Errorf("%d fdatasyncs of the log for %d concurrent deposits, want at least one and fewer than the deposits", syncs, n*each)
 	}
 }

@@ -1,0 +1,502 @@
+package boltstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"hash/fnv"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/embeddedum/um"
+	bolt "go.etcd.io/bbolt"
+)
+
+// The deposit log. The package documentation explains the design; this
+// file has the format, the writer's part of the committer and the replay.
+//
+// log/<16 hex digits> is a segment, named by an increasing number. Each
+// segment is one epoch of the log: it starts with a base frame, then holds
+// deposit frames appended in batches, each batch written with one write and
+// made durable with one fdatasync. A frame is
+//
+//	length uint32 (of the body), CRC-32C uint32 (of the body), body
+//
+// and a body starts with its kind byte and the bbolt transaction ID that
+// applies it:
+//
+//	base:    kind, txid of the synced state the epoch starts from, the
+//	         segment's number, that state's meta page (metaCopy bytes)
+//	deposit: kind, txid, mailbox, folder (uvarint length, bytes), limits
+//	         (uvarint messages, varint recorded time), CRC-32C uint32 of the
+//	         content, the message record (uvarint length, record.go), the
+//	         content (the rest of the body)
+//
+// Integers are big-endian, except the meta page, which is bbolt's own
+// bytes. A content of a deposit stays in its segment for good: the
+// segment bucket maps its key to the segment, offset and size, and Open
+// returns that section of the segment file.
+const (
+	logDir     = "log"
+	frameHead  = 8
+	segLimit   = 64 << 20 // a segment past this ends its epoch
+	epochLimit = 256      // deposits per epoch before a checkpoint
+	chunkLimit = 64       // deposits per logged transaction
+	segBatch   = 8        // segments created at once, with one directory fsync
+	metaCopy   = 16 + 64  // bbolt's page header and meta
+	maxFrame   = 1 << 30
+)
+
+// Frame kinds. A deposit applied with a synced commit (when the database's
+// memory map had too little room to keep the base pinned) is not one that
+// recovery must distrust the database for.
+const (
+	kindBase          = 1
+	kindDeposit       = 2
+	kindDepositSynced = 3
+)
+
+// bucketSeg maps the key of a content kept in a log segment to where it is:
+// segment number, offset, size (uint64 each).
+var bucketSeg = []byte("seg")
+
+// errLogBroken is wrapped by every write after a failure that left the
+// database behind the log; reopening the store replays the log.
+var errLogBroken = errors.New("boltstore: the deposit log and the database disagree after a failed commit; reopen the store")
+
+type segLoc struct {
+	seq       uint64
+	off, size int64
+}
+
+func (l segLoc) bytes() []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 24), l.seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(l.off))
+	return binary.BigEndian.AppendUint64(b, uint64(l.size))
+}
+
+func parseSegLoc(v []byte) (segLoc, error) {
+	if len(v) != 24 {
+		return segLoc{}, fmt.Errorf("%w: segment location is %d bytes", ErrCorrupt, len(v))
+	}
+	return segLoc{binary.BigEndian.Uint64(v), int64(binary.BigEndian.Uint64(v[8:])), int64(binary.BigEndian.Uint64(v[16:]))}, nil
+}
+
+// segLocOf returns where content k lives when it is in a segment.
+func segLocOf(tx *bolt.Tx, k blobKey) (segLoc, bool, error) {
+	b := tx.Bucket(bucketSeg)
+	if b == nil {
+		return segLoc{}, false, nil
+	}
+	v := b.Get(k[:])
+	if v == nil {
+		return segLoc{}, false, nil
+	}
+	l, err := parseSegLoc(v)
+	return l, err == nil, err
+}
+
+func segPath(dir string, seq uint64) string {
+	return filepath.Join(dir, logDir, fmt.Sprintf("%016x", seq))
+}
+
+func (s *Store) segPath(seq uint64) string { return segPath(s.dir, seq) }
+
+// deposit is one Append as the log holds it and as it is applied.
+type deposit struct {
+	mailbox, folder string
+	lim             um.Limits
+	rec             *record // blob key, inline bit, size; no folder or UID
+	sum             uint32
+	data            []byte
+
+	loc    segLoc     // where data landed, set before apply
+	stored um.Message // the result of apply
+}
+
+// apply records d in tx, as Append always has.
+func (d *deposit) apply(tx *bolt.Tx) error {
+	mb, err := getMailbox(tx, d.mailbox)
+	if err != nil {
+		return err
+	}
+	if !d.lim.IsZero() && d.folder != um.Trash {
+		if err := mb.admit(d.lim, 1, d.rec.m.Duration); err != nil {
+			return err
+		}
+	}
+	if d.stored, err = mb.add(d.folder, d.rec); err != nil {
+		return err
+	}
+	k := d.rec.blob
+	if _, err := refBlob(tx, k, +1); err != nil {
+		return err
+	}
+	if err := putSum(tx, k, d.sum); err != nil {
+		return err
+	}
+	if d.rec.inline {
+		return tx.Bucket(bucketContents).Put(k[:], d.data)
+	}
+	return tx.Bucket(bucketSeg).Put(k[:], d.loc.bytes())
+}
+
+func appendFrame(buf, body []byte) []byte {
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(body)))
+	buf = binary.BigEndian.AppendUint32(buf, crc32.Checksum(body, castagnoli))
+	return append(buf, body...)
+}
+
+// appendDeposit appends d's frame to buf and returns the offset of the
+// content within the frame.
+func appendDeposit(buf []byte, kind byte, txid uint64, d *deposit) ([]byte, int64) {
+	body := make([]byte, 0, 128+len(d.data))
+	body = append(body, kind)
+	body = binary.BigEndian.AppendUint64(body, txid)
+	body = appendString(body, d.mailbox)
+	body = appendString(body, d.folder)
+	body = binary.AppendUvarint(body, uint64(max(d.lim.MaxMessages, 0)))
+	body = binary.AppendVarint(body, int64(d.lim.MaxRecordedTime))
+	body = binary.BigEndian.AppendUint32(body, d.sum)
+	r := encodeRecord(d.rec)
+	body = binary.AppendUvarint(body, uint64(len(r)))
+	body = append(body, r...)
+	at := int64(frameHead + len(body))
+	body = append(body, d.data...)
+	return appendFrame(buf, body), at
+}
+
+func parseDeposit(body []byte) (*deposit, error) {
+	d := decoder{b: body[9:]}
+	dep := &deposit{rec: new(record)}
+	dep.mailbox = d.string()
+	dep.folder = d.string()
+	dep.lim.MaxMessages = int(d.uvarint())
+	dep.lim.MaxRecordedTime = time.Duration(d.varint())
+	if v := d.bytes(4); v != nil {
+		dep.sum = binary.BigEndian.Uint32(v)
+	}
+	n := d.uvarint()
+	if d.err != nil || n > uint64(len(d.b)) {
+		return nil, fmt.Errorf("deposit frame cut short")
+	}
+	if err := decodeRecord(d.bytes(int(n)), dep.rec); err != nil {
+		return nil, err
+	}
+	dep.data = d.b
+	if int64(len(dep.data)) != dep.rec.m.Size {
+		return nil, fmt.Errorf("deposit frame holds %d bytes of content, its record says %d", len(dep.data), dep.rec.m.Size)
+	}
+	return dep, nil
+}
+
+// frame is one frame read back from a segment.
+type frame struct {
+	kind byte
+	txid uint64
+	off  int64 // of the frame in the segment
+	body []byte
+}
+
+// readFrames reads the frames of a segment from the start, stopping at the
+// first that is cut short, fails its checksum or breaks the order (the
+// first must be a base, later ones deposits whose txid never goes down):
+// everything past it was never acknowledged.
+func readFrames(path string) ([]frame, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	var out []frame
+	var head [frameHead]byte
+	for off := int64(0); off+frameHead <= fi.Size(); {
+		if _, err := f.ReadAt(head[:], off); err != nil {
+			break
+		}
+		n := int64(binary.BigEndian.Uint32(head[:]))
+		if n < 9 || n > maxFrame || off+frameHead+n > fi.Size() {
+			break
+		}
+		body := make([]byte, n)
+		if _, err := f.ReadAt(body, off+frameHead); err != nil {
+			break
+		}
+		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(head[4:]) {
+			break
+		}
+		fr := frame{kind: body[0], txid: binary.BigEndian.Uint64(body[1:9]), off: off, body: body}
+		first := len(out) == 0
+		if first != (fr.kind == kindBase) || (fr.kind != kindBase && fr.kind != kindDeposit && fr.kind != kindDepositSynced) {
+			break
+		}
+		if !first && fr.txid < out[len(out)-1].txid {
+			break
+		}
+		if first && len(body) != 1+8+8+metaCopy {
+			break
+		}
+		out = append(out, fr)
+		off += frameHead + n
+	}
+	return out, nil
+}
+
+// segments lists the segment numbers in dir's log directory, in order.
+func segments(dir string) ([]uint64, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, logDir))
+	if err != nil {
+		return nil, err
+	}
+	var seqs []uint64
+	for _, e := range ents {
+		if len(e.Name()) != 16 {
+			continue
+		}
+		if n, err := strconv.ParseUint(e.Name(), 16, 64); err == nil {
+			seqs = append(seqs, n)
+		}
+	}
+	slices.Sort(seqs)
+	return seqs, nil
+}
+
+// readMetaTxid returns the highest txid among um.db's two meta pages that
+// pass bbolt's own checks (magic, version, checksum), and 0 when none does.
+// It reads the file itself: the pages that meta names may be a state never
+// synced, which opening it with bbolt would read.
+func readMetaTxid(f *os.File) (uint64, int, error) {
+	best, pageSize := uint64(0), 0
+	for slot := 0; slot < 2; slot++ {
+		ps := os.Getpagesize()
+		if slot == 1 && pageSize != 0 {
+			ps = pageSize
+		}
+		b := make([]byte, metaCopy)
+		if _, err := f.ReadAt(b, int64(slot*ps)); err != nil {
+			if errors.Is(err, io.EOF) {
+				continue
+			}
+			return 0, 0, err
+		}
+		txid, size, ok := parseMeta(b)
+		if !ok {
+			continue
+		}
+		if slot == 0 {
+			pageSize = size
+		}
+		best = max(best, txid)
+	}
+	return best, pageSize, nil
+}
+
+// bbolt's meta: magic, version, page size, flags (uint32 each), root
+// bucket (16 bytes), freelist, high water mark, txid, checksum (uint64
+// each), in the machine's byte order, after a 16-byte page header.
+const (
+	boltMagic   = 0xED0CDAED
+	boltVersion = 2
+)
+
+func parseMeta(page []byte) (txid uint64, pageSize int, ok bool) {
+	m := page[16:metaCopy]
+	e := binary.NativeEndian
+	if e.Uint32(m) != boltMagic || e.Uint32(m[4:]) != boltVersion {
+		return 0, 0, false
+	}
+	h := fnv.New64a()
+	h.Write(m[:56])
+	if h.Sum64() != e.Uint64(m[56:]) {
+		return 0, 0, false
+	}
+	return e.Uint64(m[48:]), int(e.Uint32(m[8:])), true
+}
+
+// mmapFloor is the least memory map bbolt can have for a database whose
+// pages reach size: bbolt maps powers of two from 32 KiB to 1 GiB, then
+// whole GiBs.
+func mmapFloor(size int64) int64 {
+	for i := 15; i <= 30; i++ {
+		if size <= 1<<i {
+			return 1 << i
+		}
+	}
+	const step = 1 << 30
+	return (size + step - 1) / step * step
+}
+
+// initialMmap is the memory map bbolt is opened with: address space only,
+// so that the pinned base of an epoch (below) rarely meets a remap.
+var initialMmap = func() int64 {
+	if strconv.IntSize == 32 {
+		return 32 << 20
+	}
+	return 256 << 20
+}()
+
+// opNeed bounds the database pages a deposit can add: a new page for each
+// node on its paths (a few dozen at most) and its record and small content.
+func opNeed(d *deposit) int64 {
+	n := int64(256<<10) + 4*int64(len(d.rec.m.CallerName)+len(d.rec.m.CallerNumber)+len(d.rec.m.Transcript)+len(d.rec.m.AudioType)+64)
+	if d.rec.inline {
+		n += 4 * int64(len(d.data))
+	}
+	for _, k := range d.rec.m.Keywords {
+		n += 4 * int64(len(k)+8)
+	}
+	return n
+}
+
+// reserve bounds what a checkpoint and the freelist of the commits of an
+// epoch add.
+func reserve(highWater int64) int64 { return 1<<20 + highWater/256 }
+
+// recovery is what Open found in the log before opening bbolt.
+type recovery struct {
+	nextSeq  uint64  // the number for the next segment
+	replay   []frame // deposit frames to apply again, from the base on
+	seq      uint64  // their segment
+	claimed  uint64  // the highest txid the epoch's frames claim
+	need     int64   // database pages the replay may add
+	restored bool    // the base's meta page was written back to um.db
+}
+
+// recoverLog looks at the newest epoch of the log and decides whether
+// um.db can be trusted as it is. It can unless a deposit was applied with
+// an unsynced commit at or after the txid of um.db's newest meta page:
+// every such commit is preceded by its synced frame, and every synced commit
+// after the epoch's frames has a larger txid. When it cannot, recoverLog
+// writes the epoch's base meta page back over both of um.db's, so that
+// bbolt opens the synced state the epoch started from (whose pages were
+// kept from reuse while the epoch ran), and returns the frames to apply
+// again. dbf is um.db, open and locked.
+func recoverLog(dir string, dbf *os.File) (*recovery, error) {
+	if err := os.MkdirAll(filepath.Join(dir, logDir), 0o700); err != nil {
+		return nil, err
+	}
+	seqs, err := segments(dir)
+	if err != nil {
+		return nil, err
+	}
+	rc := &recovery{nextSeq: 1}
+	if len(seqs) > 0 {
+		rc.nextSeq = seqs[len(seqs)-1] + 1
+	}
+	var frames []frame
+	for i := len(seqs) - 1; i >= 0; i-- {
+		fs, err := readFrames(segPath(dir, seqs[i]))
+		if err != nil {
+			return nil, err
+		}
+		if len(fs) > 0 && binary.BigEndian.Uint64(fs[0].body[9:]) == seqs[i] {
+			frames, rc.seq = fs, seqs[i]
+			break
+		}
+	}
+	if len(frames) == 0 {
+		return rc, nil
+	}
+	var unsynced uint64
+	for _, fr := range frames[1:] {
+		if fr.kind == kindDeposit {
+			unsynced = max(unsynced, fr.txid)
+		}
+		rc.claimed = max(rc.claimed, fr.txid)
+	}
+	m, pageSize, err := readMetaTxid(dbf)
+	if err != nil {
+		return nil, err
+	}
+	if unsynced == 0 || m > unsynced {
+		return rc, nil
+	}
+	base := frames[0].body[17:]
+	if _, ps, ok := parseMeta(base); ok && pageSize == 0 {
+		pageSize = ps
+	}
+	if _, _, ok := parseMeta(base); !ok || pageSize == 0 {
+		return nil, fmt.Errorf("%w: the log's base meta page is not valid", ErrCorrupt)
+	}
+	for slot := 0; slot < 2; slot++ {
+		p := slices.Clone(base)
+		binary.NativeEndian.PutUint64(p, uint64(slot))
+		if _, err := dbf.WriteAt(p, int64(slot*pageSize)); err != nil {
+			return nil, err
+		}
+	}
+	if err := fdatasync(dbf); err != nil {
+		return nil, err
+	}
+	rc.restored = true
+	rc.replay = frames[1:]
+	for _, fr := range rc.replay {
+		rc.need += 256<<10 + 4*int64(len(fr.body))
+	}
+	return rc, nil
+}
+
+// segContent is a content read out of its log segment: a section of the
+// segment file, which seeks like a content file of its own.
+type segContent struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (c segContent) Close() error { return c.f.Close() }
+
+// openSeg opens the content at l.
+func (s *Store) openSeg(l segLoc) (segContent, error) {
+	f, err := os.Open(s.segPath(l.seq))
+	if err != nil {
+		return segContent{}, err
+	}
+	return segContent{io.NewSectionReader(f, l.off, l.size), f}, nil
+}
+
+// sweepSegments deletes the log segments older than this process's that
+// no content is in any more. The newest epoch's segment is among them once
+// Open has checkpointed, and recovery then trusts um.db, so none is needed
+// for recovery.
+func (s *Store) sweepSegments(ctx context.Context) {
+	seqs, err := segments(s.dir)
+	if err != nil {
+		s.logf("boltstore: sweep log: %v", err)
+		return
+	}
+	used := make(map[uint64]bool)
+	if err := s.view(ctx, func(tx *bolt.Tx) error {
+		clear(used)
+		return tx.Bucket(bucketSeg).ForEach(func(_, v []byte) error {
+			l, err := parseSegLoc(v)
+			if err != nil {
+				return err
+			}
+			used[l.seq] = true
+			return nil
+		})
+	}); err != nil {
+		if ctx.Err() == nil {
+			s.logf("boltstore: sweep log: %v", err)
+		}
+		return
+	}
+	for _, seq := range seqs {
+		if seq >= s.firstSeq || used[seq] {
+			continue
+		}
+		if err := os.Remove(s.segPath(seq)); err != nil && !isNotExist(err) {
+			s.logf("boltstore: sweep log: %v", err)
+		}
+	}
+}
