@@ -70,6 +70,10 @@ type txOp struct {
 // tell what was synced before the commit.
 var beforeCommit func(tx *bolt.Tx)
 
+// replayed, when a test sets it, runs after each transaction a replay
+// applies again (n counts them); an error stops the replay there.
+var replayed func(n int) error
+
 // errRedo aborts a batch whose transaction one fn failed.
 var errRedo = errors.New("boltstore: redo batch")
 
@@ -440,7 +444,7 @@ func (c *committer) replay(rc *recovery) error {
 		pin.Rollback()
 		c.ep = epoch{}
 	}()
-	frames := rc.replay
+	frames, groups := rc.replay, 0
 	for len(frames) > 0 {
 		n := 1
 		for n < len(frames) && frames[n].txid == frames[0].txid {
@@ -464,6 +468,12 @@ func (c *committer) replay(rc *recovery) error {
 			return err
 		}
 		frames = frames[n:]
+		groups++
+		if replayed != nil {
+			if err := replayed(groups); err != nil {
+				return err
+			}
+		}
 	}
 	for c.txid < rc.claimed {
 		if _, err := c.runTx(nil, true, true); err != nil {
