@@ -392,14 +392,15 @@ func (c *committer) endEpoch() {
 // commits even when no op is left, so that it takes the txid the log
 // claimed for it. committed says whether a commit was attempted.
 func (c *committer) runTx(ops []*txOp, noSync, always bool) (committed bool, err error) {
-	c.db.NoSync = noSync
-	defer func() { c.db.NoSync = false }()
 	for {
 		if len(ops) == 0 && !always {
 			return false, nil
 		}
 		failed, ferr := -1, error(nil)
 		err := c.db.Update(func(tx *bolt.Tx) error {
+			// Set under bbolt's writer lock, which orders it with every
+			// commit that reads it.
+			tx.DB().NoSync = noSync
 			for i, op := range ops {
 				if err := op.fn(tx); err != nil {
 					failed, ferr = i, err
