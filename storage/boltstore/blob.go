@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/embeddedum/um"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -90,6 +91,10 @@ type content struct {
 
 func (c content) inline() bool { return !c.big }
 
+// maxContent bounds a content: it is read into memory and written as one
+// log frame (maxFrame).
+var maxContent = 256 << 20 // a variable for a test
+
 // readContent reads r to its end, in memory: the deposit's frame holds the
 // content, and the frame is written whole with the others of its batch,
 // straight from this buffer. A reader that tells its length (a
@@ -110,6 +115,9 @@ func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 		}
 		n, err := cr.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
+		if len(b) > maxContent {
+			return c, fmt.Errorf("boltstore: %w: content of more than %d bytes", um.ErrInvalid, maxContent)
+		}
 		if err == io.EOF {
 			break
 		}

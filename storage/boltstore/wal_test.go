@@ -315,3 +315,21 @@ func TestFlagsEndEpoch(t *testing.T) {
 		t.Errorf("flags of UID %d after recovery = %v, want \\Seen kept", msgs[2].UID, msgs[2].Flags)
 	}
 }
+
+// TestContentTooLarge checks that a content past the bound of a log frame
+// is refused with ErrInvalid and stores nothing, rather than writing a
+// frame that replay would take for the end of the log.
+func TestContentTooLarge(t *testing.T) {
+	old := maxContent
+	maxContent = 1 << 20
+	t.Cleanup(func() { maxContent = old })
+	s := openStore(t)
+	newMailbox(t, s, "1001")
+	_, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox}, bytes.NewReader(make([]byte, 1<<20+1)))
+	if !errors.Is(err, um.ErrInvalid) {
+		t.Fatalf("Append() of %d bytes = %v, want ErrInvalid", 1<<20+1, err)
+	}
+	want := depositMix(t, s, 2)
+	s = reopen(t, s)
+	expectExactly(t, s, want)
+}
