@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/embeddedum/um"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -90,22 +91,41 @@ type content struct {
 
 func (c content) inline() bool { return !c.big }
 
+// maxContent bounds a content: it is read into memory and written as one
+// log frame (maxFrame).
+var maxContent = 256 << 20 // a variable for a test
+
 // readContent reads r to its end, in memory: the deposit's frame holds the
-// content, and the frame is written whole with the others of its batch.
+// content, and the frame is written whole with the others of its batch,
+// straight from this buffer. A reader that tells its length (a
+// bytes.Reader, a strings.Reader) is read into a buffer of that size.
 func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 	if _, err := rand.Read(c.key[:]); err != nil {
 		return c, fmt.Errorf("boltstore: content key: %w", err)
 	}
-	bufp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bufp)
-	var b bytes.Buffer
-	if _, err := io.CopyBuffer(&b, ctxReader{ctx, r}, *bufp); err != nil {
-		return c, fmt.Errorf("boltstore: read content: %w", err)
+	size := 512
+	if l, ok := r.(interface{ Len() int }); ok {
+		size = l.Len() + 1 // one more, to see the end without growing
 	}
-	c.data = b.Bytes()
-	if c.data == nil {
-		c.data = []byte{} // not nil, also when empty
+	b := make([]byte, 0, size)
+	cr := ctxReader{ctx, r}
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := cr.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if len(b) > maxContent {
+			return c, fmt.Errorf("boltstore: %w: content of more than %d bytes", um.ErrInvalid, maxContent)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return c, fmt.Errorf("boltstore: read content: %w", err)
+		}
 	}
+	c.data = b
 	c.size = int64(len(c.data))
 	c.big = c.size > inlineMax
 	c.sum = crc32.Checksum(c.data, castagnoli)

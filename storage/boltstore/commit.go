@@ -70,6 +70,10 @@ type txOp struct {
 // tell what was synced before the commit.
 var beforeCommit func(tx *bolt.Tx)
 
+// replayed, when a test sets it, runs after each transaction a replay
+// applies again (n counts them); an error stops the replay there.
+var replayed func(n int) error
+
 // errRedo aborts a batch whose transaction one fn failed.
 var errRedo = errors.New("boltstore: redo batch")
 
@@ -201,26 +205,31 @@ func (c *committer) logged(ops []*txOp) {
 			return
 		}
 	}
-	var buf []byte
+	var bufs [][]byte // written in one system call, where there is one
 	if e.seg == nil {
-		var err error
-		if buf, err = c.beginEpoch(roomy); err != nil {
+		base, err := c.beginEpoch(roomy)
+		if err != nil {
 			fail(ops, fmt.Errorf("boltstore: start log segment: %w", err))
 			return
 		}
+		bufs = append(bufs, base)
 	}
 	txid, kind := c.txid+1, byte(kindDeposit)
 	if !roomy {
 		kind = kindDepositSynced
 	}
+	end := e.off
+	for _, b := range bufs {
+		end += int64(len(b))
+	}
 	for _, op := range ops {
 		d := op.dep
-		start := e.off + int64(len(buf))
-		var at int64
-		buf, at = appendDeposit(buf, kind, txid, d)
-		d.loc = segLoc{seq: e.seq, off: start + at, size: int64(len(d.data))}
+		h := depositHead(kind, txid, d)
+		d.loc = segLoc{seq: e.seq, off: end + int64(len(h)), size: int64(len(d.data))}
+		end = d.loc.off + d.loc.size
+		bufs = append(bufs, h, d.data)
 	}
-	_, err := e.seg.WriteAt(buf, e.off)
+	err := writeAt(e.seg, bufs, e.off)
 	if err == nil {
 		err = fdatasync(e.seg)
 	}
@@ -237,7 +246,7 @@ func (c *committer) logged(ops []*txOp) {
 		fail(ops, err)
 		return
 	}
-	e.off += int64(len(buf))
+	e.off = end
 	e.entries += len(ops)
 	if _, err := c.runTx(ops, roomy, true); err != nil {
 		// The log holds deposits the database lacks, and later txids
@@ -297,11 +306,11 @@ func (c *committer) beginEpoch(pin bool) ([]byte, error) {
 		}
 		c.ep.pin = tx
 	}
-	body := []byte{kindBase}
-	body = binary.BigEndian.AppendUint64(body, c.txid)
-	body = binary.BigEndian.AppendUint64(body, r.seq)
-	body = append(body, meta...)
-	return appendFrame(nil, body), nil
+	head := []byte{kindBase}
+	head = binary.BigEndian.AppendUint64(head, c.txid)
+	head = binary.BigEndian.AppendUint64(head, r.seq)
+	head = append(head, meta...)
+	return newFrame(head, 0), nil
 }
 
 // baseMeta reads the meta page of the last commit from um.db.
@@ -383,14 +392,15 @@ func (c *committer) endEpoch() {
 // commits even when no op is left, so that it takes the txid the log
 // claimed for it. committed says whether a commit was attempted.
 func (c *committer) runTx(ops []*txOp, noSync, always bool) (committed bool, err error) {
-	c.db.NoSync = noSync
-	defer func() { c.db.NoSync = false }()
 	for {
 		if len(ops) == 0 && !always {
 			return false, nil
 		}
 		failed, ferr := -1, error(nil)
 		err := c.db.Update(func(tx *bolt.Tx) error {
+			// Set under bbolt's writer lock, which orders it with every
+			// commit that reads it.
+			tx.DB().NoSync = noSync
 			for i, op := range ops {
 				if err := op.fn(tx); err != nil {
 					failed, ferr = i, err
@@ -435,7 +445,7 @@ func (c *committer) replay(rc *recovery) error {
 		pin.Rollback()
 		c.ep = epoch{}
 	}()
-	frames := rc.replay
+	frames, groups := rc.replay, 0
 	for len(frames) > 0 {
 		n := 1
 		for n < len(frames) && frames[n].txid == frames[0].txid {
@@ -448,17 +458,23 @@ func (c *committer) replay(rc *recovery) error {
 		}
 		ops := make([]*txOp, n)
 		for i, fr := range frames[:n] {
-			d, err := parseDeposit(fr.body)
+			d, err := parseDeposit(fr)
 			if err != nil {
 				return fmt.Errorf("%w: log segment %d at %d: %v", ErrCorrupt, rc.seq, fr.off, err)
 			}
-			d.loc = segLoc{seq: rc.seq, off: fr.off + frameHead + int64(len(fr.body)-len(d.data)), size: int64(len(d.data))}
+			d.loc = segLoc{seq: rc.seq, off: fr.dataOff(), size: int64(len(d.data))}
 			ops[i] = &txOp{fn: d.apply, dep: d, err: make(chan error, 1)}
 		}
 		if _, err := c.runTx(ops, true, true); err != nil {
 			return err
 		}
 		frames = frames[n:]
+		groups++
+		if replayed != nil {
+			if err := replayed(groups); err != nil {
+				return err
+			}
+		}
 	}
 	for c.txid < rc.claimed {
 		if _, err := c.runTx(nil, true, true); err != nil {

@@ -16,10 +16,13 @@
 //
 //	um.db              a bbolt database: mailboxes, folders, message metadata,
 //	                   and the contents of up to 16 KiB
-//	audio/<xx>/<key>   one file per larger content (the audio of a voicemail,
-//	                   the whole message of a big e-mail a client appended),
-//	                   named by a random 128-bit key, in 256 subdirectories by
-//	                   its first byte
+//	log/<number>       the deposit log, in segments: each deposit's record and
+//	                   content; a larger content (the audio of a voicemail, a
+//	                   big e-mail a client appended) stays there for good
+//	audio/<xx>/<key>   one file per larger content that a store written
+//	                   before the log, or a restored backup, holds; named by a
+//	                   random 128-bit key, in 256 subdirectories by its first
+//	                   byte
 //
 // In um.db each mailbox is a bucket holding its folders (name -> UIDVALIDITY,
 // UIDNEXT), an index from message ID to (UIDVALIDITY, UID), and per folder a
@@ -47,42 +50,90 @@
 // folder made again under an old name gets a new, larger value, and restarts
 // change nothing.
 //
-// # Durability
+// # Durability: the deposit log
 //
-// Append reads the content. One of at most 16 KiB goes into the transaction
-// that records the message, so it is durable exactly when the record is.
-// A larger one goes into a content file, which Append fdatasyncs before it
-// commits the transaction that records the message. bbolt's commit writes
-// the changed pages, fdatasyncs, writes the meta page, and fdatasyncs again,
-// so when Append returns, both the content and the record are on disk, and
-// the record never reaches the disk before its content. A crash before the
-// commit leaves at most a content file no message names; after Open a
-// background sweep deletes such files. Remove and DeleteFolder delete
-// content files after their commit; a crash in between again leaves work
-// only for the sweep. A reader that fails, a canceled context or a full disk
-// store nothing, and a failed commit never deletes a file a reader of the
-// database could already see.
+// Append reads the content into memory and hands the deposit to the
+// committer, one goroutine that runs every write transaction. A deposit
+// (Append) goes through the log; every other write (flags, moves, copies,
+// removals, folders) is a bbolt transaction committed with bbolt's two
+// fdatasyncs, as before the log. Concurrent writes share a commit: while
+// one is syncing, the next gathers every transaction that arrives, and one
+// that fails is taken out and the rest run again. Read-only calls (List,
+// Get, Folders, Open) never wait for writers.
 //
-// The empty content files are made ahead of need by a goroutine that Open
-// starts and Close stops: whenever fewer than 16 are ready it makes 32 in
-// one subdirectory, with one fsync of that directory, and keeps them open.
-// A deposit takes a file whose name is already durable and pays neither
-// for creating it nor for a directory fsync; only when deposits outrun the
-// refill and none is ready does one create its own file, with its own
-// directory fsync. Unused files are deleted by Close, or by the sweep after
-// a crash.
+// The committer takes every deposit that arrived while it was busy, writes
+// them to the current log segment as frames (a frame is a head with the
+// mailbox, folder, limits, the message record and the content's CRC-32C,
+// the head's own CRC-32C, then the content) with one pwritev, and
+// fdatasyncs the segment once for all of them: group commit. Only then
+// does it apply them, in one bbolt transaction committed without syncing
+// (bbolt's NoSync), and acknowledge them. So when Append returns, the
+// deposit is on disk in the log, and it is in the database that every
+// reader sees (read-your-writes, UIDs assigned in the order of the log);
+// the database never names log bytes that were not synced first. A deposit
+// that fails in the transaction (a folder that does not exist, a full
+// mailbox) leaves its frame in the log; replay fails it again the same
+// way, since it applies the same frames in the same order to the same
+// state. A content of up to 16 KiB goes into the database with the record;
+// a larger one stays in its segment, and the database maps its key to
+// (segment, offset, size), so Open returns that section of the segment
+// file, which seeks and streams from disk like a file of its own.
 //
-// Write transactions of concurrent callers are committed together: while one
-// commit is syncing, the next gathers every transaction that arrives, and a
-// transaction that fails is taken out and the rest run again. Deposits from
-// many calls at once thus share the commit's two fdatasyncs. Read-only calls
-// (List, Get, Folders, Open) never wait for writers.
+// Each segment is one epoch of the log. An epoch starts from a state of
+// um.db that a synced commit made durable: the segment's first frame holds
+// that state's transaction ID and a copy of its meta page, and the
+// committer keeps a read transaction open on it, so that bbolt reuses none
+// of its pages while the epoch's unsynced commits run. The epoch ends with
+// the next synced commit: any write that is not a deposit, or a checkpoint
+// (an empty synced commit) after 256 deposits, 64 MiB of segment, or at
+// Close. After it, um.db is durable whole and its transaction ID is above
+// every one the epoch's frames claim; the next deposit starts a new epoch
+// in a fresh segment (made ahead, eight at a time with one fsync of log/,
+// so a segment's name is durable before its first frame is written).
+//
+// Open, holding um.db's lock, reads the newest segment that starts with a
+// whole base frame, and its frames up to the first that is cut short or
+// fails a checksum (a batch torn by a crash, never acknowledged). It reads
+// um.db's two meta pages itself, without opening bbolt: when the newest
+// one's transaction ID is above every unsynced one the epoch's frames
+// claim, a synced commit came after them, and um.db is opened as it is.
+// Otherwise the epoch's commits may not have reached the disk, a power loss
+// may have left meta pages that name pages never written, and um.db cannot
+// be trusted past the base: Open writes the base's meta page back over
+// both, fdatasyncs, opens bbolt on that state (whose pages were kept), and
+// applies the frames again, each transaction as it was, then checkpoints.
+// A crash during the replay leaves the same log and the same base, so the
+// next Open replays again (replay is idempotent). Writes that are not
+// deposits are never undone or reordered by a replay: each ends the epoch
+// with a synced commit whose ID is above the epoch's. The log's content
+// ranges freed by Remove, Expunge and DeleteFolder are punched out of their
+// segment (FALLOC_FL_PUNCH_HOLE); that runs only after their synced commit
+// ended the epoch, so it never touches frames a replay would read. Open's
+// background sweep deletes segments no content is in any more, as it
+// deletes orphaned content files.
+//
+// The committer keeps one more rule of bbolt's: growing the memory map
+// waits for every read transaction, the epoch's too, which only the
+// committer would end. It opens bbolt with a 256 MiB map (address space,
+// not memory), and before each batch checks that the map surely has room
+// for it; when it has not, it checkpoints first and commits that batch
+// synced, and bbolt grows the map with nothing pinned.
+//
+// If a commit without sync fails (an I/O error), the database no longer
+// matches the log, and every later write fails (wrapping the cause) until
+// the store is opened again, which replays. A log write that fails (a full
+// disk) fails its deposits and ends the epoch with a synced commit above
+// the frames it may have left.
 //
 // The tests check this by killing a child process depositing contents of
 // a few bytes (kept in the database) to 480 KB with SIGKILL thirty times,
 // and checking that every acknowledged deposit is there byte for byte and
-// every listed message is whole; they fill a small tmpfs to check a full
-// disk, and corrupt and truncate um.db.
+// every listed message is whole; by putting into a copy of um.db what a
+// power loss can leave (the pages of the base under later meta pages, or
+// later pages under the base's meta pages), tearing the log's tail, and
+// stopping a replay midway; by recording the order of the syncs and
+// commits; and by filling a small tmpfs and corrupting and truncating
+// um.db.
 //
 // # Why bbolt, and why content beside it
 //
@@ -95,28 +146,19 @@
 // PBX wants. Its limit, one writer at a time, is what the group commit above
 // works with.
 //
-// Large contents live in files rather than in bbolt because audio is most of
-// the bytes and bbolt is a poor home for them: every commit rewrites the
-// freelist, so a database of many gigabytes of freed and reused pages slows
-// every commit; the file never shrinks; and reading a value out of a memory
-// map means holding a transaction, which blocks the file from growing, or
-// copying it. Measured on the development machine (a shared virtual disk
-// whose speed drifts by 2x within minutes), a 480 KB (30-second) value
-// committed to bbolt took 1.6 to 1.7 times as long as a plain file written
-// and fsynced. The design above reaches a median 0.85 (0.59 to 1.12 over 12
-// runs) of the plain file's throughput with one depositor and 0.74 (0.58 to
-// 1.19) with eight; against plain files whose directory is fsynced too, as
-// a new name needs to survive a crash, 0.92 and 0.76
-// (BenchmarkDepositRatio, which alternates the kinds so all see the same
-// disk). The gap is a fixed cost per commit: bbolt's two fdatasyncs and
-// about 0.1 ms of processor time, about 0.45 ms in all, which weighs most
-// when the disk is fast. Neither NoFreelistSync (one page fewer of about
-// eleven per commit) nor syncing the content while the commit runs changed
-// the ratio measurably: the disk serializes the flushes either way. Only a
-// deposit that skips the bbolt commit (a log replayed on open) would close
-// the gap. The two fdatasyncs of a commit are shared by concurrent deposits
-// (group commit). Open hands out the content file itself, so playing a
-// message streams from disk.
+// Large contents live outside bbolt because audio is most of the bytes and
+// bbolt is a poor home for them: every commit rewrites the freelist, so a
+// database of many gigabytes of freed and reused pages slows every commit;
+// the file never shrinks; and reading a value out of a memory map means
+// holding a transaction, which blocks the file from growing, or copying it.
+// Measured on the development machine, a 480 KB (30-second) value committed
+// to bbolt took 1.6 to 1.7 times as long as a plain file written and
+// fsynced. Before the log, a deposit wrote its content to a file of its
+// own, fdatasynced it, and committed bbolt with its two fdatasyncs: a
+// median 0.85 and 0.74 of the plain file's throughput with one and eight
+// depositors, a fixed cost per commit of about 0.45 ms. The log makes a
+// deposit one sequential write and one fdatasync, shared by the deposits
+// of a batch; BENCHMARKS.md has the numbers.
 //
 // Small contents are the other way round. An e-mail a client appends is
 // typically a few kilobytes; as a file it cost a file creation (expensive
@@ -133,8 +175,10 @@
 // # Backup, restore and check
 //
 // Store.Backup copies a running store into an empty directory: the
-// database through one read transaction, then every content file it
-// names, each verified against its size and checksum. It is consistent
+// database through one read transaction, then every content it names, each
+// verified against its size and checksum; a content in a log segment is
+// copied to a content file of its own, and the copy's database no longer
+// maps it to a segment, so a backup holds no log. It is consistent
 // while deposits and removals go on (the method documents the order that
 // makes it so), and the copy is itself a store directory. A plain cp -r of
 // the live directory is not a backup: it can copy the database after a
@@ -145,7 +189,9 @@
 // Store.Check reads every record and its content and reports each damaged
 // message precisely: mailbox, folder, UID, the content file, and what is
 // wrong (missing, wrong size, wrong checksum, unreadable, damaged record,
-// wrong reference count, a wrong entry in the ID index). Run it after a crash, a disk error or a restore.
+// wrong reference count, a wrong entry in the ID index); a content in a
+// log segment is named by the segment and its offset. Run it after a
+// crash, a disk error or a restore.
 // Contents carry a CRC-32C from the transaction that records them;
 // contents stored before checksums existed have none, and Check verifies
 // only that they are there with their recorded size (CheckReport.Unverified

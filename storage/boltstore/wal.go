@@ -26,25 +26,28 @@ import (
 // deposit frames appended in batches, each batch written with one write and
 // made durable with one fdatasync. A frame is
 //
-//	length uint32 (of the body), CRC-32C uint32 (of the body), body
+//	body length uint32, head length uint32, CRC-32C of the head uint32,
+//	head, data (the rest of the body)
 //
-// and a body starts with its kind byte and the bbolt transaction ID that
+// and a head starts with its kind byte and the bbolt transaction ID that
 // applies it:
 //
 //	base:    kind, txid of the synced state the epoch starts from, the
-//	         segment's number, that state's meta page (metaCopy bytes)
+//	         segment's number, that state's meta page (metaCopy bytes); no data
 //	deposit: kind, txid, mailbox, folder (uvarint length, bytes), limits
 //	         (uvarint messages, varint recorded time), CRC-32C uint32 of the
-//	         content, the message record (uvarint length, record.go), the
-//	         content (the rest of the body)
+//	         data, the message record (uvarint length, record.go); the data
+//	         is the content
 //
-// Integers are big-endian, except the meta page, which is bbolt's own
-// bytes. A content of a deposit stays in its segment for good: the
-// segment bucket maps its key to the segment, offset and size, and Open
-// returns that section of the segment file.
+// The head's checksum and the content's own cover the whole frame, so the
+// content is summed once, when it is read in, and written straight from
+// where it was read. Integers are big-endian, except the meta page, which
+// is bbolt's own bytes. A content of a deposit stays in its segment for
+// good: the segment bucket maps its key to the segment, offset and size,
+// and Open returns that section of the segment file.
 const (
 	logDir     = "log"
-	frameHead  = 8
+	frameHead  = 12
 	segLimit   = 64 << 20 // a segment past this ends its epoch
 	epochLimit = 256      // deposits per epoch before a checkpoint
 	chunkLimit = 64       // deposits per logged transaction
@@ -147,34 +150,37 @@ func (d *deposit) apply(tx *bolt.Tx) error {
 	return tx.Bucket(bucketSeg).Put(k[:], d.loc.bytes())
 }
 
-func appendFrame(buf, body []byte) []byte {
-	buf = binary.BigEndian.AppendUint32(buf, uint32(len(body)))
-	buf = binary.BigEndian.AppendUint32(buf, crc32.Checksum(body, castagnoli))
-	return append(buf, body...)
+// newFrame returns the start of a frame, up to and with its head, for a
+// body of head and dataLen more bytes.
+func newFrame(head []byte, dataLen int) []byte {
+	b := make([]byte, 0, frameHead+len(head))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(head)+dataLen))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(head)))
+	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(head, castagnoli))
+	return append(b, head...)
 }
 
-// appendDeposit appends d's frame to buf and returns the offset of the
-// content within the frame.
-func appendDeposit(buf []byte, kind byte, txid uint64, d *deposit) ([]byte, int64) {
-	body := make([]byte, 0, 128+len(d.data))
-	body = append(body, kind)
-	body = binary.BigEndian.AppendUint64(body, txid)
-	body = appendString(body, d.mailbox)
-	body = appendString(body, d.folder)
-	body = binary.AppendUvarint(body, uint64(max(d.lim.MaxMessages, 0)))
-	body = binary.AppendVarint(body, int64(d.lim.MaxRecordedTime))
-	body = binary.BigEndian.AppendUint32(body, d.sum)
+// depositHead returns d's frame up to its content, which follows it.
+func depositHead(kind byte, txid uint64, d *deposit) []byte {
+	h := make([]byte, 0, 128+len(d.mailbox)+len(d.folder))
+	h = append(h, kind)
+	h = binary.BigEndian.AppendUint64(h, txid)
+	h = appendString(h, d.mailbox)
+	h = appendString(h, d.folder)
+	h = binary.AppendUvarint(h, uint64(max(d.lim.MaxMessages, 0)))
+	h = binary.AppendVarint(h, int64(d.lim.MaxRecordedTime))
+	h = binary.BigEndian.AppendUint32(h, d.sum)
 	r := encodeRecord(d.rec)
-	body = binary.AppendUvarint(body, uint64(len(r)))
-	body = append(body, r...)
-	at := int64(frameHead + len(body))
-	body = append(body, d.data...)
-	return appendFrame(buf, body), at
+	h = binary.AppendUvarint(h, uint64(len(r)))
+	h = append(h, r...)
+	return newFrame(h, len(d.data))
 }
 
-func parseDeposit(body []byte) (*deposit, error) {
-	d := decoder{b: body[9:]}
-	dep := &deposit{rec: new(record)}
+// parseDeposit decodes a deposit frame whose head and data readFrames
+// checked.
+func parseDeposit(fr frame) (*deposit, error) {
+	d := decoder{b: fr.head[9:]}
+	dep := &deposit{rec: new(record), data: fr.data}
 	dep.mailbox = d.string()
 	dep.folder = d.string()
 	dep.lim.MaxMessages = int(d.uvarint())
@@ -183,30 +189,47 @@ func parseDeposit(body []byte) (*deposit, error) {
 		dep.sum = binary.BigEndian.Uint32(v)
 	}
 	n := d.uvarint()
-	if d.err != nil || n > uint64(len(d.b)) {
+	if d.err != nil || n != uint64(len(d.b)) {
 		return nil, fmt.Errorf("deposit frame cut short")
 	}
-	if err := decodeRecord(d.bytes(int(n)), dep.rec); err != nil {
+	if err := decodeRecord(d.b, dep.rec); err != nil {
 		return nil, err
 	}
-	dep.data = d.b
 	if int64(len(dep.data)) != dep.rec.m.Size {
 		return nil, fmt.Errorf("deposit frame holds %d bytes of content, its record says %d", len(dep.data), dep.rec.m.Size)
 	}
 	return dep, nil
 }
 
-// frame is one frame read back from a segment.
-type frame struct {
-	kind byte
-	txid uint64
-	off  int64 // of the frame in the segment
-	body []byte
+// depositSum is where a deposit head holds its content's checksum: after
+// kind, txid, mailbox, folder and limits.
+func depositSum(head []byte) (uint32, bool) {
+	d := decoder{b: head[9:]}
+	d.string()
+	d.string()
+	d.uvarint()
+	d.varint()
+	v := d.bytes(4)
+	if d.err != nil {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(v), true
 }
 
+// frame is one frame read back from a segment.
+type frame struct {
+	kind       byte
+	txid       uint64
+	off        int64 // of the frame in the segment
+	head, data []byte
+}
+
+// dataOff is where the frame's data starts in its segment.
+func (fr frame) dataOff() int64 { return fr.off + frameHead + int64(len(fr.head)) }
+
 // readFrames reads the frames of a segment from the start, stopping at the
-// first that is cut short, fails its checksum or breaks the order (the
-// first must be a base, later ones deposits whose txid never goes down):
+// first that is cut short, fails a checksum or breaks the order (the first
+// must be a base, later ones deposits whose txid never goes down):
 // everything past it was never acknowledged.
 func readFrames(path string) ([]frame, error) {
 	f, err := os.Open(path)
@@ -219,32 +242,37 @@ func readFrames(path string) ([]frame, error) {
 		return nil, err
 	}
 	var out []frame
-	var head [frameHead]byte
+	var hdr [frameHead]byte
 	for off := int64(0); off+frameHead <= fi.Size(); {
-		if _, err := f.ReadAt(head[:], off); err != nil {
+		if _, err := f.ReadAt(hdr[:], off); err != nil {
 			break
 		}
-		n := int64(binary.BigEndian.Uint32(head[:]))
-		if n < 9 || n > maxFrame || off+frameHead+n > fi.Size() {
+		n, hn := int64(binary.BigEndian.Uint32(hdr[:])), int64(binary.BigEndian.Uint32(hdr[4:]))
+		if hn < 9 || hn > n || n > maxFrame || off+frameHead+n > fi.Size() {
 			break
 		}
 		body := make([]byte, n)
 		if _, err := f.ReadAt(body, off+frameHead); err != nil {
 			break
 		}
-		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(head[4:]) {
+		fr := frame{kind: body[0], txid: binary.BigEndian.Uint64(body[1:9]), off: off, head: body[:hn], data: body[hn:]}
+		if crc32.Checksum(fr.head, castagnoli) != binary.BigEndian.Uint32(hdr[8:]) {
 			break
 		}
-		fr := frame{kind: body[0], txid: binary.BigEndian.Uint64(body[1:9]), off: off, body: body}
 		first := len(out) == 0
 		if first != (fr.kind == kindBase) || (fr.kind != kindBase && fr.kind != kindDeposit && fr.kind != kindDepositSynced) {
 			break
 		}
-		if !first && fr.txid < out[len(out)-1].txid {
+		if first && (len(fr.head) != 1+8+8+metaCopy || len(fr.data) != 0) {
 			break
 		}
-		if first && len(body) != 1+8+8+metaCopy {
-			break
+		if !first {
+			if fr.txid < out[len(out)-1].txid {
+				break
+			}
+			if sum, ok := depositSum(fr.head); !ok || crc32.Checksum(fr.data, castagnoli) != sum {
+				break
+			}
 		}
 		out = append(out, fr)
 		off += frameHead + n
@@ -399,7 +427,7 @@ func recoverLog(dir string, dbf *os.File) (*recovery, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(fs) > 0 && binary.BigEndian.Uint64(fs[0].body[9:]) == seqs[i] {
+		if len(fs) > 0 && binary.BigEndian.Uint64(fs[0].head[9:]) == seqs[i] {
 			frames, rc.seq = fs, seqs[i]
 			break
 		}
@@ -421,7 +449,7 @@ func recoverLog(dir string, dbf *os.File) (*recovery, error) {
 	if unsynced == 0 || m > unsynced {
 		return rc, nil
 	}
-	base := frames[0].body[17:]
+	base := frames[0].head[17:]
 	if _, ps, ok := parseMeta(base); ok && pageSize == 0 {
 		pageSize = ps
 	}
@@ -441,7 +469,10 @@ func recoverLog(dir string, dbf *os.File) (*recovery, error) {
 	rc.restored = true
 	rc.replay = frames[1:]
 	for _, fr := range rc.replay {
-		rc.need += 256<<10 + 4*int64(len(fr.body))
+		rc.need += 256<<10 + 4*int64(len(fr.head))
+		if len(fr.data) <= inlineMax {
+			rc.need += 4 * int64(len(fr.data))
+		}
 	}
 	return rc, nil
 }
