@@ -285,6 +285,10 @@ func TestHostileServer(t *testing.T) {
 			opts := testOptions
 			opts.MinBackoff, opts.MaxBackoff = 100*time.Millisecond, time.Second
 			opts.CommandTimeout = 500 * time.Millisecond
+			// A line limit well under what a loaded machine reads within
+			// the deadline, so the endless line is refused by the guard
+			// rather than abandoned as silence.
+			opts.MaxLine = 64 << 10
 			e := newEnvOpts(t, d, opts, nil)
 			ctx := context.Background()
 			user := users[i]
