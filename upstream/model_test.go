@@ -457,8 +457,21 @@ func (m *model) userMove(from, to string) error {
 	if !ok {
 		return nil
 	}
-	_, err := c.Move(imap.UIDSetNum(uid), to).Wait()
-	return err
+	set := imap.UIDSetNum(uid)
+	if c.Caps().Has(imap.CapMove) {
+		_, err := c.Move(set, to).Wait()
+		return err
+	}
+	if _, err := c.Copy(set, to).Wait(); err != nil {
+		return err
+	}
+	if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		return err
+	}
+	if !c.Caps().Has(imap.CapUIDPlus) {
+		return c.Expunge().Close() // all the folder's \Deleted mail, as such a client does
+	}
+	return c.UIDExpunge(set).Close()
 }
 
 func choose(rng *rand.Rand, ss []step) step {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/embeddedum/um/upstream"
 	"github.com/embeddedum/um/wav"
 	"github.com/emersion/go-imap/v2"
@@ -59,6 +60,150 @@ func TestPhoneDeleteRacingUserMove(t *testing.T) {
 			e.waitSynced("1001")
 			if n := len(mc.live("Trash", m.ID)); n != 1 {
 				t.Fatalf("live copies in Trash = %d, want 1", n)
+			}
+		})
+	}
+}
+
+// TestDeleteWinsOverUserRestore: a voicemail deleted on the phone stays
+// deleted when the user brings its copy back from the server's Trash into
+// INBOX (moved, or copied so that Trash keeps one): the copy in INBOX goes
+// away again and Trash holds exactly one; the phone's voicemail stays in
+// um's Trash and the lamp stays off.
+func TestDeleteWinsOverUserRestore(t *testing.T) {
+	for _, how := range []string{"move", "copy"} {
+		t.Run(how, func(t *testing.T) {
+			d := startDovecot(t, "1001")
+			e := newEnv(t, d)
+			mb := e.sync("1001", "")
+			mc := newMailClient(t, d, "1001")
+			ctx := context.Background()
+			m := deposit(t, mb, "100")
+			e.waitSynced("1001")
+			if err := mb.Delete(ctx, m.ID); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "copy in Trash", func() bool { return len(mc.live("Trash", m.ID)) == 1 && len(mc.find("INBOX", m.ID)) == 0 })
+			e.waitSynced("1001")
+
+			uid := mc.live("Trash", m.ID)[0]
+			mc.sel("Trash")
+			var err error
+			if how == "move" {
+				_, err = mc.c.Move(imap.UIDSetNum(uid), "INBOX").Wait()
+			} else {
+				_, err = mc.c.Copy(imap.UIDSetNum(uid), "INBOX").Wait()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the copy out of INBOX again", func() bool { return len(mc.live("INBOX", m.ID)) == 0 })
+			e.waitSynced("1001")
+			if n := len(mc.live("Trash", m.ID)); n != 1 {
+				t.Errorf("live copies in Trash = %d, want 1", n)
+			}
+			got, err := mb.Message(ctx, m.ID)
+			if err != nil || got.Folder != um.Trash {
+				t.Errorf("voicemail on the phone: folder %q, err %v; want um's Trash", got.Folder, err)
+			}
+			if st, _ := mb.MWI(ctx); st.New != 0 || st.Old != 0 {
+				t.Errorf("MWI = %d new, %d old; want 0, 0", st.New, st.Old)
+			}
+		})
+	}
+}
+
+// TestUserDuplicateRemoved: a second copy of a voicemail the user's
+// client makes in INBOX (a COPY of it there, as a filter or a restore
+// from a backup would) is removed while the engine idles, keeping the one
+// it uploaded; Trash gets none, and the voicemail stays on the phone.
+func TestUserDuplicateRemoved(t *testing.T) {
+	d := startDovecot(t, "1001")
+	e := newEnv(t, d)
+	mb := e.sync("1001", "")
+	mc := newMailClient(t, d, "1001")
+	ctx := context.Background()
+	m := deposit(t, mb, "100")
+	e.waitSynced("1001")
+	uids := mc.find("INBOX", m.ID)
+	if len(uids) != 1 {
+		t.Fatalf("copies after deposit = %d, want 1", len(uids))
+	}
+	mc.sel("INBOX")
+	if _, err := mc.c.Copy(imap.UIDSetNum(uids[0]), "INBOX").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "one copy again", func() bool { return len(mc.live("INBOX", m.ID)) == 1 })
+	if got := mc.live("INBOX", m.ID); got[0] != uids[0] {
+		t.Errorf("kept copy %d, want the uploaded one, %d", got[0], uids[0])
+	}
+	if n := len(mc.find("Trash", m.ID)); n != 0 {
+		t.Errorf("copies in Trash = %d, want 0", n)
+	}
+	if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Inbox {
+		t.Errorf("voicemail on the phone: folder %q, err %v; want INBOX", got.Folder, err)
+	}
+}
+
+// TestUserTrashesRestoredCopy: the phone undeletes a voicemail, the
+// engine brings its copy back from Trash, and the user moves that copy to
+// Trash again before the engine's next pass (seed 8669043362667052560 on
+// no-move-no-uidplus). That is the user's delete: the voicemail goes to
+// um's Trash and is not uploaded again, and the server's Trash holds one
+// live copy. On Dovecot as it comes and on a server without MOVE and
+// UIDPLUS, whose client moves with COPY, \Deleted and EXPUNGE.
+func TestUserTrashesRestoredCopy(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts dovecot.Options
+	}{{"dovecot", dovecot.Options{}}, {"no MOVE, no UIDPLUS", dovecot.OldServer()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := tc.opts
+			opts.Dir, opts.Users = t.TempDir(), map[string]string{"1001": "pass1001"}
+			d, err := dovecot.Start(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(d.Stop)
+			e := newEnv(t, d)
+			mb := e.sync("1001", "")
+			mc := newMailClient(t, d, "1001")
+			ctx := context.Background()
+			m := deposit(t, mb, "100")
+			e.waitSynced("1001")
+			if err := mb.Delete(ctx, m.ID); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "copy in Trash", func() bool { return len(mc.live("Trash", m.ID)) == 1 && len(mc.live("INBOX", m.ID)) == 0 })
+			e.waitSynced("1001")
+			if _, err := mb.Undelete(ctx, m.ID); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "copy back in INBOX", func() bool { return len(mc.live("INBOX", m.ID)) == 1 })
+
+			uid := mc.live("INBOX", m.ID)[0]
+			set := imap.UIDSetNum(uid)
+			if mc.c.Caps().Has(imap.CapMove) {
+				if _, err := mc.c.Move(set, "Trash").Wait(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if _, err := mc.c.Copy(set, "Trash").Wait(); err != nil {
+					t.Fatal(err)
+				}
+				mc.store("INBOX", uid, imap.StoreFlagsAdd, imap.FlagDeleted)
+				if err := mc.c.Expunge().Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			eventually(t, "deleted on the phone", func() bool {
+				got, err := mb.Message(ctx, m.ID)
+				return err == nil && got.Folder == um.Trash
+			})
+			e.waitSynced("1001")
+			e.waitSynced("1001")
+			if n, k := len(mc.live("INBOX", m.ID)), len(mc.live("Trash", m.ID)); n != 0 || k != 1 {
+				t.Fatalf("live copies in INBOX, Trash = %d, %d; want 0, 1", n, k)
 			}
 		})
 	}
