@@ -293,24 +293,41 @@ func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore
 	if err := w.g.fault(); err != nil {
 		return err // nothing said after BYE or past a limit is acted on
 	}
-	acts, next := decide(local, w.st.Messages, ob)
-	if err := w.execute(ctx, c, acts, next, modseq); err != nil {
-		return err
-	}
-	if !full || len(w.trashed) == 0 {
-		return nil
-	}
 	// The user's MOVE of a copy the engine moved too can be committed after
 	// the engine's look into Trash (Dovecot makes it wait for Trash's lock,
-	// then copies a message already expunged): a full pass looks again.
-	var ids []uuid.UUID
-	for id := range w.trashed {
-		if local[id].where != inInbox {
-			ids = append(ids, id)
+	// then copies a message already expunged): a full pass looks again at
+	// what earlier passes moved.
+	var recheck []uuid.UUID
+	if full {
+		for id := range w.trashed {
+			if local[id].where != inInbox {
+				recheck = append(recheck, id)
+			}
+		}
+		w.trashed = nil
+	}
+	acts, next := decide(local, w.st.Messages, ob)
+	err = w.execute(ctx, c, acts, next, modseq)
+	if err == nil {
+		err = w.dedupTrash(c, recheck)
+	}
+	if err != nil && len(recheck) > 0 {
+		w.noteTrashed(recheck) // for the next full pass
+	}
+	return err
+}
+
+// noteTrashed remembers voicemails moved to Trash for the next full pass
+// to look at again.
+func (w *worker) noteTrashed(ids []uuid.UUID) {
+	if w.trashed == nil {
+		w.trashed = make(map[uuid.UUID]bool)
+	}
+	for _, id := range ids {
+		if len(w.trashed) < maxRecheck {
+			w.trashed[id] = true
 		}
 	}
-	clear(w.trashed)
-	return w.dedupTrash(c, ids)
 }
 
 // execute carries out the actions of decide, then saves next. Flags and
@@ -438,14 +455,7 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 			return err
 		}
 		if w.hasTrash() {
-			if w.trashed == nil {
-				w.trashed = make(map[uuid.UUID]bool)
-			}
-			if len(w.trashed) < maxRecheck {
-				for id := range trashed {
-					w.trashed[id] = true
-				}
-			}
+			w.noteTrashed(slices.Collect(maps.Keys(trashed)))
 			// Neither COPY nor every server's MOVE is atomic with the
 			// user's own delete at the same moment: both may have put a
 			// copy in Trash.

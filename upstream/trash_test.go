@@ -24,12 +24,13 @@ import (
 // makes each end state with a COPY. Either way one live copy is left in
 // Trash: at once, or at the next full pass.
 func TestPhoneDeleteRacingUserMove(t *testing.T) {
-	for _, late := range []bool{false, true} {
-		name := "user's copy first"
-		if late {
-			name = "user's copy after the engine's look"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		late bool // the user's copy comes after the engine's look
+		down bool // the phone deletes while the PBX is down: a full pass moves the copy
+	}{{"user's copy first", false, false}, {"user's copy after the engine's look", true, false},
+		{"user's copy after the look of a full pass", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
 			d := startDovecot(t, "1001")
 			e := newEnv(t, d)
 			mb := e.sync("1001", "")
@@ -47,14 +48,23 @@ func TestPhoneDeleteRacingUserMove(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if !late {
+			if !tc.late {
 				userCopy("INBOX", uids[0])
+			}
+			if tc.down {
+				e.eng.Close()
 			}
 			if err := mb.Delete(ctx, m.ID); err != nil {
 				t.Fatal(err)
 			}
+			if tc.down {
+				e.startEngine()
+				if err := e.eng.Add(ctx, e.config("1001", "")); err != nil {
+					t.Fatal(err)
+				}
+			}
 			eventually(t, "copy in Trash", func() bool { return len(mc.live("Trash", m.ID)) > 0 && len(mc.find("INBOX", m.ID)) == 0 })
-			if late {
+			if tc.late {
 				userCopy("Trash", mc.live("Trash", m.ID)[0])
 			}
 			e.waitSynced("1001")
