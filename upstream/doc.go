@@ -82,7 +82,11 @@
 // Changes from the server arrive by IDLE where offered (otherwise by polling
 // every Options.PollInterval); the flags are then fetched only for the
 // engine's own copies, and with CONDSTORE only those changed since the
-// last sync (CHANGEDSINCE) unless something was expunged. The engine
+// last sync (CHANGEDSINCE) unless something was expunged. New mail is
+// searched by header, only above the UID of the newest copy the engine
+// knows: a copy the user brought back from Trash or copied is seen while
+// idling (delete wins; a duplicate is removed), and the user's other mail
+// costs the server one small search. The engine
 // changes um with um.WithSource, so its worker does not see its own echo;
 // the MWI hook runs as for any other change.
 //
