@@ -3,6 +3,8 @@ package upstream_test
 import (
 	"bytes"
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,6 +218,61 @@ func TestUserTrashesRestoredCopy(t *testing.T) {
 				t.Fatalf("live copies in INBOX, Trash = %d, %d; want 0, 1", n, k)
 			}
 		})
+	}
+}
+
+// TestMoveAfterUserExpunge: the user moves a voicemail's copy to Trash
+// just before the engine's UID MOVE of it (for the phone's delete)
+// reaches the server, which may answer NO [EXPUNGEISSUED]. That is no
+// failure: the session goes on, and Trash holds the one copy.
+func TestMoveAfterUserExpunge(t *testing.T) {
+	d := startDovecotPlain(t, "1001")
+	h := startHostile(t, d)
+	e := newEnvOpts(t, d, testOptions, nil)
+	ctx := context.Background()
+	mb, err := e.svc.EnsureMailbox(ctx, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config("1001", "")
+	cfg.Addr, cfg.Security, cfg.TLSConfig = h.ln.Addr().String(), upstream.ImplicitTLS, h.cert.ClientConfig("localhost")
+	if err := e.eng.Add(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	m := deposit(t, mb, "100")
+	e.waitSynced("1001")
+	mc := newMailClient(t, d, "1001")
+	uids := mc.find("INBOX", m.ID)
+	if len(uids) != 1 {
+		t.Fatalf("copies after deposit = %d, want 1", len(uids))
+	}
+	user := dialUser(t, d, "1001", nil)
+	var once sync.Once
+	first := func(line string) {
+		if !strings.Contains(strings.ToUpper(line), "UID MOVE") {
+			return
+		}
+		once.Do(func() {
+			if _, err := user.Select("INBOX", nil).Wait(); err != nil {
+				t.Error(err)
+			}
+			if _, err := user.Move(imap.UIDSetNum(uids[0]), "Trash").Wait(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	h.before.Store(&first)
+	conns := h.conns.Load()
+	if err := mb.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the copy out of INBOX", func() bool { return len(mc.find("INBOX", m.ID)) == 0 })
+	e.waitSynced("1001")
+	if n := h.conns.Load() - conns; n != 0 {
+		t.Errorf("reconnects = %d, want 0 (status %+v)", n, e.eng.Status("1001"))
+	}
+	if n := len(mc.live("Trash", m.ID)); n != 1 {
+		t.Errorf("live copies in Trash = %d, want 1", n)
 	}
 }
 
