@@ -32,14 +32,14 @@ type hostile struct {
 	backend string
 	cert    *selfsigned.Cert
 
-	mode  atomic.Pointer[string]
+	mode atomic.Pointer[string]
 	// before, when set, sees each command line of the engine's before
 	// Dovecot does.
 	before atomic.Pointer[func(line string)]
-	conns atomic.Int32 // connections accepted
-	mu    sync.Mutex
-	cmds  []string          // command lines the engine sent
-	open  map[net.Conn]bool // connections being served
+	conns  atomic.Int32 // connections accepted
+	mu     sync.Mutex
+	cmds   []string          // command lines the engine sent
+	open   map[net.Conn]bool // connections being served
 }
 
 func startHostile(tb testing.TB, d *dovecot.Server) *hostile {
