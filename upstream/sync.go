@@ -835,12 +835,20 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (uid imap.UID, ok b
 	w.arm()
 	if w.canMove() {
 		md, err := c.Move(set, w.cfg.Folder).Wait()
+		if expungeIssued(err) {
+			// The user restored or purged it meanwhile: the next pass, a
+			// full one, finds the copy or uploads the voicemail once.
+			return 0, true, w.reselect(c)
+		}
 		if err != nil {
 			return 0, false, fmt.Errorf("upstream: UID MOVE to %q: %w", w.cfg.Folder, err)
 		}
 		uid = w.copiedUID(md.UIDValidity, md.DestUIDs)
 	} else {
 		cd, err := c.Copy(set, w.cfg.Folder).Wait()
+		if expungeIssued(err) {
+			return 0, true, w.reselect(c)
+		}
 		if err != nil {
 			return 0, false, fmt.Errorf("upstream: UID COPY to %q: %w", w.cfg.Folder, err)
 		}

@@ -221,58 +221,89 @@ func TestUserTrashesRestoredCopy(t *testing.T) {
 	}
 }
 
-// TestMoveAfterUserExpunge: the user moves a voicemail's copy to Trash
-// just before the engine's UID MOVE of it (for the phone's delete)
-// reaches the server, which may answer NO [EXPUNGEISSUED]. That is no
-// failure: the session goes on, and Trash holds the one copy.
+// TestMoveAfterUserExpunge: the user moves a voicemail's copy just before
+// the engine's UID MOVE of it reaches the server, which may answer NO
+// [EXPUNGEISSUED]: to Trash as the phone deletes it, or back to INBOX as
+// the phone undeletes it. That is no failure: the session goes on, and
+// the voicemail has its one copy where the phone says.
 func TestMoveAfterUserExpunge(t *testing.T) {
-	d := startDovecotPlain(t, "1001")
-	h := startHostile(t, d)
-	e := newEnvOpts(t, d, testOptions, nil)
-	ctx := context.Background()
-	mb, err := e.svc.EnsureMailbox(ctx, "1001")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := e.config("1001", "")
-	cfg.Addr, cfg.Security, cfg.TLSConfig = h.ln.Addr().String(), upstream.ImplicitTLS, h.cert.ClientConfig("localhost")
-	if err := e.eng.Add(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	m := deposit(t, mb, "100")
-	e.waitSynced("1001")
-	mc := newMailClient(t, d, "1001")
-	uids := mc.find("INBOX", m.ID)
-	if len(uids) != 1 {
-		t.Fatalf("copies after deposit = %d, want 1", len(uids))
-	}
-	user := dialUser(t, d, "1001", nil)
-	var once sync.Once
-	first := func(line string) {
-		if !strings.Contains(strings.ToUpper(line), "UID MOVE") {
-			return
+	for _, undelete := range []bool{false, true} {
+		name := "phone deletes, user moves to Trash"
+		if undelete {
+			name = "phone undeletes, user restores from Trash"
 		}
-		once.Do(func() {
-			if _, err := user.Select("INBOX", nil).Wait(); err != nil {
-				t.Error(err)
+		t.Run(name, func(t *testing.T) {
+			d := startDovecotPlain(t, "1001")
+			h := startHostile(t, d)
+			e := newEnvOpts(t, d, testOptions, nil)
+			ctx := context.Background()
+			mb, err := e.svc.EnsureMailbox(ctx, "1001")
+			if err != nil {
+				t.Fatal(err)
 			}
-			if _, err := user.Move(imap.UIDSetNum(uids[0]), "Trash").Wait(); err != nil {
-				t.Error(err)
+			cfg := e.config("1001", "")
+			cfg.Addr, cfg.Security, cfg.TLSConfig = h.ln.Addr().String(), upstream.ImplicitTLS, h.cert.ClientConfig("localhost")
+			if err := e.eng.Add(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			m := deposit(t, mb, "100")
+			e.waitSynced("1001")
+			mc := newMailClient(t, d, "1001")
+			from, to := "INBOX", "Trash"
+			if undelete {
+				if err := mb.Delete(ctx, m.ID); err != nil {
+					t.Fatal(err)
+				}
+				eventually(t, "copy in Trash", func() bool { return len(mc.live("Trash", m.ID)) == 1 })
+				e.waitSynced("1001")
+				from, to = to, from
+			}
+			uids := mc.live(from, m.ID)
+			if len(uids) != 1 {
+				t.Fatalf("copies in %s = %d, want 1", from, len(uids))
+			}
+			user := dialUser(t, d, "1001", nil)
+			var once sync.Once
+			first := func(line string) {
+				if !strings.Contains(strings.ToUpper(line), "UID MOVE") {
+					return
+				}
+				once.Do(func() {
+					if _, err := user.Select(from, nil).Wait(); err != nil {
+						t.Error(err)
+					}
+					if _, err := user.Move(imap.UIDSetNum(uids[0]), to).Wait(); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			h.before.Store(&first)
+			conns := h.conns.Load()
+			if undelete {
+				_, err = mb.Undelete(ctx, m.ID)
+			} else {
+				err = mb.Delete(ctx, m.ID)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the copy out of "+from, func() bool { return len(mc.live(from, m.ID)) == 0 })
+			e.waitSynced("1001")
+			e.waitSynced("1001")
+			if n := h.conns.Load() - conns; n != 0 {
+				t.Errorf("reconnects = %d, want 0 (status %+v)", n, e.eng.Status("1001"))
+			}
+			if n, k := len(mc.live(to, m.ID)), len(mc.live(from, m.ID)); n != 1 || k != 0 {
+				t.Errorf("live copies in %s, %s = %d, %d; want 1, 0", to, from, n, k)
+			}
+			want := um.Trash
+			if undelete {
+				want = um.Inbox
+			}
+			if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != want {
+				t.Errorf("voicemail on the phone: folder %q, err %v; want %q", got.Folder, err, want)
 			}
 		})
-	}
-	h.before.Store(&first)
-	conns := h.conns.Load()
-	if err := mb.Delete(ctx, m.ID); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the copy out of INBOX", func() bool { return len(mc.find("INBOX", m.ID)) == 0 })
-	e.waitSynced("1001")
-	if n := h.conns.Load() - conns; n != 0 {
-		t.Errorf("reconnects = %d, want 0 (status %+v)", n, e.eng.Status("1001"))
-	}
-	if n := len(mc.live("Trash", m.ID)); n != 1 {
-		t.Errorf("live copies in Trash = %d, want 1", n)
 	}
 }
 
