@@ -277,7 +277,7 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 			},
 			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
 				if d.NumMessages == nil || !takeEcho(&w.echoExists) {
-					w.upExists.Store(d.NumMessages != nil)
+					w.upExists.Store(w.upExists.Load() || d.NumMessages != nil)
 					w.poke()
 				}
 			},
