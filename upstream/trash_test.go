@@ -16,6 +16,25 @@ import (
 	"github.com/google/uuid"
 )
 
+// oneVoicemail starts a Dovecot with opts and user 1001, an engine that
+// syncs mailbox 1001 to it and the user's mail client, and deposits one
+// voicemail whose copy is then upstream.
+func oneVoicemail(t *testing.T, opts dovecot.Options) (*env, *um.Mailbox, *mailClient, um.Message) {
+	t.Helper()
+	opts.Dir, opts.Users = t.TempDir(), map[string]string{"1001": "pass1001"}
+	d, err := dovecot.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Stop)
+	e := newEnv(t, d)
+	mb := e.sync("1001", "")
+	mc := newMailClient(t, d, "1001")
+	m := deposit(t, mb, "100")
+	e.waitSynced("1001")
+	return e, mb, mc, m
+}
+
 // TestPhoneDeleteRacingUserMove: the user's client moves a voicemail's
 // copy to Trash at the moment the phone deletes it. Dovecot's MOVE is a
 // copy and an expunge, so two MOVEs of one message at once both copy it
@@ -33,13 +52,8 @@ func TestPhoneDeleteRacingUserMove(t *testing.T) {
 	}{{"user's copy first", false, false}, {"user's copy after the engine's look", true, false},
 		{"user's copy after the look of a full pass", true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := startDovecot(t, "1001")
-			e := newEnv(t, d)
-			mb := e.sync("1001", "")
-			mc := newMailClient(t, d, "1001")
+			e, mb, mc, m := oneVoicemail(t, dovecot.Options{})
 			ctx := context.Background()
-			m := deposit(t, mb, "100")
-			e.waitSynced("1001")
 			uids := mc.find("INBOX", m.ID)
 			if len(uids) != 1 {
 				t.Fatalf("copies after deposit = %d, want 1", len(uids))
@@ -85,13 +99,8 @@ func TestPhoneDeleteRacingUserMove(t *testing.T) {
 func TestDeleteWinsOverUserRestore(t *testing.T) {
 	for _, how := range []string{"move", "copy"} {
 		t.Run(how, func(t *testing.T) {
-			d := startDovecot(t, "1001")
-			e := newEnv(t, d)
-			mb := e.sync("1001", "")
-			mc := newMailClient(t, d, "1001")
+			e, mb, mc, m := oneVoicemail(t, dovecot.Options{})
 			ctx := context.Background()
-			m := deposit(t, mb, "100")
-			e.waitSynced("1001")
 			if err := mb.Delete(ctx, m.ID); err != nil {
 				t.Fatal(err)
 			}
@@ -130,13 +139,8 @@ func TestDeleteWinsOverUserRestore(t *testing.T) {
 // from a backup would) is removed while the engine idles, keeping the one
 // it uploaded; Trash gets none, and the voicemail stays on the phone.
 func TestUserDuplicateRemoved(t *testing.T) {
-	d := startDovecot(t, "1001")
-	e := newEnv(t, d)
-	mb := e.sync("1001", "")
-	mc := newMailClient(t, d, "1001")
+	_, mb, mc, m := oneVoicemail(t, dovecot.Options{})
 	ctx := context.Background()
-	m := deposit(t, mb, "100")
-	e.waitSynced("1001")
 	uids := mc.find("INBOX", m.ID)
 	if len(uids) != 1 {
 		t.Fatalf("copies after deposit = %d, want 1", len(uids))
@@ -170,19 +174,8 @@ func TestUserTrashesRestoredCopy(t *testing.T) {
 		opts dovecot.Options
 	}{{"dovecot", dovecot.Options{}}, {"no MOVE, no UIDPLUS", dovecot.OldServer()}} {
 		t.Run(tc.name, func(t *testing.T) {
-			opts := tc.opts
-			opts.Dir, opts.Users = t.TempDir(), map[string]string{"1001": "pass1001"}
-			d, err := dovecot.Start(opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(d.Stop)
-			e := newEnv(t, d)
-			mb := e.sync("1001", "")
-			mc := newMailClient(t, d, "1001")
+			e, mb, mc, m := oneVoicemail(t, tc.opts)
 			ctx := context.Background()
-			m := deposit(t, mb, "100")
-			e.waitSynced("1001")
 			if err := mb.Delete(ctx, m.ID); err != nil {
 				t.Fatal(err)
 			}
