@@ -24,8 +24,9 @@
 //     sends a bare EXPUNGE: the folder may hold the user's other mail,
 //     some of it marked \Deleted.
 //   - A copy expunged or moved away on the server (to Trash, to another
-//     folder) deletes the voicemail on the phone (Mailbox.Delete: to um's
-//     Trash), so the lamp follows.
+//     folder) deletes the voicemail on the phone: it moves to um's Trash
+//     (never purged, whatever um.Options.PurgeOnDelete says, also when the
+//     phone deletes it at the same moment), so the lamp follows.
 //
 // # One truth: the rules
 //

@@ -393,12 +393,6 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 			clears = append(clears, a.id)
 		}
 	}
-	// Only what is still in INBOX: Delete purges a voicemail the phone
-	// moved to Trash meanwhile.
-	umDelete = slices.DeleteFunc(umDelete, func(id uuid.UUID) bool {
-		m, err := w.mb.Message(ctx, id)
-		return err != nil || m.Folder != um.Inbox
-	})
 	if len(stores) > 0 {
 		w.arm()
 		for _, s := range stores {
@@ -408,8 +402,15 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 		}
 		stores = nil
 	}
-	if len(umDelete) > 0 {
-		if err := w.mb.Delete(wctx, umDelete...); err != nil && !errors.Is(err, um.ErrNotFound) {
+	for _, id := range umDelete {
+		// To um's Trash with Move, never Delete: Delete purges a voicemail
+		// the phone moved to Trash between any look at it and the act, and
+		// the user's delete upstream stays recoverable on the phone. One at
+		// a time, so one the phone purged meanwhile keeps none back.
+		if m, err := w.mb.Message(ctx, id); err != nil || m.Folder != um.Inbox {
+			continue
+		}
+		if _, err := w.mb.Move(wctx, []uuid.UUID{id}, um.Trash); err != nil && !errors.Is(err, um.ErrNotFound) {
 			return err
 		}
 	}

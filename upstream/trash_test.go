@@ -10,6 +10,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/internal/dovecot"
+	"github.com/embeddedum/um/storage/memstore"
 	"github.com/embeddedum/um/upstream"
 	"github.com/embeddedum/um/wav"
 	"github.com/emersion/go-imap/v2"
@@ -297,6 +298,92 @@ func TestMoveAfterUserExpunge(t *testing.T) {
 				t.Errorf("voicemail on the phone: folder %q, err %v; want %q", got.Folder, err, want)
 			}
 		})
+	}
+}
+
+// phoneDeletesOnLook is a store through which the phone deletes a
+// voicemail (moves it to Trash) right after the engine looked at it in
+// INBOX: the look answers INBOX, the store has it in Trash.
+type phoneDeletesOnLook struct {
+	um.Store
+	mu sync.Mutex
+	id uuid.UUID // armed for this voicemail
+}
+
+func (s *phoneDeletesOnLook) Unwrap() um.Store { return s.Store }
+
+func (s *phoneDeletesOnLook) Get(ctx context.Context, mailbox string, id uuid.UUID) (um.Message, error) {
+	m, err := s.Store.Get(ctx, mailbox, id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil && id == s.id && m.Folder == um.Inbox {
+		s.id = uuid.UUID{}
+		if _, err := s.Store.Move(ctx, mailbox, []uuid.UUID{id}, um.Trash, time.Now()); err != nil {
+			return m, err
+		}
+	}
+	return m, err
+}
+
+// TestUserDeleteRacingPhoneDelete: the user expunges a voicemail's copy
+// upstream and the phone deletes the voicemail at the moment the engine
+// carries the user's delete over (seed 9776975224830749511 on cyrus). The
+// voicemail is in um's Trash, never purged: two deletes of one voicemail
+// by two parties are one delete.
+func TestUserDeleteRacingPhoneDelete(t *testing.T) {
+	d := startDovecot(t, "1001")
+	store := &phoneDeletesOnLook{Store: memstore.New()}
+	svc, err := um.New(store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	st, err := upstream.NewFileState(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions
+	eng, err := upstream.New(svc, st, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	ctx := context.Background()
+	mb, err := svc.EnsureMailbox(ctx, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{tb: t, d: d, svc: svc, eng: eng}
+	if err := eng.Add(ctx, e.config("1001", "")); err != nil {
+		t.Fatal(err)
+	}
+	m := deposit(t, mb, "100")
+	e.waitSynced("1001")
+	mc := newMailClient(t, d, "1001")
+	uids := mc.find("INBOX", m.ID)
+	if len(uids) != 1 {
+		t.Fatalf("copies after deposit = %d, want 1", len(uids))
+	}
+
+	store.mu.Lock()
+	store.id = m.ID
+	store.mu.Unlock()
+	mc.store("INBOX", uids[0], imap.StoreFlagsAdd, imap.FlagDeleted)
+	if err := mc.c.UIDExpunge(imap.UIDSetNum(uids[0])).Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the phone's delete", func() bool {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		return store.id == uuid.UUID{}
+	})
+	e.waitSynced("1001")
+	got, err := mb.Message(ctx, m.ID)
+	if err != nil {
+		t.Fatalf("voicemail after both deletes: %v, want it in um's Trash", err)
+	}
+	if got.Folder != um.Trash {
+		t.Errorf("voicemail in %q, want um's Trash", got.Folder)
 	}
 }
 
