@@ -38,8 +38,9 @@
 //   - A voicemail is deleted on the phone only after the removal of its
 //     copy was confirmed for that UID under the same UIDVALIDITY. A copy a
 //     header search does not find is asked about by UID with a UID FETCH
-//     that also names the folder's last message, so an empty answer from a
-//     folder that is not empty is a contradiction (a server fault), never a
+//     that also names a message the server has just shown (one the search
+//     found, else the folder's last), so an empty answer from a folder that
+//     is not empty is a contradiction (a server fault), never a
 //     confirmation; a copy such a fetch shows is kept, whatever the search
 //     said.
 //   - A copy the user expunged, moved to Trash or filed into another

@@ -96,6 +96,7 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 	if err != nil {
 		return ob, 0, fmt.Errorf("upstream: UID SEARCH: %w", err)
 	}
+	var shown imap.UID // a message the server showed to be there
 	if uids := sd.AllUIDs(); len(uids) > 0 {
 		section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
 		w.arm()
@@ -104,6 +105,7 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
 		}
 		for _, b := range bufs {
+			shown = max(shown, b.UID)
 			if id, ok := parseIDHeader(b.FindBodySection(section)); ok {
 				ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
 			}
@@ -116,7 +118,7 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 		}
 	}
 	if len(missing) > 0 {
-		present, err := w.confirmGone(c, missing)
+		present, err := w.confirmGone(c, missing, shown)
 		if err != nil {
 			return ob, 0, err
 		}
@@ -178,19 +180,22 @@ func (w *worker) observeArrivals(c *imapclient.Client, ob *observation, byUID ma
 }
 
 // confirmGone asks the server about UIDs a search did not find. The
-// question also names the folder's last message (whose UID a FETCH by
-// sequence number tells), so every truthful answer about a folder that
-// holds anything is non-empty: an answer without that message is a
-// contradiction, never a confirmation. It returns the flags of the UIDs
-// that are still there.
-func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID) (map[imap.UID]um.Flags, error) {
+// question also names a message the server just showed (shown, from the
+// fetch of the search's results), or else the folder's last message (whose
+// UID a FETCH by sequence number tells, a round trip more), so every
+// truthful answer about a folder that holds anything is non-empty: an
+// answer without that message is a contradiction, never a confirmation.
+// It returns the flags of the UIDs that are still there.
+func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID, shown imap.UID) (map[imap.UID]um.Flags, error) {
 	mbox := c.Mailbox()
 	if mbox == nil {
 		return nil, fmt.Errorf("%w: no folder selected", ErrServerFault)
 	}
 	set := imap.UIDSetNum(uids...)
-	var last imap.UID
-	if n := mbox.NumMessages; n > 0 {
+	last := shown
+	if last != 0 {
+		set.AddNum(last)
+	} else if n := mbox.NumMessages; n > 0 {
 		w.arm()
 		bufs, err := c.Fetch(imap.SeqSetNum(n), &imap.FetchOptions{UID: true}).Collect()
 		if err != nil {
@@ -216,7 +221,7 @@ func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID) (map[imap.UI
 		}
 	}
 	if last != 0 && !sawLast {
-		return nil, fmt.Errorf("%w: UID FETCH of %d missing copies left out the folder's last message", ErrServerFault, len(uids))
+		return nil, fmt.Errorf("%w: UID FETCH of %d missing copies left out message %d, which is there", ErrServerFault, len(uids), last)
 	}
 	return present, nil
 }

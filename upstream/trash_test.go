@@ -215,6 +215,26 @@ func TestUserTrashesRestoredCopy(t *testing.T) {
 	}
 }
 
+// throughHostile starts a Dovecot with user 1001 and an engine that
+// syncs mailbox 1001 to it through the hostile proxy (honest until told).
+func throughHostile(t *testing.T) (*env, *hostile, *um.Mailbox) {
+	t.Helper()
+	d := startDovecotPlain(t, "1001")
+	h := startHostile(t, d)
+	e := newEnvOpts(t, d, testOptions, nil)
+	ctx := context.Background()
+	mb, err := e.svc.EnsureMailbox(ctx, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config("1001", "")
+	cfg.Addr, cfg.Security, cfg.TLSConfig = h.ln.Addr().String(), upstream.ImplicitTLS, h.cert.ClientConfig("localhost")
+	if err := e.eng.Add(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return e, h, mb
+}
+
 // TestMoveAfterUserExpunge: the user moves a voicemail's copy just before
 // the engine's UID MOVE of it reaches the server, which may answer NO
 // [EXPUNGEISSUED]: to Trash as the phone deletes it, or back to INBOX as
@@ -227,19 +247,9 @@ func TestMoveAfterUserExpunge(t *testing.T) {
 			name = "phone undeletes, user restores from Trash"
 		}
 		t.Run(name, func(t *testing.T) {
-			d := startDovecotPlain(t, "1001")
-			h := startHostile(t, d)
-			e := newEnvOpts(t, d, testOptions, nil)
-			ctx := context.Background()
-			mb, err := e.svc.EnsureMailbox(ctx, "1001")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := e.config("1001", "")
-			cfg.Addr, cfg.Security, cfg.TLSConfig = h.ln.Addr().String(), upstream.ImplicitTLS, h.cert.ClientConfig("localhost")
-			if err := e.eng.Add(ctx, cfg); err != nil {
-				t.Fatal(err)
-			}
+			e, h, mb := throughHostile(t)
+			d, ctx := e.d, context.Background()
+			var err error
 			m := deposit(t, mb, "100")
 			e.waitSynced("1001")
 			mc := newMailClient(t, d, "1001")
@@ -384,6 +394,35 @@ func TestUserDeleteRacingPhoneDelete(t *testing.T) {
 	}
 	if got.Folder != um.Trash {
 		t.Errorf("voicemail in %q, want um's Trash", got.Folder)
+	}
+}
+
+// TestUserExpungeConfirmedInOneFetch: a copy the user expunged is
+// confirmed gone by one UID FETCH that also names a copy the header search
+// has just shown, with no FETCH by sequence number for the folder's last
+// message first (a round trip saved) while such a copy exists.
+func TestUserExpungeConfirmedInOneFetch(t *testing.T) {
+	e, h, mb := throughHostile(t)
+	d, ctx := e.d, context.Background()
+	m := deposit(t, mb, "100")
+	deposit(t, mb, "200")
+	e.waitSynced("1001")
+	mc := newMailClient(t, d, "1001")
+	uids := mc.find("INBOX", m.ID)
+	if len(uids) != 1 {
+		t.Fatalf("copies after deposit = %d, want 1", len(uids))
+	}
+	seqFetches := h.commands("FETCH")
+	mc.store("INBOX", uids[0], imap.StoreFlagsAdd, imap.FlagDeleted)
+	if err := mc.c.UIDExpunge(imap.UIDSetNum(uids[0])).Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deleted on the phone", func() bool {
+		got, err := mb.Message(ctx, m.ID)
+		return err == nil && got.Folder == um.Trash
+	})
+	if n := h.commands("FETCH") - seqFetches; n != 0 {
+		t.Errorf("FETCHes by sequence number = %d, want 0", n)
 	}
 }
 
