@@ -24,8 +24,9 @@
 //     sends a bare EXPUNGE: the folder may hold the user's other mail,
 //     some of it marked \Deleted.
 //   - A copy expunged or moved away on the server (to Trash, to another
-//     folder) deletes the voicemail on the phone (Mailbox.Delete: to um's
-//     Trash), so the lamp follows.
+//     folder) deletes the voicemail on the phone: it moves to um's Trash
+//     (never purged, whatever um.Options.PurgeOnDelete says, also when the
+//     phone deletes it at the same moment), so the lamp follows.
 //
 // # One truth: the rules
 //
@@ -37,8 +38,9 @@
 //   - A voicemail is deleted on the phone only after the removal of its
 //     copy was confirmed for that UID under the same UIDVALIDITY. A copy a
 //     header search does not find is asked about by UID with a UID FETCH
-//     that also names the folder's last message, so an empty answer from a
-//     folder that is not empty is a contradiction (a server fault), never a
+//     that also names a message the server has just shown (one the search
+//     found, else the folder's last), so an empty answer from a folder that
+//     is not empty is a contradiction (a server fault), never a
 //     confirmation; a copy such a fetch shows is kept, whatever the search
 //     said.
 //   - A copy the user expunged, moved to Trash or filed into another
@@ -82,7 +84,11 @@
 // Changes from the server arrive by IDLE where offered (otherwise by polling
 // every Options.PollInterval); the flags are then fetched only for the
 // engine's own copies, and with CONDSTORE only those changed since the
-// last sync (CHANGEDSINCE) unless something was expunged. The engine
+// last sync (CHANGEDSINCE) unless something was expunged. New mail is
+// searched by header, only above the UID of the newest copy the engine
+// knows: a copy the user brought back from Trash or copied is seen while
+// idling (delete wins; a duplicate is removed), and the user's other mail
+// costs the server one small search. The engine
 // changes um with um.WithSource, so its worker does not see its own echo;
 // the MWI hook runs as for any other change.
 //

@@ -32,11 +32,14 @@ type hostile struct {
 	backend string
 	cert    *selfsigned.Cert
 
-	mode  atomic.Pointer[string]
-	conns atomic.Int32 // connections accepted
-	mu    sync.Mutex
-	cmds  []string          // command lines the engine sent
-	open  map[net.Conn]bool // connections being served
+	mode atomic.Pointer[string]
+	// before, when set, sees each command line of the engine's before
+	// Dovecot does.
+	before atomic.Pointer[func(line string)]
+	conns  atomic.Int32 // connections accepted
+	mu     sync.Mutex
+	cmds   []string          // command lines the engine sent
+	open   map[net.Conn]bool // connections being served
 }
 
 func startHostile(tb testing.TB, d *dovecot.Server) *hostile {
@@ -126,6 +129,9 @@ func (h *hostile) serve(c net.Conn) {
 			h.mu.Lock()
 			h.cmds = append(h.cmds, line)
 			h.mu.Unlock()
+			if f := h.before.Load(); f != nil {
+				(*f)(line)
+			}
 			io.WriteString(b, line)
 			if m := literalRE.FindStringSubmatch(line); m != nil {
 				n, _ := strconv.ParseInt(m[1], 10, 64)

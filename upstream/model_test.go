@@ -263,40 +263,44 @@ func (m *model) embClient() *imapclient.Client {
 	return c
 }
 
-// copies returns each voicemail's live copies (not marked \Deleted) in
-// folder, with their flags.
-func (m *model) copies(folder string) (map[uuid.UUID][]imap.Flag, map[uuid.UUID]int, error) {
+// folderCopies is what the server's folder holds of each voicemail.
+type folderCopies struct {
+	flags  map[uuid.UUID][]imap.Flag // of a live copy
+	live   map[uuid.UUID]int         // copies not marked \Deleted
+	marked map[uuid.UUID]int         // copies marked \Deleted
+}
+
+// copies returns each voicemail's copies in folder.
+func (m *model) copies(folder string) (folderCopies, error) {
+	fc := folderCopies{make(map[uuid.UUID][]imap.Flag), make(map[uuid.UUID]int), make(map[uuid.UUID]int)}
 	c := m.userClient()
 	if _, err := c.Select(folder, nil).Wait(); err != nil {
-		return nil, nil, err
+		return fc, err
 	}
 	sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: upstream.IDHeader, Value: ""}}}, nil).Wait()
-	if err != nil {
-		return nil, nil, err
-	}
-	flags, n := make(map[uuid.UUID][]imap.Flag), make(map[uuid.UUID]int)
-	if len(sd.AllUIDs()) == 0 {
-		return flags, n, nil
+	if err != nil || len(sd.AllUIDs()) == 0 {
+		return fc, err
 	}
 	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{upstream.IDHeader}, Peek: true}
 	bufs, err := c.Fetch(imap.UIDSetNum(sd.AllUIDs()...), &imap.FetchOptions{UID: true, Flags: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
 	if err != nil {
-		return nil, nil, err
+		return fc, err
 	}
 	for _, b := range bufs {
-		if slices.Contains(b.Flags, imap.FlagDeleted) {
-			continue
-		}
 		h := string(bytes.TrimSpace(b.FindBodySection(section)))
 		_, v, _ := strings.Cut(h, ":")
 		id, err := uuid.Parse(strings.TrimSpace(v))
 		if err != nil {
 			continue
 		}
-		flags[id] = b.Flags
-		n[id]++
+		if slices.Contains(b.Flags, imap.FlagDeleted) {
+			fc.marked[id]++
+			continue
+		}
+		fc.flags[id] = b.Flags
+		fc.live[id]++
 	}
-	return flags, n, nil
+	return fc, nil
 }
 
 // pick returns a random voicemail of um's folder, if any.
@@ -391,6 +395,9 @@ var steps = []step{
 	{1, "user: mark unread", func(m *model) error { return m.userStore(imap.StoreFlagsDel, imap.FlagSeen) }},
 	{1, "user: \\Flagged", func(m *model) error { return m.userStore(imap.StoreFlagsAdd, imap.FlagFlagged) }},
 	{1, "user: -\\Flagged", func(m *model) error { return m.userStore(imap.StoreFlagsDel, imap.FlagFlagged) }},
+	{1, "embedded client: \\Deleted", func(m *model) error { return m.embStore(imap.StoreFlagsAdd, imap.FlagDeleted) }},
+	{1, "embedded client: -\\Deleted", func(m *model) error { return m.embStore(imap.StoreFlagsDel, imap.FlagDeleted) }},
+	{1, "user: \\Deleted", func(m *model) error { return m.userStore(imap.StoreFlagsAdd, imap.FlagDeleted) }},
 	{1, "user: expunge", func(m *model) error {
 		c, uid, ok := m.pickUp("INBOX")
 		if !ok {
@@ -457,8 +464,21 @@ func (m *model) userMove(from, to string) error {
 	if !ok {
 		return nil
 	}
-	_, err := c.Move(imap.UIDSetNum(uid), to).Wait()
-	return err
+	set := imap.UIDSetNum(uid)
+	if c.Caps().Has(imap.CapMove) {
+		_, err := c.Move(set, to).Wait()
+		return err
+	}
+	if _, err := c.Copy(set, to).Wait(); err != nil {
+		return err
+	}
+	if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		return err
+	}
+	if !c.Caps().Has(imap.CapUIDPlus) {
+		return c.Expunge().Close() // all the folder's \Deleted mail, as such a client does
+	}
+	return c.UIDExpunge(set).Close()
 }
 
 func choose(rng *rand.Rand, ss []step) step {
@@ -529,14 +549,15 @@ func (m *model) quiet() {
 
 func (m *model) check() string {
 	ctx := context.Background()
-	inbox, nIn, err := m.copies("INBOX")
+	inbox, err := m.copies("INBOX")
 	if err != nil {
 		return "list INBOX upstream: " + err.Error()
 	}
-	_, nTrash, err := m.copies(m.trash())
+	trash, err := m.copies(m.trash())
 	if err != nil {
 		return "list Trash upstream: " + err.Error()
 	}
+	nIn, nTrash := inbox.live, trash.live
 	for _, id := range m.ids {
 		msg, err := m.mb.Message(ctx, id)
 		if err != nil {
@@ -544,10 +565,19 @@ func (m *model) check() string {
 		}
 		switch msg.Folder {
 		case um.Inbox:
+			if msg.Flags&um.FlagDeleted != 0 {
+				// Marked \Deleted on one side: the copy is marked too (on a
+				// server without UIDPLUS, copies the engine removed before
+				// stay marked beside it).
+				if nIn[id] != 0 || inbox.marked[id] == 0 {
+					return fmt.Sprintf("voicemail %s marked \\Deleted on the phone has %d live and %d marked copies in INBOX upstream, want 0 and at least 1", id, nIn[id], inbox.marked[id])
+				}
+				break
+			}
 			if nIn[id] != 1 {
 				return fmt.Sprintf("voicemail %s in um's INBOX has %d live copies in INBOX upstream, want 1", id, nIn[id])
 			}
-			up := inbox[id]
+			up := inbox.flags[id]
 			if msg.Heard() != slices.Contains(up, imap.FlagSeen) || (msg.Flags&um.FlagFlagged != 0) != slices.Contains(up, imap.FlagFlagged) {
 				return fmt.Sprintf("voicemail %s: flags %v on the phone, %v upstream", id, msg.Flags, up)
 			}

@@ -165,19 +165,8 @@ func TestUndeleteAfterUserExpunge(t *testing.T) {
 // phone brings back the live copy, never one of those (a copy of it would
 // be \Deleted too, and the voicemail would have no live copy in INBOX).
 func TestPhoneUndeleteNoUIDPlus(t *testing.T) {
-	opts := dovecot.OldServer()
-	opts.Dir, opts.Users = t.TempDir(), map[string]string{"1001": "pass1001"}
-	d, err := dovecot.Start(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Stop)
-	e := newEnv(t, d)
-	mb := e.sync("1001", "")
-	mc := newMailClient(t, d, "1001")
+	e, mb, mc, m := oneVoicemail(t, dovecot.OldServer())
 	ctx := context.Background()
-	m := deposit(t, mb, "100")
-	e.waitSynced("1001")
 	live := func(folder string) (n int) {
 		for _, uid := range mc.find(folder, m.ID) {
 			if !hasFlag(mc.flags(folder, uid), imap.FlagDeleted) {

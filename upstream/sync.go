@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,7 +48,13 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 		}
 	}
 	expunged := w.upExpunge.Swap(false)
+	arrived := w.upExists.Swap(false)
 	if !full {
+		if arrived {
+			if err := w.observeArrivals(c, &ob, byUID); err != nil {
+				return ob, 0, err
+			}
+		}
 		if len(byUID) == 0 {
 			return ob, modseq, nil
 		}
@@ -61,13 +68,15 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 		if err != nil {
 			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
 		}
+		seen := make(map[imap.UID]bool, len(bufs))
 		for _, b := range bufs {
-			if id, ok := byUID[b.UID]; ok {
-				ob.copies[id] = []upMsg{{uid: b.UID, flags: fromIMAP(b.Flags)}}
+			if id, ok := byUID[b.UID]; ok && !seen[b.UID] {
+				seen[b.UID] = true
+				ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
 			}
 		}
 		for uid, id := range byUID {
-			if _, ok := ob.copies[id]; ok {
+			if seen[uid] {
 				continue
 			}
 			if !changedSince {
@@ -75,8 +84,9 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 				// confirmation tell which.
 				return w.observe(c, true, condstore)
 			}
-			ob.copies[id] = []upMsg{{uid: uid, flags: w.st.Messages[id].Flags}}
+			ob.copies[id] = append(ob.copies[id], upMsg{uid: uid, flags: w.st.Messages[id].Flags})
 		}
+		sortCopies(ob.copies)
 		return ob, modseq, nil
 	}
 
@@ -86,6 +96,7 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 	if err != nil {
 		return ob, 0, fmt.Errorf("upstream: UID SEARCH: %w", err)
 	}
+	var shown imap.UID // a message the server showed to be there
 	if uids := sd.AllUIDs(); len(uids) > 0 {
 		section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
 		w.arm()
@@ -94,6 +105,7 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
 		}
 		for _, b := range bufs {
+			shown = max(shown, b.UID)
 			if id, ok := parseIDHeader(b.FindBodySection(section)); ok {
 				ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
 			}
@@ -106,7 +118,7 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 		}
 	}
 	if len(missing) > 0 {
-		present, err := w.confirmGone(c, missing)
+		present, err := w.confirmGone(c, missing, shown)
 		if err != nil {
 			return ob, 0, err
 		}
@@ -120,26 +132,70 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 			}
 		}
 	}
-	for _, v := range ob.copies {
-		slices.SortFunc(v, func(a, b upMsg) int { return int(a.uid) - int(b.uid) })
-	}
+	sortCopies(ob.copies)
 	return ob, modseq, nil
 }
 
+// sortCopies puts each voicemail's copies oldest first.
+func sortCopies(copies map[uuid.UUID][]upMsg) {
+	for _, v := range copies {
+		slices.SortFunc(v, func(a, b upMsg) int { return cmp.Compare(a.uid, b.uid) })
+	}
+}
+
+// observeArrivals looks for copies among the mail that arrived since the
+// newest copy the state knows: a copy the user brought back from Trash or
+// another folder, which the fetch of known UIDs cannot see (delete wins,
+// and a second copy is a duplicate). It searches by header only the UIDs
+// above that copy's, so the user's other mail costs the server little.
+func (w *worker) observeArrivals(c *imapclient.Client, ob *observation, byUID map[imap.UID]uuid.UUID) error {
+	var top imap.UID
+	for uid := range byUID {
+		top = max(top, uid)
+	}
+	var above imap.UIDSet
+	above.AddRange(top+1, 0) // "top+1:*"; a truthful server answers the last message at least
+	w.arm()
+	sd, err := c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{above},
+		Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}}, nil).Wait()
+	if err != nil {
+		return fmt.Errorf("upstream: UID SEARCH: %w", err)
+	}
+	uids := slices.DeleteFunc(sd.AllUIDs(), func(u imap.UID) bool { _, ok := byUID[u]; return ok })
+	if len(uids) == 0 {
+		return nil
+	}
+	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
+	w.arm()
+	bufs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, Flags: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+	if err != nil {
+		return fmt.Errorf("upstream: UID FETCH: %w", err)
+	}
+	for _, b := range bufs {
+		if id, ok := parseIDHeader(b.FindBodySection(section)); ok {
+			ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
+		}
+	}
+	return nil
+}
+
 // confirmGone asks the server about UIDs a search did not find. The
-// question also names the folder's last message (whose UID a FETCH by
-// sequence number tells), so every truthful answer about a folder that
-// holds anything is non-empty: an answer without that message is a
-// contradiction, never a confirmation. It returns the flags of the UIDs
-// that are still there.
-func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID) (map[imap.UID]um.Flags, error) {
+// question also names a message the server just showed (shown, from the
+// fetch of the search's results), or else the folder's last message (whose
+// UID a FETCH by sequence number tells, a round trip more), so every
+// truthful answer about a folder that holds anything is non-empty: an
+// answer without that message is a contradiction, never a confirmation.
+// It returns the flags of the UIDs that are still there.
+func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID, shown imap.UID) (map[imap.UID]um.Flags, error) {
 	mbox := c.Mailbox()
 	if mbox == nil {
 		return nil, fmt.Errorf("%w: no folder selected", ErrServerFault)
 	}
 	set := imap.UIDSetNum(uids...)
-	var last imap.UID
-	if n := mbox.NumMessages; n > 0 {
+	last := shown
+	if last != 0 {
+		set.AddNum(last)
+	} else if n := mbox.NumMessages; n > 0 {
 		w.arm()
 		bufs, err := c.Fetch(imap.SeqSetNum(n), &imap.FetchOptions{UID: true}).Collect()
 		if err != nil {
@@ -165,7 +221,7 @@ func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID) (map[imap.UI
 		}
 	}
 	if last != 0 && !sawLast {
-		return nil, fmt.Errorf("%w: UID FETCH of %d missing copies left out the folder's last message", ErrServerFault, len(uids))
+		return nil, fmt.Errorf("%w: UID FETCH of %d missing copies left out message %d, which is there", ErrServerFault, len(uids), last)
 	}
 	return present, nil
 }
@@ -242,24 +298,41 @@ func (w *worker) pass(ctx context.Context, c *imapclient.Client, full, condstore
 	if err := w.g.fault(); err != nil {
 		return err // nothing said after BYE or past a limit is acted on
 	}
-	acts, next := decide(local, w.st.Messages, ob)
-	if err := w.execute(ctx, c, acts, next, modseq); err != nil {
-		return err
-	}
-	if !full || len(w.trashed) == 0 {
-		return nil
-	}
 	// The user's MOVE of a copy the engine moved too can be committed after
 	// the engine's look into Trash (Dovecot makes it wait for Trash's lock,
-	// then copies a message already expunged): a full pass looks again.
-	var ids []uuid.UUID
-	for id := range w.trashed {
-		if local[id].where != inInbox {
-			ids = append(ids, id)
+	// then copies a message already expunged): a full pass looks again at
+	// what earlier passes moved.
+	var recheck []uuid.UUID
+	if full {
+		for id := range w.trashed {
+			if local[id].where != inInbox {
+				recheck = append(recheck, id)
+			}
+		}
+		w.trashed = nil
+	}
+	acts, next := decide(local, w.st.Messages, ob)
+	err = w.execute(ctx, c, acts, next, modseq)
+	if err == nil {
+		err = w.dedupTrash(c, recheck)
+	}
+	if err != nil && len(recheck) > 0 {
+		w.noteTrashed(recheck) // for the next full pass
+	}
+	return err
+}
+
+// noteTrashed remembers voicemails moved to Trash for the next full pass
+// to look at again.
+func (w *worker) noteTrashed(ids []uuid.UUID) {
+	if w.trashed == nil {
+		w.trashed = make(map[uuid.UUID]bool)
+	}
+	for _, id := range ids {
+		if len(w.trashed) < maxRecheck {
+			w.trashed[id] = true
 		}
 	}
-	clear(w.trashed)
-	return w.dedupTrash(c, ids)
 }
 
 // execute carries out the actions of decide, then saves next. Flags and
@@ -325,12 +398,6 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 			clears = append(clears, a.id)
 		}
 	}
-	// Only what is still in INBOX: Delete purges a voicemail the phone
-	// moved to Trash meanwhile.
-	umDelete = slices.DeleteFunc(umDelete, func(id uuid.UUID) bool {
-		m, err := w.mb.Message(ctx, id)
-		return err != nil || m.Folder != um.Inbox
-	})
 	if len(stores) > 0 {
 		w.arm()
 		for _, s := range stores {
@@ -340,8 +407,15 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 		}
 		stores = nil
 	}
-	if len(umDelete) > 0 {
-		if err := w.mb.Delete(wctx, umDelete...); err != nil && !errors.Is(err, um.ErrNotFound) {
+	for _, id := range umDelete {
+		// To um's Trash with Move, never Delete: Delete purges a voicemail
+		// the phone moved to Trash between any look at it and the act, and
+		// the user's delete upstream stays recoverable on the phone. One at
+		// a time, so one the phone purged meanwhile keeps none back.
+		if m, err := w.mb.Message(ctx, id); err != nil || m.Folder != um.Inbox {
+			continue
+		}
+		if _, err := w.mb.Move(wctx, []uuid.UUID{id}, um.Trash); err != nil && !errors.Is(err, um.ErrNotFound) {
 			return err
 		}
 	}
@@ -387,14 +461,7 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 			return err
 		}
 		if w.hasTrash() {
-			if w.trashed == nil {
-				w.trashed = make(map[uuid.UUID]bool)
-			}
-			if len(w.trashed) < maxRecheck {
-				for id := range trashed {
-					w.trashed[id] = true
-				}
-			}
+			w.noteTrashed(slices.Collect(maps.Keys(trashed)))
 			// Neither COPY nor every server's MOVE is atomic with the
 			// user's own delete at the same moment: both may have put a
 			// copy in Trash.
@@ -414,12 +481,15 @@ func (w *worker) execute(ctx context.Context, c *imapclient.Client, acts []actio
 		}
 	}
 	for _, id := range restores {
-		ok, err := w.restore(c, id)
+		uid, ok, err := w.restore(c, id)
 		if err != nil {
 			return err
 		}
 		if ok {
-			w.again = true // the next pass finds the copy by its header
+			w.again = true // the next pass looks at the copy by its header
+			if uid != 0 {
+				next[id] = MessageState{UID: uint32(uid), Flags: next[id].Flags}
+			}
 			continue
 		}
 		next[id] = MessageState{Flags: next[id].Flags, Appending: true}
@@ -743,46 +813,86 @@ func (w *worker) inTrashFolder(c *imapclient.Client, uids []imap.UID) error {
 // restore brings the copy of a voicemail undeleted on the phone back from
 // the server's Trash into the folder, and removes any further copy of it
 // from Trash. It reports false when Trash holds no live copy: one marked
-// \Deleted is on its way out, and a copy of it would be too.
-func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (bool, error) {
+// \Deleted is on its way out, and a copy of it would be too. uid is the
+// copy's UID in the folder, from COPYUID or a search after it (0 when
+// neither tells): a copy the user removes again before the next pass is
+// then known gone, not taken for one never uploaded.
+func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (uid imap.UID, ok bool, err error) {
 	if !w.hasTrash() {
-		return false, nil
+		return 0, false, nil
 	}
 	w.arm()
 	if _, err := c.Select(w.trash, nil).Wait(); err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) {
-			return false, w.reselect(c) // no Trash after all
+			return 0, false, w.reselect(c) // no Trash after all
 		}
-		return false, fmt.Errorf("upstream: select %q: %w", w.trash, err)
+		return 0, false, fmt.Errorf("upstream: select %q: %w", w.trash, err)
 	}
 	uids, err := w.searchLive(c, id)
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
-	if len(uids) > 0 {
-		slices.Sort(uids)
-		set := imap.UIDSetNum(uids[0])
-		w.arm()
-		if w.canMove() {
-			if _, err := c.Move(set, w.cfg.Folder).Wait(); err != nil {
-				return false, fmt.Errorf("upstream: UID MOVE to %q: %w", w.cfg.Folder, err)
-			}
-		} else {
-			if _, err := c.Copy(set, w.cfg.Folder).Wait(); err != nil {
-				return false, fmt.Errorf("upstream: UID COPY to %q: %w", w.cfg.Folder, err)
-			}
-			if err := w.expungeUIDs(c, set); err != nil {
-				return false, err
-			}
+	if len(uids) == 0 {
+		return 0, false, w.reselect(c)
+	}
+	slices.Sort(uids)
+	set := imap.UIDSetNum(uids[0])
+	w.arm()
+	if w.canMove() {
+		md, err := c.Move(set, w.cfg.Folder).Wait()
+		if expungeIssued(err) {
+			// The user restored or purged it meanwhile: the next pass, a
+			// full one, finds the copy or uploads the voicemail once.
+			return 0, true, w.reselect(c)
 		}
-		if len(uids) > 1 && w.uidPlus() {
-			if err := w.expungeUIDs(c, imap.UIDSetNum(uids[1:]...)); err != nil {
-				return false, err
-			}
+		if err != nil {
+			return 0, false, fmt.Errorf("upstream: UID MOVE to %q: %w", w.cfg.Folder, err)
+		}
+		uid = w.copiedUID(md.UIDValidity, md.DestUIDs)
+	} else {
+		cd, err := c.Copy(set, w.cfg.Folder).Wait()
+		if expungeIssued(err) {
+			return 0, true, w.reselect(c)
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("upstream: UID COPY to %q: %w", w.cfg.Folder, err)
+		}
+		uid = w.copiedUID(cd.UIDValidity, cd.DestUIDs)
+		if err := w.expungeUIDs(c, set); err != nil {
+			return 0, false, err
 		}
 	}
-	return len(uids) > 0, w.reselect(c)
+	if len(uids) > 1 {
+		if err := w.expungeUIDs(c, imap.UIDSetNum(uids[1:]...)); err != nil {
+			return 0, false, err
+		}
+	}
+	if err := w.reselect(c); err != nil {
+		return 0, false, err
+	}
+	if uid == 0 {
+		found, err := w.searchLive(c, id)
+		if err != nil {
+			return 0, false, err
+		}
+		if len(found) == 1 {
+			uid = found[0]
+		}
+	}
+	return uid, true, nil
+}
+
+// copiedUID is the one UID a COPYUID names in the folder, or 0.
+func (w *worker) copiedUID(validity uint32, dest imap.NumSet) imap.UID {
+	set, ok := dest.(imap.UIDSet)
+	if !ok || validity == 0 || validity != w.st.UIDValidity {
+		return 0
+	}
+	if uids, ok := set.Nums(); ok && len(uids) == 1 {
+		return uids[0]
+	}
+	return 0
 }
 
 // maxRecheck bounds how many voicemails moved to Trash the next full pass

@@ -48,6 +48,7 @@ type worker struct {
 
 	upWake    chan struct{} // the server sent something while we idled
 	upExpunge atomic.Bool   // ... and it included an EXPUNGE
+	upExists  atomic.Bool   // ... or new mail (sync.go looks for copies in it)
 	syncReq   chan chan error
 	handoffC  chan struct{} // the prober left: probe in its place
 
@@ -350,6 +351,7 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 			},
 			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
 				if d.NumMessages == nil || !takeEcho(&w.echoExists) {
+					w.upExists.Store(w.upExists.Load() || d.NumMessages != nil)
 					w.poke()
 				}
 			},
