@@ -415,3 +415,44 @@ func TestPowerLossLanes(t *testing.T) {
 	c = openAt(t, lost)
 	expectExactly(t, c, want[:first-1])
 }
+
+// TestBackupHasNoLog checks that a backup of a store whose contents are in
+// log segments holds them as content files of their own and no log: the
+// restored store reads every content, names no segment, and has none.
+func TestBackupHasNoLog(t *testing.T) {
+	s := openStore(t)
+	newMailbox(t, s, "1001")
+	want := depositMix(t, s, 6)
+	dir := filepath.Join(t.TempDir(), "backup")
+	info, err := s.Backup(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Files != 4 {
+		t.Errorf("Backup() copied %d content files, want the 4 deposits larger than inlineMax", info.Files)
+	}
+	if _, err := os.Stat(filepath.Join(dir, logDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("backup has a log directory (%v)", err)
+	}
+	restored := filepath.Join(t.TempDir(), "restored")
+	if _, err := Restore(ctx, dir, restored); err != nil {
+		t.Fatal(err)
+	}
+	r := openAt(t, restored)
+	for _, d := range want {
+		if b := readAll(t, r, "1001", d.m.ID); !bytes.Equal(b, d.content) {
+			t.Errorf("restored content of UID %d differs", d.m.UID)
+		}
+	}
+	if n := countSegments(t, r); n != 0 {
+		t.Errorf("restored store has %d log segments before any deposit, want 0", n)
+	}
+	if err := r.view(ctx, func(tx *bolt.Tx) error {
+		if n := tx.Bucket(bucketSeg).Stats().KeyN; n != 0 {
+			t.Errorf("restored database maps %d contents to log segments, want 0", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
