@@ -107,7 +107,7 @@ func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 	if l, ok := r.(interface{ Len() int }); ok {
 		size = l.Len() + 1 // one more, to see the end without growing
 	}
-	b := make([]byte, 0, size)
+	b := getContentBuf(size)
 	cr := ctxReader{ctx, r}
 	for {
 		if len(b) == cap(b) {
@@ -130,6 +130,33 @@ func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 	c.big = c.size > inlineMax
 	c.sum = crc32.Checksum(c.data, castagnoli)
 	return c, nil
+}
+
+// contentBufs keeps the buffers contents were read into, for the next
+// deposits: a deposit allocated and cleared its content's size otherwise,
+// and the collector's work on those took processor time from deposits.
+var contentBufs sync.Pool
+
+const (
+	minPooled = 64 << 10
+	maxPooled = 4 << 20
+)
+
+// getContentBuf returns an empty buffer of at least n bytes' capacity.
+func getContentBuf(n int) []byte {
+	if p, ok := contentBufs.Get().(*[]byte); ok && cap(*p) >= n {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, max(n, minPooled))
+}
+
+// putContentBuf gives back a buffer of readContent once nothing refers to
+// it: its deposit was applied (bbolt copied a small content into its
+// pages) or failed.
+func putContentBuf(b []byte) {
+	if cap(b) >= minPooled && cap(b) <= maxPooled {
+		contentBufs.Put(&b)
+	}
 }
 
 // memContent is a small content read out of the database. Like a file it

@@ -101,6 +101,8 @@ func (p Problem) String() string {
 		fmt.Fprintf(&b, " UID %d", p.UID)
 	}
 	switch {
+	case strings.HasPrefix(p.Path, logDir+"/"):
+		fmt.Fprintf(&b, ": content in the log at %s", p.Path)
 	case p.Path != "":
 		fmt.Fprintf(&b, ": content file %s", p.Path)
 	case p.Kind != RecordDamaged && p.Kind != IndexWrong:

@@ -37,21 +37,40 @@ type committer struct {
 	closed bool
 
 	// Owned by the goroutine that runs commits.
-	txid    uint64 // of the last commit
-	pending uint64
-	broken  error // set when the database fell behind the log
-	ep      epoch
-	nextSeq uint64     // number of the next segment to create
-	ready   []readySeg // segments created ahead, durable and empty
+	txid     uint64 // of the last commit
+	baseTxid uint64 // of the current epoch's base
+	pending  uint64
+	broken   error // set when the database fell behind the log
+	ep       epoch
+	nextSeq  uint64     // number of the next segment to create
+	ready    []readySeg // segments created ahead, durable and empty
 }
 
-// epoch is the log's current segment; seg is nil between epochs.
+// epoch is the log's current segments: lanes[0] starts with the base, the
+// others, taken when a batch first needs them, with a lane frame. lanes is
+// empty between epochs.
 type epoch struct {
-	seg     *os.File
-	seq     uint64
-	off     int64
+	lanes   []lane
 	entries int
 	pin     *bolt.Tx // a read transaction on the base, so bbolt reuses none of its pages
+}
+
+type lane struct {
+	f   *os.File
+	seq uint64
+	off int64
+}
+
+func (e *epoch) open() bool { return len(e.lanes) > 0 }
+
+// full reports whether a segment of the epoch passed segLimit.
+func (e *epoch) full() bool {
+	for _, l := range e.lanes {
+		if l.off >= segLimit {
+			return true
+		}
+	}
+	return false
 }
 
 type readySeg struct {
@@ -192,47 +211,56 @@ func (c *committer) logged(ops []*txOp) {
 		return
 	}
 	e := &c.ep
-	if e.seg != nil && (e.entries+len(ops) > epochLimit || e.off >= segLimit) {
+	if e.open() && (e.entries+len(ops) > epochLimit || e.full()) {
 		if err := c.checkpoint(); err != nil {
 			fail(ops, err)
 			return
 		}
 	}
 	roomy := c.roomy(ops)
-	if !roomy && e.seg != nil {
+	if !roomy && e.open() {
 		if err := c.checkpoint(); err != nil {
 			fail(ops, err)
 			return
 		}
 	}
-	var bufs [][]byte // written in one system call, where there is one
-	if e.seg == nil {
+	nl := min(len(ops), maxLanes)
+	bufs := make([][][]byte, nl) // each lane's, written in one system call where there is one
+	if !e.open() {
 		base, err := c.beginEpoch(roomy)
 		if err != nil {
 			fail(ops, fmt.Errorf("boltstore: start log segment: %w", err))
 			return
 		}
-		bufs = append(bufs, base)
+		bufs[0] = append(bufs[0], base)
+	}
+	for i := len(e.lanes); i < nl; i++ {
+		head, err := c.addLane()
+		if err != nil {
+			fail(ops, fmt.Errorf("boltstore: start log segment: %w", err))
+			return
+		}
+		bufs[i] = append(bufs[i], head)
 	}
 	txid, kind := c.txid+1, byte(kindDeposit)
 	if !roomy {
 		kind = kindDepositSynced
 	}
-	end := e.off
-	for _, b := range bufs {
-		end += int64(len(b))
+	ends := make([]int64, nl)
+	for i := range nl {
+		ends[i] = e.lanes[i].off
+		for _, b := range bufs[i] {
+			ends[i] += int64(len(b))
+		}
 	}
-	for _, op := range ops {
-		d := op.dep
-		h := depositHead(kind, txid, d)
-		d.loc = segLoc{seq: e.seq, off: end + int64(len(h)), size: int64(len(d.data))}
-		end = d.loc.off + d.loc.size
-		bufs = append(bufs, h, d.data)
+	for j, op := range ops {
+		d, i := op.dep, j%nl
+		h := depositHead(kind, txid, len(ops), j, d)
+		d.loc = segLoc{seq: e.lanes[i].seq, off: ends[i] + int64(len(h)), size: int64(len(d.data))}
+		ends[i] = d.loc.off + d.loc.size
+		bufs[i] = append(bufs[i], h, d.data)
 	}
-	err := writeAt(e.seg, bufs, e.off)
-	if err == nil {
-		err = fdatasync(e.seg)
-	}
+	err := c.writeLanes(bufs)
 	if err != nil {
 		// Not acknowledged, yet the frames may have reached the disk: use
 		// the txid they claim, then end the epoch with a synced commit
@@ -246,7 +274,9 @@ func (c *committer) logged(ops []*txOp) {
 		fail(ops, err)
 		return
 	}
-	e.off = end
+	for i := range nl {
+		e.lanes[i].off = ends[i]
+	}
 	e.entries += len(ops)
 	if _, err := c.runTx(ops, roomy, true); err != nil {
 		// The log holds deposits the database lacks, and later txids
@@ -298,7 +328,7 @@ func (c *committer) beginEpoch(pin bool) ([]byte, error) {
 	}
 	r := c.ready[0]
 	c.ready = c.ready[1:]
-	c.ep = epoch{seg: r.f, seq: r.seq}
+	c.ep = epoch{lanes: []lane{{f: r.f, seq: r.seq}}}
 	if pin {
 		tx, err := c.db.Begin(false)
 		if err != nil {
@@ -306,11 +336,57 @@ func (c *committer) beginEpoch(pin bool) ([]byte, error) {
 		}
 		c.ep.pin = tx
 	}
+	c.baseTxid = c.txid
 	head := []byte{kindBase}
 	head = binary.BigEndian.AppendUint64(head, c.txid)
 	head = binary.BigEndian.AppendUint64(head, r.seq)
 	head = append(head, meta...)
 	return newFrame(head, 0), nil
+}
+
+// addLane takes another fresh segment for the epoch and returns its lane
+// frame, which names the base.
+func (c *committer) addLane() ([]byte, error) {
+	if len(c.ready) == 0 {
+		if err := c.makeSegments(); err != nil {
+			return nil, err
+		}
+	}
+	r := c.ready[0]
+	c.ready = c.ready[1:]
+	base := c.ep.lanes[0].seq
+	c.ep.lanes = append(c.ep.lanes, lane{f: r.f, seq: r.seq})
+	head := []byte{kindLane}
+	head = binary.BigEndian.AppendUint64(head, c.baseTxid)
+	head = binary.BigEndian.AppendUint64(head, base)
+	head = binary.BigEndian.AppendUint64(head, uint64(len(c.ep.lanes)-1))
+	return newFrame(head, 0), nil
+}
+
+// writeLanes writes each lane's buffers to its segment and fdatasyncs it,
+// the lanes in parallel.
+func (c *committer) writeLanes(bufs [][][]byte) error {
+	one := func(i int) error {
+		l := c.ep.lanes[i]
+		if err := writeAt(l.f, bufs[i], l.off); err != nil {
+			return err
+		}
+		return fdatasync(l.f)
+	}
+	if len(bufs) == 1 {
+		return one(0)
+	}
+	errs := make([]error, len(bufs))
+	var wg sync.WaitGroup
+	for i := range bufs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = one(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // baseMeta reads the meta page of the last commit from um.db.
@@ -364,7 +440,7 @@ func (c *committer) dropReady() {
 // checkpoint ends the epoch with a synced commit whose txid is above every
 // txid the epoch's frames claim.
 func (c *committer) checkpoint() error {
-	if c.ep.seg == nil {
+	if !c.ep.open() {
 		return nil
 	}
 	if _, err := c.runTx(nil, false, true); err != nil {
@@ -379,8 +455,8 @@ func (c *committer) endEpoch() {
 	if c.ep.pin != nil {
 		c.ep.pin.Rollback()
 	}
-	if c.ep.seg != nil {
-		c.ep.seg.Close()
+	for _, l := range c.ep.lanes {
+		l.f.Close()
 	}
 	c.ep = epoch{}
 }
@@ -440,7 +516,7 @@ func (c *committer) replay(rc *recovery) error {
 	if err != nil {
 		return err
 	}
-	c.ep = epoch{seq: rc.seq, pin: pin, seg: nil}
+	c.ep = epoch{pin: pin}
 	defer func() {
 		pin.Rollback()
 		c.ep = epoch{}
@@ -462,7 +538,7 @@ func (c *committer) replay(rc *recovery) error {
 			if err != nil {
 				return fmt.Errorf("%w: log segment %d at %d: %v", ErrCorrupt, rc.seq, fr.off, err)
 			}
-			d.loc = segLoc{seq: rc.seq, off: fr.dataOff(), size: int64(len(d.data))}
+			d.loc = segLoc{seq: fr.seq, off: fr.dataOff(), size: int64(len(d.data))}
 			ops[i] = &txOp{fn: d.apply, dep: d, err: make(chan error, 1)}
 		}
 		if _, err := c.runTx(ops, true, true); err != nil {

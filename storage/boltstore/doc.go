@@ -61,11 +61,14 @@
 // that fails is taken out and the rest run again. Read-only calls (List,
 // Get, Folders, Open) never wait for writers.
 //
-// The committer takes every deposit that arrived while it was busy, writes
-// them to the current log segment as frames (a frame is a head with the
-// mailbox, folder, limits, the message record and the content's CRC-32C,
-// the head's own CRC-32C, then the content) with one pwritev, and
-// fdatasyncs the segment once for all of them: group commit. Only then
+// The committer takes every deposit that arrived while it was busy and
+// writes them as frames (a frame is a head with the mailbox, folder,
+// limits, the message record, the content's CRC-32C and the deposit's
+// place in its batch, the head's own CRC-32C, then the content) to the
+// epoch's segments: up to four, the lanes, each written with one pwritev
+// and fdatasynced, in parallel, since a file takes one writer at a time
+// and the disk flushes several files faster than one stream. One flush per
+// lane serves the whole batch: group commit. Only then
 // does it apply them, in one bbolt transaction committed without syncing
 // (bbolt's NoSync), and acknowledge them. So when Append returns, the
 // deposit is on disk in the log, and it is in the database that every
@@ -79,8 +82,9 @@
 // (segment, offset, size), so Open returns that section of the segment
 // file, which seeks and streams from disk like a file of its own.
 //
-// Each segment is one epoch of the log. An epoch starts from a state of
-// um.db that a synced commit made durable: the segment's first frame holds
+// The log is cut into epochs, each in its own segments. An epoch starts
+// from a state of um.db that a synced commit made durable: the first
+// segment's first frame holds
 // that state's transaction ID and a copy of its meta page, and the
 // committer keeps a read transaction open on it, so that bbolt reuses none
 // of its pages while the epoch's unsynced commits run. The epoch ends with
@@ -88,15 +92,19 @@
 // (an empty synced commit) after 256 deposits, 64 MiB of segment, or at
 // Close. After it, um.db is durable whole and its transaction ID is above
 // every one the epoch's frames claim; the next deposit starts a new epoch
-// in a fresh segment (made ahead, eight at a time with one fsync of log/,
-// so a segment's name is durable before its first frame is written).
+// in fresh segments (made ahead, eight at a time with one fsync of log/,
+// so a segment's name is durable before its first frame is written; an
+// epoch's other lanes start with a frame naming its base).
 //
 // Open, holding um.db's lock, reads the newest segment that starts with a
-// whole base frame, and its frames up to the first that is cut short or
-// fails a checksum (a batch torn by a crash, never acknowledged). It reads
+// whole base frame and the lanes that name it, each up to its first frame
+// that is cut short or fails a checksum, and merges the frames by
+// transaction and place; the first batch with a frame missing (torn by a
+// crash, never acknowledged) ends the log. It reads
 // um.db's two meta pages itself, without opening bbolt: when the newest
 // one's transaction ID is above every unsynced one the epoch's frames
-// claim, a synced commit came after them, and um.db is opened as it is.
+// claim (every frame read counts, also past the end), a synced commit came
+// after them, and um.db is opened as it is.
 // Otherwise the epoch's commits may not have reached the disk, a power loss
 // may have left meta pages that name pages never written, and um.db cannot
 // be trusted past the base: Open writes the base's meta page back over

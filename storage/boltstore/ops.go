@@ -447,6 +447,10 @@ func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, 
 	rec.m.Size = c.size
 	rec.m.Folder, rec.m.UID = "", 0
 	d := &deposit{mailbox: mailbox, folder: m.Folder, lim: lim, rec: rec, sum: c.sum, data: c.data}
+	// When deposit returns, the frame was written and the transaction
+	// committed or rolled back, or it was never queued: nothing refers to
+	// the buffer any more.
+	defer putContentBuf(c.data)
 	if err := ctx.Err(); err != nil {
 		return um.Message{}, err
 	}

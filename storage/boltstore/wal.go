@@ -34,7 +34,11 @@ import (
 //
 //	base:    kind, txid of the synced state the epoch starts from, the
 //	         segment's number, that state's meta page (metaCopy bytes); no data
-//	deposit: kind, txid, mailbox, folder (uvarint length, bytes), limits
+//	lane:    kind, the base's txid, the base segment's number, the lane's
+//	         index (uint64 each); no data: the first frame of the epoch's
+//	         other segments
+//	deposit: kind, txid, the batch's deposits and this one's place among
+//	         them (uvarint each), mailbox, folder (uvarint length, bytes), limits
 //	         (uvarint messages, varint recorded time), CRC-32C uint32 of the
 //	         data, the message record (uvarint length, record.go); the data
 //	         is the content
@@ -63,7 +67,14 @@ const (
 	kindBase          = 1
 	kindDeposit       = 2
 	kindDepositSynced = 3
+	kindLane          = 4
 )
+
+// maxLanes bounds the segments an epoch writes at once. A batch of n
+// deposits goes to min(n, maxLanes) segments, written and fdatasynced in
+// parallel: one file takes one writer at a time (the kernel locks it), and
+// the disk flushes several files faster than one stream of the same bytes.
+const maxLanes = 4
 
 // bucketSeg maps the key of a content kept in a log segment to where it is:
 // segment number, offset, size (uint64 each).
@@ -160,11 +171,14 @@ func newFrame(head []byte, dataLen int) []byte {
 	return append(b, head...)
 }
 
-// depositHead returns d's frame up to its content, which follows it.
-func depositHead(kind byte, txid uint64, d *deposit) []byte {
+// depositHead returns d's frame up to its content, which follows it; d is
+// number idx of the n deposits of transaction txid.
+func depositHead(kind byte, txid uint64, n, idx int, d *deposit) []byte {
 	h := make([]byte, 0, 128+len(d.mailbox)+len(d.folder))
 	h = append(h, kind)
 	h = binary.BigEndian.AppendUint64(h, txid)
+	h = binary.AppendUvarint(h, uint64(n))
+	h = binary.AppendUvarint(h, uint64(idx))
 	h = appendString(h, d.mailbox)
 	h = appendString(h, d.folder)
 	h = binary.AppendUvarint(h, uint64(max(d.lim.MaxMessages, 0)))
@@ -180,6 +194,8 @@ func depositHead(kind byte, txid uint64, d *deposit) []byte {
 // checked.
 func parseDeposit(fr frame) (*deposit, error) {
 	d := decoder{b: fr.head[9:]}
+	d.uvarint()
+	d.uvarint()
 	dep := &deposit{rec: new(record), data: fr.data}
 	dep.mailbox = d.string()
 	dep.folder = d.string()
@@ -201,10 +217,19 @@ func parseDeposit(fr frame) (*deposit, error) {
 	return dep, nil
 }
 
+// depositPlace returns the batch size and the place of a deposit head.
+func depositPlace(head []byte) (n, idx uint64, ok bool) {
+	d := decoder{b: head[9:]}
+	n, idx = d.uvarint(), d.uvarint()
+	return n, idx, d.err == nil && idx < n && n <= chunkLimit
+}
+
 // depositSum is where a deposit head holds its content's checksum: after
-// kind, txid, mailbox, folder and limits.
+// kind, txid, batch size, place, mailbox, folder and limits.
 func depositSum(head []byte) (uint32, bool) {
 	d := decoder{b: head[9:]}
+	d.uvarint()
+	d.uvarint()
 	d.string()
 	d.string()
 	d.uvarint()
@@ -220,19 +245,21 @@ func depositSum(head []byte) (uint32, bool) {
 type frame struct {
 	kind       byte
 	txid       uint64
-	off        int64 // of the frame in the segment
+	seq        uint64 // its segment
+	off        int64  // of the frame in the segment
 	head, data []byte
+	n, idx     uint64 // of a deposit: the batch's size, its place in it
 }
 
 // dataOff is where the frame's data starts in its segment.
 func (fr frame) dataOff() int64 { return fr.off + frameHead + int64(len(fr.head)) }
 
-// readFrames reads the frames of a segment from the start, stopping at the
-// first that is cut short, fails a checksum or breaks the order (the first
-// must be a base, later ones deposits whose txid never goes down):
+// readFrames reads the frames of segment seq from the start, stopping at
+// the first that is cut short, fails a checksum or breaks the order (the
+// first must be a base or a lane, later ones deposits whose txid goes up):
 // everything past it was never acknowledged.
-func readFrames(path string) ([]frame, error) {
-	f, err := os.Open(path)
+func readFrames(dir string, seq uint64) ([]frame, error) {
+	f, err := os.Open(segPath(dir, seq))
 	if err != nil {
 		return nil, err
 	}
@@ -255,19 +282,27 @@ func readFrames(path string) ([]frame, error) {
 		if _, err := f.ReadAt(body, off+frameHead); err != nil {
 			break
 		}
-		fr := frame{kind: body[0], txid: binary.BigEndian.Uint64(body[1:9]), off: off, head: body[:hn], data: body[hn:]}
+		fr := frame{kind: body[0], txid: binary.BigEndian.Uint64(body[1:9]), seq: seq, off: off, head: body[:hn], data: body[hn:]}
 		if crc32.Checksum(fr.head, castagnoli) != binary.BigEndian.Uint32(hdr[8:]) {
 			break
 		}
 		first := len(out) == 0
-		if first != (fr.kind == kindBase) || (fr.kind != kindBase && fr.kind != kindDeposit && fr.kind != kindDepositSynced) {
+		start := fr.kind == kindBase || fr.kind == kindLane
+		if first != start || (!start && fr.kind != kindDeposit && fr.kind != kindDepositSynced) {
 			break
 		}
-		if first && (len(fr.head) != 1+8+8+metaCopy || len(fr.data) != 0) {
+		if fr.kind == kindBase && (len(fr.head) != 1+8+8+metaCopy || len(fr.data) != 0) {
+			break
+		}
+		if fr.kind == kindLane && (len(fr.head) != 1+8+8+8 || len(fr.data) != 0) {
 			break
 		}
 		if !first {
-			if fr.txid < out[len(out)-1].txid {
+			if fr.txid < out[len(out)-1].txid || (len(out) == 1 && fr.txid <= out[0].txid) {
+				break
+			}
+			var ok bool
+			if fr.n, fr.idx, ok = depositPlace(fr.head); !ok {
 				break
 			}
 			if sum, ok := depositSum(fr.head); !ok || crc32.Checksum(fr.data, castagnoli) != sum {
@@ -278,6 +313,53 @@ func readFrames(path string) ([]frame, error) {
 		off += frameHead + n
 	}
 	return out, nil
+}
+
+// wholeBatches orders the deposit frames of an epoch whose base has txid
+// base by transaction and place, and keeps the transactions, one after
+// another from the base's, whose every frame is there: the first with a
+// frame missing (a batch a crash interrupted, never acknowledged) ends the
+// log, since no batch is written before the one before it was synced.
+func wholeBatches(base uint64, frames []frame) []frame {
+	slices.SortStableFunc(frames, func(a, b frame) int {
+		if a.txid != b.txid {
+			return cmpU64(a.txid, b.txid)
+		}
+		return cmpU64(a.idx, b.idx)
+	})
+	var out []frame
+	next := base + 1
+	for len(frames) > 0 {
+		fr := frames[0]
+		n := int(fr.n)
+		if fr.txid != next || len(frames) < n {
+			break
+		}
+		whole := true
+		for i, g := range frames[:n] {
+			if g.txid != fr.txid || g.n != fr.n || g.idx != uint64(i) || g.kind != fr.kind {
+				whole = false
+				break
+			}
+		}
+		if !whole {
+			break
+		}
+		out = append(out, frames[:n]...)
+		frames = frames[n:]
+		next++
+	}
+	return out
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // segments lists the segment numbers in dir's log directory, in order.
@@ -423,18 +505,31 @@ func recoverLog(dir string, dbf *os.File) (*recovery, error) {
 	}
 	var frames []frame
 	for i := len(seqs) - 1; i >= 0; i-- {
-		fs, err := readFrames(segPath(dir, seqs[i]))
+		fs, err := readFrames(dir, seqs[i])
 		if err != nil {
 			return nil, err
 		}
-		if len(fs) > 0 && binary.BigEndian.Uint64(fs[0].head[9:]) == seqs[i] {
+		if len(fs) > 0 && fs[0].kind == kindBase && binary.BigEndian.Uint64(fs[0].head[9:]) == seqs[i] {
 			frames, rc.seq = fs, seqs[i]
+			// The epoch's other lanes were taken after its base.
+			for _, seq := range seqs[i+1:] {
+				ls, err := readFrames(dir, seq)
+				if err != nil {
+					return nil, err
+				}
+				if len(ls) > 0 && ls[0].kind == kindLane && binary.BigEndian.Uint64(ls[0].head[9:]) == rc.seq && ls[0].txid == fs[0].txid {
+					frames = append(frames, ls[1:]...)
+				}
+			}
 			break
 		}
 	}
 	if len(frames) == 0 {
 		return rc, nil
 	}
+	// Every frame read counts, also those past a batch with a frame
+	// missing: a frame lost after its batch was applied (damage, not a
+	// crash) must not make um.db trusted when its state is not synced.
 	var unsynced uint64
 	for _, fr := range frames[1:] {
 		if fr.kind == kindDeposit {
@@ -442,6 +537,7 @@ func recoverLog(dir string, dbf *os.File) (*recovery, error) {
 		}
 		rc.claimed = max(rc.claimed, fr.txid)
 	}
+	deps := wholeBatches(frames[0].txid, frames[1:])
 	m, pageSize, err := readMetaTxid(dbf)
 	if err != nil {
 		return nil, err
@@ -467,7 +563,7 @@ func recoverLog(dir string, dbf *os.File) (*recovery, error) {
 		return nil, err
 	}
 	rc.restored = true
-	rc.replay = frames[1:]
+	rc.replay = deps
 	for _, fr := range rc.replay {
 		rc.need += 256<<10 + 4*int64(len(fr.head))
 		if len(fr.data) <= inlineMax {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/embeddedum/um"
@@ -245,7 +247,7 @@ func TestKilledMidEpochGarbageTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	part := depositHead(kindDeposit, 1<<40, &deposit{mailbox: "1001", folder: um.Inbox, rec: &record{m: um.Message{ID: uuid.New(), Size: 1000}}, data: make([]byte, 1000)})
+	part := depositHead(kindDeposit, 1<<40, 1, 0, &deposit{mailbox: "1001", folder: um.Inbox, rec: &record{m: um.Message{ID: uuid.New(), Size: 1000}}, data: make([]byte, 1000)})
 	f.Write(append(part, make([]byte, 300)...)) // 700 bytes of the content missing
 	f.Close()
 
@@ -332,4 +334,125 @@ func TestContentTooLarge(t *testing.T) {
 	want := depositMix(t, s, 2)
 	s = reopen(t, s)
 	expectExactly(t, s, want)
+}
+
+// depositConcurrently deposits n messages of 60 KB from each of g
+// goroutines and returns them in UID order.
+func depositConcurrently(t *testing.T, s *Store, g, n int) []deposited {
+	t.Helper()
+	var mu sync.Mutex
+	var out []deposited
+	var wg sync.WaitGroup
+	for range g {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range n {
+				c := randomBytes(60000)
+				m, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox}, bytes.NewReader(c))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				out = append(out, deposited{m, c})
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	slices.SortFunc(out, func(a, b deposited) int { return int(a.m.UID) - int(b.m.UID) })
+	return out
+}
+
+// TestPowerLossLanes loses power after concurrent deposits, whose batches
+// spread over several segments of the epoch: replay merges them back into
+// the order they were applied in, so every deposit keeps its UID. With one
+// of those segments lost, replay stops at the first batch that had a frame
+// in it, and keeps every batch before.
+func TestPowerLossLanes(t *testing.T) {
+	s := openStore(t)
+	newMailbox(t, s, "1001")
+	synced := readDB(t, s.dir)
+	want := depositConcurrently(t, s, 8, 6)
+	crash := copyDir(t, s.dir)
+	losePower(t, crash, synced, readDB(t, s.dir))
+	lost := copyDir(t, crash)
+
+	c := openAt(t, crash)
+	expectExactly(t, c, want)
+
+	// The base's segment is the epoch's first; its second lane the next.
+	var base uint64
+	if err := s.view(ctx, func(tx *bolt.Tx) error {
+		l, _, err := segLocOf(tx, blobOfID(t, tx, want[0].m.ID))
+		base = l.seq
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lane := base + 1
+	first := -1
+	if err := s.view(ctx, func(tx *bolt.Tx) error {
+		for i, d := range want {
+			if l, _, err := segLocOf(tx, blobOfID(t, tx, d.m.ID)); err != nil {
+				return err
+			} else if l.seq == lane && first < 0 {
+				first = i
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if first < 1 {
+		t.Fatalf("no deposit but the first went to a second lane (first at %d)", first)
+	}
+	if err := os.Remove(segPath(lost, lane)); err != nil {
+		t.Fatal(err)
+	}
+	// The deposit at first is its batch's second (lane 1 of the batch).
+	c = openAt(t, lost)
+	expectExactly(t, c, want[:first-1])
+}
+
+// TestBackupHasNoLog checks that a backup of a store whose contents are in
+// log segments holds them as content files of their own and no log: the
+// restored store reads every content, names no segment, and has none.
+func TestBackupHasNoLog(t *testing.T) {
+	s := openStore(t)
+	newMailbox(t, s, "1001")
+	want := depositMix(t, s, 6)
+	dir := filepath.Join(t.TempDir(), "backup")
+	info, err := s.Backup(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Files != 4 {
+		t.Errorf("Backup() copied %d content files, want the 4 deposits larger than inlineMax", info.Files)
+	}
+	if _, err := os.Stat(filepath.Join(dir, logDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("backup has a log directory (%v)", err)
+	}
+	restored := filepath.Join(t.TempDir(), "restored")
+	if _, err := Restore(ctx, dir, restored); err != nil {
+		t.Fatal(err)
+	}
+	r := openAt(t, restored)
+	for _, d := range want {
+		if b := readAll(t, r, "1001", d.m.ID); !bytes.Equal(b, d.content) {
+			t.Errorf("restored content of UID %d differs", d.m.UID)
+		}
+	}
+	if n := countSegments(t, r); n != 0 {
+		t.Errorf("restored store has %d log segments before any deposit, want 0", n)
+	}
+	if err := r.view(ctx, func(tx *bolt.Tx) error {
+		if n := tx.Bucket(bucketSeg).Stats().KeyN; n != 0 {
+			t.Errorf("restored database maps %d contents to log segments, want 0", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
