@@ -65,11 +65,14 @@
 // RFC822.SIZE, BODY.PEEK[HEADER] and BODY[1] (the text part) come from the
 // rendering and never open the audio;
 // BODY[], BODY[TEXT] and BODY[2] stream it, with partial fetches reading
-// only the slice they need. E-mail appended by clients is served as stored.
+// only the slice they need. E-mail appended by clients is served as stored:
+// its header is read alone for ENVELOPE, HEADER and TEXT, and a part
+// section or BODYSTRUCTURE parses the message once into where each part
+// lies, so later sections are byte ranges read from the store.
 // A rendering depends only on the message's immutable fields and the voice
-// mailbox, so the server keeps the renderings, ENVELOPEs and BODYSTRUCTUREs
-// it made in one LRU cache shared by all sessions, bounded by
-// Options.RenderCacheBytes (4 MiB by default).
+// mailbox, so the server keeps the renderings, ENVELOPEs, BODYSTRUCTUREs
+// and e-mail headers and part offsets it made in one LRU cache shared by
+// all sessions, bounded by Options.RenderCacheBytes (4 MiB by default).
 //
 // # Live sync
 //

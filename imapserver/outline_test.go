@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
 )
 
@@ -135,4 +136,33 @@ func TestOpenRangeWithoutSeek(t *testing.T) {
 	if string(b) != "3456" {
 		t.Errorf("openRange(3, 4) read %q, want %q", b, "3456")
 	}
+}
+
+// FuzzLayoutSections: for any bytes stored as an e-mail, every body
+// section served from the layout or the header alone is what parsing the
+// whole message gives.
+func FuzzLayoutSections(f *testing.F) {
+	for _, msg := range layoutSamples {
+		f.Add([]byte(msg))
+	}
+	items := layoutSections()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, _ := newLayout(b, parseEntity(b, 0, "text/plain"), nil)
+		// The header FETCH reads alone is the one the parse finds.
+		head, err := um.RenderEmail(um.Message{Raw: true, Size: int64(len(b))}, um.RenderOptions{}).ReadHeader(bytes.NewReader(b))
+		if err != nil || !bytes.Equal(head, l.header) {
+			t.Fatalf("ReadHeader of %q = %q, %v; the parse's header is %q", b, head, err, l.header)
+		}
+		for _, item := range items {
+			want := extractBodySection(b, item)
+			if got := layoutBytes(t, l.section(item), l.header, b, item); !bytes.Equal(got, want) {
+				t.Fatalf("BODY[%s] of %q from the layout = %q, want %q", sectionName(item), b, got, want)
+			}
+			if len(item.Part) == 0 {
+				if got := layoutBytes(t, topSection(l.header, int64(len(b)), item), l.header, b, item); !bytes.Equal(got, want) {
+					t.Fatalf("BODY[%s] of %q from the header = %q, want %q", sectionName(item), b, got, want)
+				}
+			}
+		}
+	})
 }

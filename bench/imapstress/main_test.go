@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,12 +20,14 @@ func TestMain(m *testing.M) {
 
 // TestRun runs imaptest's stress mode briefly against each server: every
 // run must yield commands of the kinds imaptest does, CPU time and memory
-// of the server's process, and a report row. It asserts no speed.
+// of the server's process, and a report row, and with -pprof the profiles
+// of the Go children. It asserts no speed.
 func TestRun(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.Users, cfg.Clients, cfg.Duration = 3, 3, 2*time.Second
 	cfg.Emails, cfg.Voicemails = 10, 2
 	cfg.Dir = t.TempDir()
+	cfg.Pprof = t.TempDir()
 	var log bytes.Buffer
 	cfg.Log = &log
 	res, err := Run(cfg)
@@ -45,6 +48,18 @@ func TestRun(t *testing.T) {
 		if r.CPU <= 0 || r.PeakRSS <= 0 {
 			t.Errorf("%s: CPU %v, peak RSS %d: want both measured", r.Server, r.CPU, r.PeakRSS)
 		}
+	}
+	// -pprof: each Go child wrote its profiles, named by server and round.
+	for _, run := range []string{"um-0", "memserver-0"} {
+		for _, p := range []string{"cpu", "mutex", "block", "heap", "allocs"} {
+			fi, err := os.Stat(filepath.Join(cfg.Pprof, run, p+".pprof"))
+			if err != nil || fi.Size() == 0 {
+				t.Errorf("%s: %s profile: %v, want a non-empty file", run, p, err)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Pprof, "dovecot-0")); err == nil {
+		t.Error("Dovecot has a profile folder; only the Go children are profiled")
 	}
 	var out bytes.Buffer
 	Report(&out, cfg, res)
