@@ -3,8 +3,6 @@ package imapserver
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -40,15 +38,6 @@ func (in *input) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return in.r.Read(p)
-}
-
-// handshake runs a TLS handshake on a goroutine of its own, which ends
-// with it: the key exchange needs a deep stack, which the connection's
-// goroutine would otherwise keep for the connection's life.
-func handshake(ctx context.Context, tc *tls.Conn) error {
-	done := make(chan error, 1)
-	go func() { done <- tc.HandshakeContext(ctx) }()
-	return <-done
 }
 
 // takeBuffers gives the connection a reader and a writer from the pools.
