@@ -26,8 +26,6 @@ type netConn struct {
 
 	failed atomic.Bool  // a read or write failed: the connection is done
 	busy   atomic.Int32 // >0 while a session method other than Idle runs
-	idling atomic.Bool  // in IDLE: wake interrupts the read (idle.go)
-	woken  atomic.Bool  // wake interrupted it
 
 	mu            sync.Mutex
 	authed        bool
@@ -35,6 +33,8 @@ type netConn struct {
 	loginDeadline time.Time
 	readDeadline  time.Time // the deadline last asked for, after clamping
 	shutdown      bool
+	idling        bool // in IDLE: wake interrupts the read (idle.go)
+	woken         bool // wake interrupted it since idling was last cleared
 	hangUp        bool // close at the next read, after the response is out
 	closeOnce     sync.Once
 	aborted       atomic.Bool // Close drops pending output
@@ -113,11 +113,6 @@ func (c *netConn) Read(p []byte) (int, error) {
 		if n == 0 && err != nil && shutdown && errors.As(err, &ne) && ne.Timeout() && (dl.IsZero() || time.Now().Before(dl)) {
 			// Woken by Shutdown while a command was running: go on reading
 			// for it, or say BYE at the top of the loop.
-			c.Conn.SetReadDeadline(dl)
-			continue
-		}
-		if n == 0 && err != nil && errors.As(err, &ne) && ne.Timeout() && !c.idling.Load() && c.woken.Swap(false) {
-			// A wake meant for an IDLE that ended meanwhile (idle.go).
 			c.Conn.SetReadDeadline(dl)
 			continue
 		}

@@ -94,12 +94,7 @@ func (s *Server) serveConn(nc *netConn, implicitTLS bool) {
 		}
 	}
 	if implicitTLS {
-		tc := tls.Server(c.c, s.tlsConf)
-		if err := handshake(c.ctx, tc); err != nil {
-			s.logger().Debug("imapserver: TLS handshake", "remote", nc.ip, "err", err)
-			return
-		}
-		c.c, c.isTLS = tc, true
+		c.c, c.isTLS = tls.Server(c.c, s.tlsConf), true
 	}
 	c.dec = decoder{cont: c.continuation, maxLiteral: maxPreLoginLiteral}
 	c.takeBuffers()
@@ -513,7 +508,7 @@ func (c *conn) cmdStartTLS(tag string) error {
 		return err
 	}
 	tc := tls.Server(c.nc, c.srv.tlsConf)
-	if err := handshake(c.ctx, tc); err != nil {
+	if err := tc.HandshakeContext(c.ctx); err != nil {
 		c.srv.logger().Debug("imapserver: STARTTLS handshake", "remote", c.nc.ip, "err", err)
 		return errLogout
 	}

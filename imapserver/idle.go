@@ -3,8 +3,6 @@ package imapserver
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -40,15 +38,6 @@ func (in *input) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return in.r.Read(p)
-}
-
-// handshake runs a TLS handshake on a goroutine of its own, which ends
-// with it: the key exchange needs a deep stack, which the connection's
-// goroutine would otherwise keep for the connection's life.
-func handshake(ctx context.Context, tc *tls.Conn) error {
-	done := make(chan error, 1)
-	go func() { done <- tc.HandshakeContext(ctx) }()
-	return <-done
 }
 
 // takeBuffers gives the connection a reader and a writer from the pools.
@@ -101,26 +90,45 @@ func (c *conn) awaitInput() error {
 
 // wake interrupts the read of a connection in IDLE, so that its goroutine
 // sends what changed. It is the Notify of the session's subscription: it
-// runs on the goroutine that committed the change and does not block.
+// runs on the goroutine that committed the change and does not block. The
+// lock keeps a wake from landing outside IDLE, or between rearm's restored
+// deadline and the check of woken that follows it.
 func (c *netConn) wake() {
-	if c.idling.Load() {
-		c.woken.Store(true)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.idling {
+		c.woken = true
 		c.Conn.SetReadDeadline(aLongTimeAgo)
 	}
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
 
-// rearm restores the read deadline after a wake, or reports errShutdown
-// when Shutdown has asked the connection to end meanwhile. The lock makes
-// Shutdown's own deadline win over the restored one.
+// setIdling starts or ends an IDLE's wait.
+func (c *netConn) setIdling(on bool) {
+	c.mu.Lock()
+	c.idling, c.woken = on, false
+	c.mu.Unlock()
+}
+
+// rearm restores the read deadline a wake moved and clears woken, or
+// reports errShutdown when Shutdown has asked the connection to end
+// meanwhile (Shutdown's own deadline must win over the restored one).
 func (c *netConn) rearm() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.shutdown && c.busy.Load() == 0 {
 		return errShutdown
 	}
+	c.woken = false
 	return c.Conn.SetReadDeadline(c.readDeadline)
+}
+
+// wasWoken reports whether a wake came since the last rearm.
+func (c *netConn) wasWoken() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.woken
 }
 
 func (c *conn) cmdIdle(tag string) error {
@@ -130,27 +138,24 @@ func (c *conn) cmdIdle(tag string) error {
 	c.enc.raw("+ idling\r\n")
 	c.nc.busy.Add(-1) // Shutdown may end an IDLE at once
 	defer c.nc.busy.Add(1)
-	c.nc.idling.Store(true)
-	// A wake may still land after this: netConn.Read then retries.
-	defer c.nc.idling.Store(false)
+	c.nc.setIdling(true)
+	defer c.nc.setIdling(false)
 	for {
-		c.nc.woken.Store(false)
+		// A change queued before the rearm is sent by this poll: the
+		// publisher queues it before it calls wake.
+		if err := c.nc.rearm(); err != nil {
+			return err
+		}
 		if err := c.poll(true); err != nil {
 			return err
 		}
 		if err := c.bw.Flush(); err != nil {
 			return err
 		}
-		if err := c.nc.rearm(); err != nil {
-			return err
-		}
-		if c.nc.woken.Load() {
-			continue // woken meanwhile: its deadline may have been undone
-		}
 		line, err := c.idleLine()
 		var ne net.Error
 		switch {
-		case err != nil && errors.As(err, &ne) && ne.Timeout() && c.nc.woken.Load():
+		case err != nil && errors.As(err, &ne) && ne.Timeout() && c.nc.wasWoken():
 			continue
 		case err != nil:
 			return err

@@ -27,7 +27,7 @@ func Report(w io.Writer, r *Result) {
 		mib(int64(r.Mem.HeapInuse)), mib(int64(r.Mem.StackInuse)), r.Mem.Goroutines, float64(r.Mem.Goroutines)/float64(n), mib(int64(r.Mem.Sys)))
 	fmt.Fprintf(w, "per connection: heap %.1f KiB, stack %.1f KiB\n", kib(int64(r.Mem.HeapInuse)/n), kib(int64(r.Mem.StackInuse)/n))
 	fmt.Fprintf(w, "server CPU while idle: %v over %v (%.3f%% of a core); clients' %v, clients' VmRSS %.1f MiB\n",
-		r.IdleCPU, r.Idle, 100*r.IdleCPU.Seconds()/r.Idle.Seconds(), r.ClientIdleCPU, mib(r.ClientRSS))
+		r.IdleCPU.Round(time.Microsecond), r.Idle, 100*r.IdleCPU.Seconds()/r.Idle.Seconds(), r.ClientIdleCPU, mib(r.ClientRSS))
 	fmt.Fprintf(w, "fan-out: a deposit into each of %d mailboxes, %d at a time; %d clients missed theirs\n", r.Mailboxes, r.Depositors, r.Missing)
 	fmt.Fprintf(w, "  deposit to the last client of its mailbox: %s (%d mailboxes)\n", percentiles(r.Fanout), len(r.Fanout))
 	fmt.Fprintf(w, "  deposit to each client:                    %s (%d clients)\n", percentiles(r.PerClient), len(r.PerClient))

@@ -173,14 +173,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	// Idle.
 	time.Sleep(2 * time.Second) // let set-up garbage and timers settle
-	cpu0, err := dovecot.TreeCPU(srv.PID())
+	cpu0, err := threadCPU(srv.PID())
 	if err != nil {
 		return nil, err
 	}
 	ccpu0 := clientCPU(procs)
 	cfg.logf("measuring the idle server for %v", cfg.Idle)
 	time.Sleep(cfg.Idle)
-	cpu1, err := dovecot.TreeCPU(srv.PID())
+	cpu1, err := threadCPU(srv.PID())
 	if err != nil {
 		return nil, err
 	}
@@ -344,6 +344,29 @@ func memory(pid int) (rss, pss int64, err error) {
 		}
 	}
 	return rss, pss, nil
+}
+
+// threadCPU returns the time the threads of a process have run, in
+// nanoseconds (/proc's schedstat; utime and stime count 10 ms ticks).
+func threadCPU(pid int) (time.Duration, error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			sum += time.Duration(ns)
+		}
+	}
+	return sum, nil
 }
 
 func clientCPU(procs []*clientProc) time.Duration {
