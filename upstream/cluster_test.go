@@ -113,6 +113,22 @@ func TestClusterOneCopyPerDeposit(t *testing.T) {
 	if !errors.Is(err, um.ErrLeaseHeld) || !strings.Contains(err.Error(), own.name) {
 		t.Errorf("Sync() on %s, which does not own the mailbox = %v, want um.ErrLeaseHeld naming %s", other.name, err, own.name)
 	}
+
+	// The owner stops syncing the mailbox: it releases the lease, another
+	// node takes over and carries on from the state, and a deposit on the
+	// node that stopped still goes up once.
+	if err := own.eng.Remove("1001"); err != nil {
+		t.Fatal(err)
+	}
+	rest := slices.DeleteFunc(slices.Clone(nodes), func(n *node) bool { return n == own })
+	next := owner(t, "1001", rest...)
+	ids = append(ids, depositOn(t, own, "1001", "after"))
+	if got := waitExactlyOnce(t, mc, next, "1001"); len(got) != len(ids) {
+		t.Fatalf("INBOX holds %d voicemails, want the %d deposited", len(got), len(ids))
+	}
+	if st := own.eng.Status("1001"); st.Configured {
+		t.Errorf("Status() on %s after Remove: Configured", own.name)
+	}
 }
 
 // The owner is SIGKILLed during a burst of deposits made on it and on the

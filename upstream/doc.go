@@ -95,13 +95,17 @@
 // The engine touches only messages that carry its header, and among those
 // only IDs this voice mailbox has: several mailboxes may share an account.
 //
-// # The state file and why there is no journal
+// # The state and why there is no journal
 //
-// The worker keeps a small State per mailbox in a StateStore (FileState: a
-// JSON file per mailbox, replaced atomically with write, fsync, rename and
-// a directory fsync): the folder's UIDVALIDITY, its CONDSTORE
-// HIGHESTMODSEQ, and for each voicemail the UID of its copy and the flags
-// both sides had at the last sync.
+// The worker keeps a small State per mailbox: the folder's UIDVALIDITY,
+// its CONDSTORE HIGHESTMODSEQ, and for each voicemail the UID of its copy
+// and the flags both sides had at the last sync. A store that implements
+// um.OutwardState and um.Leaser (memstore, boltstore, pgstore) keeps it,
+// as a JSON blob of at most um.MaxOutwardState bytes (some ten thousand
+// voicemails), so that whichever node syncs the mailbox next continues from
+// it (see Clusters). On other stores it lives in the StateStore the host
+// passes to New (FileState: a JSON file per mailbox, replaced atomically
+// with write, fsync, rename and a directory fsync).
 //
 // There is no queue of pending operations. At every (re)connect, and after
 // an overflow of its subscription, the worker compares three things: the
@@ -188,6 +192,58 @@
 // forward) cannot also sync, and Add fails with an error wrapping
 // um.ErrModeConflict.
 //
+// # Clusters: one owner per mailbox
+//
+// Several nodes (um.Services with their own Options.Node) may share one
+// store, pgstore's PostgreSQL, and every one of them may have the same
+// mailbox added to its Engine: that is the way to configure a cluster, and
+// the nodes see to it that one of them syncs it. The rules:
+//
+//   - One owner. A mailbox's worker syncs only while its node holds the
+//     mailbox's lease of purpose "upstream" (Purpose) in the store
+//     (um.Leaser, found through Unwrap as um.StoreAs finds it). The other
+//     nodes' workers do nothing but ask for the lease about every third of
+//     Options.LeaseTTL, and at the moment the holder's lease would expire;
+//     they neither connect to the server nor read the mailbox.
+//   - Renewal and its margin. The owner renews every third of LeaseTTL.
+//     When renewals fail (the owner is cut from the database) it stops the
+//     sync, closing its connection to the server at once, a fifth of
+//     LeaseTTL before the lease could pass by its own clock, which starts
+//     before the store's; only then may another node take over. A node that
+//     stops (Engine.Remove, Engine.Close) releases the lease, and another
+//     node takes over within a few milliseconds of its next request.
+//   - Takeover. When the owner dies (kill -9, power, its database link
+//     cut), its lease expires after at most LeaseTTL (default 15 s) and a
+//     waiting node takes it at once (see BENCHMARKS.md for the measured
+//     times). The new owner loads the state from the store, never from its
+//     own memory, and starts with a full pass: every copy is found by its
+//     header, so an APPEND the old owner made but whose UID it never saved
+//     (its state says the outcome is unknown) is found, not made again, and
+//     every change made meanwhile on either side is a difference that the
+//     pass carries over.
+//   - Fenced state. The state is written with the lease the worker holds
+//     (um.OutwardState.PutState checks its Epoch in the same transaction),
+//     so a node that was paused past its lease cannot overwrite its
+//     successor's state: its write fails with um.ErrLeaseHeld and its sync
+//     stops at once, before anything it would have done after the write
+//     (an APPEND follows the write that marks it). The state is saved
+//     before every APPEND and after every change on the server.
+//   - What the owner is. Status.Owner names the owning node as this node
+//     last saw it, and Status.Owning tells whether it is this one; Sync on
+//     a node that does not own the mailbox fails with an error wrapping
+//     um.ErrLeaseHeld naming the owner.
+//
+// On a store without um.Leaser every node that has a mailbox added syncs
+// it, and its state lives in the StateStore given to New: configure each
+// mailbox on one node only.
+//
+// The one gap that fencing cannot close is the server's own: an APPEND
+// sent whole a moment before the owner stopped, which the server stores
+// later than the margin, may be followed by the new owner's search that
+// does not see it yet, and so by a second copy; the next pass finds two
+// copies with the same header and removes the later one. LeaseTTL/5 is
+// seconds by default, far longer than a server takes to store a message.
+//
 // # Status
 //
 // Engine.Status tells the host, per mailbox, whether the worker is
@@ -197,8 +253,8 @@
 //
 // # Caveats
 //
-//   - One IMAP connection per mailbox: the server must allow as many from
-//     the PBX's address (Dovecot: mail_max_userip_connections is per user
+//   - One IMAP connection per mailbox, from the node that owns it: the
+//     server must allow as many from the PBX's addresses (Dovecot: mail_max_userip_connections is per user
 //     and address; process and client limits of the imap service).
 //   - Only INBOX of the voice mailbox is synced; user folders of the voice
 //     mailbox and e-mail that IMAP clients of the embedded server append

@@ -60,8 +60,8 @@ type Options struct {
 	// LeaseTTL is the time to live of the lease that makes one node of a
 	// cluster the owner of a mailbox's sync (on a store with um.Leaser):
 	// when the owner dies or is cut from the store, another node takes the
-	// mailbox over within about LeaseTTL and a third of it more. The owner
-	// renews it every third of LeaseTTL. Default 15s.
+	// mailbox over within LeaseTTL (and its first sync). The owner renews
+	// it every third of LeaseTTL. Default 15s.
 	LeaseTTL time.Duration
 }
 
@@ -260,8 +260,8 @@ func (e *Engine) Status(mailbox string) Status {
 // waits until it has run. On a node that does not own the mailbox's sync
 // it fails with an error wrapping um.ErrLeaseHeld that names the owner
 // (just after Add it first waits until the lease is settled), and so it
-// does when this node loses the lease meanwhile. A worker waiting to reconnect makes its attempt
-// now if MinBackoff has passed since the last one, and Sync waits for it;
+// does when this node loses the lease meanwhile. A worker waiting to
+// reconnect makes its attempt now if MinBackoff has passed since the last one, and Sync waits for it;
 // otherwise, and when that attempt fails, Sync fails with an error
 // wrapping ErrNotConnected and the attempt's error. It fails too when ctx
 // is done first, and with um.ErrNotFound for a mailbox the engine does not

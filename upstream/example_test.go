@@ -30,12 +30,9 @@ func Example() {
 	}
 
 	// The engine remembers which upstream UID holds which voicemail; the
-	// state lives beside the store.
-	state, err := upstream.NewFileState("/var/lib/pbx/upstream")
-	if err != nil {
-		log.Fatal(err)
-	}
-	eng, err := upstream.New(svc, state, &upstream.Options{Logf: log.Printf})
+	// store keeps that state (boltstore implements um.OutwardState), so no
+	// StateStore is needed.
+	eng, err := upstream.New(svc, nil, &upstream.Options{Logf: log.Printf})
 	if err != nil {
 		log.Fatal(err)
 	}

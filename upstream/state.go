@@ -56,9 +56,12 @@ func (s *State) clone() *State {
 	return c
 }
 
-// StateStore keeps each mailbox's State durably. A worker calls it from its
-// own goroutine only, so calls for one mailbox never overlap; calls for
-// different mailboxes may.
+// StateStore keeps each mailbox's State durably, for engines whose store
+// does not (see New: a store with um.OutwardState and um.Leaser keeps the
+// state itself, and a StateStore given then is only read from, to move its
+// states into the store). A worker calls it from its own goroutine only,
+// so calls for one mailbox never overlap; calls for different mailboxes
+// may.
 type StateStore interface {
 	// Load returns the saved state of mailbox, or an error for which
 	// errors.Is(err, um.ErrNotFound) is true when none was saved.
@@ -71,7 +74,10 @@ type StateStore interface {
 // FileState is a StateStore that keeps one JSON file per mailbox in a
 // directory. Save writes a temporary file, fsyncs it, renames it over the
 // old one and fsyncs the directory, so a crash or power loss leaves the
-// old or the new file.
+// old or the new file. The files are on one node's disk: in a cluster,
+// where another node must continue a mailbox's sync, the store keeps the
+// state instead, and New moves each file there (renaming it
+// NAME.json.migrated) the first time it is needed.
 type FileState struct {
 	dir string
 }

@@ -78,6 +78,9 @@ func TestStateFileMovedIntoTheStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if st := eng.Status("1001"); !st.Owning || st.Owner != svc.Node() {
+		t.Errorf("Status() on a store without leases: Owner %q, Owning %v; want this node, %q, owning", st.Owner, st.Owning, svc.Node())
+	}
 	ids := []uuid.UUID{deposit(t, mb, "1").ID, deposit(t, mb, "2").ID}
 	eventually(t, "a full sync", func() bool { return eng.Sync(ctx, "1001") == nil && eng.Status("1001").Messages == 2 })
 	eng.Close()
