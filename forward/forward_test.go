@@ -29,6 +29,7 @@ import (
 type received struct {
 	from, to string
 	user     string // authenticated as
+	helo     string // the client's name in EHLO
 	tls      bool
 	data     []byte
 }
@@ -113,7 +114,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		}
 	}
 	_, isTLS := ss.c.TLSConnectionState()
-	ss.r = received{from: from, user: ss.user, tls: isTLS}
+	ss.r = received{from: from, user: ss.user, tls: isTLS, helo: ss.c.Hostname()}
 	return nil
 }
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error { ss.r.to = to; return nil }
@@ -553,4 +554,33 @@ func (h errHandler) Handle(_ context.Context, r slog.Record) error {
 		return true
 	})
 	return nil
+}
+
+// TestForwardNoAnswerToEndOfData: the server takes a message but its
+// answer does not come within Options.Timeout. The message is in doubt:
+// it is sent again, the same e-mail, and Status counts it in Resent.
+func TestForwardNoAnswerToEndOfData(t *testing.T) {
+	fx := newFixture(t, func(o *forward.Options) { o.Timeout = 300 * time.Millisecond })
+	fx.smtp.mu.Lock()
+	fx.smtp.onData = func(n int) {
+		if n == 1 {
+			time.Sleep(time.Second) // past the client's Timeout
+		}
+	}
+	fx.smtp.mu.Unlock()
+	ctx := context.Background()
+	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
+	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	m := fx.deposit(t, mb, "slow answer")
+	eventually(t, "sent", func() bool { return fx.fw.Status("1001").Sent == 1 })
+	wantIDs(t, fx.smtp.ids(t), m, m)
+	got := fx.smtp.messages()
+	if !bytes.Equal(got[0].data, got[1].data) {
+		t.Errorf("the copy sent again differs from the first")
+	}
+	if st := fx.fw.Status("1001"); st.Resent != 1 {
+		t.Errorf("Status().Resent = %d, want 1", st.Resent)
+	}
 }
