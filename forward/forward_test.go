@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -152,8 +154,14 @@ type fixture struct {
 
 func newFixture(tb testing.TB, mutate func(*forward.Options)) *fixture {
 	tb.Helper()
+	return newFixtureOn(tb, memstore.New(), mutate)
+}
+
+// newFixtureOn is newFixture on store.
+func newFixtureOn(tb testing.TB, store um.Store, mutate func(*forward.Options)) *fixture {
+	tb.Helper()
 	fx := &fixture{smtp: startSMTP(tb), mwi: make(map[string]um.MWIState)}
-	svc, err := um.New(memstore.New(), &um.Options{MWI: func(s um.MWIState) {
+	svc, err := um.New(store, &um.Options{MWI: func(s um.MWIState) {
 		fx.mu.Lock()
 		fx.mwi[s.Mailbox] = s
 		fx.mu.Unlock()
@@ -420,10 +428,16 @@ func wantIDs(tb testing.TB, got []string, want ...um.Message) {
 
 // TestForwardRestart: voicemail deposited but not sent before a restart,
 // and deposited while no Forwarder ran, is forwarded by the next
-// Forwarder with the same StateDir, once; what was sent is not sent again.
+// Forwarder, once; what was sent is not sent again. The state is kept in
+// the store when it can (um.OutwardState), else in StateDir.
 func TestForwardRestart(t *testing.T) {
+	t.Run("state in the store", func(t *testing.T) { testForwardRestart(t, memstore.New()) })
+	t.Run("state in files", func(t *testing.T) { testForwardRestart(t, plainStore{memstore.New()}) })
+}
+
+func testForwardRestart(t *testing.T, store um.Store) {
 	dir := t.TempDir()
-	fx := newFixture(t, func(o *forward.Options) { o.StateDir = dir; o.MaxAttempts = 1 << 20 })
+	fx := newFixtureOn(t, store, func(o *forward.Options) { o.StateDir = dir; o.MaxAttempts = 1 << 20 })
 	ctx := context.Background()
 	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
 	fx.deposit(t, mb, "history") // before forwarding began: never sent
@@ -438,6 +452,10 @@ func TestForwardRestart(t *testing.T) {
 	eventually(t, "m2 refused", func() bool { s := fx.fw.Status("1001"); return s.Pending && s.LastError != nil })
 	if err := fx.fw.Close(); err != nil {
 		t.Fatal(err)
+	}
+	_, ferr := os.Stat(filepath.Join(dir, "1001.json"))
+	if _, inStore := store.(um.OutwardState); inStore != errors.Is(ferr, os.ErrNotExist) {
+		t.Fatalf("state file: %v; want one only when the store keeps no state", ferr)
 	}
 
 	// While no Forwarder runs: a deposit, and the sent m1 deleted and
