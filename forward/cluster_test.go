@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/embeddedum/um/forward"
 	"github.com/embeddedum/um/internal/pgtest"
 	"github.com/embeddedum/um/internal/testwait"
+	"github.com/embeddedum/um/internal/wanproxy"
 	"github.com/embeddedum/um/storage/pgstore"
 	"github.com/embeddedum/um/upstream"
 	"github.com/emersion/go-smtp"
@@ -125,7 +127,7 @@ func openNode(dsn, name, addr string, roots *x509.CertPool, logger *slog.Logger)
 		Addr: addr, TLSConfig: &tls.Config{RootCAs: roots},
 		Username: "pbx", Password: "secret", From: "voicemail@pbx.example.com",
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
-		MaxAttempts: 1 << 20, LeaseTTL: clusterTTL, Logger: logger,
+		MaxAttempts: 1 << 20, LeaseTTL: clusterTTL, Logger: logger, LocalName: name,
 	})
 	if err != nil {
 		svc.Close()
@@ -143,7 +145,11 @@ func (n *node) close() {
 
 func startNode(tb testing.TB, dsn, name string, s *smtpServer) *node {
 	tb.Helper()
-	n, err := openNode(dsn, name, s.addr, s.roots, slog.New(slog.DiscardHandler))
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv("FORWARD_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", name)
+	}
+	n, err := openNode(dsn, name, s.addr, s.roots, logger)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -182,6 +188,11 @@ func counts(ids []string) map[string]int {
 // except those in twice, accepted exactly twice, and nothing else was.
 func wantEach(tb testing.TB, got []string, want []um.Message, twice map[string]bool) {
 	tb.Helper()
+	defer func() {
+		if tb.Failed() {
+			tb.Logf("accepted, in order: %v", got)
+		}
+	}()
 	c := counts(got)
 	for _, m := range want {
 		n := 1
@@ -469,6 +480,68 @@ func TestClusterOwnerKilledAtRandom(t *testing.T) {
 			t.Errorf("trial %d, killed after %v: %d messages forwarded twice, new owner's Resent %d; want at most the one in doubt, and Resent counting it", trial, delay, len(twice), resent)
 		}
 		t.Logf("trial %d: killed %v into the burst; %d of %d forwarded twice", trial, delay, len(twice), len(want))
+	}
+}
+
+// TestClusterOwnerCutFromDatabase: the owner loses its PostgreSQL
+// connection for good (the network to the database fails; its process
+// lives on). It stops forwarding before its lease can pass on, another
+// node takes the work over, and every voicemail deposited meanwhile goes
+// out exactly once: the cut-off node sends nothing it cannot record.
+func TestClusterOwnerCutFromDatabase(t *testing.T) {
+	dsn := newDatabase(t)
+	srv := startSMTP(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := wanproxy.Start(u.Host, wanproxy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	u.Host = proxy.Addr
+	a := startNode(t, u.String(), "a", srv)
+	a.mailbox(t)
+	a.add(t)
+	testwait.Until(t, 20*time.Second, 10*time.Millisecond, "a to own 1001", func() bool { return a.fw.Status("1001").Owned })
+	b, c := startNode(t, dsn, "b", srv), startNode(t, dsn, "c", srv)
+	b.add(t)
+	c.add(t)
+	ownerIs(t, "a", b, c)
+	want := burst(t, 3, b, c)
+	sentinel := (&fixture{smtp: srv}).waitFor(t, b.mailbox(t))
+	want = append(want, sentinel)
+	// The server records a message before a has its answer: cut a off
+	// only once its state says the sentinel was sent, or the sentinel is
+	// in doubt (and sent again, as it should be).
+	testwait.Until(t, 10*time.Second, 10*time.Millisecond, "the sentinel recorded as sent", func() bool {
+		data, err := b.store.GetState(context.Background(), "1001", forward.Purpose)
+		var st struct {
+			UID     um.UID
+			Sending any
+		}
+		return err == nil && json.Unmarshal(data, &st) == nil && st.UID >= sentinel.UID && st.Sending == nil
+	})
+	sentByA := a.fw.Status("1001").Sent
+
+	proxy.Close() // a's connections cut, and no new one gets through
+	want = append(want, burst(t, 6, b, c)...)
+	want = append(want, (&fixture{smtp: srv}).waitFor(t, c.mailbox(t)))
+	wantEach(t, srv.ids(t), want, nil)
+	if t.Failed() {
+		for _, m := range srv.messages() {
+			_, rest, _ := strings.Cut(string(m.data), "X-Um-Message-Id: ")
+			t.Logf("accepted %.8s from %s", rest, m.helo)
+		}
+	}
+	own := owner(t, b, c)
+	testwait.Until(t, 20*time.Second, 10*time.Millisecond, "a to know it lost the lease", func() bool { return !a.fw.Status("1001").Owned })
+	if got := a.fw.Status("1001").Sent; got != sentByA {
+		t.Errorf("node a sent %d messages after it was cut from the database", got-sentByA)
+	}
+	if own.fw.Status("1001").Resent != 0 {
+		t.Errorf("new owner %s resent a message, but nothing was in doubt", own.name)
 	}
 }
 

@@ -56,6 +56,9 @@
 //     the same Message-ID and X-Um-Message-Id, so a receiving server or
 //     mail client that drops duplicates by Message-ID shows it once. Status
 //     counts these in Resent.
+//   - A submission that gets no answer to its end of data (the connection
+//     drops, Options.Timeout runs out) is in doubt the same way, and is
+//     retried the same way; Resent counts it too.
 //
 // So a duplicate can only follow a death in the one round trip between
 // the end of data and the saving of the answer; a death anywhere else

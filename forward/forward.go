@@ -115,10 +115,10 @@ type Status struct {
 	Pending bool
 	// LastError is the last failure, nil after a success.
 	LastError error
-	// Resent counts messages sent again because an earlier owner (another
-	// node, or this process before a restart) was cut off while the server
-	// may have been accepting them; see "the message in doubt" in the
-	// package doc.
+	// Resent counts messages sent again because an earlier attempt (of
+	// this node, of another node, or of this process before a restart) was
+	// cut off while the server may have been accepting them; see "the
+	// message in doubt" in the package doc.
 	Resent int
 	// Owner is the node that holds the mailbox's forwarding, as this node
 	// last saw it (empty when it saw nobody hold it), and Owned whether
@@ -650,10 +650,12 @@ func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) outcome {
 	b.mu.Unlock()
 	backoff := f.opts.MinBackoff
 	var err error
+	doubt := false // an attempt may have been taken by the server
 	for refused := 0; ; {
 		if err = f.send(ctx, b, m); err == nil || errors.Is(err, um.ErrNotFound) {
 			break
 		}
+		doubt = doubt || errors.Is(err, errInDoubt)
 		if errors.Is(err, um.ErrLeaseHeld) {
 			// Another node owns the mailbox now, and sends this message.
 			b.mu.Lock()
@@ -692,6 +694,9 @@ func (f *Forwarder) deliver(ctx context.Context, b *box, m um.Message) outcome {
 	case err == nil:
 		b.stat.Sent++
 		b.stat.LastError = nil
+		if doubt && m.ID != b.doubt { // a takeover's doubt is counted by handle
+			b.stat.Resent++
+		}
 		return sent
 	case errors.Is(err, um.ErrNotFound):
 		return gone
@@ -801,16 +806,38 @@ func (f *Forwarder) send(ctx context.Context, b *box, m um.Message) error {
 	}
 	// From here the server may take the message. Its answer is awaited
 	// even when the work is being stopped (a Close, the lease's margin
-	// running out), so that a stop does not leave the message in doubt;
-	// the wait ends well before the lease could pass to another node.
+	// running out), so that a stop does not leave the message in doubt,
+	// but then only for a grace that ends well before the lease could
+	// pass to another node.
 	if !stop() || ctx.Err() != nil {
 		return fmt.Errorf("forward: stopped before the end of DATA: %w", context.Cause(ctx))
 	}
-	c.SubmissionTimeout = min(f.opts.Timeout, max(f.opts.LeaseTTL/10, 100*time.Millisecond))
-	if err := w.Close(); err != nil {
+	answered := make(chan struct{})
+	grace := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(max(f.opts.LeaseTTL/10, 100*time.Millisecond))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			c.Close()
+		case <-answered:
+		}
+	})
+	err = w.Close()
+	close(answered)
+	grace()
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			// No answer: the server may have taken the message.
+			return fmt.Errorf("forward: DATA: %w: %w", errInDoubt, err)
+		}
 		return fmt.Errorf("forward: DATA: %w", err)
 	}
 	// The message is accepted; a failed QUIT does not undo that.
 	c.Quit()
 	return nil
 }
+
+// errInDoubt marks a submission cut off after the end of its data, before
+// the server's answer: sending the message again may send it twice.
+var errInDoubt = errors.New("no answer to the end of data")

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +31,7 @@ import (
 type received struct {
 	from, to string
 	user     string // authenticated as
+	helo     string // the client's name in EHLO
 	tls      bool
 	data     []byte
 }
@@ -113,7 +116,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		}
 	}
 	_, isTLS := ss.c.TLSConnectionState()
-	ss.r = received{from: from, user: ss.user, tls: isTLS}
+	ss.r = received{from: from, user: ss.user, tls: isTLS, helo: ss.c.Hostname()}
 	return nil
 }
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error { ss.r.to = to; return nil }
@@ -151,8 +154,14 @@ type fixture struct {
 
 func newFixture(tb testing.TB, mutate func(*forward.Options)) *fixture {
 	tb.Helper()
+	return newFixtureOn(tb, memstore.New(), mutate)
+}
+
+// newFixtureOn is newFixture on store.
+func newFixtureOn(tb testing.TB, store um.Store, mutate func(*forward.Options)) *fixture {
+	tb.Helper()
 	fx := &fixture{smtp: startSMTP(tb), mwi: make(map[string]um.MWIState)}
-	svc, err := um.New(memstore.New(), &um.Options{MWI: func(s um.MWIState) {
+	svc, err := um.New(store, &um.Options{MWI: func(s um.MWIState) {
 		fx.mu.Lock()
 		fx.mwi[s.Mailbox] = s
 		fx.mu.Unlock()
@@ -419,10 +428,16 @@ func wantIDs(tb testing.TB, got []string, want ...um.Message) {
 
 // TestForwardRestart: voicemail deposited but not sent before a restart,
 // and deposited while no Forwarder ran, is forwarded by the next
-// Forwarder with the same StateDir, once; what was sent is not sent again.
+// Forwarder, once; what was sent is not sent again. The state is kept in
+// the store when it can (um.OutwardState), else in StateDir.
 func TestForwardRestart(t *testing.T) {
+	t.Run("state in the store", func(t *testing.T) { testForwardRestart(t, memstore.New()) })
+	t.Run("state in files", func(t *testing.T) { testForwardRestart(t, plainStore{memstore.New()}) })
+}
+
+func testForwardRestart(t *testing.T, store um.Store) {
 	dir := t.TempDir()
-	fx := newFixture(t, func(o *forward.Options) { o.StateDir = dir; o.MaxAttempts = 1 << 20 })
+	fx := newFixtureOn(t, store, func(o *forward.Options) { o.StateDir = dir; o.MaxAttempts = 1 << 20 })
 	ctx := context.Background()
 	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
 	fx.deposit(t, mb, "history") // before forwarding began: never sent
@@ -437,6 +452,10 @@ func TestForwardRestart(t *testing.T) {
 	eventually(t, "m2 refused", func() bool { s := fx.fw.Status("1001"); return s.Pending && s.LastError != nil })
 	if err := fx.fw.Close(); err != nil {
 		t.Fatal(err)
+	}
+	_, ferr := os.Stat(filepath.Join(dir, "1001.json"))
+	if _, inStore := store.(um.OutwardState); inStore != errors.Is(ferr, os.ErrNotExist) {
+		t.Fatalf("state file: %v; want one only when the store keeps no state", ferr)
 	}
 
 	// While no Forwarder runs: a deposit, and the sent m1 deleted and
@@ -553,4 +572,33 @@ func (h errHandler) Handle(_ context.Context, r slog.Record) error {
 		return true
 	})
 	return nil
+}
+
+// TestForwardNoAnswerToEndOfData: the server takes a message but its
+// answer does not come within Options.Timeout. The message is in doubt:
+// it is sent again, the same e-mail, and Status counts it in Resent.
+func TestForwardNoAnswerToEndOfData(t *testing.T) {
+	fx := newFixture(t, func(o *forward.Options) { o.Timeout = 300 * time.Millisecond })
+	fx.smtp.mu.Lock()
+	fx.smtp.onData = func(n int) {
+		if n == 1 {
+			time.Sleep(time.Second) // past the client's Timeout
+		}
+	}
+	fx.smtp.mu.Unlock()
+	ctx := context.Background()
+	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
+	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	m := fx.deposit(t, mb, "slow answer")
+	eventually(t, "sent", func() bool { return fx.fw.Status("1001").Sent == 1 })
+	wantIDs(t, fx.smtp.ids(t), m, m)
+	got := fx.smtp.messages()
+	if !bytes.Equal(got[0].data, got[1].data) {
+		t.Errorf("the copy sent again differs from the first")
+	}
+	if st := fx.fw.Status("1001"); st.Resent != 1 {
+		t.Errorf("Status().Resent = %d, want 1", st.Resent)
+	}
 }
