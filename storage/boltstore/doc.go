@@ -221,6 +221,12 @@
 //     commit says, which catches garbage and truncated copies (ErrCorrupt),
 //     but does not read every page: damage in the middle of the file shows
 //     when the damaged page is read.
+//   - Append reads a content into memory whole: at most 256 MiB, past which
+//     it fails with um.ErrInvalid and stores nothing.
+//   - A removed content's range of its log segment is freed at once where
+//     the file system punches holes (Linux: ext4, XFS, tmpfs); the segment
+//     file itself goes with the sweep after the next Open, once no content
+//     is in it.
 //   - The directory must be on a local file system that honours fsync (not
 //     NFS). Directory fsync, which makes new file names durable, is what
 //     Linux and the BSDs provide; the store is built and tested on Linux.
