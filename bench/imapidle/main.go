@@ -24,6 +24,11 @@
 // from the start of the deposit to the last of its clients having read it
 // (p50, p99, max), and the same per client.
 //
+// One process holds at most RLIMIT_NOFILE descriptors (the hard limit; the
+// tool raises the soft one to it): when -conns would leave the server fewer
+// than 128 for its store and listener, the tool holds fewer connections and
+// says so.
+//
 // Usage:
 //
 //	go build -o /tmp/imapidle ./bench/imapidle
