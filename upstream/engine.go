@@ -276,8 +276,10 @@ func (e *Engine) Sync(ctx context.Context, mailbox string) error {
 	return w.syncNow(ctx)
 }
 
-// Close stops every worker and releases their delivery modes. Changes not
-// yet carried over are picked up at the next start, from the saved state.
+// Close stops every worker. Changes not yet carried over are picked up at
+// the next start, from the saved state. The mailboxes keep their delivery
+// mode "imap-sync", so a restart (or another node) cannot forward them by
+// e-mail meanwhile; Remove is what gives the mode up.
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	e.closed = true
@@ -285,12 +287,11 @@ func (e *Engine) Close() error {
 	e.workers = make(map[string]*worker)
 	e.mu.Unlock()
 	var wg sync.WaitGroup
-	for name, w := range ws {
+	for _, w := range ws {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			w.stop()
-			e.svc.ReleaseDelivery(name, Mode)
 		}()
 	}
 	wg.Wait()

@@ -391,6 +391,29 @@ func TestModeConflict(t *testing.T) {
 	if err := e.eng.Add(ctx, e.config("1001", "")); !errors.Is(err, um.ErrExists) {
 		t.Fatalf("second Add() = %v, want ErrExists", err)
 	}
+
+	// The claim outlives the engine: a PBX restarting (or another node)
+	// cannot forward the mailbox meanwhile. Remove gives it up.
+	if err := e.eng.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.ClaimDelivery("1001", "email-forward"); !errors.Is(err, um.ErrModeConflict) {
+		t.Fatalf("ClaimDelivery(email-forward) after the engine's Close = %v, want ErrModeConflict", err)
+	}
+	again, err := upstream.New(e.svc, nil, &testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if err := again.Add(ctx, e.config("1001", "")); err != nil {
+		t.Fatalf("Add() on a restarted engine = %v", err)
+	}
+	if err := again.Remove("1001"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.ClaimDelivery("1001", "email-forward"); err != nil {
+		t.Fatalf("ClaimDelivery(email-forward) after Remove = %v", err)
+	}
 }
 
 // TestOAuth2ImplicitTLS authenticates with a bearer token over implicit
