@@ -2,7 +2,6 @@ package interop
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/pem"
 	"fmt"
@@ -14,10 +13,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/embeddedum/um/internal/testwait"
 )
 
 // The tests in this file's companions drive whole mail clients (Thunderbird,
@@ -32,24 +32,6 @@ const waitFor = 60 * time.Second
 
 // demoPass is the IMAP password of mailbox 1001 in the demo.
 const demoPass = "interop-secret-1"
-
-// lockedBuffer collects a process's standard error for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // startProc starts cmd in a process group of its own and stops the whole
 // group when the test ends: SIGTERM, then SIGKILL for what is left after a
@@ -84,7 +66,7 @@ type demo struct {
 	imap, imaps string // STARTTLS and implicit-TLS addresses
 	stdin       io.WriteCloser
 	lines       chan string
-	stderr      *lockedBuffer
+	stderr      *testwait.Buffer
 	backlog     []string // lamp lines read while waiting for an answer
 }
 
@@ -97,7 +79,7 @@ func startDemo(tb testing.TB) *demo {
 	if out, err := build.CombinedOutput(); err != nil {
 		tb.Fatalf("build the demo PBX: %v\n%s", err, out)
 	}
-	d := &demo{t: tb, dir: tb.TempDir(), imap: freePort(tb), imaps: freePort(tb), lines: make(chan string, 1000), stderr: new(lockedBuffer)}
+	d := &demo{t: tb, dir: tb.TempDir(), imap: freePort(tb), imaps: freePort(tb), lines: make(chan string, 1000), stderr: new(testwait.Buffer)}
 	// -http "": the demo's console would take 127.0.0.1:8080, which other
 	// tests running at the same time may hold.
 	cmd := exec.Command(bin, "-data", d.dir, "-imap", d.imap, "-imaps", d.imaps, "-http", "", "-user", testUser+":"+demoPass)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/embeddedum/um/internal/testwait"
 )
 
 // tbPrefs is the profile's user.js: one IMAP account on one of the demo's
@@ -133,7 +135,7 @@ func startThunderbird(t *testing.T, d *demo, starttls bool) *thunderbird {
 		"DISPLAY="+display, "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_CACHE_HOME="+home,
 		"MOZ_LOG=IMAP:5,sync", "MOZ_LOG_FILE="+filepath.Join(logDir, "imap"),
 		"MOZ_CRASHREPORTER_DISABLE=1", "MOZ_DISABLE_AUTO_SAFE_MODE=1")
-	stderr := new(lockedBuffer)
+	stderr := new(testwait.Buffer)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	startProc(t, cmd)
 	tb := &thunderbird{t: t, display: display, log: &protoLog{t: t, find: func() string {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -11,11 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/embeddedum/um/internal/testwait"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 )
@@ -46,24 +45,6 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// lockedBuffer collects standard error for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // pbxProc is the PBX running as a separate process, driven like a script
 // would drive it.
 type pbxProc struct {
@@ -71,14 +52,14 @@ type pbxProc struct {
 	cmd         *exec.Cmd
 	stdin       io.WriteCloser
 	lines       chan string
-	stderr      *lockedBuffer
+	stderr      *testwait.Buffer
 	imap, imaps string
 	exited      chan error
 }
 
 func startPBX(t testing.TB, bin, dir string, args ...string) *pbxProc {
 	t.Helper()
-	p := &pbxProc{t: t, imap: freeAddr(t), imaps: freeAddr(t), lines: make(chan string, 100), stderr: new(lockedBuffer), exited: make(chan error, 1)}
+	p := &pbxProc{t: t, imap: freeAddr(t), imaps: freeAddr(t), lines: make(chan string, 100), stderr: new(testwait.Buffer), exited: make(chan error, 1)}
 	p.cmd = exec.Command(bin, append([]string{"-data", dir, "-imap", p.imap, "-imaps", p.imaps, "-http", ""}, args...)...)
 	p.cmd.Stderr = p.stderr
 	var err error

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/embeddedum/um/internal/testwait"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 )
@@ -48,7 +49,7 @@ func freeSIPPort(t testing.TB) int {
 // baresip is the softphone running as a process, subscribed to its lamp.
 type baresip struct {
 	cmd    *exec.Cmd
-	out    *lockedBuffer
+	out    *testwait.Buffer
 	exited chan struct{}
 }
 
@@ -70,7 +71,7 @@ func startBaresip(t *testing.T, pbxSIP, box, uriParams string) *baresip {
 			t.Fatal(err)
 		}
 	}
-	b := &baresip{out: new(lockedBuffer), exited: make(chan struct{})}
+	b := &baresip{out: new(testwait.Buffer), exited: make(chan struct{})}
 	b.cmd = exec.Command(bin, "-f", dir)
 	b.cmd.Stdout = b.out
 	b.cmd.Stderr = b.out
@@ -212,7 +213,7 @@ func TestMWINotifyContact(t *testing.T) {
 	cmd := exec.Command(sipp, "-sf", scenario, "-m", "2", "-i", "127.0.0.1", "-p", strconv.Itoa(port),
 		"-trace_msg", "-message_file", trace, "-timeout", "60s", "-timeout_error", "-nostdin")
 	cmd.Dir = dir
-	var sout lockedBuffer
+	var sout testwait.Buffer
 	cmd.Stdout, cmd.Stderr = &sout, &sout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/testwait"
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 )
@@ -624,7 +625,7 @@ func TestCheckNamesIndexDamage(t *testing.T) {
 // caller to return to (here a content file that cannot be deleted) is
 // logged at Warn.
 func TestLoggerReceivesWarnings(t *testing.T) {
-	var buf lockedBuffer // Open's background sweep may log too
+	var buf testwait.Buffer // Open's background sweep may log too
 	dir := t.TempDir()
 	s, err := Open(dir, &Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if err != nil {
@@ -641,22 +642,4 @@ func TestLoggerReceivesWarnings(t *testing.T) {
 	if got := buf.String(); !strings.Contains(got, "level=WARN") || !strings.Contains(got, "delete content file") {
 		t.Errorf("log = %q, want a WARN line about the content file", got)
 	}
-}
-
-// lockedBuffer is a log destination that goroutines may share.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

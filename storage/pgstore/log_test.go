@@ -1,7 +1,6 @@
 package pgstore_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,32 +8,15 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/embeddedum/um/internal/testwait"
 	"github.com/embeddedum/um/storage/pgstore"
 )
-
-// syncBuffer is a bytes.Buffer safe for the goroutines of a Store.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // TestLogger checks that schema migrations are logged at Info with the
 // versions, through Options.Logger, and through the superseded Logf when
 // Logger is nil.
 func TestLogger(t *testing.T) {
-	var buf syncBuffer
+	var buf testwait.Buffer
 	openStore(t, newDatabase(t), &pgstore.Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if got := buf.String(); !strings.Contains(got, "level=INFO") || !strings.Contains(got, fmt.Sprintf("to=%d", pgstore.SchemaVersion)) {
 		t.Errorf("Logger got %q, want an Info record of the migration to version %d", got, pgstore.SchemaVersion)
