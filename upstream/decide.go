@@ -42,6 +42,9 @@ type observation struct {
 	// gone holds UIDs of the state whose removal from the folder the server
 	// confirmed under the state's UIDVALIDITY.
 	gone map[imap.UID]bool
+	// leftovers says copies marked \Deleted may be the engine's own, left
+	// in the folder by its deletes on a server without UID EXPUNGE.
+	leftovers bool
 }
 
 type actionKind uint8
@@ -98,7 +101,9 @@ func pickKeep(ups []upMsg, e MessageState, has bool) upMsg {
 //     and remembered as removed; a copy merely not seen is left alone.
 //   - A voicemail remembered as removed is never uploaded as new: when the
 //     phone undeletes it, its copy is restored from the server's Trash (or,
-//     when there is none, uploaded once).
+//     when there is none, uploaded once), after a complete view of the
+//     folder showed no copy there (one the user marked \Deleted stays
+//     the copy).
 //   - A voicemail deleted on the phone has all its copies deleted upstream,
 //     also copies the user restored on the server: delete wins. A copy
 //     marked \Deleted already is on its way out (a server without UID
@@ -134,6 +139,11 @@ func decide(local map[uuid.UUID]localMsg, st map[uuid.UUID]MessageState, ob obse
 		e, has := st[id]
 		ups := ob.copies[id]
 		associated := has && e.UID != 0 && !e.Removed && !e.Appending
+		if l.where == inInbox && has && e.Removed && ob.leftovers {
+			// Undeleted on the phone: a marked copy is what the engine's
+			// delete left, not the copy.
+			ups = slices.DeleteFunc(slices.Clone(ups), func(u upMsg) bool { return u.flags&um.FlagDeleted != 0 })
+		}
 		keep := pickKeep(ups, e, has)
 		switch l.where {
 		case inInbox:
@@ -175,6 +185,8 @@ func decide(local map[uuid.UUID]localMsg, st map[uuid.UUID]MessageState, ob obse
 				next[id] = MessageState{Flags: e.Flags, Removed: true}
 			case associated:
 				next[id] = e // not seen, not confirmed gone: nothing is known
+			case has && e.Removed && !ob.complete:
+				next[id] = e // a copy may be in the folder unseen: look first
 			case has && e.Removed:
 				acts = append(acts, action{kind: actRestore, id: id})
 				next[id] = MessageState{Flags: l.flags & syncMask}

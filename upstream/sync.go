@@ -31,7 +31,7 @@ var ErrServerFault = errors.New("upstream: server fault")
 // full observation. Either way a UID of the state is reported gone only
 // when the server confirmed it (confirmGone).
 func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observation, uint64, error) {
-	ob := observation{copies: make(map[uuid.UUID][]upMsg), gone: make(map[imap.UID]bool)}
+	ob := observation{copies: make(map[uuid.UUID][]upMsg), gone: make(map[imap.UID]bool), leftovers: !w.uidPlus()}
 	var modseq uint64
 	if condstore {
 		w.arm()
@@ -227,10 +227,13 @@ func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID, shown imap.U
 }
 
 // needsFull tells whether the state has entries only a header search can
-// settle: an APPEND whose outcome is unknown, or a copy to find again.
+// settle: an APPEND whose outcome is unknown, a copy to find again, or a
+// voicemail removed before that is back in INBOX (a copy of it may be in
+// the folder, marked \Deleted or brought back by the user: then it is
+// not restored from Trash, nor uploaded again).
 func needsFull(st *State, local map[uuid.UUID]localMsg) bool {
 	for id, e := range st.Messages {
-		if e.Appending || e.UID == 0 && !e.Removed && local[id].where == inInbox {
+		if e.Appending || e.UID == 0 && local[id].where == inInbox {
 			return true
 		}
 	}

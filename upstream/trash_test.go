@@ -426,6 +426,45 @@ func TestUserExpungeConfirmedInOneFetch(t *testing.T) {
 	}
 }
 
+// TestUndeleteWithCopyMarkedDeleted: the user marks a voicemail's copy
+// \Deleted without expunging it, the phone deletes the voicemail (the
+// marked copy stays: it is on its way out) and then undeletes it (seed
+// 736466767699926084 on exchange-online). The marked copy is the
+// voicemail's copy: nothing is uploaded again, and Trash gets none.
+func TestUndeleteWithCopyMarkedDeleted(t *testing.T) {
+	e, mb, mc, m := oneVoicemail(t, dovecot.Options{})
+	ctx := context.Background()
+	uids := mc.find("INBOX", m.ID)
+	if len(uids) != 1 {
+		t.Fatalf("copies after deposit = %d, want 1", len(uids))
+	}
+	mc.store("INBOX", uids[0], imap.StoreFlagsAdd, imap.FlagDeleted)
+	eventually(t, "marked \\Deleted on the phone", func() bool {
+		got, err := mb.Message(ctx, m.ID)
+		return err == nil && got.Flags&um.FlagDeleted != 0
+	})
+	// The engine's own passes, not a full one of Sync's, carry these over.
+	passed := func(since time.Time) func() bool {
+		return func() bool { st := e.eng.Status("1001"); return st.LastSync.After(since) && st.Lag == 0 }
+	}
+	before := e.eng.Status("1001").LastSync
+	if err := mb.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the delete carried over", passed(before))
+	before = e.eng.Status("1001").LastSync
+	if _, err := mb.Undelete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the undelete carried over", passed(before))
+	for range 2 {
+		if n, k := len(mc.find("INBOX", m.ID)), len(mc.find("Trash", m.ID)); n != 1 || k != 0 {
+			t.Fatalf("copies in INBOX, Trash = %d, %d; want 1, 0", n, k)
+		}
+		e.waitSynced("1001")
+	}
+}
+
 // live returns the UIDs of the copies of id in folder not marked \Deleted.
 func (mc *mailClient) live(folder string, id uuid.UUID) []imap.UID {
 	mc.tb.Helper()
