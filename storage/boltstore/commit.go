@@ -37,13 +37,14 @@ type committer struct {
 	closed bool
 
 	// Owned by the goroutine that runs commits.
-	txid     uint64 // of the last commit
-	baseTxid uint64 // of the current epoch's base
-	pending  uint64
-	broken   error // set when the database fell behind the log
-	ep       epoch
-	nextSeq  uint64     // number of the next segment to create
-	ready    []readySeg // segments created ahead, durable and empty
+	txid      uint64 // of the last commit
+	baseTxid  uint64 // of the current epoch's base
+	pending   uint64
+	broken    error // set when the database fell behind the log
+	ep        epoch
+	nextSeq   uint64     // number of the next segment to create
+	ready     []readySeg // segments created ahead, durable and empty
+	depStreak int        // batches in a row that held deposits only
 }
 
 // epoch is the log's current segments: lanes[0] starts with the base, the
@@ -171,9 +172,59 @@ func (c *committer) run() {
 	}
 }
 
-// commit runs ops in arrival order: runs of deposits through the log, the
-// others in synced transactions.
+// commit runs ops: runs of deposits through the log, the others in synced
+// transactions, except where a synced commit is cheaper. A deposit whose
+// content is kept in the database (a small one) needs no frame when it is
+// in a synced transaction, so:
+//   - a batch that holds other writes commits synced anyway, and its small
+//     deposits join that transaction; only large deposits, whose content
+//     lives in a segment, still go through the log first;
+//   - a lone small deposit between other writes (no epoch open, and the
+//     batch before was not deposits only) commits synced too: logging it
+//     would begin an epoch (a segment, a base frame, a pinned read
+//     transaction) for one frame, and the next other write would end it.
+//
+// The ops of a batch are concurrent (each caller waits for its own), so
+// any order of them is one the callers could have seen.
 func (c *committer) commit(ops []*txOp) {
+	var big, small, other []*txOp
+	for _, op := range ops {
+		switch {
+		case op.dep == nil:
+			other = append(other, op)
+		case op.dep.rec.inline:
+			small = append(small, op)
+		default:
+			big = append(big, op)
+		}
+	}
+	streak := c.depStreak
+	if len(other) == 0 {
+		c.depStreak++
+	} else {
+		c.depStreak = 0
+	}
+	lone := len(big) == 0 && len(small) == 1 && len(other) == 0 && !c.ep.open() && streak == 0
+	if len(other) == 0 && !lone {
+		c.inOrder(ops)
+		return
+	}
+	c.inOrder(big)
+	rest := append(small, other...)
+	if len(small) > 0 && c.ep.open() && !c.roomy(rest) {
+		// The deposits' pages could make bbolt grow its map, which waits
+		// for the epoch's pin.
+		if err := c.checkpoint(); err != nil {
+			fail(rest, err)
+			return
+		}
+	}
+	c.synced(rest)
+}
+
+// inOrder runs ops in arrival order: runs of deposits through the log, the
+// others in synced transactions.
+func (c *committer) inOrder(ops []*txOp) {
 	for len(ops) > 0 {
 		n := 1
 		for n < len(ops) && (ops[n].dep != nil) == (ops[0].dep != nil) && (ops[0].dep == nil || n < chunkLimit) {
@@ -307,7 +358,9 @@ func (c *committer) roomy(ops []*txOp) bool {
 	})
 	need := reserve(hw)
 	for _, op := range ops {
-		need += opNeed(op.dep)
+		if op.dep != nil {
+			need += opNeed(op.dep)
+		}
 	}
 	return hw+need <= mmapFloor(max(hw, initialMmap))
 }

@@ -61,6 +61,16 @@
 // that fails is taken out and the rest run again. Read-only calls (List,
 // Get, Folders, Open) never wait for writers.
 //
+// A deposit whose content is kept in the database (up to 16 KiB, below)
+// needs no frame when it is in a synced transaction, and in a mixed
+// workload that is the cheaper way: a batch that holds other writes
+// commits its small deposits in the same synced transaction (large ones
+// still go through the log first), and a lone small deposit right after
+// other writes commits synced too, since logging it would begin an epoch
+// (below) for one frame that the next other write ends. A small deposit
+// that follows a batch of deposits only goes through the log, so a stream
+// of deposits keeps one shared fdatasync per batch.
+//
 // The committer takes every deposit that arrived while it was busy and
 // writes them as frames (a frame is a head with the mailbox, folder,
 // limits, the message record, the content's CRC-32C and the deposit's
