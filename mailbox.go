@@ -297,7 +297,9 @@ func (mb *Mailbox) SetFlags(ctx context.Context, ids []uuid.UUID, op FlagOp) ([]
 
 // Delete deletes messages the way the phone does: they move to Trash, where
 // Undelete can bring them back. Messages in Trash already, and all messages
-// when Options.PurgeOnDelete is set, are removed for good.
+// when Options.PurgeOnDelete is set, are removed for good. A message that
+// leaves Trash while Delete runs (undeleted by another caller) moves back
+// to Trash rather than being removed.
 func (mb *Mailbox) Delete(ctx context.Context, ids ...uuid.UUID) error {
 	if len(ids) == 0 {
 		return nil
@@ -313,6 +315,15 @@ func (mb *Mailbox) Delete(ctx context.Context, ids ...uuid.UUID) error {
 		} else {
 			toTrash = append(toTrash, id)
 		}
+	}
+	if len(purge) > 0 && !mb.svc.opts.PurgeOnDelete {
+		// Only what is still in Trash is purged: a message undeleted since
+		// it was looked up is deleted again, never removed for good.
+		moved, err := mb.purgeIn(ctx, purge, Trash)
+		if err != nil {
+			return err
+		}
+		toTrash, purge = append(toTrash, moved...), nil
 	}
 	if len(toTrash) > 0 {
 		if _, err := mb.Move(ctx, toTrash, Trash); err != nil {
@@ -512,40 +523,53 @@ func (mb *Mailbox) Purge(ctx context.Context, ids ...uuid.UUID) error {
 }
 
 func (mb *Mailbox) purge(ctx context.Context, ids []uuid.UUID) error {
+	_, err := mb.purgeIn(ctx, ids, "")
+	return err
+}
+
+// purgeIn is purge, of the messages that are in folder when folder is not
+// empty: it returns the others, left where they are. The look and the
+// removal are one step under the mailbox's lock.
+func (mb *Mailbox) purgeIn(ctx context.Context, ids []uuid.UUID, folder string) (elsewhere []uuid.UUID, err error) {
 	if len(ids) == 0 {
-		return nil
+		return nil, nil
 	}
 	defer mb.svc.lock(mb.name)()
 	// Purging is idempotent: a message another session or node removed
 	// first is already where the caller wants it.
 	for attempt := 0; ; attempt++ {
 		var present []Message
+		elsewhere = elsewhere[:0]
 		for _, id := range ids {
 			m, err := mb.Message(ctx, id)
 			if errors.Is(err, ErrNotFound) {
 				continue
 			}
 			if err != nil {
-				return err
+				return nil, err
+			}
+			if folder != "" && m.Folder != folder {
+				elsewhere = append(elsewhere, id)
+				continue
 			}
 			present = append(present, m)
 		}
 		if len(present) == 0 {
-			return nil
+			return elsewhere, nil
 		}
 		err := mb.svc.store.Remove(ctx, mb.name, messageIDs(present))
 		if errors.Is(err, ErrNotFound) && attempt < 3 {
 			continue // removed meanwhile by another node: look again
 		}
 		if err != nil {
-			return fmt.Errorf("um: purge in %q: %w", mb.name, err)
+			return nil, fmt.Errorf("um: purge in %q: %w", mb.name, err)
 		}
 		events := make([]Event, len(present))
 		for i, m := range present {
 			events[i] = Event{Kind: EventRemoved, Folder: m.Folder, Message: Message{ID: m.ID, UID: m.UID, Folder: m.Folder}}
 		}
 		mb.svc.commit(ctx, mb.name, events)
-		return nil
+		return elsewhere, nil
 	}
 }
 
