@@ -11,13 +11,14 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/embeddedum/um/bench/internal/childproc"
 )
 
 // clientConfig is the share of the connections one client process holds:
@@ -264,42 +265,24 @@ func setUp(addr string, tc *tls.Config, i int, user string) (*conn, int, error) 
 
 // clientProc is a client process.
 type clientProc struct {
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	out     *json.Decoder
-	cfg     clientConfig
-	waitErr chan error
+	proc *childproc.Proc
+	out  *json.Decoder
+	cfg  clientConfig
 }
 
 func startClient(cfg clientConfig) (*clientProc, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), roleEnv+"="+roleClient, clientEnv+"="+string(b))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
+	proc, err := childproc.Start("client process", roleEnv+"="+roleClient, clientEnv+"="+string(b))
 	if err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start client process: %w", err)
-	}
-	p := &clientProc{cmd: cmd, stdin: stdin, out: json.NewDecoder(stdout), cfg: cfg, waitErr: make(chan error, 1)}
-	go func() { p.waitErr <- cmd.Wait() }()
-	return p, nil
+	return &clientProc{proc: proc, out: json.NewDecoder(proc.Stdout), cfg: cfg}, nil
 }
 
-func (p *clientProc) PID() int { return p.cmd.Process.Pid }
+func (p *clientProc) PID() int { return p.proc.PID() }
 
 // ready waits for the process's connections to be set up.
 func (p *clientProc) ready() (clientReady, error) {
@@ -313,7 +296,7 @@ func (p *clientProc) ready() (clientReady, error) {
 // wait asks for the times the connections saw the deposit.
 func (p *clientProc) wait(d time.Duration) (clientSeen, error) {
 	var s clientSeen
-	if _, err := fmt.Fprintf(p.stdin, "wait %s\n", d); err != nil {
+	if _, err := fmt.Fprintf(p.proc.Stdin, "wait %s\n", d); err != nil {
 		return s, fmt.Errorf("client process: %w", err)
 	}
 	if err := p.out.Decode(&s); err != nil {
@@ -322,15 +305,7 @@ func (p *clientProc) wait(d time.Duration) (clientSeen, error) {
 	return s, nil
 }
 
-func (p *clientProc) Stop() {
-	p.stdin.Close()
-	select {
-	case <-p.waitErr:
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.waitErr
-	}
-}
+func (p *clientProc) Stop() { p.proc.Stop(30 * time.Second) }
 
 // raiseFileLimit lifts the soft limit of open files to the hard one (Go
 // does so at start-up too; this says it where it matters).

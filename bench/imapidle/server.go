@@ -8,10 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -21,6 +19,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/bench/internal/childproc"
 	"github.com/embeddedum/um/imapserver"
 	"github.com/embeddedum/um/storage/boltstore"
 	"github.com/embeddedum/um/wav"
@@ -222,34 +221,17 @@ func depositAll(ctx context.Context, svc *um.Service, n, p int) depositTimes {
 
 // server is um's server running in a child process.
 type server struct {
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	out     *bufio.Reader
-	Addr    string
-	waitErr chan error
+	proc *childproc.Proc
+	out  *bufio.Reader
+	Addr string
 }
 
 func startServer(dir string, certPEM, keyPEM []byte) (*server, error) {
-	exe, err := os.Executable()
+	proc, err := childproc.Start("um server", roleEnv+"="+roleServer, serverDirEnv+"="+dir, certEnv+"="+string(certPEM), keyEnv+"="+string(keyPEM))
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), roleEnv+"="+roleServer, serverDirEnv+"="+dir, certEnv+"="+string(certPEM), keyEnv+"="+string(keyPEM))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start um server: %w", err)
-	}
-	s := &server{cmd: cmd, stdin: stdin, out: bufio.NewReaderSize(stdout, 1<<20), waitErr: make(chan error, 1)}
-	go func() { s.waitErr <- cmd.Wait() }()
+	s := &server{proc: proc, out: bufio.NewReaderSize(proc.Stdout, 1<<20)}
 	line, err := s.out.ReadString('\n')
 	if err != nil {
 		s.Stop()
@@ -259,11 +241,11 @@ func startServer(dir string, certPEM, keyPEM []byte) (*server, error) {
 	return s, nil
 }
 
-func (s *server) PID() int { return s.cmd.Process.Pid }
+func (s *server) PID() int { return s.proc.PID() }
 
 // call sends a command and decodes its answer into v.
 func (s *server) call(v any, format string, args ...any) error {
-	if _, err := fmt.Fprintf(s.stdin, format+"\n", args...); err != nil {
+	if _, err := fmt.Fprintf(s.proc.Stdin, format+"\n", args...); err != nil {
 		return fmt.Errorf("um server: %w", err)
 	}
 	line, err := s.out.ReadBytes('\n')
@@ -274,17 +256,4 @@ func (s *server) call(v any, format string, args ...any) error {
 }
 
 // Stop closes the server's standard input and waits for it to exit.
-func (s *server) Stop() error {
-	s.stdin.Close()
-	select {
-	case err := <-s.waitErr:
-		if err != nil {
-			return fmt.Errorf("um server: %w", err)
-		}
-		return nil
-	case <-time.After(30 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.waitErr
-		return errors.New("um server did not exit within 30s of its stdin closing")
-	}
-}
+func (s *server) Stop() error { return s.proc.Stop(30 * time.Second) }

@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"runtime/pprof"
 	"strings"
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/bench/internal/childproc"
 	"github.com/embeddedum/um/imapserver"
 	"github.com/embeddedum/um/internal/loopback"
 	"github.com/embeddedum/um/internal/selfsigned"
@@ -35,49 +35,32 @@ const cpuProfileEnv = "IMAPLOAD_UM_CPUPROFILE"
 
 // child is um's server running in a child process.
 type child struct {
-	cmd                *exec.Cmd
-	stdin              io.WriteCloser
+	proc               *childproc.Proc
 	PlainAddr, TLSAddr string
 	pool               *x509.CertPool
-	waitErr            chan error
 }
 
 // startChild starts this program again as um's server over the store in
 // dir, and returns once it listens.
 func startChild(dir string, useTLS bool) (*child, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	cert, err := selfsigned.New(nil)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childEnv+"="+dir, "IMAPLOAD_CERT="+string(cert.CertPEM), "IMAPLOAD_KEY="+string(cert.KeyPEM))
+	env := []string{childEnv + "=" + dir, "IMAPLOAD_CERT=" + string(cert.CertPEM), "IMAPLOAD_KEY=" + string(cert.KeyPEM)}
 	if !useTLS {
-		cmd.Env = append(cmd.Env, childPlainEnv+"=1")
+		env = append(env, childPlainEnv+"=1")
 	}
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
+	proc, err := childproc.Start("um server", env...)
 	if err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
+	c := &child{proc: proc, pool: cert.Pool()}
+	line, err := bufio.NewReader(proc.Stdout).ReadString('\n')
 	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start um server: %w", err)
-	}
-	c := &child{cmd: cmd, stdin: stdin, pool: cert.Pool(), waitErr: make(chan error, 1)}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		stdin.Close()
-		cmd.Wait()
+		proc.Stop(15 * time.Second)
 		return nil, fmt.Errorf("um server did not start: %w", err)
 	}
-	go func() { c.waitErr <- cmd.Wait() }()
 	f := strings.Fields(line)
 	if len(f) != 2 {
 		c.Stop()
@@ -88,7 +71,7 @@ func startChild(dir string, useTLS bool) (*child, error) {
 }
 
 // PID returns the child's process ID.
-func (c *child) PID() int { return c.cmd.Process.Pid }
+func (c *child) PID() int { return c.proc.PID() }
 
 // TLSConfig returns a client configuration that trusts the child's
 // certificate.
@@ -98,20 +81,7 @@ func (c *child) TLSConfig() *tls.Config {
 
 // Stop closes the child's standard input, which makes it shut down, and
 // waits for it to exit.
-func (c *child) Stop() error {
-	c.stdin.Close()
-	select {
-	case err := <-c.waitErr:
-		if err != nil {
-			return fmt.Errorf("um server: %w", err)
-		}
-		return nil
-	case <-time.After(15 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.waitErr
-		return errors.New("um server did not exit within 15s of its stdin closing")
-	}
-}
+func (c *child) Stop() error { return c.proc.Stop(15 * time.Second) }
 
 // childMain serves the store named by childEnv until standard input is
 // closed, and returns the exit code.

@@ -9,13 +9,13 @@ import (
 	"log"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/bench/internal/childproc"
 	umimap "github.com/embeddedum/um/imapserver"
 	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/embeddedum/um/storage/boltstore"
@@ -73,44 +73,17 @@ func startTarget(name, dir string, users int, prof string) (*target, error) {
 // listens; the child prints its address, and exits when its standard input
 // closes.
 func startChild(name, spec string, users int, prof string) (*target, error) {
-	exe, err := os.Executable()
+	proc, err := childproc.Start(name, serverEnv+"="+spec, usersEnv+"="+strconv.Itoa(users), pprofEnv+"="+prof)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), serverEnv+"="+spec, usersEnv+"="+strconv.Itoa(users), pprofEnv+"="+prof)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
+	line, err := bufio.NewReader(proc.Stdout).ReadString('\n')
 	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		stdin.Close()
-		cmd.Wait()
+		proc.Stop(20 * time.Second)
 		return nil, fmt.Errorf("%s did not start: %w", name, err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	stop := func() error {
-		stdin.Close()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			return fmt.Errorf("%s did not exit within 20 s of its stdin closing", name)
-		}
-	}
-	return &target{name: name, addr: strings.TrimSpace(line), pid: cmd.Process.Pid, stop: stop}, nil
+	stop := func() error { return proc.Stop(20 * time.Second) }
+	return &target{name: name, addr: strings.TrimSpace(line), pid: proc.PID(), stop: stop}, nil
 }
 
 // serveChild is the child's whole life: serve until standard input closes.
