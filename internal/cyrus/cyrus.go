@@ -12,7 +12,6 @@
 package cyrus
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -65,7 +64,7 @@ type Server struct {
 
 	pool *x509.CertPool
 	cmd  *exec.Cmd
-	done chan struct{}
+	done <-chan struct{}
 }
 
 // Start configures Cyrus in opts.Dir and starts its master process, and
@@ -181,41 +180,18 @@ DAEMON {
 func (s *Server) start() error {
 	cmd := exec.Command(masterBin, "-C", filepath.Join(s.Dir, "imapd.conf"), "-M", filepath.Join(s.Dir, "cyrus.conf"),
 		"-p", filepath.Join(s.Dir, "master.pid"), "-D")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := os.OpenFile(filepath.Join(s.Dir, "stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	done, err := procgroup.Start(cmd, filepath.Join(s.Dir, "stderr.log"))
 	if err != nil {
 		return fmt.Errorf("cyrus: %w", err)
 	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return fmt.Errorf("cyrus: start: %w", err)
+	s.cmd, s.done = cmd, done
+	dial := func() (net.Conn, error) {
+		return tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", s.TLSAddr, s.TLSConfig())
 	}
-	s.cmd = cmd
-	s.done = make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(s.done) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", s.TLSAddr, s.TLSConfig())
-		if err == nil {
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			buf := make([]byte, 64)
-			n, _ := c.Read(buf)
-			c.Close()
-			if bytes.HasPrefix(buf[:n], []byte("* OK")) {
-				return nil
-			}
-		}
-		select {
-		case <-s.done:
-			return fmt.Errorf("cyrus: exited at start:\n%s", s.Logs())
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("cyrus: no answer on %s:\n%s", s.TLSAddr, s.Logs())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := procgroup.AwaitGreeting(dial, done, 20*time.Second); err != nil {
+		return fmt.Errorf("cyrus on %s: %w:\n%s", s.TLSAddr, err, s.Logs())
 	}
+	return nil
 }
 
 // TLSConfig returns a client configuration that trusts the instance.

@@ -122,7 +122,7 @@ type Server struct {
 	ownDir  bool
 	timeout time.Duration
 	cmd     *exec.Cmd
-	done    chan struct{}
+	done    <-chan struct{}
 }
 
 // Start writes a configuration into the directory and starts Dovecot's
@@ -354,42 +354,16 @@ default_process_limit = 4096
 
 func (s *Server) start() error {
 	cmd := exec.Command("dovecot", "-F", "-c", filepath.Join(s.Dir, "dovecot.conf"))
-	// Its own process group, so Stop reaches every process it started.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := os.OpenFile(filepath.Join(s.Dir, "stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	done, err := procgroup.Start(cmd, filepath.Join(s.Dir, "stderr.log"))
 	if err != nil {
 		return fmt.Errorf("dovecot: %w", err)
 	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return fmt.Errorf("dovecot: start: %w", err)
+	s.cmd, s.done = cmd, done
+	dial := func() (net.Conn, error) { return net.DialTimeout("tcp", s.Addr, time.Second) }
+	if err := procgroup.AwaitGreeting(dial, done, s.timeout); err != nil {
+		return fmt.Errorf("dovecot on %s: %w:\n%s", s.Addr, err, s.Logs())
 	}
-	s.cmd = cmd
-	s.done = make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(s.done) }()
-	deadline := time.Now().Add(s.timeout)
-	for {
-		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
-		if err == nil {
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			buf := make([]byte, 64)
-			n, _ := c.Read(buf)
-			c.Close()
-			if bytes.HasPrefix(buf[:n], []byte("* OK")) {
-				return nil
-			}
-		}
-		select {
-		case <-s.done:
-			return fmt.Errorf("dovecot: exited at start:\n%s", s.Logs())
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("dovecot: no answer on %s after %v:\n%s", s.Addr, s.timeout, s.Logs())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return nil
 }
 
 // PID returns the process ID of Dovecot's master process, the root of its
