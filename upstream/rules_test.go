@@ -95,13 +95,8 @@ func TestUserRemovalNeverReuploaded(t *testing.T) {
 // from the server's Trash (none is left there), and deleting again leaves
 // one copy in Trash, not two.
 func TestPhoneUndeleteOneCopy(t *testing.T) {
-	d := startDovecot(t, "1001")
-	e := newEnv(t, d)
-	mb := e.sync("1001", "")
-	mc := newMailClient(t, d, "1001")
+	e, mb, mc, m := oneVoicemail(t, dovecot.Options{})
 	ctx := context.Background()
-	m := deposit(t, mb, "100")
-	e.waitSynced("1001")
 
 	for round := range 2 {
 		if err := mb.Delete(ctx, m.ID); err != nil {
@@ -133,13 +128,8 @@ func TestPhoneUndeleteOneCopy(t *testing.T) {
 // the phone then undeletes has no copy left to restore: it is uploaded
 // once.
 func TestUndeleteAfterUserExpunge(t *testing.T) {
-	d := startDovecot(t, "1001")
-	e := newEnv(t, d)
-	mb := e.sync("1001", "")
-	mc := newMailClient(t, d, "1001")
+	e, mb, mc, m := oneVoicemail(t, dovecot.Options{})
 	ctx := context.Background()
-	m := deposit(t, mb, "100")
-	e.waitSynced("1001")
 	userRemoves[0].do(t, mc, mc.find("INBOX", m.ID)[0])
 	eventually(t, "deleted on the phone", func() bool {
 		got, err := mb.Message(ctx, m.ID)
@@ -206,13 +196,8 @@ func TestPhoneUndeleteNoUIDPlus(t *testing.T) {
 // leaves the same) keeps no copy in the server's Trash, so deleting it
 // again leaves one there, not two.
 func TestRestoreLeavesNoTrashCopy(t *testing.T) {
-	d := startDovecot(t, "1001")
-	e := newEnv(t, d)
-	mb := e.sync("1001", "")
-	mc := newMailClient(t, d, "1001")
+	e, mb, mc, m := oneVoicemail(t, dovecot.Options{})
 	ctx := context.Background()
-	m := deposit(t, mb, "100")
-	e.waitSynced("1001")
 	if err := mb.Delete(ctx, m.ID); err != nil {
 		t.Fatal(err)
 	}
