@@ -10,7 +10,6 @@ import (
 	"github.com/embeddedum/um/internal/wanproxy"
 	"github.com/embeddedum/um/upstream"
 	"github.com/embeddedum/um/wav"
-	"github.com/emersion/go-imap/v2"
 )
 
 // wanEnv is an engine that reaches its Dovecot through a proxy adding
@@ -86,38 +85,7 @@ func wanDepositVisible(b *testing.B, sequential bool, audio time.Duration) {
 func BenchmarkWANSeenToMWI(b *testing.B) {
 	lamp := make(chan um.MWIState, 100)
 	e, mc, mb, _ := wanEnv(b, func(s um.MWIState) { lamp <- s })
-	var ds []time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		m := deposit(b, mb, "bench")
-		var uids []imap.UID
-		for len(uids) == 0 {
-			uids = mc.find("INBOX", m.ID)
-		}
-		e.waitSynced("1001")
-		e.svc.FlushMWI()
-		for len(lamp) > 0 {
-			<-lamp
-		}
-		b.StartTimer()
-		mc.store("INBOX", uids[0], imap.StoreFlagsAdd, imap.FlagSeen)
-		t0 := time.Now()
-	wait:
-		for {
-			select {
-			case s := <-lamp:
-				if s.New == 0 {
-					break wait
-				}
-			case <-time.After(20 * time.Second):
-				b.Fatal("lamp not updated after 20s")
-			}
-		}
-		ds = append(ds, time.Since(t0))
-	}
-	b.StopTimer()
-	reportPercentiles(b, ds)
+	seenToMWI(b, e, mb, mc, lamp, 20*time.Second)
 }
 
 // BenchmarkWANCatchUp kills the server, deposits 20 voicemails and changes
