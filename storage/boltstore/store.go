@@ -141,6 +141,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: open %s: %w", dir, err)
 	}
 	s.c = newCommitter(db, dir, dbf, rc.nextSeq, s.logf)
+	s.c.release = s.deleteBlobs
 	if err := s.c.replay(rc); err != nil {
 		db.Close()
 		dbf.Close()
