@@ -15,15 +15,15 @@ import (
 )
 
 // committer runs the write transactions of all goroutines on one goroutine,
-// putting every fn that arrived while the previous commit was syncing into
-// the next transaction. A commit costs two fdatasyncs whatever it holds, so
-// under concurrent deposits this shares them, with no added delay when
-// there is no other work (bbolt's own Batch waits for a timer).
+// putting every write that arrived while the previous batch ran into the
+// next transaction: commits are shared, with no added delay when there is
+// no other work (bbolt's own Batch waits for a timer).
 //
-// Deposits (ops with a dep) go through the log instead: the committer
-// writes their frames to the epoch's segment with one write and one
-// fdatasync, then applies them in a transaction committed without syncing
-// (wal.go and the package documentation say why that is safe).
+// Writes the log can hold (deposits, and the logWrites of logged.go) are
+// written as frames to the epoch's segments, applied in a transaction
+// committed without syncing, and synced in the background (bgSync) while
+// the next batch runs; the package documentation says why that is safe.
+// The other writes commit with bbolt's two fdatasyncs and end the epoch.
 type committer struct {
 	db   *bolt.DB
 	dir  string   // the store's
@@ -108,6 +108,18 @@ type txOp struct {
 	// after err got nil. Only a logWrite's can come later than err's: it
 	// is applied before its frame is synced (logged's early path).
 	durable chan error
+	// released, when not nil, returns the contents fn left unnamed once
+	// it committed (a logWrite's come from releasedBy).
+	released func() []gone
+}
+
+// releases returns the contents op left unnamed; the committer keeps the
+// ranges of log segments among them (freed), the caller deletes files.
+func (op *txOp) releases() []gone {
+	if op.released != nil {
+		return op.released()
+	}
+	return releasedBy(op.lw)
 }
 
 // viaLog reports whether op can go through the log.
@@ -799,8 +811,8 @@ func (c *committer) runTx(ops []*txOp, noSync, always, early bool) (committed bo
 		} else {
 			c.txid = c.pending
 			for _, op := range ops {
-				for _, g := range releasedBy(op.lw) {
-					if g.seg != nil { // content files are the caller's (updateLogged)
+				for _, g := range op.releases() {
+					if g.seg != nil { // content files are the caller's
 						c.freed = append(c.freed, g)
 					}
 				}

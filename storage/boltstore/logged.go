@@ -143,12 +143,7 @@ func (s *Store) updateLogged(ctx context.Context, w logWrite) error {
 	}
 	// Content files w left unnamed go once w is durable; ranges of log
 	// segments are the committer's (releaseDurable).
-	var files []gone
-	for _, g := range releasedBy(w) {
-		if g.seg == nil {
-			files = append(files, g)
-		}
-	}
+	files := contentFiles(releasedBy(w))
 	if d == nil {
 		s.deleteBlobs(files)
 		return nil

@@ -369,10 +369,14 @@ func (s *Store) RenameFolder(ctx context.Context, mailbox, from, to string) erro
 }
 
 // DeleteFolder implements um.Store. The content files of its messages are
-// deleted after the commit.
+// deleted after the commit; their ranges of log segments once no replay can
+// read them (committer.freed).
 func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var freed []gone
-	err := s.update(ctx, func(tx *bolt.Tx) error {
+	err := s.c.submit(ctx, &txOp{released: func() []gone { return freed }, err: make(chan error, 1), fn: func(tx *bolt.Tx) error {
 		freed = freed[:0]
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
@@ -412,12 +416,24 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 			return err
 		}
 		return mb.folders.Delete([]byte(folder))
-	})
+	}})
 	if err != nil {
 		return err
 	}
-	s.deleteBlobs(freed)
+	s.deleteBlobs(contentFiles(freed))
 	return nil
+}
+
+// contentFiles returns the content files among gs, leaving out the ranges
+// of log segments.
+func contentFiles(gs []gone) []gone {
+	var files []gone
+	for _, g := range gs {
+		if g.seg == nil {
+			files = append(files, g)
+		}
+	}
+	return files
 }
 
 // Append implements um.Store. The content and the record go to the

@@ -18,13 +18,12 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// The deposit log. The package documentation explains the design; this
-// file has the format, the writer's part of the committer and the replay.
+// The log. The package documentation explains the design; this file has
+// the format, the writer's part of the committer and the replay.
 //
 // log/<16 hex digits> is a segment, named by an increasing number. Each
 // segment is one epoch of the log: it starts with a base frame, then holds
-// deposit frames appended in batches, each batch written with one write and
-// made durable with one fdatasync. A frame is
+// frames appended in batches, each batch written with one write. A frame is
 //
 //	body length uint32, head length uint32, CRC-32C of the head uint32,
 //	head, data (the rest of the body)
@@ -37,11 +36,17 @@ import (
 //	lane:    kind, the base's txid, the base segment's number, the lane's
 //	         index (uint64 each); no data: the first frame of the epoch's
 //	         other segments
-//	deposit: kind, txid, the batch's deposits and this one's place among
+//	early:   kind, txid of the epoch's first batch, the horizon (uint64):
+//	         commits of the epoch up to the horizon may precede their
+//	         frames on disk; no data
+//	mark:    kind, txid of a synced commit about to be made; no data
+//	deposit: kind, txid, the batch's writes and this one's place among
 //	         them (uvarint each), mailbox, folder (uvarint length, bytes), limits
 //	         (uvarint messages, varint recorded time), CRC-32C uint32 of the
 //	         data, the message record (uvarint length, record.go); the data
 //	         is the content
+//	flags, place, remove: kind, txid, batch size and place as a deposit's,
+//	         then the write's arguments (logged.go); no data
 //
 // The head's checksum and the content's own cover the whole frame, so the
 // content is summed once, when it is read in, and written straight from
@@ -89,7 +94,7 @@ var bucketSeg = []byte("seg")
 
 // errLogBroken is wrapped by every write after a failure that left the
 // database behind the log; reopening the store replays the log.
-var errLogBroken = errors.New("boltstore: the deposit log and the database disagree after a failed commit; reopen the store")
+var errLogBroken = errors.New("boltstore: the log and the database disagree after a failed write; reopen the store")
 
 type segLoc struct {
 	seq       uint64

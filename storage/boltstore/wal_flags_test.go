@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/embeddedum/um"
 	"github.com/google/uuid"
@@ -155,5 +156,37 @@ func TestEarlyEpochSyncedWriteTrusted(t *testing.T) {
 	expectFlags(t, c, want)
 	if _, err := c.CreateFolder(ctx, "1001", "Work"); err == nil {
 		t.Errorf("the folder created after the early flag changes is gone after recovery")
+	}
+}
+
+// TestEarlyEpochRangesKeptForRecovery deletes a folder whose message's
+// content lies in the segment of an epoch with early commits: the synced
+// commit ends that epoch, which stays the newest in the log, and recovery
+// reads it up to its kindMark frame. The content's range must stay until a
+// later epoch's base frame is on disk: freed at once, it would cut the
+// epoch's frames short before the mark, and after a power loss Open would
+// go back to the base and lose the deletion.
+func TestEarlyEpochRangesKeptForRecovery(t *testing.T) {
+	s := openStore(t)
+	newMailbox(t, s, "1001")
+	if _, err := s.CreateFolder(ctx, "1001", "Work"); err != nil {
+		t.Fatal(err)
+	}
+	want := depositMix(t, s, 3) // 48 and 49 KB in the segment, one small
+	if _, err := s.Move(ctx, "1001", []uuid.UUID{want[0].m.ID}, "Work", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	want = want[1:]
+	hearAll(t, s, want)
+	if err := s.DeleteFolder(ctx, "1001", "Work"); err != nil {
+		t.Fatal(err)
+	}
+	crash := copyDir(t, s.dir)
+	now := readDB(t, s.dir)
+	losePower(t, crash, now, now)
+	c := openAt(t, crash)
+	expectFlags(t, c, want)
+	if _, err := c.CreateFolder(ctx, "1001", "Work"); err != nil {
+		t.Errorf("CreateFolder(Work) after recovery = %v; want the deleted folder gone", err)
 	}
 }
