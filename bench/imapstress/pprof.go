@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
+	"time"
 )
 
 // pprofEnv, when set in the child's environment, names a folder the child
@@ -34,6 +36,15 @@ func startProfiles(dir string) (stop func() error, err error) {
 	}
 	// One in five contention events, and blocking events of 10 µs and
 	// more: enough to see where commands wait without slowing them much.
+	if tf, err := os.Create(filepath.Join(dir, "trace.out")); err == nil {
+		go func() {
+			time.Sleep(12 * time.Second)
+			trace.Start(tf)
+			time.Sleep(3 * time.Second)
+			trace.Stop()
+			tf.Close()
+		}()
+	}
 	runtime.SetMutexProfileFraction(5)
 	runtime.SetBlockProfileRate(10_000)
 	return func() error {

@@ -56,6 +56,17 @@ func hearAll(t *testing.T, s *Store, want []deposited) (*um.Durability, context.
 	return d, dctx
 }
 
+// openAfterSyncedPowerLoss opens a copy of s's directory as a power loss
+// right after s's last synced commit leaves it: um.db as it is now, the
+// log as written.
+func openAfterSyncedPowerLoss(t *testing.T, s *Store) *Store {
+	t.Helper()
+	crash := copyDir(t, s.dir)
+	now := readDB(t, s.dir)
+	losePower(t, crash, now, now)
+	return openAt(t, crash)
+}
+
 // lastFrameOff returns the offset of the last frame of the newest segment
 // that holds any, and that segment's path.
 func lastFrameOff(t *testing.T, dir string) (string, int64) {
@@ -149,10 +160,7 @@ func TestEarlyEpochSyncedWriteTrusted(t *testing.T) {
 	if _, err := s.CreateFolder(ctx, "1001", "Work"); err != nil {
 		t.Fatal(err)
 	}
-	crash := copyDir(t, s.dir)
-	now := readDB(t, s.dir)
-	losePower(t, crash, now, now)
-	c := openAt(t, crash)
+	c := openAfterSyncedPowerLoss(t, s)
 	expectFlags(t, c, want)
 	if _, err := c.CreateFolder(ctx, "1001", "Work"); err == nil {
 		t.Errorf("the folder created after the early flag changes is gone after recovery")
@@ -181,10 +189,7 @@ func TestEarlyEpochRangesKeptForRecovery(t *testing.T) {
 	if err := s.DeleteFolder(ctx, "1001", "Work"); err != nil {
 		t.Fatal(err)
 	}
-	crash := copyDir(t, s.dir)
-	now := readDB(t, s.dir)
-	losePower(t, crash, now, now)
-	c := openAt(t, crash)
+	c := openAfterSyncedPowerLoss(t, s)
 	expectFlags(t, c, want)
 	if _, err := c.CreateFolder(ctx, "1001", "Work"); err != nil {
 		t.Errorf("CreateFolder(Work) after recovery = %v; want the deleted folder gone", err)
