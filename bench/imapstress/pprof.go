@@ -11,10 +11,18 @@ import (
 )
 
 // pprofEnv, when set in the child's environment, names a folder the child
-// writes its profiles into: cpu.pprof over its whole life, and mutex.pprof,
-// block.pprof, heap.pprof and allocs.pprof taken when it stops. The driver
-// sets it for um's child when -pprof is given; each run gets its own folder.
+// writes its profiles into: cpu.pprof over its whole life, trace.out, an
+// execution trace of traceLen from traceAt into its life (mid-run, where
+// `go tool trace -pprof=sync` or `=sched` shows what commands wait for), and
+// mutex.pprof, block.pprof, heap.pprof and allocs.pprof taken when it
+// stops. The driver sets it for um's child when -pprof is given; each run
+// gets its own folder.
 const pprofEnv = "IMAPSTRESS_PPROF"
+
+const (
+	traceAt  = 12 * time.Second
+	traceLen = 3 * time.Second
+)
 
 // startProfiles starts the CPU profile and turns on mutex and block
 // sampling, and returns the function that writes them all. With dir empty
@@ -34,17 +42,18 @@ func startProfiles(dir string) (stop func() error, err error) {
 		cpu.Close()
 		return nil, err
 	}
-	// One in five contention events, and blocking events of 10 µs and
-	// more: enough to see where commands wait without slowing them much.
 	if tf, err := os.Create(filepath.Join(dir, "trace.out")); err == nil {
 		go func() {
-			time.Sleep(12 * time.Second)
-			trace.Start(tf)
-			time.Sleep(3 * time.Second)
-			trace.Stop()
-			tf.Close()
+			defer tf.Close()
+			time.Sleep(traceAt)
+			if trace.Start(tf) == nil {
+				time.Sleep(traceLen)
+				trace.Stop()
+			}
 		}()
 	}
+	// One in five contention events, and blocking events of 10 µs and
+	// more: enough to see where commands wait without slowing them much.
 	runtime.SetMutexProfileFraction(5)
 	runtime.SetBlockProfileRate(10_000)
 	return func() error {
