@@ -59,14 +59,28 @@ func (b *bgSync) run() {
 			}
 			b.mu.Unlock()
 		}
-		for _, op := range ops {
-			if op.durable != nil {
-				op.durable <- err
-			} else {
-				op.err <- err
-			}
+		hearSynced(ops, err)
+	}
+}
+
+// hearSynced tells ops, applied before their frames were synced, how the
+// sync went: on their durable channel those that heard of their apply on
+// err, on err the others.
+func hearSynced(ops []*txOp, err error) {
+	for _, op := range ops {
+		if op.durable != nil {
+			op.durable <- err
+		} else {
+			op.err <- err
 		}
 	}
+}
+
+// busy reports whether a sync runs or waits to.
+func (b *bgSync) busy() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.running
 }
 
 // syncAll fdatasyncs files, in parallel when there are several.

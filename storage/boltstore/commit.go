@@ -494,7 +494,20 @@ func (c *committer) logged(ops []*txOp) {
 		for i := range nl {
 			files[i] = e.lanes[i].f
 		}
-		c.bg.add(files, c.applied)
+		c.mu.Lock()
+		idle := len(c.queue) == 0
+		c.mu.Unlock()
+		if idle && !c.bg.busy() {
+			// Nothing else to apply meanwhile: sync here, sparing the
+			// hand-off to bgSync's goroutine and back.
+			err := syncAll(files)
+			if err != nil {
+				c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
+			}
+			hearSynced(c.applied, err)
+		} else {
+			c.bg.add(files, c.applied)
+		}
 	} else {
 		c.releaseDurable()
 	}
