@@ -148,13 +148,15 @@ func (c *conn) continuation() error {
 	return c.bw.Flush()
 }
 
-// serve runs commands until the connection ends. Pipelined commands run
-// back to back and their responses go out together, once the changes they
-// made are durable (out): a store that applies a change before it is
-// durable lets them share one sync instead of waiting for one each.
+// serve runs commands until the connection ends. Each command's responses
+// go out when it ends, unless a change it or an earlier one made is still
+// not durable and the client has pipelined more commands: those run first,
+// and the responses go out together once the changes are durable (gate),
+// so a store that applies a change before it is durable lets the pipeline
+// share one sync instead of waiting for one each.
 func (c *conn) serve() {
 	for {
-		if !c.lineBuffered() {
+		if !c.lineBuffered() || !c.durable.Pending() {
 			if err := c.bw.Flush(); err != nil {
 				return
 			}
