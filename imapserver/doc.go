@@ -186,6 +186,16 @@
 // Options.Authenticate and Options.Logger are called from connection
 // goroutines, concurrently.
 //
+// Commands a client pipelines run back to back. Each connection gives the
+// store a um.Durability, so a store that can (boltstore) applies a STORE,
+// COPY, MOVE or EXPUNGE and returns before it is durable: the next
+// command runs at once, and nothing reaches the client, neither the OK nor
+// any later response, until every change the connection made is durable.
+// A pipeline of writes so shares one sync. When a change cannot be made
+// durable the connection is closed without its OK and the fault logged at
+// Error, as a crash would leave it. Other sessions and the phone see a
+// change as soon as it is applied.
+//
 // # Extensions
 //
 // IMAP4rev1 and IMAP4rev2, with STARTTLS, LITERAL+, SASL-IR (AUTHENTICATE
