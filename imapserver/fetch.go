@@ -122,8 +122,7 @@ func (sess *session) fetchOne(w *respWriter, e *entry, seq uint32, o *imap.Fetch
 	// Everything that can fail is prepared before the response starts, so
 	// a message removed meanwhile is left out instead of breaking the
 	// response.
-	var env *imap.Envelope
-	var bs imap.BodyStructure
+	var env, bs []byte
 	var secs []*section
 	defer func() {
 		for _, s := range secs {
@@ -139,7 +138,7 @@ func (sess *session) fetchOne(w *respWriter, e *entry, seq uint32, o *imap.Fetch
 		}
 	}
 	if o.BodyStructure != nil {
-		if bs, err = sess.bodyStructure(e); err != nil {
+		if bs, err = sess.bodyStructure(e, o.BodyStructure.Extended); err != nil {
 			return sess.skip(err)
 		}
 	}
@@ -289,9 +288,9 @@ func (sess *session) layout(e *entry) (*layout, error) {
 	})
 }
 
-// envelope returns the message's ENVELOPE, parsed once per message and
-// server (while cached). The values are shared: never modify them.
-func (sess *session) envelope(e *entry) (*imap.Envelope, error) {
+// envelope returns the message's encoded ENVELOPE, built once per message
+// and server (while cached).
+func (sess *session) envelope(e *entry) ([]byte, error) {
 	r := sess.rendered(e)
 	return sess.srv.cache.envelope(r, func() ([]byte, error) {
 		if header := r.email.Header(); header != nil {
@@ -315,10 +314,9 @@ func (sess *session) rawHeader(e *entry) ([]byte, error) {
 	})
 }
 
-// bodyStructure returns the message's BODYSTRUCTURE, built once per
-// message and server (while cached). The values are shared: never modify
-// them.
-func (sess *session) bodyStructure(e *entry) (imap.BodyStructure, error) {
+// bodyStructure returns the message's encoded BODYSTRUCTURE (extended)
+// or BODY, built once per message and server (while cached).
+func (sess *session) bodyStructure(e *entry, extended bool) ([]byte, error) {
 	r := sess.rendered(e)
 	st := r.email.Structure()
 	if st == nil {
@@ -326,10 +324,12 @@ func (sess *session) bodyStructure(e *entry) (imap.BodyStructure, error) {
 		if _, err := sess.layout(e); err != nil {
 			return nil, err
 		}
-		return r.structure(), nil
 	}
-	return sess.srv.cache.bodyStructure(r, func() (imap.BodyStructure, int64, error) {
-		return partStructure(st), 0, nil // in itemOverhead
+	return sess.srv.cache.bodyStructure(r, extended, func() (imap.BodyStructure, error) {
+		if st == nil {
+			return nil, errServerBug() // the layout kept it
+		}
+		return partStructure(st), nil
 	})
 }
 
