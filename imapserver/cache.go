@@ -282,22 +282,22 @@ func (c *renderCache) header(r *rendered, read func() ([]byte, error)) ([]byte, 
 	return h, nil
 }
 
-// layout returns the layout of a Raw message, parsing its content (which
-// read supplies) the first time. The same parse gives its BODYSTRUCTURE,
-// kept unless built already, so a FETCH of sections and structure reads
-// the message once.
-func (c *renderCache) layout(r *rendered, read func() ([]byte, error)) (*layout, error) {
+// layout returns the layout of a Raw message, parsing its content (with
+// parse, which returns the MIME tree and, when it read the message whole,
+// its bytes) the first time. The same parse gives its BODYSTRUCTURE, kept
+// unless built already, so a FETCH of sections and structure reads the
+// message once.
+func (c *renderCache) layout(r *rendered, parse func() (*entity, []byte, error)) (*layout, error) {
 	r.mu.Lock()
 	l := r.lay
 	r.mu.Unlock()
 	if l != nil {
 		return l, nil
 	}
-	b, err := read()
+	root, b, err := parse()
 	if err != nil {
 		return nil, err
 	}
-	root := parseEntity(b, 0, "text/plain")
 	bs := root.structure()
 	r.mu.Lock()
 	if r.lay != nil {

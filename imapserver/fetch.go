@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"mime/quotedprintable"
-	"sync"
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
@@ -259,32 +258,25 @@ func (sess *session) readRaw(e *entry, b []byte) ([]byte, error) {
 	return b, err
 }
 
-// layoutBufs holds the buffers a message is read into to lay it out: the
-// layout keeps none of its bytes, so the next one reuses them.
-var layoutBufs sync.Pool // of *[]byte
-
-// maxPooledLayout is the largest buffer layoutBufs keeps.
-const maxPooledLayout = 1 << 20
-
-// layout returns the layout of a Raw message.
+// layout returns the layout of a Raw message, scanned from its content
+// through a small buffer, or, for a message scanEntity leaves to
+// parseEntity, read whole.
 func (sess *session) layout(e *entry) (*layout, error) {
-	var pooled *[]byte
-	defer func() {
-		if pooled != nil {
-			layoutBufs.Put(pooled)
+	return sess.srv.cache.layout(sess.rendered(e), func() (*entity, []byte, error) {
+		rc, err := sess.content(e)
+		if err != nil {
+			return nil, nil, err
 		}
-	}()
-	return sess.srv.cache.layout(sess.rendered(e), func() ([]byte, error) {
-		size := max(e.msg.Size, 0)
-		if size > maxPooledLayout {
-			return sess.rawBytes(e)
+		root, ok, err := scanEntity(rc)
+		rc.Close()
+		if err != nil || ok {
+			return root, nil, err
 		}
-		pooled, _ = layoutBufs.Get().(*[]byte)
-		if pooled == nil || int64(cap(*pooled)) < size {
-			b := make([]byte, size, max(size, 64<<10))
-			pooled = &b
+		b, err := sess.rawBytes(e)
+		if err != nil {
+			return nil, nil, err
 		}
-		return sess.readRaw(e, (*pooled)[:size])
+		return parseEntity(b, 0, "text/plain"), b, nil
 	})
 }
 

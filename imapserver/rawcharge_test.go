@@ -52,7 +52,10 @@ func TestRawCharge(t *testing.T) {
 					continue
 				}
 				b := bodies[i]
-				if _, err := c.layout(r, func() ([]byte, error) { return bytes.Clone(b), nil }); err != nil {
+				if _, err := c.layout(r, func() (*entity, []byte, error) {
+					root, _, err := scanEntity(bytes.NewReader(b))
+					return root, nil, err
+				}); err != nil {
 					t.Fatal(err)
 				}
 				if _, err := c.envelope(r, func() ([]byte, error) { return r.head, nil }); err != nil {
