@@ -38,6 +38,9 @@ func scanFrom(br *bufio.Reader) (root *entity, ok bool, err error) {
 	root = &entity{scanned: true}
 	s.stack = []*scanFrame{{e: root, inHeader: true, defType: "text/plain"}}
 	for {
+		if !s.top().inHeader {
+			s.skipBody()
+		}
 		more, err := s.readLine()
 		if errors.Is(err, errScanFallback) {
 			return nil, false, nil
@@ -161,6 +164,45 @@ func (s *mimeScan) readLine() (more bool, err error) {
 		}
 		l.broken = err == nil
 		return err == nil, err
+	}
+}
+
+// skipBody passes over the buffered whole lines that do not start with
+// "-", at the start of a line of a body: they are no delimiters, and only
+// their line breaks count. A base64 body is thousands of short lines, and
+// reading them one by one was most of the scan's time.
+func (s *mimeScan) skipBody() {
+	for {
+		buf, _ := s.br.Peek(s.br.Buffered())
+		if len(buf) == 0 {
+			if _, err := s.br.Peek(1); err != nil {
+				return // readLine meets the end or the error
+			}
+			continue
+		}
+		if buf[0] == '-' {
+			return
+		}
+		n := bytes.Index(buf, []byte("\n-")) + 1
+		stop := n > 0
+		if !stop {
+			n = bytes.LastIndexByte(buf, '\n') + 1
+			if n == 0 {
+				return // a line longer than what is buffered
+			}
+		}
+		skip := buf[:n]
+		s.nl += int64(bytes.Count(skip, []byte("\n")))
+		if n >= 2 {
+			s.last = [2]byte{skip[n-2], skip[n-1]}
+		} else {
+			s.last = [2]byte{s.last[1], skip[0]}
+		}
+		s.pos += int64(n)
+		s.br.Discard(n)
+		if stop {
+			return
+		}
 	}
 }
 
