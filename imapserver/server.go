@@ -97,7 +97,7 @@ type Options struct {
 	// where the parts of an appended e-mail lie; keyed by message ID and
 	// voice mailbox; least recently used first out), which saves every
 	// session from re-rendering and re-parsing the messages it fetches.
-	// Default DefaultRenderCacheBytes (4 MiB, about 730 voicemails or 2,000
+	// Default DefaultRenderCacheBytes (3 MiB, about 550 voicemails or 1,500
 	// appended e-mails); negative disables the cache. Sessions keep the
 	// renderings of their selected folder's messages they used
 	// regardless.
