@@ -1,6 +1,7 @@
 package imapserver
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"mime/quotedprintable"
@@ -302,7 +303,10 @@ func (sess *session) rawHeader(e *entry) ([]byte, error) {
 			return nil, err
 		}
 		defer rc.Close()
-		return r.email.ReadHeader(rc)
+		h, err := r.email.ReadHeader(rc)
+		// Kept in the cache: without the room ReadHeader grew it with (a
+		// 547-byte header came in 704).
+		return bytes.Clone(h), err
 	})
 }
 
