@@ -2,6 +2,7 @@ package imapserver
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -42,6 +43,9 @@ type conn struct {
 	dec   decoder
 	sess  *session
 	state connState
+	// durable holds the durability of the changes the connection's
+	// commands made: out waits for it before any byte reaches the client.
+	durable um.Durability
 
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
@@ -100,11 +104,43 @@ func (s *Server) serveConn(nc *netConn, implicitTLS bool) {
 	c.takeBuffers()
 	defer c.releaseBuffers()
 	c.sess = &session{srv: s, nc: nc, conn: c}
-	c.sess.ctx = um.WithSource(c.ctx, c.sess)
+	c.sess.ctx = um.WithDurability(um.WithSource(c.ctx, c.sess), &c.durable)
 	defer c.sess.Close()
 	nc.setEngine(c)
 	c.enc.raw("* OK [CAPABILITY " + c.capabilities() + "] um IMAP ready\r\n")
 	c.serve()
+}
+
+// lineBuffered reports whether a whole line of the client's is buffered:
+// the next command can run without waiting for the client, which may be
+// waiting for this one's response.
+func (c *conn) lineBuffered() bool {
+	b, _ := c.br.Peek(c.br.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
+}
+
+// out is the writer beneath the connection's bufio.Writer.
+func (c *conn) out() io.Writer { return (*gate)(c) }
+
+// gate writes to the client once every change the connection's commands
+// made is durable, so that no response (a tagged OK, or anything after it)
+// tells of a change a power loss could still undo. When the store cannot
+// make one durable, the connection ends without it: the client sees a
+// dropped connection, as after a crash, never an OK.
+type gate conn
+
+func (g *gate) Write(p []byte) (int, error) {
+	c := (*conn)(g)
+	if c.durable.Pending() {
+		if err := c.durable.Wait(c.ctx); err != nil {
+			if c.ctx.Err() == nil {
+				c.srv.logger().Error("imapserver: a change was not made durable; dropping the connection", "remote", c.nc.ip, "err", err)
+			}
+			c.c.Close()
+			return 0, err
+		}
+	}
+	return c.c.Write(p)
 }
 
 func (c *conn) continuation() error {
@@ -112,11 +148,16 @@ func (c *conn) continuation() error {
 	return c.bw.Flush()
 }
 
-// serve runs commands until the connection ends.
+// serve runs commands until the connection ends. Pipelined commands run
+// back to back and their responses go out together, once the changes they
+// made are durable (out): a store that applies a change before it is
+// durable lets them share one sync instead of waiting for one each.
 func (c *conn) serve() {
 	for {
-		if err := c.bw.Flush(); err != nil {
-			return
+		if !c.lineBuffered() {
+			if err := c.bw.Flush(); err != nil {
+				return
+			}
 		}
 		c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.IdleTimeout))
 		err := c.awaitInput()
@@ -517,7 +558,7 @@ func (c *conn) cmdStartTLS(tag string) error {
 	// must not run as if it had come under TLS.
 	c.in = input{r: tc}
 	c.br.Reset(&c.in)
-	c.bw.Reset(tc)
+	c.bw.Reset(c.out())
 	return nil
 }
 

@@ -49,7 +49,7 @@ func (c *conn) takeBuffers() {
 	c.br = readerPool.Get().(*bufio.Reader)
 	c.br.Reset(&c.in)
 	c.bw = writerPool.Get().(*bufio.Writer)
-	c.bw.Reset(c.c)
+	c.bw.Reset(c.out())
 	c.dec.br, c.enc.w = c.br, c.bw
 }
 

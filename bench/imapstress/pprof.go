@@ -6,14 +6,24 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
+	"time"
 )
 
 // pprofEnv, when set in the child's environment, names a folder the child
-// writes its profiles into: cpu.pprof over its whole life, and mutex.pprof,
-// block.pprof, heap.pprof and allocs.pprof taken when it stops, and
-// peakheap.pprof and peak.txt near its memory's peak (samplePeak). The driver
-// sets it for um's child when -pprof is given; each run gets its own folder.
+// writes its profiles into: cpu.pprof over its whole life, trace.out, an
+// execution trace of traceLen from traceAt into its life (mid-run, where
+// `go tool trace -pprof=sync` or `=sched` shows what commands wait for),
+// mutex.pprof, block.pprof, heap.pprof and allocs.pprof taken when it
+// stops, and peakheap.pprof and peak.txt near its memory's peak
+// (samplePeak). The driver sets it for um's child when -pprof is given;
+// each run gets its own folder.
 const pprofEnv = "IMAPSTRESS_PPROF"
+
+const (
+	traceAt  = 12 * time.Second
+	traceLen = 3 * time.Second
+)
 
 // startProfiles starts the CPU profile and turns on mutex and block
 // sampling, and returns the function that writes them all. With dir empty
@@ -32,6 +42,16 @@ func startProfiles(dir string) (stop func() error, err error) {
 	if err := pprof.StartCPUProfile(cpu); err != nil {
 		cpu.Close()
 		return nil, err
+	}
+	if tf, err := os.Create(filepath.Join(dir, "trace.out")); err == nil {
+		go func() {
+			defer tf.Close()
+			time.Sleep(traceAt)
+			if trace.Start(tf) == nil {
+				time.Sleep(traceLen)
+				trace.Stop()
+			}
+		}()
 	}
 	// One in five contention events, and blocking events of 10 µs and
 	// more: enough to see where commands wait without slowing them much.

@@ -632,6 +632,7 @@ func TestLoggerReceivesWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	<-s.sweepDone // the sweep removes empty folders of audio/
 	// A directory where a content file should be makes its removal fail.
 	var k blobKey
 	k[0] = 0xab

@@ -37,7 +37,7 @@ func BenchmarkDeposit(b *testing.B) {
 			if err := s.CreateMailbox(ctx, "1001"); err != nil {
 				b.Fatal(err)
 			}
-			run(b, par, func(int64) {
+			run(b, par, wav30s, func(int64) {
 				if _, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox, AudioType: "audio/wav",
 					CallerNumber: "+4930123456", Duration: 30 * time.Second}, bytes.NewReader(audio)); err != nil {
 					b.Fatal(err)
@@ -52,7 +52,7 @@ func BenchmarkDeposit(b *testing.B) {
 				b.Fatal(err)
 			}
 			mail := bytes.Repeat([]byte("Subject: x\r\n\r\n0123456789abcdef\r\n"), 2048/32)
-			run(b, par, func(int64) {
+			run(b, par, wav30s, func(int64) {
 				if _, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox, Raw: true},
 					bytes.NewReader(mail)); err != nil {
 					b.Fatal(err)
@@ -67,7 +67,7 @@ func BenchmarkDeposit(b *testing.B) {
 			}
 			b.Run(label+name, func(b *testing.B) {
 				dir := b.TempDir()
-				run(b, par, func(i int64) {
+				run(b, par, wav30s, func(i int64) {
 					path := filepath.Join(dir, fmt.Sprint(i))
 					f, err := os.Create(path)
 					if err != nil {
@@ -91,9 +91,10 @@ func BenchmarkDeposit(b *testing.B) {
 	}
 }
 
-// run calls fn b.N times from par goroutines, with distinct arguments.
-func run(b *testing.B, par int, fn func(i int64)) {
-	b.SetBytes(wav30s)
+// run calls fn b.N times from par goroutines, with distinct arguments;
+// each call counts size bytes.
+func run(b *testing.B, par int, size int64, fn func(i int64)) {
+	b.SetBytes(size)
 	b.ResetTimer()
 	start := time.Now()
 	if par == 1 {
@@ -276,6 +277,65 @@ func BenchmarkDepositRatio(b *testing.B) {
 			b.ReportMetric(float64(b.N)/tDir, "filedir-msgs/s")
 			b.ReportMetric(tFile/tStore, "ratio")
 			b.ReportMetric(tDir/tStore, "ratio-dir")
+		})
+	}
+}
+
+// BenchmarkSetFlags changes \Seen on one message at a time in a store of
+// 100 mailboxes of 200 e-mails, as IMAP clients' STOREs do. "wait" callers
+// wait for each change to be durable; "pipelined" ones bring a
+// um.Durability and wait once per 10 changes, as a connection does for a
+// client's pipelined commands. "par8" is eight callers at once, each on its
+// own mailboxes.
+func BenchmarkSetFlags(b *testing.B) {
+	for _, tc := range []struct {
+		name      string
+		par       int
+		pipelined bool
+	}{{"wait/seq", 1, false}, {"wait/par8", 8, false}, {"pipelined/seq", 1, true}, {"pipelined/par8", 8, true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			s := openStore(b)
+			mail := bytes.Repeat([]byte("Subject: x\r\n\r\n0123456789abcdef\r\n"), 2048/32)
+			ids := make([][]uuid.UUID, 100)
+			for m := range ids {
+				box := fmt.Sprint(1000 + m)
+				if err := s.CreateMailbox(ctx, box); err != nil {
+					b.Fatal(err)
+				}
+				for range 200 {
+					msg, err := s.Append(ctx, box, um.Message{ID: uuid.New(), Folder: um.Inbox, Raw: true}, bytes.NewReader(mail))
+					if err != nil {
+						b.Fatal(err)
+					}
+					ids[m] = append(ids[m], msg.ID)
+				}
+			}
+			var ds [100]um.Durability // one per mailbox: a connection's
+			run(b, tc.par, 0, func(i int64) {
+				m := int(i % 100)
+				op := um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard}
+				if (i/100)%2 == 1 {
+					op.Mode = um.FlagsRemove
+				}
+				c := ctx
+				if tc.pipelined {
+					c = um.WithDurability(ctx, &ds[m])
+				}
+				id := ids[m][int(i/200)%200]
+				if _, err := s.SetFlags(c, fmt.Sprint(1000+m), []uuid.UUID{id}, op); err != nil {
+					b.Fatal(err)
+				}
+				if tc.pipelined && (i/100)%10 == 9 {
+					if err := ds[m].Wait(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			for m := range ds {
+				if err := ds[m].Wait(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

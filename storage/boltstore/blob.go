@@ -173,12 +173,11 @@ type gone struct {
 }
 
 // deleteBlobs removes content files no message names any more and frees
-// the ranges of log segments. It runs after a synced commit (Remove,
-// Expunge, DeleteFolder), which ends the log's epoch, so a range it frees
-// is never in a segment that recovery would read frames from for replay:
-// a frame whose bytes were freed fails its checksum. A failure leaves an orphan file for the next
-// sweep, or a range that its segment's deletion frees, so it is only
-// logged.
+// the ranges of log segments. It runs once the removal is durable, and for
+// a range only once no replay can read a frame in it (committer.freed): a
+// frame whose bytes were freed fails its checksum and would end the log
+// there. A failure leaves an orphan file for the next sweep, or a range
+// that its segment's deletion frees, so it is only logged.
 func (s *Store) deleteBlobs(gs []gone) {
 	for _, g := range s.pins.filter(gs) { // a backup or check may still need them
 		if g.seg != nil {

@@ -15,15 +15,15 @@ import (
 )
 
 // committer runs the write transactions of all goroutines on one goroutine,
-// putting every fn that arrived while the previous commit was syncing into
-// the next transaction. A commit costs two fdatasyncs whatever it holds, so
-// under concurrent deposits this shares them, with no added delay when
-// there is no other work (bbolt's own Batch waits for a timer).
+// putting every write that arrived while the previous batch ran into the
+// next transaction: commits are shared, with no added delay when there is
+// no other work (bbolt's own Batch waits for a timer).
 //
-// Deposits (ops with a dep) go through the log instead: the committer
-// writes their frames to the epoch's segment with one write and one
-// fdatasync, then applies them in a transaction committed without syncing
-// (wal.go and the package documentation say why that is safe).
+// Writes the log can hold (deposits, and the logWrites of logged.go) are
+// written as frames to the epoch's segments, applied in a transaction
+// committed without syncing, and synced in the background (bgSync) while
+// the next batch runs; the package documentation says why that is safe.
+// The other writes commit with bbolt's two fdatasyncs and end the epoch.
 type committer struct {
 	db   *bolt.DB
 	dir  string   // the store's
@@ -45,6 +45,20 @@ type committer struct {
 	nextSeq   uint64     // number of the next segment to create
 	ready     []readySeg // segments created ahead, durable and empty
 	depStreak int        // batches in a row that held deposits only
+
+	bg      bgSync  // the fdatasyncs of batches applied before them
+	applied []*txOp // the ops of the last early runTx that committed
+
+	// freed holds the ranges of log segments that committed removals left
+	// unnamed, kept while a replay could read a frame in them and until
+	// the removal is durable. release frees them (Store.deleteBlobs).
+	freed   []gone
+	release func([]gone)
+	// endedEarly holds the segments of the last early epoch while it is
+	// the newest in the log: recovery reads it up to its kindMark frame,
+	// so none of its ranges may be freed before a later base frame is on
+	// disk.
+	endedEarly []uint64
 }
 
 // epoch is the log's current segments: lanes[0] starts with the base, the
@@ -54,12 +68,18 @@ type epoch struct {
 	lanes   []lane
 	entries int
 	pin     *bolt.Tx // a read transaction on the base, so bbolt reuses none of its pages
+	// early says the epoch applies logWrites before their frames are
+	// synced; its kindEarly frame says so to recovery, with horizon, the
+	// highest txid such a commit may take.
+	early   bool
+	horizon uint64
 }
 
 type lane struct {
-	f   *os.File
-	seq uint64
-	off int64
+	f     *os.File
+	seq   uint64
+	off   int64
+	alloc int64 // the segment's blocks are allocated up to here (writeLanes)
 }
 
 func (e *epoch) open() bool { return len(e.lanes) > 0 }
@@ -82,8 +102,28 @@ type readySeg struct {
 type txOp struct {
 	fn  func(*bolt.Tx) error
 	dep *deposit   // a deposit, which goes through the log
+	lw  logWrite   // another write the log can hold
 	err chan error // buffered 1
+	// durable, when not nil, gets the outcome of making the op durable,
+	// after err got nil. Only a logWrite's can come later than err's: it
+	// is applied before its frame is synced (logged's early path).
+	durable chan error
+	// released, when not nil, returns the contents fn left unnamed once
+	// it committed (a logWrite's come from releasedBy).
+	released func() []gone
 }
+
+// releases returns the contents op left unnamed; the committer keeps the
+// ranges of log segments among them (freed), the caller deletes files.
+func (op *txOp) releases() []gone {
+	if op.released != nil {
+		return op.released()
+	}
+	return releasedBy(op.lw)
+}
+
+// viaLog reports whether op can go through the log.
+func (op *txOp) viaLog() bool { return op.dep != nil || op.lw != nil }
 
 // beforeCommit, when a test sets it, runs in every write transaction whose
 // operations all succeeded, right before bbolt commits it, so the test can
@@ -187,9 +227,14 @@ func (c *committer) run() {
 // The ops of a batch are concurrent (each caller waits for its own), so
 // any order of them is one the callers could have seen.
 func (c *committer) commit(ops []*txOp) {
-	var big, small, other []*txOp
+	if err := c.bg.failed(); err != nil && c.broken == nil {
+		c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
+	}
+	var big, small, other, lws []*txOp
 	for _, op := range ops {
 		switch {
+		case op.lw != nil:
+			lws = append(lws, op)
 		case op.dep == nil:
 			other = append(other, op)
 		case op.dep.rec.inline:
@@ -204,13 +249,14 @@ func (c *committer) commit(ops []*txOp) {
 	} else {
 		c.depStreak = 0
 	}
-	lone := len(big) == 0 && len(small) == 1 && len(other) == 0 && !c.ep.open() && streak == 0
+	lone := len(big) == 0 && len(small) == 1 && len(other) == 0 && len(lws) == 0 && !c.ep.open() && streak == 0
 	if len(other) == 0 && !lone {
 		c.inOrder(ops)
 		return
 	}
 	c.inOrder(big)
-	rest := append(small, other...)
+	// Writes the log could hold join the synced commit that happens anyway.
+	rest := append(append(small, other...), lws...)
 	if len(small) > 0 && c.ep.open() && !c.roomy(rest) {
 		// The deposits' pages could make bbolt grow its map, which waits
 		// for the epoch's pin.
@@ -227,10 +273,10 @@ func (c *committer) commit(ops []*txOp) {
 func (c *committer) inOrder(ops []*txOp) {
 	for len(ops) > 0 {
 		n := 1
-		for n < len(ops) && (ops[n].dep != nil) == (ops[0].dep != nil) && (ops[0].dep == nil || n < chunkLimit) {
+		for n < len(ops) && ops[n].viaLog() == ops[0].viaLog() && (!ops[0].viaLog() || n < chunkLimit) {
 			n++
 		}
-		if ops[0].dep != nil {
+		if ops[0].viaLog() {
 			c.logged(ops[:n])
 		} else {
 			c.synced(ops[:n])
@@ -247,15 +293,57 @@ func (c *committer) synced(ops []*txOp) {
 		fail(ops, c.broken)
 		return
 	}
-	committed, err := c.runTx(ops, false, false)
+	marked, err := c.markSynced()
+	if err != nil {
+		fail(ops, err)
+		return
+	}
+	committed, err := c.runTx(ops, false, marked, false)
+	if err != nil && marked {
+		c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
+	}
 	if committed && err == nil {
 		c.endEpoch()
 	}
 }
 
-// logged writes the deposits' frames, makes them durable with one
-// fdatasync, and applies them in one transaction, committed without a sync
-// when the epoch's base is pinned.
+// markSynced, in an epoch with early commits, logs that the next commit
+// (txid c.txid+1) is a synced one, before it is made: a commit of the
+// epoch's may be on disk without its frame (early commits apply before
+// their sync), so recovery distrusts every txid up to the epoch's horizon
+// unless this frame vouches for the one um.db holds. marked says the
+// caller must make that commit (runTx's always), even with no op left:
+// otherwise an early commit could take the txid the frame vouches for.
+// A failure breaks the committer: the frame may be on disk.
+func (c *committer) markSynced() (marked bool, err error) {
+	e := &c.ep
+	if !e.open() || !e.early {
+		return false, nil
+	}
+	f := newFrame(binary.BigEndian.AppendUint64([]byte{kindMark}, c.txid+1), 0)
+	l := &e.lanes[0]
+	if err := writeAt(l.f, [][]byte{f}, l.off); err != nil {
+		c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
+		return false, c.broken
+	}
+	l.off += int64(len(f))
+	if err := fdatasync(l.f); err != nil {
+		c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
+		return false, c.broken
+	}
+	return true, nil
+}
+
+// logged writes the frames of ops (deposits and other writes the log can
+// hold) and applies them in one transaction, committed without a sync when
+// the epoch's base is pinned (roomy); the frames' fdatasync then runs in
+// the background (bgSync) while the committer goes on with the next batch.
+// An op whose caller left its durability to a um.Durability is answered as
+// soon as it is applied, the others once their frames are synced. A killed
+// process keeps what was applied, which is in the files; a power loss may
+// take it, with everything logged after it, but none of it was
+// acknowledged to anyone outside the process before its sync. Without
+// room to pin the base, the frames are synced first and the commit too.
 func (c *committer) logged(ops []*txOp) {
 	if c.broken != nil {
 		fail(ops, c.broken)
@@ -269,15 +357,41 @@ func (c *committer) logged(ops []*txOp) {
 		}
 	}
 	roomy := c.roomy(ops)
+	if !roomy {
+		// No room to keep the base pinned: the other writes commit synced,
+		// as they can, and only deposits, whose contents must land in a
+		// segment, are logged (and committed synced too).
+		var lws []*txOp
+		ops, lws = splitLogWrites(ops)
+		if len(lws) > 0 {
+			c.synced(lws)
+		}
+		if len(ops) == 0 {
+			return
+		}
+	}
 	if !roomy && e.open() {
 		if err := c.checkpoint(); err != nil {
 			fail(ops, err)
 			return
 		}
 	}
-	nl := min(len(ops), maxLanes)
+	deps, early := 0, roomy
+	for _, op := range ops {
+		if op.dep != nil {
+			deps++
+		}
+	}
+	if early && e.open() && e.early && c.txid+1 > e.horizon {
+		if err := c.checkpoint(); err != nil {
+			fail(ops, err)
+			return
+		}
+	}
+	nl := max(1, min(deps, maxLanes))
 	bufs := make([][][]byte, nl) // each lane's, written in one system call where there is one
-	if !e.open() {
+	fresh := !e.open()
+	if fresh {
 		base, err := c.beginEpoch(roomy)
 		if err != nil {
 			fail(ops, fmt.Errorf("boltstore: start log segment: %w", err))
@@ -297,6 +411,15 @@ func (c *committer) logged(ops []*txOp) {
 	if !roomy {
 		kind = kindDepositSynced
 	}
+	// The first early batch of an epoch is synced before it is applied,
+	// with the base frame when it is new and the kindEarly frame: those
+	// must be on disk before any commit they cover.
+	flush := !early
+	if early && !e.early {
+		e.early, e.horizon, flush = true, txid+epochLimit, true
+		h := binary.BigEndian.AppendUint64([]byte{kindEarly}, txid)
+		bufs[0] = append(bufs[0], newFrame(binary.BigEndian.AppendUint64(h, e.horizon), 0))
+	}
 	ends := make([]int64, nl)
 	for i := range nl {
 		ends[i] = e.lanes[i].off
@@ -304,20 +427,46 @@ func (c *committer) logged(ops []*txOp) {
 			ends[i] += int64(len(b))
 		}
 	}
+	dj := 0
 	for j, op := range ops {
-		d, i := op.dep, j%nl
+		if op.lw != nil {
+			h := logWriteHead(txid, len(ops), j, op.lw)
+			ends[0] += int64(len(h))
+			bufs[0] = append(bufs[0], h)
+			continue
+		}
+		d, i := op.dep, dj%nl
+		dj++
 		h := depositHead(kind, txid, len(ops), j, d)
 		d.loc = segLoc{seq: e.lanes[i].seq, off: ends[i] + int64(len(h)), size: int64(len(d.data))}
 		ends[i] = d.loc.off + d.loc.size
 		bufs[i] = append(bufs[i], h, d.data)
 	}
-	err := c.writeLanes(bufs)
+	err := c.writeLanes(bufs, flush)
+	if nr := (*noRoomError)(nil); errors.As(err, &nr) {
+		// Nothing was written: the epoch goes on, unless this batch began
+		// it (its base frame is not on disk either). The other writes can
+		// still commit synced: a full disk must not keep a removal from
+		// freeing space.
+		if fresh {
+			c.endEpoch()
+		}
+		deps, lws := splitLogWrites(ops)
+		fail(deps, fmt.Errorf("boltstore: write log: %w", err))
+		if len(lws) > 0 {
+			c.synced(lws)
+		}
+		return
+	}
 	if err != nil {
 		// Not acknowledged, yet the frames may have reached the disk: use
 		// the txid they claim, then end the epoch with a synced commit
-		// above it, so recovery never applies them.
+		// above it, so recovery never applies them. An early epoch's
+		// horizon is above it too: reopening replays.
 		err = fmt.Errorf("boltstore: write log: %w", err)
-		if _, cerr := c.runTx(nil, false, true); cerr != nil {
+		if e.early {
+			c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
+		} else if _, cerr := c.runTx(nil, false, true, false); cerr != nil {
 			c.broken = fmt.Errorf("%w: %v", errLogBroken, cerr)
 		} else {
 			c.checkpoint()
@@ -328,23 +477,79 @@ func (c *committer) logged(ops []*txOp) {
 	for i := range nl {
 		e.lanes[i].off = ends[i]
 	}
+	if fresh {
+		c.endedEarly = nil // this epoch's base frame is on disk: the newest
+	}
 	e.entries += len(ops)
-	if _, err := c.runTx(ops, roomy, true); err != nil {
-		// The log holds deposits the database lacks, and later txids
+	early = early && !flush
+	c.applied = c.applied[:0]
+	if _, err := c.runTx(ops, roomy, true, early); err != nil {
+		// The log holds writes the database lacks, and later txids
 		// would not match the log's: stop writing until a reopen replays.
 		c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
 		return
+	}
+	if early {
+		files := make([]*os.File, nl)
+		for i := range nl {
+			files[i] = e.lanes[i].f
+		}
+		c.mu.Lock()
+		idle := len(c.queue) == 0
+		c.mu.Unlock()
+		if idle && !c.bg.busy() {
+			// Nothing else to apply meanwhile: sync here, sparing the
+			// hand-off to bgSync's goroutine and back.
+			err := syncAll(files)
+			if err != nil {
+				c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
+			}
+			hearSynced(c.applied, err)
+		} else {
+			c.bg.add(files, c.applied)
+		}
+	} else {
+		c.releaseDurable()
 	}
 	if !roomy {
 		c.endEpoch()
 	}
 }
 
-func fail(ops []*txOp, err error) {
+// splitLogWrites returns the deposits of ops and, apart, the logWrites.
+func splitLogWrites(ops []*txOp) (deps, lws []*txOp) {
+	for _, op := range ops {
+		if op.lw != nil {
+			lws = append(lws, op)
+		} else {
+			deps = append(deps, op)
+		}
+	}
+	return deps, lws
+}
+
+// logWriteHead returns the frame of w, number idx of the n writes of
+// transaction txid.
+func logWriteHead(txid uint64, n, idx int, w logWrite) []byte {
+	h := []byte{w.kind()}
+	h = binary.BigEndian.AppendUint64(h, txid)
+	h = binary.AppendUvarint(h, uint64(n))
+	h = binary.AppendUvarint(h, uint64(idx))
+	return newFrame(w.body(h), 0)
+}
+
+// reply answers ops with err; with durable, those that wait for their
+// durability hear it too.
+func reply(ops []*txOp, err error, durable bool) {
 	for _, op := range ops {
 		op.err <- err
+		if durable && err == nil && op.durable != nil {
+			op.durable <- nil
+		}
 	}
 }
+
+func fail(ops []*txOp, err error) { reply(ops, err, false) }
 
 // roomy reports whether bbolt's memory map surely has room for ops and a
 // checkpoint without growing: growing waits for every read transaction to
@@ -358,8 +563,11 @@ func (c *committer) roomy(ops []*txOp) bool {
 	})
 	need := reserve(hw)
 	for _, op := range ops {
-		if op.dep != nil {
+		switch {
+		case op.dep != nil:
 			need += opNeed(op.dep)
+		case op.lw != nil:
+			need += op.lw.need()
 		}
 	}
 	return hw+need <= mmapFloor(max(hw, initialMmap))
@@ -416,31 +624,51 @@ func (c *committer) addLane() ([]byte, error) {
 	return newFrame(head, 0), nil
 }
 
-// writeLanes writes each lane's buffers to its segment and fdatasyncs it,
-// the lanes in parallel.
-func (c *committer) writeLanes(bufs [][][]byte) error {
+// writeLanes writes each lane's buffers to its segment and, with flush,
+// fdatasyncs it, the lanes in parallel.
+//
+// Before it writes anything it allocates the blocks the frames and a
+// kindMark frame after them will take: on a full disk the batch then fails
+// with nothing written (a noRoomError), and a synced commit can still be
+// marked (markSynced) to end the epoch, so a removal can free space.
+func (c *committer) writeLanes(bufs [][][]byte, flush bool) error {
+	for i := range bufs {
+		l := &c.ep.lanes[i]
+		need := l.off + markRoom
+		for _, b := range bufs[i] {
+			need += int64(len(b))
+		}
+		if need > l.alloc {
+			end := need + allocAhead
+			if err := allocate(l.f, l.alloc, end-l.alloc); err != nil {
+				return &noRoomError{err}
+			}
+			l.alloc = end
+		}
+	}
 	one := func(i int) error {
 		l := c.ep.lanes[i]
-		if err := writeAt(l.f, bufs[i], l.off); err != nil {
+		if err := writeAt(l.f, bufs[i], l.off); err != nil || !flush {
 			return err
 		}
 		return fdatasync(l.f)
 	}
-	if len(bufs) == 1 {
-		return one(0)
-	}
-	errs := make([]error, len(bufs))
-	var wg sync.WaitGroup
-	for i := range bufs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = one(i)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return parallel(len(bufs), one)
 }
+
+// markRoom is the room writeLanes keeps for a kindMark frame, and
+// allocAhead what it allocates beyond what a batch needs, so that most
+// batches make no allocation call.
+const (
+	markRoom   = frameHead + 1 + 8
+	allocAhead = 256 << 10
+)
+
+// noRoomError is a batch refused before any of its frames was written.
+type noRoomError struct{ err error }
+
+func (e *noRoomError) Error() string { return "no room in the log: " + e.err.Error() }
+func (e *noRoomError) Unwrap() error { return e.err }
 
 // baseMeta reads the meta page of the last commit from um.db.
 func (c *committer) baseMeta() ([]byte, error) {
@@ -496,7 +724,10 @@ func (c *committer) checkpoint() error {
 	if !c.ep.open() {
 		return nil
 	}
-	if _, err := c.runTx(nil, false, true); err != nil {
+	if _, err := c.markSynced(); err != nil {
+		return err
+	}
+	if _, err := c.runTx(nil, false, true, false); err != nil {
 		c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
 		return c.broken
 	}
@@ -505,22 +736,63 @@ func (c *committer) checkpoint() error {
 }
 
 func (c *committer) endEpoch() {
+	c.bg.drain() // its fdatasync is on a lane's file
 	if c.ep.pin != nil {
 		c.ep.pin.Rollback()
+	}
+	if c.ep.early {
+		c.endedEarly = c.endedEarly[:0]
+		for _, l := range c.ep.lanes {
+			c.endedEarly = append(c.endedEarly, l.seq)
+		}
 	}
 	for _, l := range c.ep.lanes {
 		l.f.Close()
 	}
 	c.ep = epoch{}
+	c.releaseDurable()
+}
+
+// releaseDurable frees the ranges that durable removals left unnamed,
+// except those of the open epoch's segments, which wait for its end, and
+// of the last early epoch's while it is the newest. Call it only when
+// every removal in freed is durable.
+func (c *committer) releaseDurable() {
+	if c.broken != nil || len(c.freed) == 0 || c.release == nil {
+		return
+	}
+	var now, later []gone
+	for _, g := range c.freed {
+		if g.seg != nil && (c.ep.holds(g.seg.seq) || slices.Contains(c.endedEarly, g.seg.seq)) {
+			later = append(later, g)
+		} else {
+			now = append(now, g)
+		}
+	}
+	c.freed = later
+	if len(now) > 0 {
+		c.release(now)
+	}
+}
+
+// holds reports whether segment seq is one of the epoch's.
+func (e *epoch) holds(seq uint64) bool {
+	for _, l := range e.lanes {
+		if l.seq == seq {
+			return true
+		}
+	}
+	return false
 }
 
 // runTx runs ops in one transaction, committed with bbolt's fdatasyncs
-// unless noSync. When one op fails, the transaction is rolled back, that op
+// unless noSync. With early, the ops are answered once applied and their
+// durability is left to the caller. When one op fails, the transaction is rolled back, that op
 // gets its error, and the others run again without it: each op sees exactly
 // the state of the ops committed before it. With always, the transaction
 // commits even when no op is left, so that it takes the txid the log
 // claimed for it. committed says whether a commit was attempted.
-func (c *committer) runTx(ops []*txOp, noSync, always bool) (committed bool, err error) {
+func (c *committer) runTx(ops []*txOp, noSync, always, early bool) (committed bool, err error) {
 	for {
 		if len(ops) == 0 && !always {
 			return false, nil
@@ -551,8 +823,26 @@ func (c *committer) runTx(ops []*txOp, noSync, always bool) (committed bool, err
 			err = &commitError{err}
 		} else {
 			c.txid = c.pending
+			for _, op := range ops {
+				for _, g := range op.releases() {
+					if g.seg != nil { // content files are the caller's
+						c.freed = append(c.freed, g)
+					}
+				}
+			}
 		}
-		fail(ops, err)
+		if early && err == nil {
+			// Those that left their durability to a um.Durability hear
+			// now; the others once bgSync has synced their frames.
+			for _, op := range ops {
+				if op.durable != nil {
+					op.err <- nil
+				}
+			}
+			c.applied = append(c.applied, ops...)
+		} else {
+			reply(ops, err, true)
+		}
 		return true, err
 	}
 }
@@ -581,20 +871,19 @@ func (c *committer) replay(rc *recovery) error {
 			n++
 		}
 		for c.txid+1 < frames[0].txid {
-			if _, err := c.runTx(nil, true, true); err != nil {
+			if _, err := c.runTx(nil, true, true, false); err != nil {
 				return err
 			}
 		}
 		ops := make([]*txOp, n)
 		for i, fr := range frames[:n] {
-			d, err := parseDeposit(fr)
+			op, err := replayOp(fr)
 			if err != nil {
-				return fmt.Errorf("%w: log segment %d at %d: %v", ErrCorrupt, rc.seq, fr.off, err)
+				return fmt.Errorf("%w: log segment %d at %d: %v", ErrCorrupt, fr.seq, fr.off, err)
 			}
-			d.loc = segLoc{seq: fr.seq, off: fr.dataOff(), size: int64(len(d.data))}
-			ops[i] = &txOp{fn: d.apply, dep: d, err: make(chan error, 1)}
+			ops[i] = op
 		}
-		if _, err := c.runTx(ops, true, true); err != nil {
+		if _, err := c.runTx(ops, true, true, false); err != nil {
 			return err
 		}
 		frames = frames[n:]
@@ -606,12 +895,35 @@ func (c *committer) replay(rc *recovery) error {
 		}
 	}
 	for c.txid < rc.claimed {
-		if _, err := c.runTx(nil, true, true); err != nil {
+		if _, err := c.runTx(nil, true, true, false); err != nil {
 			return err
 		}
 	}
-	_, err = c.runTx(nil, false, true)
+	_, err = c.runTx(nil, false, true, false)
 	return err
+}
+
+// replayOp returns the write a frame holds, to apply again.
+func replayOp(fr frame) (*txOp, error) {
+	if fr.kind == kindDeposit || fr.kind == kindDepositSynced {
+		d, err := parseDeposit(fr)
+		if err != nil {
+			return nil, err
+		}
+		d.loc = segLoc{seq: fr.seq, off: fr.dataOff(), size: int64(len(d.data))}
+		return &txOp{fn: d.apply, dep: d, err: make(chan error, 1)}, nil
+	}
+	d := decoder{b: fr.head[9:]}
+	d.uvarint()
+	d.uvarint()
+	if d.err != nil {
+		return nil, d.err
+	}
+	w, err := parseLogWrite(fr.kind, d.b)
+	if err != nil {
+		return nil, err
+	}
+	return &txOp{fn: w.apply, lw: w, err: make(chan error, 1)}, nil
 }
 
 // close commits what is queued and stops the committer; later do calls fail

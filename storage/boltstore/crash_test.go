@@ -35,6 +35,8 @@ func TestMain(m *testing.M) {
 // 30-second messages, random sizes up to that, and small ones, half of them
 // small enough to be kept in the database.
 // After each Append returns it prints "ID SHA256 SIZE" on a line of its own.
+// After every other one it flags the message under a um.Durability, as an
+// IMAP client's STORE does, and prints "F ID" once Wait has returned.
 // Each message's CallerName is its content's hash, so the parent can check
 // messages that committed but were never acknowledged too.
 func crashChild(dir string) {
@@ -78,6 +80,20 @@ func crashChild(dir string) {
 				mu.Lock()
 				fmt.Fprintf(out, "%s %s %d\n", m.ID, h, m.Size)
 				mu.Unlock()
+				if rng.IntN(2) == 0 {
+					var d um.Durability
+					_, err := s.SetFlags(um.WithDurability(ctx, &d), "1001", []uuid.UUID{m.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagFlagged})
+					if err == nil {
+						err = d.Wait(ctx)
+					}
+					if err != nil {
+						fmt.Fprintln(os.Stderr, "child: flag:", err)
+						os.Exit(2)
+					}
+					mu.Lock()
+					fmt.Fprintf(out, "F %s\n", m.ID)
+					mu.Unlock()
+				}
 			}
 		}()
 	}
@@ -85,18 +101,21 @@ func crashChild(dir string) {
 }
 
 type acked struct {
-	hash string
-	size int64
+	hash    string
+	size    int64
+	flagged bool // the flag change after it was acknowledged too
 }
 
 // TestCrashDurability kills a depositing child process with SIGKILL at
 // random moments and checks, after each kill, that every acknowledged
-// deposit is there whole and that every message the store lists is whole.
+// deposit is there whole, that every message the store lists is whole, and
+// that every acknowledged flag change (applied before its sync, see
+// committer.logged) is there.
 func TestCrashDurability(t *testing.T) {
 	const trials = 30
 	dir := t.TempDir()
 	var lastUID um.UID
-	total := 0
+	total, flags := 0, 0
 	for trial := 0; trial < trials; trial++ {
 		got := runAndKill(t, dir, time.Duration(rand.IntN(150))*time.Millisecond)
 		total += len(got)
@@ -126,6 +145,12 @@ func TestCrashDurability(t *testing.T) {
 			if a, ok := got[m.ID]; ok && (a.hash != h || a.size != n) {
 				t.Errorf("trial %d: message %s differs from what was acknowledged", trial, m.ID)
 			}
+			if a := got[m.ID]; a.flagged {
+				flags++
+				if !m.Flags.Has(um.FlagFlagged) {
+					t.Errorf("trial %d: message %s lost its acknowledged \\Flagged", trial, m.ID)
+				}
+			}
 		}
 		for id := range got {
 			if !listed[id] {
@@ -145,9 +170,9 @@ func TestCrashDurability(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("%d trials, %d acknowledged deposits checked", trials, total)
-	if total == 0 {
-		t.Fatal("no deposit was acknowledged in any trial")
+	t.Logf("%d trials, %d acknowledged deposits and %d flag changes checked", trials, total, flags)
+	if total == 0 || flags == 0 {
+		t.Fatal("no deposit or no flag change was acknowledged in any trial")
 	}
 	// Every file left by a kill mid-deposit is gone after a sweep.
 	s := openAt(t, dir)
@@ -189,6 +214,16 @@ func runAndKill(t *testing.T, dir string, after time.Duration) map[uuid.UUID]ack
 	got := map[uuid.UUID]acked{}
 	parse := func(line string) {
 		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "F" {
+			id, err := uuid.Parse(f[1])
+			a, ok := got[id]
+			if err != nil || !ok {
+				t.Fatalf("child printed %q", line)
+			}
+			a.flagged = true
+			got[id] = a
+			return
+		}
 		if len(f) != 3 {
 			t.Fatalf("child printed %q", line)
 		}
@@ -197,7 +232,7 @@ func runAndKill(t *testing.T, dir string, after time.Duration) map[uuid.UUID]ack
 			t.Fatal(err)
 		}
 		n, _ := strconv.ParseInt(f[2], 10, 64)
-		got[id] = acked{f[1], n}
+		got[id] = acked{hash: f[1], size: n}
 	}
 	select {
 	case line, ok := <-lines:

@@ -50,108 +50,122 @@
 // folder made again under an old name gets a new, larger value, and restarts
 // change nothing.
 //
-// # Durability: the deposit log
+// # Durability: the log
 //
 // Append reads the content into memory and hands the deposit to the
-// committer, one goroutine that runs every write transaction. A deposit
-// (Append) goes through the log; every other write (flags, moves, copies,
-// removals, folders) is a bbolt transaction committed with bbolt's two
-// fdatasyncs, as before the log. Concurrent writes share a commit: while
-// one is syncing, the next gathers every transaction that arrives, and one
-// that fails is taken out and the rest run again. Read-only calls (List,
-// Get, Folders, Open) never wait for writers.
+// committer, one goroutine that runs every write transaction. Deposits and
+// the writes an IMAP client makes most (flag changes, moves, copies,
+// removals, expunges) go through the log; the others (folders, mailboxes,
+// delivery modes, leases, state) are bbolt transactions committed with
+// bbolt's two fdatasyncs. Concurrent writes share a commit: while one runs,
+// the next gathers every write that arrives, and one that fails is taken
+// out and the rest run again. Read-only calls (List, Get, Folders, Open)
+// never wait for writers.
 //
 // A deposit whose content is kept in the database (up to 16 KiB, below)
 // needs no frame when it is in a synced transaction, and in a mixed
-// workload that is the cheaper way: a batch that holds other writes
-// commits its small deposits in the same synced transaction (large ones
-// still go through the log first), and a lone small deposit right after
-// other writes commits synced too, since logging it would begin an epoch
-// (below) for one frame that the next other write ends. A small deposit
-// that follows a batch of deposits only goes through the log, so a stream
-// of deposits keeps one shared fdatasync per batch.
+// workload that is the cheaper way: a batch that holds writes the log does
+// not take commits its small deposits and logged writes in the same synced
+// transaction (large deposits still go through the log first), and a lone
+// small deposit right after such writes commits synced too, since logging
+// it would begin an epoch (below) for one frame.
 //
-// The committer takes every deposit that arrived while it was busy and
-// writes them as frames (a frame is a head with the mailbox, folder,
-// limits, the message record, the content's CRC-32C and the deposit's
-// place in its batch, the head's own CRC-32C, then the content) to the
-// epoch's segments: up to four, the lanes, each written with one pwritev
-// and fdatasynced, in parallel, since a file takes one writer at a time
-// and the disk flushes several files faster than one stream. One flush per
-// lane serves the whole batch: group commit. Only then
-// does it apply them, in one bbolt transaction committed without syncing
-// (bbolt's NoSync), and acknowledge them. So when Append returns, the
-// deposit is on disk in the log, and it is in the database that every
-// reader sees (read-your-writes, UIDs assigned in the order of the log);
-// the database never names log bytes that were not synced first. A deposit
-// that fails in the transaction (a folder that does not exist, a full
-// mailbox) leaves its frame in the log; replay fails it again the same
-// way, since it applies the same frames in the same order to the same
-// state. A content of up to 16 KiB goes into the database with the record;
-// a larger one stays in its segment, and the database maps its key to
-// (segment, offset, size), so Open returns that section of the segment
-// file, which seeks and streams from disk like a file of its own.
+// The committer takes every write that arrived while it was busy and
+// writes them as frames to the epoch's segments: a deposit's frame is a
+// head with the mailbox, folder, limits, the message record, the content's
+// CRC-32C and its place in the batch, the head's own CRC-32C, then the
+// content; another write's is a head with its arguments. Deposits spread
+// over up to four segments, the lanes, each written with one pwritev, in
+// parallel, since a file takes one writer at a time; the other writes go
+// to the first. Before writing, the committer allocates the blocks the
+// frames will take (fallocate), so a full disk refuses a batch with
+// nothing written. It then applies the batch in one bbolt transaction
+// committed without syncing (bbolt's NoSync), and hands the fdatasync of
+// the segments to a goroutine of its own (bgSync), which flushes, in one
+// go, every batch applied while it ran: group commit, without the
+// committer waiting for the disk. A caller hears of its write once its
+// frames are synced, so when Append returns the deposit is on disk in the
+// log; every reader already saw it in the database (read-your-writes, UIDs
+// in the order of the log). A caller that put a um.Durability in its
+// context (imapserver does, for each connection) hears once its write is
+// applied and waits for the sync later, once for all it did: an IMAP
+// client's pipelined STOREs and EXPUNGEs share one fdatasync and its
+// responses go out after it. A write that fails in the transaction (a
+// folder that does not exist, a full mailbox) leaves its frame in the log;
+// replay fails it again the same way, since it applies the same frames in
+// the same order to the same state. A content of up to 16 KiB goes into the
+// database with the record; a larger one stays in its segment, and the
+// database maps its key to (segment, offset, size), so Open returns that
+// section of the segment file, which seeks and streams from disk like a
+// file of its own.
 //
 // The log is cut into epochs, each in its own segments. An epoch starts
 // from a state of um.db that a synced commit made durable: the first
-// segment's first frame holds
-// that state's transaction ID and a copy of its meta page, and the
-// committer keeps a read transaction open on it, so that bbolt reuses none
-// of its pages while the epoch's unsynced commits run. The epoch ends with
-// the next synced commit: any write that is not a deposit, or a checkpoint
-// (an empty synced commit) after 256 deposits, 64 MiB of segment, or at
-// Close. After it, um.db is durable whole and its transaction ID is above
-// every one the epoch's frames claim; the next deposit starts a new epoch
-// in fresh segments (made ahead, eight at a time with one fsync of log/,
-// so a segment's name is durable before its first frame is written; an
-// epoch's other lanes start with a frame naming its base).
+// segment's first frame holds that state's transaction ID and a copy of its
+// meta page, and the committer keeps a read transaction open on it, so that
+// bbolt reuses none of its pages while the epoch's unsynced commits run.
+// Since a commit of the epoch may reach the disk before its frames do, the
+// epoch's first batch is synced before it is applied, with a second frame
+// (kindEarly) that names the epoch's horizon: the highest transaction ID
+// an unsynced commit of the epoch may take. The epoch ends with the next
+// synced commit: a write the log does not take, or a checkpoint (an empty
+// synced commit) after 256 writes, 64 MiB of segment, or at Close. Right
+// before that commit a kindMark frame naming its transaction ID is
+// written and synced. The next logged write starts a new epoch in fresh
+// segments (made ahead, eight at a time with one fsync of log/, so a
+// segment's name is durable before its first frame is written; an epoch's
+// other lanes start with a frame naming its base).
 //
 // Open, holding um.db's lock, reads the newest segment that starts with a
 // whole base frame and the lanes that name it, each up to its first frame
 // that is cut short or fails a checksum, and merges the frames by
 // transaction and place; the first batch with a frame missing (torn by a
-// crash, never acknowledged) ends the log. It reads
-// um.db's two meta pages itself, without opening bbolt: when the newest
-// one's transaction ID is above every unsynced one the epoch's frames
-// claim (every frame read counts, also past the end), a synced commit came
-// after them, and um.db is opened as it is.
+// crash, never acknowledged) ends the log. It reads um.db's two meta pages
+// itself, without opening bbolt: um.db is opened as it is when the newest
+// one's transaction ID is above the horizon and every unsynced one the
+// epoch's frames claim, or at least the one a kindMark frame vouches for.
 // Otherwise the epoch's commits may not have reached the disk, a power loss
 // may have left meta pages that name pages never written, and um.db cannot
 // be trusted past the base: Open writes the base's meta page back over
 // both, fdatasyncs, opens bbolt on that state (whose pages were kept), and
 // applies the frames again, each transaction as it was, then checkpoints.
 // A crash during the replay leaves the same log and the same base, so the
-// next Open replays again (replay is idempotent). Writes that are not
-// deposits are never undone or reordered by a replay: each ends the epoch
-// with a synced commit whose ID is above the epoch's. The log's content
-// ranges freed by Remove, Expunge and DeleteFolder are punched out of their
-// segment (FALLOC_FL_PUNCH_HOLE); that runs only after their synced commit
-// ended the epoch, so it never touches frames a replay would read. Open's
-// background sweep deletes segments no content is in any more, as it
-// deletes orphaned content files.
+// next Open replays again (replay is idempotent). Writes the log does not
+// take are never undone or reordered by a replay: each ends the epoch with
+// a synced commit that recovery trusts. The log's content ranges that
+// removals free are punched out of their segment (FALLOC_FL_PUNCH_HOLE)
+// only once no replay can read them: after their epoch ended and, for an
+// epoch with early commits, after a later epoch's base frame is on disk,
+// since recovery reads that epoch up to its kindMark frame. Content files
+// of older stores go once their removal is durable. Open's background
+// sweep deletes segments no content is in any more, as it deletes orphaned
+// content files.
 //
 // The committer keeps one more rule of bbolt's: growing the memory map
 // waits for every read transaction, the epoch's too, which only the
 // committer would end. It opens bbolt with a 256 MiB map (address space,
 // not memory), and before each batch checks that the map surely has room
 // for it; when it has not, it checkpoints first and commits that batch
-// synced, and bbolt grows the map with nothing pinned.
+// synced (deposits after their frames are synced), and bbolt grows the map
+// with nothing pinned.
 //
-// If a commit without sync fails (an I/O error), the database no longer
+// If a commit without sync, a log write after its blocks were allocated,
+// or a background fdatasync fails (an I/O error), the database no longer
 // matches the log, and every later write fails (wrapping the cause) until
-// the store is opened again, which replays. A log write that fails (a full
-// disk) fails its deposits and ends the epoch with a synced commit above
-// the frames it may have left.
+// the store is opened again, which replays; a write whose sync failed is
+// never acknowledged. A batch refused for want of space fails its deposits
+// and commits its other writes synced, so a removal can still free space.
 //
-// The tests check this by killing a child process depositing contents of
-// a few bytes (kept in the database) to 480 KB with SIGKILL thirty times,
-// and checking that every acknowledged deposit is there byte for byte and
-// every listed message is whole; by putting into a copy of um.db what a
-// power loss can leave (the pages of the base under later meta pages, or
-// later pages under the base's meta pages), tearing the log's tail, and
-// stopping a replay midway; by recording the order of the syncs and
-// commits; and by filling a small tmpfs and corrupting and truncating
-// um.db.
+// The tests check this by killing a child process depositing contents of a
+// few bytes (kept in the database) to 480 KB and flagging every other one
+// under a um.Durability, with SIGKILL thirty times, and checking that every
+// acknowledged deposit and flag is there and every listed message is
+// whole; by putting into a copy of um.db what a power loss can leave (the
+// pages of the base under later meta pages, or later pages under the base's
+// meta pages, with the last frames lost or not), tearing the log's tail,
+// and stopping a replay midway; by recording the order of the syncs,
+// commits and acknowledgements; and by filling a small tmpfs and
+// corrupting and truncating um.db.
 //
 // # Why bbolt, and why content beside it
 //
@@ -165,9 +179,11 @@
 // works with.
 //
 // Large contents live outside bbolt because audio is most of the bytes and
-// bbolt is a poor home for them: every commit rewrites the freelist, so a
-// database of many gigabytes of freed and reused pages slows every commit;
-// the file never shrinks; and reading a value out of a memory map means
+// bbolt is a poor home for them: a database of many gigabytes of freed
+// and reused pages makes every commit and every Open slower (the store
+// does not write bbolt's freelist with each commit, which cost a flag
+// change up to a sixth of its time, so Open rebuilds it from the pages in
+// use); the file never shrinks; and reading a value out of a memory map means
 // holding a transaction, which blocks the file from growing, or copying it.
 // Measured on the development machine, a 480 KB (30-second) value committed
 // to bbolt took 1.6 to 1.7 times as long as a plain file written and
@@ -233,10 +249,10 @@
 //     when the damaged page is read.
 //   - Append reads a content into memory whole: at most 256 MiB, past which
 //     it fails with um.ErrInvalid and stores nothing.
-//   - A removed content's range of its log segment is freed at once where
-//     the file system punches holes (Linux: ext4, XFS, tmpfs); the segment
-//     file itself goes with the sweep after the next Open, once no content
-//     is in it.
+//   - A removed content's range of its log segment is freed once no replay
+//     can read it (above), where the file system punches holes (Linux:
+//     ext4, XFS, tmpfs); the segment file itself goes with the sweep after
+//     the next Open, once no content is in it.
 //   - The directory must be on a local file system that honours fsync (not
 //     NFS). Directory fsync, which makes new file names durable, is what
 //     Linux and the BSDs provide; the store is built and tested on Linux.

@@ -14,59 +14,62 @@ var _ um.Expunger = (*Store)(nil)
 
 // Expunge implements um.Expunger: the \Deleted check and the removal are
 // one transaction, so a flag another writer clears in between is honoured.
-// Contents are released as Remove releases them, files after the commit.
+// Contents are released as Remove releases them. The change goes through
+// the log (logged.go).
 func (s *Store) Expunge(ctx context.Context, mailbox, folder string, uids []um.UID) ([]um.Message, error) {
-	var gone []um.Message
-	err := s.removeIn(ctx, mailbox, func(rl *releaser) error {
-		gone = nil // the committer may run this again
-		fm, err := rl.mb.folder(folder)
-		if err != nil {
-			return err
-		}
-		b, err := rl.mb.msgBucket(fm.validity)
-		if err != nil {
-			return err
-		}
-		// Decode everything before the first delete: deleting under a
-		// cursor skips keys, and values point into pages a write may move.
-		var recs []*record
-		pick := func(uid um.UID, v []byte) error {
-			if len(v) <= offFlags {
-				return fmt.Errorf("%w: message record of %d bytes", ErrCorrupt, len(v))
-			}
-			if !um.Flags(v[offFlags]).Has(um.FlagDeleted) {
-				return nil // most are not: skip decoding them
-			}
-			r := new(record)
-			if err := decodeRecord(v, r); err != nil {
-				return err
-			}
-			r.m.Folder, r.m.UID = folder, uid
-			recs = append(recs, r)
-			return nil
-		}
-		if uids == nil {
-			err = b.ForEach(func(k, v []byte) error {
-				return pick(um.UID(binary.BigEndian.Uint32(k)), v)
-			})
-		} else {
-			err = pickUIDs(b, uids, pick)
-		}
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			if err := rl.drop(loc{fm.validity, r.m.UID}, r); err != nil {
-				return err
-			}
-			gone = append(gone, r.m)
-		}
-		return nil
-	})
-	if err != nil {
+	w := &removeWrite{mailbox: mailbox, expunge: true, folder: folder, uids: uids}
+	if err := s.updateLogged(ctx, w); err != nil {
 		return nil, err
 	}
-	return gone, nil
+	return w.gone, nil
+}
+
+// expungeIn removes the messages of w's folder that have \Deleted, among
+// w.uids unless that is nil.
+func (w *removeWrite) expungeIn(rl *releaser) error {
+	fm, err := rl.mb.folder(w.folder)
+	if err != nil {
+		return err
+	}
+	b, err := rl.mb.msgBucket(fm.validity)
+	if err != nil {
+		return err
+	}
+	// Decode everything before the first delete: deleting under a
+	// cursor skips keys, and values point into pages a write may move.
+	var recs []*record
+	pick := func(uid um.UID, v []byte) error {
+		if len(v) <= offFlags {
+			return fmt.Errorf("%w: message record of %d bytes", ErrCorrupt, len(v))
+		}
+		if !um.Flags(v[offFlags]).Has(um.FlagDeleted) {
+			return nil // most are not: skip decoding them
+		}
+		r := new(record)
+		if err := decodeRecord(v, r); err != nil {
+			return err
+		}
+		r.m.Folder, r.m.UID = w.folder, uid
+		recs = append(recs, r)
+		return nil
+	}
+	if w.uids == nil {
+		err = b.ForEach(func(k, v []byte) error {
+			return pick(um.UID(binary.BigEndian.Uint32(k)), v)
+		})
+	} else {
+		err = pickUIDs(b, w.uids, pick)
+	}
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if err := rl.drop(loc{fm.validity, r.m.UID}, r); err != nil {
+			return err
+		}
+		w.gone = append(w.gone, r.m)
+	}
+	return nil
 }
 
 // pickUIDs calls pick, in UID order and once each, for the messages of b

@@ -82,15 +82,27 @@ func TestSmallDepositsBesideOtherWrites(t *testing.T) {
 		t.Errorf("a logged deposit's commit came with no log segment synced before it")
 	}
 
-	// A flag change ends the epoch; the next lone small deposit is synced again.
+	// A flag change goes through the log too and leaves the epoch open: the
+	// next small deposit is logged.
 	if _, err := s.SetFlags(ctx, "1001", []uuid.UUID{m1.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard}); err != nil {
 		t.Fatal(err)
 	}
 	m3, start := deposit(16 << 10)
 	k, _ = contentKey(t, s, "1001", m3.ID)
 	events = rec.snapshot()
+	if i = commitOf(t, events, start, k); !events[i].noSync {
+		t.Errorf("a small deposit after a logged flag change was committed synced; want it through the log")
+	}
+
+	// Another write ends the epoch; the next lone small deposit is synced again.
+	if _, err := s.CreateFolder(ctx, "1001", "Work"); err != nil {
+		t.Fatal(err)
+	}
+	m4, start := deposit(16 << 10)
+	k, _ = contentKey(t, s, "1001", m4.ID)
+	events = rec.snapshot()
 	if i = commitOf(t, events, start, k); events[i].noSync {
-		t.Errorf("a small deposit after a flag change was committed without sync")
+		t.Errorf("a small deposit after a folder was created was committed without sync")
 	}
 
 	// Concurrent deposits, small and large, and flag changes: every commit
@@ -113,6 +125,7 @@ func TestSmallDepositsBesideOtherWrites(t *testing.T) {
 					t.Error(err)
 					return
 				}
+				rec.ack(m.ID)
 				mu.Lock()
 				contents[m.ID] = c
 				mu.Unlock()
@@ -124,12 +137,7 @@ func TestSmallDepositsBesideOtherWrites(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	events = rec.snapshot()
-	for i := start; i < len(events); i++ {
-		if events[i].kind == "commit" {
-			checkSyncedBefore(t, s, events, i)
-		}
-	}
+	checkAcksDurable(t, s, rec.snapshot())
 
 	s = reopen(t, s)
 	for id, want := range contents {

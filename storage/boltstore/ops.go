@@ -369,10 +369,14 @@ func (s *Store) RenameFolder(ctx context.Context, mailbox, from, to string) erro
 }
 
 // DeleteFolder implements um.Store. The content files of its messages are
-// deleted after the commit.
+// deleted after the commit; their ranges of log segments once no replay can
+// read them (committer.freed).
 func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var freed []gone
-	err := s.update(ctx, func(tx *bolt.Tx) error {
+	err := s.c.submit(ctx, &txOp{released: func() []gone { return freed }, err: make(chan error, 1), fn: func(tx *bolt.Tx) error {
 		freed = freed[:0]
 		mb, err := getMailbox(tx, mailbox)
 		if err != nil {
@@ -412,12 +416,24 @@ func (s *Store) DeleteFolder(ctx context.Context, mailbox, folder string) error 
 			return err
 		}
 		return mb.folders.Delete([]byte(folder))
-	})
+	}})
 	if err != nil {
 		return err
 	}
-	s.deleteBlobs(freed)
+	s.deleteBlobs(contentFiles(freed))
 	return nil
+}
+
+// contentFiles returns the content files among gs, leaving out the ranges
+// of log segments.
+func contentFiles(gs []gone) []gone {
+	var files []gone
+	for _, g := range gs {
+		if g.seg == nil {
+			files = append(files, g)
+		}
+	}
+	return files
 }
 
 // Append implements um.Store. The content and the record go to the
@@ -576,71 +592,31 @@ func (s *Store) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, o
 	return changed, err
 }
 
-// SetFlagsIfUnchanged implements um.ConditionalFlagger.
+// SetFlagsIfUnchanged implements um.ConditionalFlagger. The change goes
+// through the log (logged.go).
 func (s *Store) SetFlagsIfUnchanged(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp, since uint64) (changed []um.Message, modified []uuid.UUID, err error) {
-	err = s.update(ctx, func(tx *bolt.Tx) error {
-		changed, modified = nil, nil
-		mb, err := getMailbox(tx, mailbox)
-		if err != nil {
-			return err
-		}
-		if err := mb.resolve(ids); err != nil {
-			return err
-		}
-		for _, id := range ids {
-			l, r, err := mb.find(id)
-			if err != nil {
-				return err
-			}
-			if r.m.ModSeq > since {
-				modified = append(modified, id)
-				continue
-			}
-			f, kw := op.Apply(r.m.Flags, r.m.Keywords)
-			if f == r.m.Flags && um.SameKeywords(kw, r.m.Keywords) {
-				continue
-			}
-			r.m.Flags, r.m.Keywords = f, kw
-			if r.m.ModSeq, err = mb.touch(l.validity); err != nil {
-				return err
-			}
-			b, err := mb.msgBucket(l.validity)
-			if err != nil {
-				return err
-			}
-			if err := b.Put(uidKey(l.uid), encodeRecord(r)); err != nil {
-				return err
-			}
-			m, err := mb.message(l, r)
-			if err != nil {
-				return err
-			}
-			changed = append(changed, m.Clone())
-		}
-		return nil
-	})
-	if err != nil {
+	w := &flagWrite{mailbox: mailbox, ids: ids, op: op, since: since}
+	if err := s.updateLogged(ctx, w); err != nil {
 		return nil, nil, err
 	}
-	return changed, modified, nil
+	return w.changed, w.modified, nil
 }
 
-// Move implements um.Store.
+// Move implements um.Store. The change goes through the log (logged.go).
 func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
 	return s.moveWithin(ctx, mailbox, ids, to, now, um.Limits{})
 }
 
 func (s *Store) moveWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time, lim um.Limits) ([]um.Message, error) {
-	return s.place(ctx, mailbox, ids, to, lim, false, func(_ *bolt.Tx, mb *mbox, _ int, id uuid.UUID, l loc, r *record) error {
-		if !now.IsZero() {
-			r.m.Added = now
-		}
-		return mb.unlink(id, l)
-	})
+	w := &placeWrite{mailbox: mailbox, ids: ids, to: to, now: now, lim: lim}
+	if err := s.updateLogged(ctx, w); err != nil {
+		return nil, err
+	}
+	return w.out, nil
 }
 
 // Copy implements um.Store. Copies share the content file, which is
-// reference-counted.
+// reference-counted. The change goes through the log (logged.go).
 func (s *Store) Copy(ctx context.Context, mailbox string, ids []uuid.UUID, to string, newIDs []uuid.UUID, now time.Time) ([]um.Message, error) {
 	return s.copyWithin(ctx, mailbox, ids, to, newIDs, now, um.Limits{})
 }
@@ -649,83 +625,18 @@ func (s *Store) copyWithin(ctx context.Context, mailbox string, ids []uuid.UUID,
 	if len(newIDs) != len(ids) {
 		return nil, fmt.Errorf("boltstore: %w: %d ids, %d new ids", um.ErrInvalid, len(ids), len(newIDs))
 	}
-	return s.place(ctx, mailbox, ids, to, lim, true, func(tx *bolt.Tx, _ *mbox, i int, _ uuid.UUID, _ loc, r *record) error {
-		r.m.ID = newIDs[i]
-		if !now.IsZero() {
-			r.m.Added = now
-		}
-		_, err := refBlob(tx, r.blob, +1)
-		return err
-	})
-}
-
-// place adds the messages ids to folder to in one transaction, in order,
-// after prepare has changed each record (and unlinked it, for a move), and
-// returns them as added. Unless lim is zero, it first admits by lim what
-// the call adds outside Trash: every message when copying, else those that
-// leave Trash.
-func (s *Store) place(ctx context.Context, mailbox string, ids []uuid.UUID, to string, lim um.Limits, copying bool, prepare func(tx *bolt.Tx, mb *mbox, i int, id uuid.UUID, l loc, r *record) error) ([]um.Message, error) {
-	var out []um.Message
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		out = make([]um.Message, 0, len(ids))
-		mb, err := getMailbox(tx, mailbox)
-		if err != nil {
-			return err
-		}
-		if _, err := mb.folder(to); err != nil {
-			return err
-		}
-		if err := mb.resolve(ids); err != nil {
-			return err
-		}
-		if !lim.IsZero() && to != um.Trash {
-			if err := mb.admitPlaced(lim, ids, copying); err != nil {
-				return err
-			}
-		}
-		for i, id := range ids {
-			l, r, err := mb.find(id)
-			if err != nil {
-				return err
-			}
-			if err := prepare(tx, mb, i, id, l, r); err != nil {
-				return err
-			}
-			m, err := mb.add(to, r)
-			if err != nil {
-				return err
-			}
-			out = append(out, m)
-		}
-		return nil
-	})
-	if err != nil {
+	w := &placeWrite{mailbox: mailbox, ids: ids, to: to, newIDs: newIDs, copying: true, now: now, lim: lim}
+	if err := s.updateLogged(ctx, w); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return w.out, nil
 }
 
 // Remove implements um.Store. Content files no other copy names are deleted
-// after the commit; a crash in between leaves them to the next sweep.
+// once the removal is durable and no replay can need them (logged.go); a
+// crash in between leaves them to the next sweep.
 func (s *Store) Remove(ctx context.Context, mailbox string, ids []uuid.UUID) error {
-	return s.removeIn(ctx, mailbox, func(rl *releaser) error {
-		if err := rl.mb.resolve(ids); err != nil {
-			return err
-		}
-		for _, id := range ids {
-			if rl.mb.ids.Get(id[:]) == nil {
-				continue // named twice
-			}
-			l, r, err := rl.mb.find(id)
-			if err != nil {
-				return err
-			}
-			if err := rl.drop(l, r); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return s.updateLogged(ctx, &removeWrite{mailbox: mailbox, ids: ids})
 }
 
 // releaser removes messages within one write transaction and collects the
@@ -750,31 +661,5 @@ func (rl *releaser) drop(l loc, r *record) error {
 	if ok {
 		rl.gone = append(rl.gone, g)
 	}
-	return nil
-}
-
-// removeIn runs fn in a write transaction with a releaser for mailbox and,
-// once it commits, deletes the content files fn released. The files go
-// only after the commit, so a crash never leaves a message without its
-// content; one between the two leaves the files to the next sweep.
-func (s *Store) removeIn(ctx context.Context, mailbox string, fn func(rl *releaser) error) error {
-	var freed []gone
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		freed = nil // the committer may run this again
-		mb, err := getMailbox(tx, mailbox)
-		if err != nil {
-			return err
-		}
-		rl := &releaser{tx: tx, mb: mb}
-		if err := fn(rl); err != nil {
-			return err
-		}
-		freed = rl.gone
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	s.deleteBlobs(freed)
 	return nil
 }

@@ -141,6 +141,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: open %s: %w", dir, err)
 	}
 	s.c = newCommitter(db, dir, dbf, rc.nextSeq, s.logf)
+	s.c.release = s.deleteBlobs
 	if err := s.c.replay(rc); err != nil {
 		db.Close()
 		dbf.Close()
@@ -223,8 +224,13 @@ func openDB(path string, lockTimeout time.Duration, need int64) (db *bolt.DB, er
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:         lockTimeout,
-		FreelistType:    bolt.FreelistMapType,
+		Timeout:      lockTimeout,
+		FreelistType: bolt.FreelistMapType,
+		// Writing the freelist made every commit copy and sort it, and in
+		// an epoch it only grows (the pinned base keeps freed pages from
+		// reuse): up to a sixth of a flag change's cost. Open rebuilds it
+		// from the pages in use instead: about 80 ms for 10,000 mailboxes.
+		NoFreelistSync:  true,
 		InitialMmapSize: int(mapSize(path, need)),
 	})
 	switch {

@@ -15,13 +15,57 @@ import (
 
 // syncEvent is one sync the store made, or one of its commits.
 type syncEvent struct {
-	kind   string    // "fdatasync", "syncdir" or "commit"
+	kind   string    // "fdatasync", "syncdir", "commit" or "ack"
 	path   string    // the file synced, or the directory
 	names  []string  // syncdir: the entries of the directory just before the sync
 	blobs  []blobKey // commit: the contents the committed state references
 	segs   []segLoc  // commit: where the contents it references in log segments are
 	size   int64     // fdatasync: the file's size when it was synced
 	noSync bool      // commit: made without bbolt's fdatasyncs
+	id     uuid.UUID // ack: the message whose Append returned
+}
+
+// ack records that the Append of message id returned to its caller.
+func (r *syncRecorder) ack(id uuid.UUID) { r.add(syncEvent{kind: "ack", id: id}) }
+
+// checkAcksDurable fails unless the content of every message whose ack is
+// in events, where it is in a log segment, lay within what an fdatasync of
+// that segment made durable before the ack: a caller hears of a deposit
+// only once a power loss cannot take it.
+func checkAcksDurable(t *testing.T, s *Store, events []syncEvent) {
+	t.Helper()
+	synced := map[string]int64{}
+	acks := 0
+	for _, e := range events {
+		switch e.kind {
+		case "fdatasync":
+			synced[e.path] = max(synced[e.path], e.size)
+		case "ack":
+			acks++
+			var l segLoc
+			var inSeg bool
+			if err := s.view(ctx, func(tx *bolt.Tx) error {
+				mb, err := getMailbox(tx, "1001")
+				if err != nil {
+					return err
+				}
+				_, r, err := mb.find(e.id)
+				if err != nil {
+					return err
+				}
+				l, inSeg, err = segLocOf(tx, r.blob)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if end := l.off + l.size; inSeg && synced[s.segPath(l.seq)] < end {
+				t.Errorf("deposit %s acknowledged with segment %d bytes %d-%d synced only to %d", e.id, l.seq, l.off, end, synced[s.segPath(l.seq)])
+			}
+		}
+	}
+	if acks == 0 {
+		t.Fatal("no deposit acknowledged")
+	}
 }
 
 // syncRecorder keeps the syncs and commits of the store in their order.
@@ -180,22 +224,105 @@ func TestDepositSyncOrder(t *testing.T) {
 		t.Errorf("fsync of log/ holding the segment at event %d, its fdatasync at %d: want the name durable first", name, data)
 	}
 
-	// A flag change is not logged: its commit is synced.
+	// A flag change is logged too: its commit is not synced, and the log
+	// segment is synced after it, before SetFlags returns.
 	before := len(rec.snapshot())
 	if _, err := s.SetFlags(ctx, "1001", []uuid.UUID{m.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard}); err != nil {
 		t.Fatal(err)
 	}
 	events = rec.snapshot()
 	flags := slices.IndexFunc(events[before:], func(e syncEvent) bool { return e.kind == "commit" })
-	if flags < 0 || events[before+flags].noSync {
-		t.Errorf("the flag change's commit (event %d) was not synced", flags)
+	if flags < 0 || !events[before+flags].noSync {
+		t.Fatalf("the flag change's commit (event %d) was synced; want it through the log", flags)
+	}
+	if n := segmentSyncs(events, before+flags, len(events)); n == 0 {
+		t.Errorf("SetFlags returned with no log segment synced after its commit")
+	}
+}
+
+// TestEarlyFlagWriteSyncOrder checks the order a um.Durability allows: a
+// flag change made with one in its context returns once applied (visible to
+// a reader) with its frame written but not yet synced, and the wait the
+// Durability holds returns only after an fdatasync of the segment that
+// covers the frame. The first such change of an epoch is synced before it
+// is applied, with the frame that tells recovery the epoch has early
+// commits.
+func TestEarlyFlagWriteSyncOrder(t *testing.T) {
+	rec := recordSyncs(t)
+	s := openStore(t)
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		t.Fatal(err)
+	}
+	m := appendMsg(t, s, "1001", um.Inbox, randomBytes(1000))
+	var d um.Durability
+	dctx := um.WithDurability(ctx, &d)
+	set := func(op um.FlagOp) {
+		t.Helper()
+		if _, err := s.SetFlags(dctx, "1001", []uuid.UUID{m.ID}, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heard := um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard}
+	unheard := um.FlagOp{Mode: um.FlagsRemove, Flags: um.FlagHeard}
+
+	// The first: synced before its commit, durable on return.
+	start := len(rec.snapshot())
+	set(heard)
+	events := rec.snapshot()
+	commit := slices.IndexFunc(events[start:], func(e syncEvent) bool { return e.kind == "commit" })
+	if commit < 0 || segmentSyncs(events, start, start+commit) == 0 {
+		t.Fatalf("the epoch's first early flag change was applied before any log sync: %+v", events[start:])
+	}
+	if err := d.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Hold the next sync back to see what the caller gets before it.
+	release := make(chan struct{})
+	entered := make(chan struct{}, 16)
+	orig := fdatasync
+	fdatasync = func(f *os.File) error {
+		if filepath.Base(filepath.Dir(f.Name())) == logDir {
+			entered <- struct{}{}
+			<-release
+		}
+		return orig(f)
+	}
+	before := len(rec.snapshot())
+	set(unheard) // returns with its sync held back
+	if got, err := s.Get(ctx, "1001", m.ID); err != nil || got.Flags.Has(um.FlagHeard) {
+		t.Errorf("an early flag change returned before it was visible: %v, %v", got.Flags, err)
+	}
+	if !d.Pending() {
+		t.Fatalf("an early flag change left nothing to wait for")
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- d.Wait(ctx) }()
+	<-entered
+	select {
+	case err := <-waited:
+		t.Fatalf("Wait returned (%v) while the frame's fdatasync was held back", err)
+	default:
+	}
+	close(release)
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	fdatasync = orig
+	events = rec.snapshot()
+	commit = slices.IndexFunc(events[before:], func(e syncEvent) bool { return e.kind == "commit" })
+	sync := slices.IndexFunc(events[before:], func(e syncEvent) bool {
+		return e.kind == "fdatasync" && filepath.Base(filepath.Dir(e.path)) == logDir
+	})
+	if commit < 0 || sync < 0 || sync < commit || !events[before+commit].noSync {
+		t.Errorf("early flag change: commit at %d (noSync %v), log sync at %d; want an unsynced commit, then the sync", commit, commit >= 0 && events[before+commit].noSync, sync)
 	}
 }
 
 // TestConcurrentDepositsShareSync checks group commit: eight depositors at
 // once need fewer transactions than deposits, spread their frames over
-// several segments (lanes) fdatasynced in parallel, and no commit names log
-// bytes not yet synced.
+// several segments (lanes) fdatasynced in parallel, and none hears of its
+// deposit before its bytes in the log are synced.
 func TestConcurrentDepositsShareSync(t *testing.T) {
 	rec := recordSyncs(t)
 	s := openStore(t)
@@ -210,9 +337,12 @@ func TestConcurrentDepositsShareSync(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range each {
-				if _, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox}, bytes.NewReader(randomBytes(100<<10))); err != nil {
+				m, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox}, bytes.NewReader(randomBytes(100<<10)))
+				if err != nil {
 					t.Error(err)
+					continue
 				}
+				rec.ack(m.ID)
 			}
 		}()
 	}
@@ -226,9 +356,9 @@ func TestConcurrentDepositsShareSync(t *testing.T) {
 			segs[e.path] = true
 		case e.kind == "commit":
 			commits++
-			checkSyncedBefore(t, s, events, i)
 		}
 	}
+	checkAcksDurable(t, s, events)
 	t.Logf("%d deposits, %d transactions, %d segments", n*each, commits, len(segs))
 	if commits == 0 || commits >= n*each {
 		t.Errorf("%d transactions for %d concurrent deposits, want at least one and fewer than the deposits", commits, n*each)

@@ -18,13 +18,12 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// The deposit log. The package documentation explains the design; this
-// file has the format, the writer's part of the committer and the replay.
+// The log. The package documentation explains the design; this file has
+// the format, the writer's part of the committer and the replay.
 //
 // log/<16 hex digits> is a segment, named by an increasing number. Each
 // segment is one epoch of the log: it starts with a base frame, then holds
-// deposit frames appended in batches, each batch written with one write and
-// made durable with one fdatasync. A frame is
+// frames appended in batches, each batch written with one write. A frame is
 //
 //	body length uint32, head length uint32, CRC-32C of the head uint32,
 //	head, data (the rest of the body)
@@ -37,11 +36,17 @@ import (
 //	lane:    kind, the base's txid, the base segment's number, the lane's
 //	         index (uint64 each); no data: the first frame of the epoch's
 //	         other segments
-//	deposit: kind, txid, the batch's deposits and this one's place among
+//	early:   kind, txid of the epoch's first batch, the horizon (uint64):
+//	         commits of the epoch up to the horizon may precede their
+//	         frames on disk; no data
+//	mark:    kind, txid of a synced commit about to be made; no data
+//	deposit: kind, txid, the batch's writes and this one's place among
 //	         them (uvarint each), mailbox, folder (uvarint length, bytes), limits
 //	         (uvarint messages, varint recorded time), CRC-32C uint32 of the
 //	         data, the message record (uvarint length, record.go); the data
 //	         is the content
+//	flags, place, remove: kind, txid, batch size and place as a deposit's,
+//	         then the write's arguments (logged.go); no data
 //
 // The head's checksum and the content's own cover the whole frame, so the
 // content is summed once, when it is read in, and written straight from
@@ -68,7 +73,14 @@ const (
 	kindDeposit       = 2
 	kindDepositSynced = 3
 	kindLane          = 4
+	kindFlags         = 5 // a flagWrite (logged.go)
+	kindPlace         = 8 // a placeWrite
+	kindRemove        = 9 // a removeWrite
+	kindEarly         = 6 // the epoch applies logWrites before their sync, up to a horizon txid
+	kindMark          = 7 // the commit of this txid is a synced one
 )
+
+func isLogWrite(kind byte) bool { return kind == kindFlags || kind == kindPlace || kind == kindRemove }
 
 // maxLanes bounds the segments an epoch writes at once. A batch of n
 // deposits goes to min(n, maxLanes) segments, written and fdatasynced in
@@ -82,7 +94,7 @@ var bucketSeg = []byte("seg")
 
 // errLogBroken is wrapped by every write after a failure that left the
 // database behind the log; reopening the store replays the log.
-var errLogBroken = errors.New("boltstore: the deposit log and the database disagree after a failed commit; reopen the store")
+var errLogBroken = errors.New("boltstore: the log and the database disagree after a failed write; reopen the store")
 
 type segLoc struct {
 	seq       uint64
@@ -288,7 +300,15 @@ func readFrames(dir string, seq uint64) ([]frame, error) {
 		}
 		first := len(out) == 0
 		start := fr.kind == kindBase || fr.kind == kindLane
-		if first != start || (!start && fr.kind != kindDeposit && fr.kind != kindDepositSynced) {
+		isDep := fr.kind == kindDeposit || fr.kind == kindDepositSynced
+		isNote := fr.kind == kindEarly || fr.kind == kindMark
+		if first != start || (!start && !isDep && !isNote && !isLogWrite(fr.kind)) {
+			break
+		}
+		if fr.kind == kindEarly && (len(fr.head) != 1+8+8 || len(fr.data) != 0) {
+			break
+		}
+		if fr.kind == kindMark && (len(fr.head) != 1+8 || len(fr.data) != 0) {
 			break
 		}
 		if fr.kind == kindBase && (len(fr.head) != 1+8+8+metaCopy || len(fr.data) != 0) {
@@ -302,10 +322,13 @@ func readFrames(dir string, seq uint64) ([]frame, error) {
 				break
 			}
 			var ok bool
-			if fr.n, fr.idx, ok = depositPlace(fr.head); !ok {
+			if fr.n, fr.idx, ok = depositPlace(fr.head); !ok && !isNote {
 				break
 			}
-			if sum, ok := depositSum(fr.head); !ok || crc32.Checksum(fr.data, castagnoli) != sum {
+			if !isDep && len(fr.data) != 0 {
+				break
+			}
+			if sum, ok := depositSum(fr.head); isDep && (!ok || crc32.Checksum(fr.data, castagnoli) != sum) {
 				break
 			}
 		}
@@ -337,7 +360,7 @@ func wholeBatches(base uint64, frames []frame) []frame {
 		}
 		whole := true
 		for i, g := range frames[:n] {
-			if g.txid != fr.txid || g.n != fr.n || g.idx != uint64(i) || g.kind != fr.kind {
+			if g.txid != fr.txid || g.n != fr.n || g.idx != uint64(i) || (g.kind == kindDepositSynced) != (fr.kind == kindDepositSynced) {
 				whole = false
 				break
 			}
@@ -530,19 +553,34 @@ func recoverLog(dir string, dbf *os.File) (*recovery, error) {
 	// Every frame read counts, also those past a batch with a frame
 	// missing: a frame lost after its batch was applied (damage, not a
 	// crash) must not make um.db trusted when its state is not synced.
-	var unsynced uint64
+	//
+	// An epoch with early commits (kindEarly) may have applied a commit
+	// whose frame never reached the disk, at any txid up to its horizon:
+	// only a kindMark frame vouches for a synced commit below that.
+	var unsynced, mark uint64
+	var batches []frame
 	for _, fr := range frames[1:] {
-		if fr.kind == kindDeposit {
+		switch fr.kind {
+		case kindDeposit, kindFlags, kindPlace, kindRemove:
 			unsynced = max(unsynced, fr.txid)
+		case kindEarly:
+			horizon := binary.BigEndian.Uint64(fr.head[9:])
+			unsynced = max(unsynced, horizon)
+			rc.claimed = max(rc.claimed, horizon)
+		case kindMark:
+			mark = max(mark, fr.txid)
+		}
+		if fr.kind != kindEarly && fr.kind != kindMark {
+			batches = append(batches, fr)
 		}
 		rc.claimed = max(rc.claimed, fr.txid)
 	}
-	deps := wholeBatches(frames[0].txid, frames[1:])
+	deps := wholeBatches(frames[0].txid, batches)
 	m, pageSize, err := readMetaTxid(dbf)
 	if err != nil {
 		return nil, err
 	}
-	if unsynced == 0 || m > unsynced {
+	if unsynced == 0 || m > unsynced || (mark > 0 && m >= mark) {
 		return rc, nil
 	}
 	base := frames[0].head[17:]

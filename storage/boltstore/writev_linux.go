@@ -40,3 +40,20 @@ func writeAt(f *os.File, bufs [][]byte, off int64) error {
 	}
 	return nil
 }
+
+// allocate gives f the blocks of n bytes at off without changing its size,
+// so that writing them later cannot fail for want of space.
+func allocate(f *os.File, off, n int64) error {
+	for {
+		err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, n)
+		switch err {
+		case nil:
+			return nil
+		case unix.EINTR:
+			continue
+		case unix.EOPNOTSUPP:
+			return nil // the file system cannot say; the write will
+		}
+		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
+	}
+}
