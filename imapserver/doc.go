@@ -72,7 +72,7 @@
 // A rendering depends only on the message's immutable fields and the voice
 // mailbox, so the server keeps the renderings, ENVELOPEs, BODYSTRUCTUREs
 // and e-mail headers and part offsets it made in one LRU cache shared by
-// all sessions, bounded by Options.RenderCacheBytes (4 MiB by default).
+// all sessions, bounded by Options.RenderCacheBytes (3 MiB by default).
 //
 // # Live sync
 //

@@ -1,10 +1,10 @@
 package imapserver
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"mime/quotedprintable"
-	"sync"
 
 	"github.com/embeddedum/um"
 	"github.com/emersion/go-imap/v2"
@@ -122,8 +122,7 @@ func (sess *session) fetchOne(w *respWriter, e *entry, seq uint32, o *imap.Fetch
 	// Everything that can fail is prepared before the response starts, so
 	// a message removed meanwhile is left out instead of breaking the
 	// response.
-	var env *imap.Envelope
-	var bs imap.BodyStructure
+	var env, bs []byte
 	var secs []*section
 	defer func() {
 		for _, s := range secs {
@@ -139,7 +138,7 @@ func (sess *session) fetchOne(w *respWriter, e *entry, seq uint32, o *imap.Fetch
 		}
 	}
 	if o.BodyStructure != nil {
-		if bs, err = sess.bodyStructure(e); err != nil {
+		if bs, err = sess.bodyStructure(e, o.BodyStructure.Extended); err != nil {
 			return sess.skip(err)
 		}
 	}
@@ -260,38 +259,31 @@ func (sess *session) readRaw(e *entry, b []byte) ([]byte, error) {
 	return b, err
 }
 
-// layoutBufs holds the buffers a message is read into to lay it out: the
-// layout keeps none of its bytes, so the next one reuses them.
-var layoutBufs sync.Pool // of *[]byte
-
-// maxPooledLayout is the largest buffer layoutBufs keeps.
-const maxPooledLayout = 1 << 20
-
-// layout returns the layout of a Raw message.
+// layout returns the layout of a Raw message, scanned from its content
+// through a small buffer, or, for a message scanEntity leaves to
+// parseEntity, read whole.
 func (sess *session) layout(e *entry) (*layout, error) {
-	var pooled *[]byte
-	defer func() {
-		if pooled != nil {
-			layoutBufs.Put(pooled)
+	return sess.srv.cache.layout(sess.rendered(e), func() (*entity, []byte, error) {
+		rc, err := sess.content(e)
+		if err != nil {
+			return nil, nil, err
 		}
-	}()
-	return sess.srv.cache.layout(sess.rendered(e), func() ([]byte, error) {
-		size := max(e.msg.Size, 0)
-		if size > maxPooledLayout {
-			return sess.rawBytes(e)
+		root, ok, err := scanEntity(rc)
+		rc.Close()
+		if err != nil || ok {
+			return root, nil, err
 		}
-		pooled, _ = layoutBufs.Get().(*[]byte)
-		if pooled == nil || int64(cap(*pooled)) < size {
-			b := make([]byte, size, max(size, 64<<10))
-			pooled = &b
+		b, err := sess.rawBytes(e)
+		if err != nil {
+			return nil, nil, err
 		}
-		return sess.readRaw(e, (*pooled)[:size])
+		return parseEntity(b, 0, "text/plain"), b, nil
 	})
 }
 
-// envelope returns the message's ENVELOPE, parsed once per message and
-// server (while cached). The values are shared: never modify them.
-func (sess *session) envelope(e *entry) (*imap.Envelope, error) {
+// envelope returns the message's encoded ENVELOPE, built once per message
+// and server (while cached).
+func (sess *session) envelope(e *entry) ([]byte, error) {
 	r := sess.rendered(e)
 	return sess.srv.cache.envelope(r, func() ([]byte, error) {
 		if header := r.email.Header(); header != nil {
@@ -311,14 +303,16 @@ func (sess *session) rawHeader(e *entry) ([]byte, error) {
 			return nil, err
 		}
 		defer rc.Close()
-		return r.email.ReadHeader(rc)
+		h, err := r.email.ReadHeader(rc)
+		// Kept in the cache: without the room ReadHeader grew it with (a
+		// 547-byte header came in 704).
+		return bytes.Clone(h), err
 	})
 }
 
-// bodyStructure returns the message's BODYSTRUCTURE, built once per
-// message and server (while cached). The values are shared: never modify
-// them.
-func (sess *session) bodyStructure(e *entry) (imap.BodyStructure, error) {
+// bodyStructure returns the message's encoded BODYSTRUCTURE (extended)
+// or BODY, built once per message and server (while cached).
+func (sess *session) bodyStructure(e *entry, extended bool) ([]byte, error) {
 	r := sess.rendered(e)
 	st := r.email.Structure()
 	if st == nil {
@@ -326,10 +320,12 @@ func (sess *session) bodyStructure(e *entry) (imap.BodyStructure, error) {
 		if _, err := sess.layout(e); err != nil {
 			return nil, err
 		}
-		return r.structure(), nil
 	}
-	return sess.srv.cache.bodyStructure(r, func() (imap.BodyStructure, int64, error) {
-		return partStructure(st), 0, nil // in itemOverhead
+	return sess.srv.cache.bodyStructure(r, extended, func() (imap.BodyStructure, error) {
+		if st == nil {
+			return nil, errServerBug() // the layout kept it
+		}
+		return partStructure(st), nil
 	})
 }
 

@@ -33,6 +33,29 @@ type entity struct {
 	children []*entity // multipart
 	msg      *entity   // message/rfc822
 	bad      bool      // the header did not parse to its end
+
+	// scanned says the entity comes from scanEntity, which keeps no body:
+	// it lies at [headerStart, end) in the message, its body from
+	// bodyStart, and lines is its body's line count.
+	scanned                     bool
+	headerStart, bodyStart, end int64
+	lines                       int64
+}
+
+// bodySize is the length of the entity's body.
+func (e *entity) bodySize() int64 {
+	if e.scanned {
+		return e.end - e.bodyStart
+	}
+	return int64(len(e.body))
+}
+
+// bodyLines is the number of lines of the entity's body.
+func (e *entity) bodyLines() int64 {
+	if e.scanned {
+		return e.lines
+	}
+	return countLines(e.body)
 }
 
 // splitHeader cuts an entity into header block and body. It looks at the
@@ -70,19 +93,8 @@ func headerReader(header []byte) *bufio.Reader {
 func parseEntity(b []byte, depth int, defType string) *entity {
 	e := &entity{}
 	e.header, e.body = splitHeader(b)
-	var err error
-	e.h, err = textproto.ReadHeader(headerReader(e.header))
-	e.bad = err != nil
-	ct := e.h.Get("Content-Type")
-	mt, params, err := mime.ParseMediaType(ct)
-	if ct == "" || err != nil {
-		mt, params = defType, map[string]string{}
-		if mt == "text/plain" {
-			params["charset"] = "us-ascii"
-		}
-	}
-	e.typ, e.sub, _ = strings.Cut(mt, "/")
-	e.params = params
+	e.parseHeader(defType)
+	params := e.params
 	if depth >= maxMIMEDepth {
 		return e
 	}
@@ -227,14 +239,14 @@ func (e *entity) structure() imap.BodyStructure {
 	sp := &imap.BodyStructureSinglePart{
 		Type: e.typ, Subtype: e.sub, Params: e.params,
 		ID: e.h.Get("Content-Id"), Description: e.h.Get("Content-Description"),
-		Encoding: enc, Size: uint32(len(e.body)),
+		Encoding: enc, Size: uint32(e.bodySize()),
 		Extended: &imap.BodyStructureSinglePartExt{Disposition: disp, Language: lang, Location: loc},
 	}
 	switch {
 	case e.msg != nil:
-		sp.MessageRFC822 = &imap.BodyStructureMessageRFC822{Envelope: extractEnvelope(e.msg.h), BodyStructure: e.msg.structure(), NumLines: countLines(e.body)}
+		sp.MessageRFC822 = &imap.BodyStructureMessageRFC822{Envelope: extractEnvelope(e.msg.h), BodyStructure: e.msg.structure(), NumLines: e.bodyLines()}
 	case e.typ == "text":
-		sp.Text = &imap.BodyStructureText{NumLines: countLines(e.body)}
+		sp.Text = &imap.BodyStructureText{NumLines: e.bodyLines()}
 	}
 	return sp
 }

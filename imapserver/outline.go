@@ -32,8 +32,9 @@ type rawPart struct {
 const rawPartCost = 96
 
 // newLayout builds the layout of the Raw message b from its parse, root,
-// and returns what to charge for it. It keeps head as the header when not
-// nil (the same bytes, read before), else a copy: b is not kept.
+// and returns what to charge for it; b is nil when root comes from
+// scanEntity. It keeps head as the header when not nil (the same bytes,
+// read before), else a copy: b is not kept.
 func newLayout(b []byte, root *entity, head []byte) (*layout, int64) {
 	// The entity's slices share b's array: where one starts in b is told
 	// by how much of b's capacity is left after it. An empty entity of an
@@ -48,9 +49,14 @@ func newLayout(b []byte, root *entity, head []byte) (*layout, int64) {
 	var walk func(e *entity, at int64) *rawPart
 	walk = func(e *entity, at int64) *rawPart {
 		n++
-		s := &rawPart{headerStart: offset(e.header, at)}
-		s.bodyStart = s.headerStart + int64(len(e.header))
-		s.end = s.bodyStart + int64(len(e.body))
+		var s *rawPart
+		if e.scanned {
+			s = &rawPart{headerStart: e.headerStart, bodyStart: e.bodyStart, end: e.end}
+		} else {
+			s = &rawPart{headerStart: offset(e.header, at)}
+			s.bodyStart = s.headerStart + int64(len(e.header))
+			s.end = s.bodyStart + int64(len(e.body))
+		}
 		for _, c := range e.children {
 			s.children = append(s.children, walk(c, s.end))
 		}

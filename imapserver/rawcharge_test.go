@@ -7,15 +7,18 @@ import (
 	"testing"
 
 	"github.com/embeddedum/um"
+	"github.com/emersion/go-imap/v2"
 	"github.com/google/uuid"
 )
 
 // TestRawCharge lays out appended e-mails, short ones and voicemails
-// appended as e-mail, in the render cache: what the cache charges for
-// them, which its bound counts, is at least the heap they take, and not
-// so far above it that the bound keeps far fewer than it could.
+// appended as e-mail, in the render cache, and builds their ENVELOPE, and
+// it renders voicemails with their ENVELOPE and BODYSTRUCTURE: what the
+// cache charges for them, which its bound counts, is at least the heap
+// they take, and not so far above it that the bound keeps far fewer than
+// it could.
 func TestRawCharge(t *testing.T) {
-	for _, kind := range []string{"e-mail", "voicemail"} {
+	for _, kind := range []string{"e-mail", "voicemail appended", "voicemail"} {
 		t.Run(kind, func(t *testing.T) {
 			const n = 1000
 			c := newRenderCache(1 << 40)
@@ -23,6 +26,10 @@ func TestRawCharge(t *testing.T) {
 			bodies := make([][]byte, n)
 			for i := range msgs {
 				if kind == "voicemail" {
+					msgs[i] = testMessage(i)
+					continue
+				}
+				if kind == "voicemail appended" {
 					vm := testMessage(i)
 					var buf bytes.Buffer
 					um.RenderEmail(vm, um.RenderOptions{Mailbox: "user1"}).WriteTo(&buf, bytes.NewReader(make([]byte, vm.Size)))
@@ -39,8 +46,19 @@ func TestRawCharge(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			for i := range msgs {
 				r := c.get(&msgs[i], "user1", um.RenderOptions{})
+				if kind == "voicemail" {
+					c.envelope(r, func() ([]byte, error) { return r.email.Header(), nil })
+					c.bodyStructure(r, true, func() (imap.BodyStructure, error) { return partStructure(r.email.Structure()), nil })
+					continue
+				}
 				b := bodies[i]
-				if _, err := c.layout(r, func() ([]byte, error) { return bytes.Clone(b), nil }); err != nil {
+				if _, err := c.layout(r, func() (*entity, []byte, error) {
+					root, _, err := scanEntity(bytes.NewReader(b))
+					return root, nil, err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.envelope(r, func() ([]byte, error) { return r.head, nil }); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -153,20 +153,23 @@ func (m *fetchMsg) WriteRFC822Size(n int64) {
 	m.sep().raw("RFC822.SIZE " + strconv.FormatInt(n, 10))
 }
 
-func (m *fetchMsg) WriteEnvelope(env *imap.Envelope) {
+// WriteEnvelope writes an ENVELOPE encoded by writeEnvelope.
+func (m *fetchMsg) WriteEnvelope(wire []byte) {
 	e := m.sep()
 	e.raw("ENVELOPE ")
-	writeEnvelope(e, env)
+	e.w.Write(wire)
 }
 
-func (m *fetchMsg) WriteBodyStructure(bs imap.BodyStructure, extended bool) {
+// WriteBodyStructure writes a BODYSTRUCTURE (extended) or BODY encoded by
+// writeBodyStructure.
+func (m *fetchMsg) WriteBodyStructure(wire []byte, extended bool) {
 	e := m.sep()
 	if extended {
 		e.raw("BODYSTRUCTURE ")
 	} else {
 		e.raw("BODY ")
 	}
-	writeBodyStructure(e, bs, extended)
+	e.w.Write(wire)
 }
 
 // literalWriter writes a literal's bytes straight to the connection and

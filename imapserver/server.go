@@ -93,11 +93,11 @@ type Options struct {
 	// DefaultLoginFailureDelay; negative means no delay.
 	LoginFailureDelay time.Duration
 	// RenderCacheBytes bounds the memory of the server-wide cache of
-	// rendered messages (header bytes, parsed ENVELOPE and BODYSTRUCTURE,
+	// rendered messages (header bytes, encoded ENVELOPE and BODYSTRUCTURE,
 	// where the parts of an appended e-mail lie; keyed by message ID and
 	// voice mailbox; least recently used first out), which saves every
 	// session from re-rendering and re-parsing the messages it fetches.
-	// Default DefaultRenderCacheBytes (4 MiB, about 700 voicemails or 1,600
+	// Default DefaultRenderCacheBytes (3 MiB, about 550 voicemails or 1,500
 	// appended e-mails); negative disables the cache. Sessions keep the
 	// renderings of their selected folder's messages they used
 	// regardless.

@@ -51,8 +51,8 @@ func TestRun(t *testing.T) {
 	}
 	// -pprof: each Go child wrote its profiles, named by server and round.
 	for _, run := range []string{"um-0", "memserver-0"} {
-		for _, p := range []string{"cpu", "mutex", "block", "heap", "allocs"} {
-			fi, err := os.Stat(filepath.Join(cfg.Pprof, run, p+".pprof"))
+		for _, p := range []string{"cpu.pprof", "mutex.pprof", "block.pprof", "heap.pprof", "allocs.pprof", "peakheap.pprof", "peak.txt"} {
+			fi, err := os.Stat(filepath.Join(cfg.Pprof, run, p))
 			if err != nil || fi.Size() == 0 {
 				t.Errorf("%s: %s profile: %v, want a non-empty file", run, p, err)
 			}

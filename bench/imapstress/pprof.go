@@ -13,10 +13,11 @@ import (
 // pprofEnv, when set in the child's environment, names a folder the child
 // writes its profiles into: cpu.pprof over its whole life, trace.out, an
 // execution trace of traceLen from traceAt into its life (mid-run, where
-// `go tool trace -pprof=sync` or `=sched` shows what commands wait for), and
+// `go tool trace -pprof=sync` or `=sched` shows what commands wait for),
 // mutex.pprof, block.pprof, heap.pprof and allocs.pprof taken when it
-// stops. The driver sets it for um's child when -pprof is given; each run
-// gets its own folder.
+// stops, and peakheap.pprof and peak.txt near its memory's peak
+// (samplePeak). The driver sets it for um's child when -pprof is given;
+// each run gets its own folder.
 const pprofEnv = "IMAPSTRESS_PPROF"
 
 const (
@@ -56,9 +57,13 @@ func startProfiles(dir string) (stop func() error, err error) {
 	// more: enough to see where commands wait without slowing them much.
 	runtime.SetMutexProfileFraction(5)
 	runtime.SetBlockProfileRate(10_000)
+	stopPeak := samplePeak(dir)
 	return func() error {
 		pprof.StopCPUProfile()
 		err := cpu.Close()
+		if perr := stopPeak(); err == nil {
+			err = perr
+		}
 		for _, name := range []string{"mutex", "block", "heap", "allocs", "goroutine"} {
 			if werr := writeProfile(dir, name); err == nil {
 				err = werr
@@ -68,12 +73,15 @@ func startProfiles(dir string) (stop func() error, err error) {
 	}, nil
 }
 
-func writeProfile(dir, name string) error {
+func writeProfile(dir, name string) error { return writeProfileAs(dir, name, name) }
+
+// writeProfileAs writes the named profile into dir as file.pprof.
+func writeProfileAs(dir, name, file string) error {
 	p := pprof.Lookup(name)
 	if p == nil {
 		return fmt.Errorf("no %s profile", name)
 	}
-	f, err := os.Create(filepath.Join(dir, name+".pprof"))
+	f, err := os.Create(filepath.Join(dir, file+".pprof"))
 	if err != nil {
 		return err
 	}
