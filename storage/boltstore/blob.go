@@ -137,7 +137,9 @@ func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 // and the collector's work on those took processor time from deposits.
 // Only buffers of up to 64 KiB are kept: under an IMAP server's load the
 // pool held 8 MiB of voicemail-sized ones at its peak, which the heap's
-// headroom doubled, for no throughput measured against allocating them.
+// headroom doubled. That costs large deposits: eight depositors of
+// 30-second messages reached 0.82-0.86 of plain files in alternated runs,
+// 0.99-1.03 with buffers of up to 4 MiB kept (BENCHMARKS.md).
 var contentBufs sync.Pool
 
 const (
