@@ -100,7 +100,7 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 	if uids := sd.AllUIDs(); len(uids) > 0 {
 		section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
 		w.arm()
-		bufs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, Flags: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+		bufs, err := fetchHeaders(c, uids, section)
 		if err != nil {
 			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
 		}
@@ -167,7 +167,7 @@ func (w *worker) observeArrivals(c *imapclient.Client, ob *observation, byUID ma
 	}
 	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
 	w.arm()
-	bufs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, Flags: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+	bufs, err := fetchHeaders(c, uids, section)
 	if err != nil {
 		return fmt.Errorf("upstream: UID FETCH: %w", err)
 	}
