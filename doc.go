@@ -140,6 +140,13 @@
 // state). A host that wraps its store keeps them by giving the wrapper an
 // Unwrap method (Unwrapper); New logs which it found.
 //
+// A write returns once it is durable, unless its context carries a
+// Durability (WithDurability): then a store that can, such as boltstore,
+// returns once the change is applied and leaves the wait for the rest to the
+// Durability, so that a server answering many requests at once (imapserver,
+// for an IMAP client's pipelined commands) makes them share one sync and
+// waits once before it answers.
+//
 // In a cluster every node runs its own Service with its own Options.Node
 // over one shared store. Changes made on one node reach the subscribers of
 // the others through the store's change feed (the Watcher interface). Every
