@@ -334,6 +334,22 @@ type child struct {
 	killed atomic.Bool
 }
 
+// childOwnsForwarding starts nodes b and c in this process and node a as a
+// child process on one database and SMTP server, with mailbox 1001
+// forwarded on all three, and waits until a, the first, owns the work.
+func childOwnsForwarding(t testing.TB) (srv *smtpServer, a *child, b, c *node) {
+	t.Helper()
+	dsn := newDatabase(t)
+	srv = startSMTP(t)
+	b, c = startNode(t, dsn, "b", srv), startNode(t, dsn, "c", srv)
+	b.mailbox(t)
+	a = startChild(t, dsn, "a", srv)
+	b.add(t)
+	c.add(t)
+	ownerIs(t, "a", b, c)
+	return srv, a, b, c
+}
+
 // startChild starts node name in a child process and returns once it owns
 // 1001's forwarding.
 func startChild(t testing.TB, dsn, name string, s *smtpServer) *child {
@@ -419,14 +435,7 @@ func burst(tb testing.TB, n int, nodes ...*node) []um.Message {
 // remaining deposit, each exactly once: the cut-off submission had not
 // ended its data, so nothing was in doubt, and nothing is lost.
 func TestClusterOwnerKilledDuringBurst(t *testing.T) {
-	dsn := newDatabase(t)
-	srv := startSMTP(t)
-	b, c := startNode(t, dsn, "b", srv), startNode(t, dsn, "c", srv)
-	b.mailbox(t)
-	a := startChild(t, dsn, "a", srv)
-	b.add(t)
-	c.add(t)
-	ownerIs(t, "a", b, c)
+	srv, a, b, c := childOwnsForwarding(t)
 	srv.mu.Lock()
 	srv.onMail = func(n int) error {
 		if n == 6 {
@@ -455,14 +464,7 @@ func TestClusterOwnerKilledDuringBurst(t *testing.T) {
 // new owner's Status counts it in Resent.
 func TestClusterOwnerKilledAtRandom(t *testing.T) {
 	for trial := range 2 {
-		dsn := newDatabase(t)
-		srv := startSMTP(t)
-		b, c := startNode(t, dsn, "b", srv), startNode(t, dsn, "c", srv)
-		b.mailbox(t)
-		a := startChild(t, dsn, "a", srv)
-		b.add(t)
-		c.add(t)
-		ownerIs(t, "a", b, c)
+		srv, a, b, c := childOwnsForwarding(t)
 		delay := time.Duration(rand.N(250)) * time.Millisecond
 		time.AfterFunc(delay, a.kill)
 		want := burst(t, 20, b, c)
@@ -552,14 +554,7 @@ func TestClusterOwnerCutFromDatabase(t *testing.T) {
 // with the same Message-ID, for the receiver to recognise. Its Status
 // counts it in Resent.
 func TestClusterMessageInDoubtResentWithSameMessageID(t *testing.T) {
-	dsn := newDatabase(t)
-	srv := startSMTP(t)
-	b, c := startNode(t, dsn, "b", srv), startNode(t, dsn, "c", srv)
-	b.mailbox(t)
-	a := startChild(t, dsn, "a", srv)
-	b.add(t)
-	c.add(t)
-	ownerIs(t, "a", b, c)
+	srv, a, b, c := childOwnsForwarding(t)
 	srv.mu.Lock()
 	srv.onData = func(n int) {
 		if n == 3 {
