@@ -16,8 +16,8 @@
 //
 //	um.db              a bbolt database: mailboxes, folders, message metadata,
 //	                   and the contents of up to 16 KiB
-//	log/<number>       the deposit log, in segments: each deposit's record and
-//	                   content; a larger content (the audio of a voicemail, a
+//	log/<number>       the log, in segments: each logged write, a deposit with its
+//	                   record and content; a larger content (a voicemail's audio, a
 //	                   big e-mail a client appended) stays there for good
 //	audio/<xx>/<key>   one file per larger content that a store written
 //	                   before the log, or a restored backup, holds; named by a

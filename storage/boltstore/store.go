@@ -145,7 +145,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if err := s.c.replay(rc); err != nil {
 		db.Close()
 		dbf.Close()
-		return nil, fmt.Errorf("boltstore: open %s: replay the deposit log: %w", dir, err)
+		return nil, fmt.Errorf("boltstore: open %s: replay the log: %w", dir, err)
 	}
 	s.c.start()
 	var ctx context.Context
@@ -200,7 +200,7 @@ func recoverAt(dir, path string, lockTimeout time.Duration) (*recovery, error) {
 	}
 	rc, err := recoverLog(dir, f)
 	if err != nil {
-		return nil, fmt.Errorf("boltstore: open %s: recover the deposit log: %w", dir, err)
+		return nil, fmt.Errorf("boltstore: open %s: recover the log: %w", dir, err)
 	}
 	return rc, nil
 }

@@ -182,8 +182,9 @@ func checkSyncedBefore(t *testing.T, s *Store, events []syncEvent, i int) {
 // cannot show: the log segment holding the deposit's frame is fdatasynced,
 // and its name made durable by an fsync of log/, before any commit names
 // the content and before Append returns; the commit that records the
-// message is not synced (the log is the deposit's durability); and a
-// change that is not a deposit (flags) is committed with bbolt's syncs.
+// message is not synced (the log is the deposit's durability); and a flag
+// change goes through the log too: its commit is not synced, and its
+// segment is synced before SetFlags returns.
 func TestDepositSyncOrder(t *testing.T) {
 	rec := recordSyncs(t)
 	s := openStore(t)
