@@ -24,13 +24,9 @@ import (
 // mailbox's voicemail is forwarded to.
 type forwardFlag []forward.Config
 
-func (f *forwardFlag) String() string {
-	names := make([]string, len(*f))
-	for i, c := range *f {
-		names[i] = c.Mailbox
-	}
-	return strings.Join(names, ",")
-}
+func (f *forwardFlag) String() string { return boxNames(*f, forwardBox) }
+
+func forwardBox(c forward.Config) string { return c.Mailbox }
 
 // Set parses BOX=ADDRESS, ADDRESS an e-mail address such as
 // bob@example.com or "Bob <bob@example.com>".
@@ -39,10 +35,8 @@ func (f *forwardFlag) Set(v string) error {
 	if !ok || box == "" || addr == "" {
 		return errors.New("want BOX=ADDRESS")
 	}
-	for _, c := range *f {
-		if c.Mailbox == box {
-			return fmt.Errorf("mailbox %q given twice", box)
-		}
+	if err := notTwice(*f, forwardBox, box); err != nil {
+		return err
 	}
 	if _, err := mail.ParseAddress(addr); err != nil {
 		return fmt.Errorf("mailbox %s: address %q: %v", box, addr, err)

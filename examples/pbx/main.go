@@ -63,13 +63,7 @@ type user struct{ box, password string }
 
 type userFlag []user
 
-func (u *userFlag) String() string {
-	names := make([]string, len(*u))
-	for i, x := range *u {
-		names[i] = x.box
-	}
-	return strings.Join(names, ",")
-}
+func (u *userFlag) String() string { return boxNames(*u, func(x user) string { return x.box }) }
 
 func (u *userFlag) Set(v string) error {
 	box, pass, ok := strings.Cut(v, ":")
@@ -79,12 +73,30 @@ func (u *userFlag) Set(v string) error {
 	if strings.ContainsAny(box, " \t@") {
 		return fmt.Errorf("mailbox %q: no spaces or @ in mailbox names", box)
 	}
-	for _, x := range *u {
-		if x.box == box {
-			return fmt.Errorf("mailbox %q given twice", box)
-		}
+	if err := notTwice(*u, func(x user) string { return x.box }, box); err != nil {
+		return err
 	}
 	*u = append(*u, user{box, pass})
+	return nil
+}
+
+// boxNames lists the voice mailboxes of a per-mailbox flag's values, for
+// its String.
+func boxNames[T any](items []T, box func(T) string) string {
+	names := make([]string, len(items))
+	for i, x := range items {
+		names[i] = box(x)
+	}
+	return strings.Join(names, ",")
+}
+
+// notTwice refuses a per-mailbox flag's value for a mailbox that has one.
+func notTwice[T any](items []T, box func(T) string, name string) error {
+	for _, x := range items {
+		if box(x) == name {
+			return fmt.Errorf("mailbox %q given twice", name)
+		}
+	}
 	return nil
 }
 

@@ -22,13 +22,9 @@ import (
 // mailbox is mirrored into.
 type upstreamFlag []upstream.Config
 
-func (u *upstreamFlag) String() string {
-	names := make([]string, len(*u))
-	for i, c := range *u {
-		names[i] = c.Mailbox
-	}
-	return strings.Join(names, ",")
-}
+func (u *upstreamFlag) String() string { return boxNames(*u, upstreamBox) }
+
+func upstreamBox(c upstream.Config) string { return c.Mailbox }
 
 // Set parses BOX=imaps://USER:PASSWORD@HOST[:PORT][/FOLDER] (implicit TLS,
 // port 993 by default) or imap://... (STARTTLS, port 143 by default).
@@ -43,10 +39,8 @@ func (u *upstreamFlag) Set(v string) error {
 }
 
 func (u *upstreamFlag) add(box, raw string) error {
-	for _, c := range *u {
-		if c.Mailbox == box {
-			return fmt.Errorf("mailbox %q given twice", box)
-		}
+	if err := notTwice(*u, upstreamBox, box); err != nil {
+		return err
 	}
 	c, err := parseUpstreamURL(box, raw)
 	if err != nil {
