@@ -653,6 +653,42 @@ func allocUIDs(ctx context.Context, tx pgx.Tx, fid int64, n int) (int64, error) 
 	return first, nil
 }
 
+// transfer is what a move and a copy both hold before they write: the
+// mailbox's and the target folder's rows, the messages locked in the order
+// of the IDs asked for, and the target UID of each, in that order.
+type transfer struct {
+	mid, fid int64
+	msgs     []um.Message
+	uids     []int64
+}
+
+// beginTransfer finds mailbox and its folder to, locks the messages ids
+// (shared when share: a copy leaves them where they are) and reserves
+// their UIDs in to, whose row then stays locked until tx ends (allocUIDs).
+func (s *Store) beginTransfer(ctx context.Context, tx pgx.Tx, mailbox string, ids []uuid.UUID, to string, share bool) (transfer, error) {
+	mid, err := s.mailboxID(ctx, tx, mailbox)
+	if err != nil {
+		return transfer{}, err
+	}
+	fid, err := folderID(ctx, tx, mid, mailbox, to, false)
+	if err != nil {
+		return transfer{}, err
+	}
+	msgs, err := lockMessages(ctx, tx, mid, mailbox, ids, share)
+	if err != nil {
+		return transfer{}, err
+	}
+	first, err := allocUIDs(ctx, tx, fid, len(ids))
+	if err != nil {
+		return transfer{}, err
+	}
+	uids := make([]int64, len(ids))
+	for i := range uids {
+		uids[i] = first + int64(i)
+	}
+	return transfer{mid: mid, fid: fid, msgs: msgs, uids: uids}, nil
+}
+
 // Move implements um.Store.
 func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time) ([]um.Message, error) {
 	return s.moveWithin(ctx, mailbox, ids, to, now, um.Limits{})
@@ -663,26 +699,11 @@ func (s *Store) Move(ctx context.Context, mailbox string, ids []uuid.UUID, to st
 func (s *Store) moveWithin(ctx context.Context, mailbox string, ids []uuid.UUID, to string, now time.Time, lim um.Limits) ([]um.Message, error) {
 	var out []um.Message
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		mid, err := s.mailboxID(ctx, tx, mailbox)
+		tr, err := s.beginTransfer(ctx, tx, mailbox, ids, to, false)
 		if err != nil {
 			return err
 		}
-		fid, err := folderID(ctx, tx, mid, mailbox, to, false)
-		if err != nil {
-			return err
-		}
-		before, err := lockMessages(ctx, tx, mid, mailbox, ids, false)
-		if err != nil {
-			return err
-		}
-		first, err := allocUIDs(ctx, tx, fid, len(ids))
-		if err != nil {
-			return err
-		}
-		uids := make([]int64, len(ids))
-		for i := range uids {
-			uids[i] = first + int64(i)
-		}
+		mid, fid, before, uids := tr.mid, tr.fid, tr.msgs, tr.uids
 		ms, err := s.vanish(ctx, tx, mid, ids)
 		if err != nil {
 			return err
@@ -739,26 +760,11 @@ func (s *Store) copyWithin(ctx context.Context, mailbox string, ids []uuid.UUID,
 	}
 	var out []um.Message
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		mid, err := s.mailboxID(ctx, tx, mailbox)
+		tr, err := s.beginTransfer(ctx, tx, mailbox, ids, to, true)
 		if err != nil {
 			return err
 		}
-		fid, err := folderID(ctx, tx, mid, mailbox, to, false)
-		if err != nil {
-			return err
-		}
-		originals, err := lockMessages(ctx, tx, mid, mailbox, ids, true)
-		if err != nil {
-			return err
-		}
-		first, err := allocUIDs(ctx, tx, fid, len(ids))
-		if err != nil {
-			return err
-		}
-		uids := make([]int64, len(ids))
-		for i := range uids {
-			uids[i] = first + int64(i)
-		}
+		mid, fid, originals, uids := tr.mid, tr.fid, tr.msgs, tr.uids
 		ms, err := nextModSeq(ctx, tx, mid)
 		if err != nil {
 			return err
