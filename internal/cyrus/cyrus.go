@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/embeddedum/um/internal/selfsigned"
@@ -230,14 +229,7 @@ func (s *Server) Stop() {
 	if s.cmd == nil {
 		return
 	}
-	pgid := s.cmd.Process.Pid
-	syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-	}
-	syscall.Kill(-pgid, syscall.SIGKILL)
-	<-s.done
+	procgroup.Stop(s.cmd.Process.Pid, s.done)
 	s.cmd = nil
 }
 

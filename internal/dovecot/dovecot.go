@@ -26,7 +26,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/embeddedum/um/internal/selfsigned"
@@ -396,16 +395,7 @@ func (s *Server) Logs() string {
 // than once.
 func (s *Server) Stop() {
 	if s.cmd != nil {
-		pgid := s.cmd.Process.Pid
-		syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-pgid, syscall.SIGKILL)
-			<-s.done
-		}
-		// Workers that outlive the master would keep their group.
-		syscall.Kill(-pgid, syscall.SIGKILL)
+		procgroup.Stop(s.cmd.Process.Pid, s.done)
 		s.cmd = nil
 	}
 	s.cleanup()

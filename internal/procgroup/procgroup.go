@@ -18,3 +18,17 @@ func Kill(pgid int, exited <-chan struct{}) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Stop shuts the process group pgid down as a server is stopped: SIGTERM,
+// up to 10 s for exited (the group's leader) to close, then SIGKILL to the
+// whole group, since workers that outlive their master keep the group, and
+// a wait for exited.
+func Stop(pgid int, exited <-chan struct{}) {
+	syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+	}
+	syscall.Kill(-pgid, syscall.SIGKILL)
+	<-exited
+}
