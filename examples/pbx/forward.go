@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/mail"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -107,32 +104,18 @@ func hasPassword(raw string) bool {
 // lines and lines starting with # skipped. A file other users may read or
 // write is refused: it holds a password.
 func loadSMTPFile(path string) (string, error) {
-	fi, err := os.Stat(path)
+	lines, err := readSecretFile("-smtp-file", path, "the password it holds")
 	if err != nil {
-		return "", fmt.Errorf("-smtp-file: %w", err)
+		return "", err
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("-smtp-file %s: mode %04o lets other users read or change the password it holds; chmod 600 it", path, perm)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("-smtp-file: %w", err)
-	}
-	var found string
-	for i, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if found != "" {
-			return "", fmt.Errorf("-smtp-file %s:%d: want one URL in the file", path, i+1)
-		}
-		found = line
-	}
-	if found == "" {
+	switch len(lines) {
+	case 0:
 		return "", fmt.Errorf("-smtp-file %s: no URL in the file", path)
+	case 1:
+		return lines[0].text, nil
+	default:
+		return "", fmt.Errorf("-smtp-file %s:%d: want one URL in the file", path, lines[1].n)
 	}
-	return found, nil
 }
 
 // checkForward completes and checks the forwarding flags once they are all
@@ -226,17 +209,9 @@ func startForward(ctx context.Context, svc *um.Service, cfg *config, logger *slo
 	if len(cfg.forwards) == 0 {
 		return nil, nil
 	}
-	var tc *tls.Config
-	if cfg.smtpCA != "" {
-		pem, err := os.ReadFile(cfg.smtpCA)
-		if err != nil {
-			return nil, fmt.Errorf("-smtp-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-smtp-ca: no PEM certificate in %s", cfg.smtpCA)
-		}
-		tc = &tls.Config{RootCAs: pool}
+	tc, err := trustCA("-smtp-ca", cfg.smtpCA)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.nodeDefaulted {
 		logf("warning: -forward with -pg and no -node: this node's claim of the forwarded mailboxes is kept under the name %s, which the next run does not reuse; give -node", cfg.node)

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -96,4 +97,22 @@ func writeFileAtomic(name string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return os.Rename(f.Name(), name)
+}
+
+// trustCA returns the client configuration for a server whose certificate
+// is signed by the CA in caFile, given with flag (-smtp-ca, -upstream-ca);
+// nil, the system's roots, when caFile is empty.
+func trustCA(flag, caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in %s", flag, caFile)
+	}
+	return &tls.Config{RootCAs: pool}, nil
 }

@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -88,28 +85,17 @@ func parseUpstreamURL(box, raw string) (upstream.Config, error) {
 // and lines starting with # skipped. A file other users may read or write
 // is refused: it holds passwords.
 func loadUpstreamFile(path string, u *upstreamFlag) error {
-	fi, err := os.Stat(path)
+	lines, err := readSecretFile("-upstream-file", path, "the passwords it holds")
 	if err != nil {
-		return fmt.Errorf("-upstream-file: %w", err)
+		return err
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("-upstream-file %s: mode %04o lets other users read or change the passwords it holds; chmod 600 it", path, perm)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("-upstream-file: %w", err)
-	}
-	for i, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.Fields(line)
+	for _, line := range lines {
+		f := strings.Fields(line.text)
 		if len(f) != 2 {
-			return fmt.Errorf("-upstream-file %s:%d: want BOX URL", path, i+1)
+			return fmt.Errorf("-upstream-file %s:%d: want BOX URL", path, line.n)
 		}
 		if err := u.add(f[0], f[1]); err != nil {
-			return fmt.Errorf("-upstream-file %s:%d: %w", path, i+1, err)
+			return fmt.Errorf("-upstream-file %s:%d: %w", path, line.n, err)
 		}
 	}
 	return nil
@@ -121,17 +107,9 @@ func startUpstream(ctx context.Context, svc *um.Service, cfg *config, logf func(
 	if len(cfg.upstreams) == 0 {
 		return nil, nil
 	}
-	var tc *tls.Config
-	if cfg.upstreamCA != "" {
-		pem, err := os.ReadFile(cfg.upstreamCA)
-		if err != nil {
-			return nil, fmt.Errorf("-upstream-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-upstream-ca: no PEM certificate in %s", cfg.upstreamCA)
-		}
-		tc = &tls.Config{RootCAs: pool}
+	tc, err := trustCA("-upstream-ca", cfg.upstreamCA)
+	if err != nil {
+		return nil, err
 	}
 	state, err := upstream.NewFileState(filepath.Join(cfg.data, "upstream"))
 	if err != nil {
