@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/internal/dovecot"
+	"github.com/embeddedum/um/internal/muteproxy"
 	"github.com/embeddedum/um/internal/pgtest"
 	"github.com/embeddedum/um/storage/pgstore"
 	"github.com/embeddedum/um/upstream"
@@ -285,13 +285,7 @@ func rootCAs(certFile string) (*tls.Config, error) {
 // node: closed (as a crashed peer's kernel would) or silent (a dead link:
 // nothing passes, nothing is closed), refusing new ones, until restored.
 type pgProxy struct {
-	ln     net.Listener
-	target string
-
-	mu     sync.Mutex
-	cut    bool
-	silent chan struct{} // closed to silence the connections it carries
-	conns  []net.Conn
+	*muteproxy.Proxy
 }
 
 func newPGProxy(tb testing.TB, dsn string) (*pgProxy, string) {
@@ -300,96 +294,29 @@ func newPGProxy(tb testing.TB, dsn string) (*pgProxy, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	px, err := muteproxy.Start(u.Host)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := &pgProxy{ln: ln, target: u.Host, silent: make(chan struct{})}
-	go p.serve()
-	tb.Cleanup(func() {
-		ln.Close()
-		p.closeAll()
-	})
-	u.Host = ln.Addr().String()
-	return p, u.String()
-}
-
-func (p *pgProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		cut, silent := p.cut, p.silent
-		p.mu.Unlock()
-		if cut {
-			c.Close()
-			continue
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		go proxyPipe(c, s, silent)
-		go proxyPipe(s, c, silent)
-	}
-}
-
-func proxyPipe(dst, src net.Conn, silent <-chan struct{}) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		select {
-		case <-silent:
-			return
-		default:
-		}
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			dst.Close()
-			return
-		}
-	}
+	tb.Cleanup(func() { px.Close() })
+	u.Host = px.Addr
+	return &pgProxy{px}, u.String()
 }
 
 // cutOff ends the node's reach to the database: silent leaves its
 // connections open and mute, otherwise they are closed; new connections
 // are refused either way.
 func (p *pgProxy) cutOff(silent bool) {
-	p.mu.Lock()
-	p.cut = true
-	close(p.silent)
-	p.silent = make(chan struct{})
-	p.mu.Unlock()
+	p.Refuse(true)
+	p.Silence()
 	if !silent {
-		p.closeAll()
+		p.CloseConns()
 	}
 }
 
 // restore lets new connections through again, and closes the muted ones
 // (as a link that comes back finds its peers gone).
 func (p *pgProxy) restore() {
-	p.closeAll()
-	p.mu.Lock()
-	p.cut = false
-	p.mu.Unlock()
-}
-
-func (p *pgProxy) closeAll() {
-	p.mu.Lock()
-	cs := p.conns
-	p.conns = nil
-	p.mu.Unlock()
-	for _, c := range cs {
-		c.Close()
-	}
+	p.CloseConns()
+	p.Refuse(false)
 }
