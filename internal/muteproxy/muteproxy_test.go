@@ -1,7 +1,6 @@
 package muteproxy
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -10,94 +9,94 @@ import (
 	"time"
 )
 
-// echo is a TCP echo server on 127.0.0.1.
-func echo(t *testing.T) string {
+// setup starts a proxy to a backend listener the test accepts on itself.
+func setup(t *testing.T) (*Proxy, net.Listener) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-func start(t *testing.T) *Proxy {
-	t.Helper()
-	p, err := Start(echo(t))
+	t.Cleanup(func() { backend.Close() })
+	p, err := Start(backend.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	return p
+	return p, backend
 }
 
-func dial(t *testing.T, p *Proxy) (net.Conn, *bufio.Reader) {
+// connect dials the proxy and returns the client's end and the backend's.
+func connect(t *testing.T, p *Proxy, backend net.Listener) (client, server net.Conn) {
 	t.Helper()
-	c, err := net.Dial("tcp", p.Addr)
+	client, err := net.Dial("tcp", p.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return c, bufio.NewReader(c)
+	t.Cleanup(func() { client.Close() })
+	backend.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	server, err = backend.Accept()
+	if err != nil {
+		t.Fatalf("the proxy did not connect to the backend: %v", err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
 }
 
-// roundTrip sends a line and reads what comes back within d: the line, or
-// the read's error.
-func roundTrip(c net.Conn, r *bufio.Reader, d time.Duration) (string, error) {
-	if _, err := c.Write([]byte("ping\n")); err != nil {
+// pass writes b on from and reads on to within d what arrives.
+func pass(from, to net.Conn, b string, d time.Duration) (string, error) {
+	if _, err := from.Write([]byte(b)); err != nil {
 		return "", err
 	}
-	c.SetReadDeadline(time.Now().Add(d))
-	return r.ReadString('\n')
+	to.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, len(b))
+	n, err := io.ReadFull(to, buf)
+	return string(buf[:n]), err
 }
 
-// TestSilence: a silenced connection stays open but passes nothing; one
-// made afterwards passes.
+// TestSilence: a silenced connection stays open but passes nothing either
+// way; one made afterwards passes.
 func TestSilence(t *testing.T) {
-	p := start(t)
-	old, oldR := dial(t, p)
-	if got, err := roundTrip(old, oldR, 5*time.Second); got != "ping\n" {
-		t.Fatalf("before Silence: got %q, %v; want the echo", got, err)
+	p, backend := setup(t)
+	c, s := connect(t, p, backend)
+	if got, err := pass(c, s, "up", 5*time.Second); got != "up" {
+		t.Fatalf("before Silence: the backend got %q, %v", got, err)
 	}
 	p.Silence()
-	if got, err := roundTrip(old, oldR, 300*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("after Silence: got %q, %v; want nothing until the deadline (open, mute)", got, err)
+	if got, err := pass(c, s, "up", 300*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after Silence: the backend got %q, %v; want nothing until the deadline (open, mute)", got, err)
 	}
-	c, r := dial(t, p)
-	if got, err := roundTrip(c, r, 5*time.Second); got != "ping\n" {
-		t.Fatalf("a connection made after Silence: got %q, %v; want the echo", got, err)
+	if got, err := pass(s, c, "down", 300*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after Silence: the client got %q, %v; want nothing until the deadline (open, mute)", got, err)
+	}
+	c, s = connect(t, p, backend)
+	if got, err := pass(s, c, "down", 5*time.Second); got != "down" {
+		t.Fatalf("a connection made after Silence: the client got %q, %v", got, err)
 	}
 }
 
 // TestRefuseAndCloseConns: while refused, a new connection is closed at
 // once; CloseConns closes those carried; Refuse(false) lets new ones in.
 func TestRefuseAndCloseConns(t *testing.T) {
-	p := start(t)
-	old, oldR := dial(t, p)
-	if got, err := roundTrip(old, oldR, 5*time.Second); got != "ping\n" {
-		t.Fatalf("before Refuse: got %q, %v; want the echo", got, err)
-	}
+	p, backend := setup(t)
+	old, _ := connect(t, p, backend)
 	p.Refuse(true)
-	c, r := dial(t, p)
-	if got, err := roundTrip(c, r, 5*time.Second); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("a refused connection: got %q, %v; want it closed", got, err)
+	c, err := net.Dial("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a refused connection: read %d bytes, %v; want it closed", n, err)
 	}
 	p.CloseConns()
-	if got, err := roundTrip(old, oldR, 5*time.Second); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("after CloseConns: got %q, %v; want the connection closed", got, err)
+	old.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := old.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after CloseConns: read %d bytes, %v; want the connection closed", n, err)
 	}
 	p.Refuse(false)
-	c, r = dial(t, p)
-	if got, err := roundTrip(c, r, 5*time.Second); got != "ping\n" {
-		t.Fatalf("after Refuse(false): got %q, %v; want the echo", got, err)
+	c, s := connect(t, p, backend)
+	if got, err := pass(c, s, "up", 5*time.Second); got != "up" {
+		t.Fatalf("after Refuse(false): the backend got %q, %v", got, err)
 	}
 }
