@@ -149,7 +149,7 @@ func startNode(tb testing.TB, dsn, name string, s *smtpServer) *node {
 	if os.Getenv("FORWARD_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", name)
 	}
-	n, err := openNode(dsn, name, s.addr, s.roots, logger)
+	n, err := openNode(dsn, name, s.Addr, s.Roots, logger)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -354,7 +354,7 @@ func childOwnsForwarding(t testing.TB) (srv *smtpServer, a *child, b, c *node) {
 // 1001's forwarding.
 func startChild(t testing.TB, dsn, name string, s *smtpServer) *child {
 	t.Helper()
-	cfg, _ := json.Marshal(childConfig{DSN: dsn, Addr: s.addr, Node: name, CA: s.caPEM})
+	cfg, _ := json.Marshal(childConfig{DSN: dsn, Addr: s.Addr, Node: name, CA: s.CertPEM})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(cfg))
 	var logs bytes.Buffer
@@ -436,15 +436,13 @@ func burst(tb testing.TB, n int, nodes ...*node) []um.Message {
 // ended its data, so nothing was in doubt, and nothing is lost.
 func TestClusterOwnerKilledDuringBurst(t *testing.T) {
 	srv, a, b, c := childOwnsForwarding(t)
-	srv.mu.Lock()
-	srv.onMail = func(n int) error {
+	srv.OnMail(func(n int) error {
 		if n == 6 {
 			a.kill()
 			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "gone"}
 		}
 		return nil
-	}
-	srv.mu.Unlock()
+	})
 
 	want := burst(t, 20, b, c)
 	if !a.killed.Load() {
@@ -532,9 +530,9 @@ func TestClusterOwnerCutFromDatabase(t *testing.T) {
 	want = append(want, (&fixture{smtp: srv}).waitFor(t, c.mailbox(t)))
 	wantEach(t, srv.ids(t), want, nil)
 	if t.Failed() {
-		for _, m := range srv.messages() {
-			_, rest, _ := strings.Cut(string(m.data), "X-Um-Message-Id: ")
-			t.Logf("accepted %.8s from %s", rest, m.helo)
+		for _, m := range srv.Messages() {
+			_, rest, _ := strings.Cut(string(m.Data), "X-Um-Message-Id: ")
+			t.Logf("accepted %.8s from %s", rest, m.Helo)
 		}
 	}
 	own := owner(t, b, c)
@@ -555,26 +553,24 @@ func TestClusterOwnerCutFromDatabase(t *testing.T) {
 // counts it in Resent.
 func TestClusterMessageInDoubtResentWithSameMessageID(t *testing.T) {
 	srv, a, b, c := childOwnsForwarding(t)
-	srv.mu.Lock()
-	srv.onData = func(n int) {
+	srv.OnData(func(n int) {
 		if n == 3 {
 			a.kill() // the server keeps the message; its answer is lost
 		}
-	}
-	srv.mu.Unlock()
+	})
 
 	want := burst(t, 8, b, c)
 	want = append(want, (&fixture{smtp: srv}).waitFor(t, b.mailbox(t)))
 	if !a.killed.Load() {
 		t.Fatalf("the owner was not killed; the test proves nothing")
 	}
-	got := srv.messages()
+	got := srv.Messages()
 	doubt := srv.ids(t)[2]
 	wantEach(t, srv.ids(t), want, map[string]bool{doubt: true})
 	var copies [][]byte
 	for i, id := range srv.ids(t) {
 		if id == doubt {
-			copies = append(copies, got[i].data)
+			copies = append(copies, got[i].Data)
 		}
 	}
 	if len(copies) == 2 && !bytes.Equal(copies[0], copies[1]) {

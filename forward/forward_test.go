@@ -6,9 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,127 +16,20 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/forward"
-	"github.com/embeddedum/um/internal/selfsigned"
+	"github.com/embeddedum/um/internal/smtptest"
 	"github.com/embeddedum/um/internal/testwait"
 	"github.com/embeddedum/um/storage/memstore"
 	"github.com/embeddedum/um/upstream"
 	wavfile "github.com/embeddedum/um/wav"
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 )
 
-// received is one message the test SMTP server accepted.
-type received struct {
-	from, to string
-	user     string // authenticated as
-	helo     string // the client's name in EHLO
-	tls      bool
-	data     []byte
-}
-
-// smtpServer is go-smtp's server on a loopback port with STARTTLS and AUTH
-// PLAIN, recording what it accepts. failData makes the next DATA fail with
-// a temporary error that many times.
-type smtpServer struct {
-	addr    string
-	roots   *x509.CertPool
-	caPEM   []byte // the certificate roots holds, for child processes
-	mu      sync.Mutex
-	got     []received
-	failing int
-	mails   int // MAIL commands seen
-	// onMail, when set, runs at the n-th MAIL command (counting from 1)
-	// before it is answered; an error is the answer. onData runs once the
-	// n-th message was recorded, before the answer to its end of data.
-	onMail func(n int) error
-	onData func(n int)
-}
+// smtpServer is the test SMTP server, accepting mail from pbx with
+// password secret, with what the tests here ask of it.
+type smtpServer struct{ *smtptest.Server }
 
 func startSMTP(tb testing.TB) *smtpServer {
 	tb.Helper()
-	cert, err := selfsigned.New(nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := &smtpServer{roots: cert.Pool(), caPEM: cert.CertPEM}
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &session{s: s, c: c}, nil
-	}))
-	srv.Domain = "localhost"
-	srv.TLSConfig = cert.ServerConfig()
-	srv.AllowInsecureAuth = false
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.addr = ln.Addr().String()
-	go srv.Serve(ln)
-	tb.Cleanup(func() { srv.Close() })
-	return s
-}
-
-func (s *smtpServer) messages() []received {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]received(nil), s.got...)
-}
-
-type session struct {
-	s    *smtpServer
-	c    *smtp.Conn
-	user string
-	r    received
-}
-
-func (ss *session) AuthMechanisms() []string { return []string{sasl.Plain} }
-func (ss *session) Auth(mech string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(identity, username, password string) error {
-		if username != "pbx" || password != "secret" {
-			return smtp.ErrAuthFailed // 535, as real submission servers answer
-		}
-		ss.user = username
-		return nil
-	}), nil
-}
-func (ss *session) Reset()        { ss.r = received{} }
-func (ss *session) Logout() error { return nil }
-func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
-	if ss.user == "" {
-		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
-	}
-	ss.s.mu.Lock()
-	ss.s.mails++
-	n, hook := ss.s.mails, ss.s.onMail
-	ss.s.mu.Unlock()
-	if hook != nil {
-		if err := hook(n); err != nil {
-			return err
-		}
-	}
-	_, isTLS := ss.c.TLSConnectionState()
-	ss.r = received{from: from, user: ss.user, tls: isTLS, helo: ss.c.Hostname()}
-	return nil
-}
-func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error { ss.r.to = to; return nil }
-func (ss *session) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	ss.s.mu.Lock()
-	if ss.s.failing > 0 {
-		ss.s.failing--
-		ss.s.mu.Unlock()
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
-	}
-	ss.r.data = b
-	ss.s.got = append(ss.s.got, ss.r)
-	n, hook := len(ss.s.got), ss.s.onData
-	ss.s.mu.Unlock()
-	if hook != nil {
-		hook(n)
-	}
-	return nil
+	return &smtpServer{smtptest.Start(tb, "pbx", "secret")}
 }
 
 // wav is the recording the tests deposit: 2 s, as their Duration says.
@@ -172,7 +63,7 @@ func newFixtureOn(tb testing.TB, store um.Store, mutate func(*forward.Options)) 
 	tb.Cleanup(func() { svc.Close() })
 	fx.svc = svc
 	opts := forward.Options{
-		Addr: fx.smtp.addr, TLSConfig: &tls.Config{RootCAs: fx.smtp.roots},
+		Addr: fx.smtp.Addr, TLSConfig: &tls.Config{RootCAs: fx.smtp.Roots},
 		Username: "pbx", Password: "secret", From: "voicemail@pbx.example.com",
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 	}
@@ -213,21 +104,21 @@ func TestForward(t *testing.T) {
 	}
 	m := fx.deposit(t, mb, "+4930123456")
 	fx.deposit(t, other, "not forwarded")
-	eventually(t, "forwarded", func() bool { return len(fx.smtp.messages()) == 1 && fx.fw.Status("1001").Sent == 1 })
+	eventually(t, "forwarded", func() bool { return len(fx.smtp.Messages()) == 1 && fx.fw.Status("1001").Sent == 1 })
 
-	got := fx.smtp.messages()[0]
-	if got.from != "voicemail@pbx.example.com" || got.to != "bob@example.com" || got.user != "pbx" || !got.tls {
-		t.Fatalf("envelope = from %q to %q user %q tls %v", got.from, got.to, got.user, got.tls)
+	got := fx.smtp.Messages()[0]
+	if got.From != "voicemail@pbx.example.com" || got.To != "bob@example.com" || got.User != "pbx" || !got.TLS {
+		t.Fatalf("envelope = from %q to %q user %q tls %v", got.From, got.To, got.User, got.TLS)
 	}
 	want := um.RenderEmail(m, um.RenderOptions{To: `"Bob" <bob@example.com>`, Mailbox: "1001"})
 	var wantBytes bytes.Buffer
 	if _, err := want.WriteTo(&wantBytes, bytes.NewReader(wav())); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got.data, wantBytes.Bytes()) {
-		t.Fatalf("forwarded bytes differ from the rendered voicemail (%d vs %d bytes)", len(got.data), wantBytes.Len())
+	if !bytes.Equal(got.Data, wantBytes.Bytes()) {
+		t.Fatalf("forwarded bytes differ from the rendered voicemail (%d vs %d bytes)", len(got.Data), wantBytes.Len())
 	}
-	if !strings.Contains(string(got.data), "X-Um-Message-Id: "+m.ID.String()) {
+	if !strings.Contains(string(got.Data), "X-Um-Message-Id: "+m.ID.String()) {
 		t.Fatalf("forwarded mail lacks X-Um-Message-Id")
 	}
 	eventually(t, "marked heard", func() bool {
@@ -250,8 +141,8 @@ func TestForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	m3 := fx.deposit(t, mb, "third")
-	eventually(t, "third forwarded", func() bool { return len(fx.smtp.messages()) == 2 })
-	if !strings.Contains(string(fx.smtp.messages()[1].data), m3.ID.String()) {
+	eventually(t, "third forwarded", func() bool { return len(fx.smtp.Messages()) == 2 })
+	if !strings.Contains(string(fx.smtp.Messages()[1].Data), m3.ID.String()) {
 		t.Fatalf("second forwarded mail is not the third deposit (an undelete was forwarded?)")
 	}
 }
@@ -260,9 +151,7 @@ func TestForward(t *testing.T) {
 // there are; MaxAttempts counts only permanent ones.
 func TestForwardRetry(t *testing.T) {
 	fx := newFixture(t, func(o *forward.Options) { o.MaxAttempts = 2 })
-	fx.smtp.mu.Lock()
-	fx.smtp.failing = 4
-	fx.smtp.mu.Unlock()
+	fx.smtp.FailData(4)
 	ctx := context.Background()
 	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
 	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
@@ -270,7 +159,7 @@ func TestForwardRetry(t *testing.T) {
 	}
 	fx.deposit(t, mb, "x")
 	eventually(t, "sent after retries", func() bool { return fx.fw.Status("1001").Sent == 1 })
-	if n := len(fx.smtp.messages()); n != 1 {
+	if n := len(fx.smtp.Messages()); n != 1 {
 		t.Fatalf("accepted messages = %d, want 1", n)
 	}
 	if s := fx.fw.Status("1001"); s.Failed != 0 || s.LastError != nil || s.Pending {
@@ -308,7 +197,7 @@ func TestForwardUntrustedCertificate(t *testing.T) {
 	if err := fx.fw.Status("1001").LastError; !errors.As(err, &uerr) {
 		t.Fatalf("LastError = %v, want an unknown-authority certificate error", err)
 	}
-	if n := len(fx.smtp.messages()); n != 0 {
+	if n := len(fx.smtp.Messages()); n != 0 {
 		t.Fatalf("sent %d messages to an unverified server", n)
 	}
 }
@@ -362,20 +251,19 @@ func mustFileState(tb testing.TB) upstream.StateStore {
 // refuse makes the SMTP server answer every DATA with 451 (refuse true)
 // or accept again.
 func (s *smtpServer) refuse(refuse bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failing = 0
+	n := 0
 	if refuse {
-		s.failing = 1 << 30
+		n = 1 << 30
 	}
+	s.FailData(n)
 }
 
 // ids returns the X-Um-Message-Id of every accepted message, in order.
 func (s *smtpServer) ids(tb testing.TB) []string {
 	tb.Helper()
 	var out []string
-	for _, r := range s.messages() {
-		_, rest, ok := strings.Cut(string(r.data), "X-Um-Message-Id: ")
+	for _, r := range s.Messages() {
+		_, rest, ok := strings.Cut(string(r.Data), "X-Um-Message-Id: ")
 		if !ok {
 			tb.Fatalf("accepted message without X-Um-Message-Id")
 		}
@@ -390,7 +278,7 @@ func (s *smtpServer) ids(tb testing.TB) []string {
 func (fx *fixture) newForwarder(tb testing.TB, stateDir string) *forward.Forwarder {
 	tb.Helper()
 	fw, err := forward.New(fx.svc, forward.Options{
-		Addr: fx.smtp.addr, TLSConfig: &tls.Config{RootCAs: fx.smtp.roots},
+		Addr: fx.smtp.Addr, TLSConfig: &tls.Config{RootCAs: fx.smtp.Roots},
 		Username: "pbx", Password: "secret", From: "voicemail@pbx.example.com",
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 		MaxAttempts: 1 << 20, StateDir: stateDir,
@@ -579,13 +467,11 @@ func (h errHandler) Handle(_ context.Context, r slog.Record) error {
 // it is sent again, the same e-mail, and Status counts it in Resent.
 func TestForwardNoAnswerToEndOfData(t *testing.T) {
 	fx := newFixture(t, func(o *forward.Options) { o.Timeout = 300 * time.Millisecond })
-	fx.smtp.mu.Lock()
-	fx.smtp.onData = func(n int) {
+	fx.smtp.OnData(func(n int) {
 		if n == 1 {
 			time.Sleep(time.Second) // past the client's Timeout
 		}
-	}
-	fx.smtp.mu.Unlock()
+	})
 	ctx := context.Background()
 	mb, _ := fx.svc.CreateMailbox(ctx, "1001")
 	if err := fx.fw.Add(ctx, forward.Config{Mailbox: "1001", To: "bob@example.com"}); err != nil {
@@ -594,8 +480,8 @@ func TestForwardNoAnswerToEndOfData(t *testing.T) {
 	m := fx.deposit(t, mb, "slow answer")
 	eventually(t, "sent", func() bool { return fx.fw.Status("1001").Sent == 1 })
 	wantIDs(t, fx.smtp.ids(t), m, m)
-	got := fx.smtp.messages()
-	if !bytes.Equal(got[0].data, got[1].data) {
+	got := fx.smtp.Messages()
+	if !bytes.Equal(got[0].Data, got[1].Data) {
 		t.Errorf("the copy sent again differs from the first")
 	}
 	if st := fx.fw.Status("1001"); st.Resent != 1 {

@@ -43,7 +43,7 @@ func TestRefusedSubmissionLogged(t *testing.T) {
 	}
 	fx.smtp.refuse(true)
 	fx.deposit(t, mb, "5551234")
-	want := `level=WARN msg="forward: submission failed; retrying" mailbox=1001 uid=1 remote=` + fx.smtp.addr
+	want := `level=WARN msg="forward: submission failed; retrying" mailbox=1001 uid=1 remote=` + fx.smtp.Addr
 	eventually(t, "the refusal logged", func() bool { return strings.Contains(out.String(), want) })
 	fx.smtp.refuse(false)
 	if strings.Contains(out.String(), "secret") {

@@ -30,7 +30,7 @@ func TestForwardUsesServiceRenderOptions(t *testing.T) {
 	}
 	t.Cleanup(func() { svc.Close() })
 	fw, err := forward.New(svc, forward.Options{
-		Addr: smtp.addr, TLSConfig: &tls.Config{RootCAs: smtp.roots},
+		Addr: smtp.Addr, TLSConfig: &tls.Config{RootCAs: smtp.Roots},
 		Username: "pbx", Password: "secret", From: "voicemail@pbx.example.com",
 		Render: um.RenderOptions{Domain: "pbx.example.com"},
 	})
@@ -50,8 +50,8 @@ func TestForwardUsesServiceRenderOptions(t *testing.T) {
 		Time: time.Date(2026, 12, 1, 8, 19, 33, 0, time.UTC)}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "forwarded", func() bool { return len(smtp.messages()) == 1 })
-	got := string(smtp.messages()[0].data)
+	eventually(t, "forwarded", func() bool { return len(smtp.Messages()) == 1 })
+	got := string(smtp.Messages()[0].Data)
 	for _, want := range []string{
 		"Date: Tue, 01 Dec 2026 09:19:33 +0100\r\n",
 		"Subject: Sprachnachricht von +4930123, 0:02\r\n",

@@ -196,7 +196,7 @@ func TestLeaseLostStopsTheSubmission(t *testing.T) {
 	ctx := context.Background()
 	mb, _ := svc.CreateMailbox(ctx, "1001")
 	fw, err := forward.New(svc, forward.Options{
-		Addr: fx.smtp.addr, TLSConfig: &tls.Config{RootCAs: fx.smtp.roots},
+		Addr: fx.smtp.Addr, TLSConfig: &tls.Config{RootCAs: fx.smtp.Roots},
 		Username: "pbx", Password: "secret", From: "voicemail@pbx.example.com",
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, LeaseTTL: 600 * time.Millisecond,
 	})
@@ -211,16 +211,14 @@ func TestLeaseLostStopsTheSubmission(t *testing.T) {
 	fs.set(true)
 	m1 := fx.deposit(t, mb, "while the lease is lost")
 	eventually(t, "a submission started", func() bool {
-		fx.smtp.mu.Lock()
-		defer fx.smtp.mu.Unlock()
-		return fx.smtp.mails > 0
+		return fx.smtp.Mails() > 0
 	})
 	eventually(t, "the state write refused again after the work restarted", func() bool {
 		fs.mu.Lock()
 		defer fs.mu.Unlock()
 		return fs.refused >= 3
 	})
-	if n := len(fx.smtp.messages()); n != 0 || fw.Status("1001").Sent != 0 {
+	if n := len(fx.smtp.Messages()); n != 0 || fw.Status("1001").Sent != 0 {
 		t.Fatalf("with the lease lost: the server kept %d messages, Status().Sent = %d; want none", n, fw.Status("1001").Sent)
 	}
 	fs.set(false)

@@ -5,103 +5,33 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/embeddedum/um"
-	"github.com/embeddedum/um/internal/selfsigned"
+	"github.com/embeddedum/um/internal/smtptest"
 	"github.com/embeddedum/um/internal/testwait"
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 )
 
-// mailSink is an SMTP submission server on 127.0.0.1 (STARTTLS, AUTH PLAIN
-// as pbx / smtppw9) that keeps what it accepts.
+// mailSink is the test SMTP submission server, accepting mail from pbx
+// with password smtppw9, with its certificate in caFile for -smtp-ca.
 type mailSink struct {
-	addr   string
+	*smtptest.Server
 	caFile string
-	mu     sync.Mutex
-	got    []sunk
-}
-
-type sunk struct {
-	to   string
-	data string
 }
 
 func startMailSink(t testing.TB) *mailSink {
 	t.Helper()
-	cert, err := selfsigned.New(nil)
-	if err != nil {
+	s := &mailSink{Server: smtptest.Start(t, "pbx", "smtppw9"), caFile: filepath.Join(t.TempDir(), "smtp-ca.pem")}
+	if err := os.WriteFile(s.caFile, s.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &mailSink{caFile: filepath.Join(t.TempDir(), "smtp-ca.pem")}
-	if err := os.WriteFile(s.caFile, cert.CertPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &sinkSession{s: s}, nil
-	}))
-	srv.Domain = "localhost"
-	srv.TLSConfig = cert.ServerConfig()
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = ln.Addr().String()
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
 	return s
 }
-
-func (s *mailSink) messages() []sunk {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]sunk(nil), s.got...)
-}
-
-type sinkSession struct {
-	s      *mailSink
-	authed bool
-	to     string
-}
-
-func (ss *sinkSession) AuthMechanisms() []string { return []string{sasl.Plain} }
-func (ss *sinkSession) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, pass string) error {
-		if user != "pbx" || pass != "smtppw9" {
-			return smtp.ErrAuthFailed
-		}
-		ss.authed = true
-		return nil
-	}), nil
-}
-func (ss *sinkSession) Mail(string, *smtp.MailOptions) error {
-	if !ss.authed {
-		return smtp.ErrAuthRequired
-	}
-	return nil
-}
-func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error { ss.to = to; return nil }
-func (ss *sinkSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	ss.s.mu.Lock()
-	ss.s.got = append(ss.s.got, sunk{to: ss.to, data: string(b)})
-	ss.s.mu.Unlock()
-	return nil
-}
-func (ss *sinkSession) Reset()        {}
-func (ss *sinkSession) Logout() error { return nil }
 
 // TestForward runs the PBX with mailbox 1001 forwarded by e-mail: a deposit
 // on the phone arrives at the SMTP server, addressed to the -forward
@@ -112,23 +42,24 @@ func TestForward(t *testing.T) {
 	bin := buildPBX(t)
 	addr := freeAddr(t)
 	p := startPBX(t, bin, t.TempDir(), "-user", "1001:secret1", "-user", "1002:secret2",
-		"-forward", "1001=Bob <bob@example.com>", "-smtp", "smtp://pbx:smtppw9@"+sink.addr, "-smtp-ca", sink.caFile,
+		"-forward", "1001=Bob <bob@example.com>", "-smtp", "smtp://pbx:smtppw9@"+sink.Addr, "-smtp-ca", sink.caFile,
 		"-forward-from", "voicemail@pbx.example.com", "-http", addr)
 	p.send("deposit 1002 5550000 Not Forwarded")
 	p.expect("MWI 1002 on 1/0 (0/0)", "ok 1")
 	p.send("deposit 1001 5551234 Alice")
 	p.expect("MWI 1001 on 1/0 (0/0)", "ok 1")
 	deadline := time.Now().Add(wait)
-	for len(sink.messages()) == 0 && time.Now().Before(deadline) {
+	for len(sink.Messages()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	got := sink.messages()
+	got := sink.Messages()
 	if len(got) != 1 {
 		t.Fatalf("the SMTP server got %d messages, want the one deposit of 1001; stderr:\n%s", len(got), p.stderr)
 	}
-	if got[0].to != "bob@example.com" || !strings.Contains(got[0].data, "X-Um-Message-Id: ") ||
-		!strings.Contains(got[0].data, "5551234") || !strings.Contains(got[0].data, "Content-Type: audio/wav") {
-		t.Fatalf("forwarded message to %q:\n%.600s", got[0].to, got[0].data)
+	data := string(got[0].Data)
+	if got[0].To != "bob@example.com" || !strings.Contains(data, "X-Um-Message-Id: ") ||
+		!strings.Contains(data, "5551234") || !strings.Contains(data, "Content-Type: audio/wav") {
+		t.Fatalf("forwarded message to %q:\n%.600s", got[0].To, data)
 	}
 	// The console and /metrics show the forwarding, and that this node
 	// holds it.
@@ -160,7 +91,7 @@ func TestForward(t *testing.T) {
 
 	// Both modes for one mailbox: refused at start, saying why.
 	cmd := exec.Command(bin, "-data", t.TempDir(), "-http", "", "-forward", "1001=bob@example.com",
-		"-smtp", "smtp://pbx:smtppw9@"+sink.addr, "-upstream", "1001=imaps://alice:pw@127.0.0.1:1")
+		"-smtp", "smtp://pbx:smtppw9@"+sink.Addr, "-upstream", "1001=imaps://alice:pw@127.0.0.1:1")
 	out, err := cmd.CombinedOutput()
 	want := "pbx: mailbox 1001 is given to -forward and -upstream: a mailbox is forwarded by e-mail or mirrored into a mail account, not both\n"
 	if err == nil || string(out) != want {
@@ -231,7 +162,7 @@ func TestForwardModeAcrossNodesAndRuns(t *testing.T) {
 	sink := startMailSink(t)
 	dsn := startPostgres(t)
 	nodeA := []string{"-user", "1001:secret1", "-pg", dsn, "-node", "a"}
-	fwd := append(nodeA, "-forward", "1001=bob@example.com", "-smtp", "smtp://pbx:smtppw9@"+sink.addr, "-smtp-ca", sink.caFile)
+	fwd := append(nodeA, "-forward", "1001=bob@example.com", "-smtp", "smtp://pbx:smtppw9@"+sink.Addr, "-smtp-ca", sink.caFile)
 	runScript(t, t.TempDir(), "deposit 1001 5551234\n", fwd...)
 
 	mirror := []string{"-data", t.TempDir(), "-imap", "127.0.0.1:0", "-imaps", "127.0.0.1:0", "-http", "",
@@ -271,7 +202,7 @@ func TestForwardTwoNodes(t *testing.T) {
 	sink := startMailSink(t)
 	dsn := startPostgres(t)
 	bin := buildPBX(t)
-	file := writeFile(t, "smtp://pbx:smtppw9@"+sink.addr+"\n", 0o600)
+	file := writeFile(t, "smtp://pbx:smtppw9@"+sink.Addr+"\n", 0o600)
 	args := func(node string) []string {
 		return []string{"-user", "1001:secret1", "-pg", dsn, "-node", node,
 			"-forward", "1001=bob@example.com", "-smtp-file", file, "-smtp-ca", sink.caFile}
@@ -288,15 +219,15 @@ func TestForwardTwoNodes(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(wait)
-	for len(sink.messages()) < len(callers) && time.Now().Before(deadline) {
+	for len(sink.Messages()) < len(callers) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond) // a copy sent twice would show by now
-	got := sink.messages()
+	got := sink.Messages()
 	for _, caller := range callers {
 		n := 0
 		for _, m := range got {
-			if strings.Contains(m.data, "X-CallingTelephoneNumber: "+caller) {
+			if strings.Contains(string(m.Data), "X-CallingTelephoneNumber: "+caller) {
 				n++
 			}
 		}
