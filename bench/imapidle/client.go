@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/embeddedum/um/bench/internal/benchserver"
 	"github.com/embeddedum/um/bench/internal/childproc"
 )
 
@@ -249,7 +250,7 @@ func setUp(addr string, tc *tls.Config, i int, user string) (*conn, int, error) 
 	if !bytes.HasPrefix(greeting, []byte("* OK")) {
 		return fail(fmt.Errorf("greeting %q", greeting))
 	}
-	if _, err := c.command("a", "LOGIN "+user+" "+password(user), false); err != nil {
+	if _, err := c.command("a", "LOGIN "+user+" "+benchserver.Password(user), false); err != nil {
 		return fail(err)
 	}
 	exists, err := c.command("b", "SELECT INBOX", false)

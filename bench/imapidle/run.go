@@ -13,10 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/bench/internal/benchserver"
 	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/embeddedum/um/internal/selfsigned"
-	"github.com/embeddedum/um/storage/boltstore"
 )
 
 // Config is one run of the tool.
@@ -282,16 +281,11 @@ func (res *Result) fanout(dt depositTimes, procs []*clientProc, seen []clientSee
 
 // fill creates the mailboxes and deposits the voicemails they start with.
 func fill(ctx context.Context, cfg Config, dir string) error {
-	store, err := boltstore.Open(dir, nil)
+	svc, closeAll, err := benchserver.Open(dir)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	svc, err := um.New(store, nil)
-	if err != nil {
-		return err
-	}
-	defer svc.Close()
+	defer closeAll()
 	// Deposits of different mailboxes share commits: fill with several.
 	work := make(chan int)
 	errs := make(chan error, 16)

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -19,9 +17,8 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/bench/internal/benchserver"
 	"github.com/embeddedum/um/bench/internal/childproc"
-	"github.com/embeddedum/um/imapserver"
-	"github.com/embeddedum/um/storage/boltstore"
 	"github.com/embeddedum/um/wav"
 )
 
@@ -39,8 +36,6 @@ const (
 )
 
 func userName(i int) string { return strconv.Itoa(3000 + i) }
-
-func password(user string) string { return "pw-" + user }
 
 // voicemail is the audio of every deposit: two seconds of 8 kHz PCM.
 var voicemail = wav.Tone(2 * time.Second)
@@ -84,35 +79,12 @@ func serverMain() int {
 		return 1
 	}
 	raiseFileLimit()
-	store, err := boltstore.Open(os.Getenv(serverDirEnv), nil)
+	svc, closeAll, err := benchserver.Open(os.Getenv(serverDirEnv))
 	if err != nil {
 		return fail(err)
 	}
-	defer store.Close()
-	svc, err := um.New(store, nil)
-	if err != nil {
-		return fail(err)
-	}
-	defer svc.Close()
-	cert, err := tls.X509KeyPair([]byte(os.Getenv(certEnv)), []byte(os.Getenv(keyEnv)))
-	if err != nil {
-		return fail(err)
-	}
-	srv, err := imapserver.New(svc, &imapserver.Options{
-		Authenticate: func(ctx context.Context, user, pass string) (string, error) {
-			if pass != password(user) {
-				return "", errors.New("wrong password")
-			}
-			return user, nil
-		},
-		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
-		MaxConns:        -1,
-		MaxConnsPerIP:   -1,
-		MaxConnsPerUser: -1,
-		Logf: func(format string, args ...any) {
-			fmt.Fprintf(os.Stderr, "um server: "+format+"\n", args...)
-		},
-	})
+	defer closeAll()
+	srv, err := benchserver.NewIMAP(svc, []byte(os.Getenv(certEnv)), []byte(os.Getenv(keyEnv)), false)
 	if err != nil {
 		return fail(err)
 	}

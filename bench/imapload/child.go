@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,12 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/bench/internal/benchserver"
 	"github.com/embeddedum/um/bench/internal/childproc"
-	"github.com/embeddedum/um/imapserver"
 	"github.com/embeddedum/um/internal/loopback"
 	"github.com/embeddedum/um/internal/selfsigned"
-	"github.com/embeddedum/um/storage/boltstore"
 )
 
 // childEnv, when set, makes the program serve the um store in the directory
@@ -101,36 +98,12 @@ func childMain() int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	store, err := boltstore.Open(os.Getenv(childEnv), nil)
+	svc, closeAll, err := benchserver.Open(os.Getenv(childEnv))
 	if err != nil {
 		return fail(err)
 	}
-	defer store.Close()
-	svc, err := um.New(store, nil)
-	if err != nil {
-		return fail(err)
-	}
-	defer svc.Close()
-	cert, err := tls.X509KeyPair([]byte(os.Getenv("IMAPLOAD_CERT")), []byte(os.Getenv("IMAPLOAD_KEY")))
-	if err != nil {
-		return fail(err)
-	}
-	srv, err := imapserver.New(svc, &imapserver.Options{
-		Authenticate: func(ctx context.Context, user, pass string) (string, error) {
-			if pass != password(user) {
-				return "", errors.New("wrong password")
-			}
-			return user, nil
-		},
-		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
-		InsecureAuth:    os.Getenv(childPlainEnv) != "",
-		MaxConns:        -1,
-		MaxConnsPerIP:   -1,
-		MaxConnsPerUser: -1,
-		Logf: func(format string, args ...any) {
-			fmt.Fprintf(os.Stderr, "um server: "+format+"\n", args...)
-		},
-	})
+	defer closeAll()
+	srv, err := benchserver.NewIMAP(svc, []byte(os.Getenv("IMAPLOAD_CERT")), []byte(os.Getenv("IMAPLOAD_KEY")), os.Getenv(childPlainEnv) != "")
 	if err != nil {
 		return fail(err)
 	}

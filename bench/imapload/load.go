@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/embeddedum/um/bench/internal/benchserver"
 	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -106,7 +107,7 @@ func session(cfg Config, t Target, user string, client int, rng *rand.Rand, c *c
 		return true
 	}
 
-	if !step("LOGIN", cl.Login(user, password(user)).Wait()) {
+	if !step("LOGIN", cl.Login(user, benchserver.Password(user)).Wait()) {
 		return false
 	}
 	sel, err := cl.Select("INBOX", nil).Wait()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/embeddedum/um/bench/internal/benchserver"
 	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/emersion/go-imap/v2"
 )
@@ -90,7 +91,7 @@ func TestSameMessages(t *testing.T) {
 	cfg := smallConfig(t)
 	users := make(map[string]string)
 	for i := range cfg.Mailboxes {
-		users[userName(i)] = password(userName(i))
+		users[userName(i)] = benchserver.Password(userName(i))
 	}
 	dc, err := dovecot.Start(dovecot.Options{Dir: filepath.Join(cfg.Dir, "dovecot"), Users: users})
 	if err != nil {
@@ -138,7 +139,7 @@ func bodies(t testing.TB, target Target, user string) map[[32]byte]int64 {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Login(user, password(user)).Wait(); err != nil {
+	if err := c.Login(user, benchserver.Password(user)).Wait(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil {

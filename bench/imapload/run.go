@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/bench/internal/benchserver"
 	"github.com/embeddedum/um/internal/dovecot"
-	"github.com/embeddedum/um/storage/boltstore"
 	"github.com/embeddedum/um/wav"
 	"github.com/emersion/go-imap/v2/imapclient"
 )
@@ -70,8 +70,6 @@ func (c Config) logf(format string, args ...any) {
 
 func userName(i int) string { return strconv.Itoa(2000 + i) }
 
-func password(user string) string { return "pw-" + user }
-
 // Run fills both servers and loads each in turn.
 func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	if cfg.Clients < 1 || cfg.Mailboxes < 1 || cfg.Messages < 1 || cfg.MinSize < 4096 || cfg.MaxSize < cfg.MinSize {
@@ -93,7 +91,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	users := make(map[string]string, cfg.Mailboxes)
 	for i := range cfg.Mailboxes {
-		users[userName(i)] = password(userName(i))
+		users[userName(i)] = benchserver.Password(userName(i))
 	}
 
 	var dc *dovecot.Server
@@ -159,16 +157,11 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 // dc is not nil, appends the same messages as um renders them to Dovecot,
 // with the small e-mails among them.
 func fill(ctx context.Context, cfg Config, dir string, dc *dovecot.Server) error {
-	store, err := boltstore.Open(dir, nil)
+	svc, closeAll, err := benchserver.Open(dir)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	svc, err := um.New(store, nil)
-	if err != nil {
-		return err
-	}
-	defer svc.Close()
+	defer closeAll()
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0))
 	for i := range cfg.Mailboxes {
 		user := userName(i)
@@ -184,7 +177,7 @@ func fill(ctx context.Context, cfg Config, dir string, dc *dovecot.Server) error
 			if c, err = imapclient.DialTLS(dc.TLSAddr, &imapclient.Options{TLSConfig: dc.TLSConfig()}); err != nil {
 				return fmt.Errorf("dovecot: %w", err)
 			}
-			if err := c.Login(user, password(user)).Wait(); err != nil {
+			if err := c.Login(user, benchserver.Password(user)).Wait(); err != nil {
 				c.Close()
 				return fmt.Errorf("dovecot: login %s: %w", user, err)
 			}
