@@ -357,8 +357,8 @@ func startChild(t testing.TB, dsn, name string, s *smtpServer) *child {
 	cfg, _ := json.Marshal(childConfig{DSN: dsn, Addr: s.Addr, Node: name, CA: s.CertPEM})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(cfg))
-	var logs bytes.Buffer
-	cmd.Stderr = &syncWriter{w: &logs}
+	logs := new(testwait.Buffer)
+	cmd.Stderr = logs
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -402,17 +402,6 @@ func (c *child) kill() {
 	}
 	c.cmd.Process.Kill()
 	<-c.exited
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 // burst deposits n voicemails into 1001, alternating between the nodes, a

@@ -3,36 +3,18 @@ package forward_test
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 
 	"log/slog"
 
 	"github.com/embeddedum/um/forward"
+	"github.com/embeddedum/um/internal/testwait"
 )
-
-// lines is a slog.Handler's writer that keeps what was written.
-type lines struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A submission the SMTP server refuses is logged at Warn, with the mailbox,
 // the message's UID and the server's address, and never the password.
 func TestRefusedSubmissionLogged(t *testing.T) {
-	var out lines
+	var out testwait.Buffer
 	fx := newFixture(t, func(o *forward.Options) {
 		o.Logger = slog.New(slog.NewTextHandler(&out, nil))
 	})
