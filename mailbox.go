@@ -368,45 +368,25 @@ func (mb *Mailbox) Undelete(ctx context.Context, id uuid.UUID) (Message, error) 
 // delete-time \Seen (DeleteSeenWindow).
 func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]Message, error) {
 	folder = CanonicalFolder(folder)
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	if folder == Inbox {
-		if raw, err := mb.hasRaw(ctx, ids); err != nil {
-			return nil, err
-		} else if raw {
-			return mb.returnToInbox(ctx, "move to", ids, true)
+	return mb.transfer(ctx, "move to", ids, folder, true, func(before []Message) ([]Message, error) {
+		moved, err := mb.moveLocked(ctx, before, ids, folder)
+		if err != nil {
+			return nil, fmt.Errorf("um: move to %q in %q: %w", folder, mb.name, err)
 		}
-	}
-	defer mb.svc.lock(mb.name)()
-	before, err := mb.getAllLocked(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	if folder == Inbox {
-		for _, m := range before {
-			if m.Raw {
-				return nil, mb.notVoiceError("move to")
-			}
+		var display []Message
+		if folder == Trash {
+			moved, display = mb.takeBackSeenLocked(ctx, moved, func(i int) (uuid.UUID, bool) { return moved[i].ID, true })
 		}
-	}
-	moved, err := mb.moveLocked(ctx, before, ids, folder)
-	if err != nil {
-		return nil, fmt.Errorf("um: move to %q in %q: %w", folder, mb.name, err)
-	}
-	var display []Message
-	if folder == Trash {
-		moved, display = mb.takeBackSeenLocked(ctx, moved, func(i int) (uuid.UUID, bool) { return moved[i].ID, true })
-	}
-	events := make([]Event, 0, 2*len(moved))
-	for i, m := range moved {
-		events = append(events,
-			Event{Kind: EventRemoved, Folder: before[i].Folder, Message: Message{ID: m.ID, UID: before[i].UID, Folder: before[i].Folder}},
-			Event{Kind: EventAdded, Folder: m.Folder, Message: m.Clone()})
-	}
-	mb.svc.commit(ctx, mb.name, events)
-	mb.commitDisplayFixLocked(ctx, display)
-	return moved, nil
+		events := make([]Event, 0, 2*len(moved))
+		for i, m := range moved {
+			events = append(events,
+				Event{Kind: EventRemoved, Folder: before[i].Folder, Message: Message{ID: m.ID, UID: before[i].UID, Folder: before[i].Folder}},
+				Event{Kind: EventAdded, Folder: m.Folder, Message: m.Clone()})
+		}
+		mb.svc.commit(ctx, mb.name, events)
+		mb.commitDisplayFixLocked(ctx, display)
+		return moved, nil
+	})
 }
 
 // Copy copies messages into a folder under new IDs and returns the copies.
@@ -418,6 +398,32 @@ func (mb *Mailbox) Move(ctx context.Context, ids []uuid.UUID, folder string) ([]
 // (DeleteSeenWindow), as a move there does.
 func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]Message, error) {
 	folder = CanonicalFolder(folder)
+	return mb.transfer(ctx, "copy to", ids, folder, false, func(before []Message) ([]Message, error) {
+		copies, err := mb.copyLocked(ctx, before, ids, folder)
+		if err != nil {
+			return nil, fmt.Errorf("um: copy to %q in %q: %w", folder, mb.name, err)
+		}
+		var display []Message
+		if folder == Trash {
+			// A client that deletes by COPY to Trash and \Deleted (Outlook).
+			copies, display = mb.takeBackSeenLocked(ctx, copies, func(i int) (uuid.UUID, bool) { return ids[i], true })
+		}
+		events := make([]Event, len(copies))
+		for i, m := range copies {
+			events[i] = Event{Kind: EventAdded, Folder: m.Folder, Message: m.Clone()}
+		}
+		mb.svc.commit(ctx, mb.name, events)
+		mb.commitDisplayFixLocked(ctx, display)
+		return copies, nil
+	})
+}
+
+// transfer is what Move and Copy (how: "move to", "copy to") share. An
+// e-mail offered to INBOX that copies a voicemail of this mailbox brings
+// that voicemail back (returnToInbox); any other e-mail offered to INBOX
+// refuses the whole request. Otherwise do runs under the mailbox lock with
+// the messages as they are before, all of them found.
+func (mb *Mailbox) transfer(ctx context.Context, how string, ids []uuid.UUID, folder string, move bool, do func(before []Message) ([]Message, error)) ([]Message, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -425,7 +431,7 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 		if raw, err := mb.hasRaw(ctx, ids); err != nil {
 			return nil, err
 		} else if raw {
-			return mb.returnToInbox(ctx, "copy to", ids, false)
+			return mb.returnToInbox(ctx, how, ids, move)
 		}
 	}
 	defer mb.svc.lock(mb.name)()
@@ -433,27 +439,14 @@ func (mb *Mailbox) Copy(ctx context.Context, ids []uuid.UUID, folder string) ([]
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range before {
-		if folder == Inbox && m.Raw {
-			return nil, mb.notVoiceError("copy to")
+	if folder == Inbox {
+		for _, m := range before {
+			if m.Raw {
+				return nil, mb.notVoiceError(how)
+			}
 		}
 	}
-	copies, err := mb.copyLocked(ctx, before, ids, folder)
-	if err != nil {
-		return nil, fmt.Errorf("um: copy to %q in %q: %w", folder, mb.name, err)
-	}
-	var display []Message
-	if folder == Trash {
-		// A client that deletes by COPY to Trash and \Deleted (Outlook).
-		copies, display = mb.takeBackSeenLocked(ctx, copies, func(i int) (uuid.UUID, bool) { return ids[i], true })
-	}
-	events := make([]Event, len(copies))
-	for i, m := range copies {
-		events[i] = Event{Kind: EventAdded, Folder: m.Folder, Message: m.Clone()}
-	}
-	mb.svc.commit(ctx, mb.name, events)
-	mb.commitDisplayFixLocked(ctx, display)
-	return copies, nil
+	return do(before)
 }
 
 // Expunge removes for good the messages of folder that carry \Deleted, as
