@@ -381,13 +381,10 @@ var steps = []step{
 	{1, "embedded client: -\\Seen", func(m *model) error { return m.embStore(imap.StoreFlagsDel, imap.FlagSeen) }},
 	{1, "embedded client: \\Flagged", func(m *model) error { return m.embStore(imap.StoreFlagsAdd, imap.FlagFlagged) }},
 	{1, "embedded client: move to Trash", func(m *model) error {
-		c := m.embClient()
-		sel, err := c.Select("INBOX", nil).Wait()
-		if err != nil || sel.NumMessages == 0 {
+		c, n, err := m.embPick()
+		if n == 0 {
 			return err
 		}
-		n := uint32(1 + m.rng.IntN(int(sel.NumMessages)))
-		m.note("seq %d", n)
 		_, err = c.Move(imap.SeqSetNum(n), "Trash").Wait()
 		return err
 	}},
@@ -438,14 +435,25 @@ var faults = []step{
 	}},
 }
 
-func (m *model) embStore(op imap.StoreFlagsOp, f imap.Flag) error {
+// embPick selects INBOX with the embedded server's client and picks one of
+// its messages at random, by sequence number; 0 when there is none (or
+// the select failed: err).
+func (m *model) embPick() (*imapclient.Client, uint32, error) {
 	c := m.embClient()
 	sel, err := c.Select("INBOX", nil).Wait()
 	if err != nil || sel.NumMessages == 0 {
-		return err
+		return c, 0, err
 	}
 	n := uint32(1 + m.rng.IntN(int(sel.NumMessages)))
 	m.note("seq %d", n)
+	return c, n, nil
+}
+
+func (m *model) embStore(op imap.StoreFlagsOp, f imap.Flag) error {
+	c, n, err := m.embPick()
+	if n == 0 {
+		return err
+	}
 	return c.Store(imap.SeqSetNum(n), &imap.StoreFlags{Op: op, Silent: true, Flags: []imap.Flag{f}}, nil).Close()
 }
 

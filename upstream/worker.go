@@ -167,25 +167,23 @@ func (w *worker) syncNow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// One wait for both steps, the request taken and its answer: req goes
+	// nil once the run loop took it, and reply has no answer before that.
 	reply := make(chan error, 1)
-	select {
-	case w.syncReq <- reply:
-	case <-owning:
-		return w.notOwner()
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-w.done:
-		return fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, um.ErrClosed)
-	}
-	select {
-	case err := <-reply:
-		return err
-	case <-owning:
-		return w.notOwner()
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-w.done:
-		return fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, um.ErrClosed)
+	req := w.syncReq
+	for {
+		select {
+		case req <- reply:
+			req = nil
+		case err := <-reply:
+			return err
+		case <-owning:
+			return w.notOwner()
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.done:
+			return fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, um.ErrClosed)
+		}
 	}
 }
 
