@@ -79,12 +79,9 @@ func (s *Store) ClaimDelivery(ctx context.Context, mailbox, mode, node string) e
 
 // ReleaseDelivery implements um.DeliveryModes.
 func (s *Store) ReleaseDelivery(ctx context.Context, mailbox, mode, node string) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return s.mapErr(err)
+		return err
 	}
 	if _, err := s.pool.Exec(ctx, "DELETE FROM um_delivery WHERE mailbox_id = $1 AND node = $2 AND mode = $3", mid, node, mode); err != nil {
 		return s.mapErr(fmt.Errorf("pgstore: release delivery of %q: %w", mailbox, err))
@@ -94,12 +91,9 @@ func (s *Store) ReleaseDelivery(ctx context.Context, mailbox, mode, node string)
 
 // DeliveryMode implements um.DeliveryModes.
 func (s *Store) DeliveryMode(ctx context.Context, mailbox string) (string, []string, error) {
-	if err := s.check(ctx); err != nil {
-		return "", nil, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return "", nil, s.mapErr(err)
+		return "", nil, err
 	}
 	mode, nodes, err := deliveryMode(ctx, s.pool, mid)
 	if err != nil {

@@ -38,12 +38,9 @@ func (s *Store) acquireLease(ctx context.Context, mailbox, purpose, node string,
 	if ttl <= 0 {
 		return um.Lease{}, fmt.Errorf("pgstore: %w: lease time to live %v", um.ErrInvalid, ttl)
 	}
-	if err := s.check(ctx); err != nil {
-		return um.Lease{}, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return um.Lease{}, s.mapErr(err)
+		return um.Lease{}, err
 	}
 	l := um.Lease{Mailbox: mailbox, Purpose: purpose}
 	var epoch int64
@@ -75,12 +72,9 @@ func (s *Store) acquireLease(ctx context.Context, mailbox, purpose, node string,
 // ReleaseLease implements um.Leaser. The row stays, expired, so that the
 // next holder's Epoch is larger.
 func (s *Store) ReleaseLease(ctx context.Context, l um.Lease) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, l.Mailbox)
+	mid, err := s.poolMailboxID(ctx, l.Mailbox)
 	if err != nil {
-		return s.mapErr(err)
+		return err
 	}
 	if _, err := s.pool.Exec(ctx, `UPDATE um_leases SET expires = now() - interval '1 microsecond'
 		WHERE mailbox_id = $1 AND purpose = $2 AND holder = $3 AND epoch = $4`, mid, l.Purpose, l.Holder, int64(l.Epoch)); err != nil {
@@ -91,12 +85,9 @@ func (s *Store) ReleaseLease(ctx context.Context, l um.Lease) error {
 
 // CurrentLease implements um.Leaser.
 func (s *Store) CurrentLease(ctx context.Context, mailbox, purpose string) (um.Lease, error) {
-	if err := s.check(ctx); err != nil {
-		return um.Lease{}, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return um.Lease{}, s.mapErr(err)
+		return um.Lease{}, err
 	}
 	l := um.Lease{Mailbox: mailbox, Purpose: purpose}
 	var epoch int64
@@ -114,12 +105,9 @@ func (s *Store) CurrentLease(ctx context.Context, mailbox, purpose string) (um.L
 
 // GetState implements um.OutwardState.
 func (s *Store) GetState(ctx context.Context, mailbox, purpose string) ([]byte, error) {
-	if err := s.check(ctx); err != nil {
-		return nil, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, err
 	}
 	var data []byte
 	err = s.pool.QueryRow(ctx, "SELECT data FROM um_outward_state WHERE mailbox_id = $1 AND purpose = $2", mid, purpose).Scan(&data)

@@ -67,12 +67,9 @@ func (s *Store) Mailboxes(ctx context.Context) ([]string, error) {
 
 // Folders implements um.Store.
 func (s *Store) Folders(ctx context.Context, mailbox string) ([]um.Folder, error) {
-	if err := s.check(ctx); err != nil {
-		return nil, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, "SELECT f.name, f.uidvalidity, f.uidnext, "+highestModSeq+" FROM um_folders f WHERE f.mailbox_id = $1 ORDER BY f.name", mid)
 	if err != nil {
@@ -318,12 +315,9 @@ func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, 
 // List implements um.Store. The folder lookup and the listing go out in one
 // round trip.
 func (s *Store) List(ctx context.Context, mailbox, folder string) ([]um.Message, error) {
-	if err := s.check(ctx); err != nil {
-		return nil, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, err
 	}
 	var b pgx.Batch
 	var found bool
@@ -353,12 +347,9 @@ func (s *Store) List(ctx context.Context, mailbox, folder string) ([]um.Message,
 
 // Get implements um.Store.
 func (s *Store) Get(ctx context.Context, mailbox string, id uuid.UUID) (um.Message, error) {
-	if err := s.check(ctx); err != nil {
-		return um.Message{}, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return um.Message{}, s.mapErr(err)
+		return um.Message{}, err
 	}
 	m, err := scanMessage(s.pool.QueryRow(ctx, "SELECT "+msgCols+" FROM um_messages m WHERE m.mailbox_id = $1 AND m.id = $2", mid, id))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -374,12 +365,9 @@ func (s *Store) Get(ctx context.Context, mailbox string, id uuid.UUID) (um.Messa
 // finds the message; larger content streams, one 256 KiB chunk per query,
 // as the caller reads.
 func (s *Store) Open(ctx context.Context, mailbox string, id uuid.UUID) (io.ReadCloser, error) {
-	if err := s.check(ctx); err != nil {
-		return nil, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, `SELECT m.size, c.data FROM um_messages m
 		LEFT JOIN um_content c ON c.mailbox_id = m.mailbox_id AND c.message_id = m.id AND c.seq < $3
@@ -908,12 +896,9 @@ func (s *Store) Expunge(ctx context.Context, mailbox, folder string, uids []um.U
 
 // CountMWI implements um.Counter with one aggregate query.
 func (s *Store) CountMWI(ctx context.Context, mailbox string) (um.MWIState, error) {
-	if err := s.check(ctx); err != nil {
-		return um.MWIState{}, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return um.MWIState{}, s.mapErr(err)
+		return um.MWIState{}, err
 	}
 	st := um.MWIState{Mailbox: mailbox}
 	err = s.pool.QueryRow(ctx, `SELECT
@@ -932,12 +917,9 @@ func (s *Store) CountMWI(ctx context.Context, mailbox string) (um.MWIState, erro
 
 // Usage implements um.Counter with one aggregate query.
 func (s *Store) Usage(ctx context.Context, mailbox string) (um.Usage, error) {
-	if err := s.check(ctx); err != nil {
-		return um.Usage{}, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return um.Usage{}, s.mapErr(err)
+		return um.Usage{}, err
 	}
 	u, err := usage(ctx, s.pool, mid)
 	if err != nil {

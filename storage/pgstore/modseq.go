@@ -86,12 +86,9 @@ func (s *Store) pruneAt(ctx context.Context, tx pgx.Tx, fid, uid int64) error {
 // Options.VanishedKept removals or more; exactSince is the largest ModSeq
 // of those it forgot.
 func (s *Store) Vanished(ctx context.Context, mailbox, folder string, since uint64) ([]um.UID, uint64, error) {
-	if err := s.check(ctx); err != nil {
-		return nil, 0, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return nil, 0, s.mapErr(err)
+		return nil, 0, err
 	}
 	var fid int64
 	err = s.pool.QueryRow(ctx, "SELECT id FROM um_folders WHERE mailbox_id = $1 AND name = $2", mid, folder).Scan(&fid)
@@ -122,12 +119,9 @@ func (s *Store) Vanished(ctx context.Context, mailbox, folder string, since uint
 
 // SubscribeFolder implements um.FolderSubscriber.
 func (s *Store) SubscribeFolder(ctx context.Context, mailbox, folder string) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return s.mapErr(err)
+		return err
 	}
 	// Nodes subscribing at once may pass the cap by a name or two.
 	var n int
@@ -148,12 +142,9 @@ func (s *Store) SubscribeFolder(ctx context.Context, mailbox, folder string) err
 
 // UnsubscribeFolder implements um.FolderSubscriber.
 func (s *Store) UnsubscribeFolder(ctx context.Context, mailbox, folder string) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return s.mapErr(err)
+		return err
 	}
 	tag, err := s.pool.Exec(ctx, "DELETE FROM um_subscriptions WHERE mailbox_id = $1 AND name = $2", mid, folder)
 	if err != nil {
@@ -167,12 +158,9 @@ func (s *Store) UnsubscribeFolder(ctx context.Context, mailbox, folder string) e
 
 // SubscribedFolders implements um.FolderSubscriber.
 func (s *Store) SubscribedFolders(ctx context.Context, mailbox string) ([]string, error) {
-	if err := s.check(ctx); err != nil {
-		return nil, err
-	}
-	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	mid, err := s.poolMailboxID(ctx, mailbox)
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, "SELECT name FROM um_subscriptions WHERE mailbox_id = $1 ORDER BY name", mid)
 	if err != nil {

@@ -271,6 +271,19 @@ type queryer interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
+// poolMailboxID is how a call outside a transaction starts: it refuses
+// once the store is closed or ctx is done, then returns the id of mailbox.
+func (s *Store) poolMailboxID(ctx context.Context, mailbox string) (int64, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	mid, err := s.mailboxID(ctx, s.pool, mailbox)
+	if err != nil {
+		return 0, s.mapErr(err)
+	}
+	return mid, nil
+}
+
 // mailboxID returns the id of mailbox. Mailboxes are never deleted, so ids
 // are cached for the Store's life.
 func (s *Store) mailboxID(ctx context.Context, q queryer, name string) (int64, error) {
