@@ -161,7 +161,7 @@ func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 // no deposit an allocation once the pool has warmed, keep in the pool no
 // more than the deposits in flight at once read, and waste less than one
 // chunk per content. In alternated runs on a loaded machine eight
-// depositors went from a median of 0.62 of plain files to 0.90, and the
+// depositors went from a median of 0.62 of plain files to 0.82, and the
 // IMAP server's peak memory stayed where it was (BENCHMARKS.md).
 //
 // 64 KiB: a 30-second message is 8 chunks, 8 of the pwritev's vectors (a
