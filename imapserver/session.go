@@ -269,14 +269,18 @@ func (sess *session) status(folder string, options *imap.StatusOptions) (*imap.S
 type pendingAppend struct {
 	folder string
 	tmpl   um.Message
-	buf    []byte   // content when small
+	spool  spool    // content when small
+	buf    []byte   // content when small and rewritten (toSevenBit)
 	file   *os.File // content when large
 	data   *imap.AppendData
 }
 
 func (p *pendingAppend) content() (io.Reader, error) {
-	if p.file == nil {
+	if p.buf != nil {
 		return bytes.NewReader(p.buf), nil
+	}
+	if p.file == nil {
+		return p.spool.reader(), nil
 	}
 	if _, err := p.file.Seek(0, io.SeekStart); err != nil {
 		return nil, err
@@ -290,6 +294,7 @@ func (p *pendingAppend) discard() {
 		os.Remove(p.file.Name())
 		p.file = nil
 	}
+	p.spool.release()
 	p.buf = nil
 }
 
@@ -318,11 +323,14 @@ func (sess *session) Append(name string, r io.Reader, size int64, options *imap.
 	tmpl.Flags, tmpl.Keywords = flagsFromIMAP(options.Flags)
 	p := &pendingAppend{folder: folder, tmpl: tmpl, data: &imap.AppendData{}}
 	if size <= spoolInMemory {
-		p.buf = make([]byte, size)
-		if _, err := io.ReadFull(r, p.buf); err != nil {
+		if err := p.spool.readFull(r, int(size)); err != nil {
+			p.discard()
 			return fmt.Errorf("imapserver: read APPEND literal: %w", err)
 		}
-		p.buf = toSevenBit(p.buf)
+		if p.spool.hasNUL() { // rare: rewritten whole, see toSevenBit
+			p.buf = toSevenBit(p.spool.bytes())
+			p.spool.release()
+		}
 	} else {
 		f, err := os.CreateTemp("", "um-imap-append-*")
 		if err != nil {

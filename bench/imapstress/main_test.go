@@ -45,6 +45,9 @@ func TestRun(t *testing.T) {
 		if r.Commands < 20 || r.Kinds["FETCH"] == nil || r.Kinds["APPEND"].Count == 0 || r.Kinds["SELECT"].Timed == 0 {
 			t.Errorf("%s: %d commands, kinds %v: want FETCH, APPEND and SELECT done", r.Server, r.Commands, r.Order)
 		}
+		if r.InFlight() <= 0 || r.LoginsPerSec() <= 0 {
+			t.Errorf("%s: %.2f commands in flight, %.1f logins/s: want both above 0", r.Server, r.InFlight(), r.LoginsPerSec())
+		}
 		if r.CPU <= 0 || r.PeakRSS <= 0 {
 			t.Errorf("%s: CPU %v, peak RSS %d: want both measured", r.Server, r.CPU, r.PeakRSS)
 		}
@@ -67,5 +70,20 @@ func TestRun(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestInFlight: the commands in flight are the summed latency over the
+// run's length (Little's law), whatever the kinds.
+func TestInFlight(t *testing.T) {
+	r := Result{Elapsed: 10 * time.Second, Kinds: map[string]*Kind{
+		"LOGIN": {Count: 100, Timed: 100, Latency: 2 * time.Second},
+		"FETCH": {Count: 1000, Timed: 1000, Latency: 28 * time.Second},
+	}}
+	if got := r.InFlight(); got != 3 {
+		t.Errorf("InFlight = %v, want 3: 30 s of latency over 10 s", got)
+	}
+	if got := r.LoginsPerSec(); got != 10 {
+		t.Errorf("LoginsPerSec = %v, want 10", got)
 	}
 }

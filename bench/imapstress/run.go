@@ -53,6 +53,28 @@ func (k *Kind) Mean() time.Duration {
 // CommandsPerSec is the throughput of the run.
 func (r Result) CommandsPerSec() float64 { return float64(r.Commands) / r.Elapsed.Seconds() }
 
+// InFlight is the mean number of commands sent and not yet answered: by
+// Little's law the mean latency over all commands times the throughput.
+// imaptest keeps up to ten commands in flight on a client where it may, so
+// on a saturated machine a server's mean latency is InFlight over its
+// throughput: a faster server, whose clients spend less of their time
+// connecting and logging in, has more of them in flight.
+func (r Result) InFlight() float64 {
+	var sum time.Duration
+	for _, k := range r.Kinds {
+		sum += k.Latency
+	}
+	return sum.Seconds() / r.Elapsed.Seconds()
+}
+
+// LoginsPerSec is how many sessions the clients began each second.
+func (r Result) LoginsPerSec() float64 {
+	if k := r.Kinds["LOGIN"]; k != nil {
+		return float64(k.Count) / r.Elapsed.Seconds()
+	}
+	return 0
+}
+
 // CommandsPerCPUSec is the throughput per second of server CPU.
 func (r Result) CommandsPerCPUSec() float64 {
 	if r.CPU <= 0 {

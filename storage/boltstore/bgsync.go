@@ -17,6 +17,7 @@ type bgSync struct {
 	running bool
 	files   []*os.File // the segments the waiting ops' frames are in
 	waiting []*txOp
+	retired []*os.File    // segments of ended epochs, closed when the run ends
 	err     error         // the first failed sync, kept for the committer
 	idle    chan struct{} // closed when a run ends; nil when none runs
 }
@@ -45,9 +46,12 @@ func (b *bgSync) run() {
 		ops, files := b.waiting, b.files
 		b.waiting, b.files = nil, nil
 		if len(ops) == 0 {
+			retired := b.retired
+			b.retired = nil
 			b.running = false
 			close(b.idle)
 			b.mu.Unlock()
+			closeAll(retired)
 			return
 		}
 		b.mu.Unlock()
@@ -105,6 +109,25 @@ func parallel(n int, fn func(i int) error) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// retire closes the segments of an epoch that ended, once no sync of
+// theirs runs or waits to (committer.endEpoch).
+func (b *bgSync) retire(files []*os.File) {
+	b.mu.Lock()
+	if b.running {
+		b.retired = append(b.retired, files...)
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	closeAll(files)
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // drain waits until every op added so far has heard.

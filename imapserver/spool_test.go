@@ -1,0 +1,63 @@
+package imapserver
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"testing/iotest"
+)
+
+// TestSpoolKeepsTheLiteral: a literal spooled in pieces reads back byte
+// for byte, whatever its size against the pieces' and however the client's
+// bytes arrive, and the spool tells whether it holds a NUL.
+func TestSpoolKeepsTheLiteral(t *testing.T) {
+	for _, size := range []int{0, 1, spoolChunk - 1, spoolChunk, spoolChunk + 1, 3*spoolChunk + 5} {
+		lit := make([]byte, size)
+		rng := rand.New(rand.NewPCG(uint64(size), 1))
+		for i := range lit {
+			lit[i] = byte(1 + rng.IntN(255)) // no NUL
+		}
+		var s spool
+		if err := s.readFull(iotest.OneByteReader(bytes.NewReader(lit)), size); err != nil {
+			t.Fatalf("%d bytes: readFull = %v", size, err)
+		}
+		if s.hasNUL() {
+			t.Errorf("%d bytes: hasNUL = true for a literal without one", size)
+		}
+		if err := iotest.TestReader(s.reader(), lit); err != nil {
+			t.Errorf("%d bytes: reading the spool back: %v", size, err)
+		}
+		if got := s.reader().Len(); got != size {
+			t.Errorf("%d bytes: Len = %d", size, got)
+		}
+		if !bytes.Equal(s.bytes(), lit) {
+			t.Errorf("%d bytes: bytes() differs from the literal", size)
+		}
+		if size > 0 {
+			lit[size-1] = 0
+			var n spool
+			n.readFull(bytes.NewReader(lit), size)
+			if !n.hasNUL() {
+				t.Errorf("%d bytes: hasNUL = false with a NUL as the last byte", size)
+			}
+			n.release()
+		}
+		s.release()
+		if s.size != 0 || len(s.chunks) != 0 {
+			t.Errorf("%d bytes: after release the spool holds %d bytes in %d pieces", size, s.size, len(s.chunks))
+		}
+	}
+}
+
+// TestSpoolShortLiteral: a client that sends less than its literal's
+// announced size gets the read's error, never a shorter message.
+func TestSpoolShortLiteral(t *testing.T) {
+	var s spool
+	err := s.readFull(bytes.NewReader(make([]byte, spoolChunk+10)), spoolChunk+20)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("readFull of a short literal = %v, want io.ErrUnexpectedEOF", err)
+	}
+	s.release()
+}
