@@ -78,44 +78,60 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b
 // goes to files.
 const inlineMax = 16 << 10
 
-// content is what readContent read: the whole content, its new key and
-// its checksum. One of at most inlineMax bytes goes into the database;
-// a larger one stays in the log segment that the deposit's frame is in.
+// content is what readContent read: the whole content, in chunks, its new
+// key and its checksum. One of at most inlineMax bytes goes into the
+// database; a larger one stays in the log segment that the deposit's
+// frame is in.
 type content struct {
 	key  blobKey
 	size int64
 	sum  uint32 // CRC-32C of the content (sums.go)
-	data []byte
+	data chunks
 	big  bool // more than inlineMax bytes
 }
 
 func (c content) inline() bool { return !c.big }
+
+// release gives c's chunks back to the pool once nothing refers to them:
+// its deposit was applied (bbolt copied a small content into its pages)
+// or failed. A second call does nothing.
+func (c *content) release() {
+	for i, b := range c.data {
+		chunkPool.Put((*chunk)(b[:chunkSize]))
+		c.data[i] = nil
+	}
+	c.data = nil
+}
 
 // maxContent bounds a content: it is read into memory and written as one
 // log frame (maxFrame).
 var maxContent = 256 << 20 // a variable for a test
 
 // readContent reads r to its end, in memory: the deposit's frame holds the
-// content, and the frame is written whole with the others of its batch,
-// straight from this buffer. A reader that tells its length (a
-// bytes.Reader, a strings.Reader) is read into a buffer of that size.
+// content, and the frame is written with the others of its batch, straight
+// from the chunks it was read into. The caller releases them.
 func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 	if _, err := rand.Read(c.key[:]); err != nil {
 		return c, fmt.Errorf("boltstore: content key: %w", err)
 	}
-	size := 512
-	if l, ok := r.(interface{ Len() int }); ok {
-		size = l.Len() + 1 // one more, to see the end without growing
-	}
-	b := getContentBuf(size)
+	defer func() {
+		if err != nil {
+			c.release()
+		}
+	}()
 	cr := ctxReader{ctx, r}
+	var b []byte // the last chunk, partly filled
+	sum := uint32(0)
 	for {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+			b = chunkPool.Get().(*chunk)[:0]
+			c.data = append(c.data, b)
 		}
 		n, err := cr.Read(b[len(b):cap(b)])
+		sum = crc32.Update(sum, castagnoli, b[len(b):len(b)+n])
 		b = b[:len(b)+n]
-		if len(b) > maxContent {
+		c.data[len(c.data)-1] = b
+		if c.size += int64(n); c.size > int64(maxContent) {
 			return c, fmt.Errorf("boltstore: %w: content of more than %d bytes", um.ErrInvalid, maxContent)
 		}
 		if err == io.EOF {
@@ -125,43 +141,63 @@ func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 			return c, fmt.Errorf("boltstore: read content: %w", err)
 		}
 	}
-	c.data = b
-	c.size = int64(len(c.data))
+	if len(b) == 0 { // the end came with a chunk of its own
+		chunkPool.Put((*chunk)(b[:chunkSize]))
+		c.data = c.data[:len(c.data)-1]
+	}
 	c.big = c.size > inlineMax
-	c.sum = crc32.Checksum(c.data, castagnoli)
+	c.sum = sum
 	return c, nil
 }
 
-// contentBufs keeps the buffers contents were read into, for the next
-// deposits: a deposit allocated and cleared its content's size otherwise,
-// and the collector's work on those took processor time from deposits.
-// Only buffers of up to 64 KiB are kept: under an IMAP server's load the
-// pool held 8 MiB of voicemail-sized ones at its peak, which the heap's
-// headroom doubled. That costs large deposits: eight depositors of
-// 30-second messages reached 0.82-0.86 of plain files in alternated runs,
-// 0.99-1.03 with buffers of up to 4 MiB kept (BENCHMARKS.md).
-var contentBufs sync.Pool
+// chunkSize is the size of the pieces contents are read into, and chunkPool
+// keeps them for the next deposits. One buffer of a content's size, pooled
+// only up to 64 KiB, made every 30-second deposit (480,000 bytes) allocate
+// and clear its size, and the collector's work on those took processor
+// time from deposits: eight depositors reached 0.82-0.86 of plain files. A
+// pool of buffers of any size up to 4 MiB reached 0.99-1.03 but held 8 MiB
+// of voicemail-sized ones under an IMAP server's load, given to small
+// contents too, which the heap's headroom doubled. Chunks of one size cost
+// no deposit an allocation once the pool has warmed, keep in the pool no
+// more than the deposits in flight at once read, and waste less than one
+// chunk per content. In alternated runs on a loaded machine eight
+// depositors went from a median of 0.62 of plain files to 0.82, and the
+// IMAP server's peak memory stayed where it was (BENCHMARKS.md).
+//
+// 64 KiB: a 30-second message is 8 chunks, 8 of the pwritev's vectors (a
+// batch of 64 such deposits fits IOV_MAX's 1,024); a read and a pool call
+// per 64 KiB cost nothing next to copying and summing them; and a small
+// content takes no more than the 64 KiB buffer it took before. A chunk
+// holds more than inlineMax, so a content kept in the database is one
+// chunk (or none), put as it is.
+const chunkSize = 64 << 10
 
-const (
-	minPooled = 64 << 10
-	maxPooled = 64 << 10
-)
+type chunk = [chunkSize]byte
 
-// getContentBuf returns an empty buffer of at least n bytes' capacity.
-func getContentBuf(n int) []byte {
-	if p, ok := contentBufs.Get().(*[]byte); ok && cap(*p) >= n {
-		return (*p)[:0]
+var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
+
+// chunks is a content in pieces, in order, with no empty one. A content
+// readContent read is in chunkSize pieces from chunkPool, the last one
+// partly filled; a replayed one is one piece of its segment.
+type chunks [][]byte
+
+func (cs chunks) size() int64 {
+	n := int64(0)
+	for _, b := range cs {
+		n += int64(len(b))
 	}
-	return make([]byte, 0, max(n, minPooled))
+	return n
 }
 
-// putContentBuf gives back a buffer of readContent once nothing refers to
-// it: its deposit was applied (bbolt copied a small content into its
-// pages) or failed.
-func putContentBuf(b []byte) {
-	if cap(b) >= minPooled && cap(b) <= maxPooled {
-		contentBufs.Put(&b)
+// bytes returns the content as one slice: its only piece when it has one.
+func (cs chunks) bytes() []byte {
+	switch len(cs) {
+	case 0:
+		return []byte{}
+	case 1:
+		return cs[0]
 	}
+	return bytes.Join(cs, nil)
 }
 
 // memContent is a small content read out of the database. Like a file it

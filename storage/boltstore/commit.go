@@ -447,9 +447,9 @@ func (c *committer) logged(ops []*txOp) {
 		d, i := op.dep, dj%nl
 		dj++
 		h := depositHead(kind, txid, len(ops), j, d)
-		d.loc = segLoc{seq: e.lanes[i].seq, off: ends[i] + int64(len(h)), size: int64(len(d.data))}
+		d.loc = segLoc{seq: e.lanes[i].seq, off: ends[i] + int64(len(h)), size: d.data.size()}
 		ends[i] = d.loc.off + d.loc.size
-		bufs[i] = append(bufs[i], h, d.data)
+		bufs[i] = append(append(bufs[i], h), d.data...)
 	}
 	err := c.writeLanes(bufs, flush)
 	if nr := (*noRoomError)(nil); errors.As(err, &nr) {
@@ -947,7 +947,7 @@ func replayOp(fr frame) (*txOp, error) {
 		if err != nil {
 			return nil, err
 		}
-		d.loc = segLoc{seq: fr.seq, off: fr.dataOff(), size: int64(len(d.data))}
+		d.loc = segLoc{seq: fr.seq, off: fr.dataOff(), size: d.data.size()}
 		return &txOp{fn: d.apply, dep: d, err: make(chan error, 1)}, nil
 	}
 	d := decoder{b: fr.head[9:]}

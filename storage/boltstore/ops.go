@@ -465,8 +465,9 @@ func (s *Store) appendWithin(ctx context.Context, mailbox string, m um.Message, 
 	d := &deposit{mailbox: mailbox, folder: m.Folder, lim: lim, rec: rec, sum: c.sum, data: c.data}
 	// When deposit returns, the frame was written and the transaction
 	// committed or rolled back, or it was never queued: nothing refers to
-	// the buffer any more.
-	defer putContentBuf(c.data)
+	// the chunks any more (the committer keeps no frame's vectors past
+	// its write).
+	defer c.release()
 	if err := ctx.Err(); err != nil {
 		return um.Message{}, err
 	}

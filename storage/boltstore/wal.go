@@ -140,7 +140,7 @@ type deposit struct {
 	lim             um.Limits
 	rec             *record // blob key, inline bit, size; no folder or UID
 	sum             uint32
-	data            []byte
+	data            chunks // the content
 
 	loc    segLoc     // where data landed, set before apply
 	stored um.Message // the result of apply
@@ -168,7 +168,7 @@ func (d *deposit) apply(tx *bolt.Tx) error {
 		return err
 	}
 	if d.rec.inline {
-		return tx.Bucket(bucketContents).Put(k[:], d.data)
+		return tx.Bucket(bucketContents).Put(k[:], d.data.bytes())
 	}
 	return tx.Bucket(bucketSeg).Put(k[:], d.loc.bytes())
 }
@@ -199,7 +199,7 @@ func depositHead(kind byte, txid uint64, n, idx int, d *deposit) []byte {
 	r := encodeRecord(d.rec)
 	h = binary.AppendUvarint(h, uint64(len(r)))
 	h = append(h, r...)
-	return newFrame(h, len(d.data))
+	return newFrame(h, int(d.data.size()))
 }
 
 // parseDeposit decodes a deposit frame whose head and data readFrames
@@ -208,7 +208,10 @@ func parseDeposit(fr frame) (*deposit, error) {
 	d := decoder{b: fr.head[9:]}
 	d.uvarint()
 	d.uvarint()
-	dep := &deposit{rec: new(record), data: fr.data}
+	dep := &deposit{rec: new(record)}
+	if len(fr.data) > 0 {
+		dep.data = chunks{fr.data}
+	}
 	dep.mailbox = d.string()
 	dep.folder = d.string()
 	dep.lim.MaxMessages = int(d.uvarint())
@@ -223,8 +226,8 @@ func parseDeposit(fr frame) (*deposit, error) {
 	if err := decodeRecord(d.b, dep.rec); err != nil {
 		return nil, err
 	}
-	if int64(len(dep.data)) != dep.rec.m.Size {
-		return nil, fmt.Errorf("deposit frame holds %d bytes of content, its record says %d", len(dep.data), dep.rec.m.Size)
+	if int64(len(fr.data)) != dep.rec.m.Size {
+		return nil, fmt.Errorf("deposit frame holds %d bytes of content, its record says %d", len(fr.data), dep.rec.m.Size)
 	}
 	return dep, nil
 }
@@ -483,7 +486,7 @@ var initialMmap = func() int64 {
 func opNeed(d *deposit) int64 {
 	n := int64(256<<10) + 4*int64(len(d.rec.m.CallerName)+len(d.rec.m.CallerNumber)+len(d.rec.m.Transcript)+len(d.rec.m.AudioType)+64)
 	if d.rec.inline {
-		n += 4 * int64(len(d.data))
+		n += 4 * d.data.size()
 	}
 	for _, k := range d.rec.m.Keywords {
 		n += 4 * int64(len(k)+8)

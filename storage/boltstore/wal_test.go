@@ -247,7 +247,7 @@ func TestKilledMidEpochGarbageTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	part := depositHead(kindDeposit, 1<<40, 1, 0, &deposit{mailbox: "1001", folder: um.Inbox, rec: &record{m: um.Message{ID: uuid.New(), Size: 1000}}, data: make([]byte, 1000)})
+	part := depositHead(kindDeposit, 1<<40, 1, 0, &deposit{mailbox: "1001", folder: um.Inbox, rec: &record{m: um.Message{ID: uuid.New(), Size: 1000}}, data: chunks{make([]byte, 1000)}})
 	f.Write(append(part, make([]byte, 300)...)) // 700 bytes of the content missing
 	f.Close()
 
