@@ -48,6 +48,9 @@ func TestRun(t *testing.T) {
 		if r.InFlight() <= 0 || r.LoginsPerSec() <= 0 {
 			t.Errorf("%s: %.2f commands in flight, %.1f logins/s: want both above 0", r.Server, r.InFlight(), r.LoginsPerSec())
 		}
+		if r.PeakAnon <= 0 {
+			t.Errorf("%s: peak anonymous memory %d, want it measured", r.Server, r.PeakAnon)
+		}
 		if r.CPU <= 0 || r.PeakRSS <= 0 {
 			t.Errorf("%s: CPU %v, peak RSS %d: want both measured", r.Server, r.CPU, r.PeakRSS)
 		}

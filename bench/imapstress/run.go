@@ -22,10 +22,14 @@ import (
 
 // Result is one server's run.
 type Result struct {
-	Server   string
-	Elapsed  time.Duration
-	CPU      time.Duration // server CPU time, its whole process tree
-	PeakRSS  int64         // sampled every 100 ms, its whole process tree
+	Server  string
+	Elapsed time.Duration
+	CPU     time.Duration // server CPU time, its whole process tree
+	PeakRSS int64         // sampled every 100 ms, its whole process tree
+	// PeakAnon is the peak of the tree's anonymous memory (RssAnon): its
+	// RSS less the pages of files mapped in, such as um.db's, which the
+	// kernel drops when it needs the room.
+	PeakAnon int64
 	Commands int64
 	// Kinds holds per command kind (imaptest's state names: FETCH, STORE,
 	// APPEND, ...) how many were done and their summed latency.
@@ -176,6 +180,7 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 	cfg.logf("%s: imaptest %s", name, strings.Join(args, " "))
 
 	stopSampling := dovecot.SamplePeakRSS(t.pid, 100*time.Millisecond)
+	stopAnon := dovecot.SamplePeak(t.pid, "RssAnon", 100*time.Millisecond)
 	cpu0, err := dovecot.TreeCPU(t.pid)
 	if err != nil {
 		return Result{}, err
@@ -188,7 +193,7 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 	runErr := cmd.Run()
 	elapsed := time.Since(start)
 	cpu1, cerr := dovecot.TreeCPU(t.pid)
-	peak := stopSampling()
+	peak, anon := stopSampling(), stopAnon()
 	if cerr != nil {
 		return Result{}, cerr
 	}
@@ -196,7 +201,7 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 		return Result{}, fmt.Errorf("imaptest: %w\n%s", runErr, tail(stdout.Bytes()))
 	}
 	os.WriteFile(filepath.Join(dir, "imaptest.log"), stdout.Bytes(), 0o644)
-	r := Result{Server: name, Elapsed: elapsed, CPU: cpu1 - cpu0, PeakRSS: peak}
+	r := Result{Server: name, Elapsed: elapsed, CPU: cpu1 - cpu0, PeakRSS: peak, PeakAnon: anon}
 	if err := parseOutput(output, &r); err != nil {
 		return Result{}, fmt.Errorf("%w\n%s", err, tail(stdout.Bytes()))
 	}

@@ -448,12 +448,17 @@ func (s *Server) cleanup() {
 // TreeRSS returns the summed resident memory, in bytes, of the process pid
 // and all its descendants, read from /proc (Linux only). Shared pages count
 // once per process, as ps and top show them.
-func TreeRSS(pid int) (int64, error) {
+func TreeRSS(pid int) (int64, error) { return TreeStatus(pid, "VmRSS") }
+
+// TreeStatus returns field of /proc/PID/status (a size in kB: VmRSS,
+// RssAnon, RssFile), in bytes, summed over the process pid and its
+// descendants.
+func TreeStatus(pid int, field string) (int64, error) {
 	var total int64
 	seen := false
 	for _, p := range tree(pid) {
-		if rss, err := StatusField(p, "VmRSS"); err == nil {
-			total += rss
+		if v, err := StatusField(p, field); err == nil {
+			total += v
 			seen = true
 		}
 	}

@@ -93,6 +93,9 @@ func TestStartLoginAppendStop(t *testing.T) {
 			if err != nil || rss < 1<<20 {
 				t.Errorf("TreeRSS(%d) = %d, %v; want at least 1 MiB", pid, rss, err)
 			}
+			if anon, err := dovecot.TreeStatus(pid, "RssAnon"); err != nil || anon <= 0 {
+				t.Errorf("TreeStatus(%d, RssAnon) = %d, %v; want above 0", pid, anon, err)
+			}
 			s.Stop()
 			if s.PID() != 0 {
 				t.Errorf("PID() after Stop = %d, want 0", s.PID())

@@ -10,9 +10,16 @@ import (
 // sample is taken at each end). Load tools use it for a server's peak
 // memory: a process tree's high-water mark is not kept by the kernel.
 func SamplePeakRSS(pid int, interval time.Duration) (stop func() int64) {
+	return SamplePeak(pid, "VmRSS", interval)
+}
+
+// SamplePeak is SamplePeakRSS for another field of TreeStatus: RssAnon,
+// the memory that is the tree's own (no file mapped in, such as a
+// database's pages), RssFile.
+func SamplePeak(pid int, field string, interval time.Duration) (stop func() int64) {
 	var peak atomic.Int64
 	sample := func() {
-		if rss, err := TreeRSS(pid); err == nil && rss > peak.Load() {
+		if rss, err := TreeStatus(pid, field); err == nil && rss > peak.Load() {
 			peak.Store(rss)
 		}
 	}
