@@ -111,7 +111,11 @@
 // synced commit: a write the log does not take, or a checkpoint (an empty
 // synced commit) after 256 writes, 64 MiB of segment, or at Close. Right
 // before that commit a kindMark frame naming its transaction ID is
-// written and synced. The next logged write starts a new epoch in fresh
+// written and synced. Half-way through an epoch a goroutine flushes
+// um.db's pages, promising nothing, so that the synced commit which ends
+// the epoch, while every writer waits, writes out only the second half's;
+// and it does not wait for the background sync of the epoch's last batch,
+// which it made durable itself: the segments close when that sync ends. The next logged write starts a new epoch in fresh
 // segments (made ahead, eight at a time with one fsync of log/, so a
 // segment's name is durable before its first frame is written; an epoch's
 // other lanes start with a frame naming its base).
