@@ -3,32 +3,24 @@ package imapserver
 import (
 	"bytes"
 	"io"
-	"sync"
+
+	"github.com/embeddedum/um/internal/pieces"
 )
 
-// spoolChunk is the size of the pieces an APPEND's literal is held in.
-// Clients append e-mails of a few kilobytes and voicemails of a few
-// hundred: one buffer of the literal's size each time made every APPEND
-// allocate and clear that much, a sixth of the bytes the server allocated
-// under imaptest's load, and the collector's work that came with it. The
-// pieces go back to a pool, so what it keeps is bounded by the literals
-// in flight, and a literal wastes less than one piece.
-const spoolChunk = 64 << 10
-
-var spoolChunks = sync.Pool{New: func() any { return new([spoolChunk]byte) }}
-
-// spool holds a literal in pooled pieces until release.
+// spool holds an APPEND literal of up to spoolInMemory bytes in pooled
+// pieces (internal/pieces) until release: a buffer of the literal's size
+// was a sixth of the bytes the server allocated under imaptest's load.
 type spool struct {
-	chunks []*[spoolChunk]byte
+	chunks [][]byte // full pieces, the last one partly filled
 	size   int
 }
 
 // readFull reads exactly size bytes of r into the spool.
 func (s *spool) readFull(r io.Reader, size int) error {
 	for s.size < size {
-		c := spoolChunks.Get().(*[spoolChunk]byte)
-		s.chunks = append(s.chunks, c)
-		n := min(size-s.size, spoolChunk)
+		c := pieces.Get()
+		n := min(size-s.size, pieces.Size)
+		s.chunks = append(s.chunks, c[:n])
 		if _, err := io.ReadFull(r, c[:n]); err != nil {
 			return err
 		}
@@ -37,15 +29,10 @@ func (s *spool) readFull(r io.Reader, size int) error {
 	return nil
 }
 
-// piece returns the spool's i-th piece, the last one cut to the size.
-func (s *spool) piece(i int) []byte {
-	return s.chunks[i][:min(spoolChunk, s.size-i*spoolChunk)]
-}
-
 // hasNUL reports whether the literal holds a NUL byte.
 func (s *spool) hasNUL() bool {
-	for i := range s.chunks {
-		if bytes.IndexByte(s.piece(i), 0) >= 0 {
+	for _, c := range s.chunks {
+		if bytes.IndexByte(c, 0) >= 0 {
 			return true
 		}
 	}
@@ -53,41 +40,22 @@ func (s *spool) hasNUL() bool {
 }
 
 // bytes returns the literal in one new slice.
-func (s *spool) bytes() []byte {
-	b := make([]byte, 0, s.size)
-	for i := range s.chunks {
-		b = append(b, s.piece(i)...)
-	}
-	return b
-}
+func (s *spool) bytes() []byte { return bytes.Join(s.chunks, nil) }
 
 // reader reads the literal from its pieces. It must not be used after
 // release.
-func (s *spool) reader() *spoolReader { return &spoolReader{s: s} }
+func (s *spool) reader() io.Reader {
+	rs := make([]io.Reader, len(s.chunks))
+	for i, c := range s.chunks {
+		rs[i] = bytes.NewReader(c)
+	}
+	return io.MultiReader(rs...)
+}
 
 // release gives the pieces back to the pool.
 func (s *spool) release() {
-	for i, c := range s.chunks {
-		spoolChunks.Put(c)
-		s.chunks[i] = nil
+	for _, c := range s.chunks {
+		pieces.Put(c)
 	}
 	s.chunks, s.size = nil, 0
 }
-
-type spoolReader struct {
-	s   *spool
-	off int
-}
-
-func (r *spoolReader) Read(p []byte) (int, error) {
-	if r.off >= r.s.size {
-		return 0, io.EOF
-	}
-	n := copy(p, r.s.piece(r.off / spoolChunk)[r.off%spoolChunk:])
-	r.off += n
-	return n, nil
-}
-
-// Len tells a store what is left, as a bytes.Reader does, so that it can
-// size what it reads the content into.
-func (r *spoolReader) Len() int { return r.s.size - r.off }

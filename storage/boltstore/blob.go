@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/pieces"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -97,7 +98,7 @@ func (c content) inline() bool { return !c.big }
 // or failed. A second call does nothing.
 func (c *content) release() {
 	for i, b := range c.data {
-		chunkPool.Put((*chunk)(b[:chunkSize]))
+		pieces.Put(b)
 		c.data[i] = nil
 	}
 	c.data = nil
@@ -124,7 +125,7 @@ func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 	sum := uint32(0)
 	for {
 		if len(b) == cap(b) {
-			b = chunkPool.Get().(*chunk)[:0]
+			b = pieces.Get()
 			c.data = append(c.data, b)
 		}
 		n, err := cr.Read(b[len(b):cap(b)])
@@ -142,7 +143,7 @@ func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 		}
 	}
 	if len(b) == 0 { // the end came with a chunk of its own
-		chunkPool.Put((*chunk)(b[:chunkSize]))
+		pieces.Put(b)
 		c.data = c.data[:len(c.data)-1]
 	}
 	c.big = c.size > inlineMax
@@ -150,35 +151,18 @@ func readContent(ctx context.Context, r io.Reader) (c content, err error) {
 	return c, nil
 }
 
-// chunkSize is the size of the pieces contents are read into, and chunkPool
-// keeps them for the next deposits. One buffer of a content's size, pooled
-// only up to 64 KiB, made every 30-second deposit (480,000 bytes) allocate
-// and clear its size, and the collector's work on those took processor
-// time from deposits: eight depositors reached 0.82-0.86 of plain files. A
-// pool of buffers of any size up to 4 MiB reached 0.99-1.03 but held 8 MiB
-// of voicemail-sized ones under an IMAP server's load, given to small
-// contents too, which the heap's headroom doubled. Chunks of one size cost
-// no deposit an allocation once the pool has warmed, keep in the pool no
-// more than the deposits in flight at once read, and waste less than one
-// chunk per content. In alternated runs on a loaded machine eight
-// depositors went from a median of 0.62 of plain files to 0.82, and the
-// IMAP server's peak memory stayed where it was (BENCHMARKS.md).
-//
-// 64 KiB: a 30-second message is 8 chunks, 8 of the pwritev's vectors (a
-// batch of 64 such deposits fits IOV_MAX's 1,024); a read and a pool call
-// per 64 KiB cost nothing next to copying and summing them; and a small
-// content takes no more than the 64 KiB buffer it took before. A chunk
+// chunkSize is the size of the pieces contents are read into
+// (internal/pieces, which says why pieces and why that size). A piece
 // holds more than inlineMax, so a content kept in the database is one
-// chunk (or none), put as it is.
-const chunkSize = 64 << 10
-
-type chunk = [chunkSize]byte
-
-var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
+// chunk (or none), put as it is; a batch of 64 30-second deposits, 8
+// chunks each, fits IOV_MAX's 1,024 vectors. Eight depositors went from a
+// median of 0.62 of plain files to 0.82 with chunks, and the IMAP server's
+// peak memory stayed where it was (BENCHMARKS.md).
+const chunkSize = pieces.Size
 
 // chunks is a content in pieces, in order, with no empty one. A content
-// readContent read is in chunkSize pieces from chunkPool, the last one
-// partly filled; a replayed one is one piece of its segment.
+// readContent read is in pieces from internal/pieces, the last one partly
+// filled; a replayed one is one piece of its segment.
 type chunks [][]byte
 
 func (cs chunks) size() int64 {
