@@ -106,7 +106,7 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 			rw.WriteUID(imap.UID(e.msg.UID))
 		}
 		if !flags.Silent {
-			rw.WriteFlags(flagsToIMAP(&e.msg))
+			rw.WriteFlags(entryFlags(e, w.c))
 		}
 		if w.c.condstore {
 			rw.WriteModSeq(e.msg.ModSeq)
@@ -226,6 +226,7 @@ func (sess *session) addOwn(v *view, f um.Folder, msgs []um.Message) {
 		}
 		v.insert(m)
 	}
+	sess.noteRecent(v)
 }
 
 func (sess *session) copyData(folder string, src []*entry, dst []um.Message) (*imap.CopyData, um.Folder, error) {
@@ -385,12 +386,15 @@ func dayOf(t time.Time) time.Time {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
-func hasFlag(m *um.Message, f imap.Flag) bool {
+// hasFlag reports whether a message of the view has a flag, keyword or
+// \Recent (for SEARCH RECENT, NEW and OLD).
+func hasFlag(e *entry, f imap.Flag) bool {
+	m := &e.msg
 	if sf, ok := um.ParseFlag(string(f)); ok {
 		return m.Flags.Has(sf)
 	}
-	if strings.EqualFold(string(f), `\Recent`) {
-		return false
+	if strings.EqualFold(string(f), string(flagRecent)) {
+		return e.recent
 	}
 	return containsFold(m.Keywords, string(f))
 }
@@ -420,12 +424,12 @@ func (sess *session) match(e *entry, seq uint32, c *imap.SearchCriteria) bool {
 		return false
 	}
 	for _, f := range c.Flag {
-		if !hasFlag(m, f) {
+		if !hasFlag(e, f) {
 			return false
 		}
 	}
 	for _, f := range c.NotFlag {
-		if hasFlag(m, f) {
+		if hasFlag(e, f) {
 			return false
 		}
 	}

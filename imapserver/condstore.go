@@ -170,7 +170,7 @@ func (c *conn) qresyncSelect(p *qresyncParams) error {
 		e := v.msgs[i]
 		rw := w.CreateMessage(uint32(i + 1))
 		rw.WriteUID(imap.UID(e.msg.UID))
-		rw.WriteFlags(flagsToIMAP(&e.msg))
+		rw.WriteFlags(entryFlags(e, c))
 		rw.WriteModSeq(e.msg.ModSeq)
 		rw.Close()
 	}

@@ -48,8 +48,9 @@ func TestFetchHeadersReadsNoAudio(t *testing.T) {
 		if a := mp.Children[1].(*imap.BodyStructureSinglePart); a.Type != "audio" {
 			t.Errorf("part 2 type = %q, want audio", a.Type)
 		}
-		if len(m.Flags) != 0 {
-			t.Errorf("Flags = %v, want none", m.Flags)
+		// Unheard, and \Recent: this is the first session to see them.
+		if len(m.Flags) != 1 || m.Flags[0] != flagRecent {
+			t.Errorf("Flags = %v, want only \\Recent", m.Flags)
 		}
 	}
 	if n := e.store.read.Load(); n != 0 {

@@ -744,7 +744,7 @@ func (c *conn) cmdSelect(tag string, readOnly bool) error {
 	}
 	e.raw(fmt.Sprintf("* %d EXISTS\r\n", data.NumMessages))
 	if !c.rev2 {
-		e.raw("* 0 RECENT\r\n")
+		e.raw(fmt.Sprintf("* %d RECENT\r\n", data.NumRecent))
 		if data.FirstUnseenSeqNum > 0 {
 			e.raw(fmt.Sprintf("* OK [UNSEEN %d] First unseen\r\n", data.FirstUnseenSeqNum))
 		}
@@ -1029,7 +1029,7 @@ func (c *conn) writeStatus(d *imap.StatusData, o *imap.StatusOptions) {
 		add("SIZE", *d.Size)
 	}
 	if o.NumRecent {
-		add("RECENT", 0)
+		add("RECENT", *d.NumRecent)
 	}
 	if o.AppendLimit {
 		add("APPENDLIMIT", *d.AppendLimit)

@@ -34,7 +34,7 @@ func TestExpungeKeepsWhatWasUndeleted(t *testing.T) {
 				}
 				return um.Change{Events: []um.Event{{Kind: um.EventFlags, Folder: um.Inbox, Message: changed[0]}}}
 			},
-			after:  "FLAGS ())",
+			after:  "FLAGS (\\Recent))",
 			folder: um.Inbox,
 		},
 		{

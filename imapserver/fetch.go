@@ -170,7 +170,7 @@ func (sess *session) fetchOne(w *respWriter, e *entry, seq uint32, o *imap.Fetch
 		rw.WriteUID(imap.UID(m.UID))
 	}
 	if o.Flags || seenNow {
-		rw.WriteFlags(flagsToIMAP(m))
+		rw.WriteFlags(entryFlags(e, w.c))
 	}
 	if o.ModSeq || (w.c.condstore && (o.Flags || seenNow)) {
 		rw.WriteModSeq(m.ModSeq)

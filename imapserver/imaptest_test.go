@@ -123,38 +123,6 @@ func runImaptestGroup(t *testing.T, bin, addr, dir, group string) imaptestGroup 
 	return g
 }
 
-// recentCheck matches a failed check that is about \Recent (RECENT
-// counts, the \Recent flag, SEARCH NEW, OLD and RECENT): um keeps no
-// \Recent (see the package doc), so those checks fail by design.
-var recentCheck = regexp.MustCompile(`(?im)first unexpanded: \d+ recent\s*$|command: search (new|old|recent)\s*$|command: status .*\brecent\b`)
-
-// onlyRecentFlagMissing reports whether a failed check's best match is
-// what imaptest expected but for the \Recent flag (a FETCH FLAGS of a
-// message just copied, say).
-func onlyRecentFlagMissing(block string) bool {
-	var expanded, best string
-	for _, line := range strings.Split(block, "\n") {
-		line = strings.TrimSpace(line)
-		if v, ok := strings.CutPrefix(line, "- first expanded: "); ok {
-			expanded = v
-		} else if v, ok := strings.CutPrefix(line, "- best match: "); ok {
-			best = v
-		}
-	}
-	if !strings.Contains(strings.ToLower(expanded), `\recent`) {
-		return false
-	}
-	norm := func(s string) string {
-		s = strings.ToLower(s)
-		s = strings.ReplaceAll(s, `\recent`, "")
-		s = strings.ReplaceAll(s, `"`, "")
-		s = strings.Join(strings.Fields(s), " ")
-		s = strings.ReplaceAll(s, "( ", "(")
-		return strings.ReplaceAll(s, " )", ")")
-	}
-	return best != "" && norm(expanded) == norm(best)
-}
-
 // failedChecks splits imaptest's output into its failed-check blocks.
 func failedChecks(output string) []string {
 	var blocks []string
@@ -182,8 +150,8 @@ func failedChecks(output string) []string {
 }
 
 // TestImaptestScripted runs every scripted group of Dovecot's imaptest
-// against the server. A failed check fails the test unless it is about
-// \Recent, or its group is in imaptestKnown, which says why.
+// against the server. A failed check fails the test unless its group is
+// in imaptestKnown, which says why.
 func TestImaptestScripted(t *testing.T) {
 	bin := imaptestBinary(t)
 	dir := filepath.Join(filepath.Dir(filepath.Dir(bin)), "src", "tests")
@@ -223,16 +191,9 @@ func TestImaptestScripted(t *testing.T) {
 			continue
 		}
 		failedGroups++
-		var other []string
-		for _, b := range failedChecks(r.output) {
-			if !recentCheck.MatchString(b) && !onlyRecentFlagMissing(b) {
-				other = append(other, b)
-			}
-		}
 		switch {
-		case len(other) == 0:
 		case imaptestKnown[g] != "":
-			t.Logf("imaptest group %s: known failures (%s):\n%s", g, imaptestKnown[g], strings.Join(other, "\n"))
+			t.Logf("imaptest group %s: known failures (%s):\n%s", g, imaptestKnown[g], strings.Join(failedChecks(r.output), "\n"))
 		default:
 			t.Errorf("imaptest group %s: %d of %d checks failed:\n%s", g, r.failed, r.commands, r.output)
 		}
@@ -240,8 +201,8 @@ func TestImaptestScripted(t *testing.T) {
 	t.Logf("imaptest: %d groups ran, %d with failures; %d of %d checks failed\n%s", ran, failedGroups, failed, checks, table.String())
 }
 
-// imaptestKnown are the groups with failures other than \Recent that are
-// not fixed yet, and why.
+// imaptestKnown are the groups with failures that are not fixed yet, and
+// why.
 var imaptestKnown = map[string]string{}
 
 // imaptestStress runs imaptest's random stress mode for secs seconds with

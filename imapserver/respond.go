@@ -53,10 +53,11 @@ func (w *respWriter) WriteNumMessages(n uint32) error {
 	return nil
 }
 
-func (w *respWriter) WriteMessageFlags(seq uint32, m *um.Message) error {
+func (w *respWriter) WriteMessageFlags(seq uint32, ent *entry) error {
+	m := &ent.msg
 	e := w.enc()
 	e.raw(fmt.Sprintf("* %d FETCH (UID %d FLAGS ", seq, m.UID))
-	e.flags(flagsToIMAP(m))
+	e.flags(entryFlags(ent, w.c))
 	if w.c.condstore {
 		e.raw(" MODSEQ (" + strconv.FormatUint(m.ModSeq, 10) + ")")
 	}

@@ -30,6 +30,10 @@ type view struct {
 	// the folder's HIGHESTMODSEQ when selected: what a client is told.
 	highestModSeq uint64
 	resync        bool // the folder must be reloaded from the store
+	// recentTo is the highest UID noteRecent looked at; toldRecent the
+	// count of recent messages the client was last told (RECENT).
+	recentTo   um.UID
+	toldRecent int
 	// dead: the folder was deleted or renamed away by someone else. Every
 	// message is gone, no event applies any more (a folder created again
 	// under the name is another folder, with another UIDVALIDITY), and
@@ -38,10 +42,11 @@ type view struct {
 }
 
 type entry struct {
-	msg   um.Message
-	r     *rendered // rendered lazily; nil until needed
-	gone  bool      // removed from the store, EXPUNGE not yet sent
-	dirty bool      // flags changed, FETCH not yet sent
+	msg    um.Message
+	r      *rendered // rendered lazily; nil until needed
+	gone   bool      // removed from the store, EXPUNGE not yet sent
+	dirty  bool      // flags changed, FETCH not yet sent
+	recent bool      // \Recent in this session (see noteRecent)
 }
 
 func (v *view) close() {
@@ -235,6 +240,8 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (data *ima
 	}
 	v.reported, v.newKW = len(v.msgs), false
 	sess.sel = v
+	sess.noteRecent(v)
+	v.toldRecent = v.numRecent()
 	var firstUnseen uint32
 	for i, e := range v.msgs {
 		if !e.msg.Flags.Has(um.FlagHeard) {
@@ -255,6 +262,7 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (data *ima
 		Flags:             flags,
 		PermanentFlags:    perm,
 		NumMessages:       uint32(len(v.msgs)),
+		NumRecent:         uint32(v.toldRecent),
 		FirstUnseenSeqNum: firstUnseen,
 		UIDNext:           imap.UID(v.next),
 		UIDValidity:       f.UIDValidity,
@@ -301,6 +309,7 @@ func (sess *session) sync() {
 	if v.resync {
 		sess.reload(v)
 	}
+	sess.noteRecent(v)
 }
 
 // live syncs the view and returns it, or NO [NONEXISTENT] when the folder
@@ -476,13 +485,14 @@ func (sess *session) flush(w *respWriter, allowExpunge bool) error {
 		if err := w.WriteNumMessages(uint32(v.reported)); err != nil {
 			return err
 		}
+		sess.writeRecent(w, v)
 	}
 	for i, e := range v.msgs {
 		if !e.dirty || e.gone {
 			continue
 		}
 		e.dirty = false
-		if err := w.WriteMessageFlags(uint32(i+1), &e.msg); err != nil {
+		if err := w.WriteMessageFlags(uint32(i+1), e); err != nil {
 			return err
 		}
 	}

@@ -148,6 +148,7 @@ type Server struct {
 	modSeqs um.ModSeqer                                // nil: no CONDSTORE or QRESYNC
 	subs    um.FolderSubscriber                        // nil: every folder counts as subscribed
 	sleep   func(ctx context.Context, d time.Duration) // replaced in tests
+	recent  recentTable                                // which messages sessions took as \Recent
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc

@@ -141,7 +141,11 @@ func (sess *session) Delete(name string) (err error) {
 	if sess.sel != nil && !sess.sel.dead && sess.sel.folder == name {
 		return errCannot("Folder is selected")
 	}
-	return sess.srv.imapError(sess.mb.DeleteFolder(sess.ctx, name), roleSource)
+	if err := sess.mb.DeleteFolder(sess.ctx, name); err != nil {
+		return sess.srv.imapError(err, roleSource)
+	}
+	sess.srv.recent.forget(sess.mailbox, name)
+	return nil
 }
 
 func (sess *session) Rename(from, to string, options *imap.RenameOptions) (err error) {
@@ -187,6 +191,7 @@ func (sess *session) Rename(from, to string, options *imap.RenameOptions) (err e
 		if err := sess.mb.RenameFolder(sess.ctx, mv[0], mv[1]); err != nil {
 			return sess.srv.imapError(err, roleSource)
 		}
+		sess.srv.recent.rename(sess.mailbox, mv[0], mv[1])
 		if sess.sel != nil && !sess.sel.dead && sess.sel.folder == mv[0] {
 			sess.sel.folder = mv[1]
 		}
@@ -222,7 +227,8 @@ func (sess *session) status(folder string, options *imap.StatusOptions) (*imap.S
 		return nil, sess.srv.imapError(err, roleSource)
 	}
 	var msgs []um.Message
-	if options.NumMessages || options.NumUnseen || options.NumDeleted || options.Size || options.DeletedStorage {
+	if options.NumMessages || options.NumUnseen || options.NumDeleted || options.Size || options.DeletedStorage ||
+		(options.NumRecent && sess.recentNeedsList(f)) {
 		if msgs, err = sess.mb.List(sess.ctx, folder); err != nil {
 			return nil, sess.srv.imapError(err, roleSource)
 		}
@@ -244,6 +250,9 @@ func (sess *session) status(folder string, options *imap.StatusOptions) (*imap.S
 		if m.Flags.Has(um.FlagDeleted) {
 			deleted++
 		}
+	}
+	if options.NumRecent {
+		recent = sess.statusRecent(f, msgs)
 	}
 	n := uint32(len(msgs))
 	limit := sess.srv.opts.AppendLimit
@@ -393,12 +402,16 @@ func flagsFromIMAP(flags []imap.Flag) (um.Flags, []string) {
 	return f, kw
 }
 
-// flagsToIMAP lists a message's flags and keywords.
-func flagsToIMAP(m *um.Message) []imap.Flag {
+// flagsToIMAP lists a message's flags and keywords, with \Recent when
+// recent is set.
+func flagsToIMAP(m *um.Message, recent bool) []imap.Flag {
 	names := m.Flags.IMAPNames()
-	out := make([]imap.Flag, 0, len(names)+len(m.Keywords))
+	out := make([]imap.Flag, 0, len(names)+len(m.Keywords)+1)
 	for _, n := range names {
 		out = append(out, imap.Flag(n))
+	}
+	if recent {
+		out = append(out, flagRecent)
 	}
 	for _, k := range m.Keywords {
 		out = append(out, imap.Flag(k))
