@@ -54,8 +54,45 @@
 // \Seen is "heard", \Deleted, \Flagged, \Answered and \Draft are um's
 // flags, and other flags are keywords (um.FlagOp.Keywords). A FETCH of a
 // body section without PEEK marks the message heard through um, so the
-// lamp (MWI) and the phone follow. \Recent is not kept: RECENT and STATUS
-// RECENT are always 0 (IMAP4rev2 dropped \Recent; rev1 allows 0).
+// lamp (MWI) and the phone follow.
+//
+// # \Recent
+//
+// \Recent (RFC 3501 2.3.2) is kept as Dovecot keeps it: a message is
+// recent in exactly one session, the first to SELECT its folder after the
+// message arrived, or the one that has the folder selected when it arrives
+// (a deposit, or a COPY, MOVE or APPEND into the folder, the session's own
+// too). That session sees it in the RECENT count of SELECT and of each
+// later EXISTS, as \Recent in FETCH and STORE answers, and in SEARCH
+// RECENT, NEW and OLD; when it selects another folder or logs out, the
+// message is recent for nobody. EXAMINE and STATUS RECENT show as recent
+// what no session took yet, and leave it for the next SELECT; STATUS of the
+// session's own selected folder counts its recent messages too. A session
+// that enabled IMAP4rev2 is told no RECENT and no \Recent (RFC 9051 dropped
+// both) and, like EXAMINE, takes nothing. No client can set or clear
+// \Recent: STORE and APPEND ignore it.
+//
+// The Server keeps, per folder of a voice mailbox, only the highest UID a
+// session took and the UIDVALIDITY it belongs to: a fixed-size record
+// (about 24 bytes of heap) per folder selected since the Server started,
+// whatever the number of messages or sessions, and FETCH, STORE and SEARCH find a
+// message's \Recent in the session's view with one comparison. Taking is
+// atomic, so however many sessions select a folder at once each message is
+// given to one of them. RENAME keeps the record with the folder, and a
+// folder created again under the name (a new UIDVALIDITY) starts afresh.
+// The record lives in memory only, and only in one Server, so:
+//
+//   - After the Server starts, the first session to select a folder gets
+//     every message in it as recent, as Dovecot does with in-memory
+//     indexes; a host runs one Server per Service (for both ports) so that
+//     all its sessions share the record.
+//   - On a cluster each node keeps its own record: a message is recent in
+//     one session on each node whose sessions select its folder. A client
+//     that reconnects to another node sees as recent once more what it saw
+//     as recent on the first, and sessions on different nodes may both be
+//     given a new message. A message another node announces late, under a
+//     UID below one this node's sessions already took, is recent in no
+//     session of this node.
 //
 // # Voicemail as e-mail
 //

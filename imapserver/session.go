@@ -406,7 +406,14 @@ func flagsFromIMAP(flags []imap.Flag) (um.Flags, []string) {
 // recent is set.
 func flagsToIMAP(m *um.Message, recent bool) []imap.Flag {
 	names := m.Flags.IMAPNames()
-	out := make([]imap.Flag, 0, len(names)+len(m.Keywords)+1)
+	n := len(names) + len(m.Keywords)
+	if recent {
+		if n == 0 {
+			return onlyRecent
+		}
+		n++
+	}
+	out := make([]imap.Flag, 0, n)
 	for _, n := range names {
 		out = append(out, imap.Flag(n))
 	}
@@ -418,6 +425,11 @@ func flagsToIMAP(m *um.Message, recent bool) []imap.Flag {
 	}
 	return out
 }
+
+// onlyRecent is the flags of a recent message that has no other, shared
+// so that a flag sync of new messages allocates nothing for them. It is
+// never changed.
+var onlyRecent = []imap.Flag{flagRecent}
 
 var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
 
