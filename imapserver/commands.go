@@ -197,6 +197,7 @@ func (sess *session) expungeGone(v *view, targets []*entry, write func(uint32, u
 		if err := write(uint32(i+1), v.msgs[i].msg.UID); err != nil {
 			return err
 		}
+		v.recentStale = v.recentStale || v.msgs[i].recent
 		v.msgs = append(v.msgs[:i], v.msgs[i+1:]...)
 		v.reported--
 	}

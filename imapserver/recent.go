@@ -136,9 +136,11 @@ func (v *view) numRecent() int {
 	return n
 }
 
-// writeRecent sends RECENT after an EXISTS when the count changed since
-// the client was last told. IMAP4rev2 has no RECENT response.
+// writeRecent sends RECENT, after an EXISTS or an EXPUNGE of a recent
+// message (RFC 3501 7.3.2: when the folder's size changes), if the count
+// is not the one the client was last told. IMAP4rev2 has no RECENT.
 func (sess *session) writeRecent(w *respWriter, v *view) {
+	v.recentStale = false
 	if w.c.rev2 {
 		return
 	}

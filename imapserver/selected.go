@@ -31,9 +31,12 @@ type view struct {
 	highestModSeq uint64
 	resync        bool // the folder must be reloaded from the store
 	// recentTo is the highest UID noteRecent looked at; toldRecent the
-	// count of recent messages the client was last told (RECENT).
-	recentTo   um.UID
-	toldRecent int
+	// count of recent messages the client was last told (RECENT), and
+	// recentStale whether the folder's size changed for the client since
+	// (EXISTS, or an EXPUNGE of a recent message).
+	recentTo    um.UID
+	toldRecent  int
+	recentStale bool
 	// dead: the folder was deleted or renamed away by someone else. Every
 	// message is gone, no event applies any more (a folder created again
 	// under the name is another folder, with another UIDVALIDITY), and
@@ -470,6 +473,7 @@ func (sess *session) flush(w *respWriter, allowExpunge bool) error {
 			if err := w.WriteExpunge(uint32(i+1), v.msgs[i].msg.UID); err != nil {
 				return err
 			}
+			v.recentStale = v.recentStale || v.msgs[i].recent
 			v.msgs = append(v.msgs[:i], v.msgs[i+1:]...)
 			v.reported--
 		}
@@ -485,6 +489,9 @@ func (sess *session) flush(w *respWriter, allowExpunge bool) error {
 		if err := w.WriteNumMessages(uint32(v.reported)); err != nil {
 			return err
 		}
+		v.recentStale = true
+	}
+	if v.recentStale {
 		sess.writeRecent(w, v)
 	}
 	for i, e := range v.msgs {
