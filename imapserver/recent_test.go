@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/loopback"
 )
 
 // The tests in this file are the \Recent rules of RFC 3501 2.3.2 as
@@ -588,4 +589,41 @@ func TestRecentTableTakesEachUIDOnce(t *testing.T) {
 	if n := tab.taken("1001", "Other", 8); n != 0 {
 		t.Errorf("taken() after forget = %d, want 0", n)
 	}
+}
+
+// TestRecentPerServer: the record of what was taken is the Server's, so
+// a second Server, as another node of a cluster has, gives a message to
+// its own first session too (the approximation doc.go describes), while
+// the sessions of each Server share theirs.
+func TestRecentPerServer(t *testing.T) {
+	e := newEnv(t, nil)
+	e.deposit("1001", "+1", 10)
+	other, err := New(e.svc, &Options{
+		Authenticate: func(ctx context.Context, user, pass string) (string, error) {
+			return users["alice"].mailbox, nil
+		},
+		InsecureAuth:      true,
+		LoginFailureDelay: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := loopback.Serve(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		other.Close()
+		l.Wait()
+	})
+	login := func() *raw {
+		r := dialRaw(t, l.PlainAddr, nil)
+		r.run("l", "LOGIN alice x")
+		return r
+	}
+
+	wantRecent(t, "first SELECT on this server", e.loggedIn("alice").run("s", "SELECT INBOX"), 1)
+	wantRecent(t, "second SELECT on this server", e.loggedIn("alice").run("s", "SELECT INBOX"), 0)
+	wantRecent(t, "first SELECT on the other server", login().run("s", "SELECT INBOX"), 1)
+	wantRecent(t, "second SELECT on the other server", login().run("s", "SELECT INBOX"), 0)
 }
