@@ -51,6 +51,10 @@ func TestRun(t *testing.T) {
 		if r.PeakAnon <= 0 {
 			t.Errorf("%s: peak anonymous memory %d, want it measured", r.Server, r.PeakAnon)
 		}
+		// The two are sampled apart, so the peaks may miss each other a little.
+		if r.PeakPSS <= 0 || r.PeakPSS > r.PeakRSS+r.PeakRSS/10 {
+			t.Errorf("%s: peak PSS %d with peak RSS %d, want 0 < PSS <= about RSS", r.Server, r.PeakPSS, r.PeakRSS)
+		}
 		if r.CPU <= 0 || r.PeakRSS <= 0 {
 			t.Errorf("%s: CPU %v, peak RSS %d: want both measured", r.Server, r.CPU, r.PeakRSS)
 		}

@@ -30,6 +30,10 @@ type Result struct {
 	// RSS less the pages of files mapped in, such as um.db's, which the
 	// kernel drops when it needs the room.
 	PeakAnon int64
+	// PeakPSS is the peak of the tree's summed proportional set size:
+	// shared pages (libraries, a binary run as many processes) count once
+	// over the tree, not once per process as in PeakRSS.
+	PeakPSS  int64
 	Commands int64
 	// Kinds holds per command kind (imaptest's state names: FETCH, STORE,
 	// APPEND, ...) how many were done and their summed latency.
@@ -181,6 +185,7 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 
 	stopSampling := dovecot.SamplePeakRSS(t.pid, 100*time.Millisecond)
 	stopAnon := dovecot.SamplePeak(t.pid, "RssAnon", 100*time.Millisecond)
+	stopPSS := dovecot.SamplePeakPSS(t.pid, 100*time.Millisecond)
 	cpu0, err := dovecot.TreeCPU(t.pid)
 	if err != nil {
 		return Result{}, err
@@ -193,7 +198,7 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 	runErr := cmd.Run()
 	elapsed := time.Since(start)
 	cpu1, cerr := dovecot.TreeCPU(t.pid)
-	peak, anon := stopSampling(), stopAnon()
+	peak, anon, pss := stopSampling(), stopAnon(), stopPSS()
 	if cerr != nil {
 		return Result{}, cerr
 	}
@@ -201,7 +206,7 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 		return Result{}, fmt.Errorf("imaptest: %w\n%s", runErr, tail(stdout.Bytes()))
 	}
 	os.WriteFile(filepath.Join(dir, "imaptest.log"), stdout.Bytes(), 0o644)
-	r := Result{Server: name, Elapsed: elapsed, CPU: cpu1 - cpu0, PeakRSS: peak, PeakAnon: anon}
+	r := Result{Server: name, Elapsed: elapsed, CPU: cpu1 - cpu0, PeakRSS: peak, PeakAnon: anon, PeakPSS: pss}
 	if err := parseOutput(output, &r); err != nil {
 		return Result{}, fmt.Errorf("%w\n%s", err, tail(stdout.Bytes()))
 	}
