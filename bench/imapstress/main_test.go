@@ -45,6 +45,9 @@ func TestRun(t *testing.T) {
 		if r.Commands < 20 || r.Kinds["FETCH"] == nil || r.Kinds["APPEND"].Count == 0 || r.Kinds["SELECT"].Timed == 0 {
 			t.Errorf("%s: %d commands, kinds %v: want FETCH, APPEND and SELECT done", r.Server, r.Commands, r.Order)
 		}
+		if r.ClientCPU <= 0 {
+			t.Errorf("%s: imaptest's CPU %v, want it measured", r.Server, r.ClientCPU)
+		}
 		if r.InFlight() <= 0 || r.LoginsPerSec() <= 0 {
 			t.Errorf("%s: %.2f commands in flight, %.1f logins/s: want both above 0", r.Server, r.InFlight(), r.LoginsPerSec())
 		}

@@ -25,7 +25,11 @@ type Result struct {
 	Server  string
 	Elapsed time.Duration
 	CPU     time.Duration // server CPU time, its whole process tree
-	PeakRSS int64         // sampled every 100 ms, its whole process tree
+	// ClientCPU is imaptest's CPU time: with the server's, what is left
+	// of the machine's cores tells a server waiting (on its disk, its
+	// locks) from one short of CPU.
+	ClientCPU time.Duration
+	PeakRSS   int64 // sampled every 100 ms, its whole process tree
 	// PeakAnon is the peak of the tree's anonymous memory (RssAnon): its
 	// RSS less the pages of files mapped in, such as um.db's, which the
 	// kernel drops when it needs the room.
@@ -73,6 +77,12 @@ func (r Result) InFlight() float64 {
 		sum += k.Latency
 	}
 	return sum.Seconds() / r.Elapsed.Seconds()
+}
+
+// IdleCores returns the machine's cores that neither the server nor
+// imaptest used over the run, of cores.
+func (r Result) IdleCores(cores int) float64 {
+	return float64(cores) - (r.CPU+r.ClientCPU).Seconds()/r.Elapsed.Seconds()
 }
 
 // LoginsPerSec is how many sessions the clients began each second.
@@ -207,6 +217,9 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 	}
 	os.WriteFile(filepath.Join(dir, "imaptest.log"), stdout.Bytes(), 0o644)
 	r := Result{Server: name, Elapsed: elapsed, CPU: cpu1 - cpu0, PeakRSS: peak, PeakAnon: anon, PeakPSS: pss}
+	if ps := cmd.ProcessState; ps != nil {
+		r.ClientCPU = ps.UserTime() + ps.SystemTime()
+	}
 	if err := parseOutput(output, &r); err != nil {
 		return Result{}, fmt.Errorf("%w\n%s", err, tail(stdout.Bytes()))
 	}
