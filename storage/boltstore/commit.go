@@ -163,8 +163,35 @@ func (c *committer) do(ctx context.Context, fn func(*bolt.Tx) error) error {
 }
 
 // deposit logs and applies d; on success d.stored is the message.
+// deposit runs d through the committer. When ctx carries a um.Durability
+// it returns once d is applied, as updateLogged does for other writes.
 func (c *committer) deposit(ctx context.Context, d *deposit) error {
-	return c.submit(ctx, &txOp{fn: d.apply, dep: d, err: make(chan error, 1)})
+	op := &txOp{fn: d.apply, dep: d, err: make(chan error, 1)}
+	du := um.DurabilityFrom(ctx)
+	if du != nil {
+		op.durable = make(chan error, 1)
+	}
+	if err := c.submit(ctx, op); err != nil {
+		return err
+	}
+	if du != nil {
+		du.Defer(func(ctx context.Context) error { return op.waitDurable(ctx, nil) })
+	}
+	return nil
+}
+
+// waitDurable waits for an applied op that left its durability to a
+// um.Durability, then runs then, if not nil, once it is durable.
+func (op *txOp) waitDurable(ctx context.Context, then func()) error {
+	select {
+	case err := <-op.durable:
+		if err == nil && then != nil {
+			then()
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (c *committer) submit(ctx context.Context, op *txOp) error {
