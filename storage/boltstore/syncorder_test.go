@@ -281,16 +281,7 @@ func TestEarlyFlagWriteSyncOrder(t *testing.T) {
 	}
 
 	// Hold the next sync back to see what the caller gets before it.
-	release := make(chan struct{})
-	entered := make(chan struct{}, 16)
-	orig := fdatasync
-	fdatasync = func(f *os.File) error {
-		if filepath.Base(filepath.Dir(f.Name())) == logDir {
-			entered <- struct{}{}
-			<-release
-		}
-		return orig(f)
-	}
+	entered, release := holdLogSyncs(t)
 	before := len(rec.snapshot())
 	set(unheard) // returns with its sync held back
 	if got, err := s.Get(ctx, "1001", m.ID); err != nil || got.Flags.Has(um.FlagHeard) {
@@ -299,6 +290,34 @@ func TestEarlyFlagWriteSyncOrder(t *testing.T) {
 	if !d.Pending() {
 		t.Fatalf("an early flag change left nothing to wait for")
 	}
+	waitPastHeldSync(t, &d, entered, release)
+	checkCommitThenSync(t, rec, before, "early flag change")
+}
+
+// holdLogSyncs holds back every fdatasync of a log segment from now until
+// release is called; entered gets a value as each begins.
+func holdLogSyncs(t *testing.T) (entered <-chan struct{}, release func()) {
+	t.Helper()
+	held := make(chan struct{})
+	in := make(chan struct{}, 16)
+	orig := fdatasync
+	fdatasync = func(f *os.File) error {
+		if filepath.Base(filepath.Dir(f.Name())) == logDir {
+			in <- struct{}{}
+			<-held
+		}
+		return orig(f)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	t.Cleanup(func() { release(); fdatasync = orig })
+	return in, release
+}
+
+// waitPastHeldSync checks that d's Wait does not return while the log's
+// fdatasync is held back, and does once it is released.
+func waitPastHeldSync(t *testing.T, d *um.Durability, entered <-chan struct{}, release func()) {
+	t.Helper()
 	waited := make(chan error, 1)
 	go func() { waited <- d.Wait(ctx) }()
 	<-entered
@@ -307,18 +326,23 @@ func TestEarlyFlagWriteSyncOrder(t *testing.T) {
 		t.Fatalf("Wait returned (%v) while the frame's fdatasync was held back", err)
 	default:
 	}
-	close(release)
+	release()
 	if err := <-waited; err != nil {
 		t.Fatal(err)
 	}
-	fdatasync = orig
-	events = rec.snapshot()
-	commit = slices.IndexFunc(events[before:], func(e syncEvent) bool { return e.kind == "commit" })
+}
+
+// checkCommitThenSync checks that the first commit recorded after before
+// was unsynced and came before the log's fdatasync.
+func checkCommitThenSync(t *testing.T, rec *syncRecorder, before int, what string) {
+	t.Helper()
+	events := rec.snapshot()
+	commit := slices.IndexFunc(events[before:], func(e syncEvent) bool { return e.kind == "commit" })
 	sync := slices.IndexFunc(events[before:], func(e syncEvent) bool {
 		return e.kind == "fdatasync" && filepath.Base(filepath.Dir(e.path)) == logDir
 	})
 	if commit < 0 || sync < 0 || sync < commit || !events[before+commit].noSync {
-		t.Errorf("early flag change: commit at %d (noSync %v), log sync at %d; want an unsynced commit, then the sync", commit, commit >= 0 && events[before+commit].noSync, sync)
+		t.Errorf("%s: commit at %d (noSync %v), log sync at %d; want an unsynced commit, then the sync", what, commit, commit >= 0 && events[before+commit].noSync, sync)
 	}
 }
 
@@ -392,17 +416,7 @@ func TestEarlyDepositSyncOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	release := make(chan struct{})
-	entered := make(chan struct{}, 16)
-	orig := fdatasync
-	fdatasync = func(f *os.File) error {
-		if filepath.Base(filepath.Dir(f.Name())) == logDir {
-			entered <- struct{}{}
-			<-release
-		}
-		return orig(f)
-	}
-	defer func() { fdatasync = orig }()
+	entered, release := holdLogSyncs(t)
 	before := len(rec.snapshot())
 	content := randomBytes(100 << 10)
 	type result struct {
@@ -418,7 +432,7 @@ func TestEarlyDepositSyncOrder(t *testing.T) {
 	select {
 	case r = <-appended:
 	case <-time.After(30 * time.Second):
-		close(release)
+		release()
 		t.Fatal("Append under a Durability waited for its fdatasync")
 	}
 	got, err := r.m, r.err
@@ -431,26 +445,8 @@ func TestEarlyDepositSyncOrder(t *testing.T) {
 	if !d.Pending() {
 		t.Fatal("a deposit under a Durability left nothing to wait for")
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- d.Wait(ctx) }()
-	<-entered
-	select {
-	case err := <-waited:
-		t.Fatalf("Wait returned (%v) while the deposit's fdatasync was held back", err)
-	default:
-	}
-	close(release)
-	if err := <-waited; err != nil {
-		t.Fatal(err)
-	}
-	events := rec.snapshot()
-	commit := slices.IndexFunc(events[before:], func(e syncEvent) bool { return e.kind == "commit" })
-	sync := slices.IndexFunc(events[before:], func(e syncEvent) bool {
-		return e.kind == "fdatasync" && filepath.Base(filepath.Dir(e.path)) == logDir
-	})
-	if commit < 0 || sync < 0 || sync < commit || !events[before+commit].noSync {
-		t.Errorf("early deposit: commit at %d, log sync at %d; want an unsynced commit, then the sync", commit, sync)
-	}
+	waitPastHeldSync(t, &d, entered, release)
+	checkCommitThenSync(t, rec, before, "early deposit")
 	rc, err := s.Open(ctx, "1001", got.ID)
 	if err != nil {
 		t.Fatal(err)
