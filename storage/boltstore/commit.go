@@ -537,9 +537,13 @@ func (c *committer) logged(ops []*txOp) {
 		c.mu.Lock()
 		idle := len(c.queue) == 0
 		c.mu.Unlock()
-		if idle && !c.bg.busy() {
-			// Nothing else to apply meanwhile: sync here, sparing the
-			// hand-off to bgSync's goroutine and back.
+		if idle && !c.bg.busy() && blockedOnSync(c.applied) {
+			// Nothing else to apply meanwhile, and a caller waits for this
+			// sync: sync here, sparing the hand-off to bgSync's goroutine
+			// and back. Callers that left their durability to a
+			// um.Durability were answered already and wait later, if at
+			// all, so the sync goes to bgSync and the committer stays free
+			// for the write that comes next.
 			err := syncAll(files)
 			if err != nil {
 				c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
@@ -554,6 +558,17 @@ func (c *committer) logged(ops []*txOp) {
 	if !roomy {
 		c.endEpoch()
 	}
+}
+
+// blockedOnSync reports whether a caller of ops waits, blocked, for their
+// sync: one that did not leave it to a um.Durability.
+func blockedOnSync(ops []*txOp) bool {
+	for _, op := range ops {
+		if op.durable == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // splitLogWrites returns the deposits of ops and, apart, the logWrites.

@@ -83,7 +83,9 @@
 // committed without syncing (bbolt's NoSync), and hands the fdatasync of
 // the segments to a goroutine of its own (bgSync), which flushes, in one
 // go, every batch applied while it ran: group commit, without the
-// committer waiting for the disk. A caller hears of its write once its
+// committer waiting for the disk. Only when nothing else is queued and a
+// caller is blocked on that very sync does the committer sync itself,
+// sparing that caller two hand-offs. A caller hears of its write once its
 // frames are synced, so when Append returns the deposit is on disk in the
 // log; every reader already saw it in the database (read-your-writes, UIDs
 // in the order of the log). A caller that put a um.Durability in its
