@@ -340,8 +340,31 @@ func TestWriteBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Past writeBehindMax the pending output goes out without a read.
+	// Output that outgrows the small buffer first taken is still held,
+	// in order, and goes out in one write.
 	before := cc.writes.Load()
+	var held bytes.Buffer
+	for i := 0; held.Len() < 3*writeBehindSmall; i++ {
+		line := fmt.Appendf(nil, "* %d FETCH (UID %d)\r\n", i, i)
+		held.Write(line)
+		nc.Write(line)
+	}
+	if n := cc.writes.Load() - before; n != 0 {
+		t.Fatalf("%d writes of %d bytes held reached the network before a read", n, held.Len())
+	}
+	if err := nc.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := cc.writes.Load() - before; n != 1 {
+		t.Fatalf("%d bytes held took %d network writes, want 1", held.Len(), n)
+	}
+	got = make([]byte, held.Len())
+	if _, err := io.ReadFull(peer, got); err != nil || !bytes.Equal(got, held.Bytes()) {
+		t.Fatalf("peer read %d bytes (%v), not the %d held, in order", len(got), err, held.Len())
+	}
+
+	// Past writeBehindMax the pending output goes out without a read.
+	before = cc.writes.Load()
 	big := bytes.Repeat([]byte("x"), 40<<10)
 	nc.Write(big)
 	nc.Write(big)
