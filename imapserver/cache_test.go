@@ -96,6 +96,32 @@ func TestRenderCacheBound(t *testing.T) {
 	}
 }
 
+// TestRenderCacheForget: the renderings of expunged messages leave the
+// cache and give back what they were charged; those of the mailbox's other
+// messages, and of the same message for another mailbox, stay.
+func TestRenderCacheForget(t *testing.T) {
+	c := newRenderCache(1 << 20)
+	opts := um.RenderOptions{}
+	msgs := []um.Message{testMessage(0), testMessage(1), testMessage(2)}
+	for i := range msgs {
+		c.get(&msgs[i], "1001", opts)
+	}
+	kept := c.get(&msgs[0], "1002", opts)
+	_, before := c.stats()
+	c.forget("1001", msgs[:2])
+	n, used := c.stats()
+	if n != 2 || c.items[renderKey{msgs[2].ID, "1001"}] == nil || c.items[renderKey{msgs[0].ID, "1002"}] != kept {
+		t.Fatalf("after forgetting two of 1001's messages the cache holds %d, want 1001's third and 1002's", n)
+	}
+	if want := before - 2*c.items[renderKey{msgs[2].ID, "1001"}].cost; used != want {
+		t.Fatalf("after forgetting two messages the cache charges %d bytes, want %d", used, want)
+	}
+	c.forget("1001", msgs[:2]) // gone already: nothing happens
+	if n2, used2 := c.stats(); n2 != n || used2 != used {
+		t.Fatalf("forgetting again changed the cache: %d messages, %d bytes", n2, used2)
+	}
+}
+
 // TestRenderCacheLargeCharge checks that a message whose lazily built
 // values exceed the bound leaves the cache alone rather than emptying it.
 func TestRenderCacheLargeCharge(t *testing.T) {
