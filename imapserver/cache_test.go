@@ -445,3 +445,47 @@ func TestPipelinedSession(t *testing.T) {
 		t.Fatal("connection still open after LOGOUT")
 	}
 }
+
+// TestExpungeForgetsRenderings: EXPUNGE drops the expunged messages'
+// renderings from the render cache; the folder's other messages keep
+// theirs.
+func TestExpungeForgetsRenderings(t *testing.T) {
+	e := newEnv(t, nil)
+	r := e.loggedIn("alice")
+	if got := r.cmd("b", "CREATE Notes"); !strings.HasPrefix(got, "b OK") {
+		t.Fatalf("CREATE = %q", got)
+	}
+	for i := range 2 {
+		msg := fmt.Sprintf("From: a@example.com\r\nSubject: note %d\r\n\r\nbody\r\n", i)
+		if got := r.cmd("c", fmt.Sprintf("APPEND Notes {%d+}\r\n%s", len(msg), msg)); !strings.HasPrefix(got, "c OK") {
+			t.Fatalf("APPEND = %q", got)
+		}
+	}
+	if got := r.cmd("d", "SELECT Notes"); !strings.HasPrefix(got, "d OK") {
+		t.Fatalf("SELECT = %q", got)
+	}
+	if got := r.cmd("f", "FETCH 1:2 (ENVELOPE)"); !strings.HasPrefix(got, "f OK") {
+		t.Fatalf("FETCH = %q", got)
+	}
+	msgs := e.list("1001", "Notes")
+	cached := func(i int) bool {
+		e.srv.cache.mu.Lock()
+		defer e.srv.cache.mu.Unlock()
+		return e.srv.cache.items[renderKey{msgs[i].ID, "1001"}] != nil
+	}
+	if len(msgs) != 2 || !cached(0) || !cached(1) {
+		t.Fatalf("after FETCH ENVELOPE of %d messages, cached: %v", len(msgs), len(msgs) == 2 && cached(0) && cached(1))
+	}
+	if got := r.cmd("g", `STORE 1 +FLAGS.SILENT (\Deleted)`); !strings.HasPrefix(got, "g OK") {
+		t.Fatalf("STORE = %q", got)
+	}
+	if got := r.cmd("h", "EXPUNGE"); !strings.HasPrefix(got, "h OK") {
+		t.Fatalf("EXPUNGE = %q", got)
+	}
+	if cached(0) {
+		t.Error("the expunged message's rendering is still cached")
+	}
+	if !cached(1) {
+		t.Error("the message left in the folder lost its cached rendering")
+	}
+}
