@@ -193,6 +193,20 @@ func (c *renderCache) size(m *um.Message, mailbox string, opts um.RenderOptions)
 	return c.render(*m, opts).Size()
 }
 
+// forget drops the renderings of messages expunged from mailbox: a
+// message's rendering serves only the message, and under imaptest's
+// stress run, where messages come and go hundreds of times a second, the
+// expunged ones held a good part of the cache until they aged out.
+func (c *renderCache) forget(mailbox string, gone []um.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range gone {
+		if r := c.items[renderKey{id: gone[i].ID, mailbox: mailbox}]; r != nil {
+			c.removeLocked(r)
+		}
+	}
+}
+
 // charge adds n bytes to what r costs, when a lazily built value is kept.
 func (c *renderCache) charge(r *rendered, n int64) {
 	c.mu.Lock()

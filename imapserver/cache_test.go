@@ -96,6 +96,32 @@ func TestRenderCacheBound(t *testing.T) {
 	}
 }
 
+// TestRenderCacheForget: the renderings of expunged messages leave the
+// cache and give back what they were charged; those of the mailbox's other
+// messages, and of the same message for another mailbox, stay.
+func TestRenderCacheForget(t *testing.T) {
+	c := newRenderCache(1 << 20)
+	opts := um.RenderOptions{}
+	msgs := []um.Message{testMessage(0), testMessage(1), testMessage(2)}
+	for i := range msgs {
+		c.get(&msgs[i], "1001", opts)
+	}
+	kept := c.get(&msgs[0], "1002", opts)
+	_, before := c.stats()
+	c.forget("1001", msgs[:2])
+	n, used := c.stats()
+	if n != 2 || c.items[renderKey{msgs[2].ID, "1001"}] == nil || c.items[renderKey{msgs[0].ID, "1002"}] != kept {
+		t.Fatalf("after forgetting two of 1001's messages the cache holds %d, want 1001's third and 1002's", n)
+	}
+	if want := before - 2*c.items[renderKey{msgs[2].ID, "1001"}].cost; used != want {
+		t.Fatalf("after forgetting two messages the cache charges %d bytes, want %d", used, want)
+	}
+	c.forget("1001", msgs[:2]) // gone already: nothing happens
+	if n2, used2 := c.stats(); n2 != n || used2 != used {
+		t.Fatalf("forgetting again changed the cache: %d messages, %d bytes", n2, used2)
+	}
+}
+
 // TestRenderCacheLargeCharge checks that a message whose lazily built
 // values exceed the bound leaves the cache alone rather than emptying it.
 func TestRenderCacheLargeCharge(t *testing.T) {
@@ -340,8 +366,31 @@ func TestWriteBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Past writeBehindMax the pending output goes out without a read.
+	// Output that outgrows the small buffer first taken is still held,
+	// in order, and goes out in one write.
 	before := cc.writes.Load()
+	var held bytes.Buffer
+	for i := 0; held.Len() < 3*writeBehindSmall; i++ {
+		line := fmt.Appendf(nil, "* %d FETCH (UID %d)\r\n", i, i)
+		held.Write(line)
+		nc.Write(line)
+	}
+	if n := cc.writes.Load() - before; n != 0 {
+		t.Fatalf("%d writes of %d bytes held reached the network before a read", n, held.Len())
+	}
+	if err := nc.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := cc.writes.Load() - before; n != 1 {
+		t.Fatalf("%d bytes held took %d network writes, want 1", held.Len(), n)
+	}
+	got = make([]byte, held.Len())
+	if _, err := io.ReadFull(peer, got); err != nil || !bytes.Equal(got, held.Bytes()) {
+		t.Fatalf("peer read %d bytes (%v), not the %d held, in order", len(got), err, held.Len())
+	}
+
+	// Past writeBehindMax the pending output goes out without a read.
+	before = cc.writes.Load()
 	big := bytes.Repeat([]byte("x"), 40<<10)
 	nc.Write(big)
 	nc.Write(big)
@@ -394,5 +443,49 @@ func TestPipelinedSession(t *testing.T) {
 	}
 	if !r.closed() {
 		t.Fatal("connection still open after LOGOUT")
+	}
+}
+
+// TestExpungeForgetsRenderings: EXPUNGE drops the expunged messages'
+// renderings from the render cache; the folder's other messages keep
+// theirs.
+func TestExpungeForgetsRenderings(t *testing.T) {
+	e := newEnv(t, nil)
+	r := e.loggedIn("alice")
+	if got := r.cmd("b", "CREATE Notes"); !strings.HasPrefix(got, "b OK") {
+		t.Fatalf("CREATE = %q", got)
+	}
+	for i := range 2 {
+		msg := fmt.Sprintf("From: a@example.com\r\nSubject: note %d\r\n\r\nbody\r\n", i)
+		if got := r.cmd("c", fmt.Sprintf("APPEND Notes {%d+}\r\n%s", len(msg), msg)); !strings.HasPrefix(got, "c OK") {
+			t.Fatalf("APPEND = %q", got)
+		}
+	}
+	if got := r.cmd("d", "SELECT Notes"); !strings.HasPrefix(got, "d OK") {
+		t.Fatalf("SELECT = %q", got)
+	}
+	if got := r.cmd("f", "FETCH 1:2 (ENVELOPE)"); !strings.HasPrefix(got, "f OK") {
+		t.Fatalf("FETCH = %q", got)
+	}
+	msgs := e.list("1001", "Notes")
+	cached := func(i int) bool {
+		e.srv.cache.mu.Lock()
+		defer e.srv.cache.mu.Unlock()
+		return e.srv.cache.items[renderKey{msgs[i].ID, "1001"}] != nil
+	}
+	if len(msgs) != 2 || !cached(0) || !cached(1) {
+		t.Fatalf("after FETCH ENVELOPE of %d messages, cached: %v", len(msgs), len(msgs) == 2 && cached(0) && cached(1))
+	}
+	if got := r.cmd("g", `STORE 1 +FLAGS.SILENT (\Deleted)`); !strings.HasPrefix(got, "g OK") {
+		t.Fatalf("STORE = %q", got)
+	}
+	if got := r.cmd("h", "EXPUNGE"); !strings.HasPrefix(got, "h OK") {
+		t.Fatalf("EXPUNGE = %q", got)
+	}
+	if cached(0) {
+		t.Error("the expunged message's rendering is still cached")
+	}
+	if !cached(1) {
+		t.Error("the message left in the folder lost its cached rendering")
 	}
 }

@@ -190,6 +190,7 @@ func (sess *session) Expunge(w *respWriter, uids *imap.UIDSet) (err error) {
 	if err != nil {
 		return sess.srv.imapError(err, roleSource)
 	}
+	sess.srv.cache.forget(sess.mailbox, removed)
 	targets := make([]*entry, 0, len(removed))
 	for _, m := range removed {
 		if i := v.find(m.UID); i >= 0 {

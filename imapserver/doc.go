@@ -114,28 +114,29 @@
 // # Live sync
 //
 // Every selected session subscribes to its voice mailbox (um.Subscribe,
-// with itself as Source) and makes its own changes with um.WithSource, so
-// it is not sent its own changes back. It keeps its own view of the
-// selected folder: the UIDs in the order the client knows them, with their
-// flags. Changes from the phone, other clients or other cluster nodes are
-// applied to the view as they come and told to the client after each
-// command and during IDLE: EXISTS for new messages, FETCH FLAGS for flag
-// changes (a FLAGS response first when a new keyword appears), EXPUNGE for
-// removals. EXPUNGE waits until the client sends a command that allows it
-// (not FETCH, STORE or SEARCH), and each sequence number is computed from
-// that client's view, so sequence numbers stay right for every client
-// whatever the others expunge. A lost queue (um.ErrOverflow), an
-// EventResync, or an event the view cannot account for reloads the folder
-// and diffs it against the view. The last happens on a cluster, where a
-// node's own change is announced at once and another node's a moment later:
-// a deposit with a lower UID can be heard of after one with a higher UID,
-// and the reload makes sure the client is told of both, in UID order. For
-// the same reason the flags an event from another node (Change.Node not
-// the local Service.Node) carries may be older than a local change already
-// applied: the view takes the message's flags from the store instead (one
-// read per such change: the message by ID, or the folder's list when the
-// change has several events), and a message no longer there is removed;
-// local events are applied as they come, being in commit order.
+// with a value of its own as Source) and makes its own changes with
+// um.WithSource and that value, so it is not sent its own changes back. It
+// keeps its own view of the selected folder: the UIDs in the order the
+// client knows them, with their flags. Changes from the phone, other
+// clients or other cluster nodes are applied to the view as they come and
+// told to the client after each command and during IDLE: EXISTS for new
+// messages, FETCH FLAGS for flag changes (a FLAGS response first when a new
+// keyword appears), EXPUNGE for removals. EXPUNGE waits until the client
+// sends a command that allows it (not FETCH, STORE or SEARCH), and each
+// sequence number is computed from that client's view, so sequence numbers
+// stay right for every client whatever the others expunge. A lost queue
+// (um.ErrOverflow), an EventResync, or an event the view cannot account for
+// reloads the folder and diffs it against the view. The last happens on a
+// cluster, where a node's own change is announced at once and another
+// node's a moment later: a deposit with a lower UID can be heard of after
+// one with a higher UID, and the reload makes sure the client is told of
+// both, in UID order. For the same reason the flags an event from another
+// node (Change.Node not the local Service.Node) carries may be older than a
+// local change already applied: the view takes the message's flags from the
+// store instead (one read per such change: the message by ID, or the
+// folder's list when the change has several events), and a message no
+// longer there is removed; local events are applied as they come, being in
+// commit order.
 //
 // EXPUNGE, UID EXPUNGE and CLOSE remove through um.Mailbox.Expunge, which
 // checks \Deleted under the mailbox lock: a message the phone undeleted or

@@ -103,8 +103,8 @@ func (s *Server) serveConn(nc *netConn, implicitTLS bool) {
 	c.dec = decoder{cont: c.continuation, maxLiteral: maxPreLoginLiteral}
 	c.takeBuffers()
 	defer c.releaseBuffers()
-	c.sess = &session{srv: s, nc: nc, conn: c}
-	c.sess.ctx = um.WithDurability(um.WithSource(c.ctx, c.sess), &c.durable)
+	c.sess = &session{srv: s, nc: nc, conn: c, src: new(source)}
+	c.sess.ctx = um.WithDurability(um.WithSource(c.ctx, c.sess.src), &c.durable)
 	defer c.sess.Close()
 	nc.setEngine(c)
 	c.enc.raw("* OK [CAPABILITY " + c.capabilities() + "] um IMAP ready\r\n")

@@ -227,7 +227,7 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (data *ima
 	folder := folderName(name)
 	// Subscribe before listing, so no change falls between the two; the
 	// ones listed already are ignored when their events come.
-	sub := sess.srv.svc.Subscribe(sess.mailbox, um.SubscribeOptions{Source: sess, Notify: sess.nc.wake})
+	sub := sess.srv.svc.Subscribe(sess.mailbox, um.SubscribeOptions{Source: sess.src, Notify: sess.nc.wake})
 	f, err := sess.mb.Folder(sess.ctx, folder)
 	var msgs []um.Message
 	if err == nil {

@@ -28,11 +28,14 @@ func TestSpoolKeepsTheLiteral(t *testing.T) {
 		if s.hasNUL() {
 			t.Errorf("%d bytes: hasNUL = true for a literal without one", size)
 		}
+		if !bytes.Equal(s.bytes(), lit) {
+			t.Errorf("%d bytes: bytes() differs from the literal", size)
+		}
 		if err := iotest.TestReader(s.reader(), lit); err != nil {
 			t.Errorf("%d bytes: reading the spool back: %v", size, err)
 		}
-		if !bytes.Equal(s.bytes(), lit) {
-			t.Errorf("%d bytes: bytes() differs from the literal", size)
+		if len(s.chunks) != 0 {
+			t.Errorf("%d bytes: read through, the spool still holds %d pieces, want none (back in the pool)", size, len(s.chunks))
 		}
 		if size > 0 {
 			lit[size-1] = 0
@@ -59,4 +62,30 @@ func TestSpoolShortLiteral(t *testing.T) {
 		t.Errorf("readFull of a short literal = %v, want io.ErrUnexpectedEOF", err)
 	}
 	s.release()
+}
+
+// TestSpoolReaderGivesPiecesBack: what the store has read of a spooled
+// literal is back in the pool at once, and release after a partial read
+// gives back the rest, each piece once.
+func TestSpoolReaderGivesPiecesBack(t *testing.T) {
+	lit := bytes.Repeat([]byte("x"), 3*pieces.Size+7)
+	var s spool
+	if err := s.readFull(bytes.NewReader(lit), len(lit)); err != nil {
+		t.Fatal(err)
+	}
+	r := s.reader()
+	got := make([]byte, pieces.Size+10)
+	if _, err := io.ReadFull(r, got); err != nil {
+		t.Fatalf("reading the first %d bytes: %v", len(got), err)
+	}
+	if !bytes.Equal(got, lit[:len(got)]) {
+		t.Errorf("the first %d bytes read differ from the literal's", len(got))
+	}
+	if len(s.chunks) != 3 {
+		t.Errorf("after reading past the first piece the spool holds %d pieces, want 3", len(s.chunks))
+	}
+	s.release()
+	if len(s.chunks) != 0 || s.size != 0 {
+		t.Errorf("after release the spool holds %d bytes in %d pieces, want none", s.size, len(s.chunks))
+	}
 }
