@@ -58,7 +58,7 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	es, seqs := sess.resolve(numSet)
 	es, seqs, ids := live(es, seqs)
 	if options.UnchangedSince > 0 {
-		es, seqs, ids = sess.unchangedSince(v, es, seqs, options.UnchangedSince, numSet)
+		es, seqs, ids = sess.unchangedSince(es, seqs, options.UnchangedSince, numSet)
 	}
 	op := um.FlagOp{}
 	op.Flags, op.Keywords = flagsFromIMAP(flags.Flags)
@@ -70,12 +70,30 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	default:
 		op.Mode = um.FlagsReplace
 	}
-	changed, err := sess.mb.SetFlags(sess.ctx, ids, op)
+	var leftAlone map[uuid.UUID]bool // changed since UNCHANGEDSINCE, found by the store
+	setFlags := func(ids []uuid.UUID) ([]um.Message, error) {
+		if options.UnchangedSince == 0 {
+			return sess.mb.SetFlags(sess.ctx, ids, op)
+		}
+		// The view's ModSeqs are as of its last sync: a change another
+		// session or node committed since is caught here, in the store's
+		// one step of check and change.
+		changed, modified, err := sess.mb.SetFlagsIfUnchanged(sess.ctx, ids, op, options.UnchangedSince)
+		if err == nil && len(modified) > 0 {
+			leftAlone = make(map[uuid.UUID]bool, len(modified))
+			for _, id := range modified {
+				leftAlone[id] = true
+			}
+			sess.addModified(es, seqs, leftAlone, numSet)
+		}
+		return changed, err
+	}
+	changed, err := setFlags(ids)
 	// Messages another session or node removed meanwhile are left out, and
 	// the rest stored (as Dovecot does). Each retry drops at least the
 	// message that went, so there are at most as many as messages.
 	for attempt := 0; errors.Is(err, um.ErrNotFound) && attempt <= len(es); attempt++ {
-		changed, err = sess.mb.SetFlags(sess.ctx, sess.still(v.folder, es), op)
+		changed, err = setFlags(sess.still(v.folder, es))
 	}
 	if err != nil {
 		return sess.srv.imapError(err, roleSource)
@@ -97,7 +115,7 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	sess.announceKeywords(v, w)
 	_, isUID := numSet.(imap.UIDSet)
 	for i, e := range es {
-		if e.gone {
+		if e.gone || leftAlone[e.msg.ID] {
 			continue
 		}
 		e.dirty = false

@@ -13,26 +13,9 @@ import (
 // modification sequences (um.ModSeqer, found through Unwrap). ModSeq
 // values come from the store: Message.ModSeq and Folder.HighestModSeq.
 
-// findStore returns the store's implementation of the optional interface
-// T, following Unwrap the way errors.As does.
-func findStore[T any](st um.Store) (T, bool) {
-	for st != nil {
-		if t, ok := st.(T); ok {
-			return t, true
-		}
-		u, ok := st.(interface{ Unwrap() um.Store })
-		if !ok {
-			break
-		}
-		st = u.Unwrap()
-	}
-	var zero T
-	return zero, false
-}
-
 // modSeqer returns the store's ModSeqer, or nil.
 func (s *Server) modSeqer() um.ModSeqer {
-	m, _ := findStore[um.ModSeqer](s.svc.Store())
+	m, _ := um.StoreAs[um.ModSeqer](s.svc.Store())
 	return m
 }
 
@@ -70,37 +53,61 @@ func changedSince(es []*entry, seqs []uint32, modseq uint64) ([]*entry, []uint32
 	return oe, os
 }
 
-// unchangedSince keeps the entries not changed after modseq and sets
-// sess.modified to the others, by the numbers of set's kind (STORE
-// UNCHANGEDSINCE, RFC 7162 3.1.3). The view was synced just before, so
-// what another client changed meanwhile counts.
-func (sess *session) unchangedSince(v *view, es []*entry, seqs []uint32, modseq uint64, set imap.NumSet) ([]*entry, []uint32, []uuid.UUID) {
+// unchangedSince keeps the entries not changed after modseq and adds the
+// others to sess.modified (STORE UNCHANGEDSINCE, RFC 7162 3.1.3). The view
+// was synced just before, so what another client changed meanwhile counts;
+// what the store finds changed after that sync is added by Store.
+func (sess *session) unchangedSince(es []*entry, seqs []uint32, modseq uint64, set imap.NumSet) ([]*entry, []uint32, []uuid.UUID) {
 	var oe []*entry
 	var os []uint32
 	var ids []uuid.UUID
-	_, isUID := set.(imap.UIDSet)
-	var modSeqs imap.SeqSet
-	var modUIDs imap.UIDSet
+	var changed map[uuid.UUID]bool
 	for i, e := range es {
 		if e.msg.ModSeq > modseq {
-			if isUID {
-				modUIDs.AddNum(imap.UID(e.msg.UID))
-			} else {
-				modSeqs.AddNum(seqs[i])
+			if changed == nil {
+				changed = make(map[uuid.UUID]bool)
 			}
+			changed[e.msg.ID] = true
 			continue
 		}
 		oe = append(oe, e)
 		os = append(os, seqs[i])
 		ids = append(ids, e.msg.ID)
 	}
-	switch {
-	case isUID && len(modUIDs) > 0:
-		sess.modified = modUIDs
-	case !isUID && len(modSeqs) > 0:
-		sess.modified = modSeqs
+	if changed != nil {
+		sess.addModified(es, seqs, changed, set)
 	}
 	return oe, os, ids
+}
+
+// addModified adds to sess.modified the entries whose IDs are in ids, by
+// the numbers of set's kind: those the store found changed after
+// UNCHANGEDSINCE although the view had not heard of it yet.
+func (sess *session) addModified(es []*entry, seqs []uint32, ids map[uuid.UUID]bool, set imap.NumSet) {
+	_, isUID := set.(imap.UIDSet)
+	var modSeqs imap.SeqSet
+	var modUIDs imap.UIDSet
+	switch m := sess.modified.(type) {
+	case imap.SeqSet:
+		modSeqs = m
+	case imap.UIDSet:
+		modUIDs = m
+	}
+	for i, e := range es {
+		if !ids[e.msg.ID] {
+			continue
+		}
+		if isUID {
+			modUIDs.AddNum(imap.UID(e.msg.UID))
+		} else {
+			modSeqs.AddNum(seqs[i])
+		}
+	}
+	if isUID {
+		sess.modified = modUIDs
+	} else {
+		sess.modified = modSeqs
+	}
 }
 
 // vanishedSince returns the UIDs among uids (all of the folder's when

@@ -5,9 +5,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/storage/memstore"
 	"github.com/google/uuid"
 )
 
@@ -105,5 +107,82 @@ func TestQresync(t *testing.T) {
 	r.cmd("f", `STORE 1 +FLAGS (\Deleted)`)
 	if got := strings.Join(r.until0("g EXPUNGE", "g"), "|"); !strings.Contains(got, "* VANISHED "+strconv.Itoa(int(msgs[0].UID))) || strings.Contains(got, "EXPUNGE\r") {
 		t.Fatalf("EXPUNGE under QRESYNC = %q, want VANISHED %d", got, msgs[0].UID)
+	}
+}
+
+// lateChangeStore is a store on which another node's flag change lands
+// right before the next flag write a session makes: after the session's
+// view was synced, before its STORE reaches the store. Its events never
+// reach this node's sessions, as a change of another node has not yet.
+type lateChangeStore struct {
+	um.Store
+	inner  *memstore.Store
+	armed  atomic.Bool
+	target uuid.UUID
+}
+
+func (s *lateChangeStore) land(ctx context.Context, mailbox string) error {
+	if !s.armed.CompareAndSwap(true, false) {
+		return nil
+	}
+	_, err := s.inner.SetFlags(ctx, mailbox, []uuid.UUID{s.target}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagDraft})
+	return err
+}
+
+func (s *lateChangeStore) SetFlags(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp) ([]um.Message, error) {
+	if err := s.land(ctx, mailbox); err != nil {
+		return nil, err
+	}
+	return s.Store.SetFlags(ctx, mailbox, ids, op)
+}
+
+func (s *lateChangeStore) SetFlagsIfUnchanged(ctx context.Context, mailbox string, ids []uuid.UUID, op um.FlagOp, since uint64) ([]um.Message, []uuid.UUID, error) {
+	if err := s.land(ctx, mailbox); err != nil {
+		return nil, nil, err
+	}
+	return s.inner.SetFlagsIfUnchanged(ctx, mailbox, ids, op, since)
+}
+
+func (s *lateChangeStore) Vanished(ctx context.Context, mailbox, folder string, since uint64) ([]um.UID, uint64, error) {
+	return s.inner.Vanished(ctx, mailbox, folder, since)
+}
+
+// TestCondstoreLateChange: a change committed after the session's last
+// sync, which the session has not heard of, still makes STORE
+// UNCHANGEDSINCE leave that message alone and name it in MODIFIED; the
+// others are stored.
+func TestCondstoreLateChange(t *testing.T) {
+	late := &lateChangeStore{}
+	e := newEnvOn(t, func(s um.Store) um.Store {
+		late.Store = s
+		late.inner = s.(*countingStore).Store.(*memstore.Store)
+		return late
+	}, um.Options{}, nil)
+	for i := 0; i < 3; i++ {
+		e.deposit("1001", "+1", 10)
+	}
+	r := e.loggedIn("alice")
+	start := highestModSeq(t, r.until0("b SELECT INBOX (CONDSTORE)", "b"))
+	late.target = e.list("1001", um.Inbox)[2].ID
+	late.armed.Store(true)
+	lines := r.until0(`c STORE 1:3 (UNCHANGEDSINCE `+strconv.FormatUint(start, 10)+`) +FLAGS (\Answered)`, "c")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "c OK [MODIFIED 3]") {
+		t.Fatalf("STORE UNCHANGEDSINCE = %q, want OK [MODIFIED 3]", lines)
+	}
+	if late.armed.Load() {
+		t.Fatal("the other node's change never landed")
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "* 3 FETCH") {
+			t.Errorf("STORE told message 3's flags (%q), but left it alone", l)
+		}
+	}
+	for i, m := range e.list("1001", um.Inbox) {
+		if want := i < 2; m.Flags.Has(um.FlagAnswered) != want {
+			t.Errorf("message %d answered = %v, want %v", i+1, !want, want)
+		}
+	}
+	if m := e.list("1001", um.Inbox)[2]; !m.Flags.Has(um.FlagDraft) {
+		t.Errorf("message 3 flags %v, want the other node's \\Draft kept", m.Flags)
 	}
 }

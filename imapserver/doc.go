@@ -210,9 +210,10 @@
 // 7162): HIGHESTMODSEQ, MODSEQ, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE
 // (MODIFIED), SEARCH MODSEQ, SELECT QRESYNC with VANISHED (EARLIER), and
 // VANISHED instead of EXPUNGE once QRESYNC is enabled. STORE
-// UNCHANGEDSINCE compares with the ModSeqs the session knows after
-// syncing, so a change committed between that sync and the STORE is not
-// seen as a conflict.
+// UNCHANGEDSINCE checks and changes in one step of the store
+// (um.Mailbox.SetFlagsIfUnchanged), so a change another session or node
+// committed after the session's last sync is a conflict too, named in
+// MODIFIED.
 //
 // A part APPENDed as a binary literal (RFC 3516) with NUL bytes in it is
 // stored in base64, so BODY[] never sends a NUL; BINARY[] decodes it.

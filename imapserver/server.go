@@ -235,7 +235,7 @@ func New(svc *um.Service, opts *Options) (*Server, error) {
 		s.tlsConf.CipherSuites = aeadSuites(s.tlsConf.CipherSuites)
 	}
 	s.modSeqs = s.modSeqer()
-	s.subs, _ = findStore[um.FolderSubscriber](svc.Store())
+	s.subs, _ = um.StoreAs[um.FolderSubscriber](svc.Store())
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }

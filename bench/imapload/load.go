@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,10 +18,27 @@ import (
 
 // counters are shared by the clients of one load.
 type counters struct {
-	sessions, commands, errors, fetched atomic.Int64
+	sessions, commands, errors, fetched, late atomic.Int64
 
 	mu       sync.Mutex
 	firstErr string
+	latency  map[string][]time.Duration // per command, each success's
+	order    []string                   // commands in the order first seen
+}
+
+// took adds one session's command latencies.
+func (c *counters) took(lat map[string][]time.Duration, order []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.latency == nil {
+		c.latency = make(map[string][]time.Duration)
+	}
+	for _, what := range order {
+		if _, ok := c.latency[what]; !ok {
+			c.order = append(c.order, what)
+		}
+		c.latency[what] = append(c.latency[what], lat[what]...)
+	}
 }
 
 func (c *counters) fail(client int, what string, err error) {
@@ -56,7 +74,10 @@ func load(ctx context.Context, cfg Config, t Target) (Result, error) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(i)))
 			user := userName(i % cfg.Mailboxes)
-			for time.Now().Before(deadline) && ctx.Err() == nil {
+			for k := 0; time.Now().Before(deadline) && ctx.Err() == nil; k++ {
+				if cfg.Rate > 0 && !waitTurn(ctx, start, deadline, cfg, i, k, &c) {
+					return
+				}
 				if session(cfg, t, user, i, rng, &c) {
 					c.sessions.Add(1)
 				} else {
@@ -73,6 +94,9 @@ func load(ctx context.Context, cfg Config, t Target) (Result, error) {
 		return Result{}, fmt.Errorf("%s: %w", t.Name, err)
 	}
 	peak := max(stopSampling(), idle)
+	for _, d := range c.latency {
+		slices.Sort(d)
+	}
 	r := Result{
 		Server:   t.Name,
 		Elapsed:  elapsed,
@@ -84,9 +108,41 @@ func load(ctx context.Context, cfg Config, t Target) (Result, error) {
 		IdleRSS:  idle,
 		PeakRSS:  peak,
 		CPU:      cpu1 - cpu0,
+		Late:     c.late.Load(),
+		Latency:  c.latency,
+		Order:    c.order,
 	}
 	cfg.logf("%s: %d sessions, %.0f commands/s, %d errors, peak RSS %.1f MiB", t.Name, r.Sessions, r.CommandsPerSec(), r.Errors, mib(r.PeakRSS))
 	return r, nil
+}
+
+// waitTurn waits for client i's k-th session on the open loop of
+// cfg.Rate sessions a second over all clients: session k*Clients+i starts
+// at start + (k*Clients+i)/Rate, so the offered load does not depend on how
+// fast the server answers. A session whose time passed while the client was
+// still busy starts at once and counts as late. It reports false when the
+// turn falls after deadline or ctx ends.
+func waitTurn(ctx context.Context, start, deadline time.Time, cfg Config, i, k int, c *counters) bool {
+	at := start.Add(time.Duration(float64(k*cfg.Clients+i) / cfg.Rate * float64(time.Second)))
+	if !at.Before(deadline) {
+		return false
+	}
+	wait := time.Until(at)
+	if wait <= 0 {
+		// A timer's own slack is not the server's fault.
+		if wait < -10*time.Millisecond {
+			c.late.Add(1)
+		}
+		return true
+	}
+	tm := time.NewTimer(wait)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // session runs one client session and reports whether every command of it
@@ -98,12 +154,23 @@ func session(cfg Config, t Target, user string, client int, rng *rand.Rand, c *c
 		return false
 	}
 	defer cl.Close()
+	lat := make(map[string][]time.Duration)
+	var order []string
+	defer func() { c.took(lat, order) }()
+	began := time.Now()
+	// step ends the command that began at began, and begins the next.
 	step := func(what string, err error) bool {
 		if err != nil {
 			c.fail(client, what, err)
 			return false
 		}
 		c.commands.Add(1)
+		now := time.Now()
+		if _, ok := lat[what]; !ok {
+			order = append(order, what)
+		}
+		lat[what] = append(lat[what], now.Sub(began))
+		began = now
 		return true
 	}
 

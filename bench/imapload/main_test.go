@@ -25,11 +25,9 @@ func TestMain(m *testing.M) {
 
 func smallConfig(t testing.TB) Config {
 	cfg := defaultConfig()
-	// One client per mailbox: um's server fails an EXPUNGE that races
-	// with another session's EXPUNGE of the same messages (NO
-	// [NONEXISTENT]), which this test is not about; the tool's runs with
-	// several clients per mailbox report it.
-	cfg.Clients = 3
+	// Two clients per mailbox: their EXPUNGEs of the same folder race,
+	// and neither may fail.
+	cfg.Clients = 6
 	cfg.Duration = 2 * time.Second
 	cfg.Mailboxes = 3
 	cfg.Messages = 3
@@ -82,6 +80,38 @@ func TestRun(t *testing.T) {
 				t.Errorf("Report lacks the comparison:\n%s", out.Bytes())
 			}
 		})
+	}
+}
+
+// TestRate: an open loop offers the sessions at the rate asked whatever the
+// server does, and every command's latency is measured.
+func TestRate(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Duration = 2 * time.Second
+	cfg.Rate = 10
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		// 20 sessions are due in 2 s, none starts past the deadline.
+		if r.Sessions < 10 || r.Sessions > 20 {
+			t.Errorf("%s: %d sessions at 10/s for 2 s, want 10-20", r.Server, r.Sessions)
+		}
+		if len(r.Order) != 10 {
+			t.Errorf("%s: latencies of %q, want the session's 10 commands", r.Server, r.Order)
+		}
+		for _, what := range r.Order {
+			p50, p99 := r.Quantile(what, 0.5), r.Quantile(what, 0.99)
+			if p50 <= 0 || p99 < p50 {
+				t.Errorf("%s %s: p50 %v, p99 %v; want 0 < p50 <= p99", r.Server, what, p50, p99)
+			}
+		}
+	}
+	var out bytes.Buffer
+	Report(&out, cfg, res)
+	if !bytes.Contains(out.Bytes(), []byte("offered 10.0 sessions/s")) || !bytes.Contains(out.Bytes(), []byte("UID FETCH BODY.PEEK[]")) {
+		t.Errorf("Report lacks the rate or the latency table:\n%s", out.Bytes())
 	}
 }
 

@@ -3,8 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"text/tabwriter"
+	"time"
 )
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d.Microseconds())/1000) }
 
 // Report writes a table of the results and, when both servers ran, how um
 // compares.
@@ -32,6 +37,28 @@ func Report(w io.Writer, cfg Config, res []Result) {
 		case "dovecot":
 			d = r
 		}
+	}
+	tw.Flush()
+	if cfg.Rate > 0 {
+		fmt.Fprintf(w, "\noffered %.1f sessions/s\n", cfg.Rate)
+	}
+	fmt.Fprintf(w, "\nlatency per command, p50 / p99 (ms):\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	var order []string
+	for _, r := range res {
+		for _, what := range r.Order {
+			if !slices.Contains(order, what) {
+				order = append(order, what)
+			}
+		}
+	}
+	fmt.Fprintf(tw, "server\t%s\tlate sessions\t\n", strings.Join(order, "\t"))
+	for _, r := range res {
+		fmt.Fprintf(tw, "%s\t", r.Server)
+		for _, what := range order {
+			fmt.Fprintf(tw, "%s / %s\t", ms(r.Quantile(what, 0.5)), ms(r.Quantile(what, 0.99)))
+		}
+		fmt.Fprintf(tw, "%d\t\n", r.Late)
 	}
 	tw.Flush()
 	for _, r := range res {

@@ -32,8 +32,12 @@ type Config struct {
 	DovecotFast      bool
 	Servers          string // "um", "dovecot" or "both"
 	Seed             int64
-	Dir              string    // work directory; a temporary one when empty
-	Log              io.Writer // progress; nil for none
+	// Rate, when above 0, offers that many sessions a second over all
+	// clients, whatever the server does (an open loop); 0 runs each client
+	// session after session (a closed loop, the server's most).
+	Rate float64
+	Dir  string    // work directory; a temporary one when empty
+	Log  io.Writer // progress; nil for none
 }
 
 // Result is what one server did under the load.
@@ -53,6 +57,24 @@ type Result struct {
 	// The clients run on the same machine; the commands per CPU second
 	// of the server tell its cost apart from theirs.
 	CPU time.Duration
+	// Late counts sessions of an open loop that started after their time,
+	// their client still busy with the one before: the offered rate was
+	// not kept.
+	Late int64
+	// Latency holds, per command, the sorted latencies of its successes;
+	// Order names the commands in session order.
+	Latency map[string][]time.Duration
+	Order   []string
+}
+
+// Quantile returns the q quantile (0 < q <= 1) of what's latencies, or 0
+// when it has none.
+func (r Result) Quantile(what string, q float64) time.Duration {
+	d := r.Latency[what]
+	if len(d) == 0 {
+		return 0
+	}
+	return d[min(len(d)-1, int(q*float64(len(d))))]
 }
 
 // CommandsPerCPUSec returns the successful commands per second of the

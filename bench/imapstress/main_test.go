@@ -45,11 +45,18 @@ func TestRun(t *testing.T) {
 		if r.Commands < 20 || r.Kinds["FETCH"] == nil || r.Kinds["APPEND"].Count == 0 || r.Kinds["SELECT"].Timed == 0 {
 			t.Errorf("%s: %d commands, kinds %v: want FETCH, APPEND and SELECT done", r.Server, r.Commands, r.Order)
 		}
+		if r.ClientCPU <= 0 {
+			t.Errorf("%s: imaptest's CPU %v, want it measured", r.Server, r.ClientCPU)
+		}
 		if r.InFlight() <= 0 || r.LoginsPerSec() <= 0 {
 			t.Errorf("%s: %.2f commands in flight, %.1f logins/s: want both above 0", r.Server, r.InFlight(), r.LoginsPerSec())
 		}
 		if r.PeakAnon <= 0 {
 			t.Errorf("%s: peak anonymous memory %d, want it measured", r.Server, r.PeakAnon)
+		}
+		// The two are sampled apart, so the peaks may miss each other a little.
+		if r.PeakPSS <= 0 || r.PeakPSS > r.PeakRSS+r.PeakRSS/10 {
+			t.Errorf("%s: peak PSS %d with peak RSS %d, want 0 < PSS <= about RSS", r.Server, r.PeakPSS, r.PeakRSS)
 		}
 		if r.CPU <= 0 || r.PeakRSS <= 0 {
 			t.Errorf("%s: CPU %v, peak RSS %d: want both measured", r.Server, r.CPU, r.PeakRSS)

@@ -25,11 +25,19 @@ type Result struct {
 	Server  string
 	Elapsed time.Duration
 	CPU     time.Duration // server CPU time, its whole process tree
-	PeakRSS int64         // sampled every 100 ms, its whole process tree
+	// ClientCPU is imaptest's CPU time: with the server's, what is left
+	// of the machine's cores tells a server waiting (on its disk, its
+	// locks) from one short of CPU.
+	ClientCPU time.Duration
+	PeakRSS   int64 // sampled every 100 ms, its whole process tree
 	// PeakAnon is the peak of the tree's anonymous memory (RssAnon): its
 	// RSS less the pages of files mapped in, such as um.db's, which the
 	// kernel drops when it needs the room.
 	PeakAnon int64
+	// PeakPSS is the peak of the tree's summed proportional set size:
+	// shared pages (libraries, a binary run as many processes) count once
+	// over the tree, not once per process as in PeakRSS.
+	PeakPSS  int64
 	Commands int64
 	// Kinds holds per command kind (imaptest's state names: FETCH, STORE,
 	// APPEND, ...) how many were done and their summed latency.
@@ -69,6 +77,12 @@ func (r Result) InFlight() float64 {
 		sum += k.Latency
 	}
 	return sum.Seconds() / r.Elapsed.Seconds()
+}
+
+// IdleCores returns the machine's cores that neither the server nor
+// imaptest used over the run, of cores.
+func (r Result) IdleCores(cores int) float64 {
+	return float64(cores) - (r.CPU+r.ClientCPU).Seconds()/r.Elapsed.Seconds()
 }
 
 // LoginsPerSec is how many sessions the clients began each second.
@@ -181,6 +195,7 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 
 	stopSampling := dovecot.SamplePeakRSS(t.pid, 100*time.Millisecond)
 	stopAnon := dovecot.SamplePeak(t.pid, "RssAnon", 100*time.Millisecond)
+	stopPSS := dovecot.SamplePeakPSS(t.pid, 100*time.Millisecond)
 	cpu0, err := dovecot.TreeCPU(t.pid)
 	if err != nil {
 		return Result{}, err
@@ -193,7 +208,7 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 	runErr := cmd.Run()
 	elapsed := time.Since(start)
 	cpu1, cerr := dovecot.TreeCPU(t.pid)
-	peak, anon := stopSampling(), stopAnon()
+	peak, anon, pss := stopSampling(), stopAnon(), stopPSS()
 	if cerr != nil {
 		return Result{}, cerr
 	}
@@ -201,7 +216,10 @@ func runOne(cfg Config, bin, mbox, dir, name string) (Result, error) {
 		return Result{}, fmt.Errorf("imaptest: %w\n%s", runErr, tail(stdout.Bytes()))
 	}
 	os.WriteFile(filepath.Join(dir, "imaptest.log"), stdout.Bytes(), 0o644)
-	r := Result{Server: name, Elapsed: elapsed, CPU: cpu1 - cpu0, PeakRSS: peak, PeakAnon: anon}
+	r := Result{Server: name, Elapsed: elapsed, CPU: cpu1 - cpu0, PeakRSS: peak, PeakAnon: anon, PeakPSS: pss}
+	if ps := cmd.ProcessState; ps != nil {
+		r.ClientCPU = ps.UserTime() + ps.SystemTime()
+	}
 	if err := parseOutput(output, &r); err != nil {
 		return Result{}, fmt.Errorf("%w\n%s", err, tail(stdout.Bytes()))
 	}

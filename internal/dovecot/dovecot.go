@@ -468,6 +468,26 @@ func TreeStatus(pid int, field string) (int64, error) {
 	return total, nil
 }
 
+// TreePSS returns the summed proportional set size, in bytes, of the
+// process pid and its descendants (Pss of /proc/PID/smaps_rollup): each
+// shared page counts as its share among the processes mapping it, so a
+// tree of processes sharing libraries and a single process compare fairly,
+// which TreeRSS's sum does not.
+func TreePSS(pid int) (int64, error) {
+	var total int64
+	seen := false
+	for _, p := range tree(pid) {
+		if v, err := rollupField(p, "Pss"); err == nil {
+			total += v
+			seen = true
+		}
+	}
+	if !seen {
+		return 0, fmt.Errorf("dovecot: process %d: %w", pid, os.ErrNotExist)
+	}
+	return total, nil
+}
+
 // TreeCPU returns the CPU time (user and system) used so far by the process
 // pid and all its descendants, those that ended and were waited for
 // included, read from /proc (Linux only). The difference of two calls is
@@ -539,7 +559,16 @@ func statFields(pid int) ([]string, bool) {
 // StatusField returns a memory field of /proc/<pid>/status (such as VmRSS or
 // VmHWM) in bytes.
 func StatusField(pid int, field string) (int64, error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	return kBField(pid, "status", field)
+}
+
+func rollupField(pid int, field string) (int64, error) {
+	return kBField(pid, "smaps_rollup", field)
+}
+
+// kBField reads "field: N kB" from /proc/<pid>/<file>.
+func kBField(pid int, file, field string) (int64, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/" + file)
 	if err != nil {
 		return 0, fmt.Errorf("dovecot: %w", err)
 	}

@@ -121,6 +121,25 @@ func TestStatusField(t *testing.T) {
 	}
 }
 
+// A process's PSS is at most its RSS (a page it shares counts in part),
+// and more than nothing.
+func TestTreePSS(t *testing.T) {
+	pss, err := dovecot.TreePSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss, err := dovecot.TreeRSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pss <= 0 || pss > rss+1<<20 {
+		t.Errorf("TreePSS(self) = %d, TreeRSS(self) = %d; want 0 < PSS <= RSS", pss, rss)
+	}
+	if _, err := dovecot.TreePSS(1 << 30); err == nil {
+		t.Error("TreePSS of a process that does not exist: nil error")
+	}
+}
+
 func TestTreeCPU(t *testing.T) {
 	before, err := dovecot.TreeCPU(os.Getpid())
 	if err != nil {

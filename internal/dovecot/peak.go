@@ -17,10 +17,21 @@ func SamplePeakRSS(pid int, interval time.Duration) (stop func() int64) {
 // the memory that is the tree's own (no file mapped in, such as a
 // database's pages), RssFile.
 func SamplePeak(pid int, field string, interval time.Duration) (stop func() int64) {
+	return SamplePeakOf(func() (int64, error) { return TreeStatus(pid, field) }, interval)
+}
+
+// SamplePeakPSS is SamplePeakRSS for TreePSS.
+func SamplePeakPSS(pid int, interval time.Duration) (stop func() int64) {
+	return SamplePeakOf(func() (int64, error) { return TreePSS(pid) }, interval)
+}
+
+// SamplePeakOf samples read every interval until the returned function is
+// called, which returns the largest value read without an error.
+func SamplePeakOf(read func() (int64, error), interval time.Duration) (stop func() int64) {
 	var peak atomic.Int64
 	sample := func() {
-		if rss, err := TreeStatus(pid, field); err == nil && rss > peak.Load() {
-			peak.Store(rss)
+		if v, err := read(); err == nil && v > peak.Load() {
+			peak.Store(v)
 		}
 	}
 	sample()

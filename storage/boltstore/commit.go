@@ -163,8 +163,35 @@ func (c *committer) do(ctx context.Context, fn func(*bolt.Tx) error) error {
 }
 
 // deposit logs and applies d; on success d.stored is the message.
+// deposit runs d through the committer. When ctx carries a um.Durability
+// it returns once d is applied, as updateLogged does for other writes.
 func (c *committer) deposit(ctx context.Context, d *deposit) error {
-	return c.submit(ctx, &txOp{fn: d.apply, dep: d, err: make(chan error, 1)})
+	op := &txOp{fn: d.apply, dep: d, err: make(chan error, 1)}
+	du := um.DurabilityFrom(ctx)
+	if du != nil {
+		op.durable = make(chan error, 1)
+	}
+	if err := c.submit(ctx, op); err != nil {
+		return err
+	}
+	if du != nil {
+		du.Defer(func(ctx context.Context) error { return op.waitDurable(ctx, nil) })
+	}
+	return nil
+}
+
+// waitDurable waits for an applied op that left its durability to a
+// um.Durability, then runs then, if not nil, once it is durable.
+func (op *txOp) waitDurable(ctx context.Context, then func()) error {
+	select {
+	case err := <-op.durable:
+		if err == nil && then != nil {
+			then()
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (c *committer) submit(ctx context.Context, op *txOp) error {
@@ -510,9 +537,13 @@ func (c *committer) logged(ops []*txOp) {
 		c.mu.Lock()
 		idle := len(c.queue) == 0
 		c.mu.Unlock()
-		if idle && !c.bg.busy() {
-			// Nothing else to apply meanwhile: sync here, sparing the
-			// hand-off to bgSync's goroutine and back.
+		if idle && !c.bg.busy() && blockedOnSync(c.applied) {
+			// Nothing else to apply meanwhile, and a caller waits for this
+			// sync: sync here, sparing the hand-off to bgSync's goroutine
+			// and back. Callers that left their durability to a
+			// um.Durability were answered already and wait later, if at
+			// all, so the sync goes to bgSync and the committer stays free
+			// for the write that comes next.
 			err := syncAll(files)
 			if err != nil {
 				c.broken = fmt.Errorf("%w: %v", errLogBroken, err)
@@ -527,6 +558,17 @@ func (c *committer) logged(ops []*txOp) {
 	if !roomy {
 		c.endEpoch()
 	}
+}
+
+// blockedOnSync reports whether a caller of ops waits, blocked, for their
+// sync: one that did not leave it to a um.Durability.
+func blockedOnSync(ops []*txOp) bool {
+	for _, op := range ops {
+		if op.durable == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // splitLogWrites returns the deposits of ops and, apart, the logWrites.

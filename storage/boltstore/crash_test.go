@@ -34,7 +34,8 @@ func TestMain(m *testing.M) {
 // crashChild deposits messages from three goroutines until it is killed:
 // 30-second messages, random sizes up to that, and small ones, half of them
 // small enough to be kept in the database.
-// After each Append returns it prints "ID SHA256 SIZE" on a line of its own.
+// After each Append returns (one goroutine's under a um.Durability, once
+// its Wait has returned) it prints "ID SHA256 SIZE" on a line of its own.
 // After every other one it flags the message under a um.Durability, as an
 // IMAP client's STORE does, and prints "F ID" once Wait has returned.
 // Each message's CallerName is its content's hash, so the parent can check
@@ -71,8 +72,18 @@ func crashChild(dir string) {
 				}
 				sum := sha256.Sum256(audio)
 				h := hex.EncodeToString(sum[:])
-				m, err := s.Append(ctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox, CallerName: h, AudioType: "audio/wav"},
+				// The third goroutine deposits as an IMAP APPEND does,
+				// under a um.Durability, acknowledged once Wait returns.
+				var dd um.Durability
+				actx := ctx
+				if g == 2 {
+					actx = um.WithDurability(ctx, &dd)
+				}
+				m, err := s.Append(actx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox, CallerName: h, AudioType: "audio/wav"},
 					strings.NewReader(string(audio)))
+				if err == nil {
+					err = dd.Wait(ctx)
+				}
 				if err != nil {
 					fmt.Fprintln(os.Stderr, "child: append:", err)
 					os.Exit(2)

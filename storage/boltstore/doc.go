@@ -83,14 +83,16 @@
 // committed without syncing (bbolt's NoSync), and hands the fdatasync of
 // the segments to a goroutine of its own (bgSync), which flushes, in one
 // go, every batch applied while it ran: group commit, without the
-// committer waiting for the disk. A caller hears of its write once its
+// committer waiting for the disk. Only when nothing else is queued and a
+// caller is blocked on that very sync does the committer sync itself,
+// sparing that caller two hand-offs. A caller hears of its write once its
 // frames are synced, so when Append returns the deposit is on disk in the
 // log; every reader already saw it in the database (read-your-writes, UIDs
 // in the order of the log). A caller that put a um.Durability in its
-// context (imapserver does, for each connection) hears once its write is
-// applied and waits for the sync later, once for all it did: an IMAP
-// client's pipelined STOREs and EXPUNGEs share one fdatasync and its
-// responses go out after it. A write that fails in the transaction (a
+// context (imapserver does, for each connection) hears once its write or
+// deposit is applied and waits for the sync later, once for all it did: an
+// IMAP client's pipelined APPENDs, STOREs and EXPUNGEs share one fdatasync
+// and its responses go out after it. A write that fails in the transaction (a
 // folder that does not exist, a full mailbox) leaves its frame in the log;
 // replay fails it again the same way, since it applies the same frames in
 // the same order to the same state. A content of up to 16 KiB goes into the

@@ -148,17 +148,8 @@ func (s *Store) updateLogged(ctx context.Context, w logWrite) error {
 		s.deleteBlobs(files)
 		return nil
 	}
-	d.Defer(func(ctx context.Context) error {
-		select {
-		case err := <-op.durable:
-			if err == nil {
-				s.deleteBlobs(files)
-			}
-			return err
-		case <-ctx.Done():
-			return ctx.Err() // the files are left to the next sweep
-		}
-	})
+	// Cut short, the files are left to the next sweep.
+	d.Defer(func(ctx context.Context) error { return op.waitDurable(ctx, func() { s.deleteBlobs(files) }) })
 	return nil
 }
 

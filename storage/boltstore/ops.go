@@ -439,7 +439,8 @@ func contentFiles(gs []gone) []gone {
 // Append implements um.Store. The content and the record go to the
 // deposit log in one frame, made durable with one fdatasync shared by the
 // deposits that arrive meanwhile, and the message is in the database,
-// visible to every reader, before Append returns. A content of up to
+// visible to every reader, before Append returns. With a um.Durability in
+// ctx it returns before that fdatasync, leaving the wait to the Durability. A content of up to
 // inlineMax bytes is then kept in the database; a larger one stays where
 // the log wrote it. See the package documentation.
 func (s *Store) Append(ctx context.Context, mailbox string, m um.Message, r io.Reader) (um.Message, error) {

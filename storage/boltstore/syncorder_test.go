@@ -2,11 +2,13 @@ package boltstore
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/embeddedum/um"
 	"github.com/google/uuid"
@@ -279,16 +281,7 @@ func TestEarlyFlagWriteSyncOrder(t *testing.T) {
 	}
 
 	// Hold the next sync back to see what the caller gets before it.
-	release := make(chan struct{})
-	entered := make(chan struct{}, 16)
-	orig := fdatasync
-	fdatasync = func(f *os.File) error {
-		if filepath.Base(filepath.Dir(f.Name())) == logDir {
-			entered <- struct{}{}
-			<-release
-		}
-		return orig(f)
-	}
+	entered, release := holdLogSyncs(t)
 	before := len(rec.snapshot())
 	set(unheard) // returns with its sync held back
 	if got, err := s.Get(ctx, "1001", m.ID); err != nil || got.Flags.Has(um.FlagHeard) {
@@ -297,6 +290,34 @@ func TestEarlyFlagWriteSyncOrder(t *testing.T) {
 	if !d.Pending() {
 		t.Fatalf("an early flag change left nothing to wait for")
 	}
+	waitPastHeldSync(t, &d, entered, release)
+	checkCommitThenSync(t, rec, before, "early flag change")
+}
+
+// holdLogSyncs holds back every fdatasync of a log segment from now until
+// release is called; entered gets a value as each begins.
+func holdLogSyncs(t *testing.T) (entered <-chan struct{}, release func()) {
+	t.Helper()
+	held := make(chan struct{})
+	in := make(chan struct{}, 16)
+	orig := fdatasync
+	fdatasync = func(f *os.File) error {
+		if filepath.Base(filepath.Dir(f.Name())) == logDir {
+			in <- struct{}{}
+			<-held
+		}
+		return orig(f)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	t.Cleanup(func() { release(); fdatasync = orig })
+	return in, release
+}
+
+// waitPastHeldSync checks that d's Wait does not return while the log's
+// fdatasync is held back, and does once it is released.
+func waitPastHeldSync(t *testing.T, d *um.Durability, entered <-chan struct{}, release func()) {
+	t.Helper()
 	waited := make(chan error, 1)
 	go func() { waited <- d.Wait(ctx) }()
 	<-entered
@@ -305,18 +326,23 @@ func TestEarlyFlagWriteSyncOrder(t *testing.T) {
 		t.Fatalf("Wait returned (%v) while the frame's fdatasync was held back", err)
 	default:
 	}
-	close(release)
+	release()
 	if err := <-waited; err != nil {
 		t.Fatal(err)
 	}
-	fdatasync = orig
-	events = rec.snapshot()
-	commit = slices.IndexFunc(events[before:], func(e syncEvent) bool { return e.kind == "commit" })
+}
+
+// checkCommitThenSync checks that the first commit recorded after before
+// was unsynced and came before the log's fdatasync.
+func checkCommitThenSync(t *testing.T, rec *syncRecorder, before int, what string) {
+	t.Helper()
+	events := rec.snapshot()
+	commit := slices.IndexFunc(events[before:], func(e syncEvent) bool { return e.kind == "commit" })
 	sync := slices.IndexFunc(events[before:], func(e syncEvent) bool {
 		return e.kind == "fdatasync" && filepath.Base(filepath.Dir(e.path)) == logDir
 	})
 	if commit < 0 || sync < 0 || sync < commit || !events[before+commit].noSync {
-		t.Errorf("early flag change: commit at %d (noSync %v), log sync at %d; want an unsynced commit, then the sync", commit, commit >= 0 && events[before+commit].noSync, sync)
+		t.Errorf("%s: commit at %d (noSync %v), log sync at %d; want an unsynced commit, then the sync", what, commit, commit >= 0 && events[before+commit].noSync, sync)
 	}
 }
 
@@ -366,5 +392,67 @@ func TestConcurrentDepositsShareSync(t *testing.T) {
 	}
 	if len(segs) < 2 {
 		t.Errorf("concurrent deposits went to %d segments, want lanes in parallel", len(segs))
+	}
+}
+
+// TestEarlyDepositSyncOrder: a deposit made under a um.Durability (an IMAP
+// APPEND) returns once it is applied and visible, with its log sync still
+// to come, and the Durability's Wait returns only after that sync.
+func TestEarlyDepositSyncOrder(t *testing.T) {
+	rec := recordSyncs(t)
+	s := openStore(t)
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		t.Fatal(err)
+	}
+	m := appendMsg(t, s, "1001", um.Inbox, randomBytes(1000))
+	var d um.Durability
+	dctx := um.WithDurability(ctx, &d)
+	// Begin an early epoch, whose first batch is synced before it is
+	// applied.
+	if _, err := s.SetFlags(dctx, "1001", []uuid.UUID{m.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagHeard}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	entered, release := holdLogSyncs(t)
+	before := len(rec.snapshot())
+	content := randomBytes(100 << 10)
+	type result struct {
+		m   um.Message
+		err error
+	}
+	appended := make(chan result, 1)
+	go func() {
+		m, err := s.Append(dctx, "1001", um.Message{ID: uuid.New(), Folder: um.Inbox, Added: time.Now()}, bytes.NewReader(content))
+		appended <- result{m, err}
+	}()
+	var r result
+	select {
+	case r = <-appended:
+	case <-time.After(30 * time.Second):
+		release()
+		t.Fatal("Append under a Durability waited for its fdatasync")
+	}
+	got, err := r.m, r.err
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.Get(ctx, "1001", got.ID); err != nil || m.Size != int64(len(content)) {
+		t.Errorf("an early deposit returned before it was visible: %+v, %v", m, err)
+	}
+	if !d.Pending() {
+		t.Fatal("a deposit under a Durability left nothing to wait for")
+	}
+	waitPastHeldSync(t, &d, entered, release)
+	checkCommitThenSync(t, rec, before, "early deposit")
+	rc, err := s.Open(ctx, "1001", got.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if b, err := io.ReadAll(rc); err != nil || !bytes.Equal(b, content) {
+		t.Errorf("the deposit's content read back: %d bytes, %v; want the %d deposited", len(b), err, len(content))
 	}
 }
