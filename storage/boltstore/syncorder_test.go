@@ -251,12 +251,7 @@ func TestDepositSyncOrder(t *testing.T) {
 // is applied, with the frame that tells recovery the epoch has early
 // commits.
 func TestEarlyFlagWriteSyncOrder(t *testing.T) {
-	rec := recordSyncs(t)
-	s := openStore(t)
-	if err := s.CreateMailbox(ctx, "1001"); err != nil {
-		t.Fatal(err)
-	}
-	m := appendMsg(t, s, "1001", um.Inbox, randomBytes(1000))
+	rec, s, m := recordedWithMessage(t)
 	var d um.Durability
 	dctx := um.WithDurability(ctx, &d)
 	set := func(op um.FlagOp) {
@@ -292,6 +287,18 @@ func TestEarlyFlagWriteSyncOrder(t *testing.T) {
 	}
 	waitPastHeldSync(t, &d, entered, release)
 	checkCommitThenSync(t, rec, before, "early flag change")
+}
+
+// recordedWithMessage opens a store whose syncs are recorded, with
+// mailbox 1001 holding one message.
+func recordedWithMessage(t *testing.T) (*syncRecorder, *Store, um.Message) {
+	t.Helper()
+	rec := recordSyncs(t)
+	s := openStore(t)
+	if err := s.CreateMailbox(ctx, "1001"); err != nil {
+		t.Fatal(err)
+	}
+	return rec, s, appendMsg(t, s, "1001", um.Inbox, randomBytes(1000))
 }
 
 // holdLogSyncs holds back every fdatasync of a log segment from now until
@@ -399,12 +406,7 @@ func TestConcurrentDepositsShareSync(t *testing.T) {
 // APPEND) returns once it is applied and visible, with its log sync still
 // to come, and the Durability's Wait returns only after that sync.
 func TestEarlyDepositSyncOrder(t *testing.T) {
-	rec := recordSyncs(t)
-	s := openStore(t)
-	if err := s.CreateMailbox(ctx, "1001"); err != nil {
-		t.Fatal(err)
-	}
-	m := appendMsg(t, s, "1001", um.Inbox, randomBytes(1000))
+	rec, s, m := recordedWithMessage(t)
 	var d um.Durability
 	dctx := um.WithDurability(ctx, &d)
 	// Begin an early epoch, whose first batch is synced before it is
