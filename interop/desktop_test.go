@@ -339,7 +339,7 @@ func (l *protoLog) wait(since int, re string) (int, []string) {
 		}
 		if time.Now().After(deadline) {
 			tail := text[max(since, len(text)-3000):]
-			l.t.Fatalf("the client's protocol log never matched %q; its end:\n%s", re, tail)
+			l.t.Fatalf("the client's protocol log never matched %q; its flag traffic since:\n%s\nits end:\n%s", re, flagLines(text[since:], 40), tail)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -347,3 +347,16 @@ func (l *protoLog) wait(since int, re string) (int, []string) {
 
 // size is the log's current length, an offset for wait.
 func (l *protoLog) size() int { return len(l.text()) }
+
+// flagLines returns the last n lines of log that carry flags (FETCH
+// responses, STOREs), so that a failed wait shows what the client was told
+// of them even when they are far from the log's end.
+func flagLines(log string, n int) string {
+	var out []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "FLAGS") || strings.Contains(strings.ToLower(line), " store ") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out[max(0, len(out)-n):], "\n")
+}
