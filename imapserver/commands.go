@@ -57,9 +57,6 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	}
 	es, seqs := sess.resolve(numSet)
 	es, seqs, ids := live(es, seqs)
-	if options.UnchangedSince > 0 {
-		es, seqs, ids = sess.unchangedSince(es, seqs, options.UnchangedSince, numSet)
-	}
 	op := um.FlagOp{}
 	op.Flags, op.Keywords = flagsFromIMAP(flags.Flags)
 	switch flags.Op {
@@ -70,21 +67,19 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	default:
 		op.Mode = um.FlagsReplace
 	}
-	var leftAlone map[uuid.UUID]bool // changed since UNCHANGEDSINCE, found by the store
+	var leftAlone map[uuid.UUID]bool // changed after UNCHANGEDSINCE
 	setFlags := func(ids []uuid.UUID) ([]um.Message, error) {
 		if options.UnchangedSince == 0 {
 			return sess.mb.SetFlags(sess.ctx, ids, op)
 		}
-		// The view's ModSeqs are as of its last sync: a change another
-		// session or node committed since is caught here, in the store's
-		// one step of check and change.
+		// The store checks and changes in one step, so a change another
+		// session or node committed after the view's last sync counts.
 		changed, modified, err := sess.mb.SetFlagsIfUnchanged(sess.ctx, ids, op, options.UnchangedSince)
 		if err == nil && len(modified) > 0 {
 			leftAlone = make(map[uuid.UUID]bool, len(modified))
 			for _, id := range modified {
 				leftAlone[id] = true
 			}
-			sess.addModified(es, seqs, leftAlone, numSet)
 		}
 		return changed, err
 	}
@@ -97,6 +92,9 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	}
 	if err != nil {
 		return sess.srv.imapError(err, roleSource)
+	}
+	if leftAlone != nil {
+		sess.modified = modifiedSet(es, seqs, leftAlone, numSet)
 	}
 	byID := make(map[uuid.UUID]*um.Message, len(changed))
 	for i := range changed {

@@ -53,61 +53,21 @@ func changedSince(es []*entry, seqs []uint32, modseq uint64) ([]*entry, []uint32
 	return oe, os
 }
 
-// unchangedSince keeps the entries not changed after modseq and adds the
-// others to sess.modified (STORE UNCHANGEDSINCE, RFC 7162 3.1.3). The view
-// was synced just before, so what another client changed meanwhile counts;
-// what the store finds changed after that sync is added by Store.
-func (sess *session) unchangedSince(es []*entry, seqs []uint32, modseq uint64, set imap.NumSet) ([]*entry, []uint32, []uuid.UUID) {
-	var oe []*entry
-	var os []uint32
-	var ids []uuid.UUID
-	var changed map[uuid.UUID]bool
-	for i, e := range es {
-		if e.msg.ModSeq > modseq {
-			if changed == nil {
-				changed = make(map[uuid.UUID]bool)
-			}
-			changed[e.msg.ID] = true
-			continue
-		}
-		oe = append(oe, e)
-		os = append(os, seqs[i])
-		ids = append(ids, e.msg.ID)
-	}
-	if changed != nil {
-		sess.addModified(es, seqs, changed, set)
-	}
-	return oe, os, ids
-}
-
-// addModified adds to sess.modified the entries whose IDs are in ids, by
-// the numbers of set's kind: those the store found changed after
-// UNCHANGEDSINCE although the view had not heard of it yet.
-func (sess *session) addModified(es []*entry, seqs []uint32, ids map[uuid.UUID]bool, set imap.NumSet) {
-	_, isUID := set.(imap.UIDSet)
+// modifiedSet names the entries whose IDs are in ids by the numbers of
+// set's kind, for STORE UNCHANGEDSINCE's MODIFIED (RFC 7162 3.1.3).
+func modifiedSet(es []*entry, seqs []uint32, ids map[uuid.UUID]bool, set imap.NumSet) imap.NumSet {
 	var modSeqs imap.SeqSet
 	var modUIDs imap.UIDSet
-	switch m := sess.modified.(type) {
-	case imap.SeqSet:
-		modSeqs = m
-	case imap.UIDSet:
-		modUIDs = m
-	}
 	for i, e := range es {
-		if !ids[e.msg.ID] {
-			continue
-		}
-		if isUID {
-			modUIDs.AddNum(imap.UID(e.msg.UID))
-		} else {
+		if ids[e.msg.ID] {
 			modSeqs.AddNum(seqs[i])
+			modUIDs.AddNum(imap.UID(e.msg.UID))
 		}
 	}
-	if isUID {
-		sess.modified = modUIDs
-	} else {
-		sess.modified = modSeqs
+	if _, isUID := set.(imap.UIDSet); isUID {
+		return modUIDs
 	}
+	return modSeqs
 }
 
 // vanishedSince returns the UIDs among uids (all of the folder's when

@@ -170,7 +170,7 @@ func (sess *session) statusRecent(f um.Folder, msgs []um.Message) uint32 {
 	return n
 }
 
-// needsList reports whether STATUS RECENT must list the folder: only when
+// recentNeedsList reports whether STATUS RECENT must list the folder: only when
 // messages may have arrived above the mark.
 func (sess *session) recentNeedsList(f um.Folder) bool {
 	return f.UIDNext > sess.srv.recent.taken(sess.mailbox, f.Name, f.UIDValidity)+1
