@@ -17,7 +17,7 @@ type bgSync struct {
 	running bool
 	files   []*os.File // the segments the waiting ops' frames are in
 	waiting []*txOp
-	retired []*os.File    // segments of ended epochs, closed when the run ends
+	retired []*os.File    // segments of ended epochs, closed after the next round's sync
 	err     error         // the first failed sync, kept for the committer
 	idle    chan struct{} // closed when a run ends; nil when none runs
 }
@@ -43,15 +43,16 @@ func (b *bgSync) add(files []*os.File, ops []*txOp) {
 func (b *bgSync) run() {
 	for {
 		b.mu.Lock()
-		ops, files := b.waiting, b.files
-		b.waiting, b.files = nil, nil
+		// A segment retired before this round gets no frame after it: once
+		// this round's sync is done, none of its own is left to run, so it
+		// closes then, not only when the load lets a run end.
+		ops, files, retired := b.waiting, b.files, b.retired
+		b.waiting, b.files, b.retired = nil, nil, nil
 		if len(ops) == 0 {
-			retired := b.retired
-			b.retired = nil
+			closeAll(retired) // before idle, so drain finds them closed
 			b.running = false
 			close(b.idle)
 			b.mu.Unlock()
-			closeAll(retired)
 			return
 		}
 		b.mu.Unlock()
@@ -63,6 +64,7 @@ func (b *bgSync) run() {
 			}
 			b.mu.Unlock()
 		}
+		closeAll(retired)
 		hearSynced(ops, err)
 	}
 }
