@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/embeddedum/um/internal/pieces"
 )
 
 var (
@@ -42,7 +44,7 @@ type netConn struct {
 	// Write-behind (see Write). wmu is held across writes to Conn, so
 	// output keeps its order; Close never waits for it.
 	wmu     sync.Mutex
-	wbuf    []byte // pending output; nil when none (back in bufPool)
+	wbuf    []byte // pending output; nil when none (back in its pool)
 	reading int    // Reads in progress; writes meanwhile go straight out
 	werr    error  // the first write error; every later write fails with it
 
@@ -52,7 +54,7 @@ type netConn struct {
 const (
 	// writeBehindMax is the most output a connection holds back; more is
 	// sent at once: about four full TLS records.
-	writeBehindMax = 64 << 10
+	writeBehindMax = pieces.Size
 	// writeBehindSmall is the buffer output is held in first, until more
 	// is pending. A connection holds its buffer from its first response
 	// until it next reads, through the commands its client pipelined, so
@@ -69,10 +71,9 @@ const (
 	closeFlushTimeout = 5 * time.Second
 )
 
-var (
-	bufPool      = sync.Pool{New: func() any { b := make([]byte, 0, writeBehindMax); return &b }}
-	smallBufPool = sync.Pool{New: func() any { b := make([]byte, 0, writeBehindSmall); return &b }}
-)
+// smallBufPool holds the small output buffers; the full ones are pieces,
+// shared with the APPEND spool and the store's contents.
+var smallBufPool = sync.Pool{New: func() any { b := make([]byte, 0, writeBehindSmall); return &b }}
 
 func newNetConn(c net.Conn, s *Server, ip string) *netConn {
 	nc := &netConn{Conn: c, srv: s, ip: ip, budget: int64(s.opts.MaxPreLoginBytes)}
@@ -197,7 +198,7 @@ func (c *netConn) Write(p []byte) (int, error) {
 		c.wbuf = (*smallBufPool.Get().(*[]byte))[:0]
 	case len(c.wbuf)+len(p) > cap(c.wbuf):
 		// Only a small buffer overflows here: move to a full one.
-		b := append((*bufPool.Get().(*[]byte))[:0], c.wbuf...)
+		b := append(pieces.Get(), c.wbuf...)
 		c.releaseBufLocked()
 		c.wbuf = b
 	}
@@ -244,7 +245,7 @@ func (c *netConn) releaseBufLocked() {
 	}
 	b := c.wbuf[:0]
 	if cap(b) == writeBehindMax {
-		bufPool.Put(&b)
+		pieces.Put(b)
 	} else {
 		smallBufPool.Put(&b)
 	}
