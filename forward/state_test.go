@@ -156,9 +156,10 @@ func TestStatusOwner(t *testing.T) {
 // another node had taken the lease over.
 type fencingStore struct {
 	*memstore.Store
-	mu      sync.Mutex
-	refuse  bool
-	refused int
+	mu       sync.Mutex
+	refuse   bool
+	refused  int
+	accepted int // state writes let through
 }
 
 func (s *fencingStore) PutState(ctx context.Context, l um.Lease, data []byte) error {
@@ -166,6 +167,8 @@ func (s *fencingStore) PutState(ctx context.Context, l um.Lease, data []byte) er
 	refuse := s.refuse
 	if refuse {
 		s.refused++
+	} else {
+		s.accepted++
 	}
 	s.mu.Unlock()
 	if refuse {
@@ -208,6 +211,14 @@ func TestLeaseLostStopsTheSubmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the lease taken", func() bool { return fw.Status("1001").Owned })
+	// The work saves its state once it holds the lease; refused, that
+	// save would stop the work before any submission, which is not what
+	// this test is about.
+	eventually(t, "the first state write", func() bool {
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		return fs.accepted > 0
+	})
 	fs.set(true)
 	m1 := fx.deposit(t, mb, "while the lease is lost")
 	eventually(t, "a submission started", func() bool {
