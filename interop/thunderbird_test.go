@@ -302,6 +302,11 @@ func TestThunderbird(t *testing.T) {
 	// since MOVE's COPYUID named the message's new UID (4); which one
 	// depends on whether the MOVE's answer came before INBOX's FETCH. The
 	// select-all below moves UID 4, which shows it is in Thunderbird's view.
+	// Its round of updates ends when it idles again: a key pressed before
+	// that lands in a message list that is still changing, and a Delete
+	// there leaves nothing displayed after it.
+	at, _ = log.wait(at, tbRead+`\* \d+ FETCH \(UID 4 FLAGS`)
+	at, _ = log.wait(at, tbSent+`IDLE`)
 
 	// Deleting Bob's (heard) makes Thunderbird display the next one,
 	// Carol's, which marks it read: that display is not a play, the lamp
