@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -148,5 +149,47 @@ func TestFetchFlagsRendersNothing(t *testing.T) {
 	}
 	if n, _ := e.srv.cache.stats(); n != 3 {
 		t.Fatalf("after an RFC822.SIZE fetch the render cache holds %d, want 3", n)
+	}
+}
+
+// TestRepeatedRangesTakeEachMessageOnce: a set that names every message
+// thousands of times (1:*,1:*,... up to the command size limit) is answered
+// with each message once, and costs the server about what naming them once
+// does: the ranges are merged before messages are taken, so memory does
+// not grow with ranges times messages (343 MiB for this command when it
+// did).
+func TestRepeatedRangesTakeEachMessageOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	const n = 300
+	for range n {
+		e.deposit("1001", "+111", 10)
+	}
+	r := dialRaw(t, e.tlsAddr, e.clientTLS)
+	r.cmd("a", "LOGIN alice alice-pw")
+	r.cmd("b", "EXAMINE INBOX")
+	ranges := strings.TrimSuffix(strings.Repeat("1:*,", (maxCommandBytes-100)/4), ",")
+	for _, cmd := range []string{"FETCH", "UID FETCH"} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		lines := r.until0("c "+cmd+" "+ranges+" (FLAGS)", "c")
+		runtime.ReadMemStats(&after)
+		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "c OK") {
+			t.Fatalf("%s of %d ranges: %q, want OK", cmd, strings.Count(ranges, ",")+1, last)
+		}
+		seen := map[string]bool{}
+		for _, l := range lines[:len(lines)-1] {
+			seq, _, ok := strings.Cut(strings.TrimPrefix(l, "* "), " FETCH ")
+			if !ok || seen[seq] {
+				t.Fatalf("%s: line %q, want one FETCH per message", cmd, l)
+			}
+			seen[seq] = true
+		}
+		if len(seen) != n {
+			t.Errorf("%s answered %d messages, want each of the %d once", cmd, len(seen), n)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 32<<20 {
+			t.Errorf("%s of repeated ranges allocated %d MiB, want it bounded by the messages (under 32 MiB)", cmd, alloc>>20)
+		}
 	}
 }

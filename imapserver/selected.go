@@ -2,6 +2,7 @@ package imapserver
 
 import (
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 
@@ -531,70 +532,63 @@ func (sess *session) selected() (*view, error) {
 }
 
 // resolve returns the entries of numSet among those the client knows, in
-// sequence order, with their sequence numbers. "*" is the last known one;
-// "$" the saved search result.
+// sequence order, each once, with their sequence numbers. "*" is the last
+// known one; "$" the saved search result. A set may name a message many
+// times (1:*,1:*,... fits thousands of times in one command), so each range
+// becomes a span of the view, the spans are sorted and merged, and each
+// message is taken once: the work is the ranges' number times its logarithm
+// plus the messages named, never their product.
 func (sess *session) resolve(numSet imap.NumSet) ([]*entry, []uint32) {
 	v := sess.sel
 	if imap.IsSearchRes(numSet) {
 		numSet = sess.searchRes
 	}
-	var out []*entry
-	var seqs []uint32
+	if v.reported == 0 {
+		return nil, nil
+	}
+	var spans []viewSpan
 	switch set := numSet.(type) {
 	case imap.SeqSet:
 		max := uint32(v.reported)
-		if max == 0 {
-			return nil, nil
-		}
 		for _, r := range set {
 			start, stop := span(r.Start, r.Stop, max)
-			if start > max {
-				continue
-			}
-			stop = min(stop, max)
-			for seq := start; seq <= stop; seq++ {
-				out = append(out, v.msgs[seq-1])
-				seqs = append(seqs, seq)
+			if start <= max {
+				spans = append(spans, viewSpan{int(start) - 1, int(min(stop, max))})
 			}
 		}
-		return dedupe(out, seqs)
 	case imap.UIDSet:
-		if v.reported == 0 {
-			return nil, nil
-		}
 		maxUID := imap.UID(v.msgs[v.reported-1].msg.UID)
 		for _, r := range set {
 			start, stop := span(r.Start, r.Stop, maxUID)
 			lo := sort.Search(v.reported, func(i int) bool { return imap.UID(v.msgs[i].msg.UID) >= start })
-			for i := lo; i < v.reported && imap.UID(v.msgs[i].msg.UID) <= stop; i++ {
-				out = append(out, v.msgs[i])
-				seqs = append(seqs, uint32(i+1))
+			hi := sort.Search(v.reported, func(i int) bool { return imap.UID(v.msgs[i].msg.UID) > stop })
+			if lo < hi {
+				spans = append(spans, viewSpan{lo, hi})
 			}
 		}
-		return dedupe(out, seqs)
 	}
-	return nil, nil
+	return v.take(spans)
 }
 
-func dedupe(es []*entry, seqs []uint32) ([]*entry, []uint32) {
-	if len(seqs) < 2 {
-		return es, seqs
-	}
-	idx := make([]int, len(seqs))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return seqs[idx[a]] < seqs[idx[b]] })
-	var oe []*entry
-	var os []uint32
-	for _, i := range idx {
-		if len(os) > 0 && os[len(os)-1] == seqs[i] {
-			continue
+// A viewSpan is the messages lo to hi-1 of a view, by index (a sequence
+// number less one).
+type viewSpan struct{ lo, hi int }
+
+// take returns the messages of spans in sequence order, those of
+// overlapping spans once, with their sequence numbers.
+func (v *view) take(spans []viewSpan) ([]*entry, []uint32) {
+	slices.SortFunc(spans, func(a, b viewSpan) int { return a.lo - b.lo })
+	var out []*entry
+	var seqs []uint32
+	next := 0 // the first index not yet taken
+	for _, s := range spans {
+		for i := max(s.lo, next); i < s.hi; i++ {
+			out = append(out, v.msgs[i])
+			seqs = append(seqs, uint32(i+1))
 		}
-		oe = append(oe, es[i])
-		os = append(os, seqs[i])
+		next = max(next, s.hi)
 	}
-	return oe, os
+	return out, seqs
 }
 
 func containsFold(list []string, s string) bool {
