@@ -62,14 +62,17 @@ const (
 	// imaptest's stress run 82% of what was sent at once was 8 KiB or
 	// less, and the rest mostly a body larger than writeBehindMax.
 	writeBehindSmall = 8 << 10
-	// flushTimeout bounds a flush when no write deadline is set (go-imap
-	// clears its own once a response is encoded): go-imap gives a response
-	// 30 seconds.
-	flushTimeout = 30 * time.Second
 	// closeFlushTimeout bounds the flush at Close, as TLS bounds its
 	// close_notify alert.
 	closeFlushTimeout = 5 * time.Second
 )
+
+// flushTimeout bounds every write to the client when no write deadline is
+// asked for: a client that stops reading would else hold its connection's
+// goroutine, and whatever it holds, for good once the socket's buffers
+// are full. 30 seconds, as go-imap's server gives a response. A variable
+// for a test.
+var flushTimeout = 30 * time.Second
 
 // smallBufPool holds the small output buffers; the full ones are pieces,
 // shared with the APPEND spool and the store's contents.
@@ -206,8 +209,23 @@ func (c *netConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// writeLocked sends p under the write deadline asked for or, when none
+// is, flushTimeout: the held-back output, a body larger than what is held
+// back, and what goes out at once while a read waits (IDLE updates) alike.
 func (c *netConn) writeLocked(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
+	var n int
+	var err error
+	if dl := c.wdl.Load(); dl == nil || dl.IsZero() {
+		c.Conn.SetWriteDeadline(time.Now().Add(flushTimeout))
+		n, err = c.Conn.Write(p)
+		var t time.Time // or one asked for meanwhile
+		if dl := c.wdl.Load(); dl != nil {
+			t = *dl
+		}
+		c.Conn.SetWriteDeadline(t)
+	} else {
+		n, err = c.Conn.Write(p)
+	}
 	if err != nil {
 		c.werr = err
 		c.failed.Store(true)
@@ -215,25 +233,13 @@ func (c *netConn) writeLocked(p []byte) (int, error) {
 	return n, err
 }
 
-// flushLocked sends the pending output, under the write deadline asked
-// for or, when none is, flushTimeout.
+// flushLocked sends the pending output.
 func (c *netConn) flushLocked() error {
 	if len(c.wbuf) == 0 {
 		return c.werr
 	}
 	if c.werr == nil {
-		dl := c.wdl.Load()
-		if dl == nil || dl.IsZero() {
-			c.Conn.SetWriteDeadline(time.Now().Add(flushTimeout))
-			c.writeLocked(c.wbuf)
-			var t time.Time // or one asked for meanwhile
-			if dl := c.wdl.Load(); dl != nil {
-				t = *dl
-			}
-			c.Conn.SetWriteDeadline(t)
-		} else {
-			c.writeLocked(c.wbuf)
-		}
+		c.writeLocked(c.wbuf)
 	}
 	c.releaseBufLocked()
 	return c.werr
@@ -287,7 +293,7 @@ func (c *netConn) Close() error {
 		if c.wmu.TryLock() {
 			if !c.aborted.Load() && len(c.wbuf) > 0 && c.werr == nil {
 				// TLS set a deadline of now after its close_notify.
-				c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+				c.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 				c.writeLocked(c.wbuf)
 			}
 			c.releaseBufLocked()

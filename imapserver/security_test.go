@@ -1,9 +1,12 @@
 package imapserver
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -231,4 +234,35 @@ func TestConnectionCaps(t *testing.T) {
 	if e.srv.Stats().Rejected != 1 {
 		t.Fatalf("Stats().Rejected = %d, want 1", e.srv.Stats().Rejected)
 	}
+}
+
+// TestClientThatStopsReading: a client that asks for a large body and then
+// reads nothing more fills the socket's buffers; the server gives the
+// write flushTimeout and then closes the connection, rather than holding
+// its goroutine and buffers for good. On a connection without TLS a body
+// goes out in writes of its own, past the output held back.
+func TestClientThatStopsReading(t *testing.T) {
+	defer func(d time.Duration) { flushTimeout = d }(flushTimeout)
+	flushTimeout = 300 * time.Millisecond
+	e := newEnv(t, func(o *Options) { o.InsecureAuth = true })
+	e.deposit("1001", "+111", 8<<20) // 11 MB as base64: more than any socket buffer holds
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		// A small receive window, as a client on a slow link has.
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", e.plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := &raw{t: t, c: c, br: bufio.NewReader(c)}
+	r.line() // greeting
+	if got := r.cmd("a", "LOGIN alice alice-pw"); !strings.HasPrefix(got, "a OK") {
+		t.Fatalf("LOGIN = %q", got)
+	}
+	r.cmd("b", "EXAMINE INBOX")
+	r.send("c FETCH 1 BODY.PEEK[]\r\n")
+	waitFor(t, "the server to close the connection of a client that stopped reading", func() bool {
+		return e.srv.Stats().Conns == 0
+	})
 }
