@@ -7,3 +7,7 @@ func SetMaxQueue(n int) (restore func()) {
 	maxQueue = n
 	return func() { maxQueue = old }
 }
+
+// ErrTooMuchReceived is the error of a connection on which the server sent
+// more than a submission's replies can take.
+var ErrTooMuchReceived = errTooMuchReceived

@@ -65,7 +65,9 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the wait between attempts, doubled
 	// each time and drawn at random from its upper half. Default 1s, 5m.
 	MinBackoff, MaxBackoff time.Duration
-	// Timeout bounds connecting and each SMTP command. Default 1m.
+	// Timeout bounds connecting, setting up TLS (with STARTTLS, the
+	// greeting, EHLO and STARTTLS together) and each SMTP command after
+	// that. Default 1m.
 	Timeout time.Duration
 	// Logger receives what has no caller to return to: a refused or failed
 	// submission (retried) at Warn with the attributes mailbox, uid and
@@ -748,31 +750,18 @@ func (f *Forwarder) send(ctx context.Context, b *box, m um.Message) error {
 	ropts.To, ropts.Mailbox = b.to.String(), b.cfg.Mailbox
 	email := f.svc.RenderEmail(m, ropts)
 
-	d := &net.Dialer{Timeout: f.opts.Timeout}
-	conn, err := d.DialContext(ctx, "tcp", f.opts.Addr)
+	c, err := f.connect(ctx)
 	if err != nil {
-		return fmt.Errorf("forward: connect to %s: %w", f.opts.Addr, err)
-	}
-	var c *smtp.Client
-	if f.opts.Security == ImplicitTLS {
-		tc := tls.Client(conn, f.tlsConfig())
-		if err := tc.HandshakeContext(ctx); err != nil {
-			conn.Close()
-			return fmt.Errorf("forward: TLS with %s: %w", f.opts.Addr, err)
-		}
-		c = smtp.NewClient(tc)
-	} else if c, err = smtp.NewClientStartTLS(conn, f.tlsConfig()); err != nil {
-		return fmt.Errorf("forward: STARTTLS with %s: %w", f.opts.Addr, err)
+		return err
 	}
 	defer c.Close()
-	c.CommandTimeout, c.SubmissionTimeout = f.opts.Timeout, f.opts.Timeout
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
 	// EHLO (again, after STARTTLS) completes the TLS handshake; its error
 	// is the certificate's.
 	if err := c.Hello(f.opts.LocalName); err != nil {
 		return fmt.Errorf("forward: EHLO to %s: %w", f.opts.Addr, err)
 	}
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
 	if f.opts.Username != "" {
 		if !c.SupportsAuth("PLAIN") {
 			return fmt.Errorf("forward: %s offers no AUTH PLAIN", f.opts.Addr)
@@ -836,6 +825,77 @@ func (f *Forwarder) send(ctx context.Context, b *box, m um.Message) error {
 	// The message is accepted; a failed QUIT does not undo that.
 	c.Quit()
 	return nil
+}
+
+// connect dials the server and sets up TLS: the implicit handshake, or
+// the greeting, EHLO and STARTTLS. ctx lives as long as the lease, and
+// NewClientStartTLS heeds no context and waits with go-smtp's 5-minute
+// defaults, which can be changed only once it returned: until the client
+// is set up, the connection is closed when ctx ends or Options.Timeout
+// runs out.
+func (f *Forwarder) connect(ctx context.Context) (*smtp.Client, error) {
+	d := &net.Dialer{Timeout: f.opts.Timeout}
+	raw, err := d.DialContext(ctx, "tcp", f.opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("forward: connect to %s: %w", f.opts.Addr, err)
+	}
+	conn := &boundedConn{Conn: raw, left: maxReceived}
+	setup, cancel := context.WithTimeout(ctx, f.opts.Timeout)
+	defer cancel()
+	cut := context.AfterFunc(setup, func() { raw.Close() })
+	var c *smtp.Client
+	what := "STARTTLS"
+	if f.opts.Security == ImplicitTLS {
+		what = "TLS"
+		tc := tls.Client(conn, f.tlsConfig())
+		if err = tc.HandshakeContext(setup); err == nil {
+			c = smtp.NewClient(tc)
+		}
+	} else {
+		c, err = smtp.NewClientStartTLS(conn, f.tlsConfig())
+	}
+	if !cut() {
+		// Closed under the exchange, whatever it returned.
+		err = context.Cause(setup)
+	}
+	if err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("forward: %s with %s: %w", what, f.opts.Addr, err)
+	}
+	c.CommandTimeout, c.SubmissionTimeout = f.opts.Timeout, f.opts.Timeout
+	return c, nil
+}
+
+// maxReceived bounds what one connection reads from the server. go-smtp
+// bounds the length of a reply's lines but not their number, and gathers
+// a multi-line reply whole: a server answering EHLO with continuation
+// lines without end would grow memory until the command's timeout. One
+// submission's replies take a few KiB and a TLS handshake rarely more
+// than tens of KiB (crypto/tls accepts a certificate message of 256 KiB),
+// so the bound is on the whole connection rather than on each reply: no
+// write of the client's, a TLS key update's included, renews it.
+const maxReceived = 1 << 20
+
+// errTooMuchReceived is the read error of a connection past maxReceived.
+var errTooMuchReceived = errors.New("the server sent more than 1 MiB on one connection")
+
+// boundedConn is the server's connection, cut off after maxReceived
+// bytes read. Only the client's goroutine reads it.
+type boundedConn struct {
+	net.Conn
+	left int
+}
+
+func (c *boundedConn) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errTooMuchReceived
+	}
+	if len(p) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.Conn.Read(p)
+	c.left -= n
+	return n, err
 }
 
 // errInDoubt marks a submission cut off after the end of its data, before

@@ -5,6 +5,7 @@
 package smtptest
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"net"
@@ -22,14 +23,15 @@ type Message struct {
 	From, To string
 	User     string // authenticated as
 	Helo     string // the client's name in EHLO
-	TLS      bool   // sent over STARTTLS
+	TLS      bool   // sent over TLS (STARTTLS or implicit)
 	Data     []byte
 }
 
 // Server is a running server; tb's cleanup closes it.
 type Server struct {
-	// Addr is the listening address, "127.0.0.1:port".
-	Addr string
+	// Addr is the listening address, "127.0.0.1:port"; TLSAddr is the
+	// same server with implicit TLS (as on port 465).
+	Addr, TLSAddr string
 	// Roots trusts the server's certificate; CertPEM is that certificate,
 	// for a child process or a -ca file.
 	Roots   *x509.CertPool
@@ -65,9 +67,20 @@ func Start(tb testing.TB, user, password string) *Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s.Addr = ln.Addr().String()
+	tln, err := tls.Listen("tcp", "127.0.0.1:0", srv.TLSConfig)
+	if err != nil {
+		ln.Close()
+		tb.Fatal(err)
+	}
+	s.Addr, s.TLSAddr = ln.Addr().String(), tln.Addr().String()
 	go srv.Serve(ln)
-	tb.Cleanup(func() { srv.Close() })
+	go srv.Serve(tln)
+	tb.Cleanup(func() {
+		srv.Close()
+		// In case the cleanup ran before Serve took them.
+		ln.Close()
+		tln.Close()
+	})
 	return s
 }
 
