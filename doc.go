@@ -165,6 +165,9 @@
 // Options.MaxMessages and Options.MaxRecordedTime bound what a mailbox holds
 // outside Trash; a deposit, append, copy or undelete past them fails with
 // ErrMailboxFull and stores nothing (a copy counts all the copies it adds).
+// Options.MaxFolders (DefaultMaxFolders when zero) bounds the user folders
+// of a mailbox: CreateFolder past it fails with ErrLimit. The IMAP server
+// bounds the keywords clients set (imapserver.MaxKeywords).
 // Options.TrashRetention purges Trash after an age. A mailbox
 // delivers to mail clients either by IMAP sync or by e-mail forwarding, not
 // both: Service.ClaimDelivery enforces it with ErrModeConflict, through the

@@ -217,3 +217,67 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestCreateFolderPastMaxFolders checks that CreateFolder past
+// Options.MaxFolders fails with a *LimitError that errors.Is matches to
+// ErrLimit and that names the limit, and leaves no folder behind; that INBOX
+// and Trash do not count; that creating an existing folder at the limit is
+// still ErrExists; and that deleting a folder makes room again.
+func TestCreateFolderPastMaxFolders(t *testing.T) {
+	svc := newService(t, memstore.New(), um.Options{MaxFolders: 2})
+	mb, err := svc.CreateMailbox(ctx, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"Saved", "Work"} {
+		if _, err := mb.CreateFolder(ctx, f); err != nil {
+			t.Fatalf("CreateFolder(%s) = %v, want it within MaxFolders 2", f, err)
+		}
+	}
+	_, err = mb.CreateFolder(ctx, "Third")
+	var le *um.LimitError
+	if !errors.Is(err, um.ErrLimit) || !errors.As(err, &le) || le.Max != 2 {
+		t.Fatalf("CreateFolder(Third) = %v, want a *LimitError with Max 2 matching ErrLimit", err)
+	}
+	if !strings.Contains(err.Error(), "at most 2 folders") {
+		t.Errorf("CreateFolder(Third) error = %q, want it to say the limit", err)
+	}
+	if _, err := mb.Folder(ctx, "Third"); !errors.Is(err, um.ErrNotFound) {
+		t.Errorf("Folder(Third) after the refusal = %v, want ErrNotFound", err)
+	}
+	if _, err := mb.CreateFolder(ctx, "Saved"); !errors.Is(err, um.ErrExists) {
+		t.Errorf("CreateFolder(Saved) at the limit = %v, want ErrExists", err)
+	}
+	if err := mb.DeleteFolder(ctx, "Work"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mb.CreateFolder(ctx, "Third"); err != nil {
+		t.Errorf("CreateFolder(Third) after a delete = %v, want room again", err)
+	}
+}
+
+// TestMaxFoldersDefault checks that a zero Options.MaxFolders caps a
+// mailbox at DefaultMaxFolders user folders, and that a negative one sets
+// no cap.
+func TestMaxFoldersDefault(t *testing.T) {
+	store := memstore.New()
+	mb, err := newService(t, store, um.Options{}).CreateMailbox(ctx, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range um.DefaultMaxFolders {
+		if _, err := mb.CreateFolder(ctx, fmt.Sprintf("f%d", i)); err != nil {
+			t.Fatalf("CreateFolder(#%d) = %v, want DefaultMaxFolders (%d) allowed", i+1, err, um.DefaultMaxFolders)
+		}
+	}
+	if _, err := mb.CreateFolder(ctx, "one more"); !errors.Is(err, um.ErrLimit) {
+		t.Fatalf("CreateFolder past DefaultMaxFolders = %v, want ErrLimit", err)
+	}
+	unlimited, err := newService(t, store, um.Options{MaxFolders: -1}).Mailbox(ctx, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unlimited.CreateFolder(ctx, "one more"); err != nil {
+		t.Fatalf("CreateFolder with MaxFolders -1 = %v, want no cap", err)
+	}
+}

@@ -61,7 +61,9 @@ func (mb *Mailbox) Folder(ctx context.Context, folder string) (Folder, error) {
 	return Folder{}, fmt.Errorf("um: folder %q of %q: %w", folder, mb.name, ErrNotFound)
 }
 
-// CreateFolder creates a user folder.
+// CreateFolder creates a user folder. It fails with ErrExists when the
+// folder exists, and with a *LimitError (ErrLimit) when the mailbox holds
+// Options.MaxFolders user folders already.
 func (mb *Mailbox) CreateFolder(ctx context.Context, folder string) (Folder, error) {
 	folder = CanonicalFolder(folder)
 	if err := validFolder(folder); err != nil {
@@ -71,12 +73,47 @@ func (mb *Mailbox) CreateFolder(ctx context.Context, folder string) (Folder, err
 		return Folder{}, fmt.Errorf("um: create folder %q: %w", folder, ErrExists)
 	}
 	defer mb.svc.lock(mb.name)()
+	if err := mb.checkFolderRoomLocked(ctx, folder); err != nil {
+		return Folder{}, err
+	}
 	f, err := mb.svc.store.CreateFolder(ctx, mb.name, folder)
 	if err != nil {
 		return Folder{}, fmt.Errorf("um: create folder %q in %q: %w", folder, mb.name, err)
 	}
 	mb.svc.commit(ctx, mb.name, []Event{{Kind: EventFolderCreated, Folder: folder}})
 	return f, nil
+}
+
+// checkFolderRoomLocked fails with a *LimitError when the mailbox holds
+// Options.MaxFolders user folders and folder is not one of them (creating
+// an existing folder is ErrExists, which the store reports). Folders come
+// into being only here: APPEND, COPY and MOVE into a missing folder fail
+// with ErrNotFound, and a rename replaces one name with another.
+func (mb *Mailbox) checkFolderRoomLocked(ctx context.Context, folder string) error {
+	max := mb.svc.opts.MaxFolders
+	if max == 0 {
+		max = DefaultMaxFolders
+	}
+	if max < 0 {
+		return nil
+	}
+	fs, err := mb.Folders(ctx)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, f := range fs {
+		if f.Name == folder {
+			return nil
+		}
+		if !isReserved(f.Name) {
+			n++
+		}
+	}
+	if n >= max {
+		return fmt.Errorf("um: create folder %q in %q: %w", folder, mb.name, &LimitError{What: "folders in a voice mailbox", Max: max})
+	}
+	return nil
 }
 
 // RenameFolder renames a user folder.

@@ -47,7 +47,36 @@ var (
 	// than Message.Size. The bytes already produced are wrong and must be
 	// discarded. A short content also matches io.ErrUnexpectedEOF.
 	ErrContentSize = errors.New("um: content size differs from message size")
+	// ErrLimit: an implementation limit was reached, one that bounds what
+	// a client can make the store and every session hold: the folders of a
+	// voice mailbox (Options.MaxFolders, in CreateFolder), and the IMAP
+	// server's limits on keywords (their length, how many a folder takes
+	// and a message holds). Nothing was changed. The error is a
+	// *LimitError, which says the limit.
+	ErrLimit = errors.New("um: limit reached")
 )
+
+// DefaultMaxFolders is the user folders a voice mailbox holds when
+// Options.MaxFolders is zero: plenty for voicemail, which lives in INBOX and
+// Trash, and few enough that a client creating folders in a loop cannot make
+// every LIST long.
+const DefaultMaxFolders = 1000
+
+// LimitError is the error of a request refused by an implementation limit.
+// It wraps ErrLimit, and its message says the limit.
+type LimitError struct {
+	What string // what is counted, e.g. "folders in a voice mailbox"
+	Max  int    // the most allowed
+}
+
+// Error says the limit: "um: limit reached: at most 1000 folders in a voice
+// mailbox".
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("%v: at most %d %s", ErrLimit, e.Max, e.What)
+}
+
+// Unwrap returns ErrLimit.
+func (e *LimitError) Unwrap() error { return ErrLimit }
 
 // Reserved folder names. INBOX is case-insensitive, as in IMAP.
 const (
@@ -55,8 +84,9 @@ const (
 	Trash = "Trash"
 )
 
-// Options tune a Service. The zero value works: no limits, deleted messages
-// go to Trash and stay there, no MWI hook.
+// Options tune a Service. The zero value works: no limits on what a mailbox
+// records, DefaultMaxFolders folders per mailbox, deleted messages go to
+// Trash and stay there, no MWI hook.
 type Options struct {
 	// MWI is called when a mailbox's lamp state changes. See MWIFunc.
 	MWI MWIFunc
@@ -66,6 +96,13 @@ type Options struct {
 	// MaxRecordedTime caps the summed duration of the voicemail a mailbox
 	// holds outside Trash. Zero means no cap.
 	MaxRecordedTime time.Duration
+	// MaxFolders caps the user folders (those besides INBOX and Trash) a
+	// mailbox holds: CreateFolder past it fails with a *LimitError
+	// (ErrLimit). Zero means DefaultMaxFolders; negative means no cap. It
+	// is checked under the mailbox lock of this node, so nodes of a
+	// cluster creating folders in one mailbox at once may pass it by a
+	// folder each.
+	MaxFolders int
 	// TrashRetention purges messages that have been in Trash longer than
 	// this; the check runs every TrashRetention/10 (at most once a minute
 	// and at least once an hour). Zero keeps them until deleted by hand.

@@ -67,6 +67,18 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	default:
 		op.Mode = um.FlagsReplace
 	}
+	if op.Mode != um.FlagsRemove {
+		var held [][]string // what each message keeps besides op's keywords
+		if op.Mode == um.FlagsAdd {
+			held = make([][]string, len(es))
+			for i, e := range es {
+				held[i] = e.msg.Keywords
+			}
+		}
+		if err := admitKeywords(op.Keywords, v.kwFold, held); err != nil {
+			return sess.srv.imapError(err, roleSource)
+		}
+	}
 	var leftAlone map[uuid.UUID]bool // changed after UNCHANGEDSINCE
 	setFlags := func(ids []uuid.UUID) ([]um.Message, error) {
 		if options.UnchangedSince == 0 {
@@ -110,7 +122,9 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	if flags.Silent && !w.c.condstore {
 		return nil
 	}
-	sess.announceKeywords(v, w)
+	if err := sess.writeKeywords(w, v); err != nil {
+		return err
+	}
 	_, isUID := numSet.(imap.UIDSet)
 	for i, e := range es {
 		if e.gone || leftAlone[e.msg.ID] {

@@ -56,6 +56,24 @@
 // body section without PEEK marks the message heard through um, so the
 // lamp (MWI) and the phone follow.
 //
+// Keywords are kept by the store, held in every session's view and sent in
+// FLAGS and in every FETCH FLAGS, so a client cannot invent them without
+// end. STORE (+FLAGS or FLAGS) and APPEND bring into a folder at most
+// MaxKeywords (128) distinct keywords, compared without regard to case,
+// each at most MaxKeywordLength (64) bytes, and give no message more than
+// MaxKeywords; past a limit the command is NO [LIMIT] (RFC 5530) and
+// changes nothing, no message getting part of the keywords; an APPEND is
+// refused before its literal is sent. Keywords the folder holds may
+// always be set and removed. For the selected folder "holds" is what the
+// session has seen in it since SELECT, as FLAGS lists it; for an APPEND
+// into another folder the store's messages are read, when the APPEND has
+// keywords. A full folder leaves \* out of PERMANENTFLAGS (RFC 3501 7.1),
+// at SELECT and in an untagged OK when it fills up. COPY and MOVE are not
+// refused for keywords: a copy brings at most MaxKeywords, and a move to
+// Trash is a delete. Sessions that add keywords to one folder at once each
+// check against what it held before, so it may end with MaxKeywords more
+// per such session: past the limit, still bounded.
+//
 // # \Recent
 //
 // \Recent (RFC 3501 2.3.2) is kept as Dovecot keeps it: a message is
@@ -155,7 +173,8 @@
 // Errors from um become IMAP response codes in one place (errors.go):
 // ErrNotFound is NONEXISTENT (TRYCREATE for the destination of COPY, MOVE
 // or APPEND), ErrExists ALREADYEXISTS, ErrMailboxFull OVERQUOTA,
-// ErrReserved, ErrNotVoice and ErrInvalid CANNOT, ErrClosed UNAVAILABLE.
+// ErrReserved, ErrNotVoice and ErrInvalid CANNOT, ErrLimit LIMIT (its
+// text says the limit), ErrClosed UNAVAILABLE.
 // Every error a command gets is an IMAP response made there: an error no
 // mapping knows is answered NO [SERVERBUG] and logged at Error, and so is
 // a panic in a command, which is recovered. A failed connection is
@@ -206,6 +225,9 @@
 //     minutes, RFC 9051).
 //   - Connections are capped in all, per remote address and per voice
 //     mailbox. APPEND is capped at Options.AppendLimit (APPENDLIMIT).
+//   - CREATE is capped by um.Options.MaxFolders (1,000 user folders by
+//     default), keywords by MaxKeywords and MaxKeywordLength (see Flags);
+//     both answer NO [LIMIT].
 //   - An APPEND is stored only after the CRLF that ends the command has
 //     been read; a connection whose APPEND literal is not followed by it
 //     is closed with BYE, and nothing is stored.

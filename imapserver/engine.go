@@ -1085,9 +1085,9 @@ func (c *conn) cmdAppend(tag string) error {
 	if h.size > int64(c.srv.opts.AppendLimit) {
 		return refuseLiteral(h, imap.ResponseCodeTooBig, "Message exceeds APPENDLIMIT")
 	}
-	// The folder is checked before the literal is asked for, so a client
-	// is not made to send a message that cannot be stored.
-	if err := c.sess.appendCheck(name); err != nil {
+	// The folder and the flags are checked before the literal is asked
+	// for, so a client is not made to send a message that cannot be stored.
+	if err := c.sess.appendCheck(name, opts.Flags); err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) {
 			return refuseLiteral(h, ie.Code, ie.Text)

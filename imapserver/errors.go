@@ -3,6 +3,7 @@ package imapserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 
 	"github.com/embeddedum/um"
@@ -31,6 +32,7 @@ var errorMapping = []struct {
 	{um.ErrNotFound, imap.StatusResponseTypeNo, imap.ResponseCodeNonExistent, "No such folder or message"},
 	{um.ErrExists, imap.StatusResponseTypeNo, imap.ResponseCodeAlreadyExists, "Folder exists already"},
 	{um.ErrMailboxFull, imap.StatusResponseTypeNo, imap.ResponseCodeOverQuota, "Voice mailbox is full"},
+	{um.ErrLimit, imap.StatusResponseTypeNo, imap.ResponseCodeLimit, "Implementation limit reached"},
 	{um.ErrReserved, imap.StatusResponseTypeNo, imap.ResponseCodeCannot, "INBOX and Trash cannot be renamed or deleted"},
 	{um.ErrNotVoice, imap.StatusResponseTypeNo, imap.ResponseCodeCannot, um.InboxRefusal},
 	{um.ErrInvalid, imap.StatusResponseTypeNo, imap.ResponseCodeCannot, "Invalid name or argument"},
@@ -59,8 +61,12 @@ func (s *Server) imapError(err error, r role) error {
 			continue
 		}
 		code, text := m.code, m.text
-		if m.err == um.ErrNotFound && r == roleDest {
+		var le *um.LimitError
+		switch {
+		case m.err == um.ErrNotFound && r == roleDest:
 			code, text = imap.ResponseCodeTryCreate, "Destination folder does not exist"
+		case m.err == um.ErrLimit && errors.As(err, &le):
+			text = fmt.Sprintf("Limit reached: at most %d %s", le.Max, le.What)
 		}
 		return &imap.Error{Type: m.typ, Code: code, Text: text}
 	}

@@ -57,7 +57,9 @@ func (sess *session) Fetch(w *respWriter, numSet imap.NumSet, options *imap.Fetc
 		es, seqs = changedSince(es, seqs, options.ChangedSince)
 	}
 	seenNow := sess.markSeen(v, es, options)
-	sess.announceKeywords(v, w)
+	if err := sess.writeKeywords(w, v); err != nil {
+		return err
+	}
 	for i, e := range es {
 		if err := sess.fetchOne(w, e, seqs[i], options, isUID, seenNow[e.msg.ID]); err != nil {
 			return err

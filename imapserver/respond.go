@@ -48,6 +48,16 @@ func (w *respWriter) WriteMailboxFlags(flags []imap.Flag) error {
 	return nil
 }
 
+// WritePermanentFlags sends PERMANENTFLAGS in an untagged OK, as a
+// folder's flags change while it is selected.
+func (w *respWriter) WritePermanentFlags(flags []imap.Flag) error {
+	e := w.enc()
+	e.raw("* OK [PERMANENTFLAGS ")
+	e.flags(flags)
+	e.raw("] Flags permitted\r\n")
+	return nil
+}
+
 func (w *respWriter) WriteNumMessages(n uint32) error {
 	w.enc().raw("* " + strconv.FormatUint(uint64(n), 10) + " EXISTS\r\n")
 	return nil

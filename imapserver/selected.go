@@ -25,8 +25,10 @@ type view struct {
 	msgs     []*entry // UID order; seq = index+1 for index < reported
 	reported int      // how many of msgs the client was told of (EXISTS)
 	keywords map[string]bool
-	next     um.UID // every UID below is in msgs or known to be gone
-	newKW    bool   // keywords appeared that the client was not sent in FLAGS
+	kwFold   keywordSet // keywords folded: the distinct keywords IMAP counts
+	next     um.UID     // every UID below is in msgs or known to be gone
+	newKW    bool       // keywords appeared that the client was not sent in FLAGS
+	toldFull bool       // the client was sent PERMANENTFLAGS without \* (see full)
 	// highestModSeq is the highest ModSeq of a message the view holds or
 	// the folder's HIGHESTMODSEQ when selected: what a client is told.
 	highestModSeq uint64
@@ -92,6 +94,10 @@ func (v *view) noteKeywords(kw []string) {
 	for _, k := range kw {
 		if !v.keywords[k] {
 			v.keywords[k] = true
+			if v.kwFold == nil {
+				v.kwFold = make(keywordSet)
+			}
+			v.kwFold[foldKeyword(k)] = true
 			v.newKW = true
 		}
 	}
@@ -242,7 +248,7 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (data *ima
 	for _, m := range msgs {
 		v.add(m)
 	}
-	v.reported, v.newKW = len(v.msgs), false
+	v.reported, v.newKW, v.toldFull = len(v.msgs), false, v.full()
 	sess.sel = v
 	sess.noteRecent(v)
 	v.toldRecent = v.numRecent()
@@ -254,7 +260,7 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (data *ima
 		}
 	}
 	flags := mailboxFlags(v.keywords)
-	perm := append(append([]imap.Flag(nil), flags...), imap.FlagWildcard)
+	perm := v.permanentFlags(flags)
 	if v.readOnly {
 		perm = nil
 	}
@@ -479,11 +485,8 @@ func (sess *session) flush(w *respWriter, allowExpunge bool) error {
 			v.reported--
 		}
 	}
-	if v.newKW {
-		v.newKW = false
-		if err := w.WriteMailboxFlags(mailboxFlags(v.keywords)); err != nil {
-			return err
-		}
+	if err := sess.writeKeywords(w, v); err != nil {
+		return err
 	}
 	if len(v.msgs) != v.reported {
 		v.reported = len(v.msgs)
@@ -505,16 +508,6 @@ func (sess *session) flush(w *respWriter, allowExpunge bool) error {
 		}
 	}
 	return nil
-}
-
-// announceKeywords sends FLAGS when the view holds keywords the client
-// was not told of, before any FETCH that shows them (RFC 3501 7.2.6: a
-// client may reject a flag that FLAGS did not list).
-func (sess *session) announceKeywords(v *view, w *respWriter) {
-	if v.newKW {
-		v.newKW = false
-		w.WriteMailboxFlags(mailboxFlags(v.keywords))
-	}
 }
 
 func (sess *session) Poll(w *respWriter, allowExpunge bool) (err error) {

@@ -321,12 +321,23 @@ func (p *pendingAppend) discard() {
 const spoolInMemory = 1 << 20
 
 // appendCheck answers, before the message is sent, whether APPEND to
-// name can go on: the folder must exist. What a folder may hold (INBOX
-// takes voicemail only) is um's rule, applied when the message is stored.
-func (sess *session) appendCheck(name string) (err error) {
+// name with flags can go on: the folder must exist, and take the keywords
+// (admitKeywords). What a folder may hold (INBOX takes voicemail only) is
+// um's rule, applied when the message is stored.
+func (sess *session) appendCheck(name string, flags []imap.Flag) (err error) {
 	defer sess.guard(&err)()
-	_, err = sess.mb.Folder(sess.ctx, folderName(name))
-	return sess.srv.imapError(err, roleDest)
+	folder := folderName(name)
+	if _, err := sess.mb.Folder(sess.ctx, folder); err != nil {
+		return sess.srv.imapError(err, roleDest)
+	}
+	if _, kw := flagsFromIMAP(flags); len(kw) > 0 {
+		have, err := sess.folderKeywords(folder)
+		if err == nil {
+			err = admitKeywords(kw, have, nil)
+		}
+		return sess.srv.imapError(err, roleDest)
+	}
+	return nil
 }
 
 // Append spools an APPEND's message of size bytes from r; finishAppend
