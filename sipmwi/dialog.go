@@ -119,6 +119,11 @@ func (s *Server) untrackLocked(d *dialog) {
 	if s.perPeer[d.peer]--; s.perPeer[d.peer] <= 0 {
 		delete(s.perPeer, d.peer)
 	}
+	if d.tcp {
+		if s.bySource[d.source]--; s.bySource[d.source] <= 0 {
+			delete(s.bySource, d.source)
+		}
+	}
 }
 
 // send runs d's queue: one NOTIFY at a time, always of the latest state.
