@@ -46,7 +46,9 @@
 // maps it otherwise).
 //
 // NOTIFYs over UDP leave from the listening socket and are retransmitted as
-// RFC 3261 requires; over TCP they go back on the subscriber's connection.
+// RFC 3261 requires; over TCP they go back on the subscriber's connection,
+// and once that connection has closed the subscription ends at its next
+// NOTIFY, without one: the phone subscribes again on its new connection.
 //
 // # Queues and failures
 //

@@ -85,6 +85,14 @@ func (t *tcpConns) admit(c net.Conn) *tcpConn {
 	return tc
 }
 
+// open reports whether the connection accepted from remote (an ip:port)
+// is still open.
+func (t *tcpConns) open(remote string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byRemote[remote] != nil
+}
+
 // onMessage runs on the goroutine that reads a connection, for each
 // message read, after sipgo started the goroutine that handles it. That
 // goroutine lives until its answer is written, and sipgo reads on without

@@ -26,27 +26,24 @@ type rawPhone struct {
 	n    int // requests made, for unique branches and Call-IDs
 }
 
-// dialRaw connects to addr with a receive buffer of rcvbuf bytes (0: the
-// system's), so that a phone that stops reading fills it soon.
-func dialRaw(t testing.TB, addr string, rcvbuf int) *rawPhone {
+// dialRaw connects to addr with the socket options sockopts
+// (SOL_SOCKET's, name to value), set before the connection exists: a
+// receive buffer (SO_RCVBUF) set later leaves a window larger than the
+// buffer, whose overflow TCP drops with the ACKs it carries, and the
+// connection stalls in retransmissions instead of filling up.
+func dialRaw(t testing.TB, addr string, sockopts map[int]int) *rawPhone {
 	t.Helper()
-	var d net.Dialer
-	if rcvbuf > 0 {
-		// Before the connection exists, so that the window it offers
-		// is the buffer's: one set later leaves a window larger than
-		// the buffer, whose overflow TCP drops with the ACKs it
-		// carries, and the connection stalls in retransmissions
-		// instead of filling up.
-		d.Control = func(network, address string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
-			}); err != nil {
-				return err
+	d := net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			for name, v := range sockopts {
+				serr = errors.Join(serr, syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, name, v))
 			}
-			return serr
+		}); err != nil {
+			return err
 		}
-	}
+		return serr
+	}}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +180,7 @@ const (
 func TestTCPPeerThatDoesNotRead(t *testing.T) {
 	p := newPBX(t, &sipmwi.Options{TCPWriteTimeout: time.Second, MaxPendingPerConn: floodPending})
 	base := runtime.NumGoroutine()
-	ph := dialRaw(t, p.tcp, 4096)
+	ph := dialRaw(t, p.tcp, map[int]int{syscall.SO_RCVBUF: 4096})
 
 	done := make(chan error, 1)
 	go func() { done <- ph.flood(30*time.Second, 30*time.Second) }()
@@ -219,7 +216,7 @@ func TestTCPPeerThatDoesNotRead(t *testing.T) {
 // NOTIFYs in flight. TCPWriteTimeout is far longer than the test waits.
 func TestCloseWithSubscriberThatDoesNotRead(t *testing.T) {
 	p := newPBX(t, &sipmwi.Options{TCPWriteTimeout: time.Minute})
-	ph := dialRaw(t, p.tcp, 4096)
+	ph := dialRaw(t, p.tcp, map[int]int{syscall.SO_RCVBUF: 4096})
 	ph.subscribe(t)
 	if got := p.srv.Subscriptions("1001"); got != 1 {
 		t.Fatalf("Subscriptions(1001) = %d after a SUBSCRIBE over TCP, want 1", got)
@@ -288,13 +285,13 @@ func TestTCPIdle(t *testing.T) {
 	const idle = 500 * time.Millisecond
 	p := newPBX(t, &sipmwi.Options{TCPIdleTimeout: idle})
 
-	silent := dialRaw(t, p.tcp, 0)
+	silent := dialRaw(t, p.tcp, nil)
 	silent.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := silent.conn.Read(make([]byte, 1)); err == nil || timedOut(err) {
 		t.Fatalf("a silent connection read %v, want it closed by the server", err)
 	}
 
-	keeper := dialRaw(t, p.tcp, 0)
+	keeper := dialRaw(t, p.tcp, nil)
 	for range 6 {
 		time.Sleep(idle / 2)
 		if _, err := io.WriteString(keeper.conn, "\r\n\r\n"); err != nil {
@@ -307,7 +304,7 @@ func TestTCPIdle(t *testing.T) {
 		}
 	}
 
-	sub := dialRaw(t, p.tcp, 0)
+	sub := dialRaw(t, p.tcp, nil)
 	sub.subscribe(t)
 	time.Sleep(4 * idle)
 	p.deposit(t)
@@ -316,4 +313,49 @@ func TestTCPIdle(t *testing.T) {
 		t.Fatalf("subscriber quiet for 4×TCPIdleTimeout got %q, want the deposit's NOTIFY", start)
 	}
 	sub.answer(t, h)
+}
+
+// TestTCPSubscriberGone: a lamp change for a subscription whose TCP
+// connection the phone closed ends the subscription at once, without
+// dialing the port the phone connected from (even when something listens
+// there now) and without waiting NotifyTimeout for an answer.
+func TestTCPSubscriberGone(t *testing.T) {
+	p := newPBX(t, &sipmwi.Options{NotifyTimeout: time.Minute})
+	ph := dialRaw(t, p.tcp, map[int]int{syscall.SO_REUSEADDR: 1})
+	ph.subscribe(t)
+	from := ph.conn.LocalAddr().String()
+	ph.conn.(*net.TCPConn).CloseWrite()
+	// The server closes its side once it reads the end.
+	ph.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := ph.conn.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read after closing the phone's side: %v, want EOF", err)
+	}
+	ph.conn.Close()
+	// Where the phone's socket, in TIME_WAIT, let it (SO_REUSEADDR).
+	ln, err := net.Listen("tcp", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dialed := make(chan struct{}, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+			dialed <- struct{}{}
+		}
+	}()
+
+	p.deposit(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for p.srv.Subscriptions("1001") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the subscription of a closed TCP connection still held 10s after a lamp change")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-dialed:
+		t.Fatal("the server dialed the port the subscriber had connected from")
+	case <-time.After(200 * time.Millisecond):
+	}
 }
