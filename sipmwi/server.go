@@ -71,7 +71,10 @@ type Options struct {
 	// that wait for their final answers, each on a goroutine of sipgo's;
 	// at the cap nothing more is read from that connection until one is
 	// answered, and a connection held at the cap for TCPIdleTimeout is
-	// closed. Default 64.
+	// closed. A request that a handler of the host's (see SIP) never
+	// answers counts until its connection closes; a host that serves
+	// trunks with many calls at once on one connection raises it.
+	// Default 64.
 	MaxPendingPerConn int
 	// TCPIdleTimeout closes a TCP connection on which nothing arrived for
 	// that long, unless it carries a subscription (its NOTIFYs go back on

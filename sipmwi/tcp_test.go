@@ -282,7 +282,7 @@ func TestTCPConnectionsInTotal(t *testing.T) {
 // closed; RFC 5626 keep-alives (a double CRLF, answered with a CRLF) keep
 // one open, and so does a subscription made on it, whose NOTIFYs need it.
 func TestTCPIdle(t *testing.T) {
-	const idle = 500 * time.Millisecond
+	const idle = time.Second
 	p := newPBX(t, &sipmwi.Options{TCPIdleTimeout: idle})
 
 	silent := dialRaw(t, p.tcp, nil)
@@ -292,8 +292,8 @@ func TestTCPIdle(t *testing.T) {
 	}
 
 	keeper := dialRaw(t, p.tcp, nil)
-	for range 6 {
-		time.Sleep(idle / 2)
+	for range 8 { // twice idle in all, a quarter of it apart
+		time.Sleep(idle / 4)
 		if _, err := io.WriteString(keeper.conn, "\r\n\r\n"); err != nil {
 			t.Fatalf("keep-alive: %v", err)
 		}
@@ -306,11 +306,11 @@ func TestTCPIdle(t *testing.T) {
 
 	sub := dialRaw(t, p.tcp, nil)
 	sub.subscribe(t)
-	time.Sleep(4 * idle)
+	time.Sleep(3 * idle)
 	p.deposit(t)
 	start, h := sub.read(t)
 	if !strings.HasPrefix(start, "NOTIFY ") {
-		t.Fatalf("subscriber quiet for 4×TCPIdleTimeout got %q, want the deposit's NOTIFY", start)
+		t.Fatalf("subscriber quiet for 3×TCPIdleTimeout got %q, want the deposit's NOTIFY", start)
 	}
 	sub.answer(t, h)
 }
