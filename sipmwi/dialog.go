@@ -119,6 +119,11 @@ func (s *Server) untrackLocked(d *dialog) {
 	if s.perPeer[d.peer]--; s.perPeer[d.peer] <= 0 {
 		delete(s.perPeer, d.peer)
 	}
+	if d.tcp {
+		if s.bySource[d.source]--; s.bySource[d.source] <= 0 {
+			delete(s.bySource, d.source)
+		}
+	}
 }
 
 // send runs d's queue: one NOTIFY at a time, always of the latest state.
@@ -145,7 +150,17 @@ func (s *Server) send(d *dialog) {
 		target := d.target.String()
 		s.mu.Unlock()
 
-		res, err := s.do(req)
+		var res *sip.Response
+		var err error
+		if d.tcp && !d.contact && len(d.routes) == 0 && !s.tcp.open(d.source) {
+			// The subscriber's connection is gone. sipgo would dial the
+			// port it came from, where phones do not listen, on a
+			// connection none of the TCP limits cover; the phone
+			// subscribes again on its next one.
+			err = errConnClosed
+		} else {
+			res, err = s.do(req)
+		}
 		s.mu.Lock()
 		if reason != "" {
 			s.removeLocked(d)
@@ -164,6 +179,9 @@ func (s *Server) do(req *sip.Request) (*sip.Response, error) {
 	defer cancel()
 	return s.client.Do(ctx, req)
 }
+
+// errConnClosed fails a NOTIFY whose subscriber's TCP connection closed.
+var errConnClosed = errors.New("sipmwi: the subscriber's TCP connection is closed")
 
 // notifyFailed reports whether a NOTIFY failed in the sense of RFC 6665
 // section 4.2.2: no answer in time, or an error answer that neither asks to

@@ -46,7 +46,9 @@
 // maps it otherwise).
 //
 // NOTIFYs over UDP leave from the listening socket and are retransmitted as
-// RFC 3261 requires; over TCP they go back on the subscriber's connection.
+// RFC 3261 requires; over TCP they go back on the subscriber's connection,
+// and once that connection has closed the subscription ends at its next
+// NOTIFY, without one: the phone subscribes again on its new connection.
 //
 // # Queues and failures
 //
@@ -64,11 +66,31 @@
 // Subscriptions are capped in total (MaxSubscriptions), per source IP
 // address (MaxPerPeer) and per mailbox (MaxPerMailbox), so a flood of
 // SUBSCRIBEs holds bounded memory: beyond a cap they are answered 503 and
-// kept nowhere. A source address holds at most MaxConnsPerPeer TCP
-// connections, and sipgo reads at most 64 KiB a message. sipgo itself runs
-// each request on a goroutine of its own
-// and keeps, per UDP listener, an entry for every source address it has
-// read from; a host exposed to the open Internet puts a SIP proxy or a
+// kept nowhere. sipgo reads at most 64 KiB a message.
+//
+// Over TCP, a source address holds at most MaxConnsPerPeer connections and
+// all peers together MaxConns. sipgo runs each request on a goroutine of
+// its own, which lives until the request's answer is written, and reads on
+// without waiting for it; so at MaxPendingPerConn requests of one
+// connection still unanswered, the server reads nothing more from it until
+// one is. A write that does not complete within TCPWriteTimeout closes its
+// connection: a peer that sends requests and never reads the answers costs
+// at most MaxPendingPerConn goroutines, for at most TCPWriteTimeout, and
+// then its connection. A connection held at the cap for TCPIdleTimeout
+// (its requests are never answered), or on which nothing arrives for that
+// long, is closed too, except that the connection of a subscription stays
+// open while the subscription lives, since its NOTIFYs go back on it. In
+// all, TCP costs at most MaxConns connections, each with sipgo's buffers
+// (32 KiB to read, up to 64 KiB for a message arriving) and at most
+// MaxPendingPerConn goroutines. These limits hold for the connections
+// peers open. The ones sipgo dials itself, to the configured contacts of
+// Options.Contacts with transport=tcp, are sipgo's alone: not counted, no
+// timeouts, no cap on the requests read from them, so a contact that
+// stops reading holds its NOTIFY's goroutine until Close. List phones
+// there that the host trusts as it trusts its own network.
+//
+// sipgo also keeps, per UDP listener, an entry for every source address it
+// has read from; a host exposed to the open Internet puts a SIP proxy or a
 // firewall in front, as it would for call control. A few of sipgo's
 // transport warnings go to its process-wide logger (sip.SetDefaultLogger),
 // which this package leaves to the host.

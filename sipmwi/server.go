@@ -61,6 +61,30 @@ type Options struct {
 	// MaxConnsPerPeer caps the TCP connections one source IP address holds
 	// open at once; more are closed as they are accepted. Default 16.
 	MaxConnsPerPeer int
+	// MaxConns caps the TCP connections held open at once from all peers
+	// together, over every ServeTCP listener; more are closed as they are
+	// accepted. Each costs a goroutine and sipgo's 32 KiB read buffer,
+	// and its parser's buffer of up to 64 KiB while a message arrives.
+	// Default 1024.
+	MaxConns int
+	// MaxPendingPerConn caps the requests read from one TCP connection
+	// that wait for their final answers, each on a goroutine of sipgo's;
+	// at the cap nothing more is read from that connection until one is
+	// answered, and a connection held at the cap for TCPIdleTimeout is
+	// closed. A request that a handler of the host's (see SIP) never
+	// answers counts until its connection closes; a host that serves
+	// trunks with many calls at once on one connection raises it.
+	// Default 64.
+	MaxPendingPerConn int
+	// TCPIdleTimeout closes a TCP connection on which nothing arrived for
+	// that long, unless it carries a subscription (its NOTIFYs go back on
+	// it). A phone that keeps its connection with RFC 5626 keep-alives
+	// (CRLF, every 95 to 120 seconds) stays connected. Default 3 minutes.
+	TCPIdleTimeout time.Duration
+	// TCPWriteTimeout bounds one write to a TCP connection: a peer that
+	// does not read what it is sent for that long loses the connection,
+	// and with it the goroutines waiting to answer it. Default 5 seconds.
+	TCPWriteTimeout time.Duration
 	// NotifyTimeout bounds one NOTIFY transaction, retransmissions
 	// included. A subscriber that does not answer in time loses its
 	// subscription (RFC 6665 section 4.2.2); it delays nobody else.
@@ -88,12 +112,14 @@ type Server struct {
 	client *sipgo.Client
 	ctx    context.Context // canceled by Close; NOTIFYs in flight end
 	cancel context.CancelFunc
+	tcp    *tcpConns
 
 	mu        sync.Mutex
 	source    Source
 	dialogs   map[dialogKey]*dialog
 	byMailbox map[string]map[*dialog]struct{}
 	perPeer   map[string]int
+	bySource  map[string]int       // TCP subscriptions per source address: their connections stay open
 	contacts  map[string][]*dialog // unsolicited targets per mailbox
 	udpLocal  *net.UDPAddr         // the UDP listener, to send from it; nil when unspecified
 	listeners []io.Closer
@@ -109,6 +135,7 @@ func New(opts *Options) (*Server, error) {
 		dialogs:   make(map[dialogKey]*dialog),
 		byMailbox: make(map[string]map[*dialog]struct{}),
 		perPeer:   make(map[string]int),
+		bySource:  make(map[string]int),
 		contacts:  make(map[string][]*dialog),
 	}
 	if opts != nil {
@@ -135,6 +162,18 @@ func New(opts *Options) (*Server, error) {
 	}
 	if o.MaxConnsPerPeer <= 0 {
 		o.MaxConnsPerPeer = 16
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 1024
+	}
+	if o.MaxPendingPerConn <= 0 {
+		o.MaxPendingPerConn = 64
+	}
+	if o.TCPIdleTimeout <= 0 {
+		o.TCPIdleTimeout = 3 * time.Minute
+	}
+	if o.TCPWriteTimeout <= 0 {
+		o.TCPWriteTimeout = 5 * time.Second
 	}
 	if o.NotifyTimeout <= 0 {
 		o.NotifyTimeout = 64 * sip.T1
@@ -178,6 +217,10 @@ func New(opts *Options) (*Server, error) {
 		return nil, fmt.Errorf("sipmwi: %w", err)
 	}
 	s.ua, s.sip, s.client = ua, srv, client
+	s.tcp = &tcpConns{perPeer: o.MaxConnsPerPeer, total: o.MaxConns, pending: o.MaxPendingPerConn,
+		idle: o.TCPIdleTimeout, write: o.TCPWriteTimeout, keep: s.holdsSource,
+		peers: make(map[string]int), byRemote: make(map[string]*tcpConn)}
+	ua.TransportLayer().OnMessage(s.tcp.onMessage)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	srv.OnSubscribe(s.handleSubscribe)
 	return s, nil
@@ -279,7 +322,9 @@ func (s *Server) ServeUDP(conn net.PacketConn) error {
 
 // ServeTCP serves SIP on ln until Close. NOTIFYs for a subscription made
 // over TCP go back on the subscriber's connection. A peer holds at most
-// MaxConnsPerPeer connections at once.
+// MaxConnsPerPeer connections at once, and all peers together MaxConns;
+// TCPIdleTimeout and TCPWriteTimeout close the connections of peers that
+// fall silent or stop reading.
 func (s *Server) ServeTCP(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closed {
@@ -288,7 +333,7 @@ func (s *Server) ServeTCP(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	err := s.sip.ServeTCP(&peerLimitListener{Listener: ln, max: s.opts.MaxConnsPerPeer, conns: make(map[string]int)})
+	err := s.sip.ServeTCP(&limitListener{Listener: ln, conns: s.tcp})
 	if s.isClosed() {
 		return ErrClosed
 	}
@@ -327,7 +372,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close stops the server at once: it drops every subscription without a
-// NOTIFY, ends NOTIFYs in flight and closes the listeners.
+// NOTIFY, ends NOTIFYs in flight and closes the listeners and connections.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -344,8 +389,23 @@ func (s *Server) Close() error {
 	for _, l := range listeners {
 		l.Close()
 	}
+	// The connections close first: a NOTIFY or an answer blocked in a
+	// write to a peer that does not read ends only when its connection
+	// does, whatever its context says, and until then holds its
+	// transaction's lock, which closing sipgo's transaction layer waits
+	// for.
+	err := s.ua.TransportLayer().Close()
+	err = errors.Join(err, s.ua.Close())
 	s.senders.Wait()
-	return s.ua.Close()
+	return err
+}
+
+// holdsSource reports whether a subscription made over TCP from remote
+// (an ip:port) is held: its connection is the way to its phone.
+func (s *Server) holdsSource(remote string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bySource[remote] > 0
 }
 
 // peerOf returns the IP address a request came from, the key of the

@@ -357,13 +357,6 @@ func TestTCPConnectionsPerPeer(t *testing.T) {
 			c.Close()
 		}
 	}()
-	alive := func(c net.Conn) bool {
-		// A refused connection is closed by the server: the read sees EOF.
-		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		_, err := c.Read(make([]byte, 1))
-		var ne net.Error
-		return errors.As(err, &ne) && ne.Timeout()
-	}
 	for range 4 {
 		c, err := net.Dial("tcp", p.tcp)
 		if err != nil {
@@ -395,4 +388,13 @@ func TestTCPConnectionsPerPeer(t *testing.T) {
 			t.Fatal("no new connection kept within 10s of closing a kept one")
 		}
 	}
+}
+
+// alive reports whether the server keeps c open: one it refused is closed,
+// and the read sees EOF.
+func alive(c net.Conn) bool {
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -176,6 +176,9 @@ func (s *Server) admit(d *dialog, expires time.Duration) (int, string) {
 	}
 	set[d] = struct{}{}
 	s.perPeer[d.peer]++
+	if d.tcp {
+		s.bySource[d.source]++
+	}
 	s.armLocked(d, expires)
 	return 0, ""
 }
