@@ -58,9 +58,10 @@ var (
 
 // DefaultMaxFolders is the user folders a voice mailbox holds when
 // Options.MaxFolders is zero: plenty for voicemail, which lives in INBOX and
-// Trash, and few enough that a client creating folders in a loop cannot make
-// every LIST long.
-const DefaultMaxFolders = 1000
+// Trash, few enough that a client creating folders in a loop cannot make
+// every LIST long, and well inside MaxSubscriptions, so that every folder
+// can be subscribed.
+const DefaultMaxFolders = 500
 
 // LimitError is the error of a request refused by an implementation limit.
 // It wraps ErrLimit, and its message says the limit.
@@ -69,7 +70,7 @@ type LimitError struct {
 	Max  int    // the most allowed
 }
 
-// Error says the limit: "um: limit reached: at most 1000 folders in a voice
+// Error says the limit: "um: limit reached: at most 500 folders in a voice
 // mailbox".
 func (e *LimitError) Error() string {
 	return fmt.Sprintf("%v: at most %d %s", ErrLimit, e.Max, e.What)

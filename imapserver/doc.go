@@ -225,7 +225,7 @@
 //     minutes, RFC 9051).
 //   - Connections are capped in all, per remote address and per voice
 //     mailbox. APPEND is capped at Options.AppendLimit (APPENDLIMIT).
-//   - CREATE is capped by um.Options.MaxFolders (1,000 user folders by
+//   - CREATE is capped by um.Options.MaxFolders (500 user folders by
 //     default), keywords by MaxKeywords and MaxKeywordLength (see Flags);
 //     both answer NO [LIMIT].
 //   - An APPEND is stored only after the CRLF that ends the command has
