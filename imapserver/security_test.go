@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -265,4 +267,61 @@ func TestClientThatStopsReading(t *testing.T) {
 	waitFor(t, "the server to close the connection of a client that stopped reading", func() bool {
 		return e.srv.Stats().Conns == 0
 	})
+}
+
+// failingListener fails its first fails accepts with err, as the kernel
+// does when the process has no descriptor left, then accepts for real.
+type failingListener struct {
+	net.Listener
+	fails atomic.Int32
+	err   error
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", l.err)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptOutOfDescriptors: a server whose accepts fail because every
+// descriptor is taken (EMFILE) goes on serving once they succeed again;
+// any other accept error ends Serve with it.
+func TestAcceptOutOfDescriptors(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, tc := range []struct {
+		err       error
+		serves    bool
+		wantServe string
+	}{
+		{syscall.EMFILE, true, ""},
+		{syscall.EINVAL, false, "invalid argument"},
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fl := &failingListener{Listener: ln, err: tc.err}
+		fl.fails.Store(4)
+		served := make(chan error, 1)
+		go func() { served <- e.srv.Serve(fl) }()
+		if tc.serves {
+			r := dialRaw(t, ln.Addr().String(), nil) // fails the test without a greeting
+			if got := r.cmd("a", "NOOP"); !strings.HasPrefix(got, "a OK") {
+				t.Errorf("after %v on accept: NOOP = %q, want OK", tc.err, got)
+			}
+			ln.Close()
+			<-served
+			continue
+		}
+		select {
+		case err := <-served:
+			if err == nil || !strings.Contains(err.Error(), tc.wantServe) {
+				t.Errorf("Serve after %v on accept = %v, want that error", tc.err, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("Serve went on after %v on accept, want it to return the error", tc.err)
+		}
+		ln.Close()
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/embeddedum/um"
@@ -543,14 +544,34 @@ func (s *Server) lockAccount(ctx context.Context, user string) (func(), error) {
 }
 
 // acceptLoop serves each connection l accepts on a goroutine of its own.
+// acceptLoop serves l's connections until l fails. An accept that fails
+// for want of a resource is no reason to stop serving for good: when
+// clients (or the host) hold every descriptor the process may open, accept
+// fails with EMFILE until some connection ends, so the loop waits, 5 ms
+// doubling to a second, and tries again.
 func (s *Server) acceptLoop(l *listener) error {
+	var wait time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			return err
+			if !outOfResources(err) {
+				return err
+			}
+			wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+			s.log.Warn("imapserver: accept failed, trying again", "wait", wait, "error", err)
+			time.Sleep(wait)
+			continue
 		}
+		wait = 0
 		go s.serveConn(c.(*netConn), l.tls)
 	}
+}
+
+// outOfResources reports whether an accept failed for want of descriptors
+// or kernel memory, which ending connections give back.
+func outOfResources(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // countCommand counts a command for Stats.
