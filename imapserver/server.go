@@ -11,10 +11,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/embeddedum/um"
+	"github.com/embeddedum/um/internal/acceptwait"
 	"github.com/emersion/go-imap/v2"
 )
 
@@ -544,34 +544,24 @@ func (s *Server) lockAccount(ctx context.Context, user string) (func(), error) {
 }
 
 // acceptLoop serves each connection l accepts on a goroutine of its own.
-// acceptLoop serves l's connections until l fails. An accept that fails
-// for want of a resource is no reason to stop serving for good: when
-// clients (or the host) hold every descriptor the process may open, accept
-// fails with EMFILE until some connection ends, so the loop waits, 5 ms
-// doubling to a second, and tries again.
+// acceptLoop serves l's connections until l fails; a shortage of
+// descriptors is waited out (internal/acceptwait).
 func (s *Server) acceptLoop(l *listener) error {
-	var wait time.Duration
+	var b acceptwait.Backoff
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			if !outOfResources(err) {
+			wait, ok := b.Next(err)
+			if !ok {
 				return err
 			}
-			wait = min(max(2*wait, 5*time.Millisecond), time.Second)
 			s.log.Warn("imapserver: accept failed, trying again", "wait", wait, "error", err)
 			time.Sleep(wait)
 			continue
 		}
-		wait = 0
+		b.Reset()
 		go s.serveConn(c.(*netConn), l.tls)
 	}
-}
-
-// outOfResources reports whether an accept failed for want of descriptors
-// or kernel memory, which ending connections give back.
-func outOfResources(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // countCommand counts a command for Stats.

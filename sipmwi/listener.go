@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/embeddedum/um/internal/acceptwait"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -41,11 +42,20 @@ type limitListener struct {
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
+	// sipgo stops serving the listener on the first error Accept returns,
+	// so a shortage of descriptors is waited out here (internal/acceptwait).
+	var b acceptwait.Backoff
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			wait, ok := b.Next(err)
+			if !ok {
+				return nil, err
+			}
+			time.Sleep(wait)
+			continue
 		}
+		b.Reset()
 		if tc := l.conns.admit(c); tc != nil {
 			return tc, nil
 		}

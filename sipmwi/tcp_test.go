@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -357,5 +358,46 @@ func TestTCPSubscriberGone(t *testing.T) {
 	case <-dialed:
 		t.Fatal("the server dialed the port the subscriber had connected from")
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// emfileListener fails its first fails accepts with EMFILE, as the kernel
+// does when the process has no descriptor left, then accepts for real.
+type emfileListener struct {
+	net.Listener
+	fails int
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if l.fails > 0 { // only the server's accept loop calls it
+		l.fails--
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestTCPAcceptOutOfDescriptors: while accepts fail for want of
+// descriptors the server waits and tries again, and serves the connection
+// it accepts once they succeed (a keep-alive answered), rather than
+// stopping to serve the listener.
+func TestTCPAcceptOutOfDescriptors(t *testing.T) {
+	p := newPBX(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.srv.ServeTCP(&emfileListener{Listener: ln, fails: 4})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 2)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "\r\n" {
+		t.Fatalf("keep-alive after EMFILE on accept: read %q, %v; want CRLF", b, err)
 	}
 }
