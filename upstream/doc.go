@@ -75,7 +75,10 @@
 // worker only when they may concern one of its copies. Every command has
 // a deadline (Options.CommandTimeout), so a server that falls silent is
 // abandoned. A UIDVALIDITY of 0, or one that changes within a session or
-// within ten minutes of the last change, is a fault. A fault ends the
+// within ten minutes of the last change, is a fault; so is a set of UIDs
+// (a search's result, a COPYUID) that names 0 or 4294967295, more UIDs
+// than the folder holds, or more than one for one copy: a set is checked
+// before it is expanded, never counted through. A fault ends the
 // session with an error wrapping ErrServerFault, changes nothing, and the
 // worker backs off without the reset a successful sync would give; an
 // upload whose copy the server then does not show is not tried again

@@ -86,6 +86,7 @@ var (
 	literalRE   = regexp.MustCompile(`\{(\d+)\+?\}\r\n$`)
 	validityRE  = regexp.MustCompile(`\[UIDVALIDITY \d+\]`)
 	appendUIDRE = regexp.MustCompile(`\[APPENDUID \d+ \d+\] ?`)
+	copyUIDRE   = regexp.MustCompile(`\[COPYUID (\d+) (\S+) \S+\]`)
 )
 
 // flood writes n bytes of filler (all of them, or until the peer goes).
@@ -118,6 +119,7 @@ func (h *hostile) serve(c net.Conn) {
 		return
 	}
 	defer b.Close()
+	var searchTag atomic.Pointer[string] // of the last UID SEARCH on this connection
 	go func() {
 		br := bufio.NewReader(c)
 		for {
@@ -129,6 +131,9 @@ func (h *hostile) serve(c net.Conn) {
 			h.mu.Lock()
 			h.cmds = append(h.cmds, line)
 			h.mu.Unlock()
+			if tag, rest, ok := strings.Cut(line, " "); ok && strings.HasPrefix(strings.ToUpper(rest), "UID SEARCH") {
+				searchTag.Store(&tag)
+			}
 			if f := h.before.Load(); f != nil {
 				(*f)(line)
 			}
@@ -185,6 +190,14 @@ func (h *hostile) serve(c net.Conn) {
 			out = "* SEARCH\r\n"
 		case mode == "hides new copies" && strings.Contains(line, "[APPENDUID "):
 			out = appendUIDRE.ReplaceAllString(line, "")
+		case mode == "UID max in SEARCH" && strings.HasPrefix(line, "* SEARCH"):
+			out = "* SEARCH 4294967295\r\n"
+		case mode == "huge range in ESEARCH" && strings.HasPrefix(line, "* SEARCH"):
+			// go-imap takes an ESEARCH for the answer to the search it
+			// names, asked for or not.
+			out = "* ESEARCH (TAG \"" + *searchTag.Load() + "\") UID ALL 1:4000000000\r\n"
+		case mode == "huge COPYUID":
+			out = copyUIDRE.ReplaceAllString(line, "[COPYUID $1 $2 1:4294967295]")
 		case mode == "data after BYE" && strings.HasPrefix(line, "* SEARCH"):
 			out = "* BYE going away\r\n* SEARCH\r\n"
 		case mode == "UIDVALIDITY 0":
@@ -267,18 +280,23 @@ func TestHostileServer(t *testing.T) {
 		// deposit makes a voicemail while the lie goes on, which has to
 		// wait for an honest server.
 		deposit bool
+		// sync asks for a sync while the lie goes on, which must fail
+		// with fault (not hang).
+		sync bool
 	}{
-		{"empty search", nil, false}, // trusted copies a FETCH shows
-		{"empty answers", upstream.ErrServerFault, false},
-		{"data after BYE", upstream.ErrServerFault, false},
-		{"UIDVALIDITY 0", upstream.ErrServerFault, true},
-		{"hides new copies", upstream.ErrServerFault, true},
-		{"silent after SELECT", errAny, true},
-		{"2 GB literal in LIST", upstream.ErrServerFault, false},
-		{"endless line", upstream.ErrServerFault, false},
-		{"2 GB literal in FETCH", upstream.ErrServerFault, false},
-		{"2 GB unsolicited body while idling", upstream.ErrServerFault, false},
-		{"unsolicited flood for other mail", nil, false},
+		{"empty search", nil, false, false}, // trusted copies a FETCH shows
+		{"empty answers", upstream.ErrServerFault, false, false},
+		{"data after BYE", upstream.ErrServerFault, false, false},
+		{"UIDVALIDITY 0", upstream.ErrServerFault, true, false},
+		{"hides new copies", upstream.ErrServerFault, true, false},
+		{"silent after SELECT", errAny, true, false},
+		{"2 GB literal in LIST", upstream.ErrServerFault, false, false},
+		{"endless line", upstream.ErrServerFault, false, false},
+		{"2 GB literal in FETCH", upstream.ErrServerFault, false, false},
+		{"2 GB unsolicited body while idling", upstream.ErrServerFault, false, false},
+		{"unsolicited flood for other mail", nil, false, false},
+		{"UID max in SEARCH", upstream.ErrServerFault, false, true},
+		{"huge range in ESEARCH", upstream.ErrServerFault, false, true},
 	}
 	var users []string
 	for i := range modes {
@@ -336,6 +354,14 @@ func TestHostileServer(t *testing.T) {
 				late = deposit(t, mb, "late")
 			}
 			time.Sleep(3 * time.Second)
+			if tc.sync {
+				sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				err := e.eng.Sync(sctx, user)
+				cancel()
+				if !errors.Is(err, tc.fault) {
+					t.Errorf("Sync() = %v, want %v", err, tc.fault)
+				}
+			}
 			peak := stop()
 			st := e.eng.Status(user)
 			reconnects := h.conns.Load() - conns
@@ -396,6 +422,47 @@ func TestHostileServer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHugeCOPYUID: the server answers the move of a copy back from Trash
+// (the phone's undelete) with a COPYUID naming 1:4294967295 in the folder.
+// One copy has one UID: the sync fails at once with a server fault instead
+// of counting to 2^32, the voicemail stays in INBOX on the phone, and once
+// the server is honest it has its one copy in the folder and none in Trash.
+func TestHugeCOPYUID(t *testing.T) {
+	e, h, mb := throughHostile(t)
+	ctx := context.Background()
+	m := deposit(t, mb, "100")
+	e.waitSynced("1001")
+	mc := newMailClient(t, e.d, "1001")
+	if err := mb.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "copy in Trash", func() bool { return len(mc.live("Trash", m.ID)) == 1 })
+	e.waitSynced("1001")
+
+	h.setMode("huge COPYUID")
+	if _, err := mb.Undelete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := e.eng.Sync(sctx, "1001"); !errors.Is(err, upstream.ErrServerFault) {
+		t.Errorf("Sync() = %v, want %v", err, upstream.ErrServerFault)
+	}
+	if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Inbox {
+		t.Errorf("voicemail after the lie: folder %q, %v; want INBOX", got.Folder, err)
+	}
+
+	h.setMode("")
+	e.waitSynced("1001")
+	e.waitSynced("1001")
+	if n, k := len(mc.live("INBOX", m.ID)), len(mc.live("Trash", m.ID)); n != 1 || k != 0 {
+		t.Errorf("live copies in INBOX, Trash = %d, %d; want 1, 0", n, k)
+	}
+	if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Inbox {
+		t.Errorf("voicemail: folder %q, %v; want INBOX", got.Folder, err)
 	}
 }
 

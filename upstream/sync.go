@@ -97,7 +97,11 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 		return ob, 0, fmt.Errorf("upstream: UID SEARCH: %w", err)
 	}
 	var shown imap.UID // a message the server showed to be there
-	if uids := sd.AllUIDs(); len(uids) > 0 {
+	uids, err := searchUIDs(sd, numMessages(c))
+	if err != nil {
+		return ob, 0, err
+	}
+	if len(uids) > 0 {
 		section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
 		w.arm()
 		bufs, err := fetchHeaders(c, uids, section)
@@ -161,7 +165,11 @@ func (w *worker) observeArrivals(c *imapclient.Client, ob *observation, byUID ma
 	if err != nil {
 		return fmt.Errorf("upstream: UID SEARCH: %w", err)
 	}
-	uids := slices.DeleteFunc(sd.AllUIDs(), func(u imap.UID) bool { _, ok := byUID[u]; return ok })
+	uids, err := searchUIDs(sd, numMessages(c))
+	if err != nil {
+		return err
+	}
+	uids = slices.DeleteFunc(uids, func(u imap.UID) bool { _, ok := byUID[u]; return ok })
 	if len(uids) == 0 {
 		return nil
 	}
@@ -658,7 +666,7 @@ func (w *worker) search(c *imapclient.Client, crit *imap.SearchCriteria) ([]imap
 	if err != nil {
 		return nil, fmt.Errorf("upstream: UID SEARCH: %w", err)
 	}
-	return sd.AllUIDs(), nil
+	return searchUIDs(sd, numMessages(c))
 }
 
 // hasTrash tells whether deleted copies go to a Trash folder.
@@ -735,19 +743,25 @@ func (w *worker) trashLive(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID
 	if err := w.reselect(c); err != nil {
 		return nil, err
 	}
-	if _, err := sel.Wait(); err != nil {
+	sd, err := sel.Wait()
+	if err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) {
 			return found, nil // no Trash after all: the searches failed too
 		}
 		return nil, fmt.Errorf("upstream: examine %q: %w", w.trash, err)
 	}
+	inTrash := sd.NumMessages // the client's view is of the folder again
 	for i, s := range searches {
 		sd, err := s.Wait()
 		if err != nil {
 			return nil, fmt.Errorf("upstream: UID SEARCH in %q: %w", w.trash, err)
 		}
-		if uids := sd.AllUIDs(); len(uids) > 0 {
+		uids, err := searchUIDs(sd, inTrash)
+		if err != nil {
+			return nil, err
+		}
+		if len(uids) > 0 {
 			slices.Sort(uids)
 			found[ids[i]] = uids
 		}
@@ -852,7 +866,9 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (uid imap.UID, ok b
 		if err != nil {
 			return 0, false, fmt.Errorf("upstream: UID MOVE to %q: %w", w.cfg.Folder, err)
 		}
-		uid = w.copiedUID(md.UIDValidity, md.DestUIDs)
+		if uid, err = w.copiedUID(md.UIDValidity, md.DestUIDs); err != nil {
+			return 0, false, err
+		}
 	} else {
 		cd, err := c.Copy(set, w.cfg.Folder).Wait()
 		if expungeIssued(err) {
@@ -861,7 +877,9 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (uid imap.UID, ok b
 		if err != nil {
 			return 0, false, fmt.Errorf("upstream: UID COPY to %q: %w", w.cfg.Folder, err)
 		}
-		uid = w.copiedUID(cd.UIDValidity, cd.DestUIDs)
+		if uid, err = w.copiedUID(cd.UIDValidity, cd.DestUIDs); err != nil {
+			return 0, false, err
+		}
 		if err := w.expungeUIDs(c, set); err != nil {
 			return 0, false, err
 		}
@@ -886,16 +904,18 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (uid imap.UID, ok b
 	return uid, true, nil
 }
 
-// copiedUID is the one UID a COPYUID names in the folder, or 0.
-func (w *worker) copiedUID(validity uint32, dest imap.NumSet) imap.UID {
-	set, ok := dest.(imap.UIDSet)
-	if !ok || validity == 0 || validity != w.st.UIDValidity {
-		return 0
+// copiedUID is the one UID a COPYUID names in the folder, or 0 when it
+// names none of this UIDVALIDITY. One copy has one UID: a set of more, or
+// with a UID no folder reaches, is a server fault.
+func (w *worker) copiedUID(validity uint32, dest imap.NumSet) (imap.UID, error) {
+	if dest == nil || validity == 0 || validity != w.st.UIDValidity {
+		return 0, nil
 	}
-	if uids, ok := set.Nums(); ok && len(uids) == 1 {
-		return uids[0]
+	uids, err := serverUIDs(dest, 1, "COPYUID")
+	if err != nil || len(uids) == 0 {
+		return 0, err
 	}
-	return 0
+	return uids[0], nil
 }
 
 // maxRecheck bounds how many voicemails moved to Trash the next full pass
