@@ -69,10 +69,14 @@
 //
 // Every peer may be hostile, the mail server too. The engine reads the
 // connection through a guard that ends it at a response line longer than
-// Options.MaxLine or literals beyond Options.MaxLiteral (the engine asks for
-// nothing larger than one header field); the bodies of FETCH responses the
-// server sends unasked are read and dropped, never kept, and wake the
-// worker only when they may concern one of its copies. Every command has
+// Options.MaxLine, literals beyond Options.MaxLiteral (the engine asks for
+// nothing larger than one header field), or an answer to one command (or
+// what comes while idling) beyond Options.MaxAnswer and 1 KiB for each
+// message a FETCH names, so endless LIST or SEARCH responses cost a few
+// MiB, not what the server can send in a command's deadline; the bodies
+// of FETCH responses the server sends unasked are read and dropped, never
+// kept, and wake the worker only when they may concern one of its
+// copies. Every command has
 // a deadline (Options.CommandTimeout), so a server that falls silent is
 // abandoned. A UIDVALIDITY of 0, or one that changes within a session or
 // within ten minutes of the last change, is a fault; so is a set of UIDs

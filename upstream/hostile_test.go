@@ -104,6 +104,22 @@ func flood(w io.Writer, b byte, n int64) {
 	}
 }
 
+// floodLines writes the lines line(0), line(1), ... until they add up to n
+// bytes or the peer goes.
+func floodLines(w io.Writer, line func(i int) string, n int) {
+	var buf []byte
+	for i := 0; n > 0; i++ {
+		buf = append(buf, line(i)...)
+		if len(buf) >= 64<<10 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+			n -= len(buf)
+			buf = buf[:0]
+		}
+	}
+}
+
 func (h *hostile) serve(c net.Conn) {
 	h.mu.Lock()
 	h.open[c] = true
@@ -214,6 +230,16 @@ func (h *hostile) serve(c net.Conn) {
 			io.WriteString(c, "* LIST () \"/\" ")
 			flood(c, 'x', 4<<30)
 			return
+		case mode == "endless LIST" && strings.HasPrefix(line, "* LIST"):
+			// Endless as far as the engine's memory goes: 64 MiB, then
+			// silence.
+			floodLines(c, func(i int) string { return "* LIST () \"/\" f" + strconv.Itoa(i) + "\r\n" }, 64<<20)
+			silent = true
+			continue
+		case mode == "endless SEARCH" && strings.HasPrefix(line, "* SEARCH"):
+			floodLines(c, func(i int) string { return "* SEARCH " + strconv.Itoa(2*i+1) + "\r\n" }, 64<<20)
+			silent = true
+			continue
 		case mode == "2 GB literal in FETCH" && strings.HasPrefix(line, "* ") && strings.Contains(line, " FETCH "):
 			io.WriteString(c, "* 1 FETCH (UID 1 BODY[HEADER.FIELDS (X-UM-MESSAGE-ID)] {2000000000}\r\n")
 			flood(c, 'x', 2000000000)
@@ -297,6 +323,8 @@ func TestHostileServer(t *testing.T) {
 		{"unsolicited flood for other mail", nil, false, false},
 		{"UID max in SEARCH", upstream.ErrServerFault, false, true},
 		{"huge range in ESEARCH", upstream.ErrServerFault, false, true},
+		{"endless LIST", upstream.ErrServerFault, false, true},
+		{"endless SEARCH", upstream.ErrServerFault, false, true},
 	}
 	var users []string
 	for i := range modes {
@@ -313,7 +341,7 @@ func TestHostileServer(t *testing.T) {
 			// the deadline, so the endless line is refused by the guard
 			// rather than abandoned as silence.
 			opts.MaxLine = 64 << 10
-			if tc.mode == "endless line" || strings.HasPrefix(tc.mode, "2 GB") {
+			if strings.HasPrefix(tc.mode, "endless") || strings.HasPrefix(tc.mode, "2 GB") {
 				// A flood is refused by size, not time: under the race
 				// detector on a busy machine 64 KiB can take longer than
 				// 500 ms to arrive, and the deadline would end it first.

@@ -17,8 +17,8 @@ import (
 )
 
 // ErrServerFault is wrapped by the errors of sessions the engine ended
-// because the server sent what it refuses to act on: a line or literal over
-// the limits, a UIDVALIDITY of 0 or one that changes within a session,
+// because the server sent what it refuses to act on: a line, literal or
+// answer over the limits, a UIDVALIDITY of 0 or one that changes within a session,
 // answers that contradict each other, data after BYE, or a command not
 // answered in time. Nothing is changed on an answer like that; the worker
 // backs off as after any failure and Status shows the error.
@@ -63,7 +63,7 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 		if changedSince {
 			opts.ChangedSince = w.st.HighestModSeq
 		}
-		w.arm()
+		w.armFetch(len(byUID))
 		bufs, err := c.Fetch(imap.UIDSetNum(slices.Collect(maps.Keys(byUID))...), opts).Collect()
 		if err != nil {
 			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
@@ -103,7 +103,7 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 	}
 	if len(uids) > 0 {
 		section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
-		w.arm()
+		w.armFetch(len(uids))
 		bufs, err := fetchHeaders(c, uids, section)
 		if err != nil {
 			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
@@ -174,7 +174,7 @@ func (w *worker) observeArrivals(c *imapclient.Client, ob *observation, byUID ma
 		return nil
 	}
 	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
-	w.arm()
+	w.armFetch(len(uids))
 	bufs, err := fetchHeaders(c, uids, section)
 	if err != nil {
 		return fmt.Errorf("upstream: UID FETCH: %w", err)
@@ -215,7 +215,7 @@ func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID, shown imap.U
 		last = bufs[0].UID
 		set.AddNum(last)
 	}
-	w.arm()
+	w.armFetch(len(uids) + 1)
 	bufs, err := c.Fetch(set, &imap.FetchOptions{UID: true, Flags: true}).Collect()
 	if err != nil {
 		return nil, fmt.Errorf("upstream: UID FETCH: %w", err)

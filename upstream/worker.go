@@ -134,9 +134,17 @@ func (w *worker) setErr(err error) {
 }
 
 // arm sets the deadline of the command about to be sent.
-func (w *worker) arm() {
+func (w *worker) arm() { w.armFetch(0) }
+
+// fetchAnswer is what the answer about one message of a FETCH may take
+// beyond Options.MaxAnswer: its UID, flags and one header field take a
+// tenth of it.
+const fetchAnswer = 1 << 10
+
+// armFetch is arm for a FETCH of n messages.
+func (w *worker) armFetch(n int) {
 	if w.g != nil {
-		w.g.arm(w.e.opts.CommandTimeout)
+		w.g.armFor(w.e.opts.CommandTimeout, int64(n)*fetchAnswer)
 	}
 }
 
