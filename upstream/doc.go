@@ -82,7 +82,9 @@
 // within ten minutes of the last change, is a fault; so is a set of UIDs
 // (a search's result, a COPYUID) that names 0 or 4294967295, more UIDs
 // than the folder holds, or more than one for one copy: a set is checked
-// before it is expanded, never counted through. A fault ends the
+// before it is expanded, never counted through. So is a FETCH answer that
+// names a copy without the flags asked for: read as no flags, it would
+// make a heard voicemail unheard. A fault ends the
 // session with an error wrapping ErrServerFault, changes nothing, and the
 // worker backs off without the reset a successful sync would give; an
 // upload whose copy the server then does not show is not tried again

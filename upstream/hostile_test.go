@@ -87,6 +87,7 @@ var (
 	validityRE  = regexp.MustCompile(`\[UIDVALIDITY \d+\]`)
 	appendUIDRE = regexp.MustCompile(`\[APPENDUID \d+ \d+\] ?`)
 	copyUIDRE   = regexp.MustCompile(`\[COPYUID (\d+) (\S+) \S+\]`)
+	flagsRE     = regexp.MustCompile(` ?FLAGS \([^)]*\)`)
 )
 
 // flood writes n bytes of filler (all of them, or until the peer goes).
@@ -212,6 +213,8 @@ func (h *hostile) serve(c net.Conn) {
 			// go-imap takes an ESEARCH for the answer to the search it
 			// names, asked for or not.
 			out = "* ESEARCH (TAG \"" + *searchTag.Load() + "\") UID ALL 1:4000000000\r\n"
+		case mode == "no FLAGS in FETCH" && strings.HasPrefix(line, "* ") && strings.Contains(line, " FETCH ("):
+			out = strings.Replace(flagsRE.ReplaceAllString(line, ""), "FETCH ( ", "FETCH (", 1)
 		case mode == "huge COPYUID":
 			out = copyUIDRE.ReplaceAllString(line, "[COPYUID $1 $2 1:4294967295]")
 		case mode == "data after BYE" && strings.HasPrefix(line, "* SEARCH"):
@@ -325,6 +328,9 @@ func TestHostileServer(t *testing.T) {
 		{"huge range in ESEARCH", upstream.ErrServerFault, false, true},
 		{"endless LIST", upstream.ErrServerFault, false, true},
 		{"endless SEARCH", upstream.ErrServerFault, false, true},
+		// A copy seen without its flags is not one without flags: the
+		// heard voicemail stays heard.
+		{"no FLAGS in FETCH", upstream.ErrServerFault, false, true},
 	}
 	var users []string
 	for i := range modes {
@@ -427,6 +433,9 @@ func TestHostileServer(t *testing.T) {
 				got, err := mb.Message(ctx, m.ID)
 				if err != nil || got.Folder != um.Inbox {
 					t.Fatalf("voicemail %s after %q: folder %q, %v; want INBOX", m.CallerNumber, tc.mode, got.Folder, err)
+				}
+				if heard := got.Flags&um.FlagHeard != 0; heard != (m.ID == msgs[0].ID) {
+					t.Errorf("voicemail %s after %q: heard %v, want %v", m.CallerNumber, tc.mode, heard, !heard)
 				}
 			}
 			want := mwiBefore.New

@@ -19,7 +19,7 @@ import (
 // ErrServerFault is wrapped by the errors of sessions the engine ended
 // because the server sent what it refuses to act on: a line, literal or
 // answer over the limits, a UIDVALIDITY of 0 or one that changes within a session,
-// answers that contradict each other, data after BYE, or a command not
+// answers that contradict each other or leave out what was asked, data after BYE, or a command not
 // answered in time. Nothing is changed on an answer like that; the worker
 // backs off as after any failure and Status shows the error.
 var ErrServerFault = errors.New("upstream: server fault")
@@ -58,22 +58,20 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 		if len(byUID) == 0 {
 			return ob, modseq, nil
 		}
-		opts := &imap.FetchOptions{UID: true, Flags: true}
 		changedSince := condstore && !expunged && w.st.HighestModSeq > 0
+		var since uint64
 		if changedSince {
-			opts.ChangedSince = w.st.HighestModSeq
+			since = w.st.HighestModSeq
 		}
-		w.armFetch(len(byUID))
-		bufs, err := c.Fetch(imap.UIDSetNum(slices.Collect(maps.Keys(byUID))...), opts).Collect()
+		got, err := w.fetchUIDs(c, slices.Collect(maps.Keys(byUID)), nil, since)
 		if err != nil {
-			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
+			return ob, 0, err
 		}
-		seen := make(map[imap.UID]bool, len(bufs))
-		for _, b := range bufs {
-			if id, ok := byUID[b.UID]; ok && !seen[b.UID] {
-				seen[b.UID] = true
-				ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
-			}
+		seen := make(map[imap.UID]bool, len(got))
+		for _, f := range got {
+			id := byUID[f.uid]
+			seen[f.uid] = true
+			ob.copies[id] = append(ob.copies[id], upMsg{uid: f.uid, flags: f.flags})
 		}
 		for uid, id := range byUID {
 			if seen[uid] {
@@ -102,16 +100,14 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 		return ob, 0, err
 	}
 	if len(uids) > 0 {
-		section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
-		w.armFetch(len(uids))
-		bufs, err := fetchHeaders(c, uids, section)
+		got, err := w.fetchUIDs(c, uids, idSection(), 0)
 		if err != nil {
-			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
+			return ob, 0, err
 		}
-		for _, b := range bufs {
-			shown = max(shown, b.UID)
-			if id, ok := parseIDHeader(b.FindBodySection(section)); ok {
-				ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
+		for _, f := range got {
+			shown = max(shown, f.uid)
+			if id, ok := parseIDHeader(f.header); ok {
+				ob.copies[id] = append(ob.copies[id], upMsg{uid: f.uid, flags: f.flags})
 			}
 		}
 	}
@@ -173,18 +169,22 @@ func (w *worker) observeArrivals(c *imapclient.Client, ob *observation, byUID ma
 	if len(uids) == 0 {
 		return nil
 	}
-	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
-	w.armFetch(len(uids))
-	bufs, err := fetchHeaders(c, uids, section)
+	got, err := w.fetchUIDs(c, uids, idSection(), 0)
 	if err != nil {
-		return fmt.Errorf("upstream: UID FETCH: %w", err)
+		return err
 	}
-	for _, b := range bufs {
-		if id, ok := parseIDHeader(b.FindBodySection(section)); ok {
-			ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
+	for _, f := range got {
+		if id, ok := parseIDHeader(f.header); ok {
+			ob.copies[id] = append(ob.copies[id], upMsg{uid: f.uid, flags: f.flags})
 		}
 	}
 	return nil
+}
+
+// idSection is the header field that names a copy's voicemail, fetched
+// without setting \Seen.
+func idSection() *imap.FetchItemBodySection {
+	return &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
 }
 
 // confirmGone asks the server about UIDs a search did not find. The
@@ -199,10 +199,10 @@ func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID, shown imap.U
 	if mbox == nil {
 		return nil, fmt.Errorf("%w: no folder selected", ErrServerFault)
 	}
-	set := imap.UIDSetNum(uids...)
+	ask := slices.Clone(uids)
 	last := shown
 	if last != 0 {
-		set.AddNum(last)
+		ask = append(ask, last)
 	} else if n := mbox.NumMessages; n > 0 {
 		w.arm()
 		bufs, err := c.Fetch(imap.SeqSetNum(n), &imap.FetchOptions{UID: true}).Collect()
@@ -213,19 +213,18 @@ func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID, shown imap.U
 			return nil, fmt.Errorf("%w: no UID for message %d of %d", ErrServerFault, n, n)
 		}
 		last = bufs[0].UID
-		set.AddNum(last)
+		ask = append(ask, last)
 	}
-	w.armFetch(len(uids) + 1)
-	bufs, err := c.Fetch(set, &imap.FetchOptions{UID: true, Flags: true}).Collect()
+	got, err := w.fetchUIDs(c, ask, nil, 0)
 	if err != nil {
-		return nil, fmt.Errorf("upstream: UID FETCH: %w", err)
+		return nil, err
 	}
 	present := make(map[imap.UID]um.Flags)
 	sawLast := false
-	for _, b := range bufs {
-		sawLast = sawLast || b.UID == last
-		if slices.Contains(uids, b.UID) {
-			present[b.UID] = fromIMAP(b.Flags)
+	for _, f := range got {
+		sawLast = sawLast || f.uid == last
+		if slices.Contains(uids, f.uid) {
+			present[f.uid] = f.flags
 		}
 	}
 	if last != 0 && !sawLast {
