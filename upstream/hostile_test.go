@@ -20,6 +20,7 @@ import (
 	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/upstream"
+	"github.com/emersion/go-imap/v2"
 )
 
 // hostile is a mail server that lies: a proxy on loopback that ends TLS,
@@ -137,6 +138,19 @@ func (h *hostile) serve(c net.Conn) {
 	}
 	defer b.Close()
 	var searchTag atomic.Pointer[string] // of the last UID SEARCH on this connection
+	// The commands of this connection not yet answered, oldest first:
+	// Dovecot answers pipelined commands in order, so the first is the one
+	// an untagged response belongs to.
+	var qmu sync.Mutex
+	var queue [][2]string // tag, command
+	current := func() string {
+		qmu.Lock()
+		defer qmu.Unlock()
+		if len(queue) == 0 {
+			return ""
+		}
+		return queue[0][1]
+	}
 	go func() {
 		br := bufio.NewReader(c)
 		for {
@@ -148,8 +162,14 @@ func (h *hostile) serve(c net.Conn) {
 			h.mu.Lock()
 			h.cmds = append(h.cmds, line)
 			h.mu.Unlock()
-			if tag, rest, ok := strings.Cut(line, " "); ok && strings.HasPrefix(strings.ToUpper(rest), "UID SEARCH") {
-				searchTag.Store(&tag)
+			if tag, rest, ok := strings.Cut(line, " "); ok {
+				// Lines without a space are no commands: DONE, SASL.
+				qmu.Lock()
+				queue = append(queue, [2]string{tag, strings.ToUpper(rest)})
+				qmu.Unlock()
+				if strings.HasPrefix(strings.ToUpper(rest), "UID SEARCH") {
+					searchTag.Store(&tag)
+				}
 			}
 			if f := h.before.Load(); f != nil {
 				(*f)(line)
@@ -182,6 +202,17 @@ func (h *hostile) serve(c net.Conn) {
 			continue
 		}
 		mode := *h.mode.Load()
+		cmd := current()
+		if tag, _, ok := strings.Cut(line, " "); ok && tag != "*" && tag != "+" {
+			qmu.Lock()
+			for i, q := range queue {
+				if q[0] == tag {
+					queue = queue[i+1:]
+					break
+				}
+			}
+			qmu.Unlock()
+		}
 		out := line
 		switch {
 		case mode == "empty search" && strings.HasPrefix(line, "* SEARCH"):
@@ -215,6 +246,13 @@ func (h *hostile) serve(c net.Conn) {
 			out = "* ESEARCH (TAG \"" + *searchTag.Load() + "\") UID ALL 1:4000000000\r\n"
 		case mode == "no FLAGS in FETCH" && strings.HasPrefix(line, "* ") && strings.Contains(line, " FETCH ("):
 			out = strings.Replace(flagsRE.ReplaceAllString(line, ""), "FETCH ( ", "FETCH (", 1)
+		case mode == "Trash recreated" && strings.HasPrefix(cmd, "SELECT ") && strings.Contains(cmd, "TRASH"):
+			// Read-write selects of Trash see another UIDVALIDITY than
+			// its EXAMINEs.
+			out = validityRE.ReplaceAllStringFunc(line, func(v string) string {
+				n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(v, "[UIDVALIDITY "), "]"), 10, 32)
+				return "[UIDVALIDITY " + strconv.FormatUint(n+1, 10) + "]"
+			})
 		case mode == "huge COPYUID":
 			out = copyUIDRE.ReplaceAllString(line, "[COPYUID $1 $2 1:4294967295]")
 		case mode == "data after BYE" && strings.HasPrefix(line, "* SEARCH"):
@@ -500,6 +538,59 @@ func TestHugeCOPYUID(t *testing.T) {
 	}
 	if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Inbox {
 		t.Errorf("voicemail: folder %q, %v; want INBOX", got.Folder, err)
+	}
+}
+
+// TestTrashRecreatedBeforeDedup: between the engine's look into Trash
+// (EXAMINE and searches) and its removal of a second copy there (SELECT,
+// STORE \Deleted, UID EXPUNGE), Trash answers another UIDVALIDITY: it
+// was recreated, and the UIDs the look found name other mail now. The
+// sync fails with a server fault and nothing is stored or expunged;
+// once the server is honest the second copy goes.
+func TestTrashRecreatedBeforeDedup(t *testing.T) {
+	e, h, mb := throughHostile(t)
+	ctx := context.Background()
+	m := deposit(t, mb, "100")
+	e.waitSynced("1001")
+	mc := newMailClient(t, e.d, "1001")
+	before := e.eng.Status("1001").LastSync
+	if err := mb.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The engine's own pass carries the delete over and remembers the
+	// voicemail for the next full pass to look at Trash again.
+	eventually(t, "the delete carried over", func() bool {
+		st := e.eng.Status("1001")
+		return st.LastSync.After(before) && st.Lag == 0 && len(mc.live("Trash", m.ID)) == 1
+	})
+	// The user's client makes a second copy in Trash.
+	uids := mc.live("Trash", m.ID)
+	if _, err := mc.c.Copy(imap.UIDSetNum(uids...), "Trash").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(mc.live("Trash", m.ID)); n != 2 {
+		t.Fatalf("live copies in Trash = %d, want 2", n)
+	}
+
+	h.setMode("Trash recreated")
+	stores, expunges := h.commands("UID STORE"), h.commands("UID EXPUNGE")
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := e.eng.Sync(sctx, "1001"); !errors.Is(err, upstream.ErrServerFault) {
+		t.Errorf("Sync() = %v, want %v", err, upstream.ErrServerFault)
+	}
+	if n, k := h.commands("UID STORE")-stores, h.commands("UID EXPUNGE")-expunges; n != 0 || k != 0 {
+		t.Errorf("UID STORE, UID EXPUNGE commands after Trash's UIDVALIDITY changed = %d, %d; want 0, 0", n, k)
+	}
+	if n := len(mc.live("Trash", m.ID)); n != 2 {
+		t.Errorf("live copies in Trash after the lie = %d, want 2 (untouched)", n)
+	}
+
+	h.setMode("")
+	e.waitSynced("1001")
+	eventually(t, "one live copy in Trash", func() bool { return len(mc.live("Trash", m.ID)) == 1 })
+	if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Trash {
+		t.Errorf("voicemail: folder %q, %v; want um's Trash", got.Folder, err)
 	}
 }
 

@@ -728,11 +728,12 @@ func (w *worker) expungeUIDs(c *imapclient.Client, set imap.UIDSet) error {
 // trashLive finds the live copies of each voicemail in the server's Trash
 // in one round trip: the EXAMINE of Trash, a search per voicemail and the
 // folder's SELECT go out back to back. A Trash that cannot be selected
-// holds nothing.
-func (w *worker) trashLive(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID][]imap.UID, error) {
-	found := make(map[uuid.UUID][]imap.UID)
+// holds nothing. validity is Trash's UIDVALIDITY, which the UIDs found
+// belong to.
+func (w *worker) trashLive(c *imapclient.Client, ids []uuid.UUID) (found map[uuid.UUID][]imap.UID, validity uint32, err error) {
+	found = make(map[uuid.UUID][]imap.UID)
 	if !w.hasTrash() || len(ids) == 0 {
-		return found, nil
+		return found, 0, nil
 	}
 	sel := c.Select(w.trash, &imap.SelectOptions{ReadOnly: true})
 	searches := make([]*imapclient.SearchCommand, len(ids))
@@ -740,37 +741,37 @@ func (w *worker) trashLive(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID
 		searches[i] = c.UIDSearch(liveCriteria(id), nil)
 	}
 	if err := w.reselect(c); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	sd, err := sel.Wait()
 	if err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) {
-			return found, nil // no Trash after all: the searches failed too
+			return found, 0, nil // no Trash after all: the searches failed too
 		}
-		return nil, fmt.Errorf("upstream: examine %q: %w", w.trash, err)
+		return nil, 0, fmt.Errorf("upstream: examine %q: %w", w.trash, err)
 	}
 	inTrash := sd.NumMessages // the client's view is of the folder again
 	for i, s := range searches {
 		sd, err := s.Wait()
 		if err != nil {
-			return nil, fmt.Errorf("upstream: UID SEARCH in %q: %w", w.trash, err)
+			return nil, 0, fmt.Errorf("upstream: UID SEARCH in %q: %w", w.trash, err)
 		}
 		uids, err := searchUIDs(sd, inTrash)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if len(uids) > 0 {
 			slices.Sort(uids)
 			found[ids[i]] = uids
 		}
 	}
-	return found, nil
+	return found, sd.UIDValidity, nil
 }
 
 // inTrash tells which of the voicemails have a copy in the server's Trash.
 func (w *worker) inTrash(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
-	live, err := w.trashLive(c, ids)
+	live, _, err := w.trashLive(c, ids)
 	found := make(map[uuid.UUID]bool, len(live))
 	for id := range live {
 		found[id] = true
@@ -784,7 +785,7 @@ func (w *worker) inTrash(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID]b
 // engine's: two COPYs, or two MOVEs where the server's MOVE is a copy and
 // an expunge (Dovecot's). Looking costs one round trip.
 func (w *worker) dedupTrash(c *imapclient.Client, ids []uuid.UUID) error {
-	live, err := w.trashLive(c, ids)
+	live, validity, err := w.trashLive(c, ids)
 	if err != nil {
 		return err
 	}
@@ -792,14 +793,14 @@ func (w *worker) dedupTrash(c *imapclient.Client, ids []uuid.UUID) error {
 	for _, uids := range live {
 		extra = append(extra, uids[1:]...)
 	}
-	return w.inTrashFolder(c, extra)
+	return w.inTrashFolder(c, extra, validity)
 }
 
 // clearTrash removes the live copies of voicemail that is back in the
 // folder from the server's Trash: expunged where UIDPLUS allows, else
 // marked \Deleted.
 func (w *worker) clearTrash(c *imapclient.Client, ids []uuid.UUID) error {
-	live, err := w.trashLive(c, ids)
+	live, validity, err := w.trashLive(c, ids)
 	if err != nil {
 		return err
 	}
@@ -807,18 +808,25 @@ func (w *worker) clearTrash(c *imapclient.Client, ids []uuid.UUID) error {
 	for _, u := range live {
 		uids = append(uids, u...)
 	}
-	return w.inTrashFolder(c, uids)
+	return w.inTrashFolder(c, uids, validity)
 }
 
 // inTrashFolder removes copies from the server's Trash (expunged where
 // UIDPLUS allows, else marked \Deleted) and selects the folder again.
-func (w *worker) inTrashFolder(c *imapclient.Client, uids []imap.UID) error {
+// The UIDs were found under Trash's UIDVALIDITY validity: under another
+// one (Trash was deleted and created again since) they name other mail,
+// and nothing is removed.
+func (w *worker) inTrashFolder(c *imapclient.Client, uids []imap.UID, validity uint32) error {
 	if len(uids) == 0 {
 		return nil
 	}
 	w.arm()
-	if _, err := c.Select(w.trash, nil).Wait(); err != nil {
+	sel, err := c.Select(w.trash, nil).Wait()
+	if err != nil {
 		return fmt.Errorf("upstream: select %q: %w", w.trash, err)
+	}
+	if sel.UIDValidity == 0 || sel.UIDValidity != validity {
+		return fmt.Errorf("%w: UIDVALIDITY of %q was %d when its copies were found, is %d now", ErrServerFault, w.trash, validity, sel.UIDValidity)
 	}
 	if err := w.expungeUIDs(c, imap.UIDSetNum(uids...)); err != nil {
 		return err
