@@ -450,6 +450,18 @@ func (w *worker) unsolicitedFetch(m *imapclient.FetchMessageData) {
 	w.poke()
 }
 
+// explain names the cause of a session's failure err where the guard knows
+// it: the limit the server broke (go-imap's errors do not wrap what the
+// connection's Read returned), or the command deadline.
+func (w *worker) explain(err error) error {
+	if ferr := w.g.fault(); ferr != nil && err != nil && !errors.Is(err, ErrServerFault) {
+		return fmt.Errorf("%w (%w)", ferr, err)
+	} else if err != nil && w.g.expired() {
+		return fmt.Errorf("upstream: no answer from %s within %v: %w", w.cfg.Addr, w.e.opts.CommandTimeout, err)
+	}
+	return err
+}
+
 // session connects, brings both sides in line, then follows changes on
 // both until the connection fails or ctx is done. synced reports whether
 // it got as far as one complete sync.
@@ -459,11 +471,7 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 		return false, err
 	}
 	defer func() {
-		if ferr := w.g.fault(); ferr != nil && err != nil && !errors.Is(err, ErrServerFault) {
-			err = fmt.Errorf("%w (%w)", ferr, err)
-		} else if err != nil && w.g.expired() {
-			err = fmt.Errorf("upstream: no answer from %s within %v: %w", w.cfg.Addr, w.e.opts.CommandTimeout, err)
-		}
+		err = w.explain(err)
 		w.transport = err != nil && ctx.Err() == nil && !errors.Is(err, ErrServerFault) && connLost(c, err)
 		c.Close()
 		w.mu.Lock()
@@ -489,8 +497,11 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 	waiting := w.pending
 	w.pending = nil
 	defer func() {
-		for _, r := range waiting {
-			r <- fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, err)
+		if len(waiting) > 0 {
+			err := w.explain(err)
+			for _, r := range waiting {
+				r <- fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, err)
+			}
 		}
 	}()
 	localOnly := false
