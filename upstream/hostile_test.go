@@ -348,7 +348,7 @@ func TestHostileServer(t *testing.T) {
 		// wait for an honest server.
 		deposit bool
 		// sync asks for a sync while the lie goes on, which must fail
-		// with fault (not hang).
+		// with ErrServerFault (not hang).
 		sync bool
 	}{
 		{"empty search", nil, false, false}, // trusted copies a FETCH shows
@@ -427,12 +427,7 @@ func TestHostileServer(t *testing.T) {
 			}
 			time.Sleep(3 * time.Second)
 			if tc.sync {
-				sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				err := e.eng.Sync(sctx, user)
-				cancel()
-				if !errors.Is(err, tc.fault) {
-					t.Errorf("Sync() = %v, want %v", err, tc.fault)
-				}
+				wantFault(t, e, user)
 			}
 			peak := stop()
 			st := e.eng.Status(user)
@@ -506,26 +501,13 @@ func TestHostileServer(t *testing.T) {
 // of counting to 2^32, the voicemail stays in INBOX on the phone, and once
 // the server is honest it has its one copy in the folder and none in Trash.
 func TestHugeCOPYUID(t *testing.T) {
-	e, h, mb := throughHostile(t)
+	e, h, mb, mc, m := deletedThroughHostile(t)
 	ctx := context.Background()
-	m := deposit(t, mb, "100")
-	e.waitSynced("1001")
-	mc := newMailClient(t, e.d, "1001")
-	if err := mb.Delete(ctx, m.ID); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "copy in Trash", func() bool { return len(mc.live("Trash", m.ID)) == 1 })
-	e.waitSynced("1001")
-
 	h.setMode("huge COPYUID")
 	if _, err := mb.Undelete(ctx, m.ID); err != nil {
 		t.Fatal(err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if err := e.eng.Sync(sctx, "1001"); !errors.Is(err, upstream.ErrServerFault) {
-		t.Errorf("Sync() = %v, want %v", err, upstream.ErrServerFault)
-	}
+	wantFault(t, e, "1001")
 	if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Inbox {
 		t.Errorf("voicemail after the lie: folder %q, %v; want INBOX", got.Folder, err)
 	}
@@ -548,21 +530,8 @@ func TestHugeCOPYUID(t *testing.T) {
 // sync fails with a server fault and nothing is stored or expunged;
 // once the server is honest the second copy goes.
 func TestTrashRecreatedBeforeDedup(t *testing.T) {
-	e, h, mb := throughHostile(t)
+	e, h, mb, mc, m := deletedThroughHostile(t)
 	ctx := context.Background()
-	m := deposit(t, mb, "100")
-	e.waitSynced("1001")
-	mc := newMailClient(t, e.d, "1001")
-	before := e.eng.Status("1001").LastSync
-	if err := mb.Delete(ctx, m.ID); err != nil {
-		t.Fatal(err)
-	}
-	// The engine's own pass carries the delete over and remembers the
-	// voicemail for the next full pass to look at Trash again.
-	eventually(t, "the delete carried over", func() bool {
-		st := e.eng.Status("1001")
-		return st.LastSync.After(before) && st.Lag == 0 && len(mc.live("Trash", m.ID)) == 1
-	})
 	// The user's client makes a second copy in Trash.
 	uids := mc.live("Trash", m.ID)
 	if _, err := mc.c.Copy(imap.UIDSetNum(uids...), "Trash").Wait(); err != nil {
@@ -574,11 +543,7 @@ func TestTrashRecreatedBeforeDedup(t *testing.T) {
 
 	h.setMode("Trash recreated")
 	stores, expunges := h.commands("UID STORE"), h.commands("UID EXPUNGE")
-	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if err := e.eng.Sync(sctx, "1001"); !errors.Is(err, upstream.ErrServerFault) {
-		t.Errorf("Sync() = %v, want %v", err, upstream.ErrServerFault)
-	}
+	wantFault(t, e, "1001")
 	if n, k := h.commands("UID STORE")-stores, h.commands("UID EXPUNGE")-expunges; n != 0 || k != 0 {
 		t.Errorf("UID STORE, UID EXPUNGE commands after Trash's UIDVALIDITY changed = %d, %d; want 0, 0", n, k)
 	}
@@ -591,6 +556,37 @@ func TestTrashRecreatedBeforeDedup(t *testing.T) {
 	eventually(t, "one live copy in Trash", func() bool { return len(mc.live("Trash", m.ID)) == 1 })
 	if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Trash {
 		t.Errorf("voicemail: folder %q, %v; want um's Trash", got.Folder, err)
+	}
+}
+
+// deletedThroughHostile is throughHostile with a voicemail deposited,
+// synced and deleted on the phone, its copy moved to Trash by the
+// engine's own pass (not a full one, which would look at Trash again).
+func deletedThroughHostile(t *testing.T) (*env, *hostile, *um.Mailbox, *mailClient, um.Message) {
+	t.Helper()
+	e, h, mb := throughHostile(t)
+	m := deposit(t, mb, "100")
+	e.waitSynced("1001")
+	mc := newMailClient(t, e.d, "1001")
+	before := e.eng.Status("1001").LastSync
+	if err := mb.Delete(context.Background(), m.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the delete carried over", func() bool {
+		st := e.eng.Status("1001")
+		return st.LastSync.After(before) && st.Lag == 0 && len(mc.live("Trash", m.ID)) == 1
+	})
+	return e, h, mb, mc, m
+}
+
+// wantFault asks for a sync of mailbox, which must fail with a server
+// fault, not hang.
+func wantFault(t *testing.T, e *env, mailbox string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.eng.Sync(ctx, mailbox); !errors.Is(err, upstream.ErrServerFault) {
+		t.Errorf("Sync() = %v, want %v", err, upstream.ErrServerFault)
 	}
 }
 
