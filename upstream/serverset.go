@@ -55,16 +55,40 @@ func serverUIDs(set imap.NumSet, most uint32, what string) ([]imap.UID, error) {
 	return out, nil
 }
 
-// searchUIDs is the result of a UID SEARCH in a folder of n messages.
-func searchUIDs(sd *imap.SearchData, n uint32) ([]imap.UID, error) {
-	return serverUIDs(sd.All, n, "UID SEARCH")
+// folderMark is the selected folder's size as the server last said it,
+// and the count of its EXPUNGE responses then, taken before a search is
+// sent.
+type folderMark struct {
+	size     uint32
+	expunges int64
 }
 
-// numMessages is how many messages the selected folder holds, as far as
-// the server said (0 with none selected).
-func numMessages(c *imapclient.Client) uint32 {
-	if m := c.Mailbox(); m != nil {
-		return m.NumMessages
+func (w *worker) markFolder(c *imapclient.Client) folderMark {
+	m := folderMark{expunges: w.expunges.Load()}
+	if mb := c.Mailbox(); mb != nil {
+		m.size = mb.NumMessages
 	}
-	return 0
+	return m
+}
+
+// matchable is the most messages a search sent at m can have matched in
+// a folder the server last said holds size: size plus the EXPUNGE
+// responses since m, which may follow a result that still counted their
+// messages (Dovecot expunges between a UID SEARCH's result and its OK).
+func (w *worker) matchable(m folderMark, size uint32) uint32 {
+	gone := max(w.expunges.Load()-m.expunges, 0)
+	return uint32(min(int64(size)+gone, math.MaxUint32))
+}
+
+// search sends a UID SEARCH in the selected folder and returns the UIDs
+// it found.
+func (w *worker) search(c *imapclient.Client, crit *imap.SearchCriteria) ([]imap.UID, error) {
+	m := w.markFolder(c)
+	w.arm()
+	sd, err := c.UIDSearch(crit, nil).Wait()
+	if err != nil {
+		return nil, fmt.Errorf("upstream: UID SEARCH: %w", err)
+	}
+	size := max(m.size, w.markFolder(c).size) // EXISTS may come with the result
+	return serverUIDs(sd.All, w.matchable(m, size), "UID SEARCH")
 }

@@ -89,16 +89,11 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 	}
 
 	ob.complete = true
-	w.arm()
-	sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}}, nil).Wait()
-	if err != nil {
-		return ob, 0, fmt.Errorf("upstream: UID SEARCH: %w", err)
-	}
-	var shown imap.UID // a message the server showed to be there
-	uids, err := searchUIDs(sd, numMessages(c))
+	uids, err := w.search(c, &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}})
 	if err != nil {
 		return ob, 0, err
 	}
+	var shown imap.UID // a message the server showed to be there
 	if len(uids) > 0 {
 		got, err := w.fetchUIDs(c, uids, idSection(), 0)
 		if err != nil {
@@ -155,13 +150,8 @@ func (w *worker) observeArrivals(c *imapclient.Client, ob *observation, byUID ma
 	}
 	var above imap.UIDSet
 	above.AddRange(top+1, 0) // "top+1:*"; a truthful server answers the last message at least
-	w.arm()
-	sd, err := c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{above},
-		Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}}, nil).Wait()
-	if err != nil {
-		return fmt.Errorf("upstream: UID SEARCH: %w", err)
-	}
-	uids, err := searchUIDs(sd, numMessages(c))
+	uids, err := w.search(c, &imap.SearchCriteria{UID: []imap.UIDSet{above},
+		Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}})
 	if err != nil {
 		return err
 	}
@@ -659,15 +649,6 @@ func liveCriteria(id uuid.UUID) *imap.SearchCriteria {
 		NotFlag: []imap.Flag{imap.FlagDeleted}}
 }
 
-func (w *worker) search(c *imapclient.Client, crit *imap.SearchCriteria) ([]imap.UID, error) {
-	w.arm()
-	sd, err := c.UIDSearch(crit, nil).Wait()
-	if err != nil {
-		return nil, fmt.Errorf("upstream: UID SEARCH: %w", err)
-	}
-	return searchUIDs(sd, numMessages(c))
-}
-
 // hasTrash tells whether deleted copies go to a Trash folder.
 func (w *worker) hasTrash() bool {
 	return w.trash != "" && !strings.EqualFold(w.trash, w.cfg.Folder)
@@ -735,6 +716,7 @@ func (w *worker) trashLive(c *imapclient.Client, ids []uuid.UUID) (found map[uui
 	if !w.hasTrash() || len(ids) == 0 {
 		return found, 0, nil
 	}
+	m := w.markFolder(c)
 	sel := c.Select(w.trash, &imap.SelectOptions{ReadOnly: true})
 	searches := make([]*imapclient.SearchCommand, len(ids))
 	for i, id := range ids {
@@ -757,7 +739,7 @@ func (w *worker) trashLive(c *imapclient.Client, ids []uuid.UUID) (found map[uui
 		if err != nil {
 			return nil, 0, fmt.Errorf("upstream: UID SEARCH in %q: %w", w.trash, err)
 		}
-		uids, err := searchUIDs(sd, inTrash)
+		uids, err := serverUIDs(sd.All, w.matchable(m, inTrash), "UID SEARCH")
 		if err != nil {
 			return nil, 0, err
 		}

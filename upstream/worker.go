@@ -73,6 +73,9 @@ type worker struct {
 	// and MOVEs and UID EXPUNGEs (EXPUNGE): echoes, not news, so they wake
 	// nothing. Reset at each connection.
 	echoExists, echoExpunge atomic.Int64
+	// expunges counts the EXPUNGE responses outside the engine's own UID
+	// EXPUNGE commands, echoes or not (see folderMark).
+	expunges atomic.Int64
 
 	mu         sync.Mutex
 	stat       Status
@@ -350,6 +353,7 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	opts := &imapclient.Options{
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			Expunge: func(uint32) {
+				w.expunges.Add(1)
 				if !takeEcho(&w.echoExpunge) {
 					w.upExpunge.Store(true)
 					w.poke()
