@@ -69,17 +69,32 @@
 //
 // Every peer may be hostile, the mail server too. The engine reads the
 // connection through a guard that ends it at a response line longer than
-// Options.MaxLine or literals beyond Options.MaxLiteral (the engine asks for
-// nothing larger than one header field); the bodies of FETCH responses the
-// server sends unasked are read and dropped, never kept, and wake the
-// worker only when they may concern one of its copies. Every command has
-// a deadline (Options.CommandTimeout), so a server that falls silent is
-// abandoned. A UIDVALIDITY of 0, or one that changes within a session or
-// within ten minutes of the last change, is a fault. A fault ends the
-// session with an error wrapping ErrServerFault, changes nothing, and the
-// worker backs off without the reset a successful sync would give; an
-// upload whose copy the server then does not show is not tried again
-// before one backoff period has passed.
+// Options.MaxLine, literals beyond Options.MaxLiteral (the engine asks for
+// nothing larger than one header field), or an answer to one command (or
+// what comes while idling) beyond Options.MaxAnswer and 1 KiB for each
+// message a FETCH names, so endless LIST or SEARCH responses cost a few
+// MiB, not what the server can send within a command's deadline. The
+// bodies of FETCH responses the server sends unasked are read and
+// dropped, never kept, and wake the worker only when they may concern one
+// of its copies. Every command has a deadline (Options.CommandTimeout),
+// so a server that falls silent is abandoned. These are faults too:
+//
+//   - a UIDVALIDITY of 0, or one that changes within a session or within
+//     ten minutes of the last change;
+//   - a Trash whose UIDVALIDITY changed between the look that found
+//     copies to remove there and their removal (the UIDs would name
+//     other mail);
+//   - a set of UIDs (a search's result, a COPYUID) that names 0 or
+//     4294967295, more UIDs than the folder holds, or more than one for
+//     one copy: a set is checked before it is expanded, never counted
+//     through;
+//   - a FETCH answer that names a copy without the flags asked for: read
+//     as no flags, it would make a heard voicemail unheard.
+//
+// A fault ends the session with an error wrapping ErrServerFault, changes
+// nothing, and the worker backs off without the reset a successful sync
+// would give; an upload whose copy the server then does not show is not
+// tried again before one backoff period has passed.
 //
 // Changes from the server arrive by IDLE where offered (otherwise by polling
 // every Options.PollInterval); the flags are then fetched only for the

@@ -48,6 +48,15 @@ type Options struct {
 	// server that sends more has its connection ended with an error
 	// wrapping ErrServerFault. Default 1 MiB and 64 KiB.
 	MaxLine, MaxLiteral int64
+	// MaxAnswer is the most the engine reads in answer to one command
+	// (and while idling), besides 1 KiB for each message a FETCH names:
+	// go-imap keeps every response of a command, so a server that
+	// streams LIST or SEARCH responses without end has its connection
+	// ended, with an error wrapping ErrServerFault, once it sent this
+	// much. The engine's largest answers (a search of the folder, the
+	// account's folder list) take a few bytes per message or folder.
+	// Default 2 MiB.
+	MaxAnswer int64
 	// Logger receives what has no caller to return to: server faults and
 	// failed sessions at Warn, UIDVALIDITY changes at Info, each with the
 	// attributes mailbox and remote (never a password or token). Nil
@@ -148,6 +157,9 @@ func New(svc *um.Service, state StateStore, opts *Options) (*Engine, error) {
 	}
 	if e.opts.MaxLiteral <= 0 {
 		e.opts.MaxLiteral = 64 << 10
+	}
+	if e.opts.MaxAnswer <= 0 {
+		e.opts.MaxAnswer = 2 << 20
 	}
 	e.opts.Logger = e.logger()
 	if e.opts.LeaseTTL <= 0 {

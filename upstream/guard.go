@@ -18,13 +18,20 @@ import (
 // guard sits between the TLS connection and go-imap's client, which reads
 // lines and literals of any length: it follows the framing of the server's
 // responses and ends the connection, with an error wrapping ErrServerFault,
-// at a line longer than maxLine bytes or a response whose literals add up
-// to more than maxLiteral. It also notes a BYE, after which nothing the
-// server says is acted on, and keeps a deadline of its own on reads (arm)
-// besides the one go-imap sets.
+// at a line longer than maxLine bytes, a response whose literals add up
+// to more than maxLiteral, or more than maxAnswer bytes (plus what the
+// command may need, see armFor) read since the last command was armed:
+// go-imap keeps every LIST and SEARCH response of a command, however many
+// the server sends. It also notes a BYE, after which nothing the server
+// says is acted on, and keeps a deadline of its own on reads (arm) besides
+// the one go-imap sets.
 type guard struct {
 	net.Conn
 	maxLine, maxLiteral int64
+	maxAnswer           int64 // 0: no limit
+
+	answered  atomic.Int64 // bytes read since the command was armed
+	answerCap atomic.Int64 // what answered may reach; 0: no limit
 
 	pre []byte // served before the connection's bytes (the greeting after our own STARTTLS)
 
@@ -96,6 +103,14 @@ func (g *guard) Read(p []byte) (int, error) {
 					g.heldErr, err = err, nil
 				}
 				n = k
+			}
+			if most := g.answerCap.Load(); most > 0 && g.answered.Add(int64(n)) > most {
+				ferr := fmt.Errorf("%w: more than %d bytes in answer to one command", ErrServerFault, most)
+				g.mu.Lock()
+				g.err = ferr
+				g.mu.Unlock()
+				g.Conn.Close()
+				return 0, ferr
 			}
 		}
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -241,8 +256,17 @@ func (g *guard) SetReadDeadline(t time.Time) error {
 	return g.applyLocked()
 }
 
-// arm sets the command deadline d from now (zero: none).
-func (g *guard) arm(d time.Duration) {
+// arm sets the command deadline d from now (zero: none), and starts
+// counting the bytes of the answer against maxAnswer.
+func (g *guard) arm(d time.Duration) { g.armFor(d, 0) }
+
+// armFor is arm for a command whose answer may legitimately take extra
+// bytes beyond maxAnswer (a FETCH of many messages).
+func (g *guard) armFor(d time.Duration, extra int64) {
+	g.answered.Store(0)
+	if g.maxAnswer > 0 {
+		g.answerCap.Store(g.maxAnswer + max(extra, 0))
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.mine = time.Time{}
@@ -303,6 +327,7 @@ func (w *worker) connect(ctx context.Context) (*guard, error) {
 	}
 	raw.SetDeadline(time.Time{})
 	g := newGuard(tlsConn, w.e.opts.MaxLine, w.e.opts.MaxLiteral)
+	g.maxAnswer = w.e.opts.MaxAnswer
 	g.pre = greeting
 	return g, nil
 }

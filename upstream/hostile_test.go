@@ -20,6 +20,7 @@ import (
 	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/upstream"
+	"github.com/emersion/go-imap/v2"
 )
 
 // hostile is a mail server that lies: a proxy on loopback that ends TLS,
@@ -86,6 +87,8 @@ var (
 	literalRE   = regexp.MustCompile(`\{(\d+)\+?\}\r\n$`)
 	validityRE  = regexp.MustCompile(`\[UIDVALIDITY \d+\]`)
 	appendUIDRE = regexp.MustCompile(`\[APPENDUID \d+ \d+\] ?`)
+	copyUIDRE   = regexp.MustCompile(`\[COPYUID (\d+) (\S+) \S+\]`)
+	flagsRE     = regexp.MustCompile(` ?FLAGS \([^)]*\)`)
 )
 
 // flood writes n bytes of filler (all of them, or until the peer goes).
@@ -100,6 +103,22 @@ func flood(w io.Writer, b byte, n int64) {
 			return
 		}
 		n -= k
+	}
+}
+
+// floodLines writes the lines line(0), line(1), ... until they add up to n
+// bytes or the peer goes.
+func floodLines(w io.Writer, line func(i int) string, n int) {
+	var buf []byte
+	for i := 0; n > 0; i++ {
+		buf = append(buf, line(i)...)
+		if len(buf) >= 64<<10 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+			n -= len(buf)
+			buf = buf[:0]
+		}
 	}
 }
 
@@ -118,6 +137,20 @@ func (h *hostile) serve(c net.Conn) {
 		return
 	}
 	defer b.Close()
+	var searchTag atomic.Pointer[string] // of the last UID SEARCH on this connection
+	// The commands of this connection not yet answered, oldest first:
+	// Dovecot answers pipelined commands in order, so the first is the one
+	// an untagged response belongs to.
+	var qmu sync.Mutex
+	var queue [][2]string // tag, command
+	current := func() string {
+		qmu.Lock()
+		defer qmu.Unlock()
+		if len(queue) == 0 {
+			return ""
+		}
+		return queue[0][1]
+	}
 	go func() {
 		br := bufio.NewReader(c)
 		for {
@@ -129,6 +162,15 @@ func (h *hostile) serve(c net.Conn) {
 			h.mu.Lock()
 			h.cmds = append(h.cmds, line)
 			h.mu.Unlock()
+			if tag, rest, ok := strings.Cut(line, " "); ok {
+				// Lines without a space are no commands: DONE, SASL.
+				qmu.Lock()
+				queue = append(queue, [2]string{tag, strings.ToUpper(rest)})
+				qmu.Unlock()
+				if strings.HasPrefix(strings.ToUpper(rest), "UID SEARCH") {
+					searchTag.Store(&tag)
+				}
+			}
 			if f := h.before.Load(); f != nil {
 				(*f)(line)
 			}
@@ -160,6 +202,17 @@ func (h *hostile) serve(c net.Conn) {
 			continue
 		}
 		mode := *h.mode.Load()
+		cmd := current()
+		if tag, _, ok := strings.Cut(line, " "); ok && tag != "*" && tag != "+" {
+			qmu.Lock()
+			for i, q := range queue {
+				if q[0] == tag {
+					queue = queue[i+1:]
+					break
+				}
+			}
+			qmu.Unlock()
+		}
 		out := line
 		switch {
 		case mode == "empty search" && strings.HasPrefix(line, "* SEARCH"):
@@ -185,6 +238,23 @@ func (h *hostile) serve(c net.Conn) {
 			out = "* SEARCH\r\n"
 		case mode == "hides new copies" && strings.Contains(line, "[APPENDUID "):
 			out = appendUIDRE.ReplaceAllString(line, "")
+		case mode == "UID max in SEARCH" && strings.HasPrefix(line, "* SEARCH"):
+			out = "* SEARCH 4294967295\r\n"
+		case mode == "huge range in ESEARCH" && strings.HasPrefix(line, "* SEARCH"):
+			// go-imap takes an ESEARCH for the answer to the search it
+			// names, asked for or not.
+			out = "* ESEARCH (TAG \"" + *searchTag.Load() + "\") UID ALL 1:4000000000\r\n"
+		case mode == "no FLAGS in FETCH" && strings.HasPrefix(line, "* ") && strings.Contains(line, " FETCH ("):
+			out = strings.Replace(flagsRE.ReplaceAllString(line, ""), "FETCH ( ", "FETCH (", 1)
+		case mode == "Trash recreated" && strings.HasPrefix(cmd, "SELECT ") && strings.Contains(cmd, "TRASH"):
+			// Read-write selects of Trash see another UIDVALIDITY than
+			// its EXAMINEs.
+			out = validityRE.ReplaceAllStringFunc(line, func(v string) string {
+				n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(v, "[UIDVALIDITY "), "]"), 10, 32)
+				return "[UIDVALIDITY " + strconv.FormatUint(n+1, 10) + "]"
+			})
+		case mode == "huge COPYUID":
+			out = copyUIDRE.ReplaceAllString(line, "[COPYUID $1 $2 1:4294967295]")
 		case mode == "data after BYE" && strings.HasPrefix(line, "* SEARCH"):
 			out = "* BYE going away\r\n* SEARCH\r\n"
 		case mode == "UIDVALIDITY 0":
@@ -201,6 +271,16 @@ func (h *hostile) serve(c net.Conn) {
 			io.WriteString(c, "* LIST () \"/\" ")
 			flood(c, 'x', 4<<30)
 			return
+		case mode == "endless LIST" && strings.HasPrefix(line, "* LIST"):
+			// Endless as far as the engine's memory goes: 64 MiB, then
+			// silence.
+			floodLines(c, func(i int) string { return "* LIST () \"/\" f" + strconv.Itoa(i) + "\r\n" }, 64<<20)
+			silent = true
+			continue
+		case mode == "endless SEARCH" && strings.HasPrefix(line, "* SEARCH"):
+			floodLines(c, func(i int) string { return "* SEARCH " + strconv.Itoa(2*i+1) + "\r\n" }, 64<<20)
+			silent = true
+			continue
 		case mode == "2 GB literal in FETCH" && strings.HasPrefix(line, "* ") && strings.Contains(line, " FETCH "):
 			io.WriteString(c, "* 1 FETCH (UID 1 BODY[HEADER.FIELDS (X-UM-MESSAGE-ID)] {2000000000}\r\n")
 			flood(c, 'x', 2000000000)
@@ -267,18 +347,28 @@ func TestHostileServer(t *testing.T) {
 		// deposit makes a voicemail while the lie goes on, which has to
 		// wait for an honest server.
 		deposit bool
+		// sync asks for a sync while the lie goes on, which must fail
+		// with ErrServerFault (not hang).
+		sync bool
 	}{
-		{"empty search", nil, false}, // trusted copies a FETCH shows
-		{"empty answers", upstream.ErrServerFault, false},
-		{"data after BYE", upstream.ErrServerFault, false},
-		{"UIDVALIDITY 0", upstream.ErrServerFault, true},
-		{"hides new copies", upstream.ErrServerFault, true},
-		{"silent after SELECT", errAny, true},
-		{"2 GB literal in LIST", upstream.ErrServerFault, false},
-		{"endless line", upstream.ErrServerFault, false},
-		{"2 GB literal in FETCH", upstream.ErrServerFault, false},
-		{"2 GB unsolicited body while idling", upstream.ErrServerFault, false},
-		{"unsolicited flood for other mail", nil, false},
+		{"empty search", nil, false, false}, // trusted copies a FETCH shows
+		{"empty answers", upstream.ErrServerFault, false, false},
+		{"data after BYE", upstream.ErrServerFault, false, false},
+		{"UIDVALIDITY 0", upstream.ErrServerFault, true, false},
+		{"hides new copies", upstream.ErrServerFault, true, false},
+		{"silent after SELECT", errAny, true, false},
+		{"2 GB literal in LIST", upstream.ErrServerFault, false, false},
+		{"endless line", upstream.ErrServerFault, false, false},
+		{"2 GB literal in FETCH", upstream.ErrServerFault, false, false},
+		{"2 GB unsolicited body while idling", upstream.ErrServerFault, false, false},
+		{"unsolicited flood for other mail", nil, false, false},
+		{"UID max in SEARCH", upstream.ErrServerFault, false, true},
+		{"huge range in ESEARCH", upstream.ErrServerFault, false, true},
+		{"endless LIST", upstream.ErrServerFault, false, true},
+		{"endless SEARCH", upstream.ErrServerFault, false, true},
+		// A copy seen without its flags is not one without flags: the
+		// heard voicemail stays heard.
+		{"no FLAGS in FETCH", upstream.ErrServerFault, false, true},
 	}
 	var users []string
 	for i := range modes {
@@ -295,7 +385,7 @@ func TestHostileServer(t *testing.T) {
 			// the deadline, so the endless line is refused by the guard
 			// rather than abandoned as silence.
 			opts.MaxLine = 64 << 10
-			if tc.mode == "endless line" || strings.HasPrefix(tc.mode, "2 GB") {
+			if strings.HasPrefix(tc.mode, "endless") || strings.HasPrefix(tc.mode, "2 GB") {
 				// A flood is refused by size, not time: under the race
 				// detector on a busy machine 64 KiB can take longer than
 				// 500 ms to arrive, and the deadline would end it first.
@@ -336,6 +426,9 @@ func TestHostileServer(t *testing.T) {
 				late = deposit(t, mb, "late")
 			}
 			time.Sleep(3 * time.Second)
+			if tc.sync {
+				wantFault(t, e, user)
+			}
 			peak := stop()
 			st := e.eng.Status(user)
 			reconnects := h.conns.Load() - conns
@@ -374,6 +467,9 @@ func TestHostileServer(t *testing.T) {
 				if err != nil || got.Folder != um.Inbox {
 					t.Fatalf("voicemail %s after %q: folder %q, %v; want INBOX", m.CallerNumber, tc.mode, got.Folder, err)
 				}
+				if heard := got.Flags&um.FlagHeard != 0; heard != (m.ID == msgs[0].ID) {
+					t.Errorf("voicemail %s after %q: heard %v, want %v", m.CallerNumber, tc.mode, heard, !heard)
+				}
 			}
 			want := mwiBefore.New
 			if tc.deposit {
@@ -396,6 +492,101 @@ func TestHostileServer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHugeCOPYUID: the server answers the move of a copy back from Trash
+// (the phone's undelete) with a COPYUID naming 1:4294967295 in the folder.
+// One copy has one UID: the sync fails at once with a server fault instead
+// of counting to 2^32, the voicemail stays in INBOX on the phone, and once
+// the server is honest it has its one copy in the folder and none in Trash.
+func TestHugeCOPYUID(t *testing.T) {
+	e, h, mb, mc, m := deletedThroughHostile(t)
+	ctx := context.Background()
+	h.setMode("huge COPYUID")
+	if _, err := mb.Undelete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantFault(t, e, "1001")
+	if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Inbox {
+		t.Errorf("voicemail after the lie: folder %q, %v; want INBOX", got.Folder, err)
+	}
+
+	h.setMode("")
+	e.waitSynced("1001")
+	e.waitSynced("1001")
+	if n, k := len(mc.live("INBOX", m.ID)), len(mc.live("Trash", m.ID)); n != 1 || k != 0 {
+		t.Errorf("live copies in INBOX, Trash = %d, %d; want 1, 0", n, k)
+	}
+	if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Inbox {
+		t.Errorf("voicemail: folder %q, %v; want INBOX", got.Folder, err)
+	}
+}
+
+// TestTrashRecreatedBeforeDedup: between the engine's look into Trash
+// (EXAMINE and searches) and its removal of a second copy there (SELECT,
+// STORE \Deleted, UID EXPUNGE), Trash answers another UIDVALIDITY: it
+// was recreated, and the UIDs the look found name other mail now. The
+// sync fails with a server fault and nothing is stored or expunged;
+// once the server is honest the second copy goes.
+func TestTrashRecreatedBeforeDedup(t *testing.T) {
+	e, h, mb, mc, m := deletedThroughHostile(t)
+	ctx := context.Background()
+	// The user's client makes a second copy in Trash.
+	uids := mc.live("Trash", m.ID)
+	if _, err := mc.c.Copy(imap.UIDSetNum(uids...), "Trash").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(mc.live("Trash", m.ID)); n != 2 {
+		t.Fatalf("live copies in Trash = %d, want 2", n)
+	}
+
+	h.setMode("Trash recreated")
+	stores, expunges := h.commands("UID STORE"), h.commands("UID EXPUNGE")
+	wantFault(t, e, "1001")
+	if n, k := h.commands("UID STORE")-stores, h.commands("UID EXPUNGE")-expunges; n != 0 || k != 0 {
+		t.Errorf("UID STORE, UID EXPUNGE commands after Trash's UIDVALIDITY changed = %d, %d; want 0, 0", n, k)
+	}
+	if n := len(mc.live("Trash", m.ID)); n != 2 {
+		t.Errorf("live copies in Trash after the lie = %d, want 2 (untouched)", n)
+	}
+
+	h.setMode("")
+	e.waitSynced("1001")
+	eventually(t, "one live copy in Trash", func() bool { return len(mc.live("Trash", m.ID)) == 1 })
+	if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Trash {
+		t.Errorf("voicemail: folder %q, %v; want um's Trash", got.Folder, err)
+	}
+}
+
+// deletedThroughHostile is throughHostile with a voicemail deposited,
+// synced and deleted on the phone, its copy moved to Trash by the
+// engine's own pass (not a full one, which would look at Trash again).
+func deletedThroughHostile(t *testing.T) (*env, *hostile, *um.Mailbox, *mailClient, um.Message) {
+	t.Helper()
+	e, h, mb := throughHostile(t)
+	m := deposit(t, mb, "100")
+	e.waitSynced("1001")
+	mc := newMailClient(t, e.d, "1001")
+	before := e.eng.Status("1001").LastSync
+	if err := mb.Delete(context.Background(), m.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the delete carried over", func() bool {
+		st := e.eng.Status("1001")
+		return st.LastSync.After(before) && st.Lag == 0 && len(mc.live("Trash", m.ID)) == 1
+	})
+	return e, h, mb, mc, m
+}
+
+// wantFault asks for a sync of mailbox, which must fail with a server
+// fault, not hang.
+func wantFault(t *testing.T, e *env, mailbox string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.eng.Sync(ctx, mailbox); !errors.Is(err, upstream.ErrServerFault) {
+		t.Errorf("Sync() = %v, want %v", err, upstream.ErrServerFault)
 	}
 }
 

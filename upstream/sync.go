@@ -17,9 +17,9 @@ import (
 )
 
 // ErrServerFault is wrapped by the errors of sessions the engine ended
-// because the server sent what it refuses to act on: a line or literal over
-// the limits, a UIDVALIDITY of 0 or one that changes within a session,
-// answers that contradict each other, data after BYE, or a command not
+// because the server sent what it refuses to act on: a line, literal or
+// answer over the limits, a UIDVALIDITY of 0 or one that changes within a session,
+// answers that contradict each other or leave out what was asked, data after BYE, or a command not
 // answered in time. Nothing is changed on an answer like that; the worker
 // backs off as after any failure and Status shows the error.
 var ErrServerFault = errors.New("upstream: server fault")
@@ -58,22 +58,20 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 		if len(byUID) == 0 {
 			return ob, modseq, nil
 		}
-		opts := &imap.FetchOptions{UID: true, Flags: true}
 		changedSince := condstore && !expunged && w.st.HighestModSeq > 0
+		var since uint64
 		if changedSince {
-			opts.ChangedSince = w.st.HighestModSeq
+			since = w.st.HighestModSeq
 		}
-		w.arm()
-		bufs, err := c.Fetch(imap.UIDSetNum(slices.Collect(maps.Keys(byUID))...), opts).Collect()
+		got, err := w.fetchUIDs(c, slices.Collect(maps.Keys(byUID)), nil, since)
 		if err != nil {
-			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
+			return ob, 0, err
 		}
-		seen := make(map[imap.UID]bool, len(bufs))
-		for _, b := range bufs {
-			if id, ok := byUID[b.UID]; ok && !seen[b.UID] {
-				seen[b.UID] = true
-				ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
-			}
+		seen := make(map[imap.UID]bool, len(got))
+		for _, f := range got {
+			id := byUID[f.uid]
+			seen[f.uid] = true
+			ob.copies[id] = append(ob.copies[id], upMsg{uid: f.uid, flags: f.flags})
 		}
 		for uid, id := range byUID {
 			if seen[uid] {
@@ -91,23 +89,20 @@ func (w *worker) observe(c *imapclient.Client, full, condstore bool) (observatio
 	}
 
 	ob.complete = true
-	w.arm()
-	sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}}, nil).Wait()
+	uids, err := w.search(c, &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}})
 	if err != nil {
-		return ob, 0, fmt.Errorf("upstream: UID SEARCH: %w", err)
+		return ob, 0, err
 	}
 	var shown imap.UID // a message the server showed to be there
-	if uids := sd.AllUIDs(); len(uids) > 0 {
-		section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
-		w.arm()
-		bufs, err := fetchHeaders(c, uids, section)
+	if len(uids) > 0 {
+		got, err := w.fetchUIDs(c, uids, idSection(), 0)
 		if err != nil {
-			return ob, 0, fmt.Errorf("upstream: UID FETCH: %w", err)
+			return ob, 0, err
 		}
-		for _, b := range bufs {
-			shown = max(shown, b.UID)
-			if id, ok := parseIDHeader(b.FindBodySection(section)); ok {
-				ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
+		for _, f := range got {
+			shown = max(shown, f.uid)
+			if id, ok := parseIDHeader(f.header); ok {
+				ob.copies[id] = append(ob.copies[id], upMsg{uid: f.uid, flags: f.flags})
 			}
 		}
 	}
@@ -155,28 +150,31 @@ func (w *worker) observeArrivals(c *imapclient.Client, ob *observation, byUID ma
 	}
 	var above imap.UIDSet
 	above.AddRange(top+1, 0) // "top+1:*"; a truthful server answers the last message at least
-	w.arm()
-	sd, err := c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{above},
-		Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}}, nil).Wait()
+	uids, err := w.search(c, &imap.SearchCriteria{UID: []imap.UIDSet{above},
+		Header: []imap.SearchCriteriaHeaderField{{Key: IDHeader, Value: ""}}})
 	if err != nil {
-		return fmt.Errorf("upstream: UID SEARCH: %w", err)
+		return err
 	}
-	uids := slices.DeleteFunc(sd.AllUIDs(), func(u imap.UID) bool { _, ok := byUID[u]; return ok })
+	uids = slices.DeleteFunc(uids, func(u imap.UID) bool { _, ok := byUID[u]; return ok })
 	if len(uids) == 0 {
 		return nil
 	}
-	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
-	w.arm()
-	bufs, err := fetchHeaders(c, uids, section)
+	got, err := w.fetchUIDs(c, uids, idSection(), 0)
 	if err != nil {
-		return fmt.Errorf("upstream: UID FETCH: %w", err)
+		return err
 	}
-	for _, b := range bufs {
-		if id, ok := parseIDHeader(b.FindBodySection(section)); ok {
-			ob.copies[id] = append(ob.copies[id], upMsg{uid: b.UID, flags: fromIMAP(b.Flags)})
+	for _, f := range got {
+		if id, ok := parseIDHeader(f.header); ok {
+			ob.copies[id] = append(ob.copies[id], upMsg{uid: f.uid, flags: f.flags})
 		}
 	}
 	return nil
+}
+
+// idSection is the header field that names a copy's voicemail, fetched
+// without setting \Seen.
+func idSection() *imap.FetchItemBodySection {
+	return &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{IDHeader}, Peek: true}
 }
 
 // confirmGone asks the server about UIDs a search did not find. The
@@ -191,10 +189,10 @@ func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID, shown imap.U
 	if mbox == nil {
 		return nil, fmt.Errorf("%w: no folder selected", ErrServerFault)
 	}
-	set := imap.UIDSetNum(uids...)
+	ask := slices.Clone(uids)
 	last := shown
 	if last != 0 {
-		set.AddNum(last)
+		ask = append(ask, last)
 	} else if n := mbox.NumMessages; n > 0 {
 		w.arm()
 		bufs, err := c.Fetch(imap.SeqSetNum(n), &imap.FetchOptions{UID: true}).Collect()
@@ -205,19 +203,18 @@ func (w *worker) confirmGone(c *imapclient.Client, uids []imap.UID, shown imap.U
 			return nil, fmt.Errorf("%w: no UID for message %d of %d", ErrServerFault, n, n)
 		}
 		last = bufs[0].UID
-		set.AddNum(last)
+		ask = append(ask, last)
 	}
-	w.arm()
-	bufs, err := c.Fetch(set, &imap.FetchOptions{UID: true, Flags: true}).Collect()
+	got, err := w.fetchUIDs(c, ask, nil, 0)
 	if err != nil {
-		return nil, fmt.Errorf("upstream: UID FETCH: %w", err)
+		return nil, err
 	}
 	present := make(map[imap.UID]um.Flags)
 	sawLast := false
-	for _, b := range bufs {
-		sawLast = sawLast || b.UID == last
-		if slices.Contains(uids, b.UID) {
-			present[b.UID] = fromIMAP(b.Flags)
+	for _, f := range got {
+		sawLast = sawLast || f.uid == last
+		if slices.Contains(uids, f.uid) {
+			present[f.uid] = f.flags
 		}
 	}
 	if last != 0 && !sawLast {
@@ -652,15 +649,6 @@ func liveCriteria(id uuid.UUID) *imap.SearchCriteria {
 		NotFlag: []imap.Flag{imap.FlagDeleted}}
 }
 
-func (w *worker) search(c *imapclient.Client, crit *imap.SearchCriteria) ([]imap.UID, error) {
-	w.arm()
-	sd, err := c.UIDSearch(crit, nil).Wait()
-	if err != nil {
-		return nil, fmt.Errorf("upstream: UID SEARCH: %w", err)
-	}
-	return sd.AllUIDs(), nil
-}
-
 // hasTrash tells whether deleted copies go to a Trash folder.
 func (w *worker) hasTrash() bool {
 	return w.trash != "" && !strings.EqualFold(w.trash, w.cfg.Folder)
@@ -721,43 +709,51 @@ func (w *worker) expungeUIDs(c *imapclient.Client, set imap.UIDSet) error {
 // trashLive finds the live copies of each voicemail in the server's Trash
 // in one round trip: the EXAMINE of Trash, a search per voicemail and the
 // folder's SELECT go out back to back. A Trash that cannot be selected
-// holds nothing.
-func (w *worker) trashLive(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID][]imap.UID, error) {
-	found := make(map[uuid.UUID][]imap.UID)
+// holds nothing. validity is Trash's UIDVALIDITY, which the UIDs found
+// belong to.
+func (w *worker) trashLive(c *imapclient.Client, ids []uuid.UUID) (found map[uuid.UUID][]imap.UID, validity uint32, err error) {
+	found = make(map[uuid.UUID][]imap.UID)
 	if !w.hasTrash() || len(ids) == 0 {
-		return found, nil
+		return found, 0, nil
 	}
+	m := w.markFolder(c)
 	sel := c.Select(w.trash, &imap.SelectOptions{ReadOnly: true})
 	searches := make([]*imapclient.SearchCommand, len(ids))
 	for i, id := range ids {
 		searches[i] = c.UIDSearch(liveCriteria(id), nil)
 	}
 	if err := w.reselect(c); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if _, err := sel.Wait(); err != nil {
+	sd, err := sel.Wait()
+	if err != nil {
 		var ie *imap.Error
 		if errors.As(err, &ie) {
-			return found, nil // no Trash after all: the searches failed too
+			return found, 0, nil // no Trash after all: the searches failed too
 		}
-		return nil, fmt.Errorf("upstream: examine %q: %w", w.trash, err)
+		return nil, 0, fmt.Errorf("upstream: examine %q: %w", w.trash, err)
 	}
+	inTrash := sd.NumMessages // the client's view is of the folder again
 	for i, s := range searches {
 		sd, err := s.Wait()
 		if err != nil {
-			return nil, fmt.Errorf("upstream: UID SEARCH in %q: %w", w.trash, err)
+			return nil, 0, fmt.Errorf("upstream: UID SEARCH in %q: %w", w.trash, err)
 		}
-		if uids := sd.AllUIDs(); len(uids) > 0 {
+		uids, err := serverUIDs(sd.All, w.matchable(m, inTrash), "UID SEARCH")
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(uids) > 0 {
 			slices.Sort(uids)
 			found[ids[i]] = uids
 		}
 	}
-	return found, nil
+	return found, sd.UIDValidity, nil
 }
 
 // inTrash tells which of the voicemails have a copy in the server's Trash.
 func (w *worker) inTrash(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
-	live, err := w.trashLive(c, ids)
+	live, _, err := w.trashLive(c, ids)
 	found := make(map[uuid.UUID]bool, len(live))
 	for id := range live {
 		found[id] = true
@@ -771,7 +767,7 @@ func (w *worker) inTrash(c *imapclient.Client, ids []uuid.UUID) (map[uuid.UUID]b
 // engine's: two COPYs, or two MOVEs where the server's MOVE is a copy and
 // an expunge (Dovecot's). Looking costs one round trip.
 func (w *worker) dedupTrash(c *imapclient.Client, ids []uuid.UUID) error {
-	live, err := w.trashLive(c, ids)
+	live, validity, err := w.trashLive(c, ids)
 	if err != nil {
 		return err
 	}
@@ -779,14 +775,14 @@ func (w *worker) dedupTrash(c *imapclient.Client, ids []uuid.UUID) error {
 	for _, uids := range live {
 		extra = append(extra, uids[1:]...)
 	}
-	return w.inTrashFolder(c, extra)
+	return w.inTrashFolder(c, extra, validity)
 }
 
 // clearTrash removes the live copies of voicemail that is back in the
 // folder from the server's Trash: expunged where UIDPLUS allows, else
 // marked \Deleted.
 func (w *worker) clearTrash(c *imapclient.Client, ids []uuid.UUID) error {
-	live, err := w.trashLive(c, ids)
+	live, validity, err := w.trashLive(c, ids)
 	if err != nil {
 		return err
 	}
@@ -794,18 +790,25 @@ func (w *worker) clearTrash(c *imapclient.Client, ids []uuid.UUID) error {
 	for _, u := range live {
 		uids = append(uids, u...)
 	}
-	return w.inTrashFolder(c, uids)
+	return w.inTrashFolder(c, uids, validity)
 }
 
 // inTrashFolder removes copies from the server's Trash (expunged where
 // UIDPLUS allows, else marked \Deleted) and selects the folder again.
-func (w *worker) inTrashFolder(c *imapclient.Client, uids []imap.UID) error {
+// The UIDs were found under Trash's UIDVALIDITY validity: under another
+// one (Trash was deleted and created again since) they name other mail,
+// and nothing is removed.
+func (w *worker) inTrashFolder(c *imapclient.Client, uids []imap.UID, validity uint32) error {
 	if len(uids) == 0 {
 		return nil
 	}
 	w.arm()
-	if _, err := c.Select(w.trash, nil).Wait(); err != nil {
+	sel, err := c.Select(w.trash, nil).Wait()
+	if err != nil {
 		return fmt.Errorf("upstream: select %q: %w", w.trash, err)
+	}
+	if sel.UIDValidity == 0 || sel.UIDValidity != validity {
+		return fmt.Errorf("%w: UIDVALIDITY of %q was %d when its copies were found, is %d now", ErrServerFault, w.trash, validity, sel.UIDValidity)
 	}
 	if err := w.expungeUIDs(c, imap.UIDSetNum(uids...)); err != nil {
 		return err
@@ -852,7 +855,9 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (uid imap.UID, ok b
 		if err != nil {
 			return 0, false, fmt.Errorf("upstream: UID MOVE to %q: %w", w.cfg.Folder, err)
 		}
-		uid = w.copiedUID(md.UIDValidity, md.DestUIDs)
+		if uid, err = w.copiedUID(md.UIDValidity, md.DestUIDs); err != nil {
+			return 0, false, err
+		}
 	} else {
 		cd, err := c.Copy(set, w.cfg.Folder).Wait()
 		if expungeIssued(err) {
@@ -861,7 +866,9 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (uid imap.UID, ok b
 		if err != nil {
 			return 0, false, fmt.Errorf("upstream: UID COPY to %q: %w", w.cfg.Folder, err)
 		}
-		uid = w.copiedUID(cd.UIDValidity, cd.DestUIDs)
+		if uid, err = w.copiedUID(cd.UIDValidity, cd.DestUIDs); err != nil {
+			return 0, false, err
+		}
 		if err := w.expungeUIDs(c, set); err != nil {
 			return 0, false, err
 		}
@@ -886,16 +893,18 @@ func (w *worker) restore(c *imapclient.Client, id uuid.UUID) (uid imap.UID, ok b
 	return uid, true, nil
 }
 
-// copiedUID is the one UID a COPYUID names in the folder, or 0.
-func (w *worker) copiedUID(validity uint32, dest imap.NumSet) imap.UID {
-	set, ok := dest.(imap.UIDSet)
-	if !ok || validity == 0 || validity != w.st.UIDValidity {
-		return 0
+// copiedUID is the one UID a COPYUID names in the folder, or 0 when it
+// names none of this UIDVALIDITY. One copy has one UID: a set of more, or
+// with a UID no folder reaches, is a server fault.
+func (w *worker) copiedUID(validity uint32, dest imap.NumSet) (imap.UID, error) {
+	if dest == nil || validity == 0 || validity != w.st.UIDValidity {
+		return 0, nil
 	}
-	if uids, ok := set.Nums(); ok && len(uids) == 1 {
-		return uids[0]
+	uids, err := serverUIDs(dest, 1, "COPYUID")
+	if err != nil || len(uids) == 0 {
+		return 0, err
 	}
-	return 0
+	return uids[0], nil
 }
 
 // maxRecheck bounds how many voicemails moved to Trash the next full pass

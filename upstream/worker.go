@@ -73,6 +73,9 @@ type worker struct {
 	// and MOVEs and UID EXPUNGEs (EXPUNGE): echoes, not news, so they wake
 	// nothing. Reset at each connection.
 	echoExists, echoExpunge atomic.Int64
+	// expunges counts the EXPUNGE responses outside the engine's own UID
+	// EXPUNGE commands, echoes or not (see folderMark).
+	expunges atomic.Int64
 
 	mu         sync.Mutex
 	stat       Status
@@ -134,9 +137,17 @@ func (w *worker) setErr(err error) {
 }
 
 // arm sets the deadline of the command about to be sent.
-func (w *worker) arm() {
+func (w *worker) arm() { w.armFetch(0) }
+
+// fetchAnswer is what the answer about one message of a FETCH may take
+// beyond Options.MaxAnswer: its UID, flags and one header field take a
+// tenth of it.
+const fetchAnswer = 1 << 10
+
+// armFetch is arm for a FETCH of n messages.
+func (w *worker) armFetch(n int) {
 	if w.g != nil {
-		w.g.arm(w.e.opts.CommandTimeout)
+		w.g.armFor(w.e.opts.CommandTimeout, int64(n)*fetchAnswer)
 	}
 }
 
@@ -342,6 +353,7 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	opts := &imapclient.Options{
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			Expunge: func(uint32) {
+				w.expunges.Add(1)
 				if !takeEcho(&w.echoExpunge) {
 					w.upExpunge.Store(true)
 					w.poke()
@@ -442,6 +454,18 @@ func (w *worker) unsolicitedFetch(m *imapclient.FetchMessageData) {
 	w.poke()
 }
 
+// explain names the cause of a session's failure err where the guard knows
+// it: the limit the server broke (go-imap's errors do not wrap what the
+// connection's Read returned), or the command deadline.
+func (w *worker) explain(err error) error {
+	if ferr := w.g.fault(); ferr != nil && err != nil && !errors.Is(err, ErrServerFault) {
+		return fmt.Errorf("%w (%w)", ferr, err)
+	} else if err != nil && w.g.expired() {
+		return fmt.Errorf("upstream: no answer from %s within %v: %w", w.cfg.Addr, w.e.opts.CommandTimeout, err)
+	}
+	return err
+}
+
 // session connects, brings both sides in line, then follows changes on
 // both until the connection fails or ctx is done. synced reports whether
 // it got as far as one complete sync.
@@ -451,11 +475,7 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 		return false, err
 	}
 	defer func() {
-		if ferr := w.g.fault(); ferr != nil && err != nil && !errors.Is(err, ErrServerFault) {
-			err = fmt.Errorf("%w (%w)", ferr, err)
-		} else if err != nil && w.g.expired() {
-			err = fmt.Errorf("upstream: no answer from %s within %v: %w", w.cfg.Addr, w.e.opts.CommandTimeout, err)
-		}
+		err = w.explain(err)
 		w.transport = err != nil && ctx.Err() == nil && !errors.Is(err, ErrServerFault) && connLost(c, err)
 		c.Close()
 		w.mu.Lock()
@@ -481,8 +501,11 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 	waiting := w.pending
 	w.pending = nil
 	defer func() {
-		for _, r := range waiting {
-			r <- fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, err)
+		if len(waiting) > 0 {
+			err := w.explain(err)
+			for _, r := range waiting {
+				r <- fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, err)
+			}
 		}
 	}()
 	localOnly := false
