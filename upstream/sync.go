@@ -18,9 +18,9 @@ import (
 
 // ErrServerFault is wrapped by the errors of sessions the engine ended
 // because the server sent what it refuses to act on: a line, literal or
-// answer over the limits, a UIDVALIDITY of 0 or one that changes within a session,
-// answers that contradict each other or leave out what was asked, data after BYE, or a command not
-// answered in time. Nothing is changed on an answer like that; the worker
+// answer over the limits, a UIDVALIDITY of 0 or one that changes within a
+// session, answers that contradict each other or leave out what was
+// asked, data after BYE, or a command not answered in time. Nothing is changed on an answer like that; the worker
 // backs off as after any failure and Status shows the error.
 var ErrServerFault = errors.New("upstream: server fault")
 
