@@ -23,8 +23,9 @@ var (
 // BYE.
 type netConn struct {
 	net.Conn
-	srv *Server
-	ip  string
+	srv  *Server
+	ip   string // the remote address, for the log
+	peer string // what MaxConnsPerIP counts it by (internal/netpeer)
 
 	failed atomic.Bool  // a read or write failed: the connection is done
 	busy   atomic.Int32 // >0 while a session method other than Idle runs

@@ -211,11 +211,12 @@
 //     implicit TLS there (the greeting waits 50 ms for such a client):
 //     Thunderbird's "Add Security Exception" fetches the certificate so.
 //   - Failed logins are counted (Stats) and penalized in the manner of
-//     Dovecot's auth penalty, per remote address and per account: the
-//     delay before the answer doubles with each failure of either within
-//     15 minutes, up to 16 times Options.LoginFailureDelay, and the logins
-//     of one account are checked one at a time, so guesses spread over
-//     many addresses are as slow as guesses from one. The third failure on
+//     Dovecot's auth penalty, per remote address (an IPv6 /64 as one) and
+//     per account: the delay before the answer doubles with each failure
+//     of either within 15 minutes, up to 16 times
+//     Options.LoginFailureDelay, and the logins of one account are checked
+//     one at a time, so guesses spread over many addresses are as slow as
+//     guesses from one. The third failure on
 //     a connection closes it.
 //   - Before login a connection has Options.LoginTimeout in all, however
 //     many commands it sends, and may send Options.MaxPreLoginBytes (128
@@ -223,8 +224,8 @@
 //     make the server hold.
 //   - After login the idle timeout is Options.IdleTimeout (at least 30
 //     minutes, RFC 9051).
-//   - Connections are capped in all, per remote address and per voice
-//     mailbox. APPEND is capped at Options.AppendLimit (APPENDLIMIT).
+//   - Connections are capped in all, per remote address (an IPv6 peer's
+//     /64 counts as one address) and per voice mailbox. APPEND is capped at Options.AppendLimit (APPENDLIMIT).
 //   - CREATE is capped by um.Options.MaxFolders (500 user folders by
 //     default), keywords by MaxKeywords and MaxKeywordLength (see Flags);
 //     both answer NO [LIMIT].

@@ -325,3 +325,48 @@ func TestAcceptOutOfDescriptors(t *testing.T) {
 		ln.Close()
 	}
 }
+
+// fromAddr is a connection from a remote address of the test's choosing.
+type fromAddr struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c fromAddr) RemoteAddr() net.Addr { return c.remote }
+
+// TestConnsPerIPv6Prefix: MaxConnsPerIP counts an IPv6 peer's whole /64 as
+// one address, since one host may connect from any address in it; another
+// /64, and each IPv4 address, has room of its own.
+func TestConnsPerIPv6Prefix(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MaxConnsPerIP = 2 })
+	admit := func(addr string) bool {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, peer := net.Pipe()
+		t.Cleanup(func() { peer.Close() })
+		nc, ok := e.srv.admit(fromAddr{c, a})
+		if ok {
+			t.Cleanup(func() { e.srv.release(nc) })
+		}
+		return ok
+	}
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"[2001:db8:1:2::1]:40001", true},
+		{"[2001:db8:1:2::2]:40002", true},
+		{"[2001:db8:1:2:ffff::3]:40003", false}, // the same /64, a third time
+		{"[2001:db8:1:3::1]:40004", true},       // the next /64
+		{"192.0.2.1:40005", true},
+		{"192.0.2.2:40006", true},
+		{"192.0.2.2:40007", true},
+		{"192.0.2.2:40008", false},
+	} {
+		if got := admit(tc.addr); got != tc.want {
+			t.Errorf("a connection from %s admitted = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/internal/acceptwait"
+	"github.com/embeddedum/um/internal/netpeer"
 	"github.com/emersion/go-imap/v2"
 )
 
@@ -60,7 +61,9 @@ type Options struct {
 	// Default um.DefaultDomain.
 	Domain string
 	// MaxConns caps open connections; MaxConnsPerIP those from one remote
-	// address; MaxConnsPerUser the logged-in sessions of one voice mailbox.
+	// address (an IPv6 peer's whole /64, which one host is commonly given,
+	// counts as one); MaxConnsPerUser the logged-in sessions of one voice
+	// mailbox.
 	// Zero means the Default...; negative means no cap.
 	MaxConns, MaxConnsPerIP, MaxConnsPerUser int
 	// IdleTimeout ends a logged-in connection that sends nothing for this
@@ -426,16 +429,17 @@ func remoteIP(c net.Conn) string {
 }
 
 func (s *Server) admit(c net.Conn) (*netConn, bool) {
-	ip := remoteIP(c)
+	peer := netpeer.Key(c.RemoteAddr())
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing || len(s.conns) >= s.opts.MaxConns || s.perIP[ip] >= s.opts.MaxConnsPerIP {
+	if s.closing || len(s.conns) >= s.opts.MaxConns || s.perIP[peer] >= s.opts.MaxConnsPerIP {
 		s.rejected.Add(1)
 		return nil, false
 	}
-	nc := newNetConn(c, s, ip)
+	nc := newNetConn(c, s, remoteIP(c))
+	nc.peer = peer
 	s.conns[nc] = struct{}{}
-	s.perIP[ip]++
+	s.perIP[peer]++
 	return nc, true
 }
 
@@ -446,8 +450,8 @@ func (s *Server) release(nc *netConn) {
 		return
 	}
 	delete(s.conns, nc)
-	if s.perIP[nc.ip]--; s.perIP[nc.ip] <= 0 {
-		delete(s.perIP, nc.ip)
+	if s.perIP[nc.peer]--; s.perIP[nc.peer] <= 0 {
+		delete(s.perIP, nc.peer)
 	}
 	if len(s.conns) == 0 && s.idle != nil {
 		select {
@@ -479,12 +483,12 @@ func (s *Server) releaseUser(mailbox string) {
 
 // loginFailed counts a failure from ip for user and returns how long to
 // wait before answering it.
-func (s *Server) loginFailed(ip, user string) time.Duration {
+func (s *Server) loginFailed(peer, user string) time.Duration {
 	s.loginFailures.Add(1)
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := max(countFailure(s.fails, ip, now), countFailure(s.userFails, strings.ToLower(user), now))
+	n := max(countFailure(s.fails, peer, now), countFailure(s.userFails, strings.ToLower(user), now))
 	if s.opts.LoginFailureDelay < 0 {
 		return 0
 	}

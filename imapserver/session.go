@@ -111,7 +111,7 @@ func (sess *session) Login(username, password string) (err error) {
 	if aerr != nil {
 		sess.srv.logger().Debug("imapserver: login failed", "user", username, "remote", sess.nc.ip, "err", aerr)
 		sess.fails++
-		sess.srv.sleep(sess.ctx, sess.srv.loginFailed(sess.nc.ip, username))
+		sess.srv.sleep(sess.ctx, sess.srv.loginFailed(sess.nc.peer, username))
 		if sess.fails >= maxLoginFailuresPerConn {
 			sess.nc.closeAfterResponse()
 		}

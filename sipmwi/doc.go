@@ -68,12 +68,12 @@
 // SUBSCRIBEs holds bounded memory: beyond a cap they are answered 503 and
 // kept nowhere. sipgo reads at most 64 KiB a message.
 //
-// Over TCP, a source address holds at most MaxConnsPerPeer connections and
-// all peers together MaxConns. sipgo runs each request on a goroutine of
-// its own, which lives until the request's answer is written, and reads on
-// without waiting for it; so at MaxPendingPerConn requests of one
-// connection still unanswered, the server reads nothing more from it until
-// one is. A write that does not complete within TCPWriteTimeout closes its
+// Over TCP, a source address (an IPv6 /64 as one) holds at most
+// MaxConnsPerPeer connections and all peers together MaxConns. sipgo runs
+// each request on a goroutine of its own, which lives until the request's
+// answer is written, and reads on without waiting for it; so at
+// MaxPendingPerConn requests of one connection still unanswered, the
+// server reads nothing more from it until one is. A write that does not complete within TCPWriteTimeout closes its
 // connection: a peer that sends requests and never reads the answers costs
 // at most MaxPendingPerConn goroutines, for at most TCPWriteTimeout, and
 // then its connection. A connection held at the cap for TCPIdleTimeout

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/embeddedum/um/internal/acceptwait"
+	"github.com/embeddedum/um/internal/netpeer"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -66,10 +67,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 // admit counts c in and wraps it, or returns nil when a limit is reached.
 func (t *tcpConns) admit(c net.Conn) *tcpConn {
 	remote := c.RemoteAddr().String()
-	peer := remote
-	if host, _, err := net.SplitHostPort(peer); err == nil {
-		peer = host
-	}
+	peer := netpeer.Key(c.RemoteAddr())
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.n >= t.total || t.peers[peer] >= t.perPeer {

@@ -58,8 +58,9 @@ type Options struct {
 	// MaxPerMailbox caps the subscriptions of one mailbox (503 beyond).
 	// Default 32.
 	MaxPerMailbox int
-	// MaxConnsPerPeer caps the TCP connections one source IP address holds
-	// open at once; more are closed as they are accepted. Default 16.
+	// MaxConnsPerPeer caps the TCP connections one source IP address (an
+	// IPv6 peer's whole /64 counting as one) holds open at once; more are
+	// closed as they are accepted. Default 16.
 	MaxConnsPerPeer int
 	// MaxConns caps the TCP connections held open at once from all peers
 	// together, over every ServeTCP listener; more are closed as they are
