@@ -67,7 +67,7 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 	default:
 		op.Mode = um.FlagsReplace
 	}
-	if op.Mode != um.FlagsRemove {
+	if op.Mode != um.FlagsRemove && len(op.Keywords) > 0 {
 		var held [][]string // what each message keeps besides op's keywords
 		if op.Mode == um.FlagsAdd {
 			held = make([][]string, len(es))
