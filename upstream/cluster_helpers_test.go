@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -151,7 +152,7 @@ func (n *node) add(tb testing.TB, d *dovecot.Server, mailbox string) {
 func owner(tb testing.TB, mailbox string, nodes ...*node) *node {
 	tb.Helper()
 	var own *node
-	eventually(tb, "one owner that every node names", func() bool {
+	eventuallyShow(tb, "one owner that every node names", func() bool {
 		own = nil
 		for _, n := range nodes {
 			if n.eng.Status(mailbox).Owning {
@@ -170,8 +171,50 @@ func owner(tb testing.TB, mailbox string, nodes ...*node) *node {
 			}
 		}
 		return true
-	})
+	}, clusterView(mailbox, nodes...))
 	return own
+}
+
+// clusterView returns a report, for a failed wait, of what nodes say of
+// mailbox's ownership, and of the database sessions that hold a
+// transaction open or wait: a lock that a cut node's transaction holds
+// can keep the others from taking the lease.
+func clusterView(mailbox string, nodes ...*node) func() string {
+	return func() string {
+		var b strings.Builder
+		b.WriteString("the nodes' Status:")
+		for _, n := range nodes {
+			st := n.eng.Status(mailbox)
+			fmt.Fprintf(&b, "\n\t%s: Owner %q, Owning %v, Connected %v, Failures %d, LastError %v", n.name, st.Owner, st.Owning, st.Connected, st.Failures, st.LastError)
+		}
+		b.WriteString("\nthe database sessions not idle:")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, pg.DSN)
+		if err != nil {
+			fmt.Fprintf(&b, " %v", err)
+			return b.String()
+		}
+		defer conn.Close(ctx)
+		rows, err := conn.Query(ctx, `SELECT pid, datname, state, coalesce(wait_event_type || '/' || wait_event, ''),
+			pg_blocking_pids(pid)::text, to_char(extract(epoch FROM now() - state_change), 'FM990.0'), left(query, 100)
+			FROM pg_stat_activity WHERE datname LIKE 'um_upstream_%' AND state <> 'idle' AND pid <> pg_backend_pid()`)
+		if err != nil {
+			fmt.Fprintf(&b, " %v", err)
+			return b.String()
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var pid int32
+			var db, state, wait, blockers, secs, query string
+			if err := rows.Scan(&pid, &db, &state, &wait, &blockers, &secs, &query); err != nil {
+				fmt.Fprintf(&b, " %v", err)
+				break
+			}
+			fmt.Fprintf(&b, "\n\tpid %d (%s): %s for %s s, waiting on %q, blocked by %s: %q", pid, db, state, secs, wait, blockers, query)
+		}
+		return b.String()
+	}
 }
 
 // syncOn waits until a full sync of mailbox succeeded on whichever of

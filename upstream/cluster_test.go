@@ -261,7 +261,8 @@ func TestClusterOwnerCutFromDatabase(t *testing.T) {
 			}
 			own := owner(t, "1001", n2, n3)
 			waitExactlyOnce(t, mc, own, "1001")
-			eventually(t, "n1 no longer owns the mailbox", func() bool { return !n1.eng.Status("1001").Owning })
+			view := clusterView("1001", n1, n2, n3)
+			eventuallyShow(t, "n1 no longer owns the mailbox", func() bool { return !n1.eng.Status("1001").Owning }, view)
 
 			proxy.restore()
 			for i := range 5 {
@@ -271,10 +272,10 @@ func TestClusterOwnerCutFromDatabase(t *testing.T) {
 			if len(ids) != 20 {
 				t.Errorf("the mailbox holds %d voicemails, want the 20 deposited", len(ids))
 			}
-			eventually(t, "n1 names the new owner", func() bool {
+			eventuallyShow(t, "n1 names the new owner", func() bool {
 				st := n1.eng.Status("1001")
 				return st.Owner == own.name && !st.Owning
-			})
+			}, view)
 			syncOn(t, "1001", n1, n2, n3)
 			if err := onceEach(mc, ids); err != nil {
 				t.Fatalf("after a full sync: %v", err)

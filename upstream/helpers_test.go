@@ -162,7 +162,13 @@ func (e *env) waitSynced(mailbox string) {
 // eventually polls cond for up to 20 s.
 func eventually(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	testwait.Until(tb, 20*time.Second, 10*time.Millisecond, what, cond)
+	eventuallyShow(tb, what, cond, nil)
+}
+
+// eventuallyShow is eventually that, on timeout, adds what show reports.
+func eventuallyShow(tb testing.TB, what string, cond func() bool, show func() string) {
+	tb.Helper()
+	testwait.UntilShow(tb, 20*time.Second, 10*time.Millisecond, what, cond, show)
 }
 
 func deposit(tb testing.TB, mb *um.Mailbox, caller string) um.Message {

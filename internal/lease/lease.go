@@ -177,7 +177,7 @@ func (k *Keeper) acquire(ctx context.Context) (um.Lease, error) {
 		k.note(l, false, nil)
 	default:
 		if ctx.Err() == nil {
-			k.o.Logger.Warn("lease request failed", "mailbox", k.o.Mailbox, "purpose", k.o.Purpose, "err", err)
+			k.o.Logger.Warn("lease request failed", "mailbox", k.o.Mailbox, "purpose", k.o.Purpose, "node", k.o.Node, "err", err)
 		}
 		k.note(um.Lease{}, false, err)
 	}
@@ -214,14 +214,14 @@ func (k *Keeper) hold(ctx context.Context, l um.Lease, start time.Time, work fun
 			stop()
 			rctx, rcancel := context.WithTimeout(context.Background(), k.o.TTL/3)
 			if err := k.o.Leaser.ReleaseLease(rctx, h.Lease()); err != nil {
-				k.o.Logger.Warn("lease release failed", "mailbox", k.o.Mailbox, "purpose", k.o.Purpose, "err", err)
+				k.o.Logger.Warn("lease release failed", "mailbox", k.o.Mailbox, "purpose", k.o.Purpose, "node", k.o.Node, "err", err)
 			}
 			rcancel()
 			k.note(um.Lease{}, false, nil)
 			return true
 		case <-expiry.C:
 			stop()
-			k.o.Logger.Warn("lease lost: not renewed in time", "mailbox", k.o.Mailbox, "purpose", k.o.Purpose, "epoch", l.Epoch)
+			k.o.Logger.Warn("lease lost: not renewed in time", "mailbox", k.o.Mailbox, "purpose", k.o.Purpose, "node", k.o.Node, "epoch", l.Epoch)
 			k.note(um.Lease{}, false, k.Err())
 			return false
 		case <-renew.C:
@@ -241,7 +241,7 @@ func (k *Keeper) hold(ctx context.Context, l um.Lease, start time.Time, work fun
 				// Another node holds it, or it lapsed and this node took it
 				// anew: either way the work under the old Epoch ends.
 				stop()
-				k.o.Logger.Info("lease lost", "mailbox", k.o.Mailbox, "purpose", k.o.Purpose, "epoch", l.Epoch, "holder", nl.Holder)
+				k.o.Logger.Info("lease lost", "mailbox", k.o.Mailbox, "purpose", k.o.Purpose, "node", k.o.Node, "epoch", l.Epoch, "holder", nl.Holder)
 				if err == nil {
 					k.note(nl, false, nil) // the next Run round starts work under the new Epoch
 				}

@@ -37,3 +37,12 @@ func TestUntilTimesOut(t *testing.T) {
 		t.Errorf("Until on a condition that never holds: failure %q, want one naming it", r.msg)
 	}
 }
+
+func TestUntilShowTimesOut(t *testing.T) {
+	r := &recorder{TB: t}
+	testwait.UntilShow(r, 20*time.Millisecond, time.Millisecond, "never", func() bool { return r.msg != "" },
+		func() string { return "the state seen" })
+	if !strings.Contains(r.msg, "never") || !strings.Contains(r.msg, "the state seen") {
+		t.Errorf("UntilShow on a condition that never holds: failure %q, want one naming it and what show reported", r.msg)
+	}
+}

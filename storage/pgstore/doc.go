@@ -86,8 +86,11 @@
 // WHERE statement whose expiry is judged by the database's clock, so the
 // nodes' clocks need not agree. A takeover increments the lease's epoch, and
 // a state write (um.OutwardState) locks the lease row and checks holder,
-// epoch and expiry in its own transaction: a node that stalled past its
-// lease cannot overwrite the state its successor keeps.
+// epoch and expiry in the statement that writes: a node that stalled past
+// its lease cannot overwrite the state its successor keeps. That statement
+// goes as one message (the simple protocol), so the lock is never held
+// while the server waits on the node: a node whose link dies mid-write
+// leaves no lock behind for the next holder's takeover to wait on.
 //
 // # The change feed
 //

@@ -120,47 +120,54 @@ func (s *Store) GetState(ctx context.Context, mailbox, purpose string) ([]byte, 
 	return data, nil
 }
 
-// PutState implements um.OutwardState. The lease row is locked (FOR SHARE)
-// while the state is written, so a takeover commits before or after the
-// write, never between the check and it.
+// PutState implements um.OutwardState: one statement checks the lease and
+// writes the state (see fenced).
 func (s *Store) PutState(ctx context.Context, l um.Lease, data []byte) error {
 	if len(data) > um.MaxOutwardState {
 		return fmt.Errorf("pgstore: %w: state of %d bytes, more than %d", um.ErrInvalid, len(data), um.MaxOutwardState)
 	}
-	return s.fenced(ctx, l, func(tx pgx.Tx, mid int64) error {
-		_, err := tx.Exec(ctx, `INSERT INTO um_outward_state (mailbox_id, purpose, data) VALUES ($1, $2, $3)
-			ON CONFLICT (mailbox_id, purpose) DO UPDATE SET data = EXCLUDED.data`, mid, l.Purpose, data)
-		return err
-	})
+	return s.fenced(ctx, l, `INSERT INTO um_outward_state (mailbox_id, purpose, data)
+		SELECT $1::bigint, $2::text, $5::bytea FROM lease
+		ON CONFLICT (mailbox_id, purpose) DO UPDATE SET data = EXCLUDED.data`, data)
 }
 
-// DeleteState implements um.OutwardState.
+// DeleteState implements um.OutwardState, fenced as PutState is.
 func (s *Store) DeleteState(ctx context.Context, l um.Lease) error {
-	return s.fenced(ctx, l, func(tx pgx.Tx, mid int64) error {
-		_, err := tx.Exec(ctx, "DELETE FROM um_outward_state WHERE mailbox_id = $1 AND purpose = $2", mid, l.Purpose)
-		return err
-	})
+	return s.fenced(ctx, l, `DELETE FROM um_outward_state
+		WHERE mailbox_id = $1::bigint AND purpose = $2::text AND EXISTS (SELECT FROM lease)`)
 }
 
-func (s *Store) fenced(ctx context.Context, l um.Lease, fn func(tx pgx.Tx, mid int64) error) error {
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		mid, err := s.mailboxID(ctx, tx, l.Mailbox)
-		if err != nil {
-			return err
-		}
-		var ok bool
-		err = tx.QueryRow(ctx, `SELECT true FROM um_leases
-			WHERE mailbox_id = $1 AND purpose = $2 AND holder = $3 AND epoch = $4 AND expires > now() FOR SHARE`,
-			mid, l.Purpose, l.Holder, int64(l.Epoch)).Scan(&ok)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("pgstore: %s state of %q: %w: the lease of %s, epoch %d, is no longer current", l.Purpose, l.Mailbox, um.ErrLeaseHeld, l.Holder, l.Epoch)
-		}
-		if err != nil {
-			return fmt.Errorf("pgstore: %s state of %q: %w", l.Purpose, l.Mailbox, err)
-		}
-		if err := fn(tx, mid); err != nil {
-			return fmt.Errorf("pgstore: %s state of %q: %w", l.Purpose, l.Mailbox, err)
-		}
-		return nil
-	})
+// fenced runs change, a data-modifying statement that does its work only
+// when the CTE lease has a row, in one statement with the check that l is
+// still current: lease is l's row, locked FOR SHARE, so a takeover commits
+// before the check (which then fails) or after the change, never between.
+// $1 to $4 are the mailbox's id and l's purpose, holder and epoch; args
+// are $5 on.
+//
+// The statement goes as one message of the simple protocol: the server
+// has all of it before it takes the lock, and commits before it waits on
+// the client again. A lock held across round trips would outlive a
+// connection that goes silent in between (a dead link: the server keeps
+// the transaction open until its TCP keepalive gives up, hours by default),
+// and every other node's AcquireLease would wait on it: the mailbox's work
+// could not be taken over.
+func (s *Store) fenced(ctx context.Context, l um.Lease, change string, args ...any) error {
+	mid, err := s.poolMailboxID(ctx, l.Mailbox)
+	if err != nil {
+		return err
+	}
+	var current bool
+	err = s.pool.QueryRow(ctx, `WITH lease AS (
+			SELECT FROM um_leases WHERE mailbox_id = $1::bigint AND purpose = $2::text
+				AND holder = $3::text AND epoch = $4::bigint AND expires > now() FOR SHARE
+		), change AS (`+change+`)
+		SELECT EXISTS (SELECT FROM lease)`,
+		append([]any{pgx.QueryExecModeSimpleProtocol, mid, l.Purpose, l.Holder, int64(l.Epoch)}, args...)...).Scan(&current)
+	if err != nil {
+		return s.mapErr(fmt.Errorf("pgstore: %s state of %q: %w", l.Purpose, l.Mailbox, err))
+	}
+	if !current {
+		return fmt.Errorf("pgstore: %s state of %q: %w: the lease of %s, epoch %d, is no longer current", l.Purpose, l.Mailbox, um.ErrLeaseHeld, l.Holder, l.Epoch)
+	}
+	return nil
 }
