@@ -52,6 +52,7 @@ type guard struct {
 	err      error
 	bye      bool
 	timedOut bool
+	readErr  bool      // a Read returned an error to go-imap
 	inject   bool      // a continuation request of our own is due to go-imap
 	poked    bool      // the read deadline was moved to wake a blocked Read
 	theirs   time.Time // go-imap's read deadline
@@ -78,14 +79,20 @@ func (g *guard) Read(p []byte) (int, error) {
 		}
 		var n int
 		var err error
-		if len(g.held) > 0 {
+		switch {
+		case len(g.held) > 0:
 			n = copy(p, g.held)
 			g.held = g.held[n:]
-			if len(g.held) == 0 {
-				err, g.heldErr = g.heldErr, nil
-			}
-		} else {
+		case g.heldErr != nil:
+			err, g.heldErr = g.heldErr, nil
+		default:
 			n, err = g.Conn.Read(p)
+		}
+		if n > 0 && err != nil {
+			// The error goes to go-imap on its own, after it has read the
+			// bytes: a response it then fails to parse was the server's
+			// doing, not the network's (see readFailed).
+			g.heldErr, err = err, nil
 		}
 		if n > 0 {
 			k, ferr := g.scanUntil(p[:n], g.injectDue())
@@ -99,9 +106,6 @@ func (g *guard) Read(p []byte) (int, error) {
 			if k < n {
 				// Our continuation request goes between two responses.
 				g.held = append(append([]byte(nil), p[k:n]...), g.held...)
-				if err != nil {
-					g.heldErr, err = err, nil
-				}
 				n = k
 			}
 			if most := g.answerCap.Load(); most > 0 && g.answered.Add(int64(n)) > most {
@@ -121,8 +125,22 @@ func (g *guard) Read(p []byte) (int, error) {
 			g.timedOut = true
 			g.mu.Unlock()
 		}
+		if err != nil {
+			g.mu.Lock()
+			g.readErr = true
+			g.mu.Unlock()
+		}
 		return n, err
 	}
+}
+
+// readFailed tells whether a Read of the connection returned an error
+// (a reset, EOF, a timeout, a close of ours). When go-imap's client stops
+// reading without one, what it read did not parse.
+func (g *guard) readFailed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.readErr
 }
 
 // scan follows the framing: text up to CRLF, where a line ending in {N}

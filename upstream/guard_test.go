@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"errors"
+	"io"
+	"net"
 	"strings"
 	"testing"
 )
@@ -47,4 +49,32 @@ func TestGuardScan(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestGuardReadError: bytes that come with a read error reach go-imap
+// first and the error after them, on a Read of its own, so a response
+// that go-imap fails to parse is told apart from a connection that failed
+// (readFailed stays false until the error is returned).
+func TestGuardReadError(t *testing.T) {
+	g := newGuard(&lastConn{data: []byte("* OK hi\r\n")}, 100, 64)
+	buf := make([]byte, 64)
+	if n, err := g.Read(buf); n != 9 || err != nil || g.readFailed() {
+		t.Errorf("first Read = %d, %v (read failed %v); want 9, nil (false)", n, err, g.readFailed())
+	}
+	if n, err := g.Read(buf); n != 0 || err != io.EOF || !g.readFailed() {
+		t.Errorf("second Read = %d, %v (read failed %v); want 0, EOF (true)", n, err, g.readFailed())
+	}
+}
+
+// lastConn returns its data together with io.EOF, as a TLS connection
+// does when the peer's close_notify follows its last record.
+type lastConn struct {
+	net.Conn
+	data []byte
+}
+
+func (c *lastConn) Read(p []byte) (int, error) {
+	n := copy(p, c.data)
+	c.data = c.data[n:]
+	return n, io.EOF
 }

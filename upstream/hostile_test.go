@@ -185,6 +185,7 @@ func (h *hostile) serve(c net.Conn) {
 	}()
 	br := bufio.NewReader(b)
 	silent := false
+	greeting := true
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
@@ -214,7 +215,15 @@ func (h *hostile) serve(c net.Conn) {
 			qmu.Unlock()
 		}
 		out := line
+		first := greeting
+		greeting = false
 		switch {
+		case mode == "garbled greeting" && first:
+			out = "* OK [CAPABILITY IMAP4rev1 \"x\"] ready\r\n"
+		case mode == "garbled ESEARCH" && strings.HasPrefix(line, "* SEARCH"):
+			out = "* ESEARCH (TAG \"" + *searchTag.Load() + "\") UID ALL 1,,x\r\n"
+		case mode == "unbalanced FETCH while idling" && strings.HasPrefix(line, "+ "):
+			out = line + "* 1 FETCH (FLAGS (\\Seen)\r\n"
 		case mode == "empty search" && strings.HasPrefix(line, "* SEARCH"):
 			out = "* SEARCH\r\n"
 		case mode == "empty answers" && strings.HasPrefix(line, "* SEARCH"):
@@ -369,6 +378,11 @@ func TestHostileServer(t *testing.T) {
 		// A copy seen without its flags is not one without flags: the
 		// heard voicemail stays heard.
 		{"no FLAGS in FETCH", upstream.ErrServerFault, false, true},
+		// An answer go-imap cannot parse ends the connection like a lost
+		// one, but the server sent it: a fault, backed off, not probed for.
+		{"garbled greeting", upstream.ErrServerFault, false, true},
+		{"garbled ESEARCH", upstream.ErrServerFault, false, true},
+		{"unbalanced FETCH while idling", upstream.ErrServerFault, false, false},
 	}
 	var users []string
 	for i := range modes {
