@@ -88,6 +88,9 @@
 //     4294967295, more UIDs than the folder holds, or more than one for
 //     one copy: a set is checked before it is expanded, never counted
 //     through;
+//   - an APPENDUID that names UID 0 or 4294967295, or another UIDVALIDITY
+//     than the folder's (0 too): the next session finds the copy by its
+//     header;
 //   - a FETCH answer that names a copy without the flags asked for: read
 //     as no flags, it would make a heard voicemail unheard;
 //   - a response that does not parse (a garbled greeting, an ESEARCH with
