@@ -96,7 +96,10 @@
 //   - a response that does not parse (a garbled greeting, an ESEARCH with
 //     a broken set, a FETCH with an unbalanced parenthesis): go-imap's
 //     client ends the connection on it, but the server said it, so it is
-//     not taken for a lost connection (see Reconnecting).
+//     not taken for a lost connection (see Reconnecting);
+//   - a "(" in a capability list (CAPABILITY, ENABLED, a [CAPABILITY]
+//     response code), on which go-imap's client would loop for ever: the
+//     guard ends the connection first.
 //
 // A fault ends the session with an error wrapping ErrServerFault, changes
 // nothing, and the worker backs off without the reset a successful sync

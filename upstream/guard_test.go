@@ -28,6 +28,20 @@ func TestGuardScan(t *testing.T) {
 		{"absurd literal size", "* 1 FETCH (BODY[] {99999999999999999999999999}\r\n", true, false},
 		{"BYE", "* BYE shutting down\r\n", false, true},
 		{"bye in a literal is data", "* 1 FETCH (BODY[] {9}\r\n* BYE no\n)\r\n", false, false},
+		// go-imap's client loops for ever on a "(" in a capability list.
+		{"parenthesis in a CAPABILITY code", "* OK [CAPABILITY IMAP4rev1 (] hi\r\n", true, false},
+		{"parenthesis in a tagged CAPABILITY code", "A1 OK [CAPABILITY  (X)] done\r\n", true, false},
+		{"parenthesis right after CAPABILITY", "* OK [CAPABILITY(] hi\r\n", true, false},
+		{"parenthesis in CAPABILITY data", "* capability IMAP4rev1 IDLE (\r\n", true, false},
+		{"parenthesis in ENABLED data", "* ENABLED (\r\n", true, false},
+		{"capability list", "* CAPABILITY IMAP4rev1 IDLE AUTH=PLAIN\r\n* OK [CAPABILITY IMAP4rev1] hi\r\n", false, false},
+		{"parenthesis after the list", "* OK [CAPABILITY IMAP4rev1] (hi)\r\n", false, false},
+		{"parenthesis after a quoted string", "* OK [CAPABILITY IMAP4rev1 \"x\" (] hi\r\n", false, false},
+		{"another code", "* OK [CAPABILITYX (] hi\r\n", false, false},
+		{"keyword in a quoted string", "* LIST () \"/\" \"[CAPABILITY (x\"\r\n", false, false},
+		{"keyword in a literal", "* 1 FETCH (BODY[] {14}\r\n[CAPABILITY (x)\r\n", false, false},
+		{"keyword after a literal", "* 1 FETCH (BODY[] {1}\r\nx CAPABILITY (X))\r\n", false, false},
+		{"keyword not leading", "* 1 FETCH (X * ENABLED (Y))\r\n", false, false},
 	}
 	for _, tc := range tests {
 		for _, chunk := range []int{1, 3, 7, 1000} {

@@ -223,6 +223,8 @@ func (h *hostile) serve(c net.Conn) {
 		switch {
 		case mode == "garbled greeting" && first:
 			out = "* OK [CAPABILITY IMAP4rev1 \"x\"] ready\r\n"
+		case mode == "parenthesis in CAPABILITY" && first:
+			out = "* OK [CAPABILITY IMAP4rev1 (] ready\r\n"
 		case mode == "garbled ESEARCH" && strings.HasPrefix(line, "* SEARCH"):
 			out = "* ESEARCH (TAG \"" + *searchTag.Load() + "\") UID ALL 1,,x\r\n"
 		case mode == "unbalanced FETCH while idling" && strings.HasPrefix(line, "+ "):
@@ -403,6 +405,9 @@ func TestHostileServer(t *testing.T) {
 		{"garbled greeting", upstream.ErrServerFault, false, true},
 		{"garbled ESEARCH", upstream.ErrServerFault, false, true},
 		{"unbalanced FETCH while idling", upstream.ErrServerFault, false, false},
+		// go-imap's client would loop for ever on it, a core busy and the
+		// connection never closed.
+		{"parenthesis in CAPABILITY", upstream.ErrServerFault, false, true},
 	}
 	var users []string
 	for i := range modes {
