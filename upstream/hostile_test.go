@@ -427,8 +427,9 @@ func TestHostileServer(t *testing.T) {
 			if strings.HasPrefix(tc.mode, "endless") || strings.HasPrefix(tc.mode, "2 GB") {
 				// A flood is refused by size, not time: under the race
 				// detector on a busy machine 64 KiB can take longer than
-				// 500 ms to arrive, and the deadline would end it first.
-				opts.CommandTimeout = 2 * time.Second
+				// 500 ms to arrive, and the 2 MiB of an endless LIST
+				// close to 2 s, and the deadline would end it first.
+				opts.CommandTimeout = 5 * time.Second
 			}
 			e := newEnvOpts(t, d, opts, nil)
 			ctx := context.Background()
