@@ -88,8 +88,18 @@
 //     4294967295, more UIDs than the folder holds, or more than one for
 //     one copy: a set is checked before it is expanded, never counted
 //     through;
+//   - an APPENDUID that names UID 0 or 4294967295, or another UIDVALIDITY
+//     than the folder's (0 too): the next session finds the copy by its
+//     header;
 //   - a FETCH answer that names a copy without the flags asked for: read
-//     as no flags, it would make a heard voicemail unheard.
+//     as no flags, it would make a heard voicemail unheard;
+//   - a response that does not parse (a garbled greeting, an ESEARCH with
+//     a broken set, a FETCH with an unbalanced parenthesis): go-imap's
+//     client ends the connection on it, but the server said it, so it is
+//     not taken for a lost connection (see Reconnecting);
+//   - a "(" in a capability list (CAPABILITY, ENABLED, a [CAPABILITY]
+//     response code), on which go-imap's client would loop for ever: the
+//     guard ends the connection first.
 //
 // A fault ends the session with an error wrapping ErrServerFault, changes
 // nothing, and the worker backs off without the reset a successful sync
@@ -153,9 +163,10 @@
 //     The first worker to see it becomes the address's prober and retries
 //     every Options.ProbeInterval (default MinBackoff) instead of backing
 //     off; the others back off as before. Failures where the server
-//     answered (a refused login, a NO, a certificate that does not verify)
-//     say nothing about the address and make no prober, so a wrong password
-//     is never retried faster than the backoff.
+//     answered (a refused login, a NO, a certificate that does not verify,
+//     a response that does not parse) say nothing about the address and
+//     make no prober, so a wrong password or a garbling server is never
+//     retried faster than the backoff.
 //   - When any worker of a down address logs in again, the address is up:
 //     every worker of it sleeping in backoff is woken and reconnects after
 //     a random delay of up to 2 ms per worker of the address (at most 2 s),

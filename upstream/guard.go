@@ -37,6 +37,7 @@ type guard struct {
 
 	// Owned by the reading goroutine.
 	lineLen, lit, respLit int64
+	caps                  capScan
 	head, tail            []byte
 	edge                  bool   // what go-imap read so far ends with a whole response
 	held                  []byte // read from the server, not yet given to go-imap
@@ -52,6 +53,7 @@ type guard struct {
 	err      error
 	bye      bool
 	timedOut bool
+	readErr  bool      // a Read returned an error to go-imap
 	inject   bool      // a continuation request of our own is due to go-imap
 	poked    bool      // the read deadline was moved to wake a blocked Read
 	theirs   time.Time // go-imap's read deadline
@@ -78,14 +80,20 @@ func (g *guard) Read(p []byte) (int, error) {
 		}
 		var n int
 		var err error
-		if len(g.held) > 0 {
+		switch {
+		case len(g.held) > 0:
 			n = copy(p, g.held)
 			g.held = g.held[n:]
-			if len(g.held) == 0 {
-				err, g.heldErr = g.heldErr, nil
-			}
-		} else {
+		case g.heldErr != nil:
+			err, g.heldErr = g.heldErr, nil
+		default:
 			n, err = g.Conn.Read(p)
+		}
+		if n > 0 && err != nil {
+			// The error goes to go-imap on its own, after it has read the
+			// bytes: a response it then fails to parse was the server's
+			// doing, not the network's (see readFailed).
+			g.heldErr, err = err, nil
 		}
 		if n > 0 {
 			k, ferr := g.scanUntil(p[:n], g.injectDue())
@@ -99,9 +107,6 @@ func (g *guard) Read(p []byte) (int, error) {
 			if k < n {
 				// Our continuation request goes between two responses.
 				g.held = append(append([]byte(nil), p[k:n]...), g.held...)
-				if err != nil {
-					g.heldErr, err = err, nil
-				}
 				n = k
 			}
 			if most := g.answerCap.Load(); most > 0 && g.answered.Add(int64(n)) > most {
@@ -121,8 +126,22 @@ func (g *guard) Read(p []byte) (int, error) {
 			g.timedOut = true
 			g.mu.Unlock()
 		}
+		if err != nil {
+			g.mu.Lock()
+			g.readErr = true
+			g.mu.Unlock()
+		}
 		return n, err
 	}
+}
+
+// readFailed tells whether a Read of the connection returned an error
+// (a reset, EOF, a timeout, a close of ours). When go-imap's client stops
+// reading without one, what it read did not parse.
+func (g *guard) readFailed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.readErr
 }
 
 // scan follows the framing: text up to CRLF, where a line ending in {N}
@@ -158,6 +177,9 @@ func (g *guard) scanUntil(b []byte, stop bool) (int, error) {
 			g.head = append(g.head, seg[:n]...)
 		}
 		g.tail = keepTail(g.tail, seg)
+		if err := g.caps.scan(seg); err != nil {
+			return 0, err
+		}
 		if nl < 0 {
 			continue
 		}
@@ -168,8 +190,10 @@ func (g *guard) scanUntil(b []byte, stop bool) (int, error) {
 			}
 			g.lit = n
 			g.tail = g.tail[:0]
+			g.caps.literal()
 			continue
 		}
+		g.caps = capScan{}
 		if bytes.HasPrefix(bytes.ToUpper(g.head), []byte("* BYE")) {
 			g.mu.Lock()
 			g.bye = true
@@ -183,6 +207,145 @@ func (g *guard) scanUntil(b []byte, stop bool) (int, error) {
 		}
 	}
 	return all, nil
+}
+
+// capScan follows the text of a response (literals and quoted strings
+// left out) for a capability list that go-imap's client cannot read: its
+// reader takes a "(" where it expects a space between capabilities for a
+// space, and loops on it for ever, a core busy and the connection never
+// closed. The lists are those of "* CAPABILITY", "* ENABLED" and a
+// "[CAPABILITY" response code; a "(" that follows the keyword across
+// nothing but spaces and atoms ends the connection as a server fault.
+type capScan struct {
+	head   [len(capLead)]byte // the response's first bytes
+	n      int                // of head filled; len(head)+1: past a literal
+	code   int                // bytes matched of "[CAPABILITY"
+	after  bool               // a keyword has just been matched
+	in     bool               // within a capability list
+	quoted bool
+	esc    bool
+}
+
+const (
+	capLead     = "* CAPABILITY"
+	enabledLead = "* ENABLED"
+	capCode     = "[CAPABILITY"
+)
+
+// scan reads seg, the next text of the response.
+func (s *capScan) scan(seg []byte) (err error) {
+	if s.n == 0 && len(seg) >= 3 && (seg[0] != '*' || seg[1] != ' ' || seg[2]|0x20 != 'c' && seg[2]|0x20 != 'e') {
+		s.n = len(s.head) // no keyword leads this response
+	}
+	if s.n >= len(s.head) && s.idle() && bytes.IndexByte(seg, '[') < 0 && bytes.IndexByte(seg, '"') < 0 {
+		return nil // most lines: nothing to look at
+	}
+	*s, err = s.scanned(seg)
+	return err
+}
+
+func (s *capScan) idle() bool {
+	return !s.after && !s.in && !s.quoted && !s.esc && s.code == 0
+}
+
+// foldedIs tells whether b is k (in capitals) but for the case of letters.
+func foldedIs(b []byte, k string) bool {
+	for i := range len(b) {
+		if c := k[i]; b[i] != c && (c < 'A' || c > 'Z' || b[i] != c+'a'-'A') {
+			return false
+		}
+	}
+	return len(b) == len(k)
+}
+
+// indexEither is the index in b of the first c or d, or -1.
+func indexEither(b []byte, c, d byte) int {
+	i, j := bytes.IndexByte(b, c), bytes.IndexByte(b, d)
+	if i < 0 || j >= 0 && j < i {
+		return j
+	}
+	return i
+}
+
+// scanned is scan's loop, on a copy of the state: cheaper than a write
+// through a pointer for every byte.
+func (s capScan) scanned(seg []byte) (capScan, error) {
+	for i := 0; i < len(seg); {
+		if s.n >= len(s.head) && !s.after && !s.in && s.code == 0 && !s.esc {
+			// Most text matters not: skip to where it may.
+			var j int
+			if s.quoted {
+				j = indexEither(seg[i:], '"', '\\')
+			} else {
+				j = indexEither(seg[i:], '"', '[')
+			}
+			if j < 0 {
+				return s, nil
+			}
+			i += j
+		}
+		b := seg[i]
+		i++
+		lead := false // b ends a leading keyword
+		if s.n < len(s.head) {
+			s.head[s.n] = b
+			s.n++
+			lead = s.n == len(capLead) && foldedIs(s.head[:s.n], capLead) ||
+				s.n == len(enabledLead) && foldedIs(s.head[:s.n], enabledLead)
+		}
+		if s.quoted {
+			switch {
+			case s.esc:
+				s.esc = false
+			case b == '\\':
+				s.esc = true
+			case b == '"':
+				s.quoted = false
+			}
+			continue
+		}
+		if s.after {
+			// A keyword followed by more of an atom is another word.
+			s.after, s.in = false, !atomChar(b)
+		}
+		if s.in {
+			switch {
+			case b == '(':
+				return s, fmt.Errorf("%w: a parenthesis in a capability list", ErrServerFault)
+			case b != ' ' && !atomChar(b):
+				s.in = false
+			}
+		}
+		switch {
+		case b == '"':
+			s.quoted, s.code = true, 0
+		case b == capCode[s.code]:
+			s.code++
+			if s.code == len(capCode) {
+				s.code, s.after = 0, true
+			}
+		case b == capCode[0]:
+			s.code = 1
+		default:
+			s.code = 0
+		}
+		s.after = s.after || lead
+	}
+	return s, nil
+}
+
+// literal notes a literal in the response: what follows it is no longer
+// at the response's start, nor within a list or a quoted string.
+func (s *capScan) literal() { *s = capScan{n: len(s.head) + 1} }
+
+// atomChar is an ATOM-CHAR as go-imap reads it (a byte of 0x80 to 0x9f
+// is a control character to it).
+func atomChar(b byte) bool {
+	switch b {
+	case '(', ')', '{', ' ', '%', '*', '"', '\\', ']':
+		return false
+	}
+	return b > 0x1f && (b < 0x7f || b > 0x9f)
 }
 
 // keepTail appends seg to tail, keeping its last cap(tail) bytes.

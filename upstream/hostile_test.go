@@ -6,9 +6,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,6 +90,7 @@ var (
 	validityRE  = regexp.MustCompile(`\[UIDVALIDITY \d+\]`)
 	appendUIDRE = regexp.MustCompile(`\[APPENDUID \d+ \d+\] ?`)
 	copyUIDRE   = regexp.MustCompile(`\[COPYUID (\d+) (\S+) \S+\]`)
+	lieUIDRE    = regexp.MustCompile(`\[APPENDUID (\d+) (\d+)\]`)
 	flagsRE     = regexp.MustCompile(` ?FLAGS \([^)]*\)`)
 )
 
@@ -185,6 +188,7 @@ func (h *hostile) serve(c net.Conn) {
 	}()
 	br := bufio.NewReader(b)
 	silent := false
+	greeting := true
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
@@ -214,7 +218,17 @@ func (h *hostile) serve(c net.Conn) {
 			qmu.Unlock()
 		}
 		out := line
+		first := greeting
+		greeting = false
 		switch {
+		case mode == "garbled greeting" && first:
+			out = "* OK [CAPABILITY IMAP4rev1 \"x\"] ready\r\n"
+		case mode == "parenthesis in CAPABILITY" && first:
+			out = "* OK [CAPABILITY IMAP4rev1 (] ready\r\n"
+		case mode == "garbled ESEARCH" && strings.HasPrefix(line, "* SEARCH"):
+			out = "* ESEARCH (TAG \"" + *searchTag.Load() + "\") UID ALL 1,,x\r\n"
+		case mode == "unbalanced FETCH while idling" && strings.HasPrefix(line, "+ "):
+			out = line + "* 1 FETCH (FLAGS (\\Seen)\r\n"
 		case mode == "empty search" && strings.HasPrefix(line, "* SEARCH"):
 			out = "* SEARCH\r\n"
 		case mode == "empty answers" && strings.HasPrefix(line, "* SEARCH"):
@@ -252,6 +266,23 @@ func (h *hostile) serve(c net.Conn) {
 			out = validityRE.ReplaceAllStringFunc(line, func(v string) string {
 				n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(v, "[UIDVALIDITY "), "]"), 10, 32)
 				return "[UIDVALIDITY " + strconv.FormatUint(n+1, 10) + "]"
+			})
+		case strings.HasPrefix(mode, "APPENDUID ") && strings.Contains(line, "[APPENDUID "):
+			out = lieUIDRE.ReplaceAllStringFunc(line, func(v string) string {
+				m := lieUIDRE.FindStringSubmatch(v)
+				validity, uid := m[1], m[2]
+				switch mode {
+				case "APPENDUID 0":
+					uid = "0"
+				case "APPENDUID 4294967295":
+					uid = "4294967295"
+				case "APPENDUID with UIDVALIDITY 0":
+					validity = "0"
+				case "APPENDUID of another UIDVALIDITY":
+					n, _ := strconv.ParseUint(validity, 10, 32)
+					validity = strconv.FormatUint(n+1, 10)
+				}
+				return "[APPENDUID " + validity + " " + uid + "]"
 			})
 		case mode == "huge COPYUID":
 			out = copyUIDRE.ReplaceAllString(line, "[COPYUID $1 $2 1:4294967295]")
@@ -369,6 +400,14 @@ func TestHostileServer(t *testing.T) {
 		// A copy seen without its flags is not one without flags: the
 		// heard voicemail stays heard.
 		{"no FLAGS in FETCH", upstream.ErrServerFault, false, true},
+		// An answer go-imap cannot parse ends the connection like a lost
+		// one, but the server sent it: a fault, backed off, not probed for.
+		{"garbled greeting", upstream.ErrServerFault, false, true},
+		{"garbled ESEARCH", upstream.ErrServerFault, false, true},
+		{"unbalanced FETCH while idling", upstream.ErrServerFault, false, false},
+		// go-imap's client would loop for ever on it, a core busy and the
+		// connection never closed.
+		{"parenthesis in CAPABILITY", upstream.ErrServerFault, false, true},
 	}
 	var users []string
 	for i := range modes {
@@ -388,8 +427,9 @@ func TestHostileServer(t *testing.T) {
 			if strings.HasPrefix(tc.mode, "endless") || strings.HasPrefix(tc.mode, "2 GB") {
 				// A flood is refused by size, not time: under the race
 				// detector on a busy machine 64 KiB can take longer than
-				// 500 ms to arrive, and the deadline would end it first.
-				opts.CommandTimeout = 2 * time.Second
+				// 500 ms to arrive, and the 2 MiB of an endless LIST
+				// close to 2 s, and the deadline would end it first.
+				opts.CommandTimeout = 5 * time.Second
 			}
 			e := newEnvOpts(t, d, opts, nil)
 			ctx := context.Background()
@@ -617,4 +657,95 @@ func startDovecotPlain(tb testing.TB, users ...string) *dovecot.Server {
 	}
 	tb.Cleanup(d.Stop)
 	return d
+}
+
+// TestLyingAPPENDUID: the server answers the upload of a voicemail with an
+// APPENDUID that cannot name its copy: UID 0, UID 4294967295 (above which
+// the search for arrivals would ask for "0:*"), or another UIDVALIDITY
+// than the folder's. The session fails with a server fault and the UID is
+// not kept; the next session finds the copy by its header rather than
+// uploading it again, and the voicemail heard on the phone gets \Seen on
+// that one copy.
+func TestLyingAPPENDUID(t *testing.T) {
+	lies := []string{"APPENDUID 0", "APPENDUID 4294967295", "APPENDUID with UIDVALIDITY 0", "APPENDUID of another UIDVALIDITY"}
+	var users []string
+	for i := range lies {
+		users = append(users, strconv.Itoa(3000+i))
+	}
+	d := startDovecotPlain(t, users...)
+	for i, lie := range lies {
+		t.Run(lie, func(t *testing.T) {
+			ctx := context.Background()
+			user := users[i]
+			h := startHostile(t, d)
+			faults := &errorLog{}
+			opts := testOptions
+			opts.Logger = slog.New(faults)
+			e := newEnvOpts(t, d, opts, nil)
+			mb, err := e.svc.EnsureMailbox(ctx, user)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := e.config(user, "")
+			cfg.Addr, cfg.Security, cfg.TLSConfig = h.ln.Addr().String(), upstream.ImplicitTLS, h.cert.ClientConfig("localhost")
+			if err := e.eng.Add(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			e.waitSynced(user)
+			mc := newMailClient(t, d, user)
+
+			h.setMode(lie)
+			appends := h.commands("APPEND")
+			m := deposit(t, mb, "100")
+			eventually(t, "a server fault about the APPEND", func() bool {
+				return faults.has(func(err error) bool {
+					return errors.Is(err, upstream.ErrServerFault) && strings.Contains(err.Error(), "APPEND answered")
+				})
+			})
+			e.waitSynced(user) // the lie goes on, but no APPEND is due
+			if n := h.commands("APPEND") - appends; n != 1 {
+				t.Errorf("APPENDs of one voicemail = %d, want 1", n)
+			}
+			uids := mc.find("INBOX", m.ID)
+			if len(uids) != 1 {
+				t.Fatalf("copies upstream = %d, want 1", len(uids))
+			}
+			if err := mb.MarkHeard(ctx, m.ID); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the copy \\Seen", func() bool { return hasFlag(mc.flags("INBOX", uids[0]), imap.FlagSeen) })
+			if got, err := mb.Message(ctx, m.ID); err != nil || got.Folder != um.Inbox {
+				t.Errorf("voicemail: folder %q, %v; want INBOX", got.Folder, err)
+			}
+		})
+	}
+}
+
+// errorLog is a slog handler that keeps the errors logged.
+type errorLog struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (l *errorLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *errorLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *errorLog) WithGroup(string) slog.Handler            { return l }
+
+func (l *errorLog) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok {
+			l.mu.Lock()
+			l.errs = append(l.errs, err)
+			l.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+// has tells whether an error logged so far satisfies match.
+func (l *errorLog) has(match func(error) bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.ContainsFunc(l.errs, match)
 }

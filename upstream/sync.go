@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -147,6 +148,9 @@ func (w *worker) observeArrivals(c *imapclient.Client, ob *observation, byUID ma
 	var top imap.UID
 	for uid := range byUID {
 		top = max(top, uid)
+	}
+	if top == math.MaxUint32 {
+		return nil // nothing arrives above it (a state older than the checks of APPENDUID)
 	}
 	var above imap.UIDSet
 	above.AddRange(top+1, 0) // "top+1:*"; a truthful server answers the last message at least
@@ -610,8 +614,16 @@ func (w *worker) finishAppend(c *imapclient.Client, a *sentAppend) error {
 		c.Close()
 		return errors.New("upstream: APPEND answer lost (test)")
 	}
-	if data.UIDValidity != 0 && data.UIDValidity != w.st.UIDValidity {
-		return fmt.Errorf("%w: APPEND answered UIDVALIDITY %d, the folder has %d", ErrServerFault, data.UIDValidity, w.st.UIDValidity)
+	// An APPENDUID names the copy from then on: a UID no folder reaches
+	// (4294967295 would also make the search for arrivals above it ask
+	// for "0:*"), 0, or one of another UIDVALIDITY names no copy of ours.
+	if data.UID != 0 || data.UIDValidity != 0 {
+		if data.UIDValidity != w.st.UIDValidity {
+			return fmt.Errorf("%w: APPEND answered UIDVALIDITY %d, the folder has %d", ErrServerFault, data.UIDValidity, w.st.UIDValidity)
+		}
+		if data.UID == 0 || data.UID == math.MaxUint32 {
+			return fmt.Errorf("%w: APPEND answered UID %d", ErrServerFault, data.UID)
+		}
 	}
 	uid := data.UID
 	if uid == 0 {

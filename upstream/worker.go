@@ -393,6 +393,7 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	}
 	w.arm()
 	if err := c.WaitGreeting(); err != nil {
+		err = w.explain(c, err)
 		w.transport = transportError(err)
 		c.Close()
 		return nil, fmt.Errorf("upstream: greeting of %s: %w", w.cfg.Addr, err)
@@ -404,6 +405,7 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	w.arm()
 	caps, err := c.Capability().Wait()
 	if err != nil {
+		err = w.explain(c, err)
 		w.transport = transportError(err)
 		c.Close()
 		return nil, fmt.Errorf("upstream: CAPABILITY at %s: %w", w.cfg.Addr, err)
@@ -415,6 +417,7 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	}
 	w.arm()
 	if err := c.Authenticate(sc); err != nil {
+		err = w.explain(c, err)
 		w.transport = transportError(err)
 		c.Close()
 		return nil, fmt.Errorf("upstream: authenticate %q at %s: %w", w.cfg.Username, w.cfg.Addr, err)
@@ -456,14 +459,40 @@ func (w *worker) unsolicitedFetch(m *imapclient.FetchMessageData) {
 
 // explain names the cause of a session's failure err where the guard knows
 // it: the limit the server broke (go-imap's errors do not wrap what the
-// connection's Read returned), or the command deadline.
-func (w *worker) explain(err error) error {
+// connection's Read returned), the command deadline, or a response that
+// did not parse.
+func (w *worker) explain(c *imapclient.Client, err error) error {
 	if ferr := w.g.fault(); ferr != nil && err != nil && !errors.Is(err, ErrServerFault) {
 		return fmt.Errorf("%w (%w)", ferr, err)
 	} else if err != nil && w.g.expired() {
 		return fmt.Errorf("upstream: no answer from %s within %v: %w", w.cfg.Addr, w.e.opts.CommandTimeout, err)
 	}
-	return err
+	return w.unreadable(c, err)
+}
+
+// unreadable makes err a server fault when go-imap's client ended the
+// connection on a response it could not parse: the server answered, with
+// garbage, and is backed off from like any server that misbehaves, not
+// probed for as if the network had failed. go-imap reports a parse
+// failure and a reset alike, as text, so the guard tells them apart: a
+// client that stopped reading although every Read of the connection
+// succeeded stopped at what it read.
+func (w *worker) unreadable(c *imapclient.Client, err error) error {
+	var ie *imap.Error
+	if err == nil || errors.Is(err, ErrServerFault) || errors.As(err, &ie) || w.g.readFailed() {
+		return err
+	}
+	t := time.NewTimer(100 * time.Millisecond) // the client closes before its reader ends
+	defer t.Stop()
+	select {
+	case <-c.Closed():
+	case <-t.C:
+		return err // still reading: the failure was not the client's
+	}
+	if w.g.readFailed() {
+		return err
+	}
+	return fmt.Errorf("%w: unreadable answer from %s (%w)", ErrServerFault, w.cfg.Addr, err)
 }
 
 // session connects, brings both sides in line, then follows changes on
@@ -475,7 +504,7 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 		return false, err
 	}
 	defer func() {
-		err = w.explain(err)
+		err = w.explain(c, err)
 		w.transport = err != nil && ctx.Err() == nil && !errors.Is(err, ErrServerFault) && connLost(c, err)
 		c.Close()
 		w.mu.Lock()
@@ -502,7 +531,7 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 	w.pending = nil
 	defer func() {
 		if len(waiting) > 0 {
-			err := w.explain(err)
+			err := w.explain(c, err)
 			for _, r := range waiting {
 				r <- fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, err)
 			}
