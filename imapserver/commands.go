@@ -75,7 +75,7 @@ func (sess *session) Store(w *respWriter, numSet imap.NumSet, flags *imap.StoreF
 				held[i] = e.msg.Keywords
 			}
 		}
-		if err := admitKeywords(op.Keywords, v.kwFold, held); err != nil {
+		if err := admitKeywords(op.Keywords, v.foldedKeywords(), held); err != nil {
 			return sess.srv.imapError(err, roleSource)
 		}
 	}

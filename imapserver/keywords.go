@@ -36,7 +36,7 @@ type keywordSet map[string]bool
 // keywords to check.
 func (sess *session) folderKeywords(folder string) (keywordSet, error) {
 	if v := sess.sel; v != nil && !v.dead && v.folder == folder {
-		return v.kwFold, nil
+		return v.foldedKeywords(), nil
 	}
 	msgs, err := sess.mb.List(sess.ctx, folder)
 	if err != nil {
@@ -111,9 +111,20 @@ func admitKeywords(kw []string, have keywordSet, msgs [][]string) error {
 	return nil
 }
 
+// foldedKeywords returns the distinct keywords the view holds, folded:
+// derived when a limit is checked (a STORE or APPEND with keywords, new
+// keywords to announce), so the view keeps one record of its keywords.
+func (v *view) foldedKeywords() keywordSet {
+	set := make(keywordSet, len(v.keywords))
+	for k := range v.keywords {
+		set[foldKeyword(k)] = true
+	}
+	return set
+}
+
 // full reports whether the folder takes no new keyword: PERMANENTFLAGS
 // then leaves out \* (RFC 3501 7.1).
-func (v *view) full() bool { return len(v.kwFold) >= MaxKeywords }
+func (v *view) full() bool { return len(v.foldedKeywords()) >= MaxKeywords }
 
 // permanentFlags is what PERMANENTFLAGS lists: flags, and \* while the
 // folder takes new keywords.

@@ -25,10 +25,9 @@ type view struct {
 	msgs     []*entry // UID order; seq = index+1 for index < reported
 	reported int      // how many of msgs the client was told of (EXISTS)
 	keywords map[string]bool
-	kwFold   keywordSet // keywords folded: the distinct keywords IMAP counts
-	next     um.UID     // every UID below is in msgs or known to be gone
-	newKW    bool       // keywords appeared that the client was not sent in FLAGS
-	toldFull bool       // the client was sent PERMANENTFLAGS without \* (see full)
+	next     um.UID // every UID below is in msgs or known to be gone
+	newKW    bool   // keywords appeared that the client was not sent in FLAGS
+	toldFull bool   // the client was sent PERMANENTFLAGS without \* (see full)
 	// highestModSeq is the highest ModSeq of a message the view holds or
 	// the folder's HIGHESTMODSEQ when selected: what a client is told.
 	highestModSeq uint64
@@ -94,10 +93,6 @@ func (v *view) noteKeywords(kw []string) {
 	for _, k := range kw {
 		if !v.keywords[k] {
 			v.keywords[k] = true
-			if v.kwFold == nil {
-				v.kwFold = make(keywordSet)
-			}
-			v.kwFold[foldKeyword(k)] = true
 			v.newKW = true
 		}
 	}
