@@ -14,9 +14,10 @@ import (
 // fetched is what the server said of one message in answer to a UID
 // FETCH.
 type fetched struct {
-	uid    imap.UID
-	flags  um.Flags
-	header []byte // the header field asked for (nil when not asked)
+	uid      imap.UID
+	flags    um.Flags
+	hasFlags bool   // the answer named its FLAGS
+	header   []byte // the header field asked for (nil when not asked)
 }
 
 // fetchUIDs sends a UID FETCH of the flags of uids and, with section, one
@@ -46,7 +47,6 @@ func (w *worker) fetchUIDs(c *imapclient.Client, uids []imap.UID, section *imap.
 	w.armFetch(len(uids))
 	cmd := c.Fetch(set, opts)
 	byUID := make(map[imap.UID]*fetched)
-	flagged := make(map[imap.UID]bool)
 	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 		var uid imap.UID
 		var flags []imap.Flag
@@ -79,8 +79,7 @@ func (w *worker) fetchUIDs(c *imapclient.Client, uids []imap.UID, section *imap.
 			byUID[uid] = f
 		}
 		if hasFlags {
-			f.flags = fromIMAP(flags)
-			flagged[uid] = true
+			f.flags, f.hasFlags = fromIMAP(flags), true
 		}
 		if header != nil && f.header == nil {
 			f.header = header
@@ -95,7 +94,7 @@ func (w *worker) fetchUIDs(c *imapclient.Client, uids []imap.UID, section *imap.
 	}
 	slices.SortFunc(out, func(a, b fetched) int { return cmp.Compare(a.uid, b.uid) })
 	for _, f := range out {
-		if !flagged[f.uid] {
+		if !f.hasFlags {
 			return nil, fmt.Errorf("%w: UID FETCH answered for UID %d without its FLAGS", ErrServerFault, f.uid)
 		}
 	}
