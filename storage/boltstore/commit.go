@@ -458,10 +458,7 @@ func (c *committer) logged(ops []*txOp) {
 	}
 	ends := make([]int64, nl)
 	for i := range nl {
-		ends[i] = e.lanes[i].off
-		for _, b := range bufs[i] {
-			ends[i] += int64(len(b))
-		}
+		ends[i] = e.lanes[i].off + lenAll(bufs[i])
 	}
 	dj := 0
 	for j, op := range ops {
@@ -689,10 +686,7 @@ func (c *committer) addLane() ([]byte, error) {
 func (c *committer) writeLanes(bufs [][][]byte, flush bool) error {
 	for i := range bufs {
 		l := &c.ep.lanes[i]
-		need := l.off + markRoom
-		for _, b := range bufs[i] {
-			need += int64(len(b))
-		}
+		need := l.off + markRoom + lenAll(bufs[i])
 		if need > l.alloc {
 			end := need + allocAhead
 			if err := allocate(l.f, l.alloc, end-l.alloc); err != nil {
@@ -703,12 +697,25 @@ func (c *committer) writeLanes(bufs [][][]byte, flush bool) error {
 	}
 	one := func(i int) error {
 		l := c.ep.lanes[i]
-		if err := writeAt(l.f, bufs[i], l.off); err != nil || !flush {
+		if err := writeAt(l.f, bufs[i], l.off); err != nil {
 			return err
+		}
+		if !flush {
+			startWriteback(l.f, l.off, lenAll(bufs[i]))
+			return nil
 		}
 		return fdatasync(l.f)
 	}
 	return parallel(len(bufs), one)
+}
+
+// lenAll is the number of bytes in bufs.
+func lenAll(bufs [][]byte) int64 {
+	var n int64
+	for _, b := range bufs {
+		n += int64(len(b))
+	}
+	return n
 }
 
 // markRoom is the room writeLanes keeps for a kindMark frame, and

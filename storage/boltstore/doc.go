@@ -79,11 +79,13 @@
 // parallel, since a file takes one writer at a time; the other writes go
 // to the first. Before writing, the committer allocates the blocks the
 // frames will take (fallocate), so a full disk refuses a batch with
-// nothing written. It then applies the batch in one bbolt transaction
-// committed without syncing (bbolt's NoSync), and hands the fdatasync of
-// the segments to a goroutine of its own (bgSync), which flushes, in one
-// go, every batch applied while it ran: group commit, without the
-// committer waiting for the disk. Only when nothing else is queued and a
+// nothing written, and after writing it starts the kernel's writeback of
+// the frames' whole pages (sync_file_range), so that they travel to the
+// disk while the batch is applied and the sync before it ends. It then
+// applies the batch in one bbolt transaction committed without syncing
+// (bbolt's NoSync), and hands the fdatasync of the segments to a goroutine
+// of its own (bgSync), which flushes, in one go, every batch applied while
+// it ran: group commit, without the committer waiting for the disk. Only when nothing else is queued and a
 // caller is blocked on that very sync does the committer sync itself,
 // sparing that caller two hand-offs. A caller hears of its write once its
 // frames are synced, so when Append returns the deposit is on disk in the

@@ -57,3 +57,22 @@ func allocate(f *os.File, off, n int64) error {
 		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
 	}
 }
+
+// startWriteback asks the kernel to begin writing the whole pages of the n
+// bytes at off to the disk, and returns without waiting. A batch of the log
+// that is synced later (bgSync) is then on its way while the committer
+// applies it and while the sync before it runs, so that sync waits for
+// less; left to the fdatasync alone, the data of every batch waited in the
+// page cache for the sync before it to end. The page the bytes end in is
+// left out when partial: the next batch appends to it and would write it
+// again. It promises nothing, so errors are left to the fdatasync.
+func startWriteback(f *os.File, off, n int64) {
+	end := (off + n) &^ (pageSize - 1)
+	if end <= off {
+		return
+	}
+	unix.SyncFileRange(int(f.Fd()), off, end-off, unix.SYNC_FILE_RANGE_WRITE)
+}
+
+// pageSize is the unit of the kernel's page cache.
+var pageSize = int64(os.Getpagesize())

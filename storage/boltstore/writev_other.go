@@ -15,3 +15,7 @@ func writeAt(f *os.File, bufs [][]byte, off int64) error {
 
 // allocate is a no-op where the file system cannot allocate ahead.
 func allocate(*os.File, int64, int64) error { return nil }
+
+// startWriteback is a no-op where the kernel cannot begin writeback ahead
+// of the sync.
+func startWriteback(*os.File, int64, int64) {}
