@@ -92,6 +92,49 @@
 // while the server waits on the node: a node whose link dies mid-write
 // leaves no lock behind for the next holder's takeover to wait on.
 //
+// # A node gone silent
+//
+// A node can go silent in the middle of a transaction: its link cut by a
+// partition or a dropped NAT entry, its VM frozen, its process stopped.
+// Hearing nothing, PostgreSQL would keep the transaction open, and the row
+// locks it holds (the mailbox's row, a folder's UID counter), until its TCP
+// keepalive gives up, over two hours by Linux's defaults, and every other
+// node's write that needs those rows (a deposit into the mailbox, a flag
+// change, a delivery claim) would wait as long, with whatever waits on that
+// write in turn. So every connection of the pool sets
+// idle_in_transaction_session_timeout to Options.IdleInTransaction (default
+// 10s: two thirds of the 15s LeaseTTL that packages upstream and forward
+// default to, whose holder renews every third of it, so a dead holder's
+// locks are gone by the time its lease can pass): the server rolls back a
+// transaction that has waited that long on its node and ends the session,
+// and the writes queued behind its locks go on. Nothing of the transaction
+// stays, and the silent node's call fails, never acknowledged. The bound
+// counts only the time the server waits on the node, not time spent running
+// a statement. The store's own statements follow one another in
+// milliseconds; the one other thing a transaction waits on is the content
+// Append reads from its caller, which must be a finished recording (see
+// um.Mailbox.Deposit; the IMAP server spools an APPEND first), and an Append
+// whose reader stalls past the bound fails and stores nothing.
+//
+// Options.PeerTimeout (default 30s) bounds the rest of a dead peer: each
+// session gets the server's TCP keepalive (tcp_keepalives_idle, _interval,
+// _count) and tcp_user_timeout, so the sessions of a vanished node hold
+// neither connection slots for hours nor, blocked sending to it, their
+// locks; the node's own sockets get the same keepalive and, on Linux,
+// TCP_USER_TIMEOUT, so a call waiting on a dead server or link fails
+// within about that long even when its context has no deadline.
+// tcp_user_timeout needs PostgreSQL 12 or newer.
+//
+// The server settings go as runtime parameters of the connection's
+// startup message, which override ALTER ROLE and ALTER DATABASE settings.
+// A connection string that sets one of them itself (as a parameter, or
+// with -c in options) keeps its value; a negative option sets none of its
+// own, leaving the server's configuration (and, for PeerTimeout, pgx's
+// dialer). A pooler such as PgBouncer refuses startup parameters it does
+// not know: behind one, set both options negative and the bounds for the
+// role on the server (ALTER ROLE um SET idle_in_transaction_session_timeout
+// = '10s').
+//
 // # The change feed
 //
 // The Store publishes each change itself, inside the transaction that makes

@@ -148,9 +148,10 @@ func (s *Store) DeleteState(ctx context.Context, l um.Lease) error {
 // has all of it before it takes the lock, and commits before it waits on
 // the client again. A lock held across round trips would outlive a
 // connection that goes silent in between (a dead link: the server keeps
-// the transaction open until its TCP keepalive gives up, hours by default),
-// and every other node's AcquireLease would wait on it: the mailbox's work
-// could not be taken over.
+// the transaction open until Options.IdleInTransaction ends it, or with
+// that bound off until its TCP keepalive gives up, hours by default), and
+// every other node's AcquireLease would wait on it: the mailbox's work
+// could not be taken over at once.
 func (s *Store) fenced(ctx context.Context, l um.Lease, change string, args ...any) error {
 	mid, err := s.poolMailboxID(ctx, l.Mailbox)
 	if err != nil {

@@ -61,6 +61,45 @@ type Options struct {
 	// before the older ones forgotten is told which UIDs still exist
 	// instead. Default 10,000.
 	VanishedKept int
+	// IdleInTransaction bounds how long the server keeps a transaction of
+	// this Store open while it waits on this node: it ends the session of
+	// a transaction idle longer (idle_in_transaction_session_timeout, set
+	// on every connection), rolling it back and releasing its locks. A
+	// node that goes silent in the middle of a transaction (a partition, a
+	// frozen VM) so holds up the other nodes' writes that need the same
+	// rows for this long at most, rather than until the server's TCP
+	// keepalive gives up, hours later. Default 10s: two thirds of the
+	// default LeaseTTL of packages upstream and forward (15s), whose
+	// holder renews every third of it, so a dead holder's locks are gone
+	// by the time its lease can pass. Keep it under two thirds of the
+	// shortest lease time to live in use.
+	//
+	// The store's own statements follow one another in milliseconds; what
+	// else a transaction waits on is Append reading its content from the
+	// caller (um.Deposit.Audio). A reader that stalls longer than this
+	// fails the append, which then stores nothing.
+	//
+	// A connection string that sets idle_in_transaction_session_timeout
+	// itself (as a parameter, or with -c in options) keeps its value. A
+	// negative value sets nothing: the server's configuration applies
+	// (postgresql.conf, ALTER ROLE, ALTER DATABASE; a value set here
+	// overrides those). See the package documentation, "A node gone
+	// silent".
+	IdleInTransaction time.Duration
+	// PeerTimeout bounds how long either end of a connection takes to
+	// notice that the other is gone without a word: the server's TCP
+	// keepalive (tcp_keepalives_idle, _interval, _count) and
+	// tcp_user_timeout are set on every connection, and this node's
+	// sockets get the same keepalive and, on Linux, TCP_USER_TIMEOUT.
+	// Half of it passes idle before the first probe, the rest on probes.
+	// The server so frees the sessions of a node that vanished, and a
+	// call on this node whose server or link died fails within about this
+	// long even when its context has no deadline. Default 30s; the server
+	// must be PostgreSQL 12 or newer (tcp_user_timeout). Each server
+	// setting the connection string sets itself keeps its value; a
+	// negative value sets nothing, leaving the server's settings and pgx's
+	// dialer.
+	PeerTimeout time.Duration
 	// Logger receives what has no caller to return to: a lost notification
 	// connection and a malformed notification (Warn), schema migrations
 	// (Info). Nil means Logf when that is set, else nothing is logged.
@@ -111,6 +150,13 @@ func Open(ctx context.Context, connString string, opts *Options) (*Store, error)
 	if s.opts.VanishedKept <= 0 {
 		s.opts.VanishedKept = 10000
 	}
+	if s.opts.IdleInTransaction == 0 {
+		s.opts.IdleInTransaction = defaultIdleInTransaction
+	}
+	if s.opts.PeerTimeout == 0 {
+		s.opts.PeerTimeout = defaultPeerTimeout
+	}
+	s.opts.boundSessions(&cfg.ConnConfig.Config)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	s.instance = hex.EncodeToString(b[:])
@@ -250,11 +296,12 @@ func retryable(err error) bool {
 }
 
 // mapErr turns a closed pool into um.ErrClosed and a unique violation into
-// um.ErrExists.
+// um.ErrExists, and says when the server cut a transaction for idling.
 func (s *Store) mapErr(err error) error {
 	if err == nil {
 		return nil
 	}
+	err = explainIdle(err)
 	if s.closed.Load() && !errors.Is(err, um.ErrClosed) {
 		return fmt.Errorf("%w: %v", um.ErrClosed, err)
 	}
