@@ -77,7 +77,11 @@
 // bodies of FETCH responses the server sends unasked are read and
 // dropped, never kept, and wake the worker only when they may concern one
 // of its copies. Every command has a deadline (Options.CommandTimeout),
-// so a server that falls silent is abandoned. These are faults too:
+// so a server that falls silent is abandoned. Nor does a server that
+// stops reading hold the engine: a connection is closed within a second
+// whatever the server does (TLS's goodbye is given up on), so
+// Engine.Remove and Engine.Close return, and Engine.Status never waits for
+// a server. These are faults too:
 //
 //   - a UIDVALIDITY of 0, or one that changes within a session or within
 //     ten minutes of the last change;

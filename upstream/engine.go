@@ -86,6 +86,9 @@ type Engine struct {
 	// afterAppend, when set by tests, runs after each successful APPEND;
 	// returning true drops the connection as if the answer was lost.
 	afterAppend func() bool
+	// onFetched, when set by tests, runs for each message of the answer
+	// to a UID FETCH, as soon as the worker has read it.
+	onFetched func()
 
 	// solo, when set by benchmarks before the first Add, gives every
 	// worker its own backoff with nothing shared, for comparison.

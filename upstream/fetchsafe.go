@@ -37,7 +37,10 @@ type fetched struct {
 // after a literal that could not be read whole (the connection broke in
 // the middle) reads the literal again while the client's reader goes on
 // with the connection, racing on the client's buffer: fetchUIDs stops
-// there and closes the client, whose session is over anyway.
+// there and closes the client, whose session is over anyway. A panic in
+// the middle of the answer closes the connection too, and then reads away
+// what came of the answer: go-imap's reader waits for each message it
+// hands over to be read, and would wait for ever.
 func (w *worker) fetchUIDs(c *imapclient.Client, uids []imap.UID, section *imap.FetchItemBodySection, changedSince uint64) ([]fetched, error) {
 	set := imap.UIDSetNum(uids...)
 	opts := &imap.FetchOptions{UID: true, Flags: true, ChangedSince: changedSince}
@@ -46,6 +49,13 @@ func (w *worker) fetchUIDs(c *imapclient.Client, uids []imap.UID, section *imap.
 	}
 	w.armFetch(len(uids))
 	cmd := c.Fetch(set, opts)
+	defer func() {
+		if r := recover(); r != nil {
+			w.g.Close()
+			cmd.Close()
+			panic(r)
+		}
+	}()
 	byUID := make(map[imap.UID]*fetched)
 	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 		var uid imap.UID
@@ -63,12 +73,15 @@ func (w *worker) fetchUIDs(c *imapclient.Client, uids []imap.UID, section *imap.
 				if item.Literal != nil {
 					b, err := io.ReadAll(item.Literal)
 					if err != nil {
-						c.Close()
+						w.hangUp(c)
 						return nil, fmt.Errorf("upstream: UID FETCH: %w", err)
 					}
 					header = b
 				}
 			}
+		}
+		if w.e.onFetched != nil {
+			w.e.onFetched()
 		}
 		if uid == 0 || !set.Contains(uid) {
 			continue

@@ -27,6 +27,7 @@ import (
 // the one go-imap sets.
 type guard struct {
 	net.Conn
+	raw                 net.Conn // the socket under TLS (Conn itself without TLS)
 	maxLine, maxLiteral int64
 	maxAnswer           int64 // 0: no limit
 
@@ -61,7 +62,11 @@ type guard struct {
 }
 
 func newGuard(c net.Conn, maxLine, maxLiteral int64) *guard {
-	return &guard{Conn: c, maxLine: maxLine, maxLiteral: maxLiteral, head: make([]byte, 0, 8), tail: make([]byte, 0, 32),
+	raw := c
+	if tc, ok := c.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	return &guard{Conn: c, raw: raw, maxLine: maxLine, maxLiteral: maxLiteral, head: make([]byte, 0, 8), tail: make([]byte, 0, 32),
 		wtail: make([]byte, 0, 32), edge: true}
 }
 
@@ -101,7 +106,7 @@ func (g *guard) Read(p []byte) (int, error) {
 				g.mu.Lock()
 				g.err = ferr
 				g.mu.Unlock()
-				g.Conn.Close()
+				g.Close()
 				return 0, ferr
 			}
 			if k < n {
@@ -114,7 +119,7 @@ func (g *guard) Read(p []byte) (int, error) {
 				g.mu.Lock()
 				g.err = ferr
 				g.mu.Unlock()
-				g.Conn.Close()
+				g.Close()
 				return 0, ferr
 			}
 		}
@@ -448,6 +453,24 @@ func (g *guard) applyLocked() error {
 		t = g.mine
 	}
 	return g.Conn.SetReadDeadline(t)
+}
+
+// closeGrace is how long closing a connection may wait for TLS's goodbye
+// (its close_notify) before the socket is closed under it.
+const closeGrace = time.Second
+
+// Close closes the connection within closeGrace, whatever the server
+// does. TLS's Close writes a close_notify first (with 5 s for it), under
+// the lock of TLS's output, which a write that TLS makes itself while
+// reading (an alert, the answer to a KeyUpdate) may hold: that write has
+// no deadline once go-imap has cleared its own after a command, and a
+// server that stops reading keeps it blocked for as long as it likes. The
+// socket closed under them ends both writes. A deadline would not do:
+// go-imap and TLS each set their own.
+func (g *guard) Close() error {
+	t := time.AfterFunc(closeGrace, func() { g.raw.Close() })
+	defer t.Stop()
+	return g.Conn.Close()
 }
 
 func (g *guard) SetDeadline(t time.Time) error {

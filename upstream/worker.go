@@ -79,8 +79,8 @@ type worker struct {
 
 	mu         sync.Mutex
 	stat       Status
-	dirtySince time.Time // first um change not yet carried over
-	conn       *imapclient.Client
+	dirtySince time.Time     // first um change not yet carried over
+	conn       *guard        // the session's connection, for closeConn
 	owning     chan struct{} // while this node owns the mailbox; closed when that ends
 }
 
@@ -104,12 +104,42 @@ func (w *worker) stop() {
 	<-w.done
 }
 
+// closeConn closes the session's connection, from any goroutine; the run
+// goroutine, whose commands then fail, ends the session. It closes the
+// connection outside w.mu, and closes only the connection, not go-imap's
+// client, whose Close waits for the client's reader: status never waits
+// for the network, and stop waits only for the run goroutine.
 func (w *worker) closeConn() {
 	w.mu.Lock()
-	if w.conn != nil {
-		w.conn.Close()
-	}
+	g := w.conn
+	w.conn = nil
 	w.mu.Unlock()
+	if g != nil {
+		g.Close()
+	}
+}
+
+// readerWait is how long hangUp waits for go-imap's client to end once its
+// connection is closed.
+const readerWait = 5 * time.Second
+
+// hangUp ends the session's client c, on the run goroutine. Once the
+// connection is closed (which the guard bounds) the client's reader ends
+// at once, unless it is blocked handing the answer to a command over to
+// the run goroutine, which no longer reads it: a bug, logged, and not
+// waited for beyond readerWait, which go-imap's Close would do for ever.
+func (w *worker) hangUp(c *imapclient.Client) {
+	w.mu.Lock()
+	w.conn = nil
+	w.mu.Unlock()
+	w.g.Close()
+	t := time.NewTimer(readerWait)
+	defer t.Stop()
+	select {
+	case <-c.Closed():
+	case <-t.C:
+		w.e.opts.Logger.Error("upstream: the IMAP client's reader did not end with its connection", "mailbox", w.cfg.Mailbox)
+	}
 }
 
 func (w *worker) status() Status {
@@ -301,11 +331,7 @@ func (w *worker) guardedSession(ctx context.Context) (synced bool, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("upstream: %s: internal error: %v", w.cfg.Mailbox, r)
-			w.mu.Lock()
-			if w.conn != nil {
-				w.conn.Close()
-			}
-			w.mu.Unlock()
+			w.closeConn() // a connection dial made before it panicked
 		}
 	}()
 	return w.session(ctx)
@@ -385,21 +411,21 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	c := imapclient.New(g, opts)
 	w.g = g
 	w.mu.Lock()
-	w.conn = c
+	w.conn = g
 	w.mu.Unlock()
 	if ctx.Err() != nil {
-		c.Close()
+		w.hangUp(c)
 		return nil, ctx.Err()
 	}
 	w.arm()
 	if err := c.WaitGreeting(); err != nil {
 		err = w.explain(c, err)
 		w.transport = transportError(err)
-		c.Close()
+		w.hangUp(c)
 		return nil, fmt.Errorf("upstream: greeting of %s: %w", w.cfg.Addr, err)
 	}
 	if c.State() != imap.ConnStateNotAuthenticated {
-		c.Close()
+		w.hangUp(c)
 		return nil, fmt.Errorf("upstream: greeting of %s: %w: PREAUTH refused", w.cfg.Addr, ErrServerFault)
 	}
 	w.arm()
@@ -407,19 +433,19 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 	if err != nil {
 		err = w.explain(c, err)
 		w.transport = transportError(err)
-		c.Close()
+		w.hangUp(c)
 		return nil, fmt.Errorf("upstream: CAPABILITY at %s: %w", w.cfg.Addr, err)
 	}
 	sc, err := w.cfg.Credentials.SASL(ctx, w.cfg.Username, authMechanisms(caps))
 	if err != nil {
-		c.Close()
+		w.hangUp(c)
 		return nil, err
 	}
 	w.arm()
 	if err := c.Authenticate(sc); err != nil {
 		err = w.explain(c, err)
 		w.transport = transportError(err)
-		c.Close()
+		w.hangUp(c)
 		return nil, fmt.Errorf("upstream: authenticate %q at %s: %w", w.cfg.Username, w.cfg.Addr, err)
 	}
 	w.e.reached(w)
@@ -506,10 +532,7 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 	defer func() {
 		err = w.explain(c, err)
 		w.transport = err != nil && ctx.Err() == nil && !errors.Is(err, ErrServerFault) && connLost(c, err)
-		c.Close()
-		w.mu.Lock()
-		w.conn = nil
-		w.mu.Unlock()
+		w.hangUp(c)
 	}()
 	w.caps = c.Caps()
 	idle := w.caps.Has(imap.CapIdle) || w.caps.Has(imap.CapIMAP4rev2)
@@ -532,6 +555,9 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 	defer func() {
 		if len(waiting) > 0 {
 			err := w.explain(c, err)
+			if err == nil {
+				err = errors.New("upstream: internal error") // a panic, on its way to guardedSession
+			}
 			for _, r := range waiting {
 				r <- fmt.Errorf("upstream: sync %q: %w", w.cfg.Mailbox, err)
 			}
