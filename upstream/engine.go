@@ -89,6 +89,9 @@ type Engine struct {
 	// onFetched, when set by tests, runs for each message of the answer
 	// to a UID FETCH, as soon as the worker has read it.
 	onFetched func()
+	// onUnsolicited, when set by tests, runs for each FETCH the server
+	// sends of its own, on go-imap's goroutine for it.
+	onUnsolicited func()
 
 	// solo, when set by benchmarks before the first Add, gives every
 	// worker its own backoff with nothing shared, for comparison.

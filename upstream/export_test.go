@@ -20,6 +20,11 @@ func SetAfterAppend(e *Engine, f func() bool) { e.afterAppend = f }
 // answer: one that panics is a bug met in the middle of an answer.
 func SetOnFetched(e *Engine, f func()) { e.onFetched = f }
 
+// SetOnUnsolicited installs a hook that runs for each FETCH the server
+// sends of its own (a flag change made elsewhere) before the worker reads
+// it: one that panics is a bug met outside any command of the worker's.
+func SetOnUnsolicited(e *Engine, f func()) { e.onUnsolicited = f }
+
 // SetSolo makes every worker of e added from now on back off alone, as
 // before workers of one address shared what they learn: for benchmarks
 // that compare the two.

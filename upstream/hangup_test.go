@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
+
 	"github.com/embeddedum/um"
 	"github.com/embeddedum/um/internal/selfsigned"
 	"github.com/embeddedum/um/upstream"
@@ -273,4 +275,39 @@ func blockedIn(fn string) bool {
 		}
 	}
 	return false
+}
+
+// TestPanicInAnUnsolicitedFetch: go-imap hands a FETCH the server sends of
+// its own (here, \Seen set by the user's other mail client) to a goroutine
+// of its own, outside every command of the worker's. A bug met there ends
+// the session, not the PBX, and the flag change still reaches the phone:
+// the session after it reads the folder again.
+func TestPanicInAnUnsolicitedFetch(t *testing.T) {
+	d := startDovecot(t, "1001")
+	e := newEnv(t, d)
+	mb := e.sync("1001", "")
+	m := deposit(t, mb, "+4930123456")
+	e.waitSynced("1001")
+	mc := newMailClient(t, d, "1001")
+	uids := mc.find("INBOX", m.ID)
+	if len(uids) != 1 {
+		t.Fatalf("copies upstream = %d, want 1", len(uids))
+	}
+
+	var panicked atomic.Int32
+	upstream.SetOnUnsolicited(e.eng, func() {
+		if panicked.Add(1) == 1 {
+			panic("a bug in an unsolicited FETCH")
+		}
+	})
+	mc.store("INBOX", uids[0], imap.StoreFlagsAdd, imap.FlagSeen)
+	eventually(t, "the unsolicited FETCH reaching the hook", func() bool { return panicked.Load() > 0 })
+	eventually(t, "\\Seen from the other client on the phone", func() bool {
+		got, err := mb.Message(context.Background(), m.ID)
+		return err == nil && got.Heard()
+	})
+	e.waitSynced("1001")
+	if st := e.eng.Status("1001"); !st.Connected || st.LastError != nil {
+		t.Errorf("Status() after the panic = %+v, want connected with no error", st)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 
 	"net/textproto"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -60,6 +61,7 @@ type worker struct {
 	caps      imap.CapSet
 	condstore bool
 	g         *guard                  // the current connection's framing guard
+	hungUp    *imapclient.Client      // the last client hangUp ended
 	again     bool                    // a restore asks for a full pass next
 	trashed   map[uuid.UUID]bool      // moved to Trash since the last full pass (sync.go)
 	appended  map[uuid.UUID]appendTry // the last APPEND of each voicemail
@@ -129,6 +131,10 @@ const readerWait = 5 * time.Second
 // the run goroutine, which no longer reads it: a bug, logged, and not
 // waited for beyond readerWait, which go-imap's Close would do for ever.
 func (w *worker) hangUp(c *imapclient.Client) {
+	if w.hungUp == c {
+		return // a second time, from the session's deferred end
+	}
+	w.hungUp = c
 	w.mu.Lock()
 	w.conn = nil
 	w.mu.Unlock()
@@ -331,6 +337,7 @@ func (w *worker) guardedSession(ctx context.Context) (synced bool, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("upstream: %s: internal error: %v", w.cfg.Mailbox, r)
+			w.e.opts.Logger.Error("upstream: internal error", "mailbox", w.cfg.Mailbox, "panic", r, "stack", string(debug.Stack()))
 			w.closeConn() // a connection dial made before it panicked
 		}
 	}()
@@ -456,6 +463,22 @@ func (w *worker) dial(ctx context.Context) (*imapclient.Client, error) {
 // any body, and wakes the worker only for a flag change that may concern
 // one of its copies: a flood about other mail costs no round trip.
 func (w *worker) unsolicitedFetch(m *imapclient.FetchMessageData) {
+	// go-imap calls this on a goroutine of its own, outside guardedSession:
+	// a panic here would end the PBX, so it ends the session instead, and
+	// reads away the rest of the message, whose literals go-imap's reader
+	// waits for before it can see the connection closed.
+	defer func() {
+		if r := recover(); r != nil {
+			w.e.opts.Logger.Error("upstream: internal error in an unsolicited FETCH", "mailbox", w.cfg.Mailbox, "panic", r, "stack", string(debug.Stack()))
+			w.closeConn()
+			defer func() { recover() }() // what a closed connection leaves of the message
+			for m.Next() != nil {
+			}
+		}
+	}()
+	if w.e.onUnsolicited != nil {
+		w.e.onUnsolicited()
+	}
 	var uid imap.UID
 	flags := false
 	for item := m.Next(); item != nil; item = m.Next() {
