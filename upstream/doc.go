@@ -163,14 +163,19 @@
 // ends for one, not when each one's backoff runs out:
 //
 //   - A transport failure (connection refused, reset or timed out, no
-//     greeting, or an established connection lost) marks the address down.
+//     greeting, or the connection of a session that had synced lost) marks
+//     the address down.
 //     The first worker to see it becomes the address's prober and retries
 //     every Options.ProbeInterval (default MinBackoff) instead of backing
 //     off; the others back off as before. Failures where the server
 //     answered (a refused login, a NO, a certificate that does not verify,
 //     a response that does not parse) say nothing about the address and
 //     make no prober, so a wrong password or a garbling server is never
-//     retried faster than the backoff.
+//     retried faster than the backoff. Nor does a connection lost after
+//     the login and before the first sync: a server that lets each worker
+//     log in and then drops it is backed off by every worker, rather than
+//     probed at ProbeInterval with every worker of the address woken by
+//     each probe's login.
 //   - When any worker of a down address logs in again, the address is up:
 //     every worker of it sleeping in backoff is woken and reconnects after
 //     a random delay of up to 2 ms per worker of the address (at most 2 s),

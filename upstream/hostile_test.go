@@ -290,6 +290,9 @@ func (h *hostile) serve(c net.Conn) {
 			out = "* BYE going away\r\n* SEARCH\r\n"
 		case mode == "UIDVALIDITY 0":
 			out = validityRE.ReplaceAllString(line, "[UIDVALIDITY 0]")
+		case mode == "drop after login" && (strings.HasPrefix(cmd, "LOGIN ") || strings.HasPrefix(cmd, "AUTHENTICATE ")) && !strings.HasPrefix(line, "* ") && !strings.HasPrefix(line, "+ "):
+			io.WriteString(c, line)
+			return
 		case mode == "silent after SELECT" && strings.Contains(line, "Select completed"):
 			io.WriteString(c, line)
 			silent = true
@@ -748,4 +751,57 @@ func (l *errorLog) has(match func(error) bool) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.ContainsFunc(l.errs, match)
+}
+
+// TestLoginThenDrop: a server that lets the engine log in, then drops every
+// connection before anything else (overloaded, or hostile). The address
+// answers, so it is not down for want of a network: each worker backs off
+// as after any failure, doubling its wait, instead of one probing at
+// ProbeInterval and every login it makes waking all the others to log in
+// too, which hammered a sick server with every mailbox's logins at each
+// probe. Nothing reaches the server but logins, and the voicemail waits in
+// um.
+func TestLoginThenDrop(t *testing.T) {
+	users := []string{"1001", "1002", "1003", "1004", "1005", "1006", "1007", "1008"}
+	d := startDovecotPlain(t, users...)
+	h := startHostile(t, d)
+	h.setMode("drop after login")
+	opts := testOptions
+	opts.MinBackoff, opts.MaxBackoff, opts.ProbeInterval = 100*time.Millisecond, time.Minute, 100*time.Millisecond
+	e := newEnvOpts(t, d, opts, nil)
+	ctx := context.Background()
+	for _, u := range users {
+		mb, err := e.svc.EnsureMailbox(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deposit(t, mb, "held")
+		cfg := e.config(u, "")
+		cfg.Addr, cfg.Security, cfg.TLSConfig = h.ln.Addr().String(), upstream.ImplicitTLS, h.cert.ClientConfig("localhost")
+		if err := e.eng.Add(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Over 3 s a worker whose wait doubles from 100 ms (at least half of
+	// it, with jitter: 50, 100, 200, 400, 800, 1600 ms) makes at most 6
+	// attempts; a probe every 100 ms, each waking the 7 others, makes
+	// hundreds.
+	const window = 3 * time.Second
+	time.Sleep(window)
+	logins := h.commands("AUTHENTICATE") + h.commands("LOGIN")
+	t.Logf("logins in %v: %d", window, logins)
+	if max := 7 * len(users); logins > max {
+		t.Errorf("logins in %v = %d, want at most %d (%d mailboxes backing off from %v)", window, logins, max, len(users), opts.MinBackoff)
+	}
+	if logins < len(users) {
+		t.Errorf("logins in %v = %d, want at least one per mailbox (%d)", window, logins, len(users))
+	}
+	if n := h.commands("APPEND"); n != 0 {
+		t.Errorf("APPENDs that reached the server = %d, want none: it drops every session after its login", n)
+	}
+	for _, u := range users {
+		if st := e.eng.Status(u); st.Connected || st.LastError == nil {
+			t.Errorf("Status(%s) = %+v, want not connected, with the lost connection as its error", u, st)
+		}
+	}
 }

@@ -554,7 +554,13 @@ func (w *worker) session(ctx context.Context) (synced bool, err error) {
 	}
 	defer func() {
 		err = w.explain(c, err)
-		w.transport = err != nil && ctx.Err() == nil && !errors.Is(err, ErrServerFault) && connLost(c, err)
+		// A lost connection says the address went away only of a session
+		// that had synced: one lost before that, after a login the server
+		// accepted, is the server's doing (overloaded, or hostile), and
+		// is backed off like any failure. Counted as the address being
+		// down, it made this worker probe at ProbeInterval, and each login
+		// the probe made woke every worker of the address to log in too.
+		w.transport = synced && err != nil && ctx.Err() == nil && !errors.Is(err, ErrServerFault) && connLost(c, err)
 		w.hangUp(c)
 	}()
 	w.caps = c.Caps()
