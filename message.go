@@ -52,7 +52,10 @@ func (m *Message) Heard() bool { return m.Flags.Has(FlagHeard) }
 // Deposit is a finished recording the PBX hands to um.
 type Deposit struct {
 	// Audio is read to EOF; a read error fails the deposit and stores
-	// nothing. Required.
+	// nothing. Required. It should be at hand (a file, a buffer): a store
+	// may hold locks while it reads, and bounds how long a read may stall
+	// (storage/pgstore's Options.IdleInTransaction, 10 s by default), so a
+	// reader that waits on a network may fail the deposit.
 	Audio        io.Reader
 	AudioType    string // media type, audio/*; "audio/wav" when empty (see Mailbox.Deposit)
 	CallerNumber string
