@@ -37,8 +37,9 @@ type fetched struct {
 // after a literal that could not be read whole (the connection broke in
 // the middle) reads the literal again while the client's reader goes on
 // with the connection, racing on the client's buffer: fetchUIDs stops
-// there and closes the client, whose session is over anyway. A panic in
-// the middle of the answer closes the connection too, and then reads away
+// there and closes the connection, whose session is over anyway (the
+// session's end waits for the reader). A panic in the middle of the answer
+// closes the connection too, and then reads away
 // what came of the answer: go-imap's reader waits for each message it
 // hands over to be read, and would wait for ever.
 func (w *worker) fetchUIDs(c *imapclient.Client, uids []imap.UID, section *imap.FetchItemBodySection, changedSince uint64) ([]fetched, error) {
@@ -73,7 +74,7 @@ func (w *worker) fetchUIDs(c *imapclient.Client, uids []imap.UID, section *imap.
 				if item.Literal != nil {
 					b, err := io.ReadAll(item.Literal)
 					if err != nil {
-						w.hangUp(c)
+						w.g.Close() // the session's end waits for the reader
 						return nil, fmt.Errorf("upstream: UID FETCH: %w", err)
 					}
 					header = b

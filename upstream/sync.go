@@ -611,7 +611,7 @@ func (w *worker) finishAppend(c *imapclient.Client, a *sentAppend) error {
 	}
 	id, flags := a.id, a.flags
 	if w.e.afterAppend != nil && w.e.afterAppend() {
-		w.hangUp(c)
+		w.g.Close() // the session's end waits for the reader
 		return errors.New("upstream: APPEND answer lost (test)")
 	}
 	// An APPENDUID names the copy from then on: a UID no folder reaches

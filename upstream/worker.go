@@ -61,7 +61,6 @@ type worker struct {
 	caps      imap.CapSet
 	condstore bool
 	g         *guard                  // the current connection's framing guard
-	hungUp    *imapclient.Client      // the last client hangUp ended
 	again     bool                    // a restore asks for a full pass next
 	trashed   map[uuid.UUID]bool      // moved to Trash since the last full pass (sync.go)
 	appended  map[uuid.UUID]appendTry // the last APPEND of each voicemail
@@ -131,10 +130,6 @@ const readerWait = 5 * time.Second
 // the run goroutine, which no longer reads it: a bug, logged, and not
 // waited for beyond readerWait, which go-imap's Close would do for ever.
 func (w *worker) hangUp(c *imapclient.Client) {
-	if w.hungUp == c {
-		return // a second time, from the session's deferred end
-	}
-	w.hungUp = c
 	w.mu.Lock()
 	w.conn = nil
 	w.mu.Unlock()
