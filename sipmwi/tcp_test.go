@@ -34,7 +34,11 @@ type rawPhone struct {
 // connection stalls in retransmissions instead of filling up.
 func dialRaw(t testing.TB, addr string, sockopts map[int]int) *rawPhone {
 	t.Helper()
-	d := net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
+	// The source port is bound before the connect: a port that connect
+	// picks by itself may be shared by other connections to other
+	// destinations (the kernel allows it), and TestTCPSubscriberGone
+	// needs to listen on the phone's port once the phone is gone.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, Control: func(network, address string, rc syscall.RawConn) error {
 		var serr error
 		if err := rc.Control(func(fd uintptr) {
 			for name, v := range sockopts {
