@@ -17,6 +17,7 @@
 //	go run ./bench/imapstress -rounds 3 -secs 30   # alternate the servers three times
 //	go run ./bench/imapstress -servers um -profile noop=50,idle=50
 //	go run ./bench/imapstress -servers um -pprof /tmp/prof   # then go tool pprof /tmp/prof/um-0/cpu.pprof
+//	go run ./bench/imapstress -servers um,um-memstore       # what the durable store costs
 //
 // imaptest is the binary -imaptest or $IMAPTEST names; without either it is
 // built from ../shared/tools/imaptest (beside the repository).
@@ -35,7 +36,7 @@ func main() {
 		os.Exit(serveChild(spec))
 	}
 	cfg := defaultConfig()
-	flag.StringVar(&cfg.Servers, "servers", cfg.Servers, "comma-separated servers to run: um, dovecot, memserver")
+	flag.StringVar(&cfg.Servers, "servers", cfg.Servers, "comma-separated servers to run: um, um-memstore (um on its in-memory store), dovecot, memserver")
 	flag.IntVar(&cfg.Users, "users", cfg.Users, "imaptest users=")
 	flag.IntVar(&cfg.Clients, "clients", cfg.Clients, "imaptest clients=")
 	flag.DurationVar(&cfg.Duration, "secs", cfg.Duration, "length of each run")

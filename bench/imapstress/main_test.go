@@ -28,16 +28,17 @@ func TestRun(t *testing.T) {
 	cfg.Emails, cfg.Voicemails = 10, 2
 	cfg.Dir = t.TempDir()
 	cfg.Pprof = t.TempDir()
+	cfg.Servers = "um,um-memstore,dovecot,memserver"
 	var log bytes.Buffer
 	cfg.Log = &log
 	res, err := Run(cfg)
 	if err != nil {
 		t.Fatalf("Run = %v\n%s", err, log.Bytes())
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		t.Fatalf("Run gave %d results, want one per server", len(res))
 	}
-	for i, want := range []string{"um", "dovecot", "memserver"} {
+	for i, want := range []string{"um", "um-memstore", "dovecot", "memserver"} {
 		r := res[i]
 		if r.Server != want {
 			t.Errorf("result %d is %q, want %q", i, r.Server, want)
@@ -63,7 +64,7 @@ func TestRun(t *testing.T) {
 		}
 	}
 	// -pprof: each Go child wrote its profiles, named by server and round.
-	for _, run := range []string{"um-0", "memserver-0"} {
+	for _, run := range []string{"um-0", "um-memstore-0", "memserver-0"} {
 		for _, p := range []string{"cpu.pprof", "mutex.pprof", "block.pprof", "heap.pprof", "allocs.pprof", "peakheap.pprof", "peak.txt"} {
 			fi, err := os.Stat(filepath.Join(cfg.Pprof, run, p))
 			if err != nil || fi.Size() == 0 {
@@ -76,7 +77,7 @@ func TestRun(t *testing.T) {
 	}
 	var out bytes.Buffer
 	Report(&out, cfg, res)
-	for _, want := range []string{"| um |", "| dovecot |", "| memserver |", "mean latency per command"} {
+	for _, want := range []string{"| um |", "| um-memstore |", "| dovecot |", "| memserver |", "mean latency per command"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

@@ -20,6 +20,7 @@ import (
 	umimap "github.com/embeddedum/um/imapserver"
 	"github.com/embeddedum/um/internal/dovecot"
 	"github.com/embeddedum/um/storage/boltstore"
+	"github.com/embeddedum/um/storage/memstore"
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
@@ -27,7 +28,9 @@ import (
 
 // serverEnv, when set in this program's environment, makes it serve one
 // IMAP server instead of running the comparison: "um:DIR" serves um over a
-// boltstore in DIR, "memserver" go-imap's in-memory server. Each server runs
+// boltstore in DIR, "um-memstore" um over its in-memory store (what the
+// durable store costs: the rest of the server is the same), "memserver"
+// go-imap's in-memory server. Each server runs
 // in a process of its own so that its CPU time and memory are its own.
 const serverEnv = "IMAPSTRESS_SERVER"
 
@@ -64,10 +67,10 @@ func startTarget(name, dir string, users int, prof string) (*target, error) {
 		return &target{name: name, addr: dc.Addr, pid: dc.PID(), stop: func() error { dc.Stop(); return nil }}, nil
 	case "um":
 		return startChild(name, "um:"+filepath.Join(dir, "um"), users, prof)
-	case "memserver":
-		return startChild(name, "memserver", users, prof)
+	case "um-memstore", "memserver":
+		return startChild(name, name, users, prof)
 	}
-	return nil, fmt.Errorf("unknown server %q: want um, dovecot or memserver", name)
+	return nil, fmt.Errorf("unknown server %q: want um, um-memstore, dovecot or memserver", name)
 }
 
 // startChild runs this program again as a server and returns once it
@@ -107,6 +110,8 @@ func serveChild(spec string) int {
 	var shutdown func() error
 	if dir, ok := strings.CutPrefix(spec, "um:"); ok {
 		shutdown, err = serveUM(ln, dir, users)
+	} else if spec == "um-memstore" {
+		shutdown, err = serveUM(ln, "", users)
 	} else {
 		shutdown, err = serveMem(ln, users)
 	}
@@ -134,11 +139,16 @@ func serveChild(spec string) int {
 	return 0
 }
 
-// serveUM serves um as the demo does: boltstore, durable.
+// serveUM serves um as the demo does: boltstore in dir, durable; with dir
+// empty, memstore.
 func serveUM(ln net.Listener, dir string, users int) (func() error, error) {
-	store, err := boltstore.Open(dir, nil)
-	if err != nil {
-		return nil, err
+	var store um.Store = memstore.New()
+	if dir != "" {
+		bs, err := boltstore.Open(dir, nil)
+		if err != nil {
+			return nil, err
+		}
+		store = bs
 	}
 	svc, err := um.New(store, nil)
 	if err != nil {
