@@ -91,8 +91,13 @@ func (b *baresip) summaries() []string {
 	var out []string
 	for _, part := range strings.Split(b.out.String(), "----- MWI for ")[1:] {
 		_, body, _ := strings.Cut(part, "\n")
-		// baresip prints the body as it came, then a line end of its own.
-		body, _, _ = strings.Cut(body, "\n\n")
+		// baresip prints the body as it came, then a line end of its own,
+		// in a write after the header's: a body without that end is still
+		// being printed, and so is every summary after it.
+		body, _, complete := strings.Cut(body, "\n\n")
+		if !complete {
+			break
+		}
 		out = append(out, body+"\n")
 	}
 	return out
