@@ -63,6 +63,12 @@ type committer struct {
 	// so none of its ranges may be freed before a later base frame is on
 	// disk.
 	endedEarly []uint64
+	// spent holds the segments of ended epochs that no content lives in
+	// (only other writes' frames and small deposits', which um.db holds):
+	// nothing reads them once a later epoch's base frame is on disk, and
+	// they are deleted then, so that a store that runs for months keeps a
+	// handful of segments, not one for every 256 writes.
+	spent []uint64
 }
 
 // epoch is the log's current segments: lanes[0] starts with the base, the
@@ -83,10 +89,11 @@ type epoch struct {
 }
 
 type lane struct {
-	f     *os.File
-	seq   uint64
-	off   int64
-	alloc int64 // the segment's blocks are allocated up to here (writeLanes)
+	f       *os.File
+	seq     uint64
+	off     int64
+	alloc   int64 // the segment's blocks are allocated up to here (writeLanes)
+	content bool  // a deposit's content that stays in the segment was written to it
 }
 
 func (e *epoch) open() bool { return len(e.lanes) > 0 }
@@ -472,6 +479,9 @@ func (c *committer) logged(ops []*txOp) {
 		dj++
 		h := depositHead(kind, txid, len(ops), j, d)
 		d.loc = segLoc{seq: e.lanes[i].seq, off: ends[i] + int64(len(h)), size: d.data.size()}
+		if !d.rec.inline {
+			e.lanes[i].content = true
+		}
 		ends[i] = d.loc.off + d.loc.size
 		bufs[i] = append(append(bufs[i], h), d.data...)
 	}
@@ -511,7 +521,11 @@ func (c *committer) logged(ops []*txOp) {
 		e.lanes[i].off = ends[i]
 	}
 	if fresh {
-		c.endedEarly = nil // this epoch's base frame is on disk: the newest
+		// This epoch's base frame is on disk (the first batch of an epoch
+		// is always synced): it is the newest, and recovery reads no older
+		// segment.
+		c.endedEarly = nil
+		c.deleteSpent()
 	}
 	e.entries += len(ops)
 	early = early && !flush
@@ -836,10 +850,26 @@ func (c *committer) endEpoch() {
 	files := make([]*os.File, len(c.ep.lanes))
 	for i, l := range c.ep.lanes {
 		files[i] = l.f
+		if !l.content && c.broken == nil {
+			c.spent = append(c.spent, l.seq)
+		}
 	}
 	c.bg.retire(files)
 	c.ep = epoch{}
 	c.releaseDurable()
+}
+
+// deleteSpent deletes the segments in spent. Call it only once a later
+// epoch's base frame is durable. A deletion that a crash undoes leaves a
+// segment older than the newest base, which recovery does not read and
+// the sweep after Open deletes; one that fails is left to that sweep too.
+func (c *committer) deleteSpent() {
+	for _, seq := range c.spent {
+		if err := os.Remove(segPath(c.dir, seq)); err != nil && !isNotExist(err) {
+			c.logf("boltstore: delete spent log segment: %v", err)
+		}
+	}
+	c.spent = c.spent[:0]
 }
 
 // releaseDurable frees the ranges that durable removals left unnamed,

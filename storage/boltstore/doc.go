@@ -145,9 +145,14 @@
 // only once no replay can read them: after their epoch ended and, for an
 // epoch with early commits, after a later epoch's base frame is on disk,
 // since recovery reads that epoch up to its kindMark frame. Content files
-// of older stores go once their removal is durable. Open's background
-// sweep deletes segments no content is in any more, as it deletes orphaned
-// content files.
+// of older stores go once their removal is durable. A segment that never
+// held a content that stays in it (only other writes' frames, and small
+// deposits', whose contents um.db holds) is deleted once a later epoch's
+// base frame is on disk: recovery reads no older segment, so a store under
+// a steady stream of flag changes keeps a handful of segments rather than
+// one for every 256 writes until it is opened again. Open's background
+// sweep deletes the segments whose contents were all removed since, as it
+// deletes orphaned content files.
 //
 // The committer keeps one more rule of bbolt's: growing the memory map
 // waits for every read transaction, the epoch's too, which only the
@@ -259,8 +264,8 @@
 //     it fails with um.ErrInvalid and stores nothing.
 //   - A removed content's range of its log segment is freed once no replay
 //     can read it (above), where the file system punches holes (Linux:
-//     ext4, XFS, tmpfs); the segment file itself goes with the sweep after
-//     the next Open, once no content is in it.
+//     ext4, XFS, tmpfs); a segment that held contents goes with the sweep
+//     after the next Open, once none is in it.
 //   - The directory must be on a local file system that honours fsync (not
 //     NFS). Directory fsync, which makes new file names durable, is what
 //     Linux and the BSDs provide; the store is built and tested on Linux.
