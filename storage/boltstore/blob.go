@@ -206,6 +206,9 @@ type gone struct {
 func (s *Store) deleteBlobs(gs []gone) {
 	for _, g := range s.pins.filter(gs) { // a backup or check may still need them
 		if g.seg != nil {
+			if s.c.segs.released(g.seg.seq) {
+				continue // the whole segment goes
+			}
 			if err := s.punch(*g.seg); err != nil {
 				s.logf("boltstore: free log range: %v", err)
 			}

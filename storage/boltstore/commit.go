@@ -63,12 +63,9 @@ type committer struct {
 	// so none of its ranges may be freed before a later base frame is on
 	// disk.
 	endedEarly []uint64
-	// spent holds the segments of ended epochs that no content lives in
-	// (only other writes' frames and small deposits', which um.db holds):
-	// nothing reads them once a later epoch's base frame is on disk, and
-	// they are deleted then, so that a store that runs for months keeps a
-	// handful of segments, not one for every 256 writes.
-	spent []uint64
+	// segs counts the contents in this process's segments, so that one
+	// no content is in any more is deleted (spent.go).
+	segs *liveSegs
 }
 
 // epoch is the log's current segments: lanes[0] starts with the base, the
@@ -89,11 +86,10 @@ type epoch struct {
 }
 
 type lane struct {
-	f       *os.File
-	seq     uint64
-	off     int64
-	alloc   int64 // the segment's blocks are allocated up to here (writeLanes)
-	content bool  // a deposit's content that stays in the segment was written to it
+	f     *os.File
+	seq   uint64
+	off   int64
+	alloc int64 // the segment's blocks are allocated up to here (writeLanes)
 }
 
 func (e *epoch) open() bool { return len(e.lanes) > 0 }
@@ -152,7 +148,7 @@ var replayed func(n int) error
 var errRedo = errors.New("boltstore: redo batch")
 
 func newCommitter(db *bolt.DB, dir string, dbf *os.File, nextSeq uint64, logf func(string, ...any)) *committer {
-	c := &committer{db: db, dir: dir, dbf: dbf, logf: logf, nextSeq: nextSeq, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &committer{db: db, dir: dir, dbf: dbf, logf: logf, nextSeq: nextSeq, segs: newLiveSegs(nextSeq), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	db.View(func(tx *bolt.Tx) error {
 		c.txid = uint64(tx.ID())
 		return nil
@@ -479,9 +475,6 @@ func (c *committer) logged(ops []*txOp) {
 		dj++
 		h := depositHead(kind, txid, len(ops), j, d)
 		d.loc = segLoc{seq: e.lanes[i].seq, off: ends[i] + int64(len(h)), size: d.data.size()}
-		if !d.rec.inline {
-			e.lanes[i].content = true
-		}
 		ends[i] = d.loc.off + d.loc.size
 		bufs[i] = append(append(bufs[i], h), d.data...)
 	}
@@ -850,26 +843,13 @@ func (c *committer) endEpoch() {
 	files := make([]*os.File, len(c.ep.lanes))
 	for i, l := range c.ep.lanes {
 		files[i] = l.f
-		if !l.content && c.broken == nil {
-			c.spent = append(c.spent, l.seq)
+		if c.broken == nil {
+			c.segs.ended(l.seq)
 		}
 	}
 	c.bg.retire(files)
 	c.ep = epoch{}
 	c.releaseDurable()
-}
-
-// deleteSpent deletes the segments in spent. Call it only once a later
-// epoch's base frame is durable. A deletion that a crash undoes leaves a
-// segment older than the newest base, which recovery does not read and
-// the sweep after Open deletes; one that fails is left to that sweep too.
-func (c *committer) deleteSpent() {
-	for _, seq := range c.spent {
-		if err := os.Remove(segPath(c.dir, seq)); err != nil && !isNotExist(err) {
-			c.logf("boltstore: delete spent log segment: %v", err)
-		}
-	}
-	c.spent = c.spent[:0]
 }
 
 // releaseDurable frees the ranges that durable removals left unnamed,
@@ -943,6 +923,9 @@ func (c *committer) runTx(ops []*txOp, noSync, always, early bool) (committed bo
 		} else {
 			c.txid = c.pending
 			for _, op := range ops {
+				if op.dep != nil && !op.dep.rec.inline {
+					c.segs.added(op.dep.loc.seq)
+				}
 				for _, g := range op.releases() {
 					if g.seg != nil { // content files are the caller's
 						c.freed = append(c.freed, g)

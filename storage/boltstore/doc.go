@@ -145,14 +145,16 @@
 // only once no replay can read them: after their epoch ended and, for an
 // epoch with early commits, after a later epoch's base frame is on disk,
 // since recovery reads that epoch up to its kindMark frame. Content files
-// of older stores go once their removal is durable. A segment that never
-// held a content that stays in it (only other writes' frames, and small
-// deposits', whose contents um.db holds) is deleted once a later epoch's
-// base frame is on disk: recovery reads no older segment, so a store under
-// a steady stream of flag changes keeps a handful of segments rather than
-// one for every 256 writes until it is opened again. Open's background
-// sweep deletes the segments whose contents were all removed since, as it
-// deletes orphaned content files.
+// of older stores go once their removal is durable. A segment this process
+// wrote is deleted whole, not punched, once its epoch has ended and no
+// content is in it, and a later epoch's base frame is on disk, since
+// recovery reads no older segment: at once when it never held a content
+// that stays in it (only other writes' frames, and small deposits', whose
+// contents um.db holds), else when the last of its contents is released.
+// So a store that runs for months keeps about as many segments as it has
+// segments with contents, not one for every 256 writes. Segments of
+// earlier processes go with Open's background sweep once no content is in
+// them, as orphaned content files do.
 //
 // The committer keeps one more rule of bbolt's: growing the memory map
 // waits for every read transaction, the epoch's too, which only the
@@ -264,8 +266,7 @@
 //     it fails with um.ErrInvalid and stores nothing.
 //   - A removed content's range of its log segment is freed once no replay
 //     can read it (above), where the file system punches holes (Linux:
-//     ext4, XFS, tmpfs); a segment that held contents goes with the sweep
-//     after the next Open, once none is in it.
+//     ext4, XFS, tmpfs); a segment goes whole once none is in it (above).
 //   - The directory must be on a local file system that honours fsync (not
 //     NFS). Directory fsync, which makes new file names durable, is what
 //     Linux and the BSDs provide; the store is built and tested on Linux.

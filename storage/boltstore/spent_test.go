@@ -2,6 +2,7 @@ package boltstore
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -162,4 +163,72 @@ func newestWritten(t *testing.T, dir string) uint64 {
 	}
 	t.Fatal("no segment holds a frame")
 	return 0
+}
+
+// TestRemovedContentsSegmentDeleted: a segment that held contents is
+// deleted once the last of them is removed and a later epoch has begun;
+// while one is left it stays, readable, the removed ones' ranges punched.
+func TestRemovedContentsSegmentDeleted(t *testing.T) {
+	s := openStore(t)
+	newMailbox(t, s, "1001")
+	a, b := randomBytes(48000), randomBytes(52000)
+	ma := appendMsg(t, s, "1001", um.Inbox, a)
+	mb := appendMsg(t, s, "1001", um.Inbox, b)
+	seg := newestWritten(t, s.dir)
+	kept := randomBytes(60000)
+	// Epochs end with a write the log does not take and begin with the
+	// next logged one.
+	n := 0
+	nextEpoch := func() {
+		t.Helper()
+		n++
+		if _, err := s.CreateFolder(ctx, "1001", fmt.Sprint("F", n)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SetFlags(ctx, "1001", []uuid.UUID{ma.ID}, um.FlagOp{Mode: um.FlagsAdd, Flags: um.FlagFlagged}); err != nil && n == 1 {
+			t.Fatal(err)
+		}
+	}
+	nextEpoch()
+	mk := appendMsg(t, s, "1001", um.Inbox, kept) // in a segment of its own
+	if err := s.Remove(ctx, "1001", []uuid.UUID{ma.ID}); err != nil {
+		t.Fatal(err)
+	}
+	nextEpoch()
+	nextEpoch()
+	if _, err := os.Stat(segPath(s.dir, seg)); err != nil {
+		t.Fatalf("segment %d with a content left: Stat = %v, want it kept", seg, err)
+	}
+	if got := readAll(t, s, "1001", mb.ID); !bytes.Equal(got, b) {
+		t.Fatalf("the content left in segment %d differs", seg)
+	}
+	if err := s.Remove(ctx, "1001", []uuid.UUID{mb.ID}); err != nil {
+		t.Fatal(err)
+	}
+	nextEpoch()
+	nextEpoch()
+	if _, err := os.Stat(segPath(s.dir, seg)); !isNotExist(err) {
+		t.Fatalf("segment %d, its contents removed: Stat = %v, want it deleted", seg, err)
+	}
+	check := func(name string, s *Store) {
+		t.Helper()
+		if got := readAll(t, s, "1001", mk.ID); !bytes.Equal(got, kept) {
+			t.Errorf("%s: the kept content differs", name)
+		}
+		for _, id := range []uuid.UUID{ma.ID, mb.ID} {
+			if _, err := s.Get(ctx, "1001", id); !errors.Is(err, um.ErrNotFound) {
+				t.Errorf("%s: Get(removed %s) = %v, want ErrNotFound", name, id, err)
+			}
+		}
+		if rep := mustCheck(t, s); len(rep.Problems) != 0 {
+			t.Errorf("%s: Check() = %v, want no problems", name, rep.Problems)
+		}
+	}
+	check("live", s)
+	check("killed", openAt(t, copyDir(t, s.dir)))
+	dir := s.dir
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("reopened", openAt(t, dir))
 }
