@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/embeddedum/um"
 	bolt "go.etcd.io/bbolt"
@@ -139,6 +140,10 @@ func (op *txOp) viaLog() bool { return op.dep != nil || op.lw != nil }
 // operations all succeeded, right before bbolt commits it, so the test can
 // tell what was synced before the commit.
 var beforeCommit func(tx *bolt.Tx)
+
+// diskFull, when a test sets it, makes writeLanes find no room for a
+// batch while it returns true, as a full disk would.
+var diskFull func() bool
 
 // replayed, when a test sets it, runs after each transaction a replay
 // applies again (n counts them); an error stops the replay there.
@@ -430,9 +435,32 @@ func (c *committer) logged(ops []*txOp) {
 	nl := max(1, min(deps, maxLanes))
 	bufs := make([][][]byte, nl) // each lane's, written in one system call where there is one
 	fresh := !e.open()
+	// undo takes back what this batch did to the epoch when it fails with
+	// nothing written: the epoch it began, the lanes it took (whose first
+	// frame, naming the base, is not on disk: a later batch would write to
+	// them headless) and its claim of early commits (whose kindEarly frame
+	// is not on disk, nor, for a new epoch, its base, whose place in
+	// endedEarly the previous early epoch keeps).
+	prevLanes, prevEarly, prevHorizon := len(e.lanes), e.early, e.horizon
+	undo := func() {
+		back := make([]readySeg, 0, len(e.lanes)-prevLanes+len(c.ready))
+		for _, l := range e.lanes[prevLanes:] {
+			back = append(back, readySeg{l.seq, l.f})
+		}
+		c.ready = append(back, c.ready...) // still in order: taken from the front
+		e.lanes = e.lanes[:prevLanes]
+		e.early, e.horizon = prevEarly, prevHorizon
+		if fresh {
+			if e.pin != nil {
+				e.pin.Rollback()
+			}
+			c.ep = epoch{}
+		}
+	}
 	if fresh {
 		base, err := c.beginEpoch(roomy)
 		if err != nil {
+			undo()
 			fail(ops, fmt.Errorf("boltstore: start log segment: %w", err))
 			return
 		}
@@ -441,6 +469,7 @@ func (c *committer) logged(ops []*txOp) {
 	for i := len(e.lanes); i < nl; i++ {
 		head, err := c.addLane()
 		if err != nil {
+			undo()
 			fail(ops, fmt.Errorf("boltstore: start log segment: %w", err))
 			return
 		}
@@ -480,13 +509,11 @@ func (c *committer) logged(ops []*txOp) {
 	}
 	err := c.writeLanes(bufs, flush)
 	if nr := (*noRoomError)(nil); errors.As(err, &nr) {
-		// Nothing was written: the epoch goes on, unless this batch began
-		// it (its base frame is not on disk either). The other writes can
-		// still commit synced: a full disk must not keep a removal from
-		// freeing space.
-		if fresh {
-			c.endEpoch()
-		}
+		// Nothing was written: the epoch goes on as it was before this
+		// batch, or, when this batch began it, is not begun. The other
+		// writes can still commit synced: a full disk must not keep a
+		// removal from freeing space.
+		undo()
 		deps, lws := splitLogWrites(ops)
 		fail(deps, fmt.Errorf("boltstore: write log: %w", err))
 		if len(lws) > 0 {
@@ -696,7 +723,13 @@ func (c *committer) writeLanes(bufs [][][]byte, flush bool) error {
 		need := l.off + markRoom + lenAll(bufs[i])
 		if need > l.alloc {
 			end := need + allocAhead
-			if err := allocate(l.f, l.alloc, end-l.alloc); err != nil {
+			err := error(nil)
+			if diskFull != nil && diskFull() {
+				err = &os.PathError{Op: "fallocate", Path: l.f.Name(), Err: syscall.ENOSPC}
+			} else {
+				err = allocate(l.f, l.alloc, end-l.alloc)
+			}
+			if err != nil {
 				return &noRoomError{err}
 			}
 			l.alloc = end
